@@ -1,0 +1,176 @@
+//! Typed handles to step outputs inside a pipeline body.
+//!
+//! A step call in a `#[pipeline]` body does not run the step: it records an
+//! invocation and returns [`Artifact<T>`] handles, one per output. Handles are
+//! `Copy`; wiring one into another step's input records an edge, and the type
+//! parameter makes a wrong wiring a compile error.
+
+use crate::plan::builder;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// A reference to one output of one step invocation, typed by its value.
+pub struct Artifact<T> {
+    node: usize,
+    output: usize,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Artifact<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Artifact<T> {}
+
+impl<T> fmt::Debug for Artifact<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Artifact<{}>({})", std::any::type_name::<T>(), builder::describe(self.node, Some(self.output)))
+    }
+}
+
+impl<T> Artifact<T> {
+    #[doc(hidden)]
+    pub fn __new(node: usize, output: usize) -> Self {
+        Artifact { node, output, _type: PhantomData }
+    }
+
+    /// Makes the step that produces this artifact run only after `upstream`,
+    /// without passing data (ordering only). Returns the same handle.
+    pub fn after(self, upstream: impl Upstream) -> Self {
+        builder::add_after(self.node, upstream.nodes());
+        self
+    }
+
+    /// The invocation that produces this artifact.
+    pub fn invocation(&self) -> Invocation {
+        Invocation(self.node)
+    }
+}
+
+/// A handle to a step invocation with no outputs, for ordering with
+/// [`Artifact::after`] / [`Invocation::after`].
+#[derive(Clone, Copy)]
+pub struct Invocation(usize);
+
+impl fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Invocation({})", builder::describe(self.0, None))
+    }
+}
+
+impl Invocation {
+    #[doc(hidden)]
+    pub fn __new(node: usize) -> Self {
+        Invocation(node)
+    }
+
+    /// Makes this invocation run only after `upstream` (ordering only).
+    pub fn after(self, upstream: impl Upstream) -> Self {
+        builder::add_after(self.0, upstream.nodes());
+        self
+    }
+}
+
+/// Anything that names invocations a step can be ordered after.
+pub trait Upstream {
+    /// The builder nodes of those invocations.
+    #[doc(hidden)]
+    fn nodes(&self) -> Vec<usize>;
+}
+
+impl<T> Upstream for Artifact<T> {
+    fn nodes(&self) -> Vec<usize> {
+        vec![self.node]
+    }
+}
+impl Upstream for Invocation {
+    fn nodes(&self) -> Vec<usize> {
+        vec![self.0]
+    }
+}
+impl<U: Upstream> Upstream for &U {
+    fn nodes(&self) -> Vec<usize> {
+        (*self).nodes()
+    }
+}
+impl<U: Upstream> Upstream for [U] {
+    fn nodes(&self) -> Vec<usize> {
+        self.iter().flat_map(U::nodes).collect()
+    }
+}
+impl<U: Upstream> Upstream for Vec<U> {
+    fn nodes(&self) -> Vec<usize> {
+        self.iter().flat_map(U::nodes).collect()
+    }
+}
+impl<A: Upstream, B: Upstream> Upstream for (A, B) {
+    fn nodes(&self) -> Vec<usize> {
+        let mut n = self.0.nodes();
+        n.extend(self.1.nodes());
+        n
+    }
+}
+impl<A: Upstream, B: Upstream, C: Upstream> Upstream for (A, B, C) {
+    fn nodes(&self) -> Vec<usize> {
+        let mut n = self.0.nodes();
+        n.extend(self.1.nodes());
+        n.extend(self.2.nodes());
+        n
+    }
+}
+
+/// Where one input of an invocation comes from, while a pipeline is being built.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub enum InputBinding {
+    /// One artifact.
+    Single { node: usize, output: usize },
+    /// Several artifacts of the same type, read as a `Vec` (fan-in).
+    List(Vec<(usize, usize)>),
+}
+
+/// What can be wired into a step input of type `T`: an `Artifact<T>`, or for a
+/// `Vec<T>` input, a `Vec<Artifact<T>>` (fan-in).
+#[diagnostic::on_unimplemented(
+    message = "this step input expects an artifact of type `{T}`, but got `{Self}`",
+    label = "expected `Artifact<{T}>` here",
+    note = "inside a #[pipeline] body, step inputs are the `Artifact<_>` handles returned by other steps; \
+            check that the producing step's output type is `{T}`",
+    note = "plain values belong in `#[param]` arguments"
+)]
+pub trait IntoInput<T> {
+    /// Records where the input comes from.
+    #[doc(hidden)]
+    fn into_binding(self) -> InputBinding;
+}
+
+impl<T> IntoInput<T> for Artifact<T> {
+    fn into_binding(self) -> InputBinding {
+        InputBinding::Single { node: self.node, output: self.output }
+    }
+}
+
+impl<T> IntoInput<T> for &Artifact<T> {
+    fn into_binding(self) -> InputBinding {
+        (*self).into_binding()
+    }
+}
+
+impl<T> IntoInput<Vec<T>> for Vec<Artifact<T>> {
+    fn into_binding(self) -> InputBinding {
+        self.as_slice().into_binding()
+    }
+}
+
+impl<T> IntoInput<Vec<T>> for &Vec<Artifact<T>> {
+    fn into_binding(self) -> InputBinding {
+        self.as_slice().into_binding()
+    }
+}
+
+impl<T> IntoInput<Vec<T>> for &[Artifact<T>] {
+    fn into_binding(self) -> InputBinding {
+        InputBinding::List(self.iter().map(|a| (a.node, a.output)).collect())
+    }
+}

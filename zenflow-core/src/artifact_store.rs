@@ -1,0 +1,85 @@
+//! The artifact store: content-addressed bytes.
+//!
+//! Every artifact is stored under a key derived from its content hash, so
+//! identical bytes are stored once and a key never changes meaning. A `put`
+//! is atomic (an object is visible only when complete) and idempotent.
+//! Readers verify the hash ([`get_verified`]), so a corrupted object is
+//! reported, never silently used.
+
+use crate::hash::ContentHash;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+
+/// Why the artifact store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object exists for the hash.
+    #[error("artifact {uri} is missing from the artifact store; re-run the pipeline to produce it again \
+             (a cached step whose artifact is gone re-executes)")]
+    NotFound {
+        /// Where it was expected.
+        uri: String,
+    },
+    /// The object's bytes do not match its content hash.
+    #[error("artifact {uri} is corrupted: its content hash is {actual}, expected {expected}; \
+             delete the object and re-run the pipeline to write it again")]
+    Corrupted {
+        /// Where it is.
+        uri: String,
+        /// The hash it should have.
+        expected: ContentHash,
+        /// The hash of the bytes found.
+        actual: ContentHash,
+    },
+    /// The store could not be reached or failed.
+    #[error("artifact store {store} failed: {message}")]
+    Backend {
+        /// Description of the store (its URL).
+        store: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Content-addressed storage for artifact bytes.
+///
+/// Implementations run the conformance suite in `zenflow_core::conformance`.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
+    /// The store's URL, e.g. `file:///project/.zenflow/artifacts`.
+    fn url(&self) -> String;
+
+    /// The URI under which the object with this hash is (or would be) stored.
+    fn uri(&self, hash: &ContentHash) -> String;
+
+    /// Stores `bytes` under `hash`. Atomic and idempotent: storing the same
+    /// hash twice keeps one object. The caller guarantees `hash` is the bytes'
+    /// content hash.
+    async fn put(&self, hash: &ContentHash, bytes: Bytes) -> Result<(), StoreError>;
+
+    /// Reads the object's bytes, without verifying them (see [`get_verified`]).
+    async fn get(&self, hash: &ContentHash) -> Result<Bytes, StoreError>;
+
+    /// Whether an object exists for `hash`.
+    async fn exists(&self, hash: &ContentHash) -> Result<bool, StoreError>;
+
+    /// Deletes the object; deleting a missing object is not an error.
+    async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError>;
+}
+
+/// Reads an object and checks its bytes against `hash`.
+pub async fn get_verified(store: &dyn ArtifactStore, hash: &ContentHash) -> Result<Bytes, StoreError> {
+    let bytes = store.get(hash).await?;
+    let actual = ContentHash::of(&bytes);
+    if actual != *hash {
+        return Err(StoreError::Corrupted { uri: store.uri(hash), expected: *hash, actual });
+    }
+    Ok(bytes)
+}
+
+/// The object key of a hash: `<aa>/<hash>`, fanned out so no folder grows huge.
+pub fn object_key(hash: &ContentHash) -> String {
+    let hex = hash.to_hex();
+    format!("{}/{}", &hex[..2], hex)
+}

@@ -1,0 +1,89 @@
+//! Cache keys (DESIGN.md §5).
+//!
+//! A step's cache key is the blake3 of its name, code hash and manual version,
+//! its parameters (canonical JSON: keys sorted), the content hashes of its
+//! inputs, and its outputs' names, types and materializers. Because inputs
+//! enter by content hash, an upstream step that re-runs and produces identical
+//! bytes leaves everything downstream cached.
+
+use crate::hash::{ContentHash, FieldHasher};
+use crate::plan::PlanStep;
+
+/// Computes the cache key of `step` given the content hashes of its inputs
+/// (one list per input, in input order; a fan-in has several).
+pub fn cache_key(step: &PlanStep, inputs: &[Vec<ContentHash>]) -> ContentHash {
+    let mut h = FieldHasher::new("zenflow.cache.v1");
+    h.str(&step.step).str(&step.code_hash).str(step.version.as_deref().unwrap_or(""));
+    h.field(&(step.params.len() as u64).to_le_bytes());
+    for (name, value) in &step.params {
+        // serde_json's map is ordered by key and its number formatting is
+        // deterministic, so this is a canonical serialisation.
+        h.str(name).str(&value.to_string());
+    }
+    h.field(&(inputs.len() as u64).to_le_bytes());
+    for (input, hashes) in step.inputs.iter().zip(inputs) {
+        h.str(&input.name).field(&[u8::from(input.list)]);
+        h.field(&(hashes.len() as u64).to_le_bytes());
+        for hash in hashes {
+            h.field(&hash.to_hex().into_bytes());
+        }
+    }
+    h.field(&(step.outputs.len() as u64).to_le_bytes());
+    for o in &step.outputs {
+        h.str(&o.name).str(&o.type_name).str(&o.materializer).field(&o.materializer_version.to_le_bytes());
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{OutputRef, PlanInput, PlanOutput};
+    use crate::step::StepOptions;
+
+    fn step() -> PlanStep {
+        PlanStep {
+            id: "train".into(),
+            step: "train".into(),
+            code_hash: "abc".into(),
+            version: None,
+            params: [("depth".to_string(), serde_json::json!(3))].into_iter().collect(),
+            inputs: vec![PlanInput {
+                name: "data".into(),
+                from: vec![OutputRef { step: "load".into(), output: "output".into() }],
+                list: false,
+            }],
+            after: vec![],
+            outputs: vec![PlanOutput {
+                name: "output".into(),
+                type_name: "f64".into(),
+                materializer: "zenflow.serde".into(),
+                materializer_version: 1,
+            }],
+            options: StepOptions::default(),
+        }
+    }
+
+    #[test]
+    fn every_ingredient_changes_the_key() {
+        let input = vec![vec![ContentHash::of(b"data")]];
+        let base = cache_key(&step(), &input);
+        assert_eq!(base, cache_key(&step(), &input), "deterministic");
+        let mut s = step();
+        s.params.insert("depth".into(), serde_json::json!(4));
+        assert_ne!(base, cache_key(&s, &input), "param");
+        let mut s = step();
+        s.version = Some("2".into());
+        assert_ne!(base, cache_key(&s, &input), "version");
+        let mut s = step();
+        s.code_hash = "abd".into();
+        assert_ne!(base, cache_key(&s, &input), "code");
+        assert_ne!(base, cache_key(&step(), &[vec![ContentHash::of(b"other")]]), "input bytes");
+        let mut s = step();
+        s.outputs[0].materializer_version = 2;
+        assert_ne!(base, cache_key(&s, &input), "materializer version");
+        let mut s = step();
+        s.id = "train_2".into();
+        assert_eq!(base, cache_key(&s, &input), "the invocation id is not part of the key");
+    }
+}

@@ -1,0 +1,112 @@
+//! The context a step may ask for with a `&StepContext` argument.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What a running step knows about its run, and where it logs.
+///
+/// Log lines and logged metadata are stored with the step run in the metadata
+/// store. Outside a pipeline, [`StepContext::detached`] gives a context for unit
+/// tests that keeps everything in memory.
+#[derive(Clone, Debug)]
+pub struct StepContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    run_id: String,
+    pipeline: String,
+    invocation: String,
+    step: String,
+    attempt: u32,
+    logs: Mutex<Vec<String>>,
+    metadata: Mutex<BTreeMap<String, serde_json::Value>>,
+}
+
+impl StepContext {
+    /// A context for step `invocation` (of step `step`) in run `run_id`.
+    pub fn new(run_id: &str, pipeline: &str, invocation: &str, step: &str, attempt: u32) -> Self {
+        StepContext {
+            inner: Arc::new(Inner {
+                run_id: run_id.to_string(),
+                pipeline: pipeline.to_string(),
+                invocation: invocation.to_string(),
+                step: step.to_string(),
+                attempt,
+                logs: Mutex::default(),
+                metadata: Mutex::default(),
+            }),
+        }
+    }
+
+    /// A context outside any run, for calling a step function directly in tests.
+    pub fn detached(step: &str) -> Self {
+        StepContext::new("detached", "detached", step, step, 1)
+    }
+
+    /// Id of the run this step belongs to.
+    pub fn run_id(&self) -> &str {
+        &self.inner.run_id
+    }
+
+    /// Name of the pipeline.
+    pub fn pipeline(&self) -> &str {
+        &self.inner.pipeline
+    }
+
+    /// Invocation id of this step in the plan (unique within the run).
+    pub fn invocation_id(&self) -> &str {
+        &self.inner.invocation
+    }
+
+    /// Registered name of the step.
+    pub fn step_name(&self) -> &str {
+        &self.inner.step
+    }
+
+    /// 1 for the first attempt, 2 for the first retry, and so on.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// Logs a line; it is kept with the step run and also emitted through `tracing`.
+    pub fn log(&self, line: impl Into<String>) {
+        let line = line.into();
+        tracing::info!(step = %self.inner.invocation, "{line}");
+        self.inner.logs.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+    }
+
+    /// Records a key/value pair (a metric, a count, a description) with the step
+    /// run. A later value for the same key replaces the earlier one.
+    pub fn log_metadata(&self, key: impl Into<String>, value: impl Serialize) {
+        let key = key.into();
+        let value = serde_json::to_value(value)
+            .unwrap_or_else(|e| serde_json::Value::String(format!("<not serialisable: {e}>")));
+        self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner).insert(key, value);
+    }
+
+    /// The lines logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.inner.logs.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The metadata logged so far.
+    pub fn metadata(&self) -> BTreeMap<String, serde_json::Value> {
+        self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// The message of a panic payload or a failed task.
+pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "the step was cancelled".into();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".into())
+}

@@ -1,0 +1,52 @@
+//! Error types shared by every zenflow component.
+//!
+//! Each error names the thing that went wrong (a step, an artifact, a store) and,
+//! where there is one, the fix. Components keep their own small error enums and
+//! convert into [`Error`] at the API boundary.
+
+use std::fmt;
+
+/// A boxed error as returned by user step code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias used across the public API.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Any error the zenflow API returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline could not be turned into a plan.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    /// The artifact store failed.
+    #[error(transparent)]
+    Store(#[from] crate::artifact_store::StoreError),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+    /// A value could not be turned into bytes or back.
+    #[error(transparent)]
+    Materialize(#[from] crate::materializer::MaterializeError),
+    /// A step failed; the message carries the step's own error.
+    #[error(transparent)]
+    Step(#[from] crate::step::StepError),
+    /// The run finished but a step failed; the result is inside.
+    #[error(transparent)]
+    RunFailed(crate::run::RunFailed),
+    /// An output of a run was requested that the run does not have.
+    #[error("{0}")]
+    NotFound(String),
+    /// Invalid use of the API, with a message that says what to do instead.
+    #[error("{0}")]
+    Usage(String),
+    /// The async runtime could not be started.
+    #[error("could not start the zenflow runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Builds a [`Error::Usage`] error from anything printable.
+    pub fn usage(msg: impl fmt::Display) -> Self {
+        Error::Usage(msg.to_string())
+    }
+}

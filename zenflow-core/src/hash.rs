@@ -1,0 +1,129 @@
+//! Content hashes (blake3) of artifact bytes and cache keys.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The blake3 hash of an artifact's bytes: its identity in the artifact store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash([u8; 32]);
+
+/// Above this size, hashing uses every core (blake3's multi-threaded mode).
+const PARALLEL_HASH_THRESHOLD: usize = 4 << 20;
+
+impl ContentHash {
+    /// Hashes `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        if bytes.len() >= PARALLEL_HASH_THRESHOLD {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_rayon(bytes);
+            return ContentHash(*hasher.finalize().as_bytes());
+        }
+        ContentHash(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Wraps raw hash bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ContentHash(bytes)
+    }
+
+    /// The 64-character lowercase hex form used in keys, records and messages.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// Parses the hex form; the error says what was wrong with the input.
+    pub fn from_hex(s: &str) -> Result<Self, String> {
+        blake3::Hash::from_hex(s)
+            .map(|h| ContentHash(*h.as_bytes()))
+            .map_err(|e| format!("`{s}` is not a content hash (64 hex characters): {e}"))
+    }
+
+    /// The first 12 hex characters, for humans.
+    pub fn short(&self) -> String {
+        let mut s = self.to_hex();
+        s.truncate(12);
+        s
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({})", self.short())
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ContentHash::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Incremental hashing of structured fields with unambiguous framing: every field
+/// is length-prefixed, so `("ab", "c")` and `("a", "bc")` never collide.
+#[derive(Default)]
+pub struct FieldHasher(blake3::Hasher);
+
+impl FieldHasher {
+    /// Starts a hash in the given domain (e.g. `"zenflow.cache.v1"`).
+    pub fn new(domain: &str) -> Self {
+        let mut h = FieldHasher(blake3::Hasher::new());
+        h.field(domain.as_bytes());
+        h
+    }
+
+    /// Adds one field.
+    pub fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    /// Adds one string field.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.field(s.as_bytes())
+    }
+
+    /// Finishes the hash.
+    pub fn finish(&self) -> ContentHash {
+        ContentHash(*self.0.finalize().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_bad_input() {
+        let h = ContentHash::of(b"hello");
+        assert_eq!(ContentHash::from_hex(&h.to_hex()).unwrap(), h);
+        let err = ContentHash::from_hex("xyz").unwrap_err();
+        assert!(err.contains("not a content hash"), "{err}");
+    }
+
+    #[test]
+    fn parallel_and_serial_hash_agree() {
+        let big = vec![7u8; PARALLEL_HASH_THRESHOLD + 3];
+        assert_eq!(ContentHash::of(&big).0, *blake3::hash(&big).as_bytes());
+    }
+
+    #[test]
+    fn framing_prevents_collisions() {
+        let a = FieldHasher::new("d").str("ab").str("c").finish();
+        let b = FieldHasher::new("d").str("a").str("bc").finish();
+        assert_ne!(a, b);
+    }
+}

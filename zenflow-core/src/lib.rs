@@ -1,0 +1,66 @@
+//! The core of zenflow: plans, the step runner, materializers, cache keys and
+//! the traits every stack component implements.
+//!
+//! Most users depend on the `zenflow` crate, which re-exports this one together
+//! with the macros and the built-in stacks.
+
+#![warn(missing_docs)]
+
+pub mod artifact;
+pub mod artifact_store;
+pub mod cache;
+pub mod conformance;
+pub mod context;
+pub mod error;
+pub mod git;
+pub mod hash;
+pub mod materializer;
+pub mod metadata;
+pub mod orchestrator;
+pub mod pipeline;
+pub mod plan;
+pub mod run;
+pub mod runner;
+pub mod stack;
+pub mod step;
+
+pub use artifact::{Artifact, Invocation, IntoInput, Upstream};
+pub use artifact_store::ArtifactStore;
+pub use context::StepContext;
+pub use error::{BoxError, Error, Result};
+pub use hash::ContentHash;
+pub use materializer::{Materialize, Materializer};
+pub use metadata::{MetadataStore, RunStatus, StepStatus};
+pub use orchestrator::Orchestrator;
+pub use pipeline::Pipeline;
+pub use plan::Plan;
+pub use run::RunResult;
+pub use runner::{RunOptions, StepRunner};
+pub use stack::Stack;
+pub use step::{Step, StepSpec};
+
+/// Items used by the code `#[step]` and `#[pipeline]` generate. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::artifact::InputBinding;
+    pub use crate::materializer::EncodedValue;
+    pub use crate::plan::builder::record;
+    pub use crate::step::{
+        encode_output, run_blocking, user_result, ExecuteFn, IoSpec, ParamSpec, StepCall, StepError,
+        StepOptions, StepRegistration,
+    };
+    pub use futures::future::BoxFuture;
+    pub use inventory;
+    pub use serde_json;
+
+    /// Serialises a parameter for the plan; the error is reported by `compile`.
+    pub fn param_value<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, String> {
+        serde_json::to_value(value).map_err(|e| e.to_string())
+    }
+
+    /// Compile-time check that `T` can be a parameter (points at the user's type).
+    pub const fn assert_param<T: crate::step::Param>() {}
+
+    /// Compile-time check that `T` can be an artifact (points at the user's type).
+    pub const fn assert_artifact<T: crate::materializer::Materialize>() {}
+}

@@ -1,0 +1,208 @@
+//! Materializers turn step values into bytes and back.
+//!
+//! A type becomes an artifact by implementing [`Materialize`], which names its
+//! [`Materializer`]. Built in:
+//!
+//! | type | materializer | format |
+//! |---|---|---|
+//! | numbers, `bool`, `char`, maps of serde values, and any `#[derive(Artifact)]` type | [`SerdeMaterializer`] | JSON when small, MessagePack when large |
+//! | `String` | [`Utf8Materializer`] | UTF-8 text |
+//! | `Vec<u8>`, `bytes::Bytes` | [`BytesMaterializer`] | raw bytes |
+//! | `Vec<T>` for any artifact type `T` | [`ListMaterializer`] | a framed list of `T`'s encodings |
+//! | `ndarray::Array<A, D>` (feature `ndarray`) | `NpyMaterializer` | `.npy`, readable by numpy |
+//!
+//! The materializer id and version go into every cache key, so changing an
+//! encoding (bumping `VERSION`) invalidates the cache for the values it wrote.
+
+mod builtin;
+mod list;
+#[cfg(feature = "ndarray")]
+mod npy;
+
+pub use builtin::{BytesMaterializer, SerdeMaterializer, Utf8Materializer};
+pub use list::ListMaterializer;
+#[cfg(feature = "ndarray")]
+pub use npy::NpyMaterializer;
+
+use crate::hash::ContentHash;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bytes produced by a materializer, with the name of their format
+/// (`"json"`, `"msgpack"`, `"utf8"`, `"raw"`, `"npy"`, `"zflist"`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded {
+    /// The format of `bytes`, recorded with the artifact and given back to `load`.
+    pub format: String,
+    /// The encoded value.
+    pub bytes: Bytes,
+}
+
+impl Encoded {
+    /// Builds an encoding.
+    pub fn new(format: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+        Encoded { format: format.into(), bytes: bytes.into() }
+    }
+}
+
+/// What is known about an artifact besides its bytes; stored in the metadata store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactMetadata {
+    /// Size of the encoded bytes.
+    pub size: u64,
+    /// Shape, for arrays and tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<usize>>,
+    /// Element type, for arrays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+    /// A short human-readable summary (a preview of small values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Anything else a materializer wants to record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Why a value could not be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    /// The value could not be encoded.
+    #[error("could not encode a `{type_name}` with {materializer}: {message}")]
+    Encode {
+        /// The Rust type.
+        type_name: &'static str,
+        /// The materializer id.
+        materializer: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The bytes could not be decoded.
+    #[error("could not decode a `{type_name}` from `{format}` bytes with {materializer}: {message}; \
+             if the type changed since the artifact was written, bump the step's `version` to re-run it")]
+    Decode {
+        /// The Rust type.
+        type_name: &'static str,
+        /// The materializer id.
+        materializer: &'static str,
+        /// The format recorded with the artifact.
+        format: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl MaterializeError {
+    /// An encode error for `T` from materializer `M`.
+    pub fn encode<M: Materializer>(message: impl ToString) -> Self {
+        MaterializeError::Encode {
+            type_name: std::any::type_name::<M::Value>(),
+            materializer: M::ID,
+            message: message.to_string(),
+        }
+    }
+
+    /// A decode error for `T` from materializer `M`.
+    pub fn decode<M: Materializer>(format: &str, message: impl ToString) -> Self {
+        MaterializeError::Decode {
+            type_name: std::any::type_name::<M::Value>(),
+            materializer: M::ID,
+            format: format.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Turns values of one type into bytes and back.
+///
+/// Materializers are stateless: every function is associated, so a type's
+/// materializer can be named in a `const` context and recorded in the plan.
+pub trait Materializer: Send + Sync + 'static {
+    /// The type this materializer handles.
+    type Value: Send + 'static;
+    /// Stable identifier, recorded with every artifact and part of the cache key.
+    const ID: &'static str;
+    /// Version of the encoding; bump it when the bytes for the same value change.
+    const VERSION: u32;
+
+    /// Encodes a value.
+    fn save(value: &Self::Value) -> Result<Encoded, MaterializeError>;
+
+    /// Decodes a value from bytes previously produced by [`Materializer::save`].
+    fn load(encoded: Encoded) -> Result<Self::Value, MaterializeError>;
+
+    /// Metadata recorded with the artifact. The default records the size.
+    fn metadata(_value: &Self::Value, encoded: &Encoded) -> ArtifactMetadata {
+        ArtifactMetadata { size: encoded.bytes.len() as u64, ..Default::default() }
+    }
+
+    /// The content hash of an encoding; blake3 of the bytes unless overridden.
+    fn content_hash(encoded: &Encoded) -> ContentHash {
+        ContentHash::of(&encoded.bytes)
+    }
+}
+
+/// A type that can be stored as an artifact: it names its [`Materializer`].
+///
+/// Implement it with `#[derive(zenflow::Artifact)]` for serde types, or by hand
+/// to use a materializer of your own.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored as an artifact: it has no materializer",
+    label = "this type is not an artifact type",
+    note = "derive it for a serde type: `#[derive(Serialize, Deserialize, zenflow::Artifact)]`",
+    note = "or implement `zenflow::Materialize` for it with a `Materializer` of your own"
+)]
+pub trait Materialize: Sized + Send + 'static {
+    /// The materializer that saves and loads this type.
+    type Materializer: Materializer<Value = Self>;
+
+    /// Builds the value from the artifacts of a fan-in (`Vec<Artifact<T>>` wired
+    /// into a `Vec<T>` input). Only `Vec<T>` supports it.
+    #[doc(hidden)]
+    fn from_parts(parts: Vec<Encoded>) -> Result<Self, MaterializeError> {
+        let _ = parts;
+        Err(MaterializeError::Decode {
+            type_name: std::any::type_name::<Self>(),
+            materializer: Self::Materializer::ID,
+            format: "list".into(),
+            message: "a list of artifacts can only be read into a `Vec<T>` input".into(),
+        })
+    }
+}
+
+/// An encoded value plus everything recorded about it.
+#[derive(Clone, Debug)]
+pub struct EncodedValue {
+    /// The bytes and their format.
+    pub encoded: Encoded,
+    /// Content hash of the bytes.
+    pub hash: ContentHash,
+    /// Metadata for the record.
+    pub metadata: ArtifactMetadata,
+    /// The Rust type name.
+    pub type_name: &'static str,
+    /// The materializer id.
+    pub materializer: &'static str,
+    /// The materializer version.
+    pub materializer_version: u32,
+}
+
+/// Encodes `value` with its type's materializer.
+pub fn encode<T: Materialize>(value: &T) -> Result<EncodedValue, MaterializeError> {
+    let encoded = T::Materializer::save(value)?;
+    let metadata = T::Materializer::metadata(value, &encoded);
+    Ok(EncodedValue {
+        hash: T::Materializer::content_hash(&encoded),
+        encoded,
+        metadata,
+        type_name: std::any::type_name::<T>(),
+        materializer: T::Materializer::ID,
+        materializer_version: T::Materializer::VERSION,
+    })
+}
+
+/// Decodes a value of type `T`.
+pub fn decode<T: Materialize>(encoded: Encoded) -> Result<T, MaterializeError> {
+    T::Materializer::load(encoded)
+}

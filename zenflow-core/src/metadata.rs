@@ -1,0 +1,387 @@
+//! The metadata store: pipelines, runs, step runs, artifact versions, lineage.
+//!
+//! One small trait, [`MetadataStore`]; every implementation runs the
+//! conformance suite in `zenflow_core::conformance`. Writes that belong
+//! together (a finished step run with its outputs, input links and logged
+//! metadata) are one call, so an implementation can make them one transaction.
+
+use crate::hash::ContentHash;
+use crate::materializer::ArtifactMetadata;
+use crate::plan::Plan;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Microseconds since the Unix epoch.
+pub type Timestamp = i64;
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+macro_rules! status_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vm])* $v),* }
+
+        impl $name {
+            /// The lowercase name stored in the database.
+            pub fn as_str(&self) -> &'static str {
+                match self { $($name::$v => $s),* }
+            }
+
+            /// Parses the stored name.
+            pub fn parse(s: &str) -> Result<Self, MetadataError> {
+                match s {
+                    $($s => Ok($name::$v),)*
+                    other => Err(MetadataError::Corrupt(format!(
+                        "unknown {} `{other}`", stringify!($name)
+                    ))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+status_enum!(
+    /// Status of a pipeline run.
+    RunStatus {
+        /// Still running (or its process died; see `runs` for stale runs).
+        Running = "running",
+        /// Every step completed or came from cache.
+        Completed = "completed",
+        /// At least one step failed.
+        Failed = "failed",
+    }
+);
+
+status_enum!(
+    /// Status of one step in a run.
+    StepStatus {
+        /// Executing now.
+        Running = "running",
+        /// Executed and wrote its outputs.
+        Completed = "completed",
+        /// Failed after all attempts.
+        Failed = "failed",
+        /// Outputs reused from an earlier step run with the same cache key.
+        Cached = "cached",
+        /// Not run because a step it depends on failed.
+        Skipped = "skipped",
+    }
+);
+
+/// A run about to start.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// Run id (a UUID).
+    pub id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Human-readable run name (unique per store).
+    pub name: String,
+    /// Name of the stack it runs on.
+    pub stack: String,
+    /// The plan (its config is the run config).
+    pub plan: Plan,
+    /// Commit of the project's git checkout, when there is one.
+    pub git_commit: Option<String>,
+    /// Start time.
+    pub started_at: Timestamp,
+}
+
+/// A recorded run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Run name.
+    pub name: String,
+    /// Status.
+    pub status: RunStatus,
+    /// Stack name.
+    pub stack: String,
+    /// The run configuration.
+    pub config: serde_json::Value,
+    /// The plan as JSON.
+    pub plan_json: String,
+    /// Git commit, when known.
+    pub git_commit: Option<String>,
+    /// Start time.
+    pub started_at: Timestamp,
+    /// End time, once finished.
+    pub ended_at: Option<Timestamp>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// The run's plan.
+    pub fn plan(&self) -> Result<Plan, crate::plan::PlanError> {
+        Plan::from_json(&self.plan_json)
+    }
+}
+
+/// A recorded version of an artifact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactVersion {
+    /// Artifact version id.
+    pub id: String,
+    /// Artifact name: `<pipeline>.<invocation>.<output>`.
+    pub name: String,
+    /// 1 for the first version with this name, then 2, ...
+    pub version: i64,
+    /// Where the bytes are.
+    pub uri: String,
+    /// blake3 of the bytes.
+    pub content_hash: ContentHash,
+    /// Rust type name.
+    pub type_name: String,
+    /// Materializer id.
+    pub materializer: String,
+    /// Materializer version.
+    pub materializer_version: u32,
+    /// Encoding format.
+    pub format: String,
+    /// Size, shape, summary...
+    pub metadata: ArtifactMetadata,
+    /// The step run that produced it.
+    pub producer_step_run: String,
+    /// The run that produced it.
+    pub run_id: String,
+    /// When it was recorded.
+    pub created_at: Timestamp,
+}
+
+/// An artifact produced by a step run, to be recorded.
+#[derive(Clone, Debug)]
+pub struct NewArtifact {
+    /// Output name.
+    pub output: String,
+    /// Artifact name: `<pipeline>.<invocation>.<output>`.
+    pub name: String,
+    /// Where the bytes are.
+    pub uri: String,
+    /// blake3 of the bytes.
+    pub content_hash: ContentHash,
+    /// Rust type name.
+    pub type_name: String,
+    /// Materializer id.
+    pub materializer: String,
+    /// Materializer version.
+    pub materializer_version: u32,
+    /// Encoding format.
+    pub format: String,
+    /// Size, shape, summary...
+    pub metadata: ArtifactMetadata,
+}
+
+/// An output of a step run and the artifact version it points at.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputLink {
+    /// Output name.
+    pub output: String,
+    /// The version.
+    pub artifact: ArtifactVersion,
+}
+
+/// An artifact version a step run consumed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputLink {
+    /// Input name.
+    pub input: String,
+    /// Position in a fan-in list (0 for a single input).
+    pub position: u32,
+    /// Artifact version id.
+    pub artifact_version: String,
+}
+
+/// The state of a step run to write (insert or replace).
+#[derive(Clone, Debug)]
+pub struct StepRunWrite {
+    /// Step run id.
+    pub id: String,
+    /// Run id.
+    pub run_id: String,
+    /// Invocation id in the plan.
+    pub invocation: String,
+    /// Registered step name.
+    pub step: String,
+    /// Status.
+    pub status: StepStatus,
+    /// Cache key (hex).
+    pub cache_key: Option<String>,
+    /// For cached step runs: the step run that produced the outputs.
+    pub original_step_run: Option<String>,
+    /// Start time.
+    pub started_at: Timestamp,
+    /// End time.
+    pub ended_at: Option<Timestamp>,
+    /// Error text, for failed and skipped step runs.
+    pub error: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Logged lines.
+    pub logs: Vec<String>,
+    /// Logged key/value metadata.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// New artifacts produced by this step run.
+    pub new_outputs: Vec<NewArtifact>,
+    /// Outputs that reuse existing versions (cache hits): output name -> version id.
+    pub linked_outputs: Vec<(String, String)>,
+    /// Consumed artifact versions.
+    pub inputs: Vec<InputLink>,
+}
+
+/// A recorded step run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRunRecord {
+    /// Step run id.
+    pub id: String,
+    /// Run id.
+    pub run_id: String,
+    /// Invocation id in the plan.
+    pub invocation: String,
+    /// Registered step name.
+    pub step: String,
+    /// Status.
+    pub status: StepStatus,
+    /// Cache key (hex).
+    pub cache_key: Option<String>,
+    /// For cached step runs: the step run that produced the outputs.
+    pub original_step_run: Option<String>,
+    /// Start time.
+    pub started_at: Timestamp,
+    /// End time.
+    pub ended_at: Option<Timestamp>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Logged lines.
+    pub logs: Vec<String>,
+    /// Logged key/value metadata.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Outputs in plan order.
+    pub outputs: Vec<OutputLink>,
+    /// Consumed artifact versions.
+    pub inputs: Vec<InputLink>,
+}
+
+/// A completed step run whose outputs can serve a cache hit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheHit {
+    /// The step run that produced the outputs.
+    pub step_run: String,
+    /// Its outputs.
+    pub outputs: Vec<OutputLink>,
+}
+
+/// Where an artifact version came from and where it went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lineage {
+    /// The version.
+    pub artifact: ArtifactVersion,
+    /// The step run that produced it.
+    pub producer: Option<StepRunRecord>,
+    /// Step runs that consumed it.
+    pub consumers: Vec<StepRunRecord>,
+}
+
+/// Why the metadata store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The database exists but is not a zenflow database.
+    #[error("{location} is not a zenflow metadata database ({detail}); \
+             point the stack at another database, or move the file away to start a fresh one")]
+    NotZenflow {
+        /// Path or URL.
+        location: String,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The schema was written by a newer zenflow.
+    #[error("{location} has metadata schema version {found}, but this build of zenflow supports up to {supported}; \
+             upgrade zenflow to use this database (it was left unchanged)")]
+    NewerSchema {
+        /// Path or URL.
+        location: String,
+        /// Version found.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// A record refers to something that does not exist.
+    #[error("{0} was not found in the metadata store")]
+    NotFound(String),
+    /// A stored value could not be read back.
+    #[error("the metadata store holds an unreadable value: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("metadata store {location} failed: {message}")]
+    Backend {
+        /// Path or URL.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Storage of pipelines, runs, step runs, artifact versions and lineage.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
+    /// The store's URL, e.g. `sqlite:///project/.zenflow/zenflow.db`.
+    fn url(&self) -> String;
+
+    /// Records a new run (status `running`), creating its pipeline if needed.
+    async fn create_run(&self, run: &NewRun) -> Result<RunRecord, MetadataError>;
+
+    /// Marks a run finished.
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+        ended_at: Timestamp,
+    ) -> Result<(), MetadataError>;
+
+    /// Inserts or replaces a step run together with its outputs, input links
+    /// and metadata, atomically. Returns the step run as stored.
+    async fn write_step_run(&self, write: &StepRunWrite) -> Result<StepRunRecord, MetadataError>;
+
+    /// The latest completed step run with this cache key, if any.
+    async fn find_cached(&self, cache_key: &str) -> Result<Option<CacheHit>, MetadataError>;
+
+    /// A run by id, or by name.
+    async fn get_run(&self, id_or_name: &str) -> Result<Option<RunRecord>, MetadataError>;
+
+    /// Runs, newest first, optionally of one pipeline.
+    async fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, MetadataError>;
+
+    /// The step runs of a run, in the order they started.
+    async fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>, MetadataError>;
+
+    /// An artifact version by id.
+    async fn artifact_version(&self, id: &str) -> Result<Option<ArtifactVersion>, MetadataError>;
+
+    /// Artifact versions, newest first, optionally only those with `name`.
+    async fn artifact_versions(&self, name: Option<&str>, limit: usize)
+        -> Result<Vec<ArtifactVersion>, MetadataError>;
+
+    /// Producer and consumers of an artifact version.
+    async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError>;
+}

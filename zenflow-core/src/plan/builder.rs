@@ -1,0 +1,98 @@
+//! Build mode: while a `#[pipeline]` body runs, step calls land here.
+//!
+//! The builder is thread-local and only exists during [`super::compile`]; the
+//! body runs once, on the calling thread.
+
+use crate::artifact::InputBinding;
+use crate::step::StepSpec;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+
+pub(crate) struct Node {
+    pub id: String,
+    pub spec: &'static StepSpec,
+    pub inputs: Vec<InputBinding>,
+    pub params: Vec<Result<serde_json::Value, String>>,
+    pub after: Vec<usize>,
+}
+
+#[derive(Default)]
+pub(crate) struct Builder {
+    pub nodes: Vec<Node>,
+    used_ids: HashSet<String>,
+    counts: HashMap<&'static str, usize>,
+}
+
+thread_local! {
+    static BUILDER: RefCell<Option<Builder>> = const { RefCell::new(None) };
+}
+
+/// Installs a fresh builder for the duration of `body`, then returns it.
+pub(crate) fn with_builder(body: impl FnOnce()) -> (Builder, Option<String>) {
+    let previous = BUILDER.with(|b| b.borrow_mut().replace(Builder::default()));
+    if previous.is_some() {
+        // A pipeline body that compiles another pipeline: keep the outer one.
+        BUILDER.with(|b| *b.borrow_mut() = previous);
+        return (Builder::default(), Some("a pipeline cannot be compiled from inside another pipeline's body".into()));
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    let builder = BUILDER.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    let panic = outcome.err().map(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-string payload".into())
+    });
+    (builder, panic)
+}
+
+fn with<R>(f: impl FnOnce(&mut Builder) -> R) -> R {
+    BUILDER.with(|b| match b.borrow_mut().as_mut() {
+        Some(builder) => f(builder),
+        None => panic!(
+            "a zenflow step invocation was recorded outside a pipeline build; \
+             step handles only work inside a #[pipeline] body compiled by zenflow"
+        ),
+    })
+}
+
+/// Records one invocation of `spec`; returns its node index.
+#[doc(hidden)]
+pub fn record(
+    spec: &'static StepSpec,
+    inputs: Vec<InputBinding>,
+    params: Vec<Result<serde_json::Value, String>>,
+) -> usize {
+    with(|b| {
+        let n = b.counts.entry(spec.name).or_insert(0);
+        let mut id = spec.name.to_string();
+        while !b.used_ids.insert(id.clone()) {
+            *n += 1;
+            id = format!("{}_{}", spec.name, *n + 1);
+        }
+        b.nodes.push(Node { id, spec, inputs, params, after: Vec::new() });
+        b.nodes.len() - 1
+    })
+}
+
+pub(crate) fn add_after(node: usize, upstream: Vec<usize>) {
+    with(|b| {
+        if let Some(n) = b.nodes.get_mut(node) {
+            n.after.extend(upstream);
+        }
+    })
+}
+
+/// `invocation.output` for Debug output of handles.
+pub(crate) fn describe(node: usize, output: Option<usize>) -> String {
+    BUILDER.with(|b| {
+        let b = b.borrow();
+        let Some(n) = b.as_ref().and_then(|b| b.nodes.get(node)) else {
+            return format!("#{node}");
+        };
+        match output.and_then(|o| n.spec.outputs.get(o)) {
+            Some(o) => format!("{}.{}", n.id, o.name),
+            None => n.id.clone(),
+        }
+    })
+}

@@ -1,0 +1,537 @@
+//! The step runner: one implementation shared by every orchestrator.
+//!
+//! For one invocation of a run it resolves the inputs, computes the cache key,
+//! reuses a cached result when it can, and otherwise loads the inputs, calls
+//! the step (with retries, timeout and panic capture), saves the outputs and
+//! records everything. It works from an in-memory view of the run when the
+//! orchestrator is in-process, and from the metadata store alone when it is
+//! not ([`StepRunner::attach`]: what `step-entrypoint` uses).
+
+use crate::artifact_store::{self, StoreError};
+use crate::cache::cache_key;
+use crate::context::StepContext;
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::materializer::{Encoded, EncodedValue};
+use crate::metadata::{
+    self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunWrite, StepStatus,
+};
+use crate::plan::{Plan, PlanStep};
+use crate::stack::Stack;
+use crate::step::{self, LoadedInput, StepCall, StepError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Something that happened in a run, for progress displays and logs.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// A step is about to be resolved (cache lookup or execution).
+    StepStarted {
+        /// Invocation id.
+        invocation: &'a str,
+    },
+    /// A step reached a final state.
+    StepFinished {
+        /// Its result.
+        result: &'a StepResult,
+    },
+}
+
+/// Receives [`RunEvent`]s; called from the runtime's threads.
+pub type Observer = Arc<dyn Fn(&RunEvent<'_>) + Send + Sync>;
+
+/// Per-run switches.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Disable the cache for every step of this run (`--no-cache`).
+    pub no_cache: bool,
+    /// Run name; generated from the pipeline name and the time when absent.
+    pub run_name: Option<String>,
+    /// Called on every [`RunEvent`].
+    pub observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("no_cache", &self.no_cache)
+            .field("run_name", &self.run_name)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// The final state of one step in a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepResult {
+    /// Invocation id.
+    pub invocation: String,
+    /// Final status: completed, cached, failed or skipped.
+    pub status: StepStatus,
+    /// The recorded step run.
+    pub step_run_id: String,
+    /// Outputs (empty unless completed or cached).
+    pub outputs: Vec<OutputLink>,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+    /// Attempts made (0 when cached or skipped).
+    pub attempts: u32,
+    /// Wall time spent on the step by the runner.
+    pub duration: Duration,
+}
+
+impl StepResult {
+    /// The output named `name`.
+    pub fn output(&self, name: &str) -> Option<&ArtifactVersion> {
+        self.outputs.iter().find(|o| o.output == name).map(|o| &o.artifact)
+    }
+}
+
+/// Runs the steps of one run.
+pub struct StepRunner {
+    stack: Stack,
+    run: RunRecord,
+    plan: Arc<Plan>,
+    index: HashMap<String, usize>,
+    dependents: Vec<Vec<usize>>,
+    dependencies: Vec<Vec<usize>>,
+    options: RunOptions,
+    results: Mutex<Vec<Option<StepResult>>>,
+}
+
+impl std::fmt::Debug for StepRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepRunner").field("run", &self.run.id).field("stack", &self.stack.name()).finish()
+    }
+}
+
+impl StepRunner {
+    /// A runner for a run that has just been created with this plan.
+    pub fn new(stack: Stack, run: RunRecord, plan: Arc<Plan>, options: RunOptions) -> Self {
+        let index = plan.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        let dependencies = plan.dependencies();
+        let mut dependents = vec![Vec::new(); plan.steps.len()];
+        for (i, deps) in dependencies.iter().enumerate() {
+            for &d in deps {
+                dependents[d].push(i);
+            }
+        }
+        let results = Mutex::new(vec![None; plan.steps.len()]);
+        StepRunner { stack, run, plan, index, dependents, dependencies, options, results }
+    }
+
+    /// A runner for an existing run, read back from the metadata store: what a
+    /// worker process uses to execute one step of a run it did not start.
+    pub async fn attach(stack: Stack, run_id: &str, options: RunOptions) -> Result<Self> {
+        let run = stack
+            .metadata()
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("run `{run_id}` does not exist in {}", stack.metadata().url())))?;
+        let plan = Arc::new(run.plan()?);
+        Ok(StepRunner::new(stack, run, plan, options))
+    }
+
+    /// The run.
+    pub fn run(&self) -> &RunRecord {
+        &self.run
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// The stack.
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    /// Position of each step's direct dependencies in the plan.
+    pub fn dependencies(&self) -> &[Vec<usize>] {
+        &self.dependencies
+    }
+
+    /// Position of each step's direct dependents in the plan.
+    pub fn dependents(&self) -> &[Vec<usize>] {
+        &self.dependents
+    }
+
+    /// Position of invocation `id` in the plan.
+    pub fn position(&self, id: &str) -> Result<usize> {
+        self.index.get(id).copied().ok_or_else(|| {
+            Error::NotFound(format!(
+                "run `{}` of pipeline `{}` has no step `{id}`; its steps are: {}",
+                self.run.name,
+                self.plan.pipeline,
+                self.plan.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// Results of the steps that reached a final state, in plan order.
+    pub fn results(&self) -> Vec<StepResult> {
+        self.results.lock().unwrap_or_else(PoisonError::into_inner).iter().flatten().cloned().collect()
+    }
+
+    fn emit(&self, event: RunEvent<'_>) {
+        if let Some(observer) = &self.options.observer {
+            observer(&event);
+        }
+    }
+
+    fn finish(&self, pos: usize, result: StepResult) -> StepResult {
+        self.emit(RunEvent::StepFinished { result: &result });
+        self.results.lock().unwrap_or_else(PoisonError::into_inner)[pos] = Some(result.clone());
+        result
+    }
+
+    /// Resolves, and if needed executes, the step at plan position `pos`.
+    /// Errors of the step itself are a `failed` result; `Err` means the stores
+    /// failed and nothing could be recorded.
+    pub async fn run_step(&self, pos: usize) -> Result<StepResult> {
+        let step = &self.plan.steps[pos];
+        self.emit(RunEvent::StepStarted { invocation: &step.id });
+        let started = std::time::Instant::now();
+        let started_at = metadata::now();
+        let step_run_id = uuid::Uuid::now_v7().to_string();
+
+        let inputs = self.resolve_inputs(step).await?;
+        let hashes: Vec<Vec<ContentHash>> =
+            inputs.iter().map(|links| links.iter().map(|a| a.content_hash).collect()).collect();
+        let key = cache_key(step, &hashes).to_hex();
+        let input_links: Vec<InputLink> = step
+            .inputs
+            .iter()
+            .zip(&inputs)
+            .flat_map(|(spec, versions)| {
+                versions.iter().enumerate().map(|(i, v)| InputLink {
+                    input: spec.name.clone(),
+                    position: i as u32,
+                    artifact_version: v.id.clone(),
+                })
+            })
+            .collect();
+
+        let mut write = StepRunWrite {
+            id: step_run_id.clone(),
+            run_id: self.run.id.clone(),
+            invocation: step.id.clone(),
+            step: step.step.clone(),
+            status: StepStatus::Running,
+            cache_key: Some(key.clone()),
+            original_step_run: None,
+            started_at,
+            ended_at: None,
+            error: None,
+            attempts: 0,
+            logs: Vec::new(),
+            metadata: Default::default(),
+            new_outputs: Vec::new(),
+            linked_outputs: Vec::new(),
+            inputs: input_links,
+        };
+
+        if step.options.cache && !self.options.no_cache {
+            if let Some(hit) = self.cache_lookup(&key).await? {
+                write.status = StepStatus::Cached;
+                write.original_step_run = Some(hit.step_run);
+                write.ended_at = Some(metadata::now());
+                write.linked_outputs =
+                    hit.outputs.iter().map(|o| (o.output.clone(), o.artifact.id.clone())).collect();
+                let record = self.stack.metadata().write_step_run(&write).await?;
+                return Ok(self.finish(
+                    pos,
+                    StepResult {
+                        invocation: step.id.clone(),
+                        status: StepStatus::Cached,
+                        step_run_id,
+                        outputs: record.outputs,
+                        error: None,
+                        attempts: 0,
+                        duration: started.elapsed(),
+                    },
+                ));
+            }
+        }
+
+        self.stack.metadata().write_step_run(&write).await?;
+        let (outcome, attempts, logs, logged) = match self.load_inputs(step, &inputs).await {
+            Ok(loaded) => self.execute_with_retries(step, loaded).await,
+            Err(e) => (Err(e.to_string()), 0, Vec::new(), Default::default()),
+        };
+        write.attempts = attempts;
+        write.logs = logs;
+        write.metadata = logged;
+        let outcome = match outcome {
+            Ok(values) => self.save_outputs(step, values).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        write.ended_at = Some(metadata::now());
+        let (status, error) = match outcome {
+            Ok(new_outputs) => {
+                write.new_outputs = new_outputs;
+                (StepStatus::Completed, None)
+            }
+            Err(e) => (StepStatus::Failed, Some(e)),
+        };
+        write.status = status;
+        write.error = error.clone();
+        let record = self.stack.metadata().write_step_run(&write).await?;
+        if let Some(e) = &error {
+            tracing::warn!(step = %step.id, "step failed: {e}");
+        }
+        Ok(self.finish(
+            pos,
+            StepResult {
+                invocation: step.id.clone(),
+                status,
+                step_run_id,
+                outputs: record.outputs,
+                error,
+                attempts,
+                duration: started.elapsed(),
+            },
+        ))
+    }
+
+    /// Records the step at `pos`, and everything downstream of it that has
+    /// not run, as skipped because `failed` failed. Returns the positions skipped.
+    pub async fn skip_dependents(&self, failed: usize) -> Result<Vec<usize>> {
+        let failed_id = self.plan.steps[failed].id.clone();
+        let mut stack: Vec<usize> = self.dependents[failed].clone();
+        let mut skipped = Vec::new();
+        while let Some(pos) = stack.pop() {
+            let already = self.results.lock().unwrap_or_else(PoisonError::into_inner)[pos].is_some();
+            if already || skipped.contains(&pos) {
+                continue;
+            }
+            skipped.push(pos);
+            stack.extend(self.dependents[pos].iter().copied());
+        }
+        skipped.sort_unstable();
+        for &pos in &skipped {
+            let step = &self.plan.steps[pos];
+            let now = metadata::now();
+            let error = format!("skipped because upstream step `{failed_id}` failed");
+            let write = StepRunWrite {
+                id: uuid::Uuid::now_v7().to_string(),
+                run_id: self.run.id.clone(),
+                invocation: step.id.clone(),
+                step: step.step.clone(),
+                status: StepStatus::Skipped,
+                cache_key: None,
+                original_step_run: None,
+                started_at: now,
+                ended_at: Some(now),
+                error: Some(error.clone()),
+                attempts: 0,
+                logs: Vec::new(),
+                metadata: Default::default(),
+                new_outputs: Vec::new(),
+                linked_outputs: Vec::new(),
+                inputs: Vec::new(),
+            };
+            self.stack.metadata().write_step_run(&write).await?;
+            self.finish(
+                pos,
+                StepResult {
+                    invocation: step.id.clone(),
+                    status: StepStatus::Skipped,
+                    step_run_id: write.id,
+                    outputs: Vec::new(),
+                    error: Some(error),
+                    attempts: 0,
+                    duration: Duration::ZERO,
+                },
+            );
+        }
+        Ok(skipped)
+    }
+
+    /// The artifact versions feeding each input of `step`, in input order.
+    async fn resolve_inputs(&self, step: &PlanStep) -> Result<Vec<Vec<ArtifactVersion>>> {
+        let mut recorded: Option<HashMap<String, Vec<OutputLink>>> = None;
+        let mut out = Vec::with_capacity(step.inputs.len());
+        for input in &step.inputs {
+            let mut versions = Vec::with_capacity(input.from.len());
+            for r in &input.from {
+                let pos = self.position(&r.step)?;
+                let in_memory = self.results.lock().unwrap_or_else(PoisonError::into_inner)[pos]
+                    .as_ref()
+                    .and_then(|res| res.output(&r.output).cloned());
+                let version = match in_memory {
+                    Some(v) => v,
+                    None => {
+                        if recorded.is_none() {
+                            recorded = Some(self.recorded_outputs().await?);
+                        }
+                        recorded
+                            .as_ref()
+                            .and_then(|m| m.get(&r.step))
+                            .and_then(|outs| outs.iter().find(|o| o.output == r.output))
+                            .map(|o| o.artifact.clone())
+                            .ok_or_else(|| {
+                                Error::NotFound(format!(
+                                    "input `{}` of step `{}` needs output `{}` of step `{}`, which has not \
+                                     completed in run `{}`; run that step first",
+                                    input.name, step.id, r.output, r.step, self.run.name
+                                ))
+                            })?
+                    }
+                };
+                versions.push(version);
+            }
+            out.push(versions);
+        }
+        Ok(out)
+    }
+
+    /// Outputs of the completed or cached step runs of this run, by invocation.
+    async fn recorded_outputs(&self) -> Result<HashMap<String, Vec<OutputLink>>> {
+        let mut map = HashMap::new();
+        for sr in self.stack.metadata().step_runs(&self.run.id).await? {
+            if matches!(sr.status, StepStatus::Completed | StepStatus::Cached) {
+                map.insert(sr.invocation, sr.outputs);
+            }
+        }
+        Ok(map)
+    }
+
+    /// A cache hit whose artifacts are all still in the store.
+    async fn cache_lookup(&self, key: &str) -> Result<Option<metadata::CacheHit>> {
+        let Some(hit) = self.stack.metadata().find_cached(key).await? else {
+            return Ok(None);
+        };
+        for o in &hit.outputs {
+            if !self.stack.artifacts().exists(&o.artifact.content_hash).await? {
+                tracing::warn!(
+                    artifact = %o.artifact.name,
+                    "cached artifact {} is gone from the artifact store; the step will run again",
+                    o.artifact.uri
+                );
+                return Ok(None);
+            }
+        }
+        Ok(Some(hit))
+    }
+
+    async fn load_inputs(&self, step: &PlanStep, inputs: &[Vec<ArtifactVersion>]) -> Result<Vec<LoadedInput>> {
+        let store = self.stack.artifacts().as_ref();
+        let mut loaded = Vec::with_capacity(inputs.len());
+        for (spec, versions) in step.inputs.iter().zip(inputs) {
+            let mut parts = Vec::with_capacity(versions.len());
+            for v in versions {
+                let bytes = artifact_store::get_verified(store, &v.content_hash).await?;
+                parts.push(Encoded { format: v.format.clone(), bytes });
+            }
+            loaded.push(if spec.list {
+                LoadedInput::List(parts)
+            } else {
+                match parts.pop() {
+                    Some(p) if parts.is_empty() => LoadedInput::Single(p),
+                    _ => {
+                        return Err(Error::usage(format_args!(
+                            "input `{}` of step `{}` must have exactly one source",
+                            spec.name, step.id
+                        )))
+                    }
+                }
+            });
+        }
+        Ok(loaded)
+    }
+
+    async fn execute_with_retries(
+        &self,
+        step: &PlanStep,
+        inputs: Vec<LoadedInput>,
+    ) -> (
+        std::result::Result<Vec<EncodedValue>, String>,
+        u32,
+        Vec<String>,
+        std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        let spec = match step::lookup(&step.step) {
+            Ok(spec) => spec,
+            Err(e) => return (Err(e.to_string()), 0, Vec::new(), Default::default()),
+        };
+        let params: Vec<serde_json::Value> = spec
+            .params
+            .iter()
+            .map(|p| step.params.get(p.name).cloned().unwrap_or(serde_json::Value::Null))
+            .collect();
+        let max_attempts = step.options.retries.saturating_add(1);
+        let mut logs = Vec::new();
+        let mut attempt = 1;
+        loop {
+            let ctx = StepContext::new(&self.run.id, &self.plan.pipeline, &step.id, &step.step, attempt);
+            let call = StepCall::new(spec, inputs.clone(), params.clone(), ctx.clone());
+            let handle = tokio::spawn((spec.execute)(call));
+            let abort = handle.abort_handle();
+            let joined = match step.options.timeout() {
+                Some(limit) => match tokio::time::timeout(limit, handle).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        abort.abort();
+                        Ok(Err(StepError::TimedOut(limit)))
+                    }
+                },
+                None => handle.await,
+            };
+            let outcome = match joined {
+                Ok(r) => r,
+                Err(e) => Err(StepError::Panicked(crate::context::panic_message(e))),
+            };
+            logs.extend(ctx.logs());
+            match outcome {
+                Ok(values) => return (Ok(values), attempt, logs, ctx.metadata()),
+                Err(e) if attempt < max_attempts => {
+                    let delay = Duration::from_millis(
+                        step.options.retry_backoff_ms.saturating_mul(1u64 << (attempt - 1).min(16)),
+                    );
+                    let line = format!("attempt {attempt} of {max_attempts} failed: {e}; retrying in {delay:?}");
+                    tracing::warn!(step = %step.id, "{line}");
+                    logs.push(line);
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let msg = if max_attempts > 1 {
+                        format!("failed after {max_attempts} attempts: {e}")
+                    } else {
+                        e.to_string()
+                    };
+                    return (Err(msg), attempt, logs, ctx.metadata());
+                }
+            }
+        }
+    }
+
+    async fn save_outputs(
+        &self,
+        step: &PlanStep,
+        values: Vec<EncodedValue>,
+    ) -> std::result::Result<Vec<NewArtifact>, StoreError> {
+        let store = self.stack.artifacts();
+        let puts = values.iter().map(|v| store.put(&v.hash, v.encoded.bytes.clone()));
+        futures::future::try_join_all(puts).await?;
+        Ok(step
+            .outputs
+            .iter()
+            .zip(values)
+            .map(|(o, v)| NewArtifact {
+                output: o.name.clone(),
+                name: format!("{}.{}.{}", self.plan.pipeline, step.id, o.name),
+                uri: store.uri(&v.hash),
+                content_hash: v.hash,
+                type_name: v.type_name.to_string(),
+                materializer: v.materializer.to_string(),
+                materializer_version: v.materializer_version,
+                format: v.encoded.format,
+                metadata: v.metadata,
+            })
+            .collect())
+    }
+}

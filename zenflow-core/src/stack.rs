@@ -1,0 +1,176 @@
+//! A stack: the named set of components a pipeline runs on.
+
+use crate::artifact_store::{self, ArtifactStore};
+use crate::error::{Error, Result};
+use crate::materializer::{self, Encoded, Materialize, Materializer};
+use crate::metadata::{ArtifactVersion, MetadataStore, RunRecord, StepRunRecord};
+use crate::orchestrator::Orchestrator;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// An orchestrator, an artifact store and a metadata store under one name.
+///
+/// Cheap to clone. The blocking methods (`get_run`, `load`, and
+/// `Pipeline::run`) drive a runtime owned by the stack; from async code use
+/// the components directly or `Pipeline::run_async`.
+#[derive(Clone)]
+pub struct Stack {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    artifacts: Arc<dyn ArtifactStore>,
+    metadata: Arc<dyn MetadataStore>,
+    orchestrator: Arc<dyn Orchestrator>,
+    project_root: Option<PathBuf>,
+    runtime: OnceLock<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle may be dropped inside async code, where a blocking
+        // runtime shutdown would panic.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("name", &self.inner.name)
+            .field("orchestrator", &self.inner.orchestrator)
+            .field("artifacts", &self.inner.artifacts.url())
+            .field("metadata", &self.inner.metadata.url())
+            .finish()
+    }
+}
+
+impl Stack {
+    /// Assembles a stack from its components.
+    pub fn new(
+        name: impl Into<String>,
+        orchestrator: Arc<dyn Orchestrator>,
+        artifacts: Arc<dyn ArtifactStore>,
+        metadata: Arc<dyn MetadataStore>,
+    ) -> Self {
+        Stack {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                artifacts,
+                metadata,
+                orchestrator,
+                project_root: None,
+                runtime: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Sets the project root (used to record the git commit of each run).
+    pub fn with_project_root(self, root: impl Into<PathBuf>) -> Self {
+        let inner = &self.inner;
+        Stack {
+            inner: Arc::new(Inner {
+                name: inner.name.clone(),
+                artifacts: inner.artifacts.clone(),
+                metadata: inner.metadata.clone(),
+                orchestrator: inner.orchestrator.clone(),
+                project_root: Some(root.into()),
+                runtime: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The stack's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> &Arc<dyn ArtifactStore> {
+        &self.inner.artifacts
+    }
+
+    /// The metadata store.
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.inner.metadata
+    }
+
+    /// The orchestrator.
+    pub fn orchestrator(&self) -> &Arc<dyn Orchestrator> {
+        &self.inner.orchestrator
+    }
+
+    /// The project root, if set.
+    pub fn project_root(&self) -> Option<&Path> {
+        self.inner.project_root.as_deref()
+    }
+
+    /// Runs a future to completion on the stack's runtime.
+    pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::usage(
+                "a blocking zenflow call was made from async code; use the async API \
+                 (`Pipeline::run_async`, `stack.metadata()`) there instead",
+            ));
+        }
+        let rt = match self.inner.runtime.get() {
+            Some(rt) => rt,
+            None => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("zenflow")
+                    .build()
+                    .map_err(Error::Runtime)?;
+                // Another thread may have won the race; either runtime works.
+                let _ = self.inner.runtime.set(rt);
+                self.inner.runtime.get().ok_or_else(|| Error::usage("runtime vanished"))?
+            }
+        };
+        Ok(rt.block_on(future))
+    }
+
+    /// A run by id or name.
+    pub fn get_run(&self, id_or_name: &str) -> Result<Option<RunRecord>> {
+        Ok(self.block_on(self.metadata().get_run(id_or_name))??)
+    }
+
+    /// The most recent run of `pipeline`.
+    pub fn latest_run(&self, pipeline: &str) -> Result<Option<RunRecord>> {
+        Ok(self.block_on(self.metadata().list_runs(Some(pipeline), 1))??.into_iter().next())
+    }
+
+    /// Runs, newest first, optionally of one pipeline.
+    pub fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        Ok(self.block_on(self.metadata().list_runs(pipeline, limit))??)
+    }
+
+    /// The step runs of a run.
+    pub fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>> {
+        Ok(self.block_on(self.metadata().step_runs(run_id))??)
+    }
+
+    /// Loads an artifact version as a `T`, verifying its content hash.
+    pub fn load<T: Materialize>(&self, version: &ArtifactVersion) -> Result<T> {
+        self.block_on(self.load_async(version))?
+    }
+
+    /// Async form of [`Stack::load`].
+    pub async fn load_async<T: Materialize>(&self, version: &ArtifactVersion) -> Result<T> {
+        if version.materializer != T::Materializer::ID {
+            return Err(Error::usage(format_args!(
+                "artifact {} v{} holds a `{}` written by {}; it cannot be loaded as `{}`",
+                version.name,
+                version.version,
+                version.type_name,
+                version.materializer,
+                std::any::type_name::<T>()
+            )));
+        }
+        let bytes = artifact_store::get_verified(self.artifacts().as_ref(), &version.content_hash).await?;
+        Ok(materializer::decode::<T>(Encoded { format: version.format.clone(), bytes })?)
+    }
+}
