@@ -1,1 +1,29 @@
-//! stub
+//! `#[step]`, `#[pipeline]` and `#[derive(Artifact)]` for zenflow.
+//!
+//! The macros are thin: they parse and validate the user's function, then emit
+//! calls into `zenflow::__private`, where the logic lives and is tested. Every
+//! error points at the user's code.
+
+mod artifact;
+mod pipeline;
+mod step;
+
+use proc_macro::TokenStream;
+
+/// Turns a function into a pipeline step. See the `zenflow` crate docs.
+#[proc_macro_attribute]
+pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
+    step::expand(attr.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Turns a function into a pipeline. See the `zenflow` crate docs.
+#[proc_macro_attribute]
+pub fn pipeline(attr: TokenStream, item: TokenStream) -> TokenStream {
+    pipeline::expand(attr.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Makes a serde type an artifact type (stored with zenflow's serde materializer).
+#[proc_macro_derive(Artifact)]
+pub fn derive_artifact(item: TokenStream) -> TokenStream {
+    artifact::expand(item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}

@@ -1,0 +1,375 @@
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, Ident, ItemFn, LitBool, LitInt, LitStr, Pat, PathArguments, ReturnType, Type};
+
+#[derive(Default)]
+struct Options {
+    name: Option<LitStr>,
+    version: Option<LitStr>,
+    cache: Option<bool>,
+    retries: Option<u32>,
+    retry_backoff_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    outputs: Option<Vec<Ident>>,
+}
+
+const OPTIONS: &str = "name, version, cache, retries, retry_backoff, timeout, outputs";
+
+fn parse_options(attr: TokenStream) -> syn::Result<Options> {
+    let mut o = Options::default();
+    let parser = syn::meta::parser(|meta| {
+        let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        match key.as_str() {
+            "name" => o.name = Some(meta.value()?.parse()?),
+            "version" => o.version = Some(meta.value()?.parse()?),
+            "cache" => o.cache = Some(meta.value()?.parse::<LitBool>()?.value),
+            "retries" => o.retries = Some(meta.value()?.parse::<LitInt>()?.base10_parse()?),
+            "retry_backoff" => o.retry_backoff_ms = Some(parse_duration(&meta.value()?.parse()?)?),
+            "timeout" => o.timeout_ms = Some(parse_duration(&meta.value()?.parse()?)?),
+            "outputs" => {
+                let mut names: Vec<Ident> = Vec::new();
+                meta.parse_nested_meta(|m| {
+                    let ident = m.path.get_ident().cloned().ok_or_else(|| m.error("expected an output name"))?;
+                    if names.iter().any(|n| *n == ident) {
+                        return Err(syn::Error::new(ident.span(), format!("duplicate output name `{ident}`")));
+                    }
+                    names.push(ident);
+                    Ok(())
+                })?;
+                if names.is_empty() {
+                    return Err(meta.error("`outputs(...)` needs at least one name"));
+                }
+                o.outputs = Some(names);
+            }
+            _ => return Err(meta.error(format!("unknown step option; expected one of: {OPTIONS}"))),
+        }
+        Ok(())
+    });
+    syn::parse::Parser::parse2(parser, attr)?;
+    Ok(o)
+}
+
+/// `"250ms"`, `"30s"`, `"5m"`, `"2h"`, or an integer literal of seconds.
+fn parse_duration(lit: &syn::Lit) -> syn::Result<u64> {
+    let bad = || syn::Error::new(lit.span(), "expected a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\"");
+    match lit {
+        syn::Lit::Int(i) => Ok(i.base10_parse::<u64>()? * 1000),
+        syn::Lit::Str(s) => {
+            let v = s.value();
+            let split = v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+            let n: u64 = v[..split].parse().map_err(|_| bad())?;
+            let unit = match &v[split..] {
+                "ms" => 1,
+                "s" => 1000,
+                "m" | "min" => 60_000,
+                "h" => 3_600_000,
+                _ => return Err(bad()),
+            };
+            Ok(n * unit)
+        }
+        _ => Err(bad()),
+    }
+}
+
+enum Arg {
+    Input { ident: Ident, ty: Type },
+    Param { ident: Ident, ty: Type },
+    Context,
+}
+
+fn last_segment_is(ty: &Type, name: &str) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == name))
+}
+
+fn parse_args(func: &mut ItemFn) -> syn::Result<Vec<Arg>> {
+    let mut args = Vec::new();
+    let mut context_seen = false;
+    for input in func.sig.inputs.iter_mut() {
+        let FnArg::Typed(pt) = input else {
+            return Err(syn::Error::new(input.span(), "a step is a free function; remove `self`"));
+        };
+        let before = pt.attrs.len();
+        pt.attrs.retain(|a| !a.path().is_ident("param"));
+        let is_param = pt.attrs.len() != before;
+        let Pat::Ident(pat) = &*pt.pat else {
+            return Err(syn::Error::new(pt.pat.span(), "step arguments need plain names (`data: Table`), not patterns"));
+        };
+        let ident = pat.ident.clone();
+        if let Type::Reference(r) = &*pt.ty {
+            if last_segment_is(&r.elem, "StepContext") {
+                if is_param {
+                    return Err(syn::Error::new(pt.span(), "the step context cannot be a `#[param]`"));
+                }
+                if context_seen {
+                    return Err(syn::Error::new(pt.span(), "a step takes at most one `&StepContext`"));
+                }
+                context_seen = true;
+                args.push(Arg::Context);
+                continue;
+            }
+            let what = if is_param { "parameters" } else { "artifact inputs" };
+            return Err(syn::Error::new(
+                pt.ty.span(),
+                format!("step {what} are passed by value: write `{}` instead of a reference", r.elem.to_token_stream()),
+            ));
+        }
+        if let Type::ImplTrait(_) = &*pt.ty {
+            return Err(syn::Error::new(pt.ty.span(), "step arguments need concrete types, not `impl Trait`"));
+        }
+        let ty = (*pt.ty).clone();
+        args.push(if is_param { Arg::Param { ident, ty } } else { Arg::Input { ident, ty } });
+    }
+    Ok(args)
+}
+
+/// The value type of the step (inside `Result<_, _>` when fallible).
+fn value_type(ret: &ReturnType) -> syn::Result<(Option<Type>, bool)> {
+    let ReturnType::Type(_, ty) = ret else { return Ok((None, false)) };
+    if let Type::Path(p) = &**ty {
+        if let Some(seg) = p.path.segments.last() {
+            if seg.ident == "Result" {
+                let PathArguments::AngleBracketed(args) = &seg.arguments else {
+                    return Err(syn::Error::new(seg.span(), "write the value type: `Result<T, E>`"));
+                };
+                let Some(GenericArgument::Type(t)) = args.args.first() else {
+                    return Err(syn::Error::new(seg.span(), "write the value type: `Result<T, E>`"));
+                };
+                return Ok((unit_to_none(t), true));
+            }
+        }
+    }
+    Ok((unit_to_none(ty), false))
+}
+
+fn unit_to_none(ty: &Type) -> Option<Type> {
+    match ty {
+        Type::Tuple(t) if t.elems.is_empty() => None,
+        other => Some(other.clone()),
+    }
+}
+
+pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let options = parse_options(attr)?;
+    let mut func: ItemFn = syn::parse2(item)?;
+    if !func.sig.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            func.sig.generics.span(),
+            "steps cannot be generic: a step is registered by name and stored by concrete type; \
+             write one step per type, or wrap the generic code in concrete steps",
+        ));
+    }
+    if let Some(v) = &func.sig.variadic {
+        return Err(syn::Error::new(v.span(), "steps cannot be variadic"));
+    }
+    let args = parse_args(&mut func)?;
+    let (value_ty, fallible) = value_type(&func.sig.output)?;
+
+    // Outputs: names and types.
+    let outputs: Vec<(Ident, Type)> = match (&options.outputs, &value_ty) {
+        (Some(names), Some(Type::Tuple(t))) if names.len() == t.elems.len() => {
+            names.iter().cloned().zip(t.elems.iter().cloned()).collect()
+        }
+        (Some(names), Some(ty)) => {
+            let found = match ty {
+                Type::Tuple(t) => format!("a tuple of {}", t.elems.len()),
+                _ => "a single value".to_string(),
+            };
+            return Err(syn::Error::new(
+                ty.span(),
+                format!(
+                    "`outputs(...)` names {} outputs, so the step must return a tuple of {} values, but it returns {found}",
+                    names.len(),
+                    names.len()
+                ),
+            ));
+        }
+        (Some(names), None) => {
+            return Err(syn::Error::new(
+                names[0].span(),
+                "`outputs(...)` names outputs, but the step returns nothing",
+            ))
+        }
+        (None, Some(ty)) => vec![(Ident::new("output", Span::call_site()), ty.clone())],
+        (None, None) => Vec::new(),
+    };
+
+    let fn_ident = func.sig.ident.clone();
+    let vis = func.vis.clone();
+    let step_name = options.name.as_ref().map_or_else(|| fn_ident.to_string(), LitStr::value);
+    let code_hash = {
+        let sig = &func.sig;
+        let block = &func.block;
+        blake3::hash(quote!(#sig #block).to_string().as_bytes()).to_hex().to_string()
+    };
+    let version = match &options.version {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    };
+    let cache = options.cache.unwrap_or(true);
+    let retries = options.retries.unwrap_or(0);
+    let backoff = options.retry_backoff_ms.unwrap_or(200);
+    let timeout = match options.timeout_ms {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
+    };
+
+    let zf = quote!(::zenflow::__private);
+    let mut asserts = Vec::new();
+    let mut input_specs = Vec::new();
+    let mut param_specs = Vec::new();
+    let mut invoke_args = Vec::new();
+    let mut bindings = Vec::new();
+    let mut param_values = Vec::new();
+    let mut loads = Vec::new();
+    let mut call_args = Vec::new();
+    let (mut n_in, mut n_param) = (0usize, 0usize);
+    for arg in &args {
+        match arg {
+            Arg::Input { ident, ty } => {
+                let name = ident.to_string();
+                asserts.push(quote_spanned!(ty.span()=> const _: () = #zf::assert_artifact::<#ty>();));
+                input_specs.push(quote!(#zf::IoSpec::of::<#ty>(#name)));
+                invoke_args.push(quote_spanned!(ty.span()=> #ident: impl ::zenflow::IntoInput<#ty>));
+                bindings.push(quote!(::zenflow::IntoInput::<#ty>::into_binding(#ident)));
+                loads.push(quote!(let #ident: #ty = __call.input::<#ty>(#n_in)?;));
+                call_args.push(quote!(#ident));
+                n_in += 1;
+            }
+            Arg::Param { ident, ty } => {
+                let name = ident.to_string();
+                asserts.push(quote_spanned!(ty.span()=> const _: () = #zf::assert_param::<#ty>();));
+                param_specs.push(quote!(#zf::ParamSpec { name: #name, type_name: ::core::any::type_name::<#ty>() }));
+                invoke_args.push(quote!(#ident: #ty));
+                param_values.push(quote!(#zf::param_value(&#ident)));
+                loads.push(quote!(let #ident: #ty = __call.param::<#ty>(#n_param)?;));
+                call_args.push(quote!(#ident));
+                n_param += 1;
+            }
+            Arg::Context => call_args.push(quote!(&__ctx)),
+        }
+    }
+    let output_specs: Vec<_> = outputs
+        .iter()
+        .map(|(name, ty)| {
+            let name = name.to_string();
+            asserts.push(quote_spanned!(ty.span()=> const _: () = #zf::assert_artifact::<#ty>();));
+            quote!(#zf::IoSpec::of::<#ty>(#name))
+        })
+        .collect();
+
+    // Handles returned in build mode.
+    let (ret_ty, ret_val) = match outputs.len() {
+        0 => (quote!(::zenflow::Invocation), quote!(::zenflow::Invocation::__new(__node))),
+        1 => {
+            let ty = &outputs[0].1;
+            (quote!(::zenflow::Artifact<#ty>), quote!(::zenflow::Artifact::__new(__node, 0)))
+        }
+        _ if options.outputs.is_some() => {
+            let tys = outputs.iter().map(|(_, t)| t);
+            let vals = (0..outputs.len()).map(|i| quote!(::zenflow::Artifact::__new(__node, #i)));
+            (quote!((#(::zenflow::Artifact<#tys>,)*)), quote!((#(#vals,)*)))
+        }
+        _ => unreachable!("several outputs only come from `outputs(...)`"),
+    };
+
+    // Encoding the returned value.
+    let value = if fallible { quote!(#zf::user_result(__ret)?) } else { quote!(__ret) };
+    let encodes: Vec<_> = if options.outputs.is_some() {
+        outputs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| {
+                let idx = syn::Index::from(i);
+                quote!(#zf::encode_output::<#ty>(__spec, #i, &__value.#idx)?)
+            })
+            .collect()
+    } else {
+        outputs.iter().map(|(_, ty)| quote!(#zf::encode_output::<#ty>(__spec, 0, &__value)?)).collect()
+    };
+    let finish = quote! {
+        #[allow(clippy::let_unit_value, unused_variables)]
+        let __value = #value;
+        ::core::result::Result::Ok::<_, #zf::StepError>(::std::vec![#(#encodes),*])
+    };
+    let run = if func.sig.asyncness.is_some() {
+        quote! {
+            let __ret = #fn_ident(#(#call_args),*).await;
+            #finish
+        }
+    } else {
+        quote! {
+            #zf::run_blocking(move || {
+                let __ret = #fn_ident(#(#call_args),*);
+                #finish
+            }).await?
+        }
+    };
+
+    let step_ident = fn_ident.clone();
+    let execute_ident = format_ident!("__zenflow_execute");
+    Ok(quote! {
+        #func
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis struct #step_ident {}
+
+        #(#asserts)*
+
+        impl ::zenflow::Step for #step_ident {
+            fn spec() -> &'static ::zenflow::StepSpec {
+                static SPEC: ::std::sync::LazyLock<::zenflow::StepSpec> = ::std::sync::LazyLock::new(|| {
+                    ::zenflow::StepSpec {
+                        name: #step_name,
+                        module_path: ::core::module_path!(),
+                        code_hash: #code_hash,
+                        version: #version,
+                        inputs: ::std::vec![#(#input_specs),*],
+                        params: ::std::vec![#(#param_specs),*],
+                        outputs: ::std::vec![#(#output_specs),*],
+                        options: #zf::StepOptions {
+                            cache: #cache,
+                            retries: #retries,
+                            retry_backoff_ms: #backoff,
+                            timeout_ms: #timeout,
+                        },
+                        execute: #step_ident::#execute_ident,
+                    }
+                });
+                &SPEC
+            }
+        }
+
+        impl #step_ident {
+            /// Records an invocation of this step in the pipeline being built.
+            #[doc(hidden)]
+            #[allow(clippy::too_many_arguments)]
+            #vis fn __zenflow_invoke(#(#invoke_args),*) -> #ret_ty {
+                let __node = #zf::record(
+                    <#step_ident as ::zenflow::Step>::spec(),
+                    ::std::vec![#(#bindings),*],
+                    ::std::vec![#(#param_values),*],
+                );
+                #ret_val
+            }
+
+            #[doc(hidden)]
+            #[allow(unused_mut, unused_variables)]
+            fn #execute_ident(
+                mut __call: #zf::StepCall,
+            ) -> #zf::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<#zf::EncodedValue>, #zf::StepError>> {
+                ::std::boxed::Box::pin(async move {
+                    let __spec: &'static ::zenflow::StepSpec = <#step_ident as ::zenflow::Step>::spec();
+                    #(#loads)*
+                    let __ctx = __call.context();
+                    #run
+                })
+            }
+        }
+
+        #zf::inventory::submit! {
+            #zf::StepRegistration { spec: <#step_ident as ::zenflow::Step>::spec }
+        }
+    })
+}

@@ -1,0 +1,5 @@
+//! Artifact stores.
+
+mod object;
+
+pub use object::ObjectArtifactStore;

@@ -1,0 +1,44 @@
+//! The embedded default stack: everything under `.zenflow/` in the project.
+
+use crate::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use zenflow_core::{Error, Result, Stack};
+
+/// The folder, under the project root, that holds the local stack's stores.
+pub const STATE_DIR: &str = ".zenflow";
+
+/// The project root: `$ZENFLOW_PROJECT_ROOT` if set; otherwise the nearest
+/// folder, from the current one upwards, that holds `zenflow.toml` or a
+/// `.zenflow` folder; otherwise the root of the enclosing git checkout;
+/// otherwise the current folder.
+pub fn project_root() -> Result<PathBuf> {
+    if let Some(root) = std::env::var_os("ZENFLOW_PROJECT_ROOT").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(root));
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::usage(format!("cannot read the current folder: {e}; set ZENFLOW_PROJECT_ROOT")))?;
+    if let Some(dir) = cwd.ancestors().find(|d| d.join("zenflow.toml").is_file() || d.join(STATE_DIR).is_dir()) {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = cwd.ancestors().find(|d| d.join(".git").exists()) {
+        return Ok(dir.to_path_buf());
+    }
+    Ok(cwd)
+}
+
+/// The `local` stack of the current project (see [`project_root`]).
+pub fn local_stack() -> Result<Stack> {
+    local_stack_at(project_root()?)
+}
+
+/// The `local` stack rooted at `root`: artifacts in `root/.zenflow/artifacts`,
+/// metadata in `root/.zenflow/zenflow.db`, steps on local threads.
+pub fn local_stack_at(root: impl AsRef<Path>) -> Result<Stack> {
+    let root = root.as_ref();
+    let state = root.join(STATE_DIR);
+    let artifacts = ObjectArtifactStore::local(state.join("artifacts"))?;
+    let metadata = SqliteMetadataStore::open(state.join("zenflow.db"))?;
+    Ok(Stack::new("local", Arc::new(LocalOrchestrator::default()), Arc::new(artifacts), Arc::new(metadata))
+        .with_project_root(root))
+}

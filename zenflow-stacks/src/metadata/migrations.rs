@@ -1,0 +1,90 @@
+//! The schema history of the metadata store, shared by every SQL backend.
+//!
+//! Each migration is applied once, in order, inside a write transaction; the
+//! database records the version it reached. The SQL is the common subset of
+//! SQLite and PostgreSQL (TEXT ids, BIGINT timestamps in microseconds).
+
+/// `(version, statements)` in order. Never edit a released migration: add one.
+pub const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE pipelines (
+    name TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL REFERENCES pipelines(name),
+    name TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    config TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    git_commit TEXT,
+    started_at BIGINT NOT NULL,
+    ended_at BIGINT,
+    error TEXT
+);
+CREATE INDEX runs_by_pipeline ON runs(pipeline, started_at);
+CREATE TABLE step_runs (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    invocation TEXT NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    cache_key TEXT,
+    original_step_run TEXT,
+    started_at BIGINT NOT NULL,
+    ended_at BIGINT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    logs TEXT NOT NULL
+);
+CREATE INDEX step_runs_by_run ON step_runs(run_id, started_at);
+CREATE INDEX step_runs_by_cache_key ON step_runs(cache_key, status, ended_at);
+CREATE TABLE artifact_versions (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    uri TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    type_name TEXT NOT NULL,
+    materializer TEXT NOT NULL,
+    materializer_version INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    producer_step_run TEXT NOT NULL REFERENCES step_runs(id),
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    created_at BIGINT NOT NULL,
+    UNIQUE (name, version)
+);
+CREATE INDEX artifact_versions_by_hash ON artifact_versions(content_hash);
+CREATE TABLE step_run_outputs (
+    step_run_id TEXT NOT NULL REFERENCES step_runs(id),
+    output TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    artifact_version_id TEXT NOT NULL REFERENCES artifact_versions(id),
+    PRIMARY KEY (step_run_id, output)
+);
+CREATE TABLE step_run_inputs (
+    step_run_id TEXT NOT NULL REFERENCES step_runs(id),
+    input TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    artifact_version_id TEXT NOT NULL REFERENCES artifact_versions(id),
+    PRIMARY KEY (step_run_id, input, position)
+);
+CREATE INDEX step_run_inputs_by_artifact ON step_run_inputs(artifact_version_id);
+CREATE TABLE run_metadata (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    step_run_id TEXT NOT NULL REFERENCES step_runs(id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (step_run_id, key)
+);
+"#,
+)];
+
+/// The newest schema version this build knows.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}

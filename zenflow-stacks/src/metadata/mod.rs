@@ -1,0 +1,6 @@
+//! Metadata stores.
+
+pub mod migrations;
+mod sqlite;
+
+pub use sqlite::{SqliteMetadataStore, Synchronous};

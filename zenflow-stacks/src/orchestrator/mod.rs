@@ -1,0 +1,5 @@
+//! Orchestrators.
+
+mod local;
+
+pub use local::LocalOrchestrator;
