@@ -1,1 +1,289 @@
-fn main(){}
+//! The zenflow quickstart: a small but real training pipeline on the local stack.
+//!
+//! load the Iris data set -> split it (stratified) -> train a softmax
+//! regression for each of several learning rates (fan-out) -> evaluate each ->
+//! pick the best (fan-in).
+//!
+//! Run it twice: `cargo run --example quickstart`. The second run re-reads the
+//! CSV (the `load_iris` step has `cache = false`), finds the bytes unchanged,
+//! and serves every downstream step from cache.
+
+use serde::{Deserialize, Serialize};
+use std::process::ExitCode;
+use zenflow::prelude::*;
+use zenflow::StepStatus;
+
+/// A table of 4-feature samples with class labels.
+#[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
+struct Dataset {
+    features: Vec<[f64; 4]>,
+    labels: Vec<usize>,
+    classes: Vec<String>,
+}
+
+/// Hyperparameters of one training run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainParams {
+    learning_rate: f64,
+    epochs: u32,
+    l2: f64,
+}
+
+/// A softmax regression over standardized features.
+#[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
+struct Model {
+    mean: [f64; 4],
+    std: [f64; 4],
+    weights: Vec<[f64; 4]>,
+    bias: Vec<f64>,
+    classes: Vec<String>,
+    params: TrainParams,
+}
+
+/// Test-set quality of one model.
+#[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
+struct Metrics {
+    accuracy: f64,
+    log_loss: f64,
+    learning_rate: f64,
+}
+
+/// The chosen model and why.
+#[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
+struct Selection {
+    model: Model,
+    metrics: Metrics,
+    candidates: usize,
+}
+
+/// The pipeline's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Config {
+    dataset: String,
+    test_fraction: f64,
+    seed: u64,
+    learning_rates: Vec<f64>,
+    epochs: u32,
+    l2: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dataset: concat!(env!("CARGO_MANIFEST_DIR"), "/data/iris.csv").to_string(),
+            test_fraction: 0.3,
+            seed: 7,
+            learning_rates: vec![0.01, 0.05, 0.2, 0.8],
+            epochs: 300,
+            l2: 1e-3,
+        }
+    }
+}
+
+/// Reads the CSV every time (no cache): if its bytes did not change, the
+/// content hash is the same and everything downstream stays cached.
+#[step(cache = false)]
+fn load_iris(#[param] path: String, ctx: &StepContext) -> Result<Dataset, Box<dyn std::error::Error + Send + Sync>> {
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read the data set {path}: {e}"))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().ok_or("the data set is empty")?.split(',').collect();
+    let classes: Vec<String> = header.iter().skip(2).map(|s| s.trim().to_string()).collect();
+    let (mut features, mut labels) = (Vec::new(), Vec::new());
+    for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != 5 {
+            return Err(format!("{path}:{}: expected 5 columns, found {}", n + 2, cells.len()).into());
+        }
+        let mut row = [0.0; 4];
+        for (slot, cell) in row.iter_mut().zip(&cells) {
+            *slot = cell.trim().parse().map_err(|e| format!("{path}:{}: {e}", n + 2))?;
+        }
+        let label: usize = cells[4].trim().parse().map_err(|e| format!("{path}:{}: {e}", n + 2))?;
+        if label >= classes.len() {
+            return Err(format!("{path}:{}: class {label} is not one of {classes:?}", n + 2).into());
+        }
+        features.push(row);
+        labels.push(label);
+    }
+    ctx.log_metadata("rows", features.len());
+    Ok(Dataset { features, labels, classes })
+}
+
+/// A deterministic, stratified split.
+#[step(outputs(train, test))]
+fn split(data: Dataset, #[param] test_fraction: f64, #[param] seed: u64) -> (Dataset, Dataset) {
+    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let empty = || Dataset { features: vec![], labels: vec![], classes: data.classes.clone() };
+    let (mut train, mut test) = (empty(), empty());
+    for class in 0..data.classes.len() {
+        let mut idx: Vec<usize> = (0..data.labels.len()).filter(|&i| data.labels[i] == class).collect();
+        for i in (1..idx.len()).rev() {
+            idx.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        let n_test = (idx.len() as f64 * test_fraction).round() as usize;
+        for (k, &i) in idx.iter().enumerate() {
+            let part = if k < n_test { &mut test } else { &mut train };
+            part.features.push(data.features[i]);
+            part.labels.push(class);
+        }
+    }
+    (train, test)
+}
+
+fn softmax(z: &mut [f64]) {
+    let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = z
+        .iter_mut()
+        .map(|v| {
+            *v = (*v - max).exp();
+            *v
+        })
+        .sum();
+    z.iter_mut().for_each(|v| *v /= sum);
+}
+
+impl Model {
+    fn probabilities(&self, x: &[f64; 4]) -> Vec<f64> {
+        let mut z: Vec<f64> = self
+            .weights
+            .iter()
+            .zip(&self.bias)
+            .map(|(w, b)| b + (0..4).map(|j| w[j] * (x[j] - self.mean[j]) / self.std[j]).sum::<f64>())
+            .collect();
+        softmax(&mut z);
+        z
+    }
+}
+
+/// Full-batch gradient descent on the softmax cross-entropy with L2.
+#[step]
+fn train(data: Dataset, #[param] params: TrainParams) -> Model {
+    let n = data.features.len().max(1) as f64;
+    let k = data.classes.len();
+    let mut mean = [0.0; 4];
+    let mut std = [0.0; 4];
+    for j in 0..4 {
+        mean[j] = data.features.iter().map(|x| x[j]).sum::<f64>() / n;
+        std[j] = (data.features.iter().map(|x| (x[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt().max(1e-9);
+    }
+    let mut model = Model {
+        mean,
+        std,
+        weights: vec![[0.0; 4]; k],
+        bias: vec![0.0; k],
+        classes: data.classes.clone(),
+        params: params.clone(),
+    };
+    for _ in 0..params.epochs {
+        let mut gw = vec![[0.0; 4]; k];
+        let mut gb = vec![0.0; k];
+        for (x, &y) in data.features.iter().zip(&data.labels) {
+            let p = model.probabilities(x);
+            for c in 0..k {
+                let err = p[c] - f64::from(u8::from(c == y));
+                gb[c] += err / n;
+                for j in 0..4 {
+                    gw[c][j] += err * (x[j] - mean[j]) / std[j] / n;
+                }
+            }
+        }
+        for c in 0..k {
+            model.bias[c] -= params.learning_rate * gb[c];
+            for j in 0..4 {
+                model.weights[c][j] -= params.learning_rate * (gw[c][j] + params.l2 * model.weights[c][j]);
+            }
+        }
+    }
+    model
+}
+
+#[step]
+fn evaluate(model: Model, test: Dataset, ctx: &StepContext) -> Metrics {
+    let n = test.features.len().max(1) as f64;
+    let (mut correct, mut loss) = (0usize, 0.0);
+    for (x, &y) in test.features.iter().zip(&test.labels) {
+        let p = model.probabilities(x);
+        let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
+        correct += usize::from(best == y);
+        loss -= p[y].max(1e-15).ln();
+    }
+    let metrics =
+        Metrics { accuracy: correct as f64 / n, log_loss: loss / n, learning_rate: model.params.learning_rate };
+    ctx.log_metadata("accuracy", metrics.accuracy);
+    ctx.log_metadata("log_loss", metrics.log_loss);
+    metrics
+}
+
+/// Fan-in: every candidate model with its metrics; keeps the best.
+#[step]
+fn select_best(models: Vec<Model>, metrics: Vec<Metrics>) -> Result<Selection, String> {
+    let best = (0..metrics.len())
+        .max_by(|&a, &b| {
+            metrics[a]
+                .accuracy
+                .total_cmp(&metrics[b].accuracy)
+                .then(metrics[b].log_loss.total_cmp(&metrics[a].log_loss))
+        })
+        .ok_or("no candidate models were trained")?;
+    Ok(Selection { model: models[best].clone(), metrics: metrics[best].clone(), candidates: models.len() })
+}
+
+#[pipeline]
+fn quickstart(cfg: &Config) {
+    let data = load_iris(cfg.dataset.clone());
+    let (train_set, test_set) = split(data, cfg.test_fraction, cfg.seed);
+    let mut models = Vec::new();
+    let mut scores = Vec::new();
+    for &learning_rate in &cfg.learning_rates {
+        let model = train(train_set, TrainParams { learning_rate, epochs: cfg.epochs, l2: cfg.l2 });
+        scores.push(evaluate(model, test_set));
+        models.push(model);
+    }
+    select_best(models, scores);
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> zenflow::Result<()> {
+    let stack = zenflow::local_stack()?;
+    let config = Config::default();
+    let run = quickstart.run(&stack, &config)?;
+
+    println!("run {} ({}) finished in {:.1?}", run.name(), run.status(), run.duration());
+    for step in run.steps() {
+        let how = match step.status {
+            StepStatus::Cached => "from cache",
+            StepStatus::Completed => "executed",
+            _ => step.status.as_str(),
+        };
+        println!("  {:<14} {:<11} {:>8.1?}", step.invocation, how, step.duration);
+    }
+    let executed = run.executed().len();
+    let cached = run.cached().len();
+    println!("{executed} step(s) executed, {cached} served from cache");
+
+    let best: Selection = run.output("select_best", "output")?;
+    println!(
+        "best of {} models: learning rate {} -> test accuracy {:.1}% (log loss {:.3})",
+        best.candidates,
+        best.metrics.learning_rate,
+        best.metrics.accuracy * 100.0,
+        best.metrics.log_loss
+    );
+    println!("metadata: {}\nartifacts: {}", stack.metadata().url(), stack.artifacts().url());
+    Ok(())
+}

@@ -15,15 +15,19 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No object exists for the hash.
-    #[error("artifact {uri} is missing from the artifact store; re-run the pipeline to produce it again \
-             (a cached step whose artifact is gone re-executes)")]
+    #[error(
+        "artifact {uri} is missing from the artifact store; re-run the pipeline to produce it again \
+             (a cached step whose artifact is gone re-executes)"
+    )]
     NotFound {
         /// Where it was expected.
         uri: String,
     },
     /// The object's bytes do not match its content hash.
-    #[error("artifact {uri} is corrupted: its content hash is {actual}, expected {expected}; \
-             delete the object and re-run the pipeline to write it again")]
+    #[error(
+        "artifact {uri} is corrupted: its content hash is {actual}, expected {expected}; \
+             delete the object and re-run the pipeline to write it again"
+    )]
     Corrupted {
         /// Where it is.
         uri: String,

@@ -24,7 +24,7 @@ pub mod runner;
 pub mod stack;
 pub mod step;
 
-pub use artifact::{Artifact, Invocation, IntoInput, Upstream};
+pub use artifact::{Artifact, IntoInput, Invocation, Upstream};
 pub use artifact_store::ArtifactStore;
 pub use context::StepContext;
 pub use error::{BoxError, Error, Result};
@@ -46,8 +46,8 @@ pub mod __private {
     pub use crate::materializer::EncodedValue;
     pub use crate::plan::builder::record;
     pub use crate::step::{
-        encode_output, run_blocking, user_result, ExecuteFn, IoSpec, ParamSpec, StepCall, StepError,
-        StepOptions, StepRegistration,
+        encode_output, run_blocking, user_result, ExecuteFn, IoSpec, ParamSpec, StepCall, StepError, StepOptions,
+        StepRegistration,
     };
     pub use futures::future::BoxFuture;
     pub use inventory;

@@ -18,9 +18,7 @@ pub type Timestamp = i64;
 
 /// The current time as a [`Timestamp`].
 pub fn now() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 macro_rules! status_enum {
@@ -306,8 +304,10 @@ pub struct Lineage {
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     /// The database exists but is not a zenflow database.
-    #[error("{location} is not a zenflow metadata database ({detail}); \
-             point the stack at another database, or move the file away to start a fresh one")]
+    #[error(
+        "{location} is not a zenflow metadata database ({detail}); \
+             point the stack at another database, or move the file away to start a fresh one"
+    )]
     NotZenflow {
         /// Path or URL.
         location: String,
@@ -315,8 +315,10 @@ pub enum MetadataError {
         detail: String,
     },
     /// The schema was written by a newer zenflow.
-    #[error("{location} has metadata schema version {found}, but this build of zenflow supports up to {supported}; \
-             upgrade zenflow to use this database (it was left unchanged)")]
+    #[error(
+        "{location} has metadata schema version {found}, but this build of zenflow supports up to {supported}; \
+             upgrade zenflow to use this database (it was left unchanged)"
+    )]
     NewerSchema {
         /// Path or URL.
         location: String,
@@ -379,8 +381,7 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     async fn artifact_version(&self, id: &str) -> Result<Option<ArtifactVersion>, MetadataError>;
 
     /// Artifact versions, newest first, optionally only those with `name`.
-    async fn artifact_versions(&self, name: Option<&str>, limit: usize)
-        -> Result<Vec<ArtifactVersion>, MetadataError>;
+    async fn artifact_versions(&self, name: Option<&str>, limit: usize) -> Result<Vec<ArtifactVersion>, MetadataError>;
 
     /// Producer and consumers of an artifact version.
     async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError>;

@@ -33,16 +33,12 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     let failed: Vec<&StepResult> = steps.iter().filter(|s| s.status == StepStatus::Failed).collect();
     let error = match (&outcome, failed.first()) {
         (Err(e), _) => Some(format!("the orchestrator failed: {e}")),
-        (Ok(()), Some(first)) => Some(format!(
-            "step `{}` failed: {}",
-            first.invocation,
-            first.error.as_deref().unwrap_or("unknown error")
-        )),
-        (Ok(()), None) if steps.len() < plan.steps.len() => Some(format!(
-            "only {} of {} steps finished",
-            steps.len(),
-            plan.steps.len()
-        )),
+        (Ok(()), Some(first)) => {
+            Some(format!("step `{}` failed: {}", first.invocation, first.error.as_deref().unwrap_or("unknown error")))
+        }
+        (Ok(()), None) if steps.len() < plan.steps.len() => {
+            Some(format!("only {} of {} steps finished", steps.len(), plan.steps.len()))
+        }
         _ => None,
     };
     let status = if error.is_some() { RunStatus::Failed } else { RunStatus::Completed };

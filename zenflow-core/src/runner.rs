@@ -13,9 +13,7 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::materializer::{Encoded, EncodedValue};
-use crate::metadata::{
-    self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunWrite, StepStatus,
-};
+use crate::metadata::{self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunWrite, StepStatus};
 use crate::plan::{Plan, PlanStep};
 use crate::stack::Stack;
 use crate::step::{self, LoadedInput, StepCall, StepError};
@@ -124,11 +122,10 @@ impl StepRunner {
     /// A runner for an existing run, read back from the metadata store: what a
     /// worker process uses to execute one step of a run it did not start.
     pub async fn attach(stack: Stack, run_id: &str, options: RunOptions) -> Result<Self> {
-        let run = stack
-            .metadata()
-            .get_run(run_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("run `{run_id}` does not exist in {}", stack.metadata().url())))?;
+        let run =
+            stack.metadata().get_run(run_id).await?.ok_or_else(|| {
+                Error::NotFound(format!("run `{run_id}` does not exist in {}", stack.metadata().url()))
+            })?;
         let plan = Arc::new(run.plan()?);
         Ok(StepRunner::new(stack, run, plan, options))
     }
@@ -238,8 +235,7 @@ impl StepRunner {
                 write.status = StepStatus::Cached;
                 write.original_step_run = Some(hit.step_run);
                 write.ended_at = Some(metadata::now());
-                write.linked_outputs =
-                    hit.outputs.iter().map(|o| (o.output.clone(), o.artifact.id.clone())).collect();
+                write.linked_outputs = hit.outputs.iter().map(|o| (o.output.clone(), o.artifact.id.clone())).collect();
                 let record = self.stack.metadata().write_step_run(&write).await?;
                 return Ok(self.finish(
                     pos,
@@ -457,11 +453,8 @@ impl StepRunner {
             Ok(spec) => spec,
             Err(e) => return (Err(e.to_string()), 0, Vec::new(), Default::default()),
         };
-        let params: Vec<serde_json::Value> = spec
-            .params
-            .iter()
-            .map(|p| step.params.get(p.name).cloned().unwrap_or(serde_json::Value::Null))
-            .collect();
+        let params: Vec<serde_json::Value> =
+            spec.params.iter().map(|p| step.params.get(p.name).cloned().unwrap_or(serde_json::Value::Null)).collect();
         let max_attempts = step.options.retries.saturating_add(1);
         let mut logs = Vec::new();
         let mut attempt = 1;

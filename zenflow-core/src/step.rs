@@ -197,7 +197,9 @@ pub enum StepError {
         message: String,
     },
     /// No step of that name is compiled into this binary.
-    #[error("no step named `{step}` is registered in this binary; is the plan from another program or an older build?")]
+    #[error(
+        "no step named `{step}` is registered in this binary; is the plan from another program or an older build?"
+    )]
     NotRegistered {
         /// Step name.
         step: String,

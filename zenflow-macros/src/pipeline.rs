@@ -81,10 +81,7 @@ fn config_arg(arg: &FnArg) -> syn::Result<(TokenStream, TokenStream)> {
         return Err(syn::Error::new(arg.span(), "a pipeline is a free function; remove `self`"));
     };
     let Type::Reference(r) = &*pt.ty else {
-        return Err(syn::Error::new(
-            pt.ty.span(),
-            "take the pipeline configuration by reference: `cfg: &MyConfig`",
-        ));
+        return Err(syn::Error::new(pt.ty.span(), "take the pipeline configuration by reference: `cfg: &MyConfig`"));
     };
     if r.mutability.is_some() {
         return Err(syn::Error::new(r.span(), "the pipeline configuration is read-only: use `&MyConfig`"));

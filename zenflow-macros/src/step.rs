@@ -93,7 +93,10 @@ fn parse_args(func: &mut ItemFn) -> syn::Result<Vec<Arg>> {
         pt.attrs.retain(|a| !a.path().is_ident("param"));
         let is_param = pt.attrs.len() != before;
         let Pat::Ident(pat) = &*pt.pat else {
-            return Err(syn::Error::new(pt.pat.span(), "step arguments need plain names (`data: Table`), not patterns"));
+            return Err(syn::Error::new(
+                pt.pat.span(),
+                "step arguments need plain names (`data: Table`), not patterns",
+            ));
         };
         let ident = pat.ident.clone();
         if let Type::Reference(r) = &*pt.ty {
@@ -185,10 +188,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             ));
         }
         (Some(names), None) => {
-            return Err(syn::Error::new(
-                names[0].span(),
-                "`outputs(...)` names outputs, but the step returns nothing",
-            ))
+            return Err(syn::Error::new(names[0].span(), "`outputs(...)` names outputs, but the step returns nothing"))
         }
         (None, Some(ty)) => vec![(Ident::new("output", Span::call_site()), ty.clone())],
         (None, None) => Vec::new(),

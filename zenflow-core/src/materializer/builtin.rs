@@ -34,17 +34,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Materializer for SerdeMat
 
     fn load(encoded: Encoded) -> Result<T, MaterializeError> {
         match encoded.format.as_str() {
-            "json" => serde_json::from_slice(&encoded.bytes)
-                .map_err(|e| MaterializeError::decode::<Self>(&encoded.format, e)),
-            "msgpack" => rmp_serde::from_slice(&encoded.bytes)
-                .map_err(|e| MaterializeError::decode::<Self>(&encoded.format, e)),
+            "json" => {
+                serde_json::from_slice(&encoded.bytes).map_err(|e| MaterializeError::decode::<Self>(&encoded.format, e))
+            }
+            "msgpack" => {
+                rmp_serde::from_slice(&encoded.bytes).map_err(|e| MaterializeError::decode::<Self>(&encoded.format, e))
+            }
             other => Err(MaterializeError::decode::<Self>(other, "unknown format; expected json or msgpack")),
         }
     }
 
     fn metadata(_value: &T, encoded: &Encoded) -> ArtifactMetadata {
-        let summary = (encoded.format == "json")
-            .then(|| preview(&String::from_utf8_lossy(&encoded.bytes)));
+        let summary = (encoded.format == "json").then(|| preview(&String::from_utf8_lossy(&encoded.bytes)));
         ArtifactMetadata { size: encoded.bytes.len() as u64, summary, ..Default::default() }
     }
 }

@@ -79,8 +79,10 @@ pub enum MaterializeError {
         message: String,
     },
     /// The bytes could not be decoded.
-    #[error("could not decode a `{type_name}` from `{format}` bytes with {materializer}: {message}; \
-             if the type changed since the artifact was written, bump the step's `version` to re-run it")]
+    #[error(
+        "could not decode a `{type_name}` from `{format}` bytes with {materializer}: {message}; \
+             if the type changed since the artifact was written, bump the step's `version` to re-run it"
+    )]
     Decode {
         /// The Rust type.
         type_name: &'static str,

@@ -104,8 +104,10 @@ pub enum PlanError {
         message: String,
     },
     /// A parameter value could not be serialised.
-    #[error("parameter `{param}` of step `{step}` could not be serialised: {message}; \
-             parameters must serialise to JSON (for example, maps need string keys)")]
+    #[error(
+        "parameter `{param}` of step `{step}` could not be serialised: {message}; \
+             parameters must serialise to JSON (for example, maps need string keys)"
+    )]
     Param {
         /// Invocation id.
         step: String,

@@ -33,8 +33,9 @@ impl ObjectArtifactStore {
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         let backend = |message: String| StoreError::Backend { store: format!("file://{}", dir.display()), message };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| backend(format!("cannot create the artifact folder: {e}; check the path and its permissions")))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            backend(format!("cannot create the artifact folder: {e}; check the path and its permissions"))
+        })?;
         let dir = dir.canonicalize().map_err(|e| backend(e.to_string()))?;
         let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| backend(e.to_string()))?;
         Ok(ObjectArtifactStore::new(Arc::new(fs), Path::default(), format!("file://{}", dir.display())))

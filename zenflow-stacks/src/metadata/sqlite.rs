@@ -123,9 +123,8 @@ fn check_identity(conn: &Connection, location: &str) -> SqlResult<()> {
         }
         return Err(not_ours(format!("it is an SQLite database of another application, with tables {shown}")));
     }
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| not_ours(e.to_string()))?;
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| not_ours(e.to_string()))?;
     if version > latest() {
         return Err(MetadataError::NewerSchema { location: location.to_string(), found: version, supported: latest() });
     }
@@ -164,8 +163,7 @@ fn conversion(idx: usize, msg: impl ToString) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, msg.to_string().into())
 }
 
-const RUN_COLS: &str =
-    "id, pipeline, name, status, stack, config, plan, git_commit, started_at, ended_at, error";
+const RUN_COLS: &str = "id, pipeline, name, status, stack, config, plan, git_commit, started_at, ended_at, error";
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -231,9 +229,8 @@ fn sr_row(r: &Row<'_>) -> rusqlite::Result<StepRunRecord> {
 /// Loads step runs matching `filter` (a condition on `sr`, with `?1` bound to
 /// `arg`), with their outputs, inputs and metadata.
 fn load_step_runs(conn: &Connection, filter: &str, arg: &str) -> rusqlite::Result<Vec<StepRunRecord>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SR_COLS} FROM step_runs sr WHERE {filter} ORDER BY sr.started_at, sr.id"
-    ))?;
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {SR_COLS} FROM step_runs sr WHERE {filter} ORDER BY sr.started_at, sr.id"))?;
     let mut runs: Vec<StepRunRecord> = stmt.query_map([arg], sr_row)?.collect::<Result<_, _>>()?;
     if runs.is_empty() {
         return Ok(runs);
@@ -338,7 +335,13 @@ impl MetadataStore for SqliteMetadataStore {
         })
     }
 
-    async fn finish_run(&self, run_id: &str, status: RunStatus, error: Option<&str>, ended_at: Timestamp) -> SqlResult<()> {
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+        ended_at: Timestamp,
+    ) -> SqlResult<()> {
         let changed = self.with(|c| {
             c.execute(
                 "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
