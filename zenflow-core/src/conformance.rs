@@ -1,1 +1,375 @@
-//! Conformance suites; see below.
+//! Conformance suites that every [`ArtifactStore`] and [`MetadataStore`]
+//! implementation runs, as `object_store` does with its integration module.
+//!
+//! Each function panics with a message naming the broken promise. A backend's
+//! test module calls [`artifact_store::run_all`] / [`metadata::run_all`]
+//! with a fresh, empty store.
+
+use crate::artifact_store::ArtifactStore;
+
+/// The artifact store suite.
+pub mod artifact_store {
+    use super::*;
+    use crate::artifact_store::{get_verified, StoreError};
+    use crate::hash::ContentHash;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    /// Runs every artifact store check (with a 64 MiB large object).
+    pub async fn run_all(store: Arc<dyn ArtifactStore>) {
+        round_trip(store.as_ref()).await;
+        idempotent_put(store.as_ref()).await;
+        missing_object(store.as_ref()).await;
+        corrupted_object(store.as_ref()).await;
+        large_object(store.as_ref(), 64 << 20).await;
+        concurrent_writers(store.clone(), 8).await;
+    }
+
+    /// Bytes put under their hash read back identical, and `exists` agrees.
+    pub async fn round_trip(store: &dyn ArtifactStore) {
+        for payload in [Bytes::new(), Bytes::from_static(b"hello artifact"), Bytes::from(vec![0u8; 70_000])] {
+            let hash = ContentHash::of(&payload);
+            assert!(!store.exists(&hash).await.unwrap(), "a fresh store must not hold {hash}");
+            store.put(&hash, payload.clone()).await.unwrap();
+            assert!(store.exists(&hash).await.unwrap(), "exists() after put()");
+            assert_eq!(get_verified(store, &hash).await.unwrap(), payload, "bytes must round-trip");
+            assert!(store.uri(&hash).contains(&hash.to_hex()), "the uri names the hash");
+        }
+    }
+
+    /// Putting the same content twice keeps one object and does not fail.
+    pub async fn idempotent_put(store: &dyn ArtifactStore) {
+        let payload = Bytes::from_static(b"same bytes twice");
+        let hash = ContentHash::of(&payload);
+        store.put(&hash, payload.clone()).await.unwrap();
+        store.put(&hash, payload.clone()).await.expect("a second put of the same content must succeed");
+        assert_eq!(store.get(&hash).await.unwrap(), payload);
+    }
+
+    /// A missing object is `NotFound` (naming its uri), not a crash; deleting it is fine.
+    pub async fn missing_object(store: &dyn ArtifactStore) {
+        let hash = ContentHash::of(b"never stored");
+        match store.get(&hash).await {
+            Err(StoreError::NotFound { uri }) => assert_eq!(uri, store.uri(&hash)),
+            other => panic!("get of a missing object must be NotFound, got {other:?}"),
+        }
+        assert!(!store.exists(&hash).await.unwrap());
+        store.delete(&hash).await.expect("deleting a missing object is not an error");
+        let payload = Bytes::from_static(b"delete me");
+        let hash = ContentHash::of(&payload);
+        store.put(&hash, payload).await.unwrap();
+        store.delete(&hash).await.unwrap();
+        assert!(!store.exists(&hash).await.unwrap(), "deleted objects are gone");
+    }
+
+    /// Bytes that do not match their hash are reported as corrupted by `get_verified`.
+    pub async fn corrupted_object(store: &dyn ArtifactStore) {
+        let claimed = ContentHash::of(b"the original bytes");
+        store.put(&claimed, Bytes::from_static(b"tampered bytes")).await.unwrap();
+        match get_verified(store, &claimed).await {
+            Err(StoreError::Corrupted { expected, actual, uri }) => {
+                assert_eq!(expected, claimed);
+                assert_eq!(actual, ContentHash::of(b"tampered bytes"));
+                assert_eq!(uri, store.uri(&claimed));
+            }
+            other => panic!("a hash mismatch must be reported as Corrupted, got {other:?}"),
+        }
+        store.delete(&claimed).await.unwrap();
+    }
+
+    /// A large object round-trips intact.
+    pub async fn large_object(store: &dyn ArtifactStore, size: usize) {
+        let payload: Bytes = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+        let hash = ContentHash::of(&payload);
+        store.put(&hash, payload.clone()).await.unwrap();
+        let back = get_verified(store, &hash).await.unwrap();
+        assert_eq!(back.len(), size);
+        assert!(back == payload, "large object bytes differ");
+    }
+
+    /// Concurrent writers, some writing the same content, lose nothing.
+    pub async fn concurrent_writers(store: Arc<dyn ArtifactStore>, writers: usize) {
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20 {
+                    // Half the objects are shared between writers.
+                    let payload = Bytes::from(if i % 2 == 0 { format!("shared {i}") } else { format!("writer {w} obj {i}") });
+                    let hash = ContentHash::of(&payload);
+                    store.put(&hash, payload).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("a writer task panicked");
+        }
+        for w in 0..writers {
+            for i in 0..20 {
+                let payload = if i % 2 == 0 { format!("shared {i}") } else { format!("writer {w} obj {i}") };
+                let hash = ContentHash::of(payload.as_bytes());
+                assert_eq!(get_verified(store.as_ref(), &hash).await.unwrap(), payload.as_bytes());
+            }
+        }
+    }
+}
+
+/// The metadata store suite.
+pub mod metadata {
+    use crate::hash::ContentHash;
+    use crate::materializer::ArtifactMetadata;
+    use crate::metadata::*;
+    use crate::plan::{OutputRef, Plan, PlanInput, PlanOutput, PlanStep, PLAN_FORMAT};
+    use crate::step::StepOptions;
+    use std::sync::Arc;
+
+    /// Runs every metadata store check. `open` gives a new handle to the same
+    /// (initially empty) store each time it is called, like another process would.
+    pub async fn run_all(open: impl Fn() -> Arc<dyn MetadataStore>) {
+        let store = open();
+        records_round_trip(store.as_ref()).await;
+        cache_lookup(store.as_ref()).await;
+        bad_references(store.as_ref()).await;
+        concurrent_writers(&open, 8).await;
+    }
+
+    fn plan(pipeline: &str) -> Plan {
+        let out = |name: &str| PlanOutput {
+            name: name.into(),
+            type_name: "i64".into(),
+            materializer: "zenflow.serde".into(),
+            materializer_version: 1,
+        };
+        Plan {
+            format: PLAN_FORMAT,
+            pipeline: pipeline.into(),
+            config: serde_json::json!({"n": 1}),
+            steps: vec![
+                PlanStep {
+                    id: "load".into(),
+                    step: "load".into(),
+                    code_hash: "c1".into(),
+                    version: None,
+                    params: Default::default(),
+                    inputs: vec![],
+                    after: vec![],
+                    outputs: vec![out("output")],
+                    options: StepOptions::default(),
+                },
+                PlanStep {
+                    id: "train".into(),
+                    step: "train".into(),
+                    code_hash: "c2".into(),
+                    version: None,
+                    params: Default::default(),
+                    inputs: vec![PlanInput {
+                        name: "data".into(),
+                        from: vec![OutputRef { step: "load".into(), output: "output".into() }],
+                        list: false,
+                    }],
+                    after: vec![],
+                    outputs: vec![out("output")],
+                    options: StepOptions::default(),
+                },
+            ],
+        }
+    }
+
+    /// A fresh run named `name` of pipeline `pipeline`.
+    pub fn new_run(pipeline: &str, name: &str) -> NewRun {
+        NewRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            pipeline: pipeline.into(),
+            name: name.into(),
+            stack: "test".into(),
+            plan: plan(pipeline),
+            git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            started_at: now(),
+        }
+    }
+
+    fn step_write(run: &str, invocation: &str, status: StepStatus) -> StepRunWrite {
+        StepRunWrite {
+            id: uuid::Uuid::now_v7().to_string(),
+            run_id: run.into(),
+            invocation: invocation.into(),
+            step: invocation.into(),
+            status,
+            cache_key: None,
+            original_step_run: None,
+            started_at: now(),
+            ended_at: None,
+            error: None,
+            attempts: 0,
+            logs: vec![],
+            metadata: Default::default(),
+            new_outputs: vec![],
+            linked_outputs: vec![],
+            inputs: vec![],
+        }
+    }
+
+    fn artifact(pipeline: &str, invocation: &str, content: &[u8]) -> NewArtifact {
+        NewArtifact {
+            output: "output".into(),
+            name: format!("{pipeline}.{invocation}.output"),
+            uri: format!("memory:///{}", ContentHash::of(content)),
+            content_hash: ContentHash::of(content),
+            type_name: "i64".into(),
+            materializer: "zenflow.serde".into(),
+            materializer_version: 1,
+            format: "json".into(),
+            metadata: ArtifactMetadata { size: content.len() as u64, summary: Some("42".into()), ..Default::default() },
+        }
+    }
+
+    /// Runs, step runs (every status), artifact versions, metadata and
+    /// lineage are stored and read back exactly.
+    pub async fn records_round_trip(store: &dyn MetadataStore) {
+        let new = new_run("conformance", "conformance-run-1");
+        let run = store.create_run(&new).await.unwrap();
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.plan().unwrap(), new.plan, "the plan round-trips");
+        assert_eq!(store.get_run(&new.id).await.unwrap().as_ref(), Some(&run), "by id");
+        assert_eq!(store.get_run(&new.name).await.unwrap().as_ref(), Some(&run), "by name");
+        assert!(store.get_run("no-such-run").await.unwrap().is_none());
+
+        // load: running, then completed with an output, metadata and logs.
+        let mut load = step_write(&run.id, "load", StepStatus::Running);
+        load.cache_key = Some("key-load".into());
+        let rec = store.write_step_run(&load).await.unwrap();
+        assert_eq!(rec.status, StepStatus::Running);
+        assert!(rec.outputs.is_empty());
+        load.status = StepStatus::Completed;
+        load.ended_at = Some(now());
+        load.attempts = 1;
+        load.logs = vec!["loaded 3 rows".into()];
+        load.metadata.insert("rows".into(), serde_json::json!(3));
+        load.new_outputs = vec![artifact("conformance", "load", b"42")];
+        let rec = store.write_step_run(&load).await.unwrap();
+        assert_eq!(rec.status, StepStatus::Completed);
+        assert_eq!(rec.logs, load.logs);
+        assert_eq!(rec.metadata.get("rows"), Some(&serde_json::json!(3)));
+        assert_eq!(rec.outputs.len(), 1);
+        let v1 = rec.outputs[0].artifact.clone();
+        assert_eq!(v1.version, 1);
+        assert_eq!(v1.content_hash, ContentHash::of(b"42"));
+        assert_eq!(v1.producer_step_run, load.id);
+        assert_eq!(v1.metadata.summary.as_deref(), Some("42"));
+        assert_eq!(store.artifact_version(&v1.id).await.unwrap().as_ref(), Some(&v1));
+
+        // train consumes load's output and fails.
+        let mut train = step_write(&run.id, "train", StepStatus::Failed);
+        train.error = Some("boom".into());
+        train.ended_at = Some(now());
+        train.attempts = 3;
+        train.inputs = vec![InputLink { input: "data".into(), position: 0, artifact_version: v1.id.clone() }];
+        store.write_step_run(&train).await.unwrap();
+        let skipped = step_write(&run.id, "report", StepStatus::Skipped);
+        store.write_step_run(&skipped).await.unwrap();
+        store.finish_run(&run.id, RunStatus::Failed, Some("step `train` failed"), now()).await.unwrap();
+
+        let got = store.get_run(&run.id).await.unwrap().unwrap();
+        assert_eq!(got.status, RunStatus::Failed);
+        assert_eq!(got.error.as_deref(), Some("step `train` failed"));
+        assert!(got.ended_at.is_some());
+        let steps = store.step_runs(&run.id).await.unwrap();
+        let statuses: Vec<_> = steps.iter().map(|s| (s.invocation.as_str(), s.status)).collect();
+        assert_eq!(
+            statuses,
+            vec![("load", StepStatus::Completed), ("train", StepStatus::Failed), ("report", StepStatus::Skipped)]
+        );
+        assert_eq!(steps[1].error.as_deref(), Some("boom"));
+        assert_eq!(steps[1].attempts, 3);
+        assert_eq!(steps[1].inputs, train.inputs);
+
+        // A second run: load cached (linking v1), train produces a new version.
+        let new2 = new_run("conformance", "conformance-run-2");
+        let run2 = store.create_run(&new2).await.unwrap();
+        let mut cached = step_write(&run2.id, "load", StepStatus::Cached);
+        cached.original_step_run = Some(load.id.clone());
+        cached.linked_outputs = vec![("output".into(), v1.id.clone())];
+        let rec = store.write_step_run(&cached).await.unwrap();
+        assert_eq!(rec.outputs[0].artifact, v1, "a cached step run points at the original version");
+        assert_eq!(rec.original_step_run.as_deref(), Some(load.id.as_str()));
+        let mut again = step_write(&run2.id, "load2", StepStatus::Completed);
+        again.new_outputs = vec![artifact("conformance", "load", b"43")];
+        let v2 = store.write_step_run(&again).await.unwrap().outputs[0].artifact.clone();
+        assert_eq!(v2.version, 2, "versions count up per artifact name");
+        let versions = store.artifact_versions(Some("conformance.load.output"), 10).await.unwrap();
+        assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 1], "newest first");
+
+        let lineage = store.lineage(&v1.id).await.unwrap();
+        assert_eq!(lineage.producer.as_ref().map(|p| p.id.as_str()), Some(load.id.as_str()));
+        assert_eq!(lineage.consumers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![train.id.as_str()]);
+
+        let runs = store.list_runs(Some("conformance"), 10).await.unwrap();
+        assert_eq!(runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["conformance-run-2", "conformance-run-1"]);
+        assert_eq!(store.list_runs(Some("conformance"), 1).await.unwrap().len(), 1, "limit");
+        assert!(store.list_runs(Some("other-pipeline"), 10).await.unwrap().is_empty());
+    }
+
+    /// `find_cached` returns the latest completed step run with the key and its outputs.
+    pub async fn cache_lookup(store: &dyn MetadataStore) {
+        let run = store.create_run(&new_run("cache", "cache-run")).await.unwrap();
+        assert!(store.find_cached("key-x").await.unwrap().is_none());
+        let mut failed = step_write(&run.id, "a", StepStatus::Failed);
+        failed.cache_key = Some("key-x".into());
+        store.write_step_run(&failed).await.unwrap();
+        assert!(store.find_cached("key-x").await.unwrap().is_none(), "failed step runs never serve the cache");
+        let mut ok = step_write(&run.id, "a", StepStatus::Completed);
+        ok.cache_key = Some("key-x".into());
+        ok.ended_at = Some(now());
+        ok.new_outputs = vec![artifact("cache", "a", b"1")];
+        store.write_step_run(&ok).await.unwrap();
+        let hit = store.find_cached("key-x").await.unwrap().expect("a completed step run is a hit");
+        assert_eq!(hit.step_run, ok.id);
+        assert_eq!(hit.outputs.len(), 1);
+        assert_eq!(hit.outputs[0].artifact.content_hash, ContentHash::of(b"1"));
+    }
+
+    /// Duplicate run names and unknown runs are refused with clear errors.
+    pub async fn bad_references(store: &dyn MetadataStore) {
+        let first = new_run("dupes", "same-name");
+        store.create_run(&first).await.unwrap();
+        let err = store.create_run(&new_run("dupes", "same-name")).await.unwrap_err().to_string();
+        assert!(err.contains("same-name") && err.contains("already exists"), "{err}");
+        let err = store.finish_run("no-such-run", RunStatus::Completed, None, now()).await.unwrap_err();
+        assert!(matches!(err, MetadataError::NotFound(_)), "{err}");
+        assert!(store.lineage("no-such-artifact").await.is_err());
+        assert_eq!(store.step_runs(&first.id).await.unwrap(), vec![]);
+    }
+
+    /// Several handles writing at once (each its own connection, as separate
+    /// processes would have) lose no record.
+    pub async fn concurrent_writers(open: &impl Fn() -> Arc<dyn MetadataStore>, writers: usize) {
+        let per_writer = 25;
+        let mut handles = Vec::new();
+        for w in 0..writers {
+            let store = open();
+            handles.push(std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                rt.block_on(async {
+                    let run = store.create_run(&new_run("concurrent", &format!("concurrent-{w}"))).await.unwrap();
+                    for i in 0..per_writer {
+                        let mut s = step_write(&run.id, &format!("step{i}"), StepStatus::Completed);
+                        s.new_outputs = vec![artifact("concurrent", "shared", format!("{w}/{i}").as_bytes())];
+                        store.write_step_run(&s).await.unwrap();
+                    }
+                    store.finish_run(&run.id, RunStatus::Completed, None, now()).await.unwrap();
+                    run.id
+                })
+            }));
+        }
+        let ids: Vec<String> = handles.into_iter().map(|h| h.join().expect("a writer panicked")).collect();
+        let store = open();
+        for id in &ids {
+            assert_eq!(store.step_runs(id).await.unwrap().len(), per_writer, "step runs of {id}");
+        }
+        let versions = store.artifact_versions(Some("concurrent.shared.output"), 10_000).await.unwrap();
+        assert_eq!(versions.len(), writers * per_writer, "every artifact version is recorded");
+        let mut numbers: Vec<i64> = versions.iter().map(|v| v.version).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=(writers * per_writer) as i64).collect::<Vec<_>>(), "versions are unique and dense");
+    }
+}
