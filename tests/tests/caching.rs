@@ -1,0 +1,215 @@
+//! Caching as DESIGN.md §5 describes it, observed through real runs.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use zenflow::metadata::StepStatus;
+use zenflow::prelude::*;
+use zenflow::{Error, RunOptions};
+
+static SOURCE_CALLS: AtomicUsize = AtomicUsize::new(0);
+static SQUARE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[step]
+fn source(#[param] n: i64) -> i64 {
+    n
+}
+
+#[step]
+fn square(x: i64) -> i64 {
+    x * x
+}
+
+// Counted steps belong to one test only: tests run in parallel.
+#[step]
+fn counted_source(#[param] n: i64) -> i64 {
+    SOURCE_CALLS.fetch_add(1, SeqCst);
+    n
+}
+
+#[step]
+fn counted_square(x: i64) -> i64 {
+    SQUARE_CALLS.fetch_add(1, SeqCst);
+    x * x
+}
+
+#[step]
+fn parity(#[param] n: i64) -> i64 {
+    n % 2
+}
+
+#[step]
+fn describe(x: i64) -> String {
+    format!("value {x}")
+}
+
+#[step(cache = false)]
+fn uncached(x: i64) -> i64 {
+    x + 1
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+struct Branches {
+    left: i64,
+    right: i64,
+}
+
+#[pipeline]
+fn chain(n: &i64) {
+    let s = source(*n);
+    let sq = square(s);
+    describe(sq);
+}
+
+#[pipeline]
+fn counted(n: &i64) {
+    let s = counted_source(*n);
+    let sq = counted_square(s);
+    describe(sq);
+}
+
+#[pipeline]
+fn branches(cfg: &Branches) {
+    let l = parity(cfg.left);
+    describe(l);
+    let r = source(cfg.right);
+    square(r);
+}
+
+#[pipeline]
+fn with_uncached() {
+    let s = parity(3);
+    let u = uncached(s);
+    describe(u);
+}
+
+fn stack() -> (tempfile::TempDir, zenflow::Stack) {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = zenflow::local_stack_at(dir.path()).unwrap();
+    (dir, stack)
+}
+
+fn statuses(run: &zenflow::RunResult) -> Vec<(&str, StepStatus)> {
+    run.steps().iter().map(|s| (s.invocation.as_str(), s.status)).collect()
+}
+
+#[test]
+fn an_unchanged_rerun_is_served_entirely_from_cache() {
+    let (_dir, stack) = stack();
+    let first = counted.run(&stack, &1001).unwrap();
+    assert_eq!(first.executed(), ["counted_source", "counted_square", "describe"]);
+    let (sources, squares) = (SOURCE_CALLS.load(SeqCst), SQUARE_CALLS.load(SeqCst));
+    assert_eq!((sources, squares), (1, 1));
+
+    let second = counted.run(&stack, &1001).unwrap();
+    assert_eq!(second.cached(), ["counted_source", "counted_square", "describe"], "{}", second.summary());
+    assert!(second.executed().is_empty());
+    assert_eq!(SOURCE_CALLS.load(SeqCst), sources, "step code must not run on a cache hit");
+    assert_eq!(SQUARE_CALLS.load(SeqCst), squares, "step code must not run on a cache hit");
+    assert_eq!(second.output::<String>("describe", "output").unwrap(), "value 1002001");
+
+    // The cached step runs point at the step runs that produced the outputs,
+    // and reuse the very same artifact versions.
+    let recorded = stack.step_runs(second.id()).unwrap();
+    for (cached, original) in recorded.iter().zip(stack.step_runs(first.id()).unwrap()) {
+        assert_eq!(cached.status, StepStatus::Cached);
+        assert_eq!(cached.original_step_run.as_deref(), Some(original.id.as_str()));
+        assert_eq!(cached.outputs, original.outputs);
+    }
+}
+
+#[test]
+fn a_changed_parameter_reruns_that_step_and_what_depends_on_it() {
+    let (_dir, stack) = stack();
+    branches.run(&stack, &Branches { left: 1, right: 2002 }).unwrap();
+    let run = branches.run(&stack, &Branches { left: 1, right: 2003 }).unwrap();
+    assert_eq!(
+        statuses(&run),
+        [
+            ("parity", StepStatus::Cached),
+            ("describe", StepStatus::Cached),
+            ("source", StepStatus::Completed),
+            ("square", StepStatus::Completed),
+        ]
+    );
+    assert_eq!(run.output::<i64>("square", "output").unwrap(), 2003 * 2003);
+}
+
+#[test]
+fn identical_bytes_from_a_rerun_step_keep_downstream_cached() {
+    let (_dir, stack) = stack();
+    branches.run(&stack, &Branches { left: 2, right: 7 }).unwrap();
+    // parity(4) re-runs (new parameter) but produces the same bytes as parity(2).
+    let run = branches.run(&stack, &Branches { left: 4, right: 7 }).unwrap();
+    assert_eq!(run.step("parity").unwrap().status, StepStatus::Completed);
+    assert_eq!(run.step("describe").unwrap().status, StepStatus::Cached, "{}", run.summary());
+}
+
+#[test]
+fn a_changed_step_version_reruns_the_step() {
+    let (_dir, stack) = stack();
+    let plan = chain.plan(&3003).unwrap();
+    stack.block_on(zenflow::run::execute_plan(&stack, plan.clone(), RunOptions::default())).unwrap().unwrap();
+
+    let mut bumped = plan;
+    bumped.steps[1].version = Some("2".into()); // what #[step(version = "2")] records
+    let run = stack.block_on(zenflow::run::execute_plan(&stack, bumped, RunOptions::default())).unwrap().unwrap();
+    assert_eq!(
+        statuses(&run),
+        [("source", StepStatus::Cached), ("square", StepStatus::Completed), ("describe", StepStatus::Cached)],
+        "square re-runs; its bytes are unchanged, so describe stays cached"
+    );
+}
+
+#[test]
+fn an_artifact_deleted_from_the_store_turns_a_hit_into_a_miss() {
+    let (_dir, stack) = stack();
+    let first = chain.run(&stack, &4004).unwrap();
+    let gone = first.output_version("square", "output").unwrap().content_hash;
+    stack.block_on(stack.artifacts().delete(&gone)).unwrap().unwrap();
+
+    let run = chain.run(&stack, &4004).unwrap();
+    assert_eq!(
+        statuses(&run),
+        [("source", StepStatus::Cached), ("square", StepStatus::Completed), ("describe", StepStatus::Cached)]
+    );
+    assert!(stack.block_on(stack.artifacts().exists(&gone)).unwrap().unwrap(), "the artifact is written again");
+}
+
+#[test]
+fn cache_false_and_the_per_run_switch_disable_the_cache() {
+    let (_dir, stack) = stack();
+    with_uncached.run(&stack, &()).unwrap();
+    let run = with_uncached.run(&stack, &()).unwrap();
+    assert_eq!(
+        statuses(&run),
+        [("parity", StepStatus::Cached), ("uncached", StepStatus::Completed), ("describe", StepStatus::Cached)],
+        "cache = false re-runs the step; same bytes keep describe cached"
+    );
+    let run = with_uncached.run_with(&stack, &(), RunOptions { no_cache: true, ..Default::default() }).unwrap();
+    assert_eq!(run.executed(), ["parity", "uncached", "describe"]);
+}
+
+#[test]
+fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_following_it() {
+    let (dir, stack) = stack();
+    let first = chain.run(&stack, &5005).unwrap();
+    let version = first.output_version("square", "output").unwrap().clone();
+    let path = dir.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
+    assert!(path.is_file(), "artifact file at {}", path.display());
+    std::fs::write(&path, b"garbage").unwrap();
+
+    let err = first.output::<i64>("square", "output").unwrap_err().to_string();
+    assert!(err.contains("corrupted") && err.contains(&version.uri) && err.contains("delete the object"), "{err}");
+
+    // A run that must read it fails that step, names the artifact, and keeps the rest.
+    let err = chain.run_with(&stack, &5005, RunOptions { no_cache: true, ..Default::default() }).unwrap_err();
+    let Error::RunFailed(failed) = err else { panic!("expected a failed run, got {err}") };
+    let describe = failed.0.step("describe").unwrap();
+    assert_eq!(describe.status, StepStatus::Failed);
+    assert!(describe.error.as_deref().unwrap().contains("corrupted"), "{:?}", describe.error);
+
+    // Following the advice repairs it.
+    std::fs::remove_file(&path).unwrap();
+    let run = chain.run(&stack, &5005).unwrap();
+    assert_eq!(run.step("square").unwrap().status, StepStatus::Completed);
+    assert_eq!(run.output::<String>("describe", "output").unwrap(), "value 25050025");
+}
