@@ -25,6 +25,8 @@ pub mod stack;
 pub mod step;
 
 pub use artifact::{Artifact, IntoInput, Invocation, Upstream};
+/// The graph library of [`Plan::graph`].
+pub use petgraph;
 pub use artifact_store::ArtifactStore;
 pub use context::StepContext;
 pub use error::{BoxError, Error, Result};
