@@ -74,7 +74,10 @@ impl SqliteMetadataStore {
         let fail = |e: rusqlite::Error| MetadataError::Backend { location: location.clone(), message: e.to_string() };
         conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
         check_identity(&conn, &location)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
+        // Switching to WAL needs a moment of exclusive access, and SQLite does
+        // not wait for it with the busy handler: retry while others hold locks.
+        retry_busy(|| conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)))
+            .map_err(fail)?;
         let sync = match synchronous {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
@@ -104,7 +107,21 @@ impl SqliteMetadataStore {
 }
 
 /// Refuses files that are not zenflow databases or are too new, without writing.
+///
+/// All reads happen in one read transaction: another process may be creating
+/// the schema right now, and must be seen either entirely or not at all.
 fn check_identity(conn: &Connection, location: &str) -> SqlResult<()> {
+    let tx = conn.unchecked_transaction().map_err(|e| MetadataError::Backend {
+        location: location.to_string(),
+        message: e.to_string(),
+    })?;
+    let result = read_identity(&tx, location);
+    // Read-only: nothing to commit; dropping rolls back.
+    drop(tx);
+    result
+}
+
+fn read_identity(conn: &Connection, location: &str) -> SqlResult<()> {
     let not_ours = |detail: String| MetadataError::NotZenflow { location: location.to_string(), detail };
     let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
@@ -148,6 +165,25 @@ fn migrate(conn: &mut Connection, location: &str) -> SqlResult<()> {
     }
     tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(fail)?;
     tx.commit().map_err(fail)
+}
+
+/// Retries an operation that failed because another connection held a lock
+/// the busy handler does not wait for, for up to 30 s.
+fn retry_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut delay = Duration::from_millis(1);
+    loop {
+        match op() {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn json_err(e: serde_json::Error) -> rusqlite::Error {

@@ -1,0 +1,160 @@
+//! The library API: typed outputs, queries, logs and metadata, artifacts of
+//! every built-in kind, concurrent runs, async use.
+
+use ndarray::Array2;
+use zenflow::metadata::{RunStatus, StepStatus};
+use zenflow::prelude::*;
+use zenflow::{Error, RunOptions};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Artifact)]
+struct Report {
+    rows: usize,
+    title: String,
+}
+
+#[step]
+fn make_matrix(#[param] rows: usize, #[param] cols: usize) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |(i, j)| (i * cols + j) as f32)
+}
+
+#[step(outputs(text, raw, report))]
+fn summarise(m: Array2<f32>, ctx: &StepContext) -> (String, Vec<u8>, Report) {
+    ctx.log(format!("summarising {} rows", m.nrows()));
+    ctx.log_metadata("sum", m.sum());
+    ctx.log_metadata("shape", m.shape());
+    (format!("{} x {}", m.nrows(), m.ncols()), vec![0, 159, 146, 150], Report { rows: m.nrows(), title: "ok".into() })
+}
+
+#[step]
+fn count(#[param] n: u64) -> u64 {
+    n
+}
+
+#[pipeline]
+fn matrices(shape: &(usize, usize)) {
+    let m = make_matrix(shape.0, shape.1);
+    summarise(m);
+}
+
+#[pipeline]
+fn counting(n: &u64) {
+    count(*n);
+}
+
+fn stack() -> (tempfile::TempDir, zenflow::Stack) {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = zenflow::local_stack_at(dir.path()).unwrap();
+    (dir, stack)
+}
+
+#[test]
+fn outputs_load_with_their_types_and_wrong_types_are_refused() {
+    let (dir, stack) = stack();
+    let run = matrices.run(&stack, &(3, 4)).unwrap();
+    let m: Array2<f32> = run.output("make_matrix", "output").unwrap();
+    assert_eq!(m.shape(), [3, 4]);
+    assert_eq!(m[[2, 3]], 11.0);
+    assert_eq!(run.output::<String>("summarise", "text").unwrap(), "3 x 4");
+    assert_eq!(run.output::<Vec<u8>>("summarise", "raw").unwrap(), [0, 159, 146, 150]);
+    assert_eq!(run.output::<Report>("summarise", "report").unwrap(), Report { rows: 3, title: "ok".into() });
+
+    let err = run.output::<String>("summarise", "report").unwrap_err().to_string();
+    assert!(err.contains("cannot be loaded as `alloc::string::String`") && err.contains("api::Report"), "{err}");
+    let err = run.output::<String>("summarise", "nope").unwrap_err().to_string();
+    assert!(err.contains("no output `nope`") && err.contains("text, raw, report"), "{err}");
+    let err = run.output::<String>("nope", "output").unwrap_err().to_string();
+    assert!(err.contains("no finished step `nope`"), "{err}");
+
+    // The array is stored as a .npy file numpy can read: magic, version, header.
+    let version = run.output_version("make_matrix", "output").unwrap();
+    assert_eq!(version.metadata.shape, Some(vec![3, 4]));
+    let path = dir.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let header = String::from_utf8_lossy(&bytes[10..10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize]);
+    assert!(header.contains("'descr': '<f4'") && header.contains("'shape': (3, 4)"), "{header}");
+    assert_eq!(bytes.len() % 64, (3 * 4 * 4) % 64, "header padded to 64 bytes, then 12 f32");
+}
+
+#[test]
+fn runs_logs_and_metadata_can_be_queried() {
+    let (_dir, stack) = stack();
+    let first = matrices.run(&stack, &(2, 2)).unwrap();
+    let second = matrices.run_with(&stack, &(2, 3), RunOptions { run_name: Some("nightly-1".into()), ..Default::default() });
+    let second = second.unwrap();
+    assert_eq!(second.name(), "nightly-1");
+    assert!(first.name().starts_with("matrices-"), "{}", first.name());
+
+    assert_eq!(stack.latest_run("matrices").unwrap().unwrap().id, second.id());
+    assert_eq!(stack.get_run("nightly-1").unwrap().unwrap().id, second.id());
+    assert_eq!(stack.get_run(first.id()).unwrap().unwrap().name, first.name());
+    let runs = stack.list_runs(Some("matrices"), 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r.status == RunStatus::Completed && r.ended_at.is_some()));
+    assert_eq!(runs[1].config, serde_json::json!([2, 2]));
+    assert_eq!(runs[1].plan().unwrap(), *first.plan());
+
+    let steps = stack.step_runs(second.id()).unwrap();
+    let s = steps.iter().find(|s| s.invocation == "summarise").unwrap();
+    assert_eq!(s.logs, ["summarising 2 rows"]);
+    assert_eq!(s.metadata["sum"], serde_json::json!(15.0));
+    assert_eq!(s.metadata["shape"], serde_json::json!([2, 3]));
+    assert_eq!(s.outputs.iter().map(|o| o.output.as_str()).collect::<Vec<_>>(), ["text", "raw", "report"]);
+
+    let err = matrices
+        .run_with(&stack, &(2, 3), RunOptions { run_name: Some("nightly-1".into()), ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a run named `nightly-1` already exists"), "{err}");
+    assert_eq!(stack.list_runs(Some("matrices"), 10).unwrap().len(), 2, "the refused run left nothing behind");
+}
+
+#[test]
+fn the_git_commit_of_the_project_is_recorded() {
+    let (dir, stack) = stack();
+    let sha = "89abcdef0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(dir.path().join(".git/refs/heads")).unwrap();
+    std::fs::write(dir.path().join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(dir.path().join(".git/refs/heads/main"), format!("{sha}\n")).unwrap();
+    let run = counting.run(&stack, &1).unwrap();
+    assert_eq!(run.record().git_commit.as_deref(), Some(sha));
+    assert_eq!(stack.get_run(run.id()).unwrap().unwrap().git_commit.as_deref(), Some(sha));
+}
+
+#[test]
+fn several_processes_worth_of_stacks_can_run_on_one_project_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let threads: Vec<_> = (0..8u64)
+        .map(|i| {
+            let root = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                // Each thread opens its own stack: its own SQLite connection,
+                // as another process would.
+                let stack = zenflow::local_stack_at(&root).unwrap();
+                let run = counting.run(&stack, &(i % 2)).unwrap();
+                run.output::<u64>("count", "output").unwrap()
+            })
+        })
+        .collect();
+    let values: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(values, [0, 1, 0, 1, 0, 1, 0, 1]);
+    let stack = zenflow::local_stack_at(dir.path()).unwrap();
+    let runs = stack.list_runs(Some("counting"), 100).unwrap();
+    assert_eq!(runs.len(), 8);
+    assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
+    let statuses: Vec<StepStatus> =
+        runs.iter().flat_map(|r| stack.step_runs(&r.id).unwrap()).map(|s| s.status).collect();
+    assert_eq!(statuses.len(), 8);
+    assert!(statuses.contains(&StepStatus::Completed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_run_from_async_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = zenflow::local_stack_at(dir.path()).unwrap();
+    let run = counting.run_async(&stack, &42, RunOptions::default()).await.unwrap();
+    assert_eq!(run.output_async::<u64>("count", "output").await.unwrap(), 42);
+    // The blocking API says what to use instead of deadlocking.
+    let err = counting.run(&stack, &42).unwrap_err();
+    assert!(matches!(err, Error::Usage(_)) && err.to_string().contains("run_async"), "{err}");
+}
