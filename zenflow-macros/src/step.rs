@@ -42,7 +42,14 @@ fn parse_options(attr: TokenStream) -> syn::Result<Options> {
                 }
                 o.outputs = Some(names);
             }
-            _ => return Err(meta.error(format!("unknown step option; expected one of: {OPTIONS}"))),
+            _ => {
+                let hint = OPTIONS
+                    .split(", ")
+                    .find(|o| o.len() > 3 && key.len() > 3 && (o.starts_with(&key[..4]) || key.starts_with(&o[..4])))
+                    .map(|o| format!("; did you mean `{o}`?"))
+                    .unwrap_or_default();
+                return Err(meta.error(format!("unknown step option `{key}`{hint} (options: {OPTIONS})")));
+            }
         }
         Ok(())
     });
@@ -76,6 +83,15 @@ enum Arg {
     Input { ident: Ident, ty: Type },
     Param { ident: Ident, ty: Type },
     Context,
+}
+
+/// Tokens of a type as a person would write them (`Vec<i64>`, not `Vec < i64 >`).
+fn pretty(ty: &Type) -> String {
+    let mut s = ty.to_token_stream().to_string();
+    for (from, to) in [(" < ", "<"), ("< ", "<"), (" <", "<"), (" >", ">"), (" ,", ","), (" :: ", "::"), ("& ", "&")] {
+        s = s.replace(from, to);
+    }
+    s
 }
 
 fn last_segment_is(ty: &Type, name: &str) -> bool {
@@ -112,13 +128,13 @@ fn parse_args(func: &mut ItemFn) -> syn::Result<Vec<Arg>> {
                 continue;
             }
             let what = if is_param { "parameters" } else { "artifact inputs" };
-            return Err(syn::Error::new(
-                pt.ty.span(),
-                format!("step {what} are passed by value: write `{}` instead of a reference", r.elem.to_token_stream()),
+            return Err(syn::Error::new_spanned(
+                &pt.ty,
+                format!("step {what} are passed by value: write `{}` instead of a reference", pretty(&r.elem)),
             ));
         }
         if let Type::ImplTrait(_) = &*pt.ty {
-            return Err(syn::Error::new(pt.ty.span(), "step arguments need concrete types, not `impl Trait`"));
+            return Err(syn::Error::new_spanned(&pt.ty, "step arguments need concrete types, not `impl Trait`"));
         }
         let ty = (*pt.ty).clone();
         args.push(if is_param { Arg::Param { ident, ty } } else { Arg::Input { ident, ty } });
@@ -156,8 +172,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let options = parse_options(attr)?;
     let mut func: ItemFn = syn::parse2(item)?;
     if !func.sig.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            func.sig.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &func.sig.generics,
             "steps cannot be generic: a step is registered by name and stored by concrete type; \
              write one step per type, or wrap the generic code in concrete steps",
         ));
@@ -178,8 +194,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 Type::Tuple(t) => format!("a tuple of {}", t.elems.len()),
                 _ => "a single value".to_string(),
             };
-            return Err(syn::Error::new(
-                ty.span(),
+            return Err(syn::Error::new_spanned(
+                ty,
                 format!(
                     "`outputs(...)` names {} outputs, so the step must return a tuple of {} values, but it returns {found}",
                     names.len(),

@@ -56,7 +56,8 @@
 //! In a `#[pipeline]` body a step call records an invocation and returns
 //! [`Artifact<T>`] handles. A call is treated as a step call when its callee is
 //! a plain lowercase path (`train(...)`, `steps::train(...)`); calls of types
-//! and methods (`Vec::new()`, `x.clone()`) and macros are left alone, and a
+//! and methods (`Vec::new()`, `x.clone()`) are left alone (calls inside macro
+//! arguments such as `vec![...]` are rewritten too), and a
 //! `let` marked `#[plain]` is not rewritten, for ordinary helper functions.
 
 #![warn(missing_docs)]

@@ -153,7 +153,8 @@ pub trait Materializer: Send + Sync + 'static {
     message = "`{Self}` cannot be stored as an artifact: it has no materializer",
     label = "this type is not an artifact type",
     note = "derive it for a serde type: `#[derive(Serialize, Deserialize, zenflow::Artifact)]`",
-    note = "or implement `zenflow::Materialize` for it with a `Materializer` of your own"
+    note = "or implement `zenflow::Materialize` for it with a `Materializer` of your own",
+    note = "a step that returns a tuple needs `#[step(outputs(a, b, ...))]` to store each element as its own artifact"
 )]
 pub trait Materialize: Sized + Send + 'static {
     /// The materializer that saves and loads this type.

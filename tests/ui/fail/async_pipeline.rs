@@ -1,0 +1,6 @@
+use zenflow::prelude::*;
+
+#[pipeline]
+async fn later() {}
+
+fn main() {}

@@ -1,0 +1,75 @@
+//! Everything the macros accept, in one program.
+use serde::{Deserialize, Serialize};
+use zenflow::prelude::*;
+
+#[derive(Serialize, Deserialize, Artifact)]
+struct Table {
+    rows: Vec<Vec<f64>>,
+}
+
+#[derive(Serialize, Deserialize, Artifact)]
+struct Wrapper<T> {
+    inner: T,
+}
+
+#[derive(Serialize, Deserialize, Clone, Default)]
+struct Config {
+    n: usize,
+    name: String,
+}
+
+#[step(name = "load_table", version = "2", retries = 2, retry_backoff = "10ms", timeout = "5m")]
+fn load(#[param] n: usize) -> Result<Table, std::io::Error> {
+    Ok(Table { rows: vec![vec![0.0; 3]; n] })
+}
+
+#[step(outputs(left, right), cache = false)]
+async fn split(table: Table, #[param] at: usize, ctx: &StepContext) -> (Table, Table) {
+    ctx.log("splitting");
+    let mut rows = table.rows;
+    let right = rows.split_off(at.min(rows.len()));
+    (Table { rows }, Table { rows: right })
+}
+
+#[step(timeout = 30)]
+fn count(table: Table) -> Wrapper<usize> {
+    Wrapper { inner: table.rows.len() }
+}
+
+#[step]
+fn total(counts: Vec<Wrapper<usize>>) -> usize {
+    counts.iter().map(|c| c.inner).sum()
+}
+
+#[step]
+fn announce(#[param] message: String) {
+    println!("{message}");
+}
+
+fn helper(n: usize) -> usize {
+    n * 2
+}
+
+#[pipeline]
+fn everything(cfg: &Config) {
+    #[plain]
+    let n = helper(cfg.n);
+    let start = announce(cfg.name.clone());
+    let table = load(n).after(start);
+    let (left, right) = split(table, 2);
+    let counts = vec![count(left), count(right)];
+    let sum = total(&counts);
+    announce(String::from("done")).after((sum, &counts));
+}
+
+#[pipeline]
+fn without_config() {
+    announce("hi".to_string());
+}
+
+fn main() {
+    let plan = everything.plan(&Config::default()).unwrap();
+    assert_eq!(plan.steps.len(), 7);
+    assert_eq!(without_config.name(), "without_config");
+    assert_eq!(helper(2), 4);
+}
