@@ -239,8 +239,8 @@ pub struct StepRunWrite {
     pub metadata: BTreeMap<String, serde_json::Value>,
     /// New artifacts produced by this step run.
     pub new_outputs: Vec<NewArtifact>,
-    /// Outputs that reuse existing versions (cache hits): output name -> version id.
-    pub linked_outputs: Vec<(String, String)>,
+    /// Outputs that reuse existing versions (cache hits).
+    pub linked_outputs: Vec<OutputLink>,
     /// Consumed artifact versions.
     pub inputs: Vec<InputLink>,
 }
@@ -362,8 +362,13 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<(), MetadataError>;
 
     /// Inserts or replaces a step run together with its outputs, input links
-    /// and metadata, atomically. Returns the step run as stored.
-    async fn write_step_run(&self, write: &StepRunWrite) -> Result<StepRunRecord, MetadataError>;
+    /// and metadata, atomically. Returns the step run's outputs (new versions
+    /// with their assigned ids and version numbers, then linked ones).
+    ///
+    /// A write with status `running` is a progress marker: an implementation
+    /// may make it non-durable (its loss in a power failure is harmless). Every
+    /// other write is durable when this returns.
+    async fn write_step_run(&self, write: &StepRunWrite) -> Result<Vec<OutputLink>, MetadataError>;
 
     /// The latest completed step run with this cache key, if any.
     async fn find_cached(&self, cache_key: &str) -> Result<Option<CacheHit>, MetadataError>;

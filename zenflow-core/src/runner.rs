@@ -235,15 +235,15 @@ impl StepRunner {
                 write.status = StepStatus::Cached;
                 write.original_step_run = Some(hit.step_run);
                 write.ended_at = Some(metadata::now());
-                write.linked_outputs = hit.outputs.iter().map(|o| (o.output.clone(), o.artifact.id.clone())).collect();
-                let record = self.stack.metadata().write_step_run(&write).await?;
+                write.linked_outputs = hit.outputs;
+                let outputs = self.stack.metadata().write_step_run(&write).await?;
                 return Ok(self.finish(
                     pos,
                     StepResult {
                         invocation: step.id.clone(),
                         status: StepStatus::Cached,
                         step_run_id,
-                        outputs: record.outputs,
+                        outputs,
                         error: None,
                         attempts: 0,
                         duration: started.elapsed(),
@@ -274,7 +274,7 @@ impl StepRunner {
         };
         write.status = status;
         write.error = error.clone();
-        let record = self.stack.metadata().write_step_run(&write).await?;
+        let outputs = self.stack.metadata().write_step_run(&write).await?;
         if let Some(e) = &error {
             tracing::warn!(step = %step.id, "step failed: {e}");
         }
@@ -284,7 +284,7 @@ impl StepRunner {
                 invocation: step.id.clone(),
                 status,
                 step_run_id,
-                outputs: record.outputs,
+                outputs,
                 error,
                 attempts,
                 duration: started.elapsed(),

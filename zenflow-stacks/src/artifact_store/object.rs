@@ -29,7 +29,9 @@ impl ObjectArtifactStore {
         ObjectArtifactStore { store, prefix, url: url.into() }
     }
 
-    /// A store in a local folder, created if missing.
+    /// A store in a local folder, created if missing. Writes are durable: the
+    /// file and its folder are synced before `put` returns, as the metadata
+    /// store's records that point at them are.
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         let backend = |message: String| StoreError::Backend { store: format!("file://{}", dir.display()), message };
@@ -37,7 +39,7 @@ impl ObjectArtifactStore {
             backend(format!("cannot create the artifact folder: {e}; check the path and its permissions"))
         })?;
         let dir = dir.canonicalize().map_err(|e| backend(e.to_string()))?;
-        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| backend(e.to_string()))?;
+        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| backend(e.to_string()))?.with_fsync(true);
         Ok(ObjectArtifactStore::new(Arc::new(fs), Path::default(), format!("file://{}", dir.display())))
     }
 

@@ -36,6 +36,7 @@ pub enum Synchronous {
 pub struct SqliteMetadataStore {
     conn: Mutex<Connection>,
     location: String,
+    synchronous: Synchronous,
 }
 
 type SqlResult<T> = Result<T, MetadataError>;
@@ -85,7 +86,7 @@ impl SqliteMetadataStore {
         conn.pragma_update(None, "synchronous", sync).map_err(fail)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(fail)?;
         migrate(&mut conn, &location)?;
-        Ok(SqliteMetadataStore { conn: Mutex::new(conn), location })
+        Ok(SqliteMetadataStore { conn: Mutex::new(conn), location, synchronous })
     }
 
     /// The file path, when the store is a file.
@@ -314,6 +315,110 @@ fn one_step_run(conn: &Connection, id: &str) -> rusqlite::Result<Option<StepRunR
     Ok(load_step_runs(conn, "sr.id = ?1", id)?.into_iter().next())
 }
 
+/// The body of [`MetadataStore::write_step_run`]: one immediate transaction.
+fn write_step_run(conn: &mut Connection, w: &StepRunWrite, logs: &str) -> rusqlite::Result<Vec<OutputLink>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+
+        tx.prepare_cached(
+            "INSERT INTO step_runs (id, run_id, invocation, step, status, cache_key, original_step_run, \
+             started_at, ended_at, error, attempts, logs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, cache_key = excluded.cache_key, \
+             original_step_run = excluded.original_step_run, ended_at = excluded.ended_at, \
+             error = excluded.error, attempts = excluded.attempts, logs = excluded.logs",
+        )?
+        .execute(params![
+            w.id,
+            w.run_id,
+            w.invocation,
+            w.step,
+            w.status.as_str(),
+            w.cache_key,
+            w.original_step_run,
+            w.started_at,
+            w.ended_at,
+            w.error,
+            w.attempts,
+            logs
+        ])?;
+        let now = now();
+        let mut outputs = Vec::with_capacity(w.new_outputs.len() + w.linked_outputs.len());
+        for (position, a) in w.new_outputs.iter().enumerate() {
+            let version: i64 = tx
+                .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM artifact_versions WHERE name = ?1")?
+                .query_row([&a.name], |r| r.get(0))?;
+            let id = uuid::Uuid::now_v7().to_string();
+            let metadata = serde_json::to_string(&a.metadata).map_err(json_err)?;
+            tx.prepare_cached(
+                "INSERT INTO artifact_versions (id, name, version, uri, content_hash, type_name, materializer, \
+                 materializer_version, format, metadata, producer_step_run, run_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                id,
+                a.name,
+                version,
+                a.uri,
+                a.content_hash.to_hex(),
+                a.type_name,
+                a.materializer,
+                a.materializer_version,
+                a.format,
+                metadata,
+                w.id,
+                w.run_id,
+                now
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![w.id, a.output, position as i64, id])?;
+            outputs.push(OutputLink {
+                output: a.output.clone(),
+                artifact: ArtifactVersion {
+                    id,
+                    name: a.name.clone(),
+                    version,
+                    uri: a.uri.clone(),
+                    content_hash: a.content_hash,
+                    type_name: a.type_name.clone(),
+                    materializer: a.materializer.clone(),
+                    materializer_version: a.materializer_version,
+                    format: a.format.clone(),
+                    metadata: a.metadata.clone(),
+                    producer_step_run: w.id.clone(),
+                    run_id: w.run_id.clone(),
+                    created_at: now,
+                },
+            });
+        }
+        for (position, link) in w.linked_outputs.iter().enumerate() {
+            tx.prepare_cached(
+                "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![w.id, link.output, position as i64, link.artifact.id])?;
+            outputs.push(link.clone());
+        }
+        for i in &w.inputs {
+            tx.prepare_cached(
+                "INSERT INTO step_run_inputs (step_run_id, input, position, artifact_version_id) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![w.id, i.input, i.position, i.artifact_version])?;
+        }
+        for (key, value) in &w.metadata {
+            let value = serde_json::to_string(value).map_err(json_err)?;
+            tx.prepare_cached(
+                "INSERT INTO run_metadata (run_id, step_run_id, key, value) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (step_run_id, key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![w.run_id, w.id, key, value])?;
+        }
+        tx.commit()?;
+        Ok(outputs)
+}
+
 #[async_trait]
 impl MetadataStore for SqliteMetadataStore {
     fn url(&self) -> String {
@@ -390,89 +495,21 @@ impl MetadataStore for SqliteMetadataStore {
         Ok(())
     }
 
-    async fn write_step_run(&self, w: &StepRunWrite) -> SqlResult<StepRunRecord> {
+    async fn write_step_run(&self, w: &StepRunWrite) -> SqlResult<Vec<OutputLink>> {
         let logs = serde_json::to_string(&w.logs).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
+        // A `running` marker need not survive a power failure; everything
+        // else is synced (in WAL mode a synced commit also syncs the earlier,
+        // unsynced ones). Skips one fsync per executed step.
+        let relaxed = w.status == StepStatus::Running && self.synchronous == Synchronous::Full;
         self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.prepare_cached(
-                "INSERT INTO step_runs (id, run_id, invocation, step, status, cache_key, original_step_run, \
-                 started_at, ended_at, error, attempts, logs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, cache_key = excluded.cache_key, \
-                 original_step_run = excluded.original_step_run, ended_at = excluded.ended_at, \
-                 error = excluded.error, attempts = excluded.attempts, logs = excluded.logs",
-            )?
-            .execute(params![
-                w.id,
-                w.run_id,
-                w.invocation,
-                w.step,
-                w.status.as_str(),
-                w.cache_key,
-                w.original_step_run,
-                w.started_at,
-                w.ended_at,
-                w.error,
-                w.attempts,
-                logs
-            ])?;
-            let now = now();
-            for (position, a) in w.new_outputs.iter().enumerate() {
-                let version: i64 = tx
-                    .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM artifact_versions WHERE name = ?1")?
-                    .query_row([&a.name], |r| r.get(0))?;
-                let id = uuid::Uuid::now_v7().to_string();
-                let metadata = serde_json::to_string(&a.metadata).map_err(json_err)?;
-                tx.prepare_cached(
-                    "INSERT INTO artifact_versions (id, name, version, uri, content_hash, type_name, materializer, \
-                     materializer_version, format, metadata, producer_step_run, run_id, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )?
-                .execute(params![
-                    id,
-                    a.name,
-                    version,
-                    a.uri,
-                    a.content_hash.to_hex(),
-                    a.type_name,
-                    a.materializer,
-                    a.materializer_version,
-                    a.format,
-                    metadata,
-                    w.id,
-                    w.run_id,
-                    now
-                ])?;
-                tx.prepare_cached(
-                    "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![w.id, a.output, position as i64, id])?;
+            if relaxed {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
             }
-            for (position, (output, version_id)) in w.linked_outputs.iter().enumerate() {
-                tx.prepare_cached(
-                    "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![w.id, output, position as i64, version_id])?;
+            let result = write_step_run(conn, w, &logs);
+            if relaxed {
+                conn.pragma_update(None, "synchronous", "FULL")?;
             }
-            for i in &w.inputs {
-                tx.prepare_cached(
-                    "INSERT INTO step_run_inputs (step_run_id, input, position, artifact_version_id) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![w.id, i.input, i.position, i.artifact_version])?;
-            }
-            for (key, value) in &w.metadata {
-                let value = serde_json::to_string(value).map_err(json_err)?;
-                tx.prepare_cached(
-                    "INSERT INTO run_metadata (run_id, step_run_id, key, value) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (step_run_id, key) DO UPDATE SET value = excluded.value",
-                )?
-                .execute(params![w.run_id, w.id, key, value])?;
-            }
-            let record = one_step_run(&tx, &w.id)?;
-            tx.commit()?;
-            record.ok_or(rusqlite::Error::QueryReturnedNoRows)
+            result
         })
     }
 
@@ -497,7 +534,6 @@ impl MetadataStore for SqliteMetadataStore {
             Ok(Some(CacheHit { step_run: id, outputs }))
         })
     }
-
     async fn get_run(&self, id_or_name: &str) -> SqlResult<Option<RunRecord>> {
         self.with(|c| {
             c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1 OR name = ?1 LIMIT 1"))?
