@@ -180,23 +180,25 @@ fn train(data: Dataset, #[param] params: TrainParams) -> Model {
         classes: data.classes.clone(),
         params: params.clone(),
     };
+    let standardized: Vec<[f64; 4]> =
+        data.features.iter().map(|x| std::array::from_fn(|j| (x[j] - mean[j]) / std[j])).collect();
     for _ in 0..params.epochs {
-        let mut gw = vec![[0.0; 4]; k];
-        let mut gb = vec![0.0; k];
-        for (x, &y) in data.features.iter().zip(&data.labels) {
+        let mut grad_w = vec![[0.0; 4]; k];
+        let mut grad_b = vec![0.0; k];
+        for ((x, z), &y) in data.features.iter().zip(&standardized).zip(&data.labels) {
             let p = model.probabilities(x);
-            for c in 0..k {
+            for (c, (gw, gb)) in grad_w.iter_mut().zip(grad_b.iter_mut()).enumerate() {
                 let err = p[c] - f64::from(u8::from(c == y));
-                gb[c] += err / n;
-                for j in 0..4 {
-                    gw[c][j] += err * (x[j] - mean[j]) / std[j] / n;
+                *gb += err / n;
+                for (g, zj) in gw.iter_mut().zip(z) {
+                    *g += err * zj / n;
                 }
             }
         }
-        for c in 0..k {
-            model.bias[c] -= params.learning_rate * gb[c];
-            for j in 0..4 {
-                model.weights[c][j] -= params.learning_rate * (gw[c][j] + params.l2 * model.weights[c][j]);
+        for ((w, b), (gw, gb)) in model.weights.iter_mut().zip(model.bias.iter_mut()).zip(grad_w.iter().zip(&grad_b)) {
+            *b -= params.learning_rate * gb;
+            for (wj, gj) in w.iter_mut().zip(gw) {
+                *wj -= params.learning_rate * (gj + params.l2 * *wj);
             }
         }
     }

@@ -71,16 +71,20 @@ fn outputs_load_with_their_types_and_wrong_types_are_refused() {
     let path = dir.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
-    let header = String::from_utf8_lossy(&bytes[10..10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize]);
+    let data_start = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..data_start]);
     assert!(header.contains("'descr': '<f4'") && header.contains("'shape': (3, 4)"), "{header}");
-    assert_eq!(bytes.len() % 64, (3 * 4 * 4) % 64, "header padded to 64 bytes, then 12 f32");
+    assert_eq!(data_start % 64, 0, "the header is padded to a multiple of 64 bytes");
+    assert_eq!(bytes.len(), data_start + 12 * 4, "then 12 little-endian f32");
+    assert_eq!(&bytes[data_start + 11 * 4..], 11.0f32.to_le_bytes());
 }
 
 #[test]
 fn runs_logs_and_metadata_can_be_queried() {
     let (_dir, stack) = stack();
     let first = matrices.run(&stack, &(2, 2)).unwrap();
-    let second = matrices.run_with(&stack, &(2, 3), RunOptions { run_name: Some("nightly-1".into()), ..Default::default() });
+    let second =
+        matrices.run_with(&stack, &(2, 3), RunOptions { run_name: Some("nightly-1".into()), ..Default::default() });
     let second = second.unwrap();
     assert_eq!(second.name(), "nightly-1");
     assert!(first.name().starts_with("matrices-"), "{}", first.name());
@@ -157,4 +161,57 @@ async fn pipelines_run_from_async_code() {
     // The blocking API says what to use instead of deadlocking.
     let err = counting.run(&stack, &42).unwrap_err();
     assert!(matches!(err, Error::Usage(_)) && err.to_string().contains("run_async"), "{err}");
+}
+
+mod parallelism {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use zenflow::prelude::*;
+    use zenflow::stacks::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    /// Stays busy until a second step is running too (or 300 ms pass), and
+    /// records how many ran at once.
+    #[step(cache = false)]
+    fn busy(#[param] i: u32) -> u32 {
+        let now = RUNNING.fetch_add(1, SeqCst) + 1;
+        PEAK.fetch_max(now, SeqCst);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while RUNNING.load(SeqCst) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        RUNNING.fetch_sub(1, SeqCst);
+        i
+    }
+
+    #[pipeline]
+    fn wide() {
+        for i in 0..4 {
+            busy(i);
+        }
+    }
+
+    fn peak_with(parallelism: usize) -> usize {
+        PEAK.store(0, SeqCst);
+        let stack = zenflow::Stack::new(
+            "test",
+            Arc::new(LocalOrchestrator::new(parallelism)),
+            Arc::new(ObjectArtifactStore::memory()),
+            Arc::new(SqliteMetadataStore::in_memory().unwrap()),
+        );
+        let run = wide.run(&stack, &()).unwrap();
+        assert_eq!(run.executed().len(), 4);
+        PEAK.load(SeqCst)
+    }
+
+    /// One test, as both halves share the counters.
+    #[test]
+    fn independent_steps_run_in_parallel_up_to_the_configured_bound() {
+        assert_eq!(peak_with(1), 1, "parallelism 1 runs one step at a time");
+        assert_eq!(peak_with(2), 2, "parallelism 2 runs two independent steps at once");
+    }
 }

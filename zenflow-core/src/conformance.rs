@@ -95,7 +95,8 @@ pub mod artifact_store {
             tasks.push(tokio::spawn(async move {
                 for i in 0..20 {
                     // Half the objects are shared between writers.
-                    let payload = Bytes::from(if i % 2 == 0 { format!("shared {i}") } else { format!("writer {w} obj {i}") });
+                    let payload =
+                        Bytes::from(if i % 2 == 0 { format!("shared {i}") } else { format!("writer {w} obj {i}") });
                     let hash = ContentHash::of(&payload);
                     store.put(&hash, payload).await.unwrap();
                 }
@@ -308,7 +309,10 @@ pub mod metadata {
         assert_eq!(lineage.consumers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![train.id.as_str()]);
 
         let runs = store.list_runs(Some("conformance"), 10).await.unwrap();
-        assert_eq!(runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["conformance-run-2", "conformance-run-1"]);
+        assert_eq!(
+            runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["conformance-run-2", "conformance-run-1"]
+        );
         assert_eq!(store.list_runs(Some("conformance"), 1).await.unwrap().len(), 1, "limit");
         assert!(store.list_runs(Some("other-pipeline"), 10).await.unwrap().is_empty());
     }

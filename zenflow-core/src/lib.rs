@@ -25,8 +25,6 @@ pub mod stack;
 pub mod step;
 
 pub use artifact::{Artifact, IntoInput, Invocation, Upstream};
-/// The graph library of [`Plan::graph`].
-pub use petgraph;
 pub use artifact_store::ArtifactStore;
 pub use context::StepContext;
 pub use error::{BoxError, Error, Result};
@@ -34,6 +32,8 @@ pub use hash::ContentHash;
 pub use materializer::{Materialize, Materializer};
 pub use metadata::{MetadataStore, RunStatus, StepStatus};
 pub use orchestrator::Orchestrator;
+/// The graph library of [`Plan::graph`].
+pub use petgraph;
 pub use pipeline::Pipeline;
 pub use plan::Plan;
 pub use run::RunResult;

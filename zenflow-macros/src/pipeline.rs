@@ -120,7 +120,7 @@ impl VisitMut for StepCalls {
             if let Some(path) = is_step_path(&call.func) {
                 let span = path.span();
                 let invoke = quote_spanned!(span=> #path::__zenflow_invoke);
-                call.func = Box::new(syn::parse_quote_spanned!(span=> #invoke));
+                *call.func = syn::parse_quote_spanned!(span=> #invoke);
             }
         }
     }

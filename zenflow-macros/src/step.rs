@@ -31,7 +31,7 @@ fn parse_options(attr: TokenStream) -> syn::Result<Options> {
                 let mut names: Vec<Ident> = Vec::new();
                 meta.parse_nested_meta(|m| {
                     let ident = m.path.get_ident().cloned().ok_or_else(|| m.error("expected an output name"))?;
-                    if names.iter().any(|n| *n == ident) {
+                    if names.contains(&ident) {
                         return Err(syn::Error::new(ident.span(), format!("duplicate output name `{ident}`")));
                     }
                     names.push(ident);

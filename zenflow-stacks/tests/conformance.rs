@@ -21,8 +21,10 @@ async fn memory_artifact_store_conforms() {
 async fn sqlite_file_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("zenflow.db");
-    conformance::metadata::run_all(|| -> Arc<dyn MetadataStore> { Arc::new(SqliteMetadataStore::open(&path).unwrap()) })
-        .await;
+    conformance::metadata::run_all(|| -> Arc<dyn MetadataStore> {
+        Arc::new(SqliteMetadataStore::open(&path).unwrap())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,8 +41,10 @@ fn refuses_another_applications_database() {
     let path = dir.path().join("app.db");
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('ada');")
-            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('ada');",
+        )
+        .unwrap();
     }
     let before = std::fs::read(&path).unwrap();
     let err = open_err(&path);

@@ -112,10 +112,9 @@ impl SqliteMetadataStore {
 /// All reads happen in one read transaction: another process may be creating
 /// the schema right now, and must be seen either entirely or not at all.
 fn check_identity(conn: &Connection, location: &str) -> SqlResult<()> {
-    let tx = conn.unchecked_transaction().map_err(|e| MetadataError::Backend {
-        location: location.to_string(),
-        message: e.to_string(),
-    })?;
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| MetadataError::Backend { location: location.to_string(), message: e.to_string() })?;
     let result = read_identity(&tx, location);
     // Read-only: nothing to commit; dropping rolls back.
     drop(tx);
@@ -319,104 +318,104 @@ fn one_step_run(conn: &Connection, id: &str) -> rusqlite::Result<Option<StepRunR
 fn write_step_run(conn: &mut Connection, w: &StepRunWrite, logs: &str) -> rusqlite::Result<Vec<OutputLink>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
-        tx.prepare_cached(
-            "INSERT INTO step_runs (id, run_id, invocation, step, status, cache_key, original_step_run, \
+    tx.prepare_cached(
+        "INSERT INTO step_runs (id, run_id, invocation, step, status, cache_key, original_step_run, \
              started_at, ended_at, error, attempts, logs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
              ON CONFLICT (id) DO UPDATE SET status = excluded.status, cache_key = excluded.cache_key, \
              original_step_run = excluded.original_step_run, ended_at = excluded.ended_at, \
              error = excluded.error, attempts = excluded.attempts, logs = excluded.logs",
-        )?
-        .execute(params![
-            w.id,
-            w.run_id,
-            w.invocation,
-            w.step,
-            w.status.as_str(),
-            w.cache_key,
-            w.original_step_run,
-            w.started_at,
-            w.ended_at,
-            w.error,
-            w.attempts,
-            logs
-        ])?;
-        let now = now();
-        let mut outputs = Vec::with_capacity(w.new_outputs.len() + w.linked_outputs.len());
-        for (position, a) in w.new_outputs.iter().enumerate() {
-            let version: i64 = tx
-                .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM artifact_versions WHERE name = ?1")?
-                .query_row([&a.name], |r| r.get(0))?;
-            let id = uuid::Uuid::now_v7().to_string();
-            let metadata = serde_json::to_string(&a.metadata).map_err(json_err)?;
-            tx.prepare_cached(
-                "INSERT INTO artifact_versions (id, name, version, uri, content_hash, type_name, materializer, \
+    )?
+    .execute(params![
+        w.id,
+        w.run_id,
+        w.invocation,
+        w.step,
+        w.status.as_str(),
+        w.cache_key,
+        w.original_step_run,
+        w.started_at,
+        w.ended_at,
+        w.error,
+        w.attempts,
+        logs
+    ])?;
+    let now = now();
+    let mut outputs = Vec::with_capacity(w.new_outputs.len() + w.linked_outputs.len());
+    for (position, a) in w.new_outputs.iter().enumerate() {
+        let version: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM artifact_versions WHERE name = ?1")?
+            .query_row([&a.name], |r| r.get(0))?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let metadata = serde_json::to_string(&a.metadata).map_err(json_err)?;
+        tx.prepare_cached(
+            "INSERT INTO artifact_versions (id, name, version, uri, content_hash, type_name, materializer, \
                  materializer_version, format, metadata, producer_step_run, run_id, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?
-            .execute(params![
+        )?
+        .execute(params![
+            id,
+            a.name,
+            version,
+            a.uri,
+            a.content_hash.to_hex(),
+            a.type_name,
+            a.materializer,
+            a.materializer_version,
+            a.format,
+            metadata,
+            w.id,
+            w.run_id,
+            now
+        ])?;
+        tx.prepare_cached(
+            "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![w.id, a.output, position as i64, id])?;
+        outputs.push(OutputLink {
+            output: a.output.clone(),
+            artifact: ArtifactVersion {
                 id,
-                a.name,
+                name: a.name.clone(),
                 version,
-                a.uri,
-                a.content_hash.to_hex(),
-                a.type_name,
-                a.materializer,
-                a.materializer_version,
-                a.format,
-                metadata,
-                w.id,
-                w.run_id,
-                now
-            ])?;
-            tx.prepare_cached(
-                "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
+                uri: a.uri.clone(),
+                content_hash: a.content_hash,
+                type_name: a.type_name.clone(),
+                materializer: a.materializer.clone(),
+                materializer_version: a.materializer_version,
+                format: a.format.clone(),
+                metadata: a.metadata.clone(),
+                producer_step_run: w.id.clone(),
+                run_id: w.run_id.clone(),
+                created_at: now,
+            },
+        });
+    }
+    for (position, link) in w.linked_outputs.iter().enumerate() {
+        tx.prepare_cached(
+            "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![w.id, a.output, position as i64, id])?;
-            outputs.push(OutputLink {
-                output: a.output.clone(),
-                artifact: ArtifactVersion {
-                    id,
-                    name: a.name.clone(),
-                    version,
-                    uri: a.uri.clone(),
-                    content_hash: a.content_hash,
-                    type_name: a.type_name.clone(),
-                    materializer: a.materializer.clone(),
-                    materializer_version: a.materializer_version,
-                    format: a.format.clone(),
-                    metadata: a.metadata.clone(),
-                    producer_step_run: w.id.clone(),
-                    run_id: w.run_id.clone(),
-                    created_at: now,
-                },
-            });
-        }
-        for (position, link) in w.linked_outputs.iter().enumerate() {
-            tx.prepare_cached(
-                "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
+        )?
+        .execute(params![w.id, link.output, position as i64, link.artifact.id])?;
+        outputs.push(link.clone());
+    }
+    for i in &w.inputs {
+        tx.prepare_cached(
+            "INSERT INTO step_run_inputs (step_run_id, input, position, artifact_version_id) \
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![w.id, link.output, position as i64, link.artifact.id])?;
-            outputs.push(link.clone());
-        }
-        for i in &w.inputs {
-            tx.prepare_cached(
-                "INSERT INTO step_run_inputs (step_run_id, input, position, artifact_version_id) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![w.id, i.input, i.position, i.artifact_version])?;
-        }
-        for (key, value) in &w.metadata {
-            let value = serde_json::to_string(value).map_err(json_err)?;
-            tx.prepare_cached(
-                "INSERT INTO run_metadata (run_id, step_run_id, key, value) VALUES (?1, ?2, ?3, ?4) \
+        )?
+        .execute(params![w.id, i.input, i.position, i.artifact_version])?;
+    }
+    for (key, value) in &w.metadata {
+        let value = serde_json::to_string(value).map_err(json_err)?;
+        tx.prepare_cached(
+            "INSERT INTO run_metadata (run_id, step_run_id, key, value) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (step_run_id, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![w.run_id, w.id, key, value])?;
-        }
-        tx.commit()?;
-        Ok(outputs)
+        )?
+        .execute(params![w.run_id, w.id, key, value])?;
+    }
+    tx.commit()?;
+    Ok(outputs)
 }
 
 #[async_trait]
