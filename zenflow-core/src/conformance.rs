@@ -191,22 +191,24 @@ pub mod metadata {
 
     fn step_write(run: &str, invocation: &str, status: StepStatus) -> StepRunWrite {
         StepRunWrite {
-            id: uuid::Uuid::now_v7().to_string(),
-            run_id: run.into(),
-            invocation: invocation.into(),
-            step: invocation.into(),
-            status,
-            cache_key: None,
-            original_step_run: None,
-            started_at: now(),
-            ended_at: None,
-            error: None,
-            attempts: 0,
-            logs: vec![],
-            metadata: Default::default(),
+            step_run: StepRunRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                run_id: run.into(),
+                invocation: invocation.into(),
+                step: invocation.into(),
+                status,
+                cache_key: None,
+                original_step_run: None,
+                started_at: now(),
+                ended_at: None,
+                error: None,
+                attempts: 0,
+                logs: vec![],
+                metadata: Default::default(),
+                outputs: vec![],
+                inputs: vec![],
+            },
             new_outputs: vec![],
-            linked_outputs: vec![],
-            inputs: vec![],
         }
     }
 
@@ -237,37 +239,37 @@ pub mod metadata {
 
         // load: running, then completed with an output, metadata and logs.
         let mut load = step_write(&run.id, "load", StepStatus::Running);
-        load.cache_key = Some("key-load".into());
+        load.step_run.cache_key = Some("key-load".into());
         assert!(store.write_step_run(&load).await.unwrap().is_empty(), "no outputs while running");
         let rec = &store.step_runs(&run.id).await.unwrap()[0];
         assert_eq!(rec.status, StepStatus::Running);
         assert_eq!(rec.invocation, "load");
-        load.status = StepStatus::Completed;
-        load.ended_at = Some(now());
-        load.attempts = 1;
-        load.logs = vec!["loaded 3 rows".into()];
-        load.metadata.insert("rows".into(), serde_json::json!(3));
+        load.step_run.status = StepStatus::Completed;
+        load.step_run.ended_at = Some(now());
+        load.step_run.attempts = 1;
+        load.step_run.logs = vec!["loaded 3 rows".into()];
+        load.step_run.metadata.insert("rows".into(), serde_json::json!(3));
         load.new_outputs = vec![artifact("conformance", "load", b"42")];
         let outputs = store.write_step_run(&load).await.unwrap();
         let rec = store.step_runs(&run.id).await.unwrap().remove(0);
         assert_eq!(rec.outputs, outputs, "write_step_run returns the outputs as stored");
         assert_eq!(rec.status, StepStatus::Completed);
-        assert_eq!(rec.logs, load.logs);
+        assert_eq!(rec.logs, load.step_run.logs);
         assert_eq!(rec.metadata.get("rows"), Some(&serde_json::json!(3)));
         assert_eq!(rec.outputs.len(), 1);
         let v1 = rec.outputs[0].artifact.clone();
         assert_eq!(v1.version, 1);
         assert_eq!(v1.content_hash, ContentHash::of(b"42"));
-        assert_eq!(v1.producer_step_run, load.id);
+        assert_eq!(v1.producer_step_run, load.step_run.id);
         assert_eq!(v1.metadata.summary.as_deref(), Some("42"));
         assert_eq!(store.artifact_version(&v1.id).await.unwrap().as_ref(), Some(&v1));
 
         // train consumes load's output and fails.
         let mut train = step_write(&run.id, "train", StepStatus::Failed);
-        train.error = Some("boom".into());
-        train.ended_at = Some(now());
-        train.attempts = 3;
-        train.inputs = vec![InputLink { input: "data".into(), position: 0, artifact_version: v1.id.clone() }];
+        train.step_run.error = Some("boom".into());
+        train.step_run.ended_at = Some(now());
+        train.step_run.attempts = 3;
+        train.step_run.inputs = vec![InputLink { input: "data".into(), position: 0, artifact_version: v1.id.clone() }];
         store.write_step_run(&train).await.unwrap();
         let skipped = step_write(&run.id, "report", StepStatus::Skipped);
         store.write_step_run(&skipped).await.unwrap();
@@ -285,18 +287,18 @@ pub mod metadata {
         );
         assert_eq!(steps[1].error.as_deref(), Some("boom"));
         assert_eq!(steps[1].attempts, 3);
-        assert_eq!(steps[1].inputs, train.inputs);
+        assert_eq!(steps[1].inputs, train.step_run.inputs);
 
         // A second run: load cached (linking v1), train produces a new version.
         let new2 = new_run("conformance", "conformance-run-2");
         let run2 = store.create_run(&new2).await.unwrap();
         let mut cached = step_write(&run2.id, "load", StepStatus::Cached);
-        cached.original_step_run = Some(load.id.clone());
-        cached.linked_outputs = vec![OutputLink { output: "output".into(), artifact: v1.clone() }];
+        cached.step_run.original_step_run = Some(load.step_run.id.clone());
+        cached.step_run.outputs = vec![OutputLink { output: "output".into(), artifact: v1.clone() }];
         store.write_step_run(&cached).await.unwrap();
         let rec = store.step_runs(&run2.id).await.unwrap().remove(0);
         assert_eq!(rec.outputs[0].artifact, v1, "a cached step run points at the original version");
-        assert_eq!(rec.original_step_run.as_deref(), Some(load.id.as_str()));
+        assert_eq!(rec.original_step_run.as_deref(), Some(load.step_run.id.as_str()));
         let mut again = step_write(&run2.id, "load2", StepStatus::Completed);
         again.new_outputs = vec![artifact("conformance", "load", b"43")];
         let v2 = store.write_step_run(&again).await.unwrap()[0].artifact.clone();
@@ -305,8 +307,11 @@ pub mod metadata {
         assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 1], "newest first");
 
         let lineage = store.lineage(&v1.id).await.unwrap();
-        assert_eq!(lineage.producer.as_ref().map(|p| p.id.as_str()), Some(load.id.as_str()));
-        assert_eq!(lineage.consumers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![train.id.as_str()]);
+        assert_eq!(lineage.producer.as_ref().map(|p| p.id.as_str()), Some(load.step_run.id.as_str()));
+        assert_eq!(
+            lineage.consumers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            vec![train.step_run.id.as_str()]
+        );
 
         let runs = store.list_runs(Some("conformance"), 10).await.unwrap();
         assert_eq!(
@@ -322,16 +327,16 @@ pub mod metadata {
         let run = store.create_run(&new_run("cache", "cache-run")).await.unwrap();
         assert!(store.find_cached("key-x").await.unwrap().is_none());
         let mut failed = step_write(&run.id, "a", StepStatus::Failed);
-        failed.cache_key = Some("key-x".into());
+        failed.step_run.cache_key = Some("key-x".into());
         store.write_step_run(&failed).await.unwrap();
         assert!(store.find_cached("key-x").await.unwrap().is_none(), "failed step runs never serve the cache");
         let mut ok = step_write(&run.id, "a", StepStatus::Completed);
-        ok.cache_key = Some("key-x".into());
-        ok.ended_at = Some(now());
+        ok.step_run.cache_key = Some("key-x".into());
+        ok.step_run.ended_at = Some(now());
         ok.new_outputs = vec![artifact("cache", "a", b"1")];
         store.write_step_run(&ok).await.unwrap();
         let hit = store.find_cached("key-x").await.unwrap().expect("a completed step run is a hit");
-        assert_eq!(hit.step_run, ok.id);
+        assert_eq!(hit.step_run, ok.step_run.id);
         assert_eq!(hit.outputs.len(), 1);
         assert_eq!(hit.outputs[0].artifact.content_hash, ContentHash::of(b"1"));
     }

@@ -211,38 +211,11 @@ pub struct InputLink {
 /// The state of a step run to write (insert or replace).
 #[derive(Clone, Debug)]
 pub struct StepRunWrite {
-    /// Step run id.
-    pub id: String,
-    /// Run id.
-    pub run_id: String,
-    /// Invocation id in the plan.
-    pub invocation: String,
-    /// Registered step name.
-    pub step: String,
-    /// Status.
-    pub status: StepStatus,
-    /// Cache key (hex).
-    pub cache_key: Option<String>,
-    /// For cached step runs: the step run that produced the outputs.
-    pub original_step_run: Option<String>,
-    /// Start time.
-    pub started_at: Timestamp,
-    /// End time.
-    pub ended_at: Option<Timestamp>,
-    /// Error text, for failed and skipped step runs.
-    pub error: Option<String>,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Logged lines.
-    pub logs: Vec<String>,
-    /// Logged key/value metadata.
-    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// The step run; its `outputs` are links to existing versions (cache
+    /// hits), and its `inputs` the versions it consumed.
+    pub step_run: StepRunRecord,
     /// New artifacts produced by this step run.
     pub new_outputs: Vec<NewArtifact>,
-    /// Outputs that reuse existing versions (cache hits).
-    pub linked_outputs: Vec<OutputLink>,
-    /// Consumed artifact versions.
-    pub inputs: Vec<InputLink>,
 }
 
 /// A recorded step run.
@@ -274,7 +247,7 @@ pub struct StepRunRecord {
     pub logs: Vec<String>,
     /// Logged key/value metadata.
     pub metadata: BTreeMap<String, serde_json::Value>,
-    /// Outputs in plan order.
+    /// Outputs in order.
     pub outputs: Vec<OutputLink>,
     /// Consumed artifact versions.
     pub inputs: Vec<InputLink>,

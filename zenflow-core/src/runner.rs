@@ -13,7 +13,9 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::materializer::{Encoded, EncodedValue};
-use crate::metadata::{self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunWrite, StepStatus};
+use crate::metadata::{
+    self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunRecord, StepRunWrite, StepStatus,
+};
 use crate::plan::{Plan, PlanStep};
 use crate::stack::Stack;
 use crate::step::{self, LoadedInput, StepCall, StepError};
@@ -212,30 +214,33 @@ impl StepRunner {
             .collect();
 
         let mut write = StepRunWrite {
-            id: step_run_id.clone(),
-            run_id: self.run.id.clone(),
-            invocation: step.id.clone(),
-            step: step.step.clone(),
-            status: StepStatus::Running,
-            cache_key: Some(key.clone()),
-            original_step_run: None,
-            started_at,
-            ended_at: None,
-            error: None,
-            attempts: 0,
-            logs: Vec::new(),
-            metadata: Default::default(),
+            step_run: StepRunRecord {
+                id: step_run_id.clone(),
+                run_id: self.run.id.clone(),
+                invocation: step.id.clone(),
+                step: step.step.clone(),
+                status: StepStatus::Running,
+                cache_key: Some(key.clone()),
+                original_step_run: None,
+                started_at,
+                ended_at: None,
+                error: None,
+                attempts: 0,
+                logs: Vec::new(),
+                metadata: Default::default(),
+                outputs: Vec::new(),
+                inputs: input_links,
+            },
             new_outputs: Vec::new(),
-            linked_outputs: Vec::new(),
-            inputs: input_links,
         };
 
         if step.options.cache && !self.options.no_cache {
             if let Some(hit) = self.cache_lookup(&key).await? {
-                write.status = StepStatus::Cached;
-                write.original_step_run = Some(hit.step_run);
-                write.ended_at = Some(metadata::now());
-                write.linked_outputs = hit.outputs;
+                let sr = &mut write.step_run;
+                sr.status = StepStatus::Cached;
+                sr.original_step_run = Some(hit.step_run);
+                sr.ended_at = Some(metadata::now());
+                sr.outputs = hit.outputs;
                 let outputs = self.stack.metadata().write_step_run(&write).await?;
                 return Ok(self.finish(
                     pos,
@@ -257,14 +262,14 @@ impl StepRunner {
             Ok(loaded) => self.execute_with_retries(step, loaded).await,
             Err(e) => (Err(e.to_string()), 0, Vec::new(), Default::default()),
         };
-        write.attempts = attempts;
-        write.logs = logs;
-        write.metadata = logged;
+        write.step_run.attempts = attempts;
+        write.step_run.logs = logs;
+        write.step_run.metadata = logged;
         let outcome = match outcome {
             Ok(values) => self.save_outputs(step, values).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        write.ended_at = Some(metadata::now());
+        write.step_run.ended_at = Some(metadata::now());
         let (status, error) = match outcome {
             Ok(new_outputs) => {
                 write.new_outputs = new_outputs;
@@ -272,8 +277,8 @@ impl StepRunner {
             }
             Err(e) => (StepStatus::Failed, Some(e)),
         };
-        write.status = status;
-        write.error = error.clone();
+        write.step_run.status = status;
+        write.step_run.error = error.clone();
         let outputs = self.stack.metadata().write_step_run(&write).await?;
         if let Some(e) = &error {
             tracing::warn!(step = %step.id, "step failed: {e}");
@@ -312,22 +317,24 @@ impl StepRunner {
             let now = metadata::now();
             let error = format!("skipped because upstream step `{failed_id}` failed");
             let write = StepRunWrite {
-                id: uuid::Uuid::now_v7().to_string(),
-                run_id: self.run.id.clone(),
-                invocation: step.id.clone(),
-                step: step.step.clone(),
-                status: StepStatus::Skipped,
-                cache_key: None,
-                original_step_run: None,
-                started_at: now,
-                ended_at: Some(now),
-                error: Some(error.clone()),
-                attempts: 0,
-                logs: Vec::new(),
-                metadata: Default::default(),
+                step_run: StepRunRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    run_id: self.run.id.clone(),
+                    invocation: step.id.clone(),
+                    step: step.step.clone(),
+                    status: StepStatus::Skipped,
+                    cache_key: None,
+                    original_step_run: None,
+                    started_at: now,
+                    ended_at: Some(now),
+                    error: Some(error.clone()),
+                    attempts: 0,
+                    logs: Vec::new(),
+                    metadata: Default::default(),
+                    outputs: Vec::new(),
+                    inputs: Vec::new(),
+                },
                 new_outputs: Vec::new(),
-                linked_outputs: Vec::new(),
-                inputs: Vec::new(),
             };
             self.stack.metadata().write_step_run(&write).await?;
             self.finish(
@@ -335,7 +342,7 @@ impl StepRunner {
                 StepResult {
                     invocation: step.id.clone(),
                     status: StepStatus::Skipped,
-                    step_run_id: write.id,
+                    step_run_id: write.step_run.id,
                     outputs: Vec::new(),
                     error: Some(error),
                     attempts: 0,

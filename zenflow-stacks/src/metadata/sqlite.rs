@@ -315,7 +315,8 @@ fn one_step_run(conn: &Connection, id: &str) -> rusqlite::Result<Option<StepRunR
 }
 
 /// The body of [`MetadataStore::write_step_run`]: one immediate transaction.
-fn write_step_run(conn: &mut Connection, w: &StepRunWrite, logs: &str) -> rusqlite::Result<Vec<OutputLink>> {
+fn write_step_run(conn: &mut Connection, write: &StepRunWrite, logs: &str) -> rusqlite::Result<Vec<OutputLink>> {
+    let w = &write.step_run;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
     tx.prepare_cached(
@@ -340,8 +341,8 @@ fn write_step_run(conn: &mut Connection, w: &StepRunWrite, logs: &str) -> rusqli
         logs
     ])?;
     let now = now();
-    let mut outputs = Vec::with_capacity(w.new_outputs.len() + w.linked_outputs.len());
-    for (position, a) in w.new_outputs.iter().enumerate() {
+    let mut outputs = Vec::with_capacity(write.new_outputs.len() + w.outputs.len());
+    for (position, a) in write.new_outputs.iter().enumerate() {
         let version: i64 = tx
             .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM artifact_versions WHERE name = ?1")?
             .query_row([&a.name], |r| r.get(0))?;
@@ -391,7 +392,7 @@ fn write_step_run(conn: &mut Connection, w: &StepRunWrite, logs: &str) -> rusqli
             },
         });
     }
-    for (position, link) in w.linked_outputs.iter().enumerate() {
+    for (position, link) in w.outputs.iter().enumerate() {
         tx.prepare_cached(
             "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
@@ -495,11 +496,11 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn write_step_run(&self, w: &StepRunWrite) -> SqlResult<Vec<OutputLink>> {
-        let logs = serde_json::to_string(&w.logs).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
+        let logs = serde_json::to_string(&w.step_run.logs).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
         // A `running` marker need not survive a power failure; everything
         // else is synced (in WAL mode a synced commit also syncs the earlier,
         // unsynced ones). Skips one fsync per executed step.
-        let relaxed = w.status == StepStatus::Running && self.synchronous == Synchronous::Full;
+        let relaxed = w.step_run.status == StepStatus::Running && self.synchronous == Synchronous::Full;
         self.with(|conn| {
             if relaxed {
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
