@@ -183,6 +183,7 @@ pub mod metadata {
             pipeline: pipeline.into(),
             name: name.into(),
             stack: "test".into(),
+            status: RunStatus::Running,
             plan: plan(pipeline),
             git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
             started_at: now(),
@@ -205,6 +206,7 @@ pub mod metadata {
                 attempts: 0,
                 logs: vec![],
                 metadata: Default::default(),
+                checks: Vec::new(),
                 outputs: vec![],
                 inputs: vec![],
             },
@@ -249,6 +251,10 @@ pub mod metadata {
         load.step_run.attempts = 1;
         load.step_run.logs = vec!["loaded 3 rows".into()];
         load.step_run.metadata.insert("rows".into(), serde_json::json!(3));
+        load.step_run.checks = vec![
+            crate::check::Check::at_least("rows_min", 3.0, 1.0),
+            crate::check::Check::fail("no_nulls", "2 nulls in column x"),
+        ];
         load.new_outputs = vec![artifact("conformance", "load", b"42")];
         let outputs = store.write_step_run(&load).await.unwrap();
         let rec = store.step_runs(&run.id).await.unwrap().remove(0);
@@ -256,6 +262,7 @@ pub mod metadata {
         assert_eq!(rec.status, StepStatus::Completed);
         assert_eq!(rec.logs, load.step_run.logs);
         assert_eq!(rec.metadata.get("rows"), Some(&serde_json::json!(3)));
+        assert_eq!(rec.checks, load.step_run.checks, "checks round-trip in order");
         assert_eq!(rec.outputs.len(), 1);
         let v1 = rec.outputs[0].artifact.clone();
         assert_eq!(v1.version, 1);
@@ -273,7 +280,7 @@ pub mod metadata {
         store.write_step_run(&train).await.unwrap();
         let skipped = step_write(&run.id, "report", StepStatus::Skipped);
         store.write_step_run(&skipped).await.unwrap();
-        store.finish_run(&run.id, RunStatus::Failed, Some("step `train` failed"), now()).await.unwrap();
+        store.set_run_status(&run.id, RunStatus::Failed, Some("step `train` failed"), Some(now())).await.unwrap();
 
         let got = store.get_run(&run.id).await.unwrap().unwrap();
         assert_eq!(got.status, RunStatus::Failed);
@@ -347,7 +354,7 @@ pub mod metadata {
         store.create_run(&first).await.unwrap();
         let err = store.create_run(&new_run("dupes", "same-name")).await.unwrap_err().to_string();
         assert!(err.contains("same-name") && err.contains("already exists"), "{err}");
-        let err = store.finish_run("no-such-run", RunStatus::Completed, None, now()).await.unwrap_err();
+        let err = store.set_run_status("no-such-run", RunStatus::Completed, None, Some(now())).await.unwrap_err();
         assert!(matches!(err, MetadataError::NotFound(_)), "{err}");
         assert!(store.lineage("no-such-artifact").await.is_err());
         assert_eq!(store.step_runs(&first.id).await.unwrap(), vec![]);
@@ -369,7 +376,7 @@ pub mod metadata {
                         s.new_outputs = vec![artifact("concurrent", "shared", format!("{w}/{i}").as_bytes())];
                         store.write_step_run(&s).await.unwrap();
                     }
-                    store.finish_run(&run.id, RunStatus::Completed, None, now()).await.unwrap();
+                    store.set_run_status(&run.id, RunStatus::Completed, None, Some(now())).await.unwrap();
                     run.id
                 })
             }));

@@ -1,5 +1,6 @@
 //! The context a step may ask for with a `&StepContext` argument.
 
+use crate::check::{Check, CheckStatus};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +24,7 @@ struct Inner {
     attempt: u32,
     logs: Mutex<Vec<String>>,
     metadata: Mutex<BTreeMap<String, serde_json::Value>>,
+    checks: Mutex<Vec<Check>>,
 }
 
 impl StepContext {
@@ -37,6 +39,7 @@ impl StepContext {
                 attempt,
                 logs: Mutex::default(),
                 metadata: Mutex::default(),
+                checks: Mutex::default(),
             }),
         }
     }
@@ -85,6 +88,32 @@ impl StepContext {
         let value = serde_json::to_value(value)
             .unwrap_or_else(|e| serde_json::Value::String(format!("<not serialisable: {e}>")));
         self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner).insert(key, value);
+    }
+
+    /// Records a check result with the step run and returns its status. A
+    /// failed check does not fail the step: it fails the run's quality gate.
+    /// A later check with the same name replaces the earlier one.
+    ///
+    /// ```
+    /// # use zenflow_core::{StepContext, check::{Check, CheckStatus}};
+    /// let ctx = StepContext::detached("evaluate");
+    /// let accuracy = 0.93;
+    /// assert_eq!(ctx.check(Check::at_least("accuracy", accuracy, 0.9)), CheckStatus::Pass);
+    /// ```
+    pub fn check(&self, check: Check) -> CheckStatus {
+        let status = check.status;
+        tracing::info!(step = %self.inner.invocation, check = %check.name, %status, "{}", check.message);
+        let mut checks = self.inner.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        match checks.iter_mut().find(|c| c.name == check.name) {
+            Some(existing) => *existing = check,
+            None => checks.push(check),
+        }
+        status
+    }
+
+    /// The checks recorded so far.
+    pub fn checks(&self) -> Vec<Check> {
+        self.inner.checks.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The lines logged so far.

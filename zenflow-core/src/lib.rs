@@ -9,6 +9,7 @@
 pub mod artifact;
 pub mod artifact_store;
 pub mod cache;
+pub mod check;
 pub mod conformance;
 pub mod context;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod step;
 
 pub use artifact::{Artifact, IntoInput, Invocation, Upstream};
 pub use artifact_store::ArtifactStore;
+pub use check::{Check, CheckStatus};
 pub use context::StepContext;
 pub use error::{BoxError, Error, Result};
 pub use hash::ContentHash;

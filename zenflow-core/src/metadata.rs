@@ -56,6 +56,8 @@ macro_rules! status_enum {
 status_enum!(
     /// Status of a pipeline run.
     RunStatus {
+        /// Planned (`run --dry-run`) but not started; its steps may be run one by one.
+        Pending = "pending",
         /// Still running (or its process died; see `runs` for stale runs).
         Running = "running",
         /// Every step completed or came from cache.
@@ -92,6 +94,8 @@ pub struct NewRun {
     pub name: String,
     /// Name of the stack it runs on.
     pub stack: String,
+    /// `Running`, or `Pending` for a planned run (`run --dry-run`).
+    pub status: RunStatus,
     /// The plan (its config is the run config).
     pub plan: Plan,
     /// Commit of the project's git checkout, when there is one.
@@ -247,6 +251,9 @@ pub struct StepRunRecord {
     pub logs: Vec<String>,
     /// Logged key/value metadata.
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Checks the step recorded.
+    #[serde(default)]
+    pub checks: Vec<crate::check::Check>,
     /// Outputs in order.
     pub outputs: Vec<OutputLink>,
     /// Consumed artifact versions.
@@ -322,16 +329,17 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// The store's URL, e.g. `sqlite:///project/.zenflow/zenflow.db`.
     fn url(&self) -> String;
 
-    /// Records a new run (status `running`), creating its pipeline if needed.
+    /// Records a new run (with the status in `run`), creating its pipeline if needed.
     async fn create_run(&self, run: &NewRun) -> Result<RunRecord, MetadataError>;
 
-    /// Marks a run finished.
-    async fn finish_run(
+    /// Sets a run's status, error and end time (`ended_at` is `None` while
+    /// it is not finished).
+    async fn set_run_status(
         &self,
         run_id: &str,
         status: RunStatus,
         error: Option<&str>,
-        ended_at: Timestamp,
+        ended_at: Option<Timestamp>,
     ) -> Result<(), MetadataError>;
 
     /// Inserts or replaces a step run together with its outputs, input links

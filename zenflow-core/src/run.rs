@@ -21,6 +21,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
         pipeline: plan.pipeline.clone(),
         name,
         stack: stack.name().to_string(),
+        status: RunStatus::Running,
         git_commit: stack.project_root().and_then(crate::git::head_commit),
         plan,
         started_at,
@@ -43,7 +44,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     };
     let status = if error.is_some() { RunStatus::Failed } else { RunStatus::Completed };
     let ended_at = metadata::now();
-    stack.metadata().finish_run(&id, status, error.as_deref(), ended_at).await?;
+    stack.metadata().set_run_status(&id, status, error.as_deref(), Some(ended_at)).await?;
     let mut run = runner.run().clone();
     run.status = status;
     run.error = error;

@@ -88,6 +88,27 @@ impl StepResult {
     }
 }
 
+/// What executing a step (all its attempts) produced.
+struct Execution {
+    outcome: std::result::Result<Vec<EncodedValue>, String>,
+    attempts: u32,
+    logs: Vec<String>,
+    metadata: std::collections::BTreeMap<String, serde_json::Value>,
+    checks: Vec<crate::check::Check>,
+}
+
+impl Execution {
+    fn failed(error: String) -> Self {
+        Execution {
+            outcome: Err(error),
+            attempts: 0,
+            logs: Vec::new(),
+            metadata: Default::default(),
+            checks: Vec::new(),
+        }
+    }
+}
+
 /// Runs the steps of one run.
 pub struct StepRunner {
     stack: Stack,
@@ -228,6 +249,7 @@ impl StepRunner {
                 attempts: 0,
                 logs: Vec::new(),
                 metadata: Default::default(),
+                checks: Vec::new(),
                 outputs: Vec::new(),
                 inputs: input_links,
             },
@@ -258,14 +280,16 @@ impl StepRunner {
         }
 
         self.stack.metadata().write_step_run(&write).await?;
-        let (outcome, attempts, logs, logged) = match self.load_inputs(step, &inputs).await {
+        let execution = match self.load_inputs(step, &inputs).await {
             Ok(loaded) => self.execute_with_retries(step, loaded).await,
-            Err(e) => (Err(e.to_string()), 0, Vec::new(), Default::default()),
+            Err(e) => Execution::failed(e.to_string()),
         };
+        let attempts = execution.attempts;
         write.step_run.attempts = attempts;
-        write.step_run.logs = logs;
-        write.step_run.metadata = logged;
-        let outcome = match outcome {
+        write.step_run.logs = execution.logs;
+        write.step_run.metadata = execution.metadata;
+        write.step_run.checks = execution.checks;
+        let outcome = match execution.outcome {
             Ok(values) => self.save_outputs(step, values).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
@@ -331,6 +355,7 @@ impl StepRunner {
                     attempts: 0,
                     logs: Vec::new(),
                     metadata: Default::default(),
+                    checks: Vec::new(),
                     outputs: Vec::new(),
                     inputs: Vec::new(),
                 },
@@ -446,19 +471,10 @@ impl StepRunner {
         Ok(loaded)
     }
 
-    async fn execute_with_retries(
-        &self,
-        step: &PlanStep,
-        inputs: Vec<LoadedInput>,
-    ) -> (
-        std::result::Result<Vec<EncodedValue>, String>,
-        u32,
-        Vec<String>,
-        std::collections::BTreeMap<String, serde_json::Value>,
-    ) {
+    async fn execute_with_retries(&self, step: &PlanStep, inputs: Vec<LoadedInput>) -> Execution {
         let spec = match step::lookup(&step.step) {
             Ok(spec) => spec,
-            Err(e) => return (Err(e.to_string()), 0, Vec::new(), Default::default()),
+            Err(e) => return Execution::failed(e.to_string()),
         };
         let params: Vec<serde_json::Value> =
             spec.params.iter().map(|p| step.params.get(p.name).cloned().unwrap_or(serde_json::Value::Null)).collect();
@@ -485,8 +501,7 @@ impl StepRunner {
                 Err(e) => Err(StepError::Panicked(crate::context::panic_message(e))),
             };
             logs.extend(ctx.logs());
-            match outcome {
-                Ok(values) => return (Ok(values), attempt, logs, ctx.metadata()),
+            let outcome = match outcome {
                 Err(e) if attempt < max_attempts => {
                     let delay = Duration::from_millis(
                         step.options.retry_backoff_ms.saturating_mul(1u64 << (attempt - 1).min(16)),
@@ -496,16 +511,12 @@ impl StepRunner {
                     logs.push(line);
                     tokio::time::sleep(delay).await;
                     attempt += 1;
+                    continue;
                 }
-                Err(e) => {
-                    let msg = if max_attempts > 1 {
-                        format!("failed after {max_attempts} attempts: {e}")
-                    } else {
-                        e.to_string()
-                    };
-                    return (Err(msg), attempt, logs, ctx.metadata());
-                }
-            }
+                Err(e) if max_attempts > 1 => Err(format!("failed after {max_attempts} attempts: {e}")),
+                other => other.map_err(|e| e.to_string()),
+            };
+            return Execution { outcome, attempts: attempt, logs, metadata: ctx.metadata(), checks: ctx.checks() };
         }
     }
 

@@ -76,3 +76,25 @@ fn refuses_a_newer_schema() {
     assert!(err.to_string().contains("upgrade zenflow"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before, "the file must be left untouched");
 }
+
+#[test]
+fn an_older_schema_is_migrated_in_place_keeping_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zenflow.db");
+    {
+        // A database as the first release wrote it, with one pipeline in it.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(migrations::MIGRATIONS[0].1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.pragma_update(None, "application_id", 0x5A46_4C57).unwrap();
+        conn.execute("INSERT INTO pipelines (name, created_at) VALUES ('old', 1)", []).unwrap();
+    }
+    SqliteMetadataStore::open(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, migrations::latest());
+    let pipelines: i64 = conn.query_row("SELECT COUNT(*) FROM pipelines WHERE name = 'old'", [], |r| r.get(0)).unwrap();
+    assert_eq!(pipelines, 1, "existing records survive the migration");
+    let checks: i64 = conn.query_row("SELECT COUNT(*) FROM checks", [], |r| r.get(0)).unwrap();
+    assert_eq!(checks, 0, "the tables of later migrations exist");
+}

@@ -5,9 +5,10 @@
 //! SQLite and PostgreSQL (TEXT ids, BIGINT timestamps in microseconds).
 
 /// `(version, statements)` in order. Never edit a released migration: add one.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE pipelines (
     name TEXT PRIMARY KEY,
     created_at BIGINT NOT NULL
@@ -82,7 +83,25 @@ CREATE TABLE run_metadata (
     PRIMARY KEY (step_run_id, key)
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE checks (
+    step_run_id TEXT NOT NULL REFERENCES step_runs(id),
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    value DOUBLE PRECISION,
+    threshold DOUBLE PRECISION,
+    message TEXT NOT NULL,
+    PRIMARY KEY (step_run_id, name)
+);
+CREATE INDEX checks_by_run ON checks(run_id);
+"#,
+    ),
+];
 
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use zenflow_core::metadata::*;
-use zenflow_core::ContentHash;
+use zenflow_core::{Check, CheckStatus, ContentHash};
 
 /// Marks a SQLite file as a zenflow database (`PRAGMA application_id`, "ZFLW").
 const APPLICATION_ID: i64 = 0x5A46_4C57;
@@ -257,6 +257,7 @@ fn sr_row(r: &Row<'_>) -> rusqlite::Result<StepRunRecord> {
         attempts: r.get(10)?,
         logs: from_json(&r.get::<_, String>(11)?, 11)?,
         metadata: BTreeMap::new(),
+        checks: Vec::new(),
         outputs: Vec::new(),
         inputs: Vec::new(),
     })
@@ -305,6 +306,25 @@ fn load_step_runs(conn: &Connection, filter: &str, arg: &str) -> rusqlite::Resul
         let id: String = row.get(0)?;
         if let Some(&i) = pos.get(&id) {
             runs[i].metadata.insert(row.get(1)?, from_json(&row.get::<_, String>(2)?, 2)?);
+        }
+    }
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT c.step_run_id, c.name, c.status, c.value, c.threshold, c.message FROM checks c \
+         JOIN step_runs sr ON sr.id = c.step_run_id WHERE {filter} ORDER BY c.step_run_id, c.position"
+    ))?;
+    let mut rows = stmt.query([arg])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        if let Some(&i) = pos.get(&id) {
+            let status: String = row.get(2)?;
+            runs[i].checks.push(Check {
+                name: row.get(1)?,
+                status: CheckStatus::parse(&status)
+                    .ok_or_else(|| conversion(2, format!("unknown check status `{status}`")))?,
+                value: row.get(3)?,
+                threshold: row.get(4)?,
+                message: row.get(5)?,
+            });
         }
     }
     Ok(runs)
@@ -415,6 +435,24 @@ fn write_step_run(conn: &mut Connection, write: &StepRunWrite, logs: &str) -> ru
         )?
         .execute(params![w.run_id, w.id, key, value])?;
     }
+    for (position, c) in w.checks.iter().enumerate() {
+        tx.prepare_cached(
+            "INSERT INTO checks (step_run_id, run_id, position, name, status, value, threshold, message) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (step_run_id, name) DO UPDATE SET \
+             position = excluded.position, status = excluded.status, value = excluded.value, \
+             threshold = excluded.threshold, message = excluded.message",
+        )?
+        .execute(params![
+            w.id,
+            w.run_id,
+            position as i64,
+            c.name,
+            c.status.as_str(),
+            c.value,
+            c.threshold,
+            c.message
+        ])?;
+    }
     tx.commit()?;
     Ok(outputs)
 }
@@ -451,7 +489,7 @@ impl MetadataStore for SqliteMetadataStore {
                 run.id,
                 run.pipeline,
                 run.name,
-                RunStatus::Running.as_str(),
+                run.status.as_str(),
                 run.stack,
                 config,
                 plan,
@@ -465,7 +503,7 @@ impl MetadataStore for SqliteMetadataStore {
             id: run.id.clone(),
             pipeline: run.pipeline.clone(),
             name: run.name.clone(),
-            status: RunStatus::Running,
+            status: run.status,
             stack: run.stack.clone(),
             config: run.plan.config.clone(),
             plan_json: plan,
@@ -476,12 +514,12 @@ impl MetadataStore for SqliteMetadataStore {
         })
     }
 
-    async fn finish_run(
+    async fn set_run_status(
         &self,
         run_id: &str,
         status: RunStatus,
         error: Option<&str>,
-        ended_at: Timestamp,
+        ended_at: Option<Timestamp>,
     ) -> SqlResult<()> {
         let changed = self.with(|c| {
             c.execute(

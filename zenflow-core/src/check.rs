@@ -1,0 +1,196 @@
+//! Checks: named quality results a step records, and that gate a run.
+//!
+//! A step records checks through [`StepContext::check`](crate::StepContext::check).
+//! A failed check does not fail the step; it fails the run's *quality gate*
+//! (the pipeline binary exits with code 3), so CI can tell "the code broke"
+//! from "the model is not good enough".
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The outcome of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    /// The check passed.
+    Pass,
+    /// Not good, but not blocking (unless warnings count as errors).
+    Warn,
+    /// The check failed: the run's quality gate fails.
+    Fail,
+    /// The check could not be evaluated (e.g. no reference to compare with).
+    Skip,
+}
+
+impl CheckStatus {
+    /// The lowercase name stored and reported.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "fail",
+            CheckStatus::Skip => "skip",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pass" => CheckStatus::Pass,
+            "warn" => CheckStatus::Warn,
+            "fail" => CheckStatus::Fail,
+            "skip" => CheckStatus::Skip,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One check result: name, status, the observed value and the threshold it
+/// was held against, and a message for humans.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// Name, unique within the step (`accuracy_min`, `no_nulls`).
+    pub name: String,
+    /// Outcome.
+    pub status: CheckStatus,
+    /// The observed value, when the check is numeric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The threshold the value was held against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// What was checked and what it found.
+    pub message: String,
+}
+
+impl Check {
+    /// A check with an explicit status.
+    pub fn new(name: impl Into<String>, status: CheckStatus, message: impl Into<String>) -> Self {
+        Check { name: name.into(), status, value: None, threshold: None, message: message.into() }
+    }
+
+    /// A passing check.
+    pub fn pass(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Check::new(name, CheckStatus::Pass, message)
+    }
+
+    /// A warning.
+    pub fn warn(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Check::new(name, CheckStatus::Warn, message)
+    }
+
+    /// A failed check.
+    pub fn fail(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Check::new(name, CheckStatus::Fail, message)
+    }
+
+    /// A check that could not be evaluated.
+    pub fn skip(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Check::new(name, CheckStatus::Skip, message)
+    }
+
+    /// Passes when `value >= threshold`, fails otherwise (and on NaN).
+    pub fn at_least(name: impl Into<String>, value: f64, threshold: f64) -> Self {
+        let ok = value >= threshold;
+        Check {
+            name: name.into(),
+            status: if ok { CheckStatus::Pass } else { CheckStatus::Fail },
+            value: Some(value),
+            threshold: Some(threshold),
+            message: format!("{value} {} the minimum {threshold}", if ok { "meets" } else { "is below" }),
+        }
+    }
+
+    /// Passes when `value <= threshold`, fails otherwise (and on NaN).
+    pub fn at_most(name: impl Into<String>, value: f64, threshold: f64) -> Self {
+        let ok = value <= threshold;
+        Check {
+            name: name.into(),
+            status: if ok { CheckStatus::Pass } else { CheckStatus::Fail },
+            value: Some(value),
+            threshold: Some(threshold),
+            message: format!("{value} {} the maximum {threshold}", if ok { "is within" } else { "exceeds" }),
+        }
+    }
+
+    /// Compares a metric with a reference (e.g. the production model's):
+    /// passes when `value` is not worse than `reference` by more than
+    /// `tolerance`; `higher_is_better` says which direction is worse. Skips
+    /// when there is no reference.
+    pub fn not_worse_than(
+        name: impl Into<String>,
+        value: f64,
+        reference: Option<f64>,
+        tolerance: f64,
+        higher_is_better: bool,
+    ) -> Self {
+        let name = name.into();
+        let Some(reference) = reference else {
+            return Check {
+                name,
+                status: CheckStatus::Skip,
+                value: Some(value),
+                threshold: None,
+                message: "no reference value to compare with".into(),
+            };
+        };
+        let threshold = if higher_is_better { reference - tolerance } else { reference + tolerance };
+        let ok = if higher_is_better { value >= threshold } else { value <= threshold };
+        let direction = if higher_is_better { "higher" } else { "lower" };
+        Check {
+            name,
+            status: if ok { CheckStatus::Pass } else { CheckStatus::Fail },
+            value: Some(value),
+            threshold: Some(threshold),
+            message: format!(
+                "{value} vs reference {reference} ({direction} is better, tolerance {tolerance}): {}",
+                if ok { "not worse" } else { "worse" }
+            ),
+        }
+    }
+
+    /// Turns a failure into a warning (a soft gate).
+    pub fn soft(mut self) -> Self {
+        if self.status == CheckStatus::Fail {
+            self.status = CheckStatus::Warn;
+        }
+        self
+    }
+
+    /// Replaces the message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(Check::at_least("a", 0.9, 0.8).status, CheckStatus::Pass);
+        assert_eq!(Check::at_least("a", 0.7, 0.8).status, CheckStatus::Fail);
+        assert_eq!(Check::at_least("a", f64::NAN, 0.8).status, CheckStatus::Fail, "NaN never passes");
+        assert_eq!(Check::at_most("l", 0.1, 0.2).status, CheckStatus::Pass);
+        assert_eq!(Check::at_most("l", 0.3, 0.2).status, CheckStatus::Fail);
+        assert_eq!(Check::at_least("a", 0.7, 0.8).soft().status, CheckStatus::Warn);
+    }
+
+    #[test]
+    fn comparisons_with_a_reference() {
+        let c = Check::not_worse_than("acc", 0.89, Some(0.9), 0.02, true);
+        assert_eq!((c.status, c.threshold.map(|t| (t * 100.0).round())), (CheckStatus::Pass, Some(88.0)));
+        assert_eq!(Check::not_worse_than("acc", 0.85, Some(0.9), 0.02, true).status, CheckStatus::Fail);
+        assert_eq!(Check::not_worse_than("loss", 0.21, Some(0.2), 0.02, false).status, CheckStatus::Pass);
+        assert_eq!(Check::not_worse_than("loss", 0.25, Some(0.2), 0.02, false).status, CheckStatus::Fail);
+        assert_eq!(Check::not_worse_than("acc", 0.5, None, 0.0, true).status, CheckStatus::Skip);
+    }
+}
