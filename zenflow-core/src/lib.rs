@@ -24,6 +24,7 @@ pub mod run;
 pub mod runner;
 pub mod stack;
 pub mod step;
+pub mod time;
 
 pub use artifact::{Artifact, IntoInput, Invocation, Upstream};
 pub use artifact_store::ArtifactStore;

@@ -16,6 +16,11 @@ use std::fmt;
 /// Microseconds since the Unix epoch.
 pub type Timestamp = i64;
 
+/// A new, time-ordered unique id (UUID v7) for runs, step runs and artifact versions.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// The current time as a [`Timestamp`].
 pub fn now() -> Timestamp {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)

@@ -54,24 +54,9 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
 
 /// `<pipeline>-<YYYYMMDD>-<HHMMSS>-<6 hex of the id>`.
 fn default_run_name(pipeline: &str, at: metadata::Timestamp, id: &str) -> String {
-    let secs = at.div_euclid(1_000_000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d, hh, mm, ss) = crate::time::parts(at);
     let suffix: String = id.chars().filter(|c| *c != '-').rev().take(6).collect();
-    format!("{pipeline}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{suffix}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    format!("{pipeline}-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}-{suffix}")
 }
 
 /// The outcome of a run: its record, each step's result, and typed access to
@@ -234,10 +219,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    fn run_names() {
         assert_eq!(default_run_name("p", 86_400_000_000 + 3_723_000_000, "0-abcdef12"), "p-19700102-010203-21fedc");
     }
 }

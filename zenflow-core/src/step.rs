@@ -41,6 +41,21 @@ impl StepOptions {
     }
 }
 
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..split].parse().ok()?;
+    let unit = match s[split..].trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
 /// An artifact input or output of a step.
 #[derive(Clone, Debug)]
 pub struct IoSpec {
@@ -74,6 +89,20 @@ pub struct ParamSpec {
     pub name: &'static str,
     /// Rust type name.
     pub type_name: &'static str,
+    /// Checks that a JSON value (from a run config) fits the parameter's type.
+    pub check: fn(&serde_json::Value) -> Result<(), String>,
+}
+
+impl ParamSpec {
+    /// Describes a parameter of type `T`.
+    pub fn of<T: DeserializeOwned>(name: &'static str) -> Self {
+        ParamSpec { name, type_name: std::any::type_name::<T>(), check: check_param::<T> }
+    }
+}
+
+/// Whether `value` deserialises as a `T`; the error says why not.
+pub fn check_param<T: DeserializeOwned>(value: &serde_json::Value) -> Result<(), String> {
+    T::deserialize(value).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// The signature of a step's generated execute function.

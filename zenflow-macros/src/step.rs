@@ -255,7 +255,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             Arg::Param { ident, ty } => {
                 let name = ident.to_string();
                 asserts.push(quote_spanned!(ty.span()=> const _: () = #zf::assert_param::<#ty>();));
-                param_specs.push(quote!(#zf::ParamSpec { name: #name, type_name: ::core::any::type_name::<#ty>() }));
+                param_specs.push(quote!(#zf::ParamSpec::of::<#ty>(#name)));
                 invoke_args.push(quote!(#ident: #ty));
                 param_values.push(quote!(#zf::param_value(&#ident)));
                 loads.push(quote!(let #ident: #ty = __call.param::<#ty>(#n_param)?;));

@@ -62,6 +62,9 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod report;
+
 pub use zenflow_core::*;
 pub use zenflow_macros::{pipeline, step, Artifact};
 pub use zenflow_stacks::local::{local_stack, local_stack_at, project_root};

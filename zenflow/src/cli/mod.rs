@@ -1,0 +1,813 @@
+//! The command line every pipeline binary gets: `zenflow::cli::main(pipeline)`.
+//!
+//! ```text
+//! <pipeline> run [--stack NAME] [--config FILE] [--set key=value]... [--no-cache] [--run-name NAME]
+//!                [--report FILE.md] [--json FILE] [--junit FILE.xml] [--dry-run] [--warnings-as-errors]
+//! <pipeline> dag [--format mermaid|dot|json]
+//! <pipeline> runs list | runs show RUN [--logs]
+//! <pipeline> artifacts list | artifacts show ID | artifacts export ID --output FILE
+//! <pipeline> stacks list | stacks show NAME
+//! <pipeline> report github-comment --report FILE.md
+//! ```
+//!
+//! Exit codes are a contract CI relies on: [`exit::SUCCESS`] 0,
+//! [`exit::STEP_FAILED`] 1, [`exit::USAGE`] 2 (bad usage or configuration),
+//! [`exit::GATE_FAILED`] 3 (the pipeline ran but a quality gate failed).
+//!
+//! Configuration precedence: `--set` over the `--config` file over the
+//! defaults in code (`Default` of the pipeline's config type). See
+//! [`config`] for the file format.
+
+pub mod config;
+pub mod github;
+pub mod progress;
+
+use crate::report::{self, Gate, RunReport};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use config::{expand_run_name, ConfigError, RunConfig};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use zenflow_core::metadata::{NewRun, RunStatus, StepStatus};
+use zenflow_core::{Error, Pipeline, Plan, RunOptions, Stack, StepRunner};
+
+/// The exit codes of a pipeline binary.
+pub mod exit {
+    /// The run completed and every quality gate passed.
+    pub const SUCCESS: u8 = 0;
+    /// A step failed (or the stores failed).
+    pub const STEP_FAILED: u8 = 1;
+    /// Bad usage or configuration: unknown stack, bad config, a `--set` key
+    /// that does not exist or has the wrong type.
+    pub const USAGE: u8 = 2;
+    /// The pipeline ran, but a check failed its quality gate.
+    pub const GATE_FAILED: u8 = 3;
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl CliError {
+    fn usage(message: impl std::fmt::Display) -> Self {
+        CliError { code: exit::USAGE, message: message.to_string() }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::usage(e)
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        use zenflow_core::metadata::MetadataError;
+        let code = match &e {
+            Error::Plan(_) | Error::Usage(_) | Error::NotFound(_) => exit::USAGE,
+            Error::Metadata(MetadataError::NotZenflow { .. } | MetadataError::NewerSchema { .. }) => exit::USAGE,
+            _ => exit::STEP_FAILED,
+        };
+        CliError { code, message: e.to_string() }
+    }
+}
+
+impl From<zenflow_core::metadata::MetadataError> for CliError {
+    fn from(e: zenflow_core::metadata::MetadataError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+impl From<zenflow_core::artifact_store::StoreError> for CliError {
+    fn from(e: zenflow_core::artifact_store::StoreError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+type CliResult<T = u8> = Result<T, CliError>;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "A zenflow pipeline: run it, inspect its runs and artifacts, report to CI.",
+    long_about = "A zenflow pipeline. `run` executes it on a stack (local by default), recording every \
+                  run, step and artifact; unchanged steps come from cache. Exit codes: 0 success, \
+                  1 a step failed, 2 bad usage or configuration, 3 a quality gate failed."
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors and the final result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline.
+    Run(RunArgs),
+    /// Print the pipeline's DAG.
+    Dag(DagArgs),
+    /// List and inspect past runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// List, inspect and export artifact versions.
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
+    /// List and inspect stacks.
+    #[command(subcommand)]
+    Stacks(StacksCommand),
+    /// Publish a report.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Execute exactly one step of an existing run (used by distributed orchestrators).
+    #[command(hide = true)]
+    StepEntrypoint(EntrypointArgs),
+}
+
+#[derive(Args, Debug)]
+struct StackArg {
+    /// The stack to use.
+    #[arg(long, env = "ZENFLOW_STACK", default_value = "local")]
+    stack: String,
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    /// Run config file (YAML, TOML or JSON): `parameters`, per-`steps` settings, `run_name`, `cache`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one value: `key=value`, a dotted path (`learning_rate=0.1`,
+    /// `steps.train.retries=3`). Repeatable; wins over --config, which wins over code defaults.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    stack: StackArg,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Execute every step; take nothing from cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Name of the run (placeholders {date}, {time}, {git_sha}, {pipeline}).
+    #[arg(long, value_name = "NAME")]
+    run_name: Option<String>,
+    /// Write a markdown report (for a PR comment or a job summary).
+    #[arg(long, value_name = "FILE.md")]
+    report: Option<PathBuf>,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the checks and steps as JUnit XML.
+    #[arg(long, value_name = "FILE.xml")]
+    junit: Option<PathBuf>,
+    /// Print the plan and what would come from cache; run nothing. Records a
+    /// pending run whose steps `step-entrypoint` can execute.
+    #[arg(long)]
+    dry_run: bool,
+    /// A check that warns fails the quality gate.
+    #[arg(long)]
+    warnings_as_errors: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DagFormat {
+    /// A mermaid flowchart (renders in GitHub comments).
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+    /// The plan as JSON.
+    Json,
+}
+
+#[derive(Args, Debug)]
+struct DagArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "mermaid")]
+    format: DagFormat,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum RunsCommand {
+    /// The most recent runs of this pipeline.
+    List {
+        #[command(flatten)]
+        stack: StackArg,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Runs of every pipeline in the store, not only this one.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One run: status, steps, timings, cache hits, checks.
+    Show {
+        /// Run id or name (`latest` for the most recent run of this pipeline).
+        run: String,
+        #[command(flatten)]
+        stack: StackArg,
+        /// Also print each step's log lines.
+        #[arg(long)]
+        logs: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ArtifactsCommand {
+    /// The most recent artifact versions.
+    List {
+        #[command(flatten)]
+        stack: StackArg,
+        /// Only versions of this artifact name (`<pipeline>.<step>.<output>`).
+        #[arg(long)]
+        name: Option<String>,
+        /// How many versions.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One artifact version with its metadata and lineage.
+    Show {
+        /// Artifact version id.
+        id: String,
+        #[command(flatten)]
+        stack: StackArg,
+    },
+    /// Write an artifact version's bytes to a file (verified against its hash).
+    Export {
+        /// Artifact version id.
+        id: String,
+        /// Where to write the bytes.
+        #[arg(long, short)]
+        output: PathBuf,
+        #[command(flatten)]
+        stack: StackArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StacksCommand {
+    /// The stacks this binary knows.
+    List,
+    /// A stack's components.
+    Show {
+        /// Stack name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCommand {
+    /// Post a markdown report as one sticky pull-request comment (created, or updated in place).
+    GithubComment {
+        /// The markdown report written by `run --report`.
+        #[arg(long, value_name = "FILE.md")]
+        report: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct EntrypointArgs {
+    /// Run id (or name).
+    #[arg(long)]
+    run: String,
+    /// Invocation id of the step to execute.
+    #[arg(long)]
+    step: String,
+    #[command(flatten)]
+    stack: StackArg,
+}
+
+/// Runs the pipeline binary's command line: `fn main() -> ExitCode { zenflow::cli::main(training) }`.
+pub fn main<P>(pipeline: P) -> ExitCode
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    main_from(pipeline, std::env::args_os())
+}
+
+/// [`main`] with explicit arguments (the first is the program name).
+pub fn main_from<P, I, T>(pipeline: P, args: I) -> ExitCode
+where
+    P: Pipeline,
+    P::Config: Default,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let command = Cli::command().name(pipeline.name());
+    let cli = match command.try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        // --help and --version exit 0, usage errors 2: clap's own contract.
+        Err(e) => e.exit(),
+    };
+    init_tracing(cli.verbose, cli.quiet);
+    match dispatch(&pipeline, cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+fn dispatch<P>(pipeline: &P, cli: Cli) -> CliResult
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Run(args) => run(pipeline, args, quiet),
+        Command::Dag(args) => dag(pipeline, args),
+        Command::Runs(RunsCommand::List { stack, limit, all }) => {
+            let stack = resolve_stack(&stack.stack)?;
+            let runs = stack.list_runs((!all).then(|| pipeline.name()), limit)?;
+            println!("{:<44} {:<10} {:<20} {:>10}  PIPELINE", "RUN", "STATUS", "STARTED (UTC)", "DURATION");
+            for r in runs {
+                let dur = r.ended_at.map_or("—".into(), |e| report::duration((e - r.started_at) as f64 / 1000.0));
+                println!(
+                    "{:<44} {:<10} {:<20} {:>10}  {}",
+                    r.name,
+                    r.status,
+                    zenflow_core::time::human(r.started_at),
+                    dur,
+                    r.pipeline
+                );
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Runs(RunsCommand::Show { run, stack, logs }) => {
+            let stack = resolve_stack(&stack.stack)?;
+            let id = if run == "latest" {
+                stack
+                    .latest_run(pipeline.name())?
+                    .ok_or_else(|| CliError::usage(format!("pipeline `{}` has no runs yet", pipeline.name())))?
+                    .id
+            } else {
+                run
+            };
+            let report = RunReport::load(&stack, &id, false)
+                .map_err(|_| CliError::usage(format!("no run `{id}` in {}", stack.metadata().url())))?;
+            print!("{}", text_report(&report));
+            if logs {
+                for sr in stack.step_runs(&report.run_id)? {
+                    println!("\n--- logs of {} ({}) ---", sr.invocation, sr.status);
+                    if sr.logs.is_empty() {
+                        println!("(no log lines)");
+                    }
+                    for line in &sr.logs {
+                        println!("{line}");
+                    }
+                }
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Artifacts(cmd) => artifacts(cmd),
+        Command::Stacks(StacksCommand::List) => {
+            println!("{:<10} {:<10} {:<50} METADATA", "STACK", "RUNS ON", "ARTIFACTS");
+            let stack = resolve_stack("local")?;
+            println!(
+                "{:<10} {:<10} {:<50} {}",
+                "local",
+                stack.orchestrator().name(),
+                stack.artifacts().url(),
+                stack.metadata().url()
+            );
+            Ok(exit::SUCCESS)
+        }
+        Command::Stacks(StacksCommand::Show { name }) => {
+            let stack = resolve_stack(&name)?;
+            println!("stack:        {}", stack.name());
+            println!("orchestrator: {:?}", stack.orchestrator());
+            println!("artifacts:    {}", stack.artifacts().url());
+            println!("metadata:     {}", stack.metadata().url());
+            Ok(exit::SUCCESS)
+        }
+        Command::Report(ReportCommand::GithubComment { report }) => github_comment(pipeline, &report),
+        Command::StepEntrypoint(args) => step_entrypoint(args),
+    }
+}
+
+/// The stack named `name`. Only `local` exists until stacks are declared in `zenflow.toml`.
+fn resolve_stack(name: &str) -> CliResult<Stack> {
+    match name {
+        "local" => Ok(crate::local_stack()?),
+        other => Err(CliError::usage(format!("unknown stack `{other}`; available stacks: local"))),
+    }
+}
+
+/// Code defaults, then the file, then `--set`; returns the document and the typed config.
+fn load_config<P>(args: &ConfigArgs) -> CliResult<(RunConfig, P::Config)>
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    let defaults = serde_json::to_value(P::Config::default())
+        .map_err(|e| CliError::usage(format!("the pipeline's default configuration does not serialise: {e}")))?;
+    let check = |v: &serde_json::Value| {
+        <P::Config as serde::Deserialize>::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let mut doc = RunConfig::with_defaults(defaults);
+    if let Some(path) = &args.config {
+        doc.merge_file(path, &check)?;
+    }
+    for assignment in &args.set {
+        doc.set(assignment, &check)?;
+    }
+    let config = <P::Config as serde::Deserialize>::deserialize(doc.parameters())
+        .map_err(|e| CliError::usage(format!("the pipeline configuration is invalid: {e}")))?;
+    Ok((doc, config))
+}
+
+fn plan_for<P>(pipeline: &P, args: &ConfigArgs) -> CliResult<(RunConfig, Plan)>
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    let (doc, config) = load_config::<P>(args)?;
+    let mut plan = pipeline.plan(&config)?;
+    doc.apply_step_settings(&mut plan)?;
+    Ok((doc, plan))
+}
+
+fn dag<P>(pipeline: &P, args: DagArgs) -> CliResult
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    let (_, plan) = plan_for(pipeline, &args.config)?;
+    match args.format {
+        DagFormat::Mermaid => print!("{}", report::mermaid(&plan, None)),
+        DagFormat::Dot => print!("{}", report::dot(&plan)),
+        DagFormat::Json => println!("{}", plan.to_json()),
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn run<P>(pipeline: &P, args: RunArgs, quiet: bool) -> CliResult
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    let stack = resolve_stack(&args.stack.stack)?;
+    let (doc, plan) = plan_for(pipeline, &args.config)?;
+    let git = zenflow_core::git::head_commit(stack.project_root().unwrap_or_else(|| std::path::Path::new(".")));
+    let run_name = match args.run_name.as_deref().or(doc.run_name()) {
+        Some(template) => Some(expand_run_name(template, pipeline.name(), git.as_deref())?),
+        None => None,
+    };
+    let no_cache = args.no_cache || !doc.cache();
+    if args.dry_run {
+        return dry_run(&stack, plan, run_name, no_cache, git);
+    }
+
+    let mode = if quiet {
+        progress::Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        progress::Mode::Live
+    } else {
+        progress::Mode::Plain
+    };
+    let progress = progress::Progress::new(mode, plan.steps.len());
+    let options = RunOptions { no_cache, run_name, observer: Some(progress.observer()) };
+    let result = stack.block_on(zenflow_core::run::execute_plan(&stack, plan, options))??;
+    progress.finish();
+
+    let report =
+        RunReport::new(result.record(), result.plan(), &stack.step_runs(result.id())?, args.warnings_as_errors);
+    write_reports(&report, &args)?;
+    if !quiet {
+        println!("{}", result.summary());
+    }
+    let code = match (report.status, report.gate) {
+        (RunStatus::Completed, Gate::Passed) => exit::SUCCESS,
+        (RunStatus::Completed, Gate::Failed) => {
+            let failed: Vec<String> = report
+                .checks
+                .iter()
+                .filter(|c| {
+                    c.status == zenflow_core::CheckStatus::Fail
+                        || (args.warnings_as_errors && c.status == zenflow_core::CheckStatus::Warn)
+                })
+                .map(|c| format!("{}.{} ({})", c.step, c.name, c.message))
+                .collect();
+            eprintln!("quality gate failed: {}", failed.join("; "));
+            exit::GATE_FAILED
+        }
+        _ => {
+            if let Some(e) = &result.record().error {
+                eprintln!("run failed: {e}");
+            }
+            exit::STEP_FAILED
+        }
+    };
+    Ok(code)
+}
+
+fn write_reports(report: &RunReport, args: &RunArgs) -> CliResult<()> {
+    let write = |path: &PathBuf, text: String, what: &str| {
+        std::fs::write(path, text).map_err(|e| CliError {
+            code: exit::STEP_FAILED,
+            message: format!("cannot write the {what} to {}: {e}", path.display()),
+        })
+    };
+    let markdown = report.to_markdown();
+    if let Some(path) = &args.report {
+        write(path, markdown.clone(), "markdown report")?;
+    }
+    if let Some(path) = &args.json {
+        write(path, report.to_json() + "\n", "JSON report")?;
+    }
+    if let Some(path) = &args.junit {
+        write(path, report.to_junit(args.warnings_as_errors), "JUnit report")?;
+    }
+    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty()) {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary)
+            .and_then(|mut f| f.write_all(format!("{markdown}\n").as_bytes()));
+        if let Err(e) = appended {
+            eprintln!(
+                "warning: could not append the report to GITHUB_STEP_SUMMARY ({}): {e}",
+                PathBuf::from(summary).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Records a pending run and prints what would run and what would come from cache.
+fn dry_run(stack: &Stack, plan: Plan, run_name: Option<String>, no_cache: bool, git: Option<String>) -> CliResult {
+    use zenflow_core::cache::cache_key;
+    use zenflow_core::ContentHash;
+    let id = uuid_v7();
+    let name = run_name.unwrap_or_else(|| format!("{}-plan-{}", plan.pipeline, &id[id.len() - 8..]));
+    let predictions = stack.block_on(async {
+        let mut known: HashMap<(String, String), ContentHash> = HashMap::new();
+        let mut out = Vec::new();
+        for step in &plan.steps {
+            let inputs: Option<Vec<Vec<ContentHash>>> = step
+                .inputs
+                .iter()
+                .map(|i| i.from.iter().map(|r| known.get(&(r.step.clone(), r.output.clone())).copied()).collect())
+                .collect();
+            let verdict = match inputs {
+                None => "run (an input will be new)".to_string(),
+                Some(_) if no_cache || !step.options.cache => "run (cache off)".to_string(),
+                Some(hashes) => {
+                    let key = cache_key(step, &hashes).to_hex();
+                    match stack.metadata().find_cached(&key).await? {
+                        Some(hit) => {
+                            let mut all_there = true;
+                            for o in &hit.outputs {
+                                all_there &= stack.artifacts().exists(&o.artifact.content_hash).await?;
+                            }
+                            if all_there {
+                                for o in &hit.outputs {
+                                    known.insert((step.id.clone(), o.output.clone()), o.artifact.content_hash);
+                                }
+                                "cached".to_string()
+                            } else {
+                                "run (cached artifacts are gone)".to_string()
+                            }
+                        }
+                        None => "run (no cached result)".to_string(),
+                    }
+                }
+            };
+            out.push((step.id.clone(), step.step.clone(), verdict));
+        }
+        Ok::<_, Error>(out)
+    })??;
+    let record = stack.block_on(stack.metadata().create_run(&NewRun {
+        id: id.clone(),
+        pipeline: plan.pipeline.clone(),
+        name,
+        stack: stack.name().to_string(),
+        status: RunStatus::Pending,
+        plan,
+        git_commit: git,
+        started_at: zenflow_core::metadata::now(),
+    }))??;
+    println!("{:<28} {:<24} PREDICTION", "STEP", "FUNCTION");
+    for (id, step, verdict) in &predictions {
+        println!("{id:<28} {step:<24} {verdict}");
+    }
+    let cached = predictions.iter().filter(|p| p.2 == "cached").count();
+    println!(
+        "\nplanned run {} ({}): {} step(s), {cached} from cache; nothing was executed",
+        record.name,
+        record.id,
+        predictions.len()
+    );
+    Ok(exit::SUCCESS)
+}
+
+fn uuid_v7() -> String {
+    // The same generator the runner uses for ids.
+    zenflow_core::metadata::new_id()
+}
+
+fn step_entrypoint(args: EntrypointArgs) -> CliResult {
+    let stack = resolve_stack(&args.stack.stack)?;
+    let runner = stack.block_on(StepRunner::attach(stack.clone(), &args.run, RunOptions::default()))??;
+    let pos = runner.position(&args.step)?;
+    let run = runner.run().clone();
+    if run.status == RunStatus::Pending {
+        stack.block_on(stack.metadata().set_run_status(&run.id, RunStatus::Running, None, None))??;
+    }
+    let result = stack.block_on(runner.run_step(pos))??;
+    eprintln!("[zenflow] {}: {} in {:.1?}", result.invocation, result.status, result.duration);
+    if let Some(e) = &result.error {
+        eprintln!("error: {e}");
+    }
+    // When this was the run's last step, close the run.
+    let records = stack.step_runs(&run.id)?;
+    let latest = |id: &str| records.iter().rev().find(|r| r.invocation == id).map(|r| r.status);
+    let statuses: Vec<Option<StepStatus>> = runner.plan().steps.iter().map(|s| latest(&s.id)).collect();
+    if statuses.iter().all(|s| matches!(s, Some(s) if *s != StepStatus::Running)) {
+        let failed = statuses.iter().any(|s| matches!(s, Some(StepStatus::Failed | StepStatus::Skipped)));
+        let (status, error) =
+            if failed { (RunStatus::Failed, Some("a step failed")) } else { (RunStatus::Completed, None) };
+        stack.block_on(stack.metadata().set_run_status(
+            &run.id,
+            status,
+            error,
+            Some(zenflow_core::metadata::now()),
+        ))??;
+    }
+    Ok(match result.status {
+        StepStatus::Completed | StepStatus::Cached => exit::SUCCESS,
+        _ => exit::STEP_FAILED,
+    })
+}
+
+fn artifacts(cmd: ArtifactsCommand) -> CliResult {
+    match cmd {
+        ArtifactsCommand::List { stack, name, limit } => {
+            let stack = resolve_stack(&stack.stack)?;
+            let versions = stack.block_on(stack.metadata().artifact_versions(name.as_deref(), limit))??;
+            println!("{:<38} {:<44} {:>4} {:>10} {:<14} TYPE", "ID", "NAME", "VER", "SIZE", "HASH");
+            for v in versions {
+                println!(
+                    "{:<38} {:<44} {:>4} {:>10} {:<14} {}",
+                    v.id,
+                    v.name,
+                    v.version,
+                    v.metadata.size,
+                    v.content_hash.short(),
+                    v.type_name
+                );
+            }
+            Ok(exit::SUCCESS)
+        }
+        ArtifactsCommand::Show { id, stack } => {
+            let stack = resolve_stack(&stack.stack)?;
+            let lineage = stack
+                .block_on(stack.metadata().lineage(&id))?
+                .map_err(|_| CliError::usage(format!("no artifact version `{id}` in {}", stack.metadata().url())))?;
+            let v = &lineage.artifact;
+            println!("id:           {}", v.id);
+            println!("name:         {} (version {})", v.name, v.version);
+            println!("type:         {}", v.type_name);
+            println!("materializer: {} v{} ({})", v.materializer, v.materializer_version, v.format);
+            println!("content hash: {}", v.content_hash);
+            println!("uri:          {}", v.uri);
+            println!("created:      {}", zenflow_core::time::human(v.created_at));
+            println!("metadata:     {}", serde_json::to_string(&v.metadata).unwrap_or_default());
+            if let Some(p) = &lineage.producer {
+                println!("produced by:  step {} (step run {}) in run {}", p.invocation, p.id, p.run_id);
+            }
+            for c in &lineage.consumers {
+                println!("consumed by:  step {} (step run {}) in run {}", c.invocation, c.id, c.run_id);
+            }
+            Ok(exit::SUCCESS)
+        }
+        ArtifactsCommand::Export { id, output, stack } => {
+            let stack = resolve_stack(&stack.stack)?;
+            let v = stack
+                .block_on(stack.metadata().artifact_version(&id))??
+                .ok_or_else(|| CliError::usage(format!("no artifact version `{id}` in {}", stack.metadata().url())))?;
+            let bytes = stack
+                .block_on(zenflow_core::artifact_store::get_verified(stack.artifacts().as_ref(), &v.content_hash))??;
+            std::fs::write(&output, &bytes).map_err(|e| CliError {
+                code: exit::STEP_FAILED,
+                message: format!("cannot write {}: {e}", output.display()),
+            })?;
+            eprintln!(
+                "wrote {} bytes of {} v{} ({}) to {}",
+                bytes.len(),
+                v.name,
+                v.version,
+                v.format,
+                output.display()
+            );
+            Ok(exit::SUCCESS)
+        }
+    }
+}
+
+fn github_comment<P: Pipeline>(pipeline: &P, path: &PathBuf) -> CliResult {
+    let body = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read the report {}: {e}", path.display())))?;
+    let marker = body
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("<!-- zenflow-report"))
+        .map(str::to_string)
+        .unwrap_or_else(|| report::marker(pipeline.name()));
+    let body = if body.contains(&marker) { body } else { format!("{marker}\n{body}") };
+    let env = github::GithubEnv::from_env(|k| std::env::var(k).ok()).map_err(|e| CliError::usage(e.message))?;
+    match env.upsert_comment(&marker, &body) {
+        Ok(github::Posted::Created(id)) => println!("created comment {id} on pull request #{}", env.pr()),
+        Ok(github::Posted::Updated(id)) => println!("updated comment {id} on pull request #{}", env.pr()),
+        Err(e) => {
+            return Err(CliError { code: if e.usage { exit::USAGE } else { exit::STEP_FAILED }, message: e.message })
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `runs show`: the report as plain text.
+fn text_report(r: &RunReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "run:      {} ({})", r.run_name, r.run_id);
+    let _ = writeln!(
+        out,
+        "pipeline: {}   stack: {}   commit: {}",
+        r.pipeline,
+        r.stack,
+        r.git_commit.as_deref().unwrap_or("—")
+    );
+    let _ = writeln!(
+        out,
+        "status:   {}   gate: {}   started: {}   duration: {}",
+        r.status,
+        match r.gate {
+            Gate::Passed => "passed",
+            Gate::Failed => "failed",
+        },
+        r.started_at,
+        r.duration_ms.map_or("—".into(), report::duration)
+    );
+    let _ = writeln!(out, "\n{:<28} {:<10} {:>10} {:>8}  NOTE", "STEP", "STATUS", "TIME", "ATTEMPTS");
+    for s in &r.steps {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<10} {:>10} {:>8}  {}",
+            s.id,
+            s.status,
+            s.duration_ms.map_or("—".into(), report::duration),
+            s.attempts,
+            s.error.as_deref().unwrap_or("")
+        );
+    }
+    if !r.checks.is_empty() {
+        let _ = writeln!(out, "\n{:<6} {:<24} {:<20} MESSAGE", "CHECK", "NAME", "STEP");
+        for c in &r.checks {
+            let _ = writeln!(out, "{:<6} {:<24} {:<20} {}", c.status, c.name, c.step, c.message);
+        }
+    }
+    if !r.metrics.is_empty() {
+        let _ = writeln!(out, "\n{:<24} {:<24} VALUE", "STEP", "METRIC");
+        for m in &r.metrics {
+            let _ = writeln!(out, "{:<24} {:<24} {}", m.step, m.name, m.value);
+        }
+    }
+    out
+}

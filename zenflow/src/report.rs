@@ -1,0 +1,586 @@
+//! Run reports for humans and for CI: markdown (a PR comment, a job summary),
+//! JSON (for other tools) and JUnit XML (for test-report tooling).
+//!
+//! A [`RunReport`] is built from what the metadata store recorded, so a report
+//! can be written for any past run, not only the one just finished.
+//!
+//! # JSON schema (`schema: 1`)
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `schema` | int | layout version, 1 |
+//! | `pipeline`, `run_id`, `run_name`, `stack` | string | what ran where |
+//! | `git_commit` | string \| null | commit of the checkout |
+//! | `status` | `"completed"` \| `"failed"` \| `"running"` \| `"pending"` | the run's status |
+//! | `gate` | `"passed"` \| `"failed"` | quality gate: failed when a check failed (or warned, with warnings as errors) |
+//! | `started_at`, `ended_at` | RFC 3339 string \| null | UTC |
+//! | `duration_ms` | float \| null | wall time |
+//! | `steps[]` | object | `id`, `step`, `status` (`completed`, `cached`, `failed`, `skipped`, `running`), `duration_ms`, `attempts`, `error`, `outputs[]` |
+//! | `steps[].outputs[]` | object | `output`, `artifact_id`, `name`, `version`, `type_name`, `content_hash`, `uri`, `size` |
+//! | `metrics[]` | object | `step`, `name`, `value`: numeric metadata logged with `StepContext::log_metadata` |
+//! | `checks[]` | object | `step`, `name`, `status` (`pass`, `warn`, `fail`, `skip`), `value`, `threshold`, `message` |
+//! | `dag_mermaid` | string | the plan as a mermaid flowchart |
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use zenflow_core::check::CheckStatus;
+use zenflow_core::metadata::{RunRecord, RunStatus, StepRunRecord, StepStatus};
+use zenflow_core::{Plan, Result, Stack};
+
+/// Version of the JSON layout.
+pub const REPORT_SCHEMA: u32 = 1;
+
+/// The hidden marker that identifies a pipeline's report in a PR comment.
+pub fn marker(pipeline: &str) -> String {
+    format!("<!-- zenflow-report pipeline={pipeline} -->")
+}
+
+/// Everything a report says about one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Layout version ([`REPORT_SCHEMA`]).
+    pub schema: u32,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Run id.
+    pub run_id: String,
+    /// Run name.
+    pub run_name: String,
+    /// Stack name.
+    pub stack: String,
+    /// Git commit, when known.
+    pub git_commit: Option<String>,
+    /// Run status.
+    pub status: RunStatus,
+    /// Quality gate outcome.
+    pub gate: Gate,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// End time (RFC 3339).
+    pub ended_at: Option<String>,
+    /// Wall time in milliseconds.
+    pub duration_ms: Option<f64>,
+    /// Steps in plan order.
+    pub steps: Vec<StepReport>,
+    /// Numeric metadata logged by steps.
+    pub metrics: Vec<MetricReport>,
+    /// Checks recorded by steps.
+    pub checks: Vec<CheckReport>,
+    /// The plan as a mermaid flowchart.
+    pub dag_mermaid: String,
+}
+
+/// The quality gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// No check failed.
+    Passed,
+    /// A check failed (or warned, with warnings as errors).
+    Failed,
+}
+
+/// One step in a report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Invocation id.
+    pub id: String,
+    /// Step name.
+    pub step: String,
+    /// Final status (`pending` when it has not run).
+    pub status: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: Option<f64>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Error, for failed and skipped steps.
+    pub error: Option<String>,
+    /// Outputs.
+    pub outputs: Vec<OutputReport>,
+}
+
+/// An output artifact in a report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputReport {
+    /// Output name.
+    pub output: String,
+    /// Artifact version id.
+    pub artifact_id: String,
+    /// Artifact name.
+    pub name: String,
+    /// Version number.
+    pub version: i64,
+    /// Rust type.
+    pub type_name: String,
+    /// blake3 of the bytes.
+    pub content_hash: String,
+    /// Where the bytes are.
+    pub uri: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A logged metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricReport {
+    /// Invocation id.
+    pub step: String,
+    /// Metric name.
+    pub name: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// A check in a report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// Invocation id.
+    pub step: String,
+    /// Check name.
+    pub name: String,
+    /// Outcome.
+    pub status: CheckStatus,
+    /// Observed value.
+    pub value: Option<f64>,
+    /// Threshold.
+    pub threshold: Option<f64>,
+    /// Message.
+    pub message: String,
+}
+
+impl RunReport {
+    /// Builds the report of run `run_id_or_name` from the stack's metadata.
+    /// With `warnings_as_errors`, a warning fails the gate.
+    pub fn load(stack: &Stack, run_id_or_name: &str, warnings_as_errors: bool) -> Result<RunReport> {
+        let run = stack
+            .get_run(run_id_or_name)?
+            .ok_or_else(|| zenflow_core::Error::NotFound(format!("no run `{run_id_or_name}`")))?;
+        let steps = stack.step_runs(&run.id)?;
+        Ok(RunReport::new(&run, &run.plan()?, &steps, warnings_as_errors))
+    }
+
+    /// Builds a report from records.
+    pub fn new(run: &RunRecord, plan: &Plan, step_runs: &[StepRunRecord], warnings_as_errors: bool) -> RunReport {
+        // The latest record of each invocation (a step may be re-run by a worker).
+        let latest = |id: &str| step_runs.iter().rev().find(|s| s.invocation == id);
+        let mut steps = Vec::new();
+        let mut metrics = Vec::new();
+        let mut checks = Vec::new();
+        for ps in &plan.steps {
+            let Some(sr) = latest(&ps.id) else {
+                steps.push(StepReport {
+                    id: ps.id.clone(),
+                    step: ps.step.clone(),
+                    status: "pending".into(),
+                    duration_ms: None,
+                    attempts: 0,
+                    error: None,
+                    outputs: Vec::new(),
+                });
+                continue;
+            };
+            steps.push(StepReport {
+                id: ps.id.clone(),
+                step: ps.step.clone(),
+                status: sr.status.as_str().into(),
+                duration_ms: sr.ended_at.map(|e| (e - sr.started_at) as f64 / 1000.0),
+                attempts: sr.attempts,
+                error: sr.error.clone(),
+                outputs: sr
+                    .outputs
+                    .iter()
+                    .map(|o| OutputReport {
+                        output: o.output.clone(),
+                        artifact_id: o.artifact.id.clone(),
+                        name: o.artifact.name.clone(),
+                        version: o.artifact.version,
+                        type_name: o.artifact.type_name.clone(),
+                        content_hash: o.artifact.content_hash.to_hex(),
+                        uri: o.artifact.uri.clone(),
+                        size: o.artifact.metadata.size,
+                    })
+                    .collect(),
+            });
+            // A cached step run logged nothing itself: its metrics and checks
+            // are those of the step run it reuses, which the report shows too.
+            let source = match (sr.status, &sr.original_step_run) {
+                (StepStatus::Cached, Some(orig)) => step_runs.iter().find(|s| &s.id == orig).unwrap_or(sr),
+                _ => sr,
+            };
+            for (name, value) in &source.metadata {
+                if let Some(v) = value.as_f64() {
+                    metrics.push(MetricReport { step: ps.id.clone(), name: name.clone(), value: v });
+                }
+            }
+            for c in &source.checks {
+                checks.push(CheckReport {
+                    step: ps.id.clone(),
+                    name: c.name.clone(),
+                    status: c.status,
+                    value: c.value,
+                    threshold: c.threshold,
+                    message: c.message.clone(),
+                });
+            }
+        }
+        let gate = gate(checks.iter().map(|c| c.status), warnings_as_errors);
+        RunReport {
+            schema: REPORT_SCHEMA,
+            pipeline: run.pipeline.clone(),
+            run_id: run.id.clone(),
+            run_name: run.name.clone(),
+            stack: run.stack.clone(),
+            git_commit: run.git_commit.clone(),
+            status: run.status,
+            gate,
+            started_at: zenflow_core::time::rfc3339(run.started_at),
+            ended_at: run.ended_at.map(zenflow_core::time::rfc3339),
+            duration_ms: run.ended_at.map(|e| (e - run.started_at) as f64 / 1000.0),
+            dag_mermaid: mermaid(plan, Some(&steps)),
+            steps,
+            metrics,
+            checks,
+        }
+    }
+
+    /// The report as pretty JSON (see the module docs for the schema).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The report as GitHub-flavoured markdown, with the hidden marker that
+    /// lets `report github-comment` update the same comment next time.
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::new();
+        let (icon, verdict) = match (self.status, self.gate) {
+            (RunStatus::Completed, Gate::Passed) => ("✅", "passed"),
+            (RunStatus::Completed, Gate::Failed) => ("⚠️", "quality gate failed"),
+            (RunStatus::Failed, _) => ("❌", "failed"),
+            (RunStatus::Running, _) => ("⏳", "running"),
+            (RunStatus::Pending, _) => ("📝", "planned"),
+        };
+        let _ = writeln!(md, "{}", marker(&self.pipeline));
+        let _ = writeln!(md, "## {icon} zenflow · `{}` — {verdict}\n", self.pipeline);
+        let _ = writeln!(md, "| | |\n|---|---|");
+        let _ = writeln!(md, "| Run | `{}` |", cell(&self.run_name));
+        let _ = writeln!(md, "| Stack | `{}` |", cell(&self.stack));
+        let commit = self.git_commit.as_deref().map_or("—".to_string(), |c| format!("`{}`", &c[..c.len().min(12)]));
+        let _ = writeln!(md, "| Commit | {commit} |");
+        let gate = match self.gate {
+            Gate::Passed => "quality gate passed",
+            Gate::Failed => "quality gate **failed**",
+        };
+        let _ = writeln!(md, "| Status | {} · {gate} |", self.status);
+        let _ = writeln!(md, "| Duration | {} |", self.duration_ms.map_or("—".into(), duration));
+        let count = |s: &str| self.steps.iter().filter(|x| x.status == s).count();
+        let _ = writeln!(
+            md,
+            "| Steps | {} executed · {} cached · {} failed · {} skipped |\n",
+            count("completed"),
+            count("cached"),
+            count("failed"),
+            count("skipped")
+        );
+
+        let _ = writeln!(md, "### Steps\n\n| Step | Status | Time | Cached | Note |\n|---|---|---:|:---:|---|");
+        for s in &self.steps {
+            let status_icon = match s.status.as_str() {
+                "completed" => "✅",
+                "cached" => "♻️",
+                "failed" => "❌",
+                "skipped" => "⏭️",
+                _ => "⏳",
+            };
+            let _ = writeln!(
+                md,
+                "| `{}` | {status_icon} {} | {} | {} | {} |",
+                cell(&s.id),
+                s.status,
+                s.duration_ms.map_or("—".into(), duration),
+                if s.status == "cached" { "yes" } else { "" },
+                s.error.as_deref().map(cell).unwrap_or_default()
+            );
+        }
+
+        if !self.metrics.is_empty() {
+            let _ = writeln!(md, "\n### Metrics\n\n| Step | Metric | Value |\n|---|---|---:|");
+            for m in &self.metrics {
+                let _ = writeln!(md, "| `{}` | {} | {} |", cell(&m.step), cell(&m.name), number(m.value));
+            }
+        }
+
+        if !self.checks.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n### Checks\n\n| | Check | Step | Value | Threshold | Message |\n|---|---|---|---:|---:|---|"
+            );
+            for c in &self.checks {
+                let icon = match c.status {
+                    CheckStatus::Pass => "✅ pass",
+                    CheckStatus::Warn => "⚠️ warn",
+                    CheckStatus::Fail => "❌ fail",
+                    CheckStatus::Skip => "⏭️ skip",
+                };
+                let _ = writeln!(
+                    md,
+                    "| {icon} | {} | `{}` | {} | {} | {} |",
+                    cell(&c.name),
+                    cell(&c.step),
+                    c.value.map_or("—".into(), number),
+                    c.threshold.map_or("—".into(), number),
+                    cell(&c.message)
+                );
+            }
+        }
+
+        let _ = writeln!(md, "\n### Pipeline\n\n```mermaid\n{}```", self.dag_mermaid);
+
+        let outputs: Vec<(&StepReport, &OutputReport)> =
+            self.steps.iter().flat_map(|s| s.outputs.iter().map(move |o| (s, o))).collect();
+        if !outputs.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n<details><summary>Artifacts ({})</summary>\n\n| Artifact | Version | Type | Size | Hash | Id |\n|---|---:|---|---:|---|---|",
+                outputs.len()
+            );
+            for (_, o) in outputs {
+                let _ = writeln!(
+                    md,
+                    "| `{}` | {} | `{}` | {} | `{}` | `{}` |",
+                    cell(&o.name),
+                    o.version,
+                    cell(&o.type_name),
+                    bytes(o.size),
+                    &o.content_hash[..12],
+                    o.artifact_id
+                );
+            }
+            let _ = writeln!(md, "\n</details>");
+        }
+        let _ = writeln!(md, "\n<sub>run id `{}` · started {}</sub>", self.run_id, self.started_at);
+        md
+    }
+
+    /// The checks (and failed steps) as JUnit XML: one test case per check,
+    /// failures and skips mapped; warnings are failures with
+    /// `warnings_as_errors`, otherwise passing cases with the warning in
+    /// `system-out`.
+    pub fn to_junit(&self, warnings_as_errors: bool) -> String {
+        let mut cases = String::new();
+        let (mut tests, mut failures, mut skipped) = (0, 0, 0);
+        for c in &self.checks {
+            tests += 1;
+            let detail = format!(
+                "{} (value {}, threshold {})",
+                c.message,
+                c.value.map_or("none".into(), number),
+                c.threshold.map_or("none".into(), number)
+            );
+            let _ = write!(
+                cases,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"0\">",
+                xml(&format!("{}.checks.{}", self.pipeline, c.step)),
+                xml(&c.name)
+            );
+            match c.status {
+                CheckStatus::Pass => {}
+                CheckStatus::Fail => {
+                    failures += 1;
+                    let _ = write!(cases, "<failure message=\"{}\" type=\"check\"/>", xml(&detail));
+                }
+                CheckStatus::Warn if warnings_as_errors => {
+                    failures += 1;
+                    let _ = write!(cases, "<failure message=\"{}\" type=\"warning\"/>", xml(&detail));
+                }
+                CheckStatus::Warn => {
+                    let _ = write!(cases, "<system-out>warning: {}</system-out>", xml(&detail));
+                }
+                CheckStatus::Skip => {
+                    skipped += 1;
+                    let _ = write!(cases, "<skipped message=\"{}\"/>", xml(&detail));
+                }
+            }
+            cases.push_str("</testcase>\n");
+        }
+        for s in &self.steps {
+            tests += 1;
+            let time = s.duration_ms.unwrap_or(0.0) / 1000.0;
+            let _ = write!(
+                cases,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{time:.3}\">",
+                xml(&format!("{}.steps", self.pipeline)),
+                xml(&s.id)
+            );
+            match s.status.as_str() {
+                "failed" => {
+                    failures += 1;
+                    let _ = write!(
+                        cases,
+                        "<failure message=\"{}\" type=\"step\"/>",
+                        xml(s.error.as_deref().unwrap_or("failed"))
+                    );
+                }
+                "skipped" | "pending" => {
+                    skipped += 1;
+                    let _ = write!(cases, "<skipped message=\"{}\"/>", xml(s.error.as_deref().unwrap_or("not run")));
+                }
+                _ => {}
+            }
+            cases.push_str("</testcase>\n");
+        }
+        let time = self.duration_ms.unwrap_or(0.0) / 1000.0;
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <testsuites name=\"zenflow\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\">\n\
+             \x20 <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\" timestamp=\"{}\">\n\
+             {cases}\
+             \x20 </testsuite>\n\
+             </testsuites>\n",
+            xml(&format!("{} / {}", self.pipeline, self.run_name)),
+            xml(&self.started_at),
+        )
+    }
+}
+
+/// The gate given check statuses.
+pub fn gate(statuses: impl IntoIterator<Item = CheckStatus>, warnings_as_errors: bool) -> Gate {
+    let failed = statuses.into_iter().any(|s| s == CheckStatus::Fail || (warnings_as_errors && s == CheckStatus::Warn));
+    if failed {
+        Gate::Failed
+    } else {
+        Gate::Passed
+    }
+}
+
+/// The plan as a mermaid flowchart; with step reports, nodes are styled by status.
+pub fn mermaid(plan: &Plan, steps: Option<&[StepReport]>) -> String {
+    let mut out = String::from("flowchart LR\n");
+    for s in &plan.steps {
+        let label = if s.id == s.step { s.id.clone() } else { format!("{}<br/><small>{}</small>", s.id, s.step) };
+        let _ = writeln!(out, "  {}[\"{}\"]", node_id(&s.id), label.replace('"', "'"));
+    }
+    for s in &plan.steps {
+        for input in &s.inputs {
+            let mut sources: Vec<&str> = input.from.iter().map(|r| r.step.as_str()).collect();
+            sources.dedup();
+            for from in sources {
+                let _ = writeln!(out, "  {} -->|{}| {}", node_id(from), input.name, node_id(&s.id));
+            }
+        }
+        for a in &s.after {
+            let _ = writeln!(out, "  {} -.-> {}", node_id(a), node_id(&s.id));
+        }
+    }
+    if let Some(steps) = steps {
+        out.push_str(
+            "  classDef completed fill:#d4edda,stroke:#28a745\n  classDef cached fill:#e2e3e5,stroke:#6c757d\n  \
+             classDef failed fill:#f8d7da,stroke:#dc3545\n  classDef skipped fill:#fff3cd,stroke:#ffc107\n",
+        );
+        for s in steps {
+            if matches!(s.status.as_str(), "completed" | "cached" | "failed" | "skipped") {
+                let _ = writeln!(out, "  class {} {}", node_id(&s.id), s.status);
+            }
+        }
+    }
+    out
+}
+
+/// The plan as Graphviz dot.
+pub fn dot(plan: &Plan) -> String {
+    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", plan.pipeline.replace('"', "'"));
+    for s in &plan.steps {
+        let _ = writeln!(out, "  \"{}\" [label=\"{}\\n({})\"];", s.id, s.id, s.step);
+    }
+    for s in &plan.steps {
+        for input in &s.inputs {
+            for r in &input.from {
+                let _ = writeln!(out, "  \"{}\" -> \"{}\" [label=\"{}\"];", r.step, s.id, input.name);
+            }
+        }
+        for a in &s.after {
+            let _ = writeln!(out, "  \"{a}\" -> \"{}\" [style=dashed];", s.id);
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Mermaid node ids must be plain words; invocation ids are, but keep it safe.
+fn node_id(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
+/// A markdown table cell: no pipes, no newlines.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `0.93`, `1234`, `1.2e-5`: short, stable numbers.
+fn number(v: f64) -> String {
+    if v.is_finite() && v == v.trunc() && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else if v.is_finite() && (v.abs() >= 1e-3 || v == 0.0) {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+/// `12 ms`, `1.5 s`, `2 min 3 s`.
+pub fn duration(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        format!("{} min {:.0} s", (ms / 60_000.0).floor(), (ms % 60_000.0) / 1000.0)
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n if n < 1 << 30 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting_helpers() {
+        assert_eq!(number(0.93), "0.93");
+        assert_eq!(number(12.0), "12");
+        assert_eq!(number(0.000012), "1.200e-5");
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+        assert_eq!(xml("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+        assert_eq!(duration(0.5), "500 µs");
+        assert_eq!(duration(1500.0), "1.50 s");
+        assert_eq!(bytes(2048), "2.0 KiB");
+        assert_eq!(gate([CheckStatus::Pass, CheckStatus::Warn], false), Gate::Passed);
+        assert_eq!(gate([CheckStatus::Pass, CheckStatus::Warn], true), Gate::Failed);
+        assert_eq!(gate([CheckStatus::Fail], false), Gate::Failed);
+    }
+}
