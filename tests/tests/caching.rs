@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use zenflow::metadata::StepStatus;
 use zenflow::prelude::*;
-use zenflow::{Error, RunOptions};
+use zenflow::RunOptions;
 
 static SOURCE_CALLS: AtomicUsize = AtomicUsize::new(0);
 static SQUARE_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -189,7 +189,7 @@ fn cache_false_and_the_per_run_switch_disable_the_cache() {
 }
 
 #[test]
-fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_following_it() {
+fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_rerunning_its_producer() {
     let (dir, stack) = stack();
     let first = chain.run(&stack, &5005).unwrap();
     let version = first.output_version("square", "output").unwrap().clone();
@@ -200,16 +200,18 @@ fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_following_it() 
     let err = first.output::<i64>("square", "output").unwrap_err().to_string();
     assert!(err.contains("corrupted") && err.contains(&version.uri) && err.contains("delete the object"), "{err}");
 
-    // A run that must read it fails that step, names the artifact, and keeps the rest.
-    let err = chain.run_with(&stack, &5005, RunOptions { no_cache: true, ..Default::default() }).unwrap_err();
-    let Error::RunFailed(failed) = err else { panic!("expected a failed run, got {err}") };
-    let describe = failed.0.step("describe").unwrap();
+    // A step that must read it fails, names the artifact, and the rest is kept.
+    let mut plan = chain.plan(&5005).unwrap();
+    plan.steps[2].version = Some("2".into()); // describe re-runs; square comes from cache
+    let run = stack.block_on(zenflow::run::execute_plan(&stack, plan, RunOptions::default())).unwrap().unwrap();
+    let describe = run.step("describe").unwrap();
+    assert_eq!(run.step("square").unwrap().status, StepStatus::Cached);
     assert_eq!(describe.status, StepStatus::Failed);
     assert!(describe.error.as_deref().unwrap().contains("corrupted"), "{:?}", describe.error);
+    assert_eq!(std::fs::read(&path).unwrap(), b"garbage", "a failed read changes nothing");
 
-    // Following the advice repairs it.
-    std::fs::remove_file(&path).unwrap();
-    let run = chain.run(&stack, &5005).unwrap();
-    assert_eq!(run.step("square").unwrap().status, StepStatus::Completed);
+    // Re-running the producer writes the object again.
+    let run = chain.run_with(&stack, &5005, RunOptions { no_cache: true, ..Default::default() }).unwrap();
     assert_eq!(run.output::<String>("describe", "output").unwrap(), "value 25050025");
+    assert_eq!(first.output::<i64>("square", "output").unwrap(), 25050025, "the old run's artifact is whole again");
 }

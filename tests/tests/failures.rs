@@ -203,6 +203,37 @@ fn a_failed_step_skips_its_dependents_keeps_everything_else_and_the_next_run_res
 }
 
 #[test]
+fn a_worker_refuses_a_step_whose_code_differs_from_the_plan() {
+    let (_dir, stack) = stack();
+    // A run planned by another build: same steps, but `plus_one` had other code.
+    let mut plan = healthy.plan(&()).unwrap();
+    plan.steps[1].code_hash = "0".repeat(64);
+    let run = stack
+        .block_on(stack.metadata().create_run(&zenflow::metadata::NewRun {
+            id: zenflow::metadata::new_id(),
+            pipeline: plan.pipeline.clone(),
+            name: "planned-elsewhere".into(),
+            stack: "local".into(),
+            status: RunStatus::Pending,
+            plan,
+            git_commit: None,
+            started_at: zenflow::metadata::now(),
+        }))
+        .unwrap()
+        .unwrap();
+    let runner = stack.block_on(StepRunner::attach(stack.clone(), &run.id, Default::default())).unwrap().unwrap();
+    let base = stack.block_on(runner.run_step(0)).unwrap().unwrap();
+    assert_eq!(base.status, StepStatus::Completed, "unchanged steps run");
+    let changed = stack.block_on(runner.run_step(1)).unwrap().unwrap();
+    assert_eq!(changed.status, StepStatus::Failed);
+    let error = changed.error.unwrap();
+    assert!(
+        error.contains("is not the one run `planned-elsewhere` was planned with") && error.contains("its code changed"),
+        "{error}"
+    );
+}
+
+#[test]
 fn retries_rerun_a_failed_attempt_with_backoff() {
     let (_dir, stack) = stack();
     let run = retried.run(&stack, &()).unwrap();

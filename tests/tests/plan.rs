@@ -31,6 +31,17 @@ fn weights(#[param] table: HashMap<(i32, i32), f64>) -> i64 {
     table.len() as i64
 }
 
+/// The argument shadows the function's name; options from the attribute.
+#[step(version = "3", retries = 2, retry_backoff = "5ms", timeout = "2s", cache = false)]
+fn features(features: i64) -> i64 {
+    features * 10
+}
+
+#[step]
+fn scaled(x: i64, #[param] factor: f64) -> f64 {
+    x as f64 * factor
+}
+
 mod first {
     use zenflow::prelude::*;
 
@@ -97,6 +108,26 @@ fn panicky(n: &i64) {
         panic!("the config says n = {n}, which this pipeline does not support");
     }
     mul(s, 2);
+}
+
+/// Ordinary Rust in a pipeline body is left alone: primitive and std paths,
+/// closures, `drop`, macros other than `vec!`.
+#[pipeline]
+fn ordinary_rust(n: &i64) {
+    let width = std::cmp::max(*n, 2);
+    let half = |x: i64| x / 2;
+    let factor = f64::from(half(width) as i32);
+    let label = format!("{}", u32::try_from(width).unwrap_or(0));
+    drop(label);
+    let s = seed(width);
+    let f = features(s);
+    scaled(f, factor);
+}
+
+#[pipeline]
+fn nan_param() {
+    let s = seed(1);
+    scaled(s, f64::NAN);
 }
 
 #[pipeline(name = "renamed_pipeline")]
@@ -181,6 +212,31 @@ fn a_parameter_that_fails_to_serialise_is_a_plan_error() {
     let (_dir, stack) = stack();
     assert!(unserialisable.run(&stack, &()).is_err());
     assert!(stack.list_runs(None, 10).unwrap().is_empty(), "nothing is recorded for a plan that failed");
+}
+
+#[test]
+fn step_attributes_reach_the_plan_and_ordinary_code_runs_in_the_body() {
+    let plan = ordinary_rust.plan(&7).unwrap();
+    let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["seed", "features", "scaled"]);
+    assert_eq!(plan.steps[0].params["x"], serde_json::json!(7));
+    assert_eq!(plan.steps[2].params["factor"], serde_json::json!(3.0));
+    let f = &plan.steps[1];
+    assert_eq!(f.version.as_deref(), Some("3"));
+    assert_eq!(f.options.retries, 2);
+    assert_eq!(f.options.retry_backoff_ms, 5);
+    assert_eq!(f.options.timeout_ms, Some(2000));
+    assert!(!f.options.cache);
+    assert_eq!(features(4), 40, "an argument may shadow the step's name");
+    let (_dir, stack) = stack();
+    let run = ordinary_rust.run(&stack, &7).unwrap();
+    assert_eq!(run.output::<f64>("scaled", "output").unwrap(), 210.0);
+}
+
+#[test]
+fn a_parameter_that_changes_in_json_is_a_plan_error() {
+    let err = nan_param.plan(&()).unwrap_err().to_string();
+    assert!(err.contains("parameter `factor` of step `scaled`") && err.contains("NaN"), "{err}");
 }
 
 #[test]

@@ -16,9 +16,7 @@ pub fn cache_key(step: &PlanStep, inputs: &[Vec<ContentHash>]) -> ContentHash {
     h.str(&step.step).str(&step.code_hash).str(step.version.as_deref().unwrap_or(""));
     h.field(&(step.params.len() as u64).to_le_bytes());
     for (name, value) in &step.params {
-        // serde_json's map is ordered by key and its number formatting is
-        // deterministic, so this is a canonical serialisation.
-        h.str(name).str(&value.to_string());
+        h.str(name).str(&canonical(value.clone()).to_string());
     }
     h.field(&(inputs.len() as u64).to_le_bytes());
     for (input, hashes) in step.inputs.iter().zip(inputs) {
@@ -33,6 +31,20 @@ pub fn cache_key(step: &PlanStep, inputs: &[Vec<ContentHash>]) -> ContentHash {
         h.str(&o.name).str(&o.type_name).str(&o.materializer).field(&o.materializer_version.to_le_bytes());
     }
     h.finish()
+}
+
+/// The value with every object's keys sorted, so its JSON text is canonical
+/// even where `serde_json` keeps insertion order (`preserve_order`).
+pub fn canonical(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -59,8 +59,23 @@ pub mod __private {
     pub use serde_json;
 
     /// Serialises a parameter for the plan; the error is reported by `compile`.
-    pub fn param_value<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, String> {
-        serde_json::to_value(value).map_err(|e| e.to_string())
+    /// The value must survive JSON unchanged (NaN and infinities do not:
+    /// JSON turns them into `null`), or two different values would share one
+    /// cache key.
+    pub fn param_value<T: serde::Serialize + serde::de::DeserializeOwned>(
+        value: &T,
+    ) -> Result<serde_json::Value, String> {
+        let json = crate::cache::canonical(serde_json::to_value(value).map_err(|e| e.to_string())?);
+        let back = T::deserialize(&json).map_err(|e| {
+            format!("it does not read back from JSON ({e}); NaN and infinite floats become null in JSON")
+        })?;
+        let same = rmp_serde::to_vec(value).ok() == rmp_serde::to_vec(&back).ok();
+        if !same {
+            return Err("it changes when written as JSON (NaN and infinite floats become null); \
+                        use finite numbers or an Option"
+                .into());
+        }
+        Ok(json)
     }
 
     /// Compile-time check that `T` can be a parameter (points at the user's type).

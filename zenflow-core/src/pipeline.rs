@@ -18,8 +18,9 @@ pub trait Pipeline: Send + Sync + 'static {
     /// The pipeline's name.
     fn name(&self) -> &'static str;
 
-    /// Runs the body in build mode. Called by [`compile`]; calling it
-    /// directly records nothing.
+    /// Runs the body in build mode. Called by [`compile`], which installs the
+    /// builder that step calls record into; calling it directly panics at the
+    /// first step call.
     fn build(&self, config: &Self::Config);
 
     /// Compiles the plan for `config`.

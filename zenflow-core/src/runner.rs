@@ -88,6 +88,39 @@ impl StepResult {
     }
 }
 
+/// Refuses to run a step whose code is not the code that planned the run:
+/// its results would be recorded under the old code's cache key (a worker
+/// built from another commit, a step edited since `run --dry-run`).
+fn same_code(spec: &step::StepSpec, step: &PlanStep, run: &str) -> std::result::Result<(), String> {
+    let names = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(", ");
+    let differs = if spec.code_hash != step.code_hash {
+        Some(format!(
+            "its code changed (code hash {} in the plan, {} in this binary)",
+            &step.code_hash[..12.min(step.code_hash.len())],
+            &spec.code_hash[..12]
+        ))
+    } else if spec.version != step.version.as_deref() {
+        Some(format!("its version changed ({:?} in the plan, {:?} in this binary)", step.version, spec.version))
+    } else {
+        let plan_inputs = names(&mut step.inputs.iter().map(|i| i.name.clone()));
+        let code_inputs = names(&mut spec.inputs.iter().map(|i| i.name.to_string()));
+        let plan_params = names(&mut step.params.keys().cloned());
+        let mut sorted: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
+        sorted.sort_unstable();
+        let code_params = sorted.join(", ");
+        (plan_inputs != code_inputs || plan_params != code_params).then(|| {
+            format!("its inputs or parameters changed (plan: inputs [{plan_inputs}], parameters [{plan_params}]; this binary: inputs [{code_inputs}], parameters [{code_params}])")
+        })
+    };
+    match differs {
+        Some(why) => Err(format!(
+            "step `{}` in this binary is not the one run `{run}` was planned with: {why}; start a new run with this binary instead",
+            step.id
+        )),
+        None => Ok(()),
+    }
+}
+
 /// What executing a step (all its attempts) produced.
 struct Execution {
     outcome: std::result::Result<Vec<EncodedValue>, String>,
@@ -119,6 +152,8 @@ pub struct StepRunner {
     dependencies: Vec<Vec<usize>>,
     options: RunOptions,
     results: Mutex<Vec<Option<StepResult>>>,
+    /// Whether the plan may come from another build (see [`same_code`]).
+    verify_code: bool,
 }
 
 impl std::fmt::Debug for StepRunner {
@@ -139,7 +174,7 @@ impl StepRunner {
             }
         }
         let results = Mutex::new(vec![None; plan.steps.len()]);
-        StepRunner { stack, run, plan, index, dependents, dependencies, options, results }
+        StepRunner { stack, run, plan, index, dependents, dependencies, options, results, verify_code: false }
     }
 
     /// A runner for an existing run, read back from the metadata store: what a
@@ -150,7 +185,10 @@ impl StepRunner {
                 Error::NotFound(format!("run `{run_id}` does not exist in {}", stack.metadata().url()))
             })?;
         let plan = Arc::new(run.plan()?);
-        Ok(StepRunner::new(stack, run, plan, options))
+        let mut runner = StepRunner::new(stack, run, plan, options);
+        // The run was planned by some process, maybe another build.
+        runner.verify_code = true;
+        Ok(runner)
     }
 
     /// The run.
@@ -476,6 +514,11 @@ impl StepRunner {
             Ok(spec) => spec,
             Err(e) => return Execution::failed(e.to_string()),
         };
+        if self.verify_code {
+            if let Err(e) = same_code(spec, step, &self.run.name) {
+                return Execution::failed(e);
+            }
+        }
         let params: Vec<serde_json::Value> =
             spec.params.iter().map(|p| step.params.get(p.name).cloned().unwrap_or(serde_json::Value::Null)).collect();
         let max_attempts = step.options.retries.saturating_add(1);

@@ -248,7 +248,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 input_specs.push(quote!(#zf::IoSpec::of::<#ty>(#name)));
                 invoke_args.push(quote_spanned!(ty.span()=> #ident: impl ::zenflow::IntoInput<#ty>));
                 bindings.push(quote!(::zenflow::IntoInput::<#ty>::into_binding(#ident)));
-                loads.push(quote!(let #ident: #ty = __call.input::<#ty>(#n_in)?;));
+                loads.push(quote!(let #ident: #ty = __zenflow_call.input::<#ty>(#n_in)?;));
                 call_args.push(quote!(#ident));
                 n_in += 1;
             }
@@ -258,11 +258,11 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 param_specs.push(quote!(#zf::ParamSpec::of::<#ty>(#name)));
                 invoke_args.push(quote!(#ident: #ty));
                 param_values.push(quote!(#zf::param_value(&#ident)));
-                loads.push(quote!(let #ident: #ty = __call.param::<#ty>(#n_param)?;));
+                loads.push(quote!(let #ident: #ty = __zenflow_call.param::<#ty>(#n_param)?;));
                 call_args.push(quote!(#ident));
                 n_param += 1;
             }
-            Arg::Context => call_args.push(quote!(&__ctx)),
+            Arg::Context => call_args.push(quote!(&__zenflow_ctx)),
         }
     }
     let output_specs: Vec<_> = outputs
@@ -276,47 +276,49 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
     // Handles returned in build mode.
     let (ret_ty, ret_val) = match outputs.len() {
-        0 => (quote!(::zenflow::Invocation), quote!(::zenflow::Invocation::__new(__node))),
+        0 => (quote!(::zenflow::Invocation), quote!(::zenflow::Invocation::__new(__zenflow_node))),
         1 => {
             let ty = &outputs[0].1;
-            (quote!(::zenflow::Artifact<#ty>), quote!(::zenflow::Artifact::__new(__node, 0)))
+            (quote!(::zenflow::Artifact<#ty>), quote!(::zenflow::Artifact::__new(__zenflow_node, 0)))
         }
         _ if options.outputs.is_some() => {
             let tys = outputs.iter().map(|(_, t)| t);
-            let vals = (0..outputs.len()).map(|i| quote!(::zenflow::Artifact::__new(__node, #i)));
+            let vals = (0..outputs.len()).map(|i| quote!(::zenflow::Artifact::__new(__zenflow_node, #i)));
             (quote!((#(::zenflow::Artifact<#tys>,)*)), quote!((#(#vals,)*)))
         }
         _ => unreachable!("several outputs only come from `outputs(...)`"),
     };
 
     // Encoding the returned value.
-    let value = if fallible { quote!(#zf::user_result(__ret)?) } else { quote!(__ret) };
+    let value = if fallible { quote!(#zf::user_result(__zenflow_ret)?) } else { quote!(__zenflow_ret) };
     let encodes: Vec<_> = if options.outputs.is_some() {
         outputs
             .iter()
             .enumerate()
             .map(|(i, (_, ty))| {
                 let idx = syn::Index::from(i);
-                quote!(#zf::encode_output::<#ty>(__spec, #i, &__value.#idx)?)
+                quote!(#zf::encode_output::<#ty>(__zenflow_spec, #i, &__zenflow_value.#idx)?)
             })
             .collect()
     } else {
-        outputs.iter().map(|(_, ty)| quote!(#zf::encode_output::<#ty>(__spec, 0, &__value)?)).collect()
+        outputs.iter().map(|(_, ty)| quote!(#zf::encode_output::<#ty>(__zenflow_spec, 0, &__zenflow_value)?)).collect()
     };
     let finish = quote! {
         #[allow(clippy::let_unit_value, unused_variables)]
-        let __value = #value;
+        let __zenflow_value = #value;
         ::core::result::Result::Ok::<_, #zf::StepError>(::std::vec![#(#encodes),*])
     };
+    // The function is bound before the arguments, which may shadow its name
+    // (`fn features(features: Raw)`).
     let run = if func.sig.asyncness.is_some() {
         quote! {
-            let __ret = #fn_ident(#(#call_args),*).await;
+            let __zenflow_ret = __zenflow_fn(#(#call_args),*).await;
             #finish
         }
     } else {
         quote! {
             #zf::run_blocking(move || {
-                let __ret = #fn_ident(#(#call_args),*);
+                let __zenflow_ret = __zenflow_fn(#(#call_args),*);
                 #finish
             }).await?
         }
@@ -362,7 +364,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #[doc(hidden)]
             #[allow(clippy::too_many_arguments)]
             #vis fn __zenflow_invoke(#(#invoke_args),*) -> #ret_ty {
-                let __node = #zf::record(
+                let __zenflow_node = #zf::record(
                     <#step_ident as ::zenflow::Step>::spec(),
                     ::std::vec![#(#bindings),*],
                     ::std::vec![#(#param_values),*],
@@ -373,12 +375,13 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #[doc(hidden)]
             #[allow(unused_mut, unused_variables)]
             fn #execute_ident(
-                mut __call: #zf::StepCall,
+                mut __zenflow_call: #zf::StepCall,
             ) -> #zf::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<#zf::EncodedValue>, #zf::StepError>> {
                 ::std::boxed::Box::pin(async move {
-                    let __spec: &'static ::zenflow::StepSpec = <#step_ident as ::zenflow::Step>::spec();
+                    let __zenflow_spec: &'static ::zenflow::StepSpec = <#step_ident as ::zenflow::Step>::spec();
+                    let __zenflow_fn = #fn_ident;
                     #(#loads)*
-                    let __ctx = __call.context();
+                    let __zenflow_ctx = __zenflow_call.context();
                     #run
                 })
             }

@@ -20,16 +20,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Materializer for SerdeMat
     const VERSION: u32 = 1;
 
     fn save(value: &T) -> Result<Encoded, MaterializeError> {
-        let packed = rmp_serde::to_vec_named(value).map_err(MaterializeError::encode::<Self>)?;
-        if packed.len() <= JSON_LIMIT {
-            let json = serde_json::to_vec(value).map_err(MaterializeError::encode::<Self>)?;
-            // JSON cannot carry everything MessagePack can (NaN becomes null, for
-            // one): keep JSON only when it reads back.
-            if serde_json::from_slice::<T>(&json).is_ok() {
-                return Ok(Encoded::new("json", json));
-            }
-        }
-        Ok(Encoded::new("msgpack", packed))
+        save_serde::<Self, T, T>(value)
     }
 
     fn load(encoded: Encoded) -> Result<T, MaterializeError> {
@@ -45,9 +36,35 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Materializer for SerdeMat
     }
 
     fn metadata(_value: &T, encoded: &Encoded) -> ArtifactMetadata {
-        let summary = (encoded.format == "json").then(|| preview(&String::from_utf8_lossy(&encoded.bytes)));
-        ArtifactMetadata { size: encoded.bytes.len() as u64, summary, ..Default::default() }
+        serde_metadata(encoded)
     }
+}
+
+fn serde_metadata(encoded: &Encoded) -> ArtifactMetadata {
+    let summary = (encoded.format == "json").then(|| preview(&String::from_utf8_lossy(&encoded.bytes)));
+    ArtifactMetadata { size: encoded.bytes.len() as u64, summary, ..Default::default() }
+}
+
+/// JSON when small and exact, MessagePack otherwise. `O` is the owned type
+/// the bytes load as.
+fn save_serde<M: Materializer, T: Serialize, O: Serialize + DeserializeOwned>(
+    value: &T,
+) -> Result<Encoded, MaterializeError> {
+    let packed = rmp_serde::to_vec_named(value).map_err(MaterializeError::encode::<M>)?;
+    if packed.len() <= JSON_LIMIT {
+        let json = serde_json::to_vec(value).map_err(MaterializeError::encode::<M>)?;
+        // JSON cannot carry everything MessagePack can (NaN becomes null,
+        // silently, inside an Option): keep JSON only when it reads back
+        // as the same value.
+        let same = serde_json::from_slice::<O>(&json)
+            .ok()
+            .and_then(|back| rmp_serde::to_vec_named(&back).ok())
+            .is_some_and(|again| again == packed);
+        if same {
+            return Ok(Encoded::new("json", json));
+        }
+    }
+    Ok(Encoded::new("msgpack", packed))
 }
 
 fn preview(s: &str) -> String {
@@ -144,7 +161,37 @@ impl<V> Materialize for HashMap<String, V>
 where
     V: Serialize + DeserializeOwned + Send + 'static,
 {
-    type Materializer = SerdeMaterializer<Self>;
+    type Materializer = SortedMapMaterializer<V>;
+}
+
+/// Materializer for `HashMap<String, V>`: written in key order, so equal maps
+/// give equal bytes (and equal content hashes) in every process.
+pub struct SortedMapMaterializer<V>(PhantomData<fn() -> V>);
+
+impl<V: Serialize + DeserializeOwned + Send + 'static> Materializer for SortedMapMaterializer<V> {
+    type Value = HashMap<String, V>;
+    const ID: &'static str = SerdeMaterializer::<()>::ID;
+    const VERSION: u32 = SerdeMaterializer::<()>::VERSION;
+
+    fn save(value: &HashMap<String, V>) -> Result<Encoded, MaterializeError> {
+        let sorted: BTreeMap<&String, &V> = value.iter().collect();
+        save_serde::<Self, _, BTreeMap<String, V>>(&sorted)
+    }
+
+    fn load(encoded: Encoded) -> Result<HashMap<String, V>, MaterializeError> {
+        SerdeMaterializer::<BTreeMap<String, V>>::load(encoded).map(|m| m.into_iter().collect()).map_err(retag::<Self>)
+    }
+
+    fn metadata(_value: &HashMap<String, V>, encoded: &Encoded) -> ArtifactMetadata {
+        serde_metadata(encoded)
+    }
+}
+
+fn retag<M: Materializer>(e: MaterializeError) -> MaterializeError {
+    match e {
+        MaterializeError::Decode { format, message, .. } => MaterializeError::decode::<M>(&format, message),
+        MaterializeError::Encode { message, .. } => MaterializeError::encode::<M>(message),
+    }
 }
 
 impl<T> Materialize for Option<T>
@@ -175,6 +222,18 @@ mod tests {
         let e = encode(&f64::NAN).unwrap();
         assert_eq!(e.encoded.format, "msgpack");
         assert!(decode::<f64>(e.encoded).unwrap().is_nan());
+        // Inside an Option, JSON would read null back as None without an error.
+        let e = encode(&Some(f64::INFINITY)).unwrap();
+        assert_eq!(e.encoded.format, "msgpack");
+        assert_eq!(decode::<Option<f64>>(e.encoded).unwrap(), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn hash_maps_encode_deterministically() {
+        let a: HashMap<String, i64> = (0..50).map(|i| (format!("k{i}"), i)).collect();
+        let b: HashMap<String, i64> = (0..50).rev().map(|i| (format!("k{i}"), i)).collect();
+        assert_eq!(encode(&a).unwrap().hash, encode(&b).unwrap().hash);
+        assert_eq!(decode::<HashMap<String, i64>>(encode(&a).unwrap().encoded).unwrap(), a);
     }
 
     #[test]

@@ -138,11 +138,6 @@ pub trait Materializer: Send + Sync + 'static {
     fn metadata(_value: &Self::Value, encoded: &Encoded) -> ArtifactMetadata {
         ArtifactMetadata { size: encoded.bytes.len() as u64, ..Default::default() }
     }
-
-    /// The content hash of an encoding; blake3 of the bytes unless overridden.
-    fn content_hash(encoded: &Encoded) -> ContentHash {
-        ContentHash::of(&encoded.bytes)
-    }
 }
 
 /// A type that can be stored as an artifact: it names its [`Materializer`].
@@ -196,7 +191,8 @@ pub fn encode<T: Materialize>(value: &T) -> Result<EncodedValue, MaterializeErro
     let encoded = T::Materializer::save(value)?;
     let metadata = T::Materializer::metadata(value, &encoded);
     Ok(EncodedValue {
-        hash: T::Materializer::content_hash(&encoded),
+        // The store addresses and verifies objects by the hash of their bytes.
+        hash: ContentHash::of(&encoded.bytes),
         encoded,
         metadata,
         type_name: std::any::type_name::<T>(),

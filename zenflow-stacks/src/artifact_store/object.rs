@@ -10,6 +10,10 @@ use std::sync::Arc;
 use zenflow_core::artifact_store::{object_key, ArtifactStore, StoreError};
 use zenflow_core::ContentHash;
 
+/// Existing objects up to this size are re-read and verified when the same
+/// content is written again; larger ones are checked by size only.
+const VERIFY_LIMIT: usize = 8 << 20;
+
 /// Content-addressed artifacts in an `object_store` backend: the object for a
 /// hash lives at `<prefix>/<aa>/<hash>`.
 ///
@@ -57,6 +61,24 @@ impl ObjectArtifactStore {
         }
     }
 
+    /// Whether the stored object for `hash` has `len` bytes and, up to
+    /// [`VERIFY_LIMIT`], hashes to `hash`.
+    async fn intact(&self, location: &Path, hash: &ContentHash, len: usize) -> Result<bool, StoreError> {
+        let meta = match self.store.head(location).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(self.err(e)),
+        };
+        if meta.size != len as u64 {
+            return Ok(false);
+        }
+        if len > VERIFY_LIMIT {
+            return Ok(true);
+        }
+        let stored = self.store.get(location).await.map_err(|e| self.err(e))?.bytes().await.map_err(|e| self.err(e))?;
+        Ok(ContentHash::of(&stored) == *hash)
+    }
+
     fn err(&self, e: object_store::Error) -> StoreError {
         StoreError::Backend { store: self.url.clone(), message: e.to_string() }
     }
@@ -73,9 +95,22 @@ impl ArtifactStore for ObjectArtifactStore {
     }
 
     async fn put(&self, hash: &ContentHash, bytes: Bytes) -> Result<(), StoreError> {
+        let location = self.location(hash);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.store.put_opts(&self.location(hash), PutPayload::from_bytes(bytes), opts).await {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+        match self.store.put_opts(&location, PutPayload::from_bytes(bytes.clone()), opts).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // The object is normally these very bytes. Check that it is
+                // whole (and, when small, intact) and replace it if not, so
+                // that re-running its producer repairs a damaged object.
+                if self.intact(&location, hash, bytes.len()).await? {
+                    return Ok(());
+                }
+                tracing::warn!("replacing damaged artifact {}", self.uri(hash));
+                let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
+                self.store.put_opts(&location, PutPayload::from_bytes(bytes), opts).await.map_err(|e| self.err(e))?;
+                Ok(())
+            }
             Err(e) => Err(self.err(e)),
         }
     }

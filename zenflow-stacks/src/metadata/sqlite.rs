@@ -95,8 +95,10 @@ impl SqliteMetadataStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> SqlResult<T> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut conn).map_err(|e| self.err(e))
+        blocking(|| {
+            let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn).map_err(|e| self.err(e))
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> MetadataError {
@@ -104,6 +106,16 @@ impl SqliteMetadataStore {
             rusqlite::Error::FromSqlConversionFailure(_, _, inner) => MetadataError::Corrupt(inner.to_string()),
             other => MetadataError::Backend { location: self.location.clone(), message: other.to_string() },
         }
+    }
+}
+
+/// Runs blocking database work (a lock wait, an fsync) without stalling the
+/// async runtime: on a multi-threaded runtime the worker hands its other
+/// tasks to another thread first.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -466,39 +478,40 @@ impl MetadataStore for SqliteMetadataStore {
     async fn create_run(&self, run: &NewRun) -> SqlResult<RunRecord> {
         let config = serde_json::to_string(&run.plan.config).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
         let plan = run.plan.to_json();
-        let location = self.location.clone();
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
-        let taken: bool = tx
-            .query_row("SELECT EXISTS(SELECT 1 FROM runs WHERE name = ?1)", [&run.name], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        if taken {
+        let created = self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken: bool =
+                tx.query_row("SELECT EXISTS(SELECT 1 FROM runs WHERE name = ?1)", [&run.name], |r| r.get(0))?;
+            if taken {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO pipelines (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![run.pipeline, run.started_at],
+            )?;
+            tx.execute(
+                &format!("INSERT INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)"),
+                params![
+                    run.id,
+                    run.pipeline,
+                    run.name,
+                    run.status.as_str(),
+                    run.stack,
+                    config,
+                    plan,
+                    run.git_commit,
+                    run.started_at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if !created {
             return Err(MetadataError::Backend {
-                location,
+                location: self.location.clone(),
                 message: format!("a run named `{}` already exists; choose another run name", run.name),
             });
         }
-        tx.execute(
-            "INSERT INTO pipelines (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-            params![run.pipeline, run.started_at],
-        )
-        .map_err(|e| self.err(e))?;
-        tx.execute(
-            &format!("INSERT INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)"),
-            params![
-                run.id,
-                run.pipeline,
-                run.name,
-                run.status.as_str(),
-                run.stack,
-                config,
-                plan,
-                run.git_commit,
-                run.started_at
-            ],
-        )
-        .map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
         Ok(RunRecord {
             id: run.id.clone(),
             pipeline: run.pipeline.clone(),

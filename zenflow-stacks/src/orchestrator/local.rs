@@ -46,21 +46,24 @@ impl Orchestrator for LocalOrchestrator {
         let mut skipped = vec![false; n];
         let mut ready: VecDeque<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
         let mut running = JoinSet::new();
+        let mut positions = std::collections::HashMap::new();
         let mut first_error: Option<Error> = None;
 
         loop {
             while running.len() < self.parallelism {
                 let Some(pos) = ready.pop_front() else { break };
                 let runner = runner.clone();
-                running.spawn(async move { (pos, runner.run_step(pos).await) });
+                let task = running.spawn(async move { runner.run_step(pos).await });
+                positions.insert(task.id(), pos);
             }
-            let Some(joined) = running.join_next().await else { break };
+            let Some(joined) = running.join_next_with_id().await else { break };
             let (pos, outcome) = match joined {
-                Ok(done) => done,
+                Ok((id, outcome)) => (positions.remove(&id).unwrap_or_default(), outcome),
                 Err(e) => {
-                    // run_step itself panicked: a bug, not a step failure.
-                    first_error.get_or_insert(Error::usage(format!("the step runner panicked: {e}")));
-                    continue;
+                    // run_step itself panicked (a bug, not a step failure):
+                    // still skip what depends on that step.
+                    let pos = positions.remove(&e.id()).unwrap_or_default();
+                    (pos, Err(Error::usage(format!("the step runner panicked: {e}"))))
                 }
             };
             let succeeded = match outcome {

@@ -418,7 +418,7 @@ mod tests {
         struct N {
             depth: u32,
         }
-        P::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
+        <P as serde::Deserialize>::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn base() -> RunConfig {
