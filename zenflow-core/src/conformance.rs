@@ -263,6 +263,8 @@ pub mod metadata {
         assert_eq!(rec.logs, load.step_run.logs);
         assert_eq!(rec.metadata.get("rows"), Some(&serde_json::json!(3)));
         assert_eq!(rec.checks, load.step_run.checks, "checks round-trip in order");
+        assert_eq!(store.step_run(&load.step_run.id).await.unwrap().as_ref(), Some(&rec), "by id");
+        assert!(store.step_run("no-such-step-run").await.unwrap().is_none());
         assert_eq!(rec.outputs.len(), 1);
         let v1 = rec.outputs[0].artifact.clone();
         assert_eq!(v1.version, 1);

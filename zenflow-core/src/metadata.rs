@@ -368,6 +368,9 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// The step runs of a run, in the order they started.
     async fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>, MetadataError>;
 
+    /// A step run by id (with its outputs, inputs, metadata and checks).
+    async fn step_run(&self, id: &str) -> Result<Option<StepRunRecord>, MetadataError>;
+
     /// An artifact version by id.
     async fn artifact_version(&self, id: &str) -> Result<Option<ArtifactVersion>, MetadataError>;
 

@@ -156,11 +156,31 @@ impl RunReport {
             .get_run(run_id_or_name)?
             .ok_or_else(|| zenflow_core::Error::NotFound(format!("no run `{run_id_or_name}`")))?;
         let steps = stack.step_runs(&run.id)?;
-        Ok(RunReport::new(&run, &run.plan()?, &steps, warnings_as_errors))
+        let originals = RunReport::originals(stack, &steps)?;
+        Ok(RunReport::new(&run, &run.plan()?, &steps, &originals, warnings_as_errors))
     }
 
-    /// Builds a report from records.
-    pub fn new(run: &RunRecord, plan: &Plan, step_runs: &[StepRunRecord], warnings_as_errors: bool) -> RunReport {
+    /// The step runs that cached step runs in `step_runs` reuse (their
+    /// metrics and checks are reported for the cached step).
+    pub fn originals(stack: &Stack, step_runs: &[StepRunRecord]) -> Result<Vec<StepRunRecord>> {
+        let mut out = Vec::new();
+        for id in step_runs.iter().filter_map(|s| s.original_step_run.as_deref()) {
+            if let Some(sr) = stack.block_on(stack.metadata().step_run(id))?? {
+                out.push(sr);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds a report from records; `originals` are the step runs that the
+    /// cached ones reuse.
+    pub fn new(
+        run: &RunRecord,
+        plan: &Plan,
+        step_runs: &[StepRunRecord],
+        originals: &[StepRunRecord],
+        warnings_as_errors: bool,
+    ) -> RunReport {
         // The latest record of each invocation (a step may be re-run by a worker).
         let latest = |id: &str| step_runs.iter().rev().find(|s| s.invocation == id);
         let mut steps = Vec::new();
@@ -204,7 +224,7 @@ impl RunReport {
             // A cached step run logged nothing itself: its metrics and checks
             // are those of the step run it reuses, which the report shows too.
             let source = match (sr.status, &sr.original_step_run) {
-                (StepStatus::Cached, Some(orig)) => step_runs.iter().find(|s| &s.id == orig).unwrap_or(sr),
+                (StepStatus::Cached, Some(orig)) => originals.iter().find(|s| &s.id == orig).unwrap_or(sr),
                 _ => sr,
             };
             for (name, value) in &source.metadata {

@@ -609,6 +609,10 @@ impl MetadataStore for SqliteMetadataStore {
         self.with(|c| load_step_runs(c, "sr.run_id = ?1", run_id))
     }
 
+    async fn step_run(&self, id: &str) -> SqlResult<Option<StepRunRecord>> {
+        self.with(|c| one_step_run(c, id))
+    }
+
     async fn artifact_version(&self, id: &str) -> SqlResult<Option<ArtifactVersion>> {
         self.with(|c| {
             c.prepare_cached(&format!("SELECT {AV_COLS} FROM artifact_versions av WHERE av.id = ?1"))?

@@ -505,8 +505,9 @@ where
     let result = stack.block_on(zenflow_core::run::execute_plan(&stack, plan, options))??;
     progress.finish();
 
-    let report =
-        RunReport::new(result.record(), result.plan(), &stack.step_runs(result.id())?, args.warnings_as_errors);
+    let step_runs = stack.step_runs(result.id())?;
+    let originals = RunReport::originals(&stack, &step_runs)?;
+    let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors);
     write_reports(&report, &args)?;
     if !quiet {
         println!("{}", result.summary());

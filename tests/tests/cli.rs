@@ -1,0 +1,493 @@
+//! The pipeline binary driven from outside, as CI drives it: exit codes,
+//! configuration precedence, reports, dry runs, the step entrypoint, and the
+//! sticky PR comment against a local HTTP server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_demo_pipeline");
+
+/// A project folder with its own `.zenflow/`.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Self {
+        Project { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("ZENFLOW_PROJECT_ROOT", self.dir.path())
+            .env_remove("ZENFLOW_STACK")
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_successful_run_exits_0_and_writes_every_report() {
+    let p = Project::new();
+    let summary = p.path("summary.md");
+    let o = p
+        .cmd(&["run", "--report", "r.md", "--json", "r.json", "--junit", "r.xml"])
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    let r = json(&p.path("r.json"));
+    assert_eq!(r["schema"], 1);
+    assert_eq!(r["pipeline"], "demo");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["gate"], "passed");
+    assert_eq!(r["stack"], "local");
+    let steps: Vec<(&str, &str)> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps, [("generate", "completed"), ("score", "completed"), ("publish", "completed")]);
+    assert_eq!(r["metrics"][0]["name"], "mean");
+    assert_eq!(r["metrics"][0]["value"], 0.45);
+    let checks: Vec<(&str, &str)> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(checks, [("mean_min", "pass"), ("size_max", "warn")]);
+    assert_eq!(r["checks"][0]["threshold"], 0.4);
+    assert_eq!(r["steps"][2]["outputs"][0]["name"], "demo.publish.output");
+
+    let md = std::fs::read_to_string(p.path("r.md")).unwrap();
+    assert!(md.starts_with("<!-- zenflow-report pipeline=demo -->\n## ✅ zenflow · `demo` — passed"), "{md}");
+    for needle in [
+        "| Status | completed · quality gate passed |",
+        "| `score` | ✅ completed |",
+        "| ✅ pass | mean_min | `score` | 0.45 | 0.4 |",
+        "| ⚠️ warn | size_max | `score` | 10 | 8 |",
+        "```mermaid\nflowchart LR\n",
+        "generate -->|values| score",
+        "`demo.publish.output`",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+    }
+    assert_eq!(std::fs::read_to_string(&summary).unwrap(), format!("{md}\n"), "the job summary gets the report");
+
+    let junit = junit_cases(&p.path("r.xml"));
+    assert_eq!(junit.len(), 5, "2 checks + 3 steps: {junit:?}");
+    assert!(junit.iter().all(|c| c.2.is_none()), "no failures: {junit:?}");
+    assert_eq!(junit[1].3.as_deref(), Some("warning: 10 exceeds the maximum 8 (value 10, threshold 8)"));
+
+    // The second run comes from cache.
+    let o = p.run(&["run", "--json", "r2.json"]);
+    assert_eq!(code(&o), 0);
+    let r = json(&p.path("r2.json"));
+    assert!(r["steps"].as_array().unwrap().iter().all(|s| s["status"] == "cached"), "{r}");
+    assert_eq!(r["checks"][0]["name"], "mean_min", "cached steps report the checks of the run they reuse");
+}
+
+/// (classname, name, failure message, system-out) of each JUnit test case.
+fn junit_cases(path: &Path) -> Vec<(String, String, Option<String>, Option<String>)> {
+    use quick_xml::events::Event;
+    let xml = std::fs::read_to_string(path).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut cases = Vec::new();
+    let mut in_out = false;
+    loop {
+        match reader.read_event().unwrap() {
+            Event::Start(e) | Event::Empty(e) => {
+                let attr = |name: &str| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == name)
+                        .map(|a| a.normalized_value(quick_xml::XmlVersion::Explicit1_0).unwrap().into_owned())
+                };
+                match e.name().as_ref() {
+                    "testcase" => cases.push((attr("classname").unwrap(), attr("name").unwrap(), None, None)),
+                    "failure" => cases.last_mut().unwrap().2 = attr("message"),
+                    "system-out" => in_out = true,
+                    _ => {}
+                }
+            }
+            Event::Text(t) if in_out => {
+                cases.last_mut().unwrap().3 = Some(t.html_content().into_owned());
+                in_out = false;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    cases
+}
+
+#[test]
+fn a_failed_step_exits_1_and_a_failed_gate_exits_3() {
+    let p = Project::new();
+    let o = p.run(&["run", "--set", "fail_step=true", "--json", "f.json", "--junit", "f.xml"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("boom: this step was asked to fail"), "{}", stderr(&o));
+    let r = json(&p.path("f.json"));
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["steps"][1]["status"], "failed");
+    assert_eq!(r["steps"][2]["status"], "skipped");
+    let cases = junit_cases(&p.path("f.xml"));
+    assert_eq!(cases.iter().find(|c| c.1 == "score").unwrap().2.as_deref(), Some("boom: this step was asked to fail"));
+
+    let o = p.run(&["run", "--set", "threshold=0.9", "--junit", "g.xml", "--json", "g.json"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("quality gate failed: score.mean_min (0.45 is below the minimum 0.9)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(json(&p.path("g.json"))["gate"], "failed");
+    let failed: Vec<_> = junit_cases(&p.path("g.xml")).into_iter().filter(|c| c.2.is_some()).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].1, "mean_min");
+
+    // A warning passes the gate unless warnings count as errors.
+    assert_eq!(code(&p.run(&["run"])), 0);
+    let o = p.run(&["run", "--warnings-as-errors", "--junit", "w.xml"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("score.size_max"), "{}", stderr(&o));
+    let failed: Vec<_> = junit_cases(&p.path("w.xml")).into_iter().filter(|c| c.2.is_some()).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].1, "size_max");
+}
+
+#[test]
+fn bad_usage_and_configuration_exit_2_with_the_key_and_the_choices() {
+    let p = Project::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--stack", "prod"], "unknown stack `prod`; available stacks: local"),
+        (&["run", "--set", "nope=1"], "unknown parameter `nope`; valid keys here: fail_step, label, nested, size, threshold"),
+        (&["run", "--set", "nested.sclae=2"], "unknown parameter `sclae`; valid keys here: scale"),
+        (&["run", "--set", "size=many"], "`--set parameters.size=many`: the value does not fit: invalid type: string \"many\", expected usize"),
+        (&["run", "--set", "size"], "expected key=value"),
+        (&["run", "--set", "steps.scorer.retries=2"], "`steps.scorer`: pipeline `demo` has no step or invocation named `scorer`; its steps are: generate, score, publish"),
+        (&["run", "--set", "steps.score.parameters.treshold=2"], "step `score` has no parameter `treshold`; its parameters are: threshold, fail"),
+        (&["run", "--set", "steps.score.parameters.threshold=high"], "does not fit the parameter's type `f64`"),
+        (&["run", "--set", "steps.score.retries=-1"], "`steps.score.retries` must be a whole number of retries"),
+        (&["run", "--run-name", "x-{branch}"], "unknown placeholder `{branch}`"),
+        (&["run", "--config", "missing.yaml"], "cannot read the run config missing.yaml"),
+        (&["runs", "show", "no-such-run"], "no run `no-such-run`"),
+        (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+    ];
+    for (args, expected) in cases {
+        let o = p.run(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{args:?}: expected {expected:?} in {}", stderr(&o));
+    }
+    let o = p.cmd(&["run"]).env("ZENFLOW_STACK", "staging").output().unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("unknown stack `staging`"), "{}", stderr(&o));
+
+    std::fs::write(p.path("bad.yaml"), "parameters: [unclosed\n").unwrap();
+    let o = p.run(&["run", "--config", "bad.yaml"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("bad.yaml is not valid YAML"), "{}", stderr(&o));
+    std::fs::write(p.path("typo.yaml"), "paramters:\n  size: 3\n").unwrap();
+    let o = p.run(&["run", "--config", "typo.yaml"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("unknown key `paramters`"), "{}", stderr(&o));
+    std::fs::write(p.path("wrong.toml"), "[parameters]\nsize = \"ten\"\n").unwrap();
+    let o = p.run(&["run", "--config", "wrong.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("wrong.toml: `parameters` do not fit"), "{}", stderr(&o));
+
+    assert!(p.run(&["runs", "list"]).stdout.len() < 200, "none of the refused commands recorded a run");
+}
+
+fn plan_params(p: &Project, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["dag", "--format", "json"];
+    all.extend_from_slice(args);
+    let o = p.run(&all);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    serde_json::json!({
+        "size": plan["steps"][0]["params"]["size"],
+        "scale": plan["steps"][0]["params"]["scale"],
+        "label": plan["steps"][2]["params"]["label"],
+        "threshold": plan["steps"][1]["params"]["threshold"],
+        "retries": plan["steps"][1]["options"]["retries"],
+    })
+}
+
+#[test]
+fn set_wins_over_the_config_file_which_wins_over_code_defaults() {
+    let p = Project::new();
+    assert_eq!(
+        plan_params(&p, &[]),
+        serde_json::json!({"size": 10, "scale": 1.0, "label": "demo", "threshold": 0.4, "retries": 0})
+    );
+    std::fs::write(
+        p.path("staging.yaml"),
+        "parameters:\n  size: 5\n  label: from-file\n  nested:\n    scale: 2.0\nsteps:\n  score:\n    retries: 2\n    parameters:\n      threshold: 0.1\n",
+    )
+    .unwrap();
+    assert_eq!(
+        plan_params(&p, &["--config", "staging.yaml"]),
+        serde_json::json!({"size": 5, "scale": 2.0, "label": "from-file", "threshold": 0.1, "retries": 2})
+    );
+    assert_eq!(
+        plan_params(
+            &p,
+            &[
+                "--config",
+                "staging.yaml",
+                "--set",
+                "label=from-set",
+                "--set",
+                "steps.score.retries=4",
+                "--set",
+                "nested.scale=3"
+            ]
+        ),
+        serde_json::json!({"size": 5, "scale": 3.0, "label": "from-set", "threshold": 0.1, "retries": 4})
+    );
+    // The same file as TOML.
+    std::fs::write(p.path("staging.toml"), "run_name = \"nightly-{pipeline}\"\n[parameters]\nsize = 7\n").unwrap();
+    assert_eq!(plan_params(&p, &["--config", "staging.toml"])["size"], 7);
+    let o = p.run(&["run", "--config", "staging.toml", "--json", "t.json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&p.path("t.json"))["run_name"], "nightly-demo");
+    // A label that looks like a number stays a string.
+    assert_eq!(plan_params(&p, &["--set", "label=007"])["label"], "007");
+}
+
+#[test]
+fn dry_run_predicts_the_cache_and_the_entrypoint_runs_its_steps_one_by_one() {
+    let p = Project::new();
+    let o = p.run(&["run", "--dry-run", "--run-name", "planned-1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("generate") && out.contains("run (no cached result)"), "{out}");
+    assert!(out.contains("run (an input will be new)"), "{out}");
+    assert!(out.contains("planned run planned-1") && out.contains("nothing was executed"), "{out}");
+    let list = stdout(&p.run(&["runs", "list"]));
+    assert!(list.contains("planned-1") && list.contains("pending"), "{list}");
+
+    // A worker executes the planned run's steps one by one, by name.
+    for step in ["generate", "score", "publish"] {
+        let o = p.run(&["step-entrypoint", "--run", "planned-1", "--step", step]);
+        assert_eq!(code(&o), 0, "{step}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("{step}: completed")), "{}", stderr(&o));
+    }
+    let show = stdout(&p.run(&["runs", "show", "planned-1", "--logs"]));
+    assert!(show.contains("status:   completed"), "the last step closes the run: {show}");
+    assert!(show.contains("generating 10 values") && show.contains("publishing demo"), "{show}");
+
+    // Now everything is cached, and the dry run says so.
+    let out = stdout(&p.run(&["run", "--dry-run"]));
+    assert_eq!(out.matches(" cached").count(), 3, "{out}");
+    assert!(out.contains("3 step(s), 3 from cache"), "{out}");
+
+    let o = p.run(&["step-entrypoint", "--run", "planned-1", "--step", "nope"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("has no step `nope`; its steps are: generate, score, publish"), "{}", stderr(&o));
+    let o = p.run(&["step-entrypoint", "--run", "no-such-run", "--step", "score"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+#[test]
+fn the_entrypoint_reruns_a_step_of_an_earlier_partial_run() {
+    let p = Project::new();
+    let o = p.run(&["run", "--set", "fail_step=true", "--run-name", "partial"]);
+    assert_eq!(code(&o), 1);
+    // The failed step fails again with the same (planned) parameters: exit 1.
+    let o = p.run(&["step-entrypoint", "--run", "partial", "--step", "score"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("boom"), "{}", stderr(&o));
+    // A completed step of that run comes from cache.
+    let o = p.run(&["step-entrypoint", "--run", "partial", "--step", "generate"]);
+    assert_eq!(code(&o), 0);
+    assert!(stderr(&o).contains("generate: cached"), "{}", stderr(&o));
+}
+
+#[test]
+fn runs_artifacts_dag_and_stacks_can_be_inspected() {
+    let p = Project::new();
+    assert_eq!(code(&p.run(&["run", "--run-name", "first"])), 0);
+    let list = stdout(&p.run(&["runs", "list"]));
+    assert!(list.lines().nth(1).unwrap().starts_with("first"), "{list}");
+    let show = stdout(&p.run(&["runs", "show", "latest"]));
+    assert!(show.contains("run:      first") && show.contains("mean_min"), "{show}");
+
+    let artifacts = stdout(&p.run(&["artifacts", "list", "--name", "demo.publish.output"]));
+    let id = artifacts.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let shown = stdout(&p.run(&["artifacts", "show", &id]));
+    assert!(shown.contains("produced by:  step publish") && shown.contains("alloc::string::String"), "{shown}");
+    let o = p.run(&["artifacts", "export", &id, "--output", "out.txt"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(p.path("out.txt")).unwrap(), "demo: 0.450");
+    let gen = stdout(&p.run(&["artifacts", "list", "--name", "demo.generate.output"]));
+    let gen_id = gen.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let shown = stdout(&p.run(&["artifacts", "show", &gen_id]));
+    assert!(shown.contains("consumed by:  step score"), "{shown}");
+    assert_eq!(code(&p.run(&["artifacts", "show", "nope"])), 2);
+
+    let mermaid = stdout(&p.run(&["dag"]));
+    assert!(mermaid.starts_with("flowchart LR\n") && mermaid.contains("score -->|score| publish"), "{mermaid}");
+    let dot = stdout(&p.run(&["dag", "--format", "dot"]));
+    assert!(
+        dot.starts_with("digraph \"demo\"") && dot.contains("\"generate\" -> \"score\" [label=\"values\"]"),
+        "{dot}"
+    );
+
+    let stacks = stdout(&p.run(&["stacks", "list"]));
+    assert!(stacks.contains("local") && stacks.contains("sqlite://"), "{stacks}");
+    assert_eq!(code(&p.run(&["stacks", "show", "prod"])), 2);
+
+    let help = stdout(&p.run(&["--help"]));
+    assert!(help.contains("3 a quality gate failed") && help.contains("artifacts"), "{help}");
+    assert!(!help.contains("step-entrypoint"), "the worker hook is hidden: {help}");
+}
+
+/// A request the fake GitHub API received.
+#[derive(Debug)]
+struct Request {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+/// Serves `responses` in order on 127.0.0.1, one connection each, and sends
+/// every request it reads. Stops after the last response or 20 s.
+fn fake_github(responses: Vec<(u16, String)>) -> (String, mpsc::Receiver<Request>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (status, body) in responses {
+            let Ok((stream, _)) = listener.accept() else { return };
+            stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap().to_string(), parts.next().unwrap().to_string());
+            let (mut length, mut authorization) = (0, None);
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                let (name, value) = header.split_once(':').unwrap();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    "authorization" => authorization = Some(value.trim().to_string()),
+                    _ => {}
+                }
+            }
+            let mut buf = vec![0; length];
+            reader.read_exact(&mut buf).unwrap();
+            tx.send(Request { method, path, authorization, body: String::from_utf8(buf).unwrap() }).unwrap();
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn the_report_becomes_one_sticky_pr_comment() {
+    let p = Project::new();
+    assert_eq!(code(&p.run(&["run", "--report", "report.md"])), 0);
+    std::fs::write(p.path("event.json"), r#"{"action": "synchronize", "pull_request": {"number": 17}}"#).unwrap();
+    let comment = |api: &str| {
+        p.cmd(&["report", "github-comment", "--report", "report.md"])
+            .env("GITHUB_TOKEN", "ghs_secret_token_123")
+            .env("GITHUB_REPOSITORY", "acme/models")
+            .env("GITHUB_EVENT_PATH", p.path("event.json"))
+            .env("GITHUB_API_URL", api)
+            .output()
+            .unwrap()
+    };
+    let report = std::fs::read_to_string(p.path("report.md")).unwrap();
+
+    // First time: no comment with the marker yet, so one is created.
+    let (api, requests) = fake_github(vec![
+        (200, r#"[{"id": 5, "body": "an unrelated comment"}]"#.into()),
+        (201, r#"{"id": 99}"#.into()),
+    ]);
+    let o = comment(&api);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "created comment 99 on pull request #17");
+    let list = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (list.method.as_str(), list.path.as_str()),
+        ("GET", "/repos/acme/models/issues/17/comments?per_page=100&page=1")
+    );
+    assert_eq!(list.authorization.as_deref(), Some("Bearer ghs_secret_token_123"));
+    let create = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((create.method.as_str(), create.path.as_str()), ("POST", "/repos/acme/models/issues/17/comments"));
+    let body: serde_json::Value = serde_json::from_str(&create.body).unwrap();
+    assert_eq!(body["body"], report.as_str());
+
+    // Next time: the marked comment is found and updated in place.
+    let existing = serde_json::json!([{"id": 5, "body": "hi"}, {"id": 99, "body": report}]).to_string();
+    let (api, requests) = fake_github(vec![(200, existing), (200, r#"{"id": 99}"#.into())]);
+    let o = comment(&api);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "updated comment 99 on pull request #17");
+    requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    let update = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((update.method.as_str(), update.path.as_str()), ("PATCH", "/repos/acme/models/issues/comments/99"));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&update.body).unwrap()["body"], report.as_str());
+
+    // A refused token: exit 1, a hint, and never the token itself.
+    let (api, _requests) = fake_github(vec![(401, r#"{"message": "Bad credentials"}"#.into())]);
+    let o = comment(&api);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(err.contains("HTTP 401 (the token was refused)") && err.contains("Bad credentials"), "{err}");
+    assert!(!err.contains("ghs_secret_token_123") && !stdout(&o).contains("ghs_secret_token_123"));
+
+    // Missing environment: exit 2, naming the variable.
+    let o = p.cmd(&["report", "github-comment", "--report", "report.md"]).env_remove("GITHUB_TOKEN").output().unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("GITHUB_TOKEN is not set"), "{}", stderr(&o));
+}
