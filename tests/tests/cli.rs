@@ -96,7 +96,8 @@ fn a_successful_run_exits_0_and_writes_every_report() {
     let md = std::fs::read_to_string(p.path("r.md")).unwrap();
     assert!(md.starts_with("<!-- zenflow-report pipeline=demo -->\n## ✅ zenflow · `demo` — passed"), "{md}");
     for needle in [
-        "| Status | completed · quality gate passed |",
+        "**completed** in ",
+        " · quality gate passed  \n**Steps** 3 executed · 0 cached · 0 failed · 0 skipped\n",
         "| `score` | ✅ completed |",
         "| ✅ pass | mean_min | `score` | 0.45 | 0.4 |",
         "| ⚠️ warn | size_max | `score` | 10 | 8 |",

@@ -16,6 +16,7 @@ pub fn expand(item: TokenStream) -> syn::Result<TokenStream> {
     Ok(quote! {
         impl #impl_generics ::zenflow::Materialize for #name #ty_generics where #predicates {
             type Materializer = ::zenflow::materializer::SerdeMaterializer<Self>;
+            ::zenflow::__serde_materialize_body!();
         }
     })
 }

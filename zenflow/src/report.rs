@@ -281,21 +281,26 @@ impl RunReport {
         };
         let _ = writeln!(md, "{}", marker(&self.pipeline));
         let _ = writeln!(md, "## {icon} zenflow · `{}` — {verdict}\n", self.pipeline);
-        let _ = writeln!(md, "| | |\n|---|---|");
-        let _ = writeln!(md, "| Run | `{}` |", cell(&self.run_name));
-        let _ = writeln!(md, "| Stack | `{}` |", cell(&self.stack));
-        let commit = self.git_commit.as_deref().map_or("—".to_string(), |c| format!("`{}`", &c[..c.len().min(12)]));
-        let _ = writeln!(md, "| Commit | {commit} |");
+        let commit = self
+            .git_commit
+            .as_deref()
+            .map_or("no git commit".to_string(), |c| format!("commit `{}`", &c[..c.len().min(12)]));
         let gate = match self.gate {
             Gate::Passed => "quality gate passed",
             Gate::Failed => "quality gate **failed**",
         };
-        let _ = writeln!(md, "| Status | {} · {gate} |", self.status);
-        let _ = writeln!(md, "| Duration | {} |", self.duration_ms.map_or("—".into(), duration));
+        let _ = writeln!(
+            md,
+            "**Run** `{}` · stack `{}` · {commit} · **{}** in {} · {gate}  ",
+            cell(&self.run_name),
+            cell(&self.stack),
+            self.status,
+            self.duration_ms.map_or("—".into(), duration)
+        );
         let count = |s: &str| self.steps.iter().filter(|x| x.status == s).count();
         let _ = writeln!(
             md,
-            "| Steps | {} executed · {} cached · {} failed · {} skipped |\n",
+            "**Steps** {} executed · {} cached · {} failed · {} skipped\n",
             count("completed"),
             count("cached"),
             count("failed"),

@@ -47,7 +47,7 @@ fn serde_metadata(encoded: &Encoded) -> ArtifactMetadata {
 
 /// JSON when small and exact, MessagePack otherwise. `O` is the owned type
 /// the bytes load as.
-fn save_serde<M: Materializer, T: Serialize, O: Serialize + DeserializeOwned>(
+fn save_serde<M: Materializer, T: Serialize + ?Sized, O: Serialize + DeserializeOwned>(
     value: &T,
 ) -> Result<Encoded, MaterializeError> {
     let packed = rmp_serde::to_vec_named(value).map_err(MaterializeError::encode::<M>)?;
@@ -140,10 +140,48 @@ impl Materialize for Bytes {
     type Materializer = BytesMaterializer<Bytes>;
 }
 
+/// `encode_list` for serde types: one JSON (small) or MessagePack array.
+pub fn serde_list_encode<T: Materialize + Serialize + DeserializeOwned>(
+    items: &[T],
+) -> Result<Encoded, MaterializeError> {
+    save_serde::<super::ListMaterializer<T>, [T], Vec<T>>(items)
+}
+
+/// `decode_list` for serde types; also reads framed lists.
+pub fn serde_list_decode<T: Materialize + DeserializeOwned>(encoded: Encoded) -> Result<Vec<T>, MaterializeError> {
+    match encoded.format.as_str() {
+        "json" => serde_json::from_slice(&encoded.bytes)
+            .map_err(|e| MaterializeError::decode::<super::ListMaterializer<T>>(&encoded.format, e)),
+        "msgpack" => rmp_serde::from_slice(&encoded.bytes)
+            .map_err(|e| MaterializeError::decode::<super::ListMaterializer<T>>(&encoded.format, e)),
+        _ => super::list::unframe(encoded),
+    }
+}
+
+/// Implements `Materialize` for serde types, with compact lists.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __serde_materialize_body {
+    () => {
+        fn encode_list(
+            items: &[Self],
+        ) -> Result<$crate::materializer::Encoded, $crate::materializer::MaterializeError> {
+            $crate::materializer::serde_list_encode(items)
+        }
+
+        fn decode_list(
+            encoded: $crate::materializer::Encoded,
+        ) -> Result<Vec<Self>, $crate::materializer::MaterializeError> {
+            $crate::materializer::serde_list_decode(encoded)
+        }
+    };
+}
+
 macro_rules! serde_artifacts {
     ($($t:ty),* $(,)?) => {
         $(impl Materialize for $t {
             type Materializer = SerdeMaterializer<$t>;
+            crate::__serde_materialize_body!();
         })*
     };
 }
@@ -155,6 +193,7 @@ where
     V: Serialize + DeserializeOwned + Send + 'static,
 {
     type Materializer = SerdeMaterializer<Self>;
+    crate::__serde_materialize_body!();
 }
 
 impl<V> Materialize for HashMap<String, V>
@@ -199,6 +238,7 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     type Materializer = SerdeMaterializer<Self>;
+    crate::__serde_materialize_body!();
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ use std::marker::PhantomData;
 
 const MAGIC: &[u8; 8] = b"ZFLIST01";
 
-/// Materializer for `Vec<T>` where `T` is an artifact type: each element is
-/// encoded with `T`'s materializer and the encodings are framed one after another
-/// (magic, count, then `format length, format, byte length, bytes` per element).
+/// Materializer for `Vec<T>` where `T` is an artifact type. Serde types are
+/// written as one JSON or MessagePack array; other types frame each element's
+/// own encoding one after another (magic, count, then `format length, format,
+/// byte length, bytes` per element).
 pub struct ListMaterializer<T>(PhantomData<fn() -> T>);
 
 impl<T: Materialize> Materializer for ListMaterializer<T> {
@@ -17,6 +18,21 @@ impl<T: Materialize> Materializer for ListMaterializer<T> {
     const VERSION: u32 = 1;
 
     fn save(value: &Vec<T>) -> Result<Encoded, MaterializeError> {
+        T::encode_list(value)
+    }
+
+    fn load(encoded: Encoded) -> Result<Vec<T>, MaterializeError> {
+        T::decode_list(encoded)
+    }
+
+    fn metadata(value: &Vec<T>, encoded: &Encoded) -> ArtifactMetadata {
+        ArtifactMetadata { size: encoded.bytes.len() as u64, shape: Some(vec![value.len()]), ..Default::default() }
+    }
+}
+
+/// The framed encoding of a list: each element with its own materializer.
+pub(crate) fn frame<T: Materialize>(value: &[T]) -> Result<Encoded, MaterializeError> {
+    {
         let parts = value.iter().map(T::Materializer::save).collect::<Result<Vec<_>, _>>()?;
         let len: usize = parts.iter().map(|p| 12 + p.format.len() + p.bytes.len()).sum();
         let mut buf = BytesMut::with_capacity(16 + len);
@@ -30,15 +46,19 @@ impl<T: Materialize> Materializer for ListMaterializer<T> {
         }
         Ok(Encoded::new("zflist", buf.freeze()))
     }
+}
 
-    fn load(encoded: Encoded) -> Result<Vec<T>, MaterializeError> {
-        let parts = split(&encoded.bytes).map_err(|m| MaterializeError::decode::<Self>(&encoded.format, m))?;
-        parts.into_iter().map(T::Materializer::load).collect()
+/// Reads the framed encoding of a list.
+pub(crate) fn unframe<T: Materialize>(encoded: Encoded) -> Result<Vec<T>, MaterializeError> {
+    if encoded.format != "zflist" {
+        return Err(MaterializeError::decode::<ListMaterializer<T>>(
+            &encoded.format,
+            "expected a framed list (zflist)",
+        ));
     }
-
-    fn metadata(value: &Vec<T>, encoded: &Encoded) -> ArtifactMetadata {
-        ArtifactMetadata { size: encoded.bytes.len() as u64, shape: Some(vec![value.len()]), ..Default::default() }
-    }
+    let parts =
+        split(&encoded.bytes).map_err(|m| MaterializeError::decode::<ListMaterializer<T>>(&encoded.format, m))?;
+    parts.into_iter().map(T::Materializer::load).collect()
 }
 
 fn split(bytes: &Bytes) -> Result<Vec<Encoded>, String> {
@@ -77,6 +97,17 @@ mod tests {
     use crate::materializer::{decode, encode, Encoded};
 
     #[test]
+    fn serde_lists_are_one_compact_array() {
+        let v: Vec<f64> = (0..10_000).map(|i| i as f64 / 3.0).collect();
+        let e = encode(&v).unwrap();
+        assert_eq!(e.encoded.format, "msgpack");
+        assert!(e.encoded.bytes.len() < 10_000 * 10, "about 9 bytes per f64: {}", e.encoded.bytes.len());
+        assert_eq!(decode::<Vec<f64>>(e.encoded).unwrap(), v);
+        let small = encode(&vec![1i64, 2]).unwrap();
+        assert_eq!((small.encoded.format.as_str(), &small.encoded.bytes[..]), ("json", &b"[1,2]"[..]));
+    }
+
+    #[test]
     fn lists_round_trip() {
         let v = vec!["a".to_string(), String::new(), "ccc".into()];
         let e = encode(&v).unwrap();
@@ -88,9 +119,9 @@ mod tests {
 
     #[test]
     fn truncated_list_is_a_decode_error() {
-        let e = encode(&vec![1i64, 2, 3]).unwrap().encoded;
+        let e = encode(&vec![vec![1u8], vec![2, 3]]).unwrap().encoded;
         let cut = Encoded::new("zflist", e.bytes.slice(..e.bytes.len() - 1));
-        let err = decode::<Vec<i64>>(cut).unwrap_err().to_string();
+        let err = decode::<Vec<Vec<u8>>>(cut).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
     }
 }

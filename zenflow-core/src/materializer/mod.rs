@@ -19,7 +19,9 @@ mod list;
 #[cfg(feature = "ndarray")]
 mod npy;
 
-pub use builtin::{BytesMaterializer, SerdeMaterializer, Utf8Materializer};
+pub use builtin::{
+    serde_list_decode, serde_list_encode, BytesMaterializer, SerdeMaterializer, SortedMapMaterializer, Utf8Materializer,
+};
 pub use list::ListMaterializer;
 #[cfg(feature = "ndarray")]
 pub use npy::NpyMaterializer;
@@ -154,6 +156,20 @@ pub trait Materializer: Send + Sync + 'static {
 pub trait Materialize: Sized + Send + 'static {
     /// The materializer that saves and loads this type.
     type Materializer: Materializer<Value = Self>;
+
+    /// Encodes a `Vec<Self>` artifact. The default frames each element's own
+    /// encoding; serde types override it with one compact encoding of the
+    /// whole vector.
+    #[doc(hidden)]
+    fn encode_list(items: &[Self]) -> Result<Encoded, MaterializeError> {
+        list::frame(items)
+    }
+
+    /// Decodes what [`Materialize::encode_list`] wrote.
+    #[doc(hidden)]
+    fn decode_list(encoded: Encoded) -> Result<Vec<Self>, MaterializeError> {
+        list::unframe(encoded)
+    }
 
     /// Builds the value from the artifacts of a fan-in (`Vec<Artifact<T>>` wired
     /// into a `Vec<T>` input). Only `Vec<T>` supports it.
