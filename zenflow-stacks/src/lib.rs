@@ -5,10 +5,14 @@
 //! - [`metadata::SqliteMetadataStore`]: the embedded metadata store.
 //! - [`orchestrator::LocalOrchestrator`]: runs steps on this machine, in parallel.
 //! - [`local`]: the embedded default stack (`.zenflow/` under the project root).
+//! - [`config`]: named stacks declared in `zenflow.toml`.
+//!
+//! Features: `postgres` (the PostgreSQL metadata store), `s3` (the S3 artifact store).
 
 #![warn(missing_docs)]
 
 pub mod artifact_store;
+pub mod config;
 pub mod local;
 pub mod metadata;
 pub mod orchestrator;

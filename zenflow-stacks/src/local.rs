@@ -27,9 +27,10 @@ pub fn project_root() -> Result<PathBuf> {
     Ok(cwd)
 }
 
-/// The `local` stack of the current project (see [`project_root`]).
+/// The `local` stack of the current project (see [`project_root`]), as
+/// `zenflow.toml` declares it, or the embedded default.
 pub fn local_stack() -> Result<Stack> {
-    local_stack_at(project_root()?)
+    crate::config::Stacks::load(&project_root()?)?.open("local")
 }
 
 /// The `local` stack rooted at `root`: artifacts in `root/.zenflow/artifacts`,

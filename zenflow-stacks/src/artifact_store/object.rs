@@ -7,6 +7,17 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
+
+/// rustls needs a process-wide crypto provider; zenflow uses ring (already
+/// in the tree for the GitHub client).
+#[cfg(feature = "s3")]
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Another library may have installed one already: that is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 use zenflow_core::artifact_store::{object_key, ArtifactStore, StoreError};
 use zenflow_core::ContentHash;
 
@@ -25,12 +36,63 @@ pub struct ObjectArtifactStore {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     url: String,
+    /// Whether the backend supports create-if-absent puts (local, memory);
+    /// for the others an existence check comes first.
+    conditional_put: bool,
 }
+
+/// Objects above this size are uploaded in parts (S3 multipart upload),
+/// visible only once every part is in.
+const MULTIPART_THRESHOLD: usize = 64 << 20;
+const PART_SIZE: usize = 16 << 20;
 
 impl ObjectArtifactStore {
     /// Wraps any `object_store` backend; `url` describes it in messages and records.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Self {
-        ObjectArtifactStore { store, prefix, url: url.into() }
+        ObjectArtifactStore { store, prefix, url: url.into(), conditional_put: true }
+    }
+
+    /// A store in an S3 bucket (AWS or an S3-compatible server), under the
+    /// prefix of `s3://bucket/prefix`. Credentials not given in the config
+    /// come from the usual `AWS_*` environment variables. Transient errors are
+    /// retried with backoff by `object_store`.
+    #[cfg(feature = "s3")]
+    pub fn s3(config: &crate::config::ArtifactStoreConfig) -> Result<Self, StoreError> {
+        use object_store::aws::AmazonS3Builder;
+        install_crypto_provider();
+        let backend = |message: String| StoreError::Backend { store: config.url.clone(), message };
+        let rest = config.url.strip_prefix("s3://").ok_or_else(|| backend("not an s3:// URL".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(backend("the URL names no bucket; use s3://BUCKET/PREFIX".into()));
+        }
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(region) = config.region.as_deref().filter(|r| !r.is_empty()) {
+            b = b.with_region(region);
+        }
+        if let Some(endpoint) = config.endpoint.as_deref().filter(|e| !e.is_empty()) {
+            b = b.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+        }
+        if let Some(k) = config.access_key_id.as_deref().filter(|k| !k.is_empty()) {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = config.secret_access_key.as_deref().filter(|k| !k.is_empty()) {
+            b = b.with_secret_access_key(k);
+        }
+        if let Some(t) = config.session_token.as_deref().filter(|t| !t.is_empty()) {
+            b = b.with_token(t);
+        }
+        if config.allow_http.unwrap_or(false) {
+            b = b.with_allow_http(true);
+        }
+        let store = b.build().map_err(|e| backend(e.to_string()))?;
+        let url = format!("s3://{bucket}/{}", prefix.trim_matches('/'));
+        Ok(ObjectArtifactStore {
+            store: Arc::new(store),
+            prefix: Path::from(prefix.trim_matches('/')),
+            url: url.trim_end_matches('/').to_string(),
+            conditional_put: false,
+        })
     }
 
     /// A store in a local folder, created if missing. Writes are durable: the
@@ -59,6 +121,24 @@ impl ObjectArtifactStore {
         } else {
             Path::from(format!("{}/{key}", self.prefix))
         }
+    }
+
+    /// Uploads (replacing) an object: in one request, or in parts when large.
+    async fn upload(&self, location: &Path, bytes: Bytes) -> Result<(), StoreError> {
+        if bytes.len() <= MULTIPART_THRESHOLD {
+            let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
+            self.store.put_opts(location, PutPayload::from_bytes(bytes), opts).await.map_err(|e| self.err(e))?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(location).await.map_err(|e| self.err(e))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        for chunk in bytes.chunks(PART_SIZE) {
+            writer.wait_for_capacity(4).await.map_err(|e| self.err(e))?;
+            writer.write(chunk);
+        }
+        // Only `finish` makes the object visible; on error the parts are aborted.
+        writer.finish().await.map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Whether the stored object for `hash` has `len` bytes and, up to
@@ -96,6 +176,12 @@ impl ArtifactStore for ObjectArtifactStore {
 
     async fn put(&self, hash: &ContentHash, bytes: Bytes) -> Result<(), StoreError> {
         let location = self.location(hash);
+        if !self.conditional_put {
+            if self.intact(&location, hash, bytes.len()).await? {
+                return Ok(());
+            }
+            return self.upload(&location, bytes).await;
+        }
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.store.put_opts(&location, PutPayload::from_bytes(bytes.clone()), opts).await {
             Ok(_) => Ok(()),

@@ -1,6 +1,10 @@
 //! Metadata stores.
 
 pub mod migrations;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresMetadataStore;
 pub use sqlite::{SqliteMetadataStore, Synchronous};

@@ -1,0 +1,467 @@
+//! Stack configuration: `zenflow.toml` at the project root.
+//!
+//! ```toml
+//! [stacks.staging]
+//! orchestrator = "local"                      # or { kind = "local", parallelism = 4 }
+//! metadata_store = "postgres://zenflow:${PGPASSWORD}@${PGHOST:-127.0.0.1}:5432/zenflow"
+//!
+//! [stacks.staging.artifact_store]
+//! url = "s3://ml-artifacts/staging"
+//! endpoint = "${S3_ENDPOINT:-}"               # S3-compatible servers; empty = AWS
+//! region = "eu-west-1"
+//! access_key_id = "${AWS_ACCESS_KEY_ID}"
+//! secret_access_key = "${AWS_SECRET_ACCESS_KEY}"
+//! ```
+//!
+//! Store URLs: artifacts `file://PATH` (relative to the project root),
+//! `memory://`, `s3://BUCKET/PREFIX`; metadata `sqlite://PATH`,
+//! `sqlite::memory:`, `postgres://...`. `${VAR}` and `${VAR:-default}` take
+//! values from the environment (`$$` is a literal `$`), so credentials live in
+//! CI secrets; a missing variable is an error naming it and the stack. With no
+//! file, the `local` stack (`.zenflow/` in the project) is the only one; a file
+//! may redefine `local` too.
+
+use crate::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use zenflow_core::{ArtifactStore, Error, MetadataStore, Result, Stack};
+
+/// The stack file's name, at the project root.
+pub const STACK_FILE: &str = "zenflow.toml";
+
+/// A string, or a table with more settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum Decl<T> {
+    Url(String),
+    Table(T),
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrchestratorTable {
+    kind: String,
+    #[serde(default)]
+    parallelism: Option<usize>,
+}
+
+/// Settings of an artifact store.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactStoreConfig {
+    /// `file://`, `memory://` or `s3://bucket/prefix`.
+    pub url: String,
+    /// S3-compatible endpoint (`http://127.0.0.1:8014`); empty for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3 access key id (default: `AWS_ACCESS_KEY_ID`).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// S3 secret key (default: `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// S3 session token (default: `AWS_SESSION_TOKEN`).
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Allow `http://` endpoints (local test servers).
+    #[serde(default)]
+    pub allow_http: Option<bool>,
+}
+
+/// Settings of a metadata store.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataStoreConfig {
+    /// `sqlite://PATH`, `sqlite::memory:` or `postgres://...`.
+    pub url: String,
+    /// Connections in the pool (PostgreSQL); default: 2 × cores, at least 4.
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StackTable {
+    #[serde(default)]
+    orchestrator: Option<Decl<OrchestratorTable>>,
+    artifact_store: Decl<ArtifactStoreConfig>,
+    metadata_store: Decl<MetadataStoreConfig>,
+    /// Later components, accepted so that files can declare them already.
+    #[serde(default)]
+    deployer: Option<toml::Value>,
+    #[serde(default)]
+    tracker: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StackFile {
+    #[serde(default)]
+    stacks: BTreeMap<String, toml::Value>,
+}
+
+/// One stack's resolved configuration (environment variables substituted).
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// Stack name.
+    pub name: String,
+    /// Orchestrator kind (`local`).
+    pub orchestrator: String,
+    /// Parallelism of the local orchestrator.
+    pub parallelism: Option<usize>,
+    /// The artifact store.
+    pub artifact_store: ArtifactStoreConfig,
+    /// The metadata store.
+    pub metadata_store: MetadataStoreConfig,
+    /// Whether a deployer / tracker table is declared.
+    pub extras: Vec<String>,
+}
+
+/// The stacks of a project.
+#[derive(Clone, Debug)]
+pub struct Stacks {
+    root: PathBuf,
+    file: Option<PathBuf>,
+    raw: BTreeMap<String, toml::Value>,
+}
+
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+impl Stacks {
+    /// Reads `zenflow.toml` under `root`, if there is one.
+    pub fn load(root: &Path) -> Result<Stacks> {
+        let path = root.join(STACK_FILE);
+        let (file, raw) = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let parsed: StackFile = toml::from_str(&text)
+                    .map_err(|e| usage(format!("{} is not a valid stack file: {e}", path.display())))?;
+                (Some(path), parsed.stacks)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, BTreeMap::new()),
+            Err(e) => return Err(usage(format!("cannot read {}: {e}", path.display()))),
+        };
+        Ok(Stacks { root: root.to_path_buf(), file, raw })
+    }
+
+    /// The stack file, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Stack names, `local` included.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.raw.keys().cloned().collect();
+        if !names.iter().any(|n| n == "local") {
+            names.insert(0, "local".into());
+        }
+        names
+    }
+
+    /// The resolved configuration of stack `name`.
+    pub fn config(&self, name: &str) -> Result<StackConfig> {
+        let Some(raw) = self.raw.get(name) else {
+            if name == "local" {
+                return Ok(StackConfig {
+                    name: "local".into(),
+                    orchestrator: "local".into(),
+                    parallelism: None,
+                    artifact_store: ArtifactStoreConfig { url: "file://.zenflow/artifacts".into(), ..Default::default() },
+                    metadata_store: MetadataStoreConfig { url: "sqlite://.zenflow/zenflow.db".into(), pool_size: None },
+                    extras: Vec::new(),
+                });
+            }
+            return Err(usage(format!("unknown stack `{name}`; available stacks: {}", self.names().join(", "))));
+        };
+        let mut value = raw.clone();
+        substitute(&mut value, name, "")?;
+        let table: StackTable = value.try_into().map_err(|e: toml::de::Error| {
+            usage(format!("stack `{name}` in {}: {}", self.file_name(), e.message()))
+        })?;
+        let (orchestrator, parallelism) = match table.orchestrator {
+            None => ("local".to_string(), None),
+            Some(Decl::Url(kind)) => (kind, None),
+            Some(Decl::Table(t)) => (t.kind, t.parallelism),
+        };
+        if orchestrator != "local" {
+            return Err(usage(format!(
+                "stack `{name}`: unknown orchestrator `{orchestrator}`; this build of zenflow has: local"
+            )));
+        }
+        let artifact_store = match table.artifact_store {
+            Decl::Url(url) => ArtifactStoreConfig { url, ..Default::default() },
+            Decl::Table(t) => t,
+        };
+        let metadata_store = match table.metadata_store {
+            Decl::Url(url) => MetadataStoreConfig { url, pool_size: None },
+            Decl::Table(t) => t,
+        };
+        let mut extras = Vec::new();
+        if table.deployer.is_some() {
+            extras.push("deployer".into());
+        }
+        if table.tracker.is_some() {
+            extras.push("tracker".into());
+        }
+        Ok(StackConfig { name: name.into(), orchestrator, parallelism, artifact_store, metadata_store, extras })
+    }
+
+    fn file_name(&self) -> String {
+        self.file.as_ref().map_or(STACK_FILE.to_string(), |f| f.display().to_string())
+    }
+
+    /// Opens stack `name`: connects to its stores (creating schemas as needed).
+    pub fn open(&self, name: &str) -> Result<Stack> {
+        let config = self.config(name)?;
+        let context = |component: &str, e: Error| usage(format!("stack `{name}`, {component}: {e}"));
+        let artifacts = self.open_artifacts(&config).map_err(|e| context("artifact store", e))?;
+        let metadata = self.open_metadata(&config).map_err(|e| context("metadata store", e))?;
+        let orchestrator = Arc::new(match config.parallelism {
+            Some(n) => LocalOrchestrator::new(n),
+            None => LocalOrchestrator::default(),
+        });
+        Ok(Stack::new(name, orchestrator, artifacts, metadata).with_project_root(&self.root))
+    }
+
+    /// Opens only the artifact store of a stack.
+    pub fn open_artifacts(&self, config: &StackConfig) -> Result<Arc<dyn ArtifactStore>> {
+        let url = config.artifact_store.url.as_str();
+        if let Some(path) = url.strip_prefix("file://") {
+            return Ok(Arc::new(ObjectArtifactStore::local(self.resolve(path))?));
+        }
+        if url == "memory://" || url == "memory:" {
+            return Ok(Arc::new(ObjectArtifactStore::memory()));
+        }
+        if url.starts_with("s3://") {
+            #[cfg(feature = "s3")]
+            return Ok(Arc::new(ObjectArtifactStore::s3(&config.artifact_store)?));
+            #[cfg(not(feature = "s3"))]
+            return Err(usage("this binary was built without S3 support: enable the `s3` feature of zenflow"));
+        }
+        Err(usage(format!("unsupported artifact store URL `{url}`; use file://PATH, memory:// or s3://BUCKET/PREFIX")))
+    }
+
+    /// Opens only the metadata store of a stack.
+    pub fn open_metadata(&self, config: &StackConfig) -> Result<Arc<dyn MetadataStore>> {
+        let url = config.metadata_store.url.as_str();
+        if url == "sqlite::memory:" {
+            return Ok(Arc::new(SqliteMetadataStore::in_memory()?));
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(Arc::new(SqliteMetadataStore::open(self.resolve(path))?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            return Ok(Arc::new(crate::metadata::PostgresMetadataStore::open(url, config.metadata_store.pool_size)?));
+            #[cfg(not(feature = "postgres"))]
+            return Err(usage("this binary was built without PostgreSQL support: enable the `postgres` feature of zenflow"));
+        }
+        Err(usage(format!(
+            "unsupported metadata store URL `{}`; use sqlite://PATH, sqlite::memory: or postgres://...",
+            redact_url(url)
+        )))
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+}
+
+impl StackConfig {
+    /// Lines describing the stack, with credentials redacted.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("stack".to_string(), self.name.clone()),
+            (
+                "orchestrator".into(),
+                match self.parallelism {
+                    Some(n) => format!("{} (parallelism {n})", self.orchestrator),
+                    None => self.orchestrator.clone(),
+                },
+            ),
+            ("artifact store".into(), redact_url(&self.artifact_store.url)),
+        ];
+        let a = &self.artifact_store;
+        if let Some(e) = a.endpoint.as_deref().filter(|e| !e.is_empty()) {
+            out.push(("  endpoint".into(), redact_url(e)));
+        }
+        if let Some(r) = &a.region {
+            out.push(("  region".into(), r.clone()));
+        }
+        if let Some(k) = &a.access_key_id {
+            out.push(("  access key id".into(), k.clone()));
+        }
+        if a.secret_access_key.is_some() {
+            out.push(("  secret access key".into(), "***".into()));
+        }
+        if a.session_token.is_some() {
+            out.push(("  session token".into(), "***".into()));
+        }
+        out.push(("metadata store".into(), redact_url(&self.metadata_store.url)));
+        if let Some(n) = self.metadata_store.pool_size {
+            out.push(("  pool size".into(), n.to_string()));
+        }
+        for e in &self.extras {
+            out.push((e.clone(), "declared (not used by this build)".into()));
+        }
+        out
+    }
+}
+
+/// `scheme://user:***@host/...`: the password of a URL hidden.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_string() };
+    let user = userinfo.split(':').next().unwrap_or("");
+    let mut tail = tail.to_string();
+    // Passwords in query parameters too (`?password=...`).
+    if let Some(q) = tail.find("password=") {
+        let end = tail[q..].find('&').map_or(tail.len(), |e| q + e);
+        tail.replace_range(q + "password=".len()..end, "***");
+    }
+    if userinfo.contains(':') {
+        format!("{scheme}://{user}:***@{host}{tail}")
+    } else {
+        format!("{scheme}://{user}@{host}{tail}")
+    }
+}
+
+/// Replaces `${VAR}` / `${VAR:-default}` in every string of `value`.
+fn substitute(value: &mut toml::Value, stack: &str, at: &str) -> Result<()> {
+    match value {
+        toml::Value::String(s) => *s = expand(s, stack, at)?,
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let at = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                substitute(v, stack, &at)?;
+            }
+        }
+        toml::Value::Array(a) => {
+            for v in a.iter_mut() {
+                substitute(v, stack, at)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(s: &str, stack: &str, at: &str) -> Result<String> {
+    expand_with(s, stack, at, |k| std::env::var(k).ok())
+}
+
+fn expand_with(s: &str, stack: &str, at: &str, get: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(r) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = r;
+            continue;
+        }
+        let Some(body) = rest.strip_prefix("${") else {
+            out.push('$');
+            rest = &rest[1..];
+            continue;
+        };
+        let end = body.find('}').ok_or_else(|| usage(format!("stack `{stack}`, `{at}`: unclosed `${{` in `{s}`")))?;
+        let inner = &body[..end];
+        let (var, default) = match inner.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (inner, None),
+        };
+        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(usage(format!("stack `{stack}`, `{at}`: `${{{inner}}}` is not a variable reference")));
+        }
+        match (get(var).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(usage(format!(
+                    "stack `{stack}`: environment variable `{var}` is not set (used in `{at}`); \
+                     set it, or give a default with `${{{var}:-default}}`"
+                )))
+            }
+        }
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "HOST" => Some("db.internal".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn variables_defaults_and_errors() {
+        let x = |s: &str| expand_with(s, "staging", "metadata_store", env);
+        assert_eq!(x("pg://${HOST}:5432").unwrap(), "pg://db.internal:5432");
+        assert_eq!(x("${MISSING:-127.0.0.1}").unwrap(), "127.0.0.1");
+        assert_eq!(x("${EMPTY:-fallback}").unwrap(), "fallback");
+        assert_eq!(x("cost $$5 and $x").unwrap(), "cost $5 and $x");
+        let e = x("${PGPASSWORD}").unwrap_err().to_string();
+        assert!(e.contains("stack `staging`") && e.contains("`PGPASSWORD` is not set") && e.contains("metadata_store"), "{e}");
+        assert!(x("${oops").unwrap_err().to_string().contains("unclosed"));
+        assert!(x("${A B}").unwrap_err().to_string().contains("not a variable reference"));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://zen:s3cret@127.0.0.1:5432/db"), "postgres://zen:***@127.0.0.1:5432/db");
+        assert_eq!(redact_url("postgres://zen@h/db?password=abc&x=1"), "postgres://zen@h/db?password=***&x=1");
+        assert_eq!(redact_url("s3://bucket/prefix"), "s3://bucket/prefix");
+    }
+
+    #[test]
+    fn stacks_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("zf-stacks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(STACK_FILE),
+            "[stacks.ci]\norchestrator = { kind = \"local\", parallelism = 3 }\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n[stacks.ci.deployer]\nkind = \"none\"\n\n[stacks.bad]\nartifact_store = \"ftp://x\"\nmetadata_store = \"sqlite::memory:\"\n",
+        )
+        .unwrap();
+        let stacks = Stacks::load(&dir).unwrap();
+        assert_eq!(stacks.names(), ["local", "bad", "ci"]);
+        let ci = stacks.config("ci").unwrap();
+        assert_eq!(ci.parallelism, Some(3));
+        assert_eq!(ci.extras, ["deployer"]);
+        let stack = stacks.open("ci").unwrap();
+        assert_eq!(stack.name(), "ci");
+        assert_eq!(stack.artifacts().url(), "memory://");
+        let e = stacks.open("bad").unwrap_err().to_string();
+        assert!(e.contains("stack `bad`, artifact store") && e.contains("unsupported artifact store URL `ftp://x`"), "{e}");
+        let e = stacks.open("prod").unwrap_err().to_string();
+        assert!(e.contains("unknown stack `prod`; available stacks: local, bad, ci"), "{e}");
+        std::fs::write(dir.join(STACK_FILE), "[stacks.x]\nartifact_store = \"memory://\"\n").unwrap();
+        let e = Stacks::load(&dir).unwrap().config("x").unwrap_err().to_string();
+        assert!(e.contains("stack `x`") && e.contains("metadata_store"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
