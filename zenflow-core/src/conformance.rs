@@ -370,7 +370,7 @@ pub mod metadata {
         for w in 0..writers {
             let store = open();
             handles.push(std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
                     let run = store.create_run(&new_run("concurrent", &format!("concurrent-{w}"))).await.unwrap();
                     for i in 0..per_writer {

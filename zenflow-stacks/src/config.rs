@@ -172,7 +172,10 @@ impl Stacks {
                     name: "local".into(),
                     orchestrator: "local".into(),
                     parallelism: None,
-                    artifact_store: ArtifactStoreConfig { url: "file://.zenflow/artifacts".into(), ..Default::default() },
+                    artifact_store: ArtifactStoreConfig {
+                        url: "file://.zenflow/artifacts".into(),
+                        ..Default::default()
+                    },
                     metadata_store: MetadataStoreConfig { url: "sqlite://.zenflow/zenflow.db".into(), pool_size: None },
                     extras: Vec::new(),
                 });
@@ -181,9 +184,9 @@ impl Stacks {
         };
         let mut value = raw.clone();
         substitute(&mut value, name, "")?;
-        let table: StackTable = value.try_into().map_err(|e: toml::de::Error| {
-            usage(format!("stack `{name}` in {}: {}", self.file_name(), e.message()))
-        })?;
+        let table: StackTable = value
+            .try_into()
+            .map_err(|e: toml::de::Error| usage(format!("stack `{name}` in {}: {}", self.file_name(), e.message())))?;
         let (orchestrator, parallelism) = match table.orchestrator {
             None => ("local".to_string(), None),
             Some(Decl::Url(kind)) => (kind, None),
@@ -260,7 +263,9 @@ impl Stacks {
             #[cfg(feature = "postgres")]
             return Ok(Arc::new(crate::metadata::PostgresMetadataStore::open(url, config.metadata_store.pool_size)?));
             #[cfg(not(feature = "postgres"))]
-            return Err(usage("this binary was built without PostgreSQL support: enable the `postgres` feature of zenflow"));
+            return Err(usage(
+                "this binary was built without PostgreSQL support: enable the `postgres` feature of zenflow",
+            ));
         }
         Err(usage(format!(
             "unsupported metadata store URL `{}`; use sqlite://PATH, sqlite::memory: or postgres://...",
@@ -426,7 +431,10 @@ mod tests {
         assert_eq!(x("${EMPTY:-fallback}").unwrap(), "fallback");
         assert_eq!(x("cost $$5 and $x").unwrap(), "cost $5 and $x");
         let e = x("${PGPASSWORD}").unwrap_err().to_string();
-        assert!(e.contains("stack `staging`") && e.contains("`PGPASSWORD` is not set") && e.contains("metadata_store"), "{e}");
+        assert!(
+            e.contains("stack `staging`") && e.contains("`PGPASSWORD` is not set") && e.contains("metadata_store"),
+            "{e}"
+        );
         assert!(x("${oops").unwrap_err().to_string().contains("unclosed"));
         assert!(x("${A B}").unwrap_err().to_string().contains("not a variable reference"));
     }
@@ -456,7 +464,10 @@ mod tests {
         assert_eq!(stack.name(), "ci");
         assert_eq!(stack.artifacts().url(), "memory://");
         let e = stacks.open("bad").unwrap_err().to_string();
-        assert!(e.contains("stack `bad`, artifact store") && e.contains("unsupported artifact store URL `ftp://x`"), "{e}");
+        assert!(
+            e.contains("stack `bad`, artifact store") && e.contains("unsupported artifact store URL `ftp://x`"),
+            "{e}"
+        );
         let e = stacks.open("prod").unwrap_err().to_string();
         assert!(e.contains("unknown stack `prod`; available stacks: local, bad, ci"), "{e}");
         std::fs::write(dir.join(STACK_FILE), "[stacks.x]\nartifact_store = \"memory://\"\n").unwrap();

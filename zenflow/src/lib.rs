@@ -69,6 +69,11 @@ pub use zenflow_core::*;
 pub use zenflow_macros::{pipeline, step, Artifact};
 pub use zenflow_stacks::local::{local_stack, local_stack_at, project_root};
 
+/// A runtime for blocking calls outside a stack (e.g. checking a store).
+pub(crate) fn stack_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)
+}
+
 /// Concrete stack components (stores, orchestrators).
 pub mod stacks {
     pub use zenflow_stacks::*;

@@ -38,9 +38,8 @@ impl PostgresMetadataStore {
     /// Nothing connects until first use.
     pub fn open(url: &str, pool_size: Option<usize>) -> PgResult<Self> {
         let location = crate::config::redact_url(url);
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| MetadataError::Backend {
-            location: location.clone(),
-            message: format!("not a valid PostgreSQL URL: {e}"),
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            MetadataError::Backend { location: location.clone(), message: format!("not a valid PostgreSQL URL: {e}") }
         })?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -116,7 +115,11 @@ impl PostgresMetadataStore {
             .map_err(|e| self.pg(e))?
             .get(0);
         if version > latest() {
-            return Err(MetadataError::NewerSchema { location: self.location.clone(), found: version, supported: latest() });
+            return Err(MetadataError::NewerSchema {
+                location: self.location.clone(),
+                found: version,
+                supported: latest(),
+            });
         }
         for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
             tx.batch_execute(sql).await.map_err(|e| self.err(format!("schema migration {v} failed: {e}")))?;
@@ -269,7 +272,8 @@ impl PostgresMetadataStore {
                 let status: &str = row.get(2);
                 runs[i].checks.push(Check {
                     name: row.get(1),
-                    status: CheckStatus::parse(status).ok_or_else(|| corrupt(format!("unknown check status `{status}`")))?,
+                    status: CheckStatus::parse(status)
+                        .ok_or_else(|| corrupt(format!("unknown check status `{status}`")))?,
                     value: row.get(3),
                     threshold: row.get(4),
                     message: row.get(5),
@@ -279,7 +283,11 @@ impl PostgresMetadataStore {
         Ok(runs)
     }
 
-    async fn write(&self, tx: &Transaction<'_>, write: &StepRunWrite) -> Result<Vec<OutputLink>, tokio_postgres::Error> {
+    async fn write(
+        &self,
+        tx: &Transaction<'_>,
+        write: &StepRunWrite,
+    ) -> Result<Vec<OutputLink>, tokio_postgres::Error> {
         let w = &write.step_run;
         let logs = serde_json::to_string(&w.logs).unwrap_or_else(|_| "[]".into());
         tx.execute(
@@ -392,7 +400,16 @@ impl PostgresMetadataStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (step_run_id, name) DO UPDATE SET \
                  position = excluded.position, status = excluded.status, value = excluded.value, \
                  threshold = excluded.threshold, message = excluded.message",
-                &[&w.id, &w.run_id, &(position as i32), &c.name, &c.status.as_str(), &c.value, &c.threshold, &c.message],
+                &[
+                    &w.id,
+                    &w.run_id,
+                    &(position as i32),
+                    &c.name,
+                    &c.status.as_str(),
+                    &c.value,
+                    &c.threshold,
+                    &c.message,
+                ],
             )
             .await?;
         }

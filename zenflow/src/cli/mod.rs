@@ -261,10 +261,16 @@ enum ArtifactsCommand {
 
 #[derive(Subcommand, Debug)]
 enum StacksCommand {
-    /// The stacks this binary knows.
+    /// The stacks of this project (`zenflow.toml`, plus the embedded `local`).
     List,
-    /// A stack's components.
+    /// A stack's components, credentials redacted.
     Show {
+        /// Stack name.
+        name: String,
+    },
+    /// Connect to each component of a stack, create the metadata schema if
+    /// missing, write and read back a probe artifact, and report each result.
+    Check {
         /// Stack name.
         name: String,
     },
@@ -395,37 +401,97 @@ where
             Ok(exit::SUCCESS)
         }
         Command::Artifacts(cmd) => artifacts(cmd),
-        Command::Stacks(StacksCommand::List) => {
-            println!("{:<10} {:<10} {:<50} METADATA", "STACK", "RUNS ON", "ARTIFACTS");
-            let stack = resolve_stack("local")?;
-            println!(
-                "{:<10} {:<10} {:<50} {}",
-                "local",
-                stack.orchestrator().name(),
-                stack.artifacts().url(),
-                stack.metadata().url()
-            );
-            Ok(exit::SUCCESS)
-        }
-        Command::Stacks(StacksCommand::Show { name }) => {
-            let stack = resolve_stack(&name)?;
-            println!("stack:        {}", stack.name());
-            println!("orchestrator: {:?}", stack.orchestrator());
-            println!("artifacts:    {}", stack.artifacts().url());
-            println!("metadata:     {}", stack.metadata().url());
-            Ok(exit::SUCCESS)
-        }
+        Command::Stacks(cmd) => stacks(cmd),
         Command::Report(ReportCommand::GithubComment { report }) => github_comment(pipeline, &report),
         Command::StepEntrypoint(args) => step_entrypoint(args),
     }
 }
 
-/// The stack named `name`. Only `local` exists until stacks are declared in `zenflow.toml`.
+fn project_stacks() -> CliResult<zenflow_stacks::config::Stacks> {
+    Ok(zenflow_stacks::config::Stacks::load(&crate::project_root()?)?)
+}
+
+/// The stack named `name`, as `zenflow.toml` declares it (`local` is built in).
 fn resolve_stack(name: &str) -> CliResult<Stack> {
-    match name {
-        "local" => Ok(crate::local_stack()?),
-        other => Err(CliError::usage(format!("unknown stack `{other}`; available stacks: local"))),
+    project_stacks()?.open(name).map_err(|e| match e {
+        Error::Usage(m) => CliError::usage(m),
+        other => CliError::usage(format!("stack `{name}`: {other}")),
+    })
+}
+
+fn stacks(cmd: StacksCommand) -> CliResult {
+    let stacks = project_stacks()?;
+    match cmd {
+        StacksCommand::List => {
+            println!("{:<12} {:<10} {:<48} METADATA", "STACK", "RUNS ON", "ARTIFACTS");
+            for name in stacks.names() {
+                match stacks.config(&name) {
+                    Ok(c) => println!(
+                        "{:<12} {:<10} {:<48} {}",
+                        name,
+                        c.orchestrator,
+                        zenflow_stacks::config::redact_url(&c.artifact_store.url),
+                        zenflow_stacks::config::redact_url(&c.metadata_store.url)
+                    ),
+                    Err(e) => println!("{name:<12} (invalid: {e})"),
+                }
+            }
+            if stacks.file().is_none() {
+                println!("\n(no zenflow.toml in the project: only the embedded `local` stack)");
+            }
+            Ok(exit::SUCCESS)
+        }
+        StacksCommand::Show { name } => {
+            let config = stacks.config(&name)?;
+            for (k, v) in config.describe() {
+                println!("{:<20} {v}", format!("{k}:"));
+            }
+            Ok(exit::SUCCESS)
+        }
+        StacksCommand::Check { name } => {
+            let config = stacks.config(&name)?;
+            let mut ok = true;
+            let mut report = |component: &str, result: Result<String, String>| match result {
+                Ok(detail) => println!("ok      {component:<16} {detail}"),
+                Err(e) => {
+                    ok = false;
+                    println!("FAILED  {component:<16} {e}");
+                }
+            };
+            let metadata = stacks.open_metadata(&config).map_err(|e| e.to_string());
+            let metadata_result = match &metadata {
+                Ok(store) => {
+                    let runs = crate::stack_runtime()?.block_on(store.list_runs(None, 1));
+                    runs.map(|_| format!("{} (schema current)", store.url())).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.clone()),
+            };
+            report("metadata store", metadata_result);
+            let artifact_result = match stacks.open_artifacts(&config) {
+                Ok(store) => crate::stack_runtime()?.block_on(async {
+                    let probe = bytes_probe();
+                    let hash = zenflow_core::ContentHash::of(&probe);
+                    store.put(&hash, probe.clone().into()).await.map_err(|e| e.to_string())?;
+                    let back = zenflow_core::artifact_store::get_verified(store.as_ref(), &hash)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    store.delete(&hash).await.map_err(|e| e.to_string())?;
+                    if back.as_ref() != probe.as_slice() {
+                        return Err("the probe object read back differently".to_string());
+                    }
+                    Ok(format!("{} (wrote, read back and deleted a probe object)", store.url()))
+                }),
+                Err(e) => Err(e.to_string()),
+            };
+            report("artifact store", artifact_result);
+            report("orchestrator", Ok(config.orchestrator.clone()));
+            Ok(if ok { exit::SUCCESS } else { exit::STEP_FAILED })
+        }
     }
+}
+
+fn bytes_probe() -> Vec<u8> {
+    format!("zenflow stack check {}", zenflow_core::metadata::new_id()).into_bytes()
 }
 
 /// Code defaults, then the file, then `--set`; returns the document and the typed config.
@@ -502,7 +568,11 @@ where
     };
     let progress = progress::Progress::new(mode, plan.steps.len());
     let options = RunOptions { no_cache, run_name, observer: Some(progress.observer()) };
-    let result = stack.block_on(zenflow_core::run::execute_plan(&stack, plan, options))??;
+    let result = stack.block_on(zenflow_core::run::execute_plan(&stack, plan, options))?.map_err(|e| {
+        let mut e = CliError::from(e);
+        e.message = format!("stack `{}`: {}", stack.name(), e.message);
+        e
+    })?;
     progress.finish();
 
     let step_runs = stack.step_runs(result.id())?;

@@ -1,0 +1,238 @@
+//! The tier that needs real services: a PostgreSQL server and an
+//! S3-protocol server on 127.0.0.1, started by `.ci/run`.
+//!
+//! These tests are `#[ignore]`d in a plain `cargo test --workspace`, which
+//! lists them as ignored. Run them with the services up:
+//!
+//! ```text
+//! bash .ci/run                       # starts PostgreSQL and s3s-fs, runs everything, stops them
+//! ZENFLOW_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:55432/postgres \
+//! ZENFLOW_TEST_S3_ENDPOINT=http://127.0.0.1:8014 ZENFLOW_TEST_S3_BUCKET=zenflow-test \
+//! ZENFLOW_TEST_S3_ACCESS_KEY=... ZENFLOW_TEST_S3_SECRET_KEY=... \
+//!   cargo test -p zenflow-tests --test services -- --ignored
+//! ```
+//!
+//! Without those variables an ignored test that is asked to run fails and
+//! says what is missing: it never passes without having run.
+
+use std::process::Command;
+use std::sync::Arc;
+use zenflow::metadata::{MetadataError, MetadataStore, RunStatus};
+use zenflow::stacks::config::ArtifactStoreConfig;
+use zenflow::stacks::metadata::PostgresMetadataStore;
+use zenflow::stacks::ObjectArtifactStore;
+use zenflow::{conformance, ArtifactStore};
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: this service test needs it (see tests/tests/services.rs)"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", &zenflow::metadata::new_id().replace('-', "")[20..])
+}
+
+/// A fresh, empty database; returns its URL.
+fn fresh_database(rt: &tokio::runtime::Runtime) -> String {
+    let admin = env("ZENFLOW_TEST_POSTGRES_URL");
+    let name = unique("zf");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect as admin");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    });
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
+    format!("{base}/{name}")
+}
+
+fn s3_config(prefix: &str) -> ArtifactStoreConfig {
+    ArtifactStoreConfig {
+        url: format!("s3://{}/{prefix}", env("ZENFLOW_TEST_S3_BUCKET")),
+        endpoint: Some(env("ZENFLOW_TEST_S3_ENDPOINT")),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(env("ZENFLOW_TEST_S3_ACCESS_KEY")),
+        secret_access_key: Some(env("ZENFLOW_TEST_S3_SECRET_KEY")),
+        session_token: None,
+        allow_http: Some(true),
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn postgres_metadata_store_conforms() {
+    let rt = runtime();
+    let url = fresh_database(&rt);
+    rt.block_on(conformance::metadata::run_all(|| -> Arc<dyn MetadataStore> {
+        Arc::new(PostgresMetadataStore::open(&url, Some(4)).unwrap())
+    }));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn postgres_migrates_once_under_concurrent_first_use_and_refuses_foreign_or_newer_databases() {
+    let rt = runtime();
+    let url = fresh_database(&rt);
+    // Eight processes' worth of stores meet an empty database at once.
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let store = PostgresMetadataStore::open(&url, Some(2)).unwrap();
+                rt.block_on(store.create_run(&conformance::metadata::new_run("migrate", &format!("m{i}")))).unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a first use failed");
+    }
+    let store = PostgresMetadataStore::open(&url, None).unwrap();
+    assert_eq!(rt.block_on(store.list_runs(Some("migrate"), 100)).unwrap().len(), 8);
+
+    // A schema newer than this build: refused, and left as it was.
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.batch_execute("UPDATE zenflow_schema SET version = 99").await.unwrap();
+    });
+    let err = rt.block_on(PostgresMetadataStore::open(&url, None).unwrap().list_runs(None, 1)).unwrap_err();
+    assert!(matches!(err, MetadataError::NewerSchema { found: 99, .. }), "{err}");
+
+    // Another application's database.
+    let other = fresh_database(&rt);
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&other, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.batch_execute("CREATE TABLE invoices (id INT)").await.unwrap();
+    });
+    let err = rt.block_on(PostgresMetadataStore::open(&other, None).unwrap().list_runs(None, 1)).unwrap_err();
+    assert!(matches!(&err, MetadataError::NotZenflow { detail, .. } if detail.contains("invoices")), "{err}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn an_unreachable_or_refusing_database_is_a_clear_error() {
+    let rt = runtime();
+    let store = PostgresMetadataStore::open("postgres://zen:hunter2@127.0.0.1:1/zenflow", None).unwrap();
+    let err = rt.block_on(store.list_runs(None, 1)).unwrap_err().to_string();
+    assert!(err.contains("postgres://zen:***@127.0.0.1:1/zenflow") && err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("hunter2"), "the password never appears: {err}");
+    let admin = env("ZENFLOW_TEST_POSTGRES_URL");
+    let missing = format!("{}/no_such_database", admin.rsplit_once('/').unwrap().0);
+    let err = rt.block_on(PostgresMetadataStore::open(&missing, None).unwrap().list_runs(None, 1)).unwrap_err();
+    assert!(err.to_string().contains("no_such_database"), "{err}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn s3_artifact_store_conforms() {
+    let rt = runtime();
+    let store: Arc<dyn ArtifactStore> = Arc::new(ObjectArtifactStore::s3(&s3_config(&unique("conformance"))).unwrap());
+    rt.block_on(conformance::artifact_store::run_all(store.clone()));
+    // Above the multipart threshold: uploaded in parts, visible when complete.
+    rt.block_on(conformance::artifact_store::large_object(store.as_ref(), 200 << 20));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn wrong_s3_credentials_are_a_clear_error() {
+    let rt = runtime();
+    let hash = zenflow::ContentHash::of(b"probe");
+    let mut bad = s3_config("creds");
+    bad.secret_access_key = Some("not-the-secret".into());
+    let store = ObjectArtifactStore::s3(&bad).unwrap();
+    let err = rt.block_on(store.put(&hash, bytes::Bytes::from_static(b"probe"))).unwrap_err().to_string();
+    assert!(err.contains("s3://") && err.contains("failed"), "{err}");
+    assert!(!err.contains("not-the-secret"), "the secret never appears: {err}");
+    assert!(err.contains("403") || err.contains("privileges"), "{err}");
+    // (s3s-fs creates a bucket on first write, so a missing bucket cannot be
+    // provoked against it; against AWS it is the same Backend error.)
+}
+
+/// The demo pipeline binary on a stack of PostgreSQL + S3, three processes at once.
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
+    let rt = runtime();
+    let db = fresh_database(&rt);
+    let project = tempfile::tempdir().unwrap();
+    let prefix = unique("e2e");
+    std::fs::write(
+        project.path().join("zenflow.toml"),
+        format!(
+            "[stacks.shared]\nmetadata_store = \"${{ZF_DB}}\"\n\n[stacks.shared.artifact_store]\n\
+             url = \"s3://{bucket}/{prefix}\"\nendpoint = \"${{ZF_S3}}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"${{ZF_KEY}}\"\nsecret_access_key = \"${{ZF_SECRET}}\"\nallow_http = true\n",
+            bucket = env("ZENFLOW_TEST_S3_BUCKET"),
+        ),
+    )
+    .unwrap();
+    let demo = env!("CARGO_BIN_EXE_demo_pipeline");
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(demo);
+        c.args(args)
+            .current_dir(project.path())
+            .env("ZENFLOW_PROJECT_ROOT", project.path())
+            .env("ZF_DB", &db)
+            .env("ZF_S3", env("ZENFLOW_TEST_S3_ENDPOINT"))
+            .env("ZF_KEY", env("ZENFLOW_TEST_S3_ACCESS_KEY"))
+            .env("ZF_SECRET", env("ZENFLOW_TEST_S3_SECRET_KEY"));
+        c
+    };
+    let check = cmd(&["stacks", "check", "shared"]).output().unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(out.contains("metadata store") && out.contains("artifact store") && !out.contains("FAILED"), "{out}");
+    let show = String::from_utf8_lossy(&cmd(&["stacks", "show", "shared"]).output().unwrap().stdout).into_owned();
+    assert!(show.contains("secret access key") && show.contains("***"), "{show}");
+    assert!(!show.contains(&env("ZENFLOW_TEST_S3_SECRET_KEY")), "credentials are redacted: {show}");
+
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            cmd(&[
+                "run",
+                "-q",
+                "--stack",
+                "shared",
+                "--set",
+                &format!("size={}", 10 + i % 2),
+                "--json",
+                &format!("r{i}.json"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "a concurrent run failed");
+    }
+    let store = PostgresMetadataStore::open(&db, None).unwrap();
+    let runs = rt.block_on(store.list_runs(Some("demo"), 100)).unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|r| r.status == RunStatus::Completed && r.stack == "shared"), "{runs:?}");
+    for run in &runs {
+        assert_eq!(rt.block_on(store.step_runs(&run.id)).unwrap().len(), 3, "every step run of {} recorded", run.name);
+    }
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(project.path().join("r0.json")).unwrap()).unwrap();
+    assert!(r["steps"][0]["outputs"][0]["uri"].as_str().unwrap().starts_with("s3://"), "{r}");
+
+    // Unchanged: the next run is served from the shared cache.
+    let out = cmd(&["run", "--stack", "shared", "--json", "again.json"]).output().unwrap();
+    assert!(out.status.success());
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(project.path().join("again.json")).unwrap()).unwrap();
+    assert!(again["steps"].as_array().unwrap().iter().all(|s| s["status"] == "cached"), "{again}");
+
+    // A missing credential variable is a usage error naming it and the stack.
+    let out = cmd(&["run", "--stack", "shared"]).env_remove("ZF_SECRET").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stack `shared`: environment variable `ZF_SECRET` is not set"), "{err}");
+}
