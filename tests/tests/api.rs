@@ -114,6 +114,21 @@ fn runs_logs_and_metadata_can_be_queried() {
 }
 
 #[test]
+fn a_run_whose_process_died_is_marked_failed_by_the_next_run() {
+    let (_dir, stack) = stack();
+    // What a killed process leaves behind: a run still "running", long silent.
+    let mut dead = zenflow::conformance::metadata::new_run("counting", "killed-run");
+    dead.started_at -= 3_600_000_000;
+    stack.block_on(stack.metadata().create_run(&dead)).unwrap().unwrap();
+    let run = counting.run(&stack, &3).unwrap();
+    assert!(run.is_success());
+    let dead = stack.get_run("killed-run").unwrap().unwrap();
+    assert_eq!(dead.status, RunStatus::Failed);
+    assert!(dead.error.unwrap().contains("stopped without finishing"));
+    assert_eq!(stack.get_run(run.id()).unwrap().unwrap().status, RunStatus::Completed);
+}
+
+#[test]
 fn the_git_commit_of_the_project_is_recorded() {
     let (dir, stack) = stack();
     let sha = "89abcdef0123456789abcdef0123456789abcdef";

@@ -250,6 +250,30 @@ fn plan_params(p: &Project, args: &[&str]) -> serde_json::Value {
 }
 
 #[test]
+fn several_processes_share_one_local_project() {
+    let p = Project::new();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            p.cmd(&["run", "-q", "--set", &format!("size={}", 10 + i % 2), "--run-name", &format!("proc-{i}")])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = stdout(&p.run(&["runs", "list"]));
+    for i in 0..4 {
+        assert!(list.contains(&format!("proc-{i}")), "{list}");
+    }
+    assert_eq!(list.matches("completed").count(), 4, "{list}");
+    let artifacts = stdout(&p.run(&["artifacts", "list", "--name", "demo.generate.output", "--limit", "100"]));
+    assert!(artifacts.lines().count() >= 3, "both sizes produced a version: {artifacts}");
+}
+
+#[test]
 fn set_wins_over_the_config_file_which_wins_over_code_defaults() {
     let p = Project::new();
     assert_eq!(

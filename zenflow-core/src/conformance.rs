@@ -131,7 +131,38 @@ pub mod metadata {
         records_round_trip(store.as_ref()).await;
         cache_lookup(store.as_ref()).await;
         bad_references(store.as_ref()).await;
+        stale_runs(store.as_ref()).await;
         concurrent_writers(&open, 8).await;
+    }
+
+    /// Runs whose process died (no heartbeat) are failed, with their running
+    /// step runs; live and finished runs are left alone.
+    pub async fn stale_runs(store: &dyn MetadataStore) {
+        let hour = 3_600_000_000;
+        let mut dead = new_run("stale", "stale-dead");
+        dead.started_at = now() - 2 * hour;
+        store.create_run(&dead).await.unwrap();
+        store.write_step_run(&step_write(&dead.id, "train", StepStatus::Running)).await.unwrap();
+        let mut alive = new_run("stale", "stale-alive");
+        alive.started_at = now() - 2 * hour;
+        store.create_run(&alive).await.unwrap();
+        store.heartbeat(&alive.id, now()).await.unwrap();
+        let mut done = new_run("stale", "stale-done");
+        done.started_at = now() - 2 * hour;
+        store.create_run(&done).await.unwrap();
+        store.set_run_status(&done.id, RunStatus::Completed, None, Some(now() - hour)).await.unwrap();
+
+        let marked = store.fail_stale_runs(now() - hour).await.unwrap();
+        assert_eq!(marked, vec![dead.id.clone()]);
+        let run = store.get_run(&dead.id).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.error.as_deref(), Some(STALE_ERROR));
+        assert!(run.ended_at.is_some());
+        let steps = store.step_runs(&dead.id).await.unwrap();
+        assert_eq!(steps[0].status, StepStatus::Failed, "its running step is closed too");
+        assert_eq!(store.get_run(&alive.id).await.unwrap().unwrap().status, RunStatus::Running);
+        assert_eq!(store.get_run(&done.id).await.unwrap().unwrap().status, RunStatus::Completed);
+        assert!(store.fail_stale_runs(now() - hour).await.unwrap().is_empty(), "idempotent");
     }
 
     fn plan(pipeline: &str) -> Plan {

@@ -16,6 +16,16 @@ use std::fmt;
 /// Microseconds since the Unix epoch.
 pub type Timestamp = i64;
 
+/// How often a running run records a heartbeat.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A running run with no heartbeat for this long is taken for dead.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// The error recorded on a run found dead.
+pub const STALE_ERROR: &str = "the process running it stopped without finishing (no heartbeat for 3 minutes); \
+                               run the pipeline again to resume from cache";
+
 /// A new, time-ordered unique id (UUID v7) for runs, step runs and artifact versions.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -346,6 +356,15 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
         error: Option<&str>,
         ended_at: Option<Timestamp>,
     ) -> Result<(), MetadataError>;
+
+    /// Records that the process running `run_id` is alive.
+    async fn heartbeat(&self, run_id: &str, at: Timestamp) -> Result<(), MetadataError>;
+
+    /// Marks runs still `running` whose last sign of life (heartbeat, or
+    /// start) is older than `before` as failed, with their `running` step
+    /// runs: their process died (killed, crashed, machine lost). Returns the
+    /// ids of the runs marked.
+    async fn fail_stale_runs(&self, before: Timestamp) -> Result<Vec<String>, MetadataError>;
 
     /// Inserts or replaces a step run together with its outputs, input links
     /// and metadata, atomically. Returns the step run's outputs (new versions

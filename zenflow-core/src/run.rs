@@ -26,10 +26,30 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
         plan,
         started_at,
     };
+    // Runs whose process died are closed first, so nothing stays "running".
+    let stale_before = started_at - metadata::STALE_AFTER.as_micros() as i64;
+    for id in stack.metadata().fail_stale_runs(stale_before).await? {
+        tracing::warn!(run = %id, "marked a run whose process died as failed");
+    }
     let record = stack.metadata().create_run(&new_run).await?;
     let plan = Arc::new(new_run.plan);
     let runner = Arc::new(StepRunner::new(stack.clone(), record, plan.clone(), options));
+    let heartbeat = {
+        let metadata = stack.metadata().clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(metadata::HEARTBEAT_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = metadata.heartbeat(&id, metadata::now()).await {
+                    tracing::warn!("could not record the run's heartbeat: {e}");
+                }
+            }
+        })
+    };
     let outcome = stack.orchestrator().execute(runner.clone()).await;
+    heartbeat.abort();
     let steps = runner.results();
     let failed: Vec<&StepResult> = steps.iter().filter(|s| s.status == StepStatus::Failed).collect();
     let error = match (&outcome, failed.first()) {

@@ -101,6 +101,13 @@ CREATE TABLE checks (
 CREATE INDEX checks_by_run ON checks(run_id);
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE runs ADD COLUMN heartbeat_at BIGINT;
+CREATE INDEX runs_by_status ON runs(status);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -494,6 +494,39 @@ impl MetadataStore for PostgresMetadataStore {
         Ok(())
     }
 
+    async fn heartbeat(&self, run_id: &str, at: Timestamp) -> PgResult<()> {
+        let c = self.client().await?;
+        c.execute("UPDATE runs SET heartbeat_at = $2 WHERE id = $1", &[&run_id, &at]).await.map_err(|e| self.pg(e))?;
+        Ok(())
+    }
+
+    async fn fail_stale_runs(&self, before: Timestamp) -> PgResult<Vec<String>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.pg(e))?;
+        let now = now();
+        let ids: Vec<String> = tx
+            .query(
+                "UPDATE runs SET status = 'failed', error = $2, ended_at = $3 \
+                 WHERE status = 'running' AND COALESCE(heartbeat_at, started_at) < $1 RETURNING id",
+                &[&before, &STALE_ERROR, &now],
+            )
+            .await
+            .map_err(|e| self.pg(e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for id in &ids {
+            tx.execute(
+                "UPDATE step_runs SET status = 'failed', error = $2, ended_at = $3 WHERE run_id = $1 AND status = 'running'",
+                &[id, &"its run's process stopped while the step was running", &now],
+            )
+            .await
+            .map_err(|e| self.pg(e))?;
+        }
+        tx.commit().await.map_err(|e| self.pg(e))?;
+        Ok(ids)
+    }
+
     async fn write_step_run(&self, write: &StepRunWrite) -> PgResult<Vec<OutputLink>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.pg(e))?;

@@ -546,6 +546,33 @@ impl MetadataStore for SqliteMetadataStore {
         Ok(())
     }
 
+    async fn heartbeat(&self, run_id: &str, at: Timestamp) -> SqlResult<()> {
+        self.with(|c| c.execute("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1", params![run_id, at]).map(|_| ()))
+    }
+
+    async fn fail_stale_runs(&self, before: Timestamp) -> SqlResult<Vec<String>> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now();
+            let ids: Vec<String> = tx
+                .prepare_cached(
+                    "UPDATE runs SET status = 'failed', error = ?2, ended_at = ?3 \
+                     WHERE status = 'running' AND COALESCE(heartbeat_at, started_at) < ?1 RETURNING id",
+                )?
+                .query_map(params![before, STALE_ERROR, now], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                tx.prepare_cached(
+                    "UPDATE step_runs SET status = 'failed', error = ?2, ended_at = ?3 \
+                     WHERE run_id = ?1 AND status = 'running'",
+                )?
+                .execute(params![id, "its run's process stopped while the step was running", now])?;
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
     async fn write_step_run(&self, w: &StepRunWrite) -> SqlResult<Vec<OutputLink>> {
         let logs = serde_json::to_string(&w.step_run.logs).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
         // A `running` marker need not survive a power failure; everything

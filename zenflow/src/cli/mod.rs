@@ -359,6 +359,7 @@ where
         Command::Dag(args) => dag(pipeline, args),
         Command::Runs(RunsCommand::List { stack, limit, all }) => {
             let stack = resolve_stack(&stack.stack)?;
+            close_stale_runs(&stack)?;
             let runs = stack.list_runs((!all).then(|| pipeline.name()), limit)?;
             println!("{:<44} {:<10} {:<20} {:>10}  PIPELINE", "RUN", "STATUS", "STARTED (UTC)", "DURATION");
             for r in runs {
@@ -376,6 +377,7 @@ where
         }
         Command::Runs(RunsCommand::Show { run, stack, logs }) => {
             let stack = resolve_stack(&stack.stack)?;
+            close_stale_runs(&stack)?;
             let id = if run == "latest" {
                 stack
                     .latest_run(pipeline.name())?
@@ -405,6 +407,13 @@ where
         Command::Report(ReportCommand::GithubComment { report }) => github_comment(pipeline, &report),
         Command::StepEntrypoint(args) => step_entrypoint(args),
     }
+}
+
+/// Runs whose process died are shown as failed, not "running" forever.
+fn close_stale_runs(stack: &Stack) -> CliResult<()> {
+    let before = zenflow_core::metadata::now() - zenflow_core::metadata::STALE_AFTER.as_micros() as i64;
+    stack.block_on(stack.metadata().fail_stale_runs(before))??;
+    Ok(())
 }
 
 fn project_stacks() -> CliResult<zenflow_stacks::config::Stacks> {
