@@ -8,8 +8,12 @@
 
 use crate::hash::ContentHash;
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{BoxStream, StreamExt};
 use std::fmt;
+
+/// Bytes as a stream of chunks, for objects too large to hold in memory.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
 
 /// Why the artifact store failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,59 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes the object; deleting a missing object is not an error.
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError>;
+
+    /// Stores the bytes of `stream` under `hash` without holding them all in
+    /// memory (backends override the default, which collects them). Same
+    /// promises as [`ArtifactStore::put`]: atomic, idempotent.
+    async fn put_stream(&self, hash: &ContentHash, mut stream: ByteStream) -> Result<(), StoreError> {
+        let mut all = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        self.put(hash, all.freeze()).await
+    }
+
+    /// Reads the object as a stream of chunks, without verifying it (see
+    /// [`get_verified_stream`]). Backends override the default, which reads
+    /// the whole object first.
+    async fn get_stream(&self, hash: &ContentHash) -> Result<ByteStream, StoreError> {
+        let bytes = self.get(hash).await?;
+        Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
+    }
+}
+
+/// Reads an object as a stream, hashing as it goes: the last item is an
+/// error if the bytes did not match `hash`, so a consumer must only trust
+/// what it received once the stream ended without error.
+pub async fn get_verified_stream(store: &dyn ArtifactStore, hash: &ContentHash) -> Result<ByteStream, StoreError> {
+    let inner = store.get_stream(hash).await?;
+    let expected = *hash;
+    let uri = store.uri(hash);
+    let state = (inner, blake3::Hasher::new(), false);
+    Ok(futures::stream::unfold(state, move |(mut inner, mut hasher, done)| {
+        let uri = uri.clone();
+        async move {
+            if done {
+                return None;
+            }
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    Some((Ok(chunk), (inner, hasher, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (inner, hasher, true))),
+                None => {
+                    let actual = ContentHash::from_bytes(*hasher.finalize().as_bytes());
+                    if actual == expected {
+                        None
+                    } else {
+                        Some((Err(StoreError::Corrupted { uri, expected, actual }), (inner, hasher, true)))
+                    }
+                }
+            }
+        }
+    })
+    .boxed())
 }
 
 /// Reads an object and checks its bytes against `hash`.

@@ -22,7 +22,60 @@ pub mod artifact_store {
         missing_object(store.as_ref()).await;
         corrupted_object(store.as_ref()).await;
         large_object(store.as_ref(), 64 << 20).await;
+        streamed_object(store.as_ref(), 256 << 20).await;
         concurrent_writers(store.clone(), 8).await;
+    }
+
+    /// Deterministic pseudo-random chunks: `size` bytes, never all in memory.
+    fn chunks(size: usize) -> impl Iterator<Item = Bytes> {
+        const CHUNK: usize = 4 << 20;
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        (0..size.div_ceil(CHUNK)).map(move |i| {
+            let len = CHUNK.min(size - i * CHUNK);
+            let mut chunk = Vec::with_capacity(len);
+            while chunk.len() < len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.extend_from_slice(&state.to_le_bytes()[..8.min(len - chunk.len())]);
+            }
+            Bytes::from(chunk)
+        })
+    }
+
+    /// An object of `size` bytes is written from a stream and read back as
+    /// a stream, chunk by chunk, verified by its hash; a tampered stream
+    /// read fails at its end.
+    pub async fn streamed_object(store: &dyn ArtifactStore, size: usize) {
+        use crate::artifact_store::get_verified_stream;
+        use futures::StreamExt;
+        let mut hasher = blake3::Hasher::new();
+        for c in chunks(size) {
+            hasher.update(&c);
+        }
+        let hash = ContentHash::from_bytes(*hasher.finalize().as_bytes());
+        let stream = futures::stream::iter(chunks(size).map(Ok)).boxed();
+        store.put_stream(&hash, stream).await.expect("streamed put");
+        assert!(store.exists(&hash).await.unwrap());
+        let mut read = get_verified_stream(store, &hash).await.unwrap();
+        let mut total = 0usize;
+        while let Some(chunk) = read.next().await {
+            total += chunk.expect("a verified chunk").len();
+        }
+        assert_eq!(total, size, "every byte comes back");
+        // A second streamed put of the same content is a no-op that succeeds.
+        store.put_stream(&hash, futures::stream::iter(chunks(size).map(Ok)).boxed()).await.unwrap();
+        store.delete(&hash).await.unwrap();
+
+        let claimed = ContentHash::of(b"claimed");
+        store.put(&claimed, Bytes::from_static(b"other bytes")).await.unwrap();
+        let mut read = get_verified_stream(store, &claimed).await.unwrap();
+        let mut last = None;
+        while let Some(item) = read.next().await {
+            last = Some(item);
+        }
+        assert!(matches!(last, Some(Err(StoreError::Corrupted { .. }))), "the stream ends in an error: {last:?}");
+        store.delete(&claimed).await.unwrap();
     }
 
     /// Bytes put under their hash read back identical, and `exists` agrees.

@@ -18,7 +18,8 @@ fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
-use zenflow_core::artifact_store::{object_key, ArtifactStore, StoreError};
+use futures::StreamExt;
+use zenflow_core::artifact_store::{object_key, ArtifactStore, ByteStream, StoreError};
 use zenflow_core::ContentHash;
 
 /// Existing objects up to this size are re-read and verified when the same
@@ -208,6 +209,41 @@ impl ArtifactStore for ObjectArtifactStore {
             Err(e) => return Err(self.err(e)),
         };
         result.bytes().await.map_err(|e| self.err(e))
+    }
+
+    async fn put_stream(&self, hash: &ContentHash, mut stream: ByteStream) -> Result<(), StoreError> {
+        let location = self.location(hash);
+        // Content addressed: an object already there is these bytes.
+        if self.exists(hash).await? {
+            return Ok(());
+        }
+        // Parts go to a staging upload (a temporary file locally, a multipart
+        // upload on S3); the object appears only when `finish` completes it.
+        let upload = self.store.put_multipart(&location).await.map_err(|e| self.err(e))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            };
+            writer.wait_for_capacity(4).await.map_err(|e| self.err(e))?;
+            writer.put(chunk);
+        }
+        writer.finish().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn get_stream(&self, hash: &ContentHash) -> Result<ByteStream, StoreError> {
+        let result = match self.store.get(&self.location(hash)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::NotFound { uri: self.uri(hash) }),
+            Err(e) => return Err(self.err(e)),
+        };
+        let me = self.clone();
+        Ok(result.into_stream().map(move |c| c.map_err(|e| me.err(e))).boxed())
     }
 
     async fn exists(&self, hash: &ContentHash) -> Result<bool, StoreError> {

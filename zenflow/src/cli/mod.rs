@@ -802,23 +802,50 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
             let v = stack
                 .block_on(stack.metadata().artifact_version(&id))??
                 .ok_or_else(|| CliError::usage(format!("no artifact version `{id}` in {}", stack.metadata().url())))?;
-            let bytes = stack
-                .block_on(zenflow_core::artifact_store::get_verified(stack.artifacts().as_ref(), &v.content_hash))??;
-            std::fs::write(&output, &bytes).map_err(|e| CliError {
-                code: exit::STEP_FAILED,
-                message: format!("cannot write {}: {e}", output.display()),
-            })?;
-            eprintln!(
-                "wrote {} bytes of {} v{} ({}) to {}",
-                bytes.len(),
-                v.name,
-                v.version,
-                v.format,
-                output.display()
-            );
+            let written = stack.block_on(export(stack.artifacts().as_ref(), &v.content_hash, &output))??;
+            eprintln!("wrote {written} bytes of {} v{} ({}) to {}", v.name, v.version, v.format, output.display());
             Ok(exit::SUCCESS)
         }
     }
+}
+
+/// Streams an artifact into `output` through a temporary file beside it,
+/// renamed into place only once every byte is verified.
+async fn export(
+    store: &dyn zenflow_core::ArtifactStore,
+    hash: &zenflow_core::ContentHash,
+    output: &std::path::Path,
+) -> CliResult<u64> {
+    use std::io::Write;
+    use zenflow_core::artifact_store::get_verified_stream;
+    let fail = |e: std::io::Error| CliError {
+        code: exit::STEP_FAILED,
+        message: format!("cannot write {}: {e}", output.display()),
+    };
+    let tmp = output.with_file_name(format!(
+        ".{}.zenflow-partial",
+        output.file_name().and_then(|n| n.to_str()).unwrap_or("export")
+    ));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(fail)?);
+    let mut stream = get_verified_stream(store, hash).await?;
+    let mut written = 0u64;
+    let result: CliResult<()> = async {
+        use futures::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).map_err(fail)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().map_err(fail)
+    }
+    .await;
+    drop(file);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, output).map_err(fail)?;
+    Ok(written)
 }
 
 fn github_comment<P: Pipeline>(pipeline: &P, path: &PathBuf) -> CliResult {
