@@ -24,6 +24,57 @@ pub fn chain(n: &usize) {
     }
 }
 
+/// The first step of a fan-out.
+#[step]
+pub fn source(#[param] value: i64) -> i64 {
+    value
+}
+
+/// One branch of a fan-out: `x * i`.
+#[step]
+pub fn times(x: i64, #[param] i: i64) -> i64 {
+    x * i
+}
+
+/// The fan-in: the sum of all branches.
+#[step]
+pub fn total(parts: Vec<i64>) -> i64 {
+    parts.iter().sum()
+}
+
+/// W2: one source, 32 independent steps, one sum (34 steps).
+#[pipeline]
+pub fn fan(width: &i64) {
+    let s = source(3);
+    let parts: Vec<_> = (0..*width).map(|i| times(s, i)).collect();
+    total(parts);
+}
+
+/// W3's producer: `n` f32 values (an `.npy` artifact).
+#[step]
+pub fn make_array(#[param] n: usize) -> ndarray::Array1<f32> {
+    ndarray::Array1::from_shape_fn(n, |i| (i % 1024) as f32)
+}
+
+/// W3's consumer: the sum.
+#[step]
+pub fn array_sum(a: ndarray::Array1<f32>) -> f64 {
+    a.iter().map(|&x| f64::from(x)).sum()
+}
+
+/// W3: 100 MiB of f32 written as an artifact and read back.
+#[pipeline]
+pub fn bytes(n: &usize) {
+    let a = make_array(*n);
+    array_sum(a);
+}
+
+/// W5: a one-step pipeline.
+#[pipeline]
+pub fn one_step() {
+    start(1);
+}
+
 /// A fresh local stack in a temporary folder (kept alive by the returned guard).
 pub fn fresh_stack() -> (tempfile::TempDir, zenflow::Stack) {
     let dir = tempfile::tempdir().expect("a temporary folder");

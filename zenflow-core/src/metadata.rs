@@ -370,9 +370,11 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// and metadata, atomically. Returns the step run's outputs (new versions
     /// with their assigned ids and version numbers, then linked ones).
     ///
-    /// A write with status `running` is a progress marker: an implementation
-    /// may make it non-durable (its loss in a power failure is harmless). Every
-    /// other write is durable when this returns.
+    /// A write with status `running`, `cached` or `skipped` may be made
+    /// durable only by the next durable write (its loss in a power failure
+    /// costs no work: the step is resolved again). A `completed` or `failed`
+    /// step run is durable when this returns, and so is everything written
+    /// before [`MetadataStore::set_run_status`] returns.
     async fn write_step_run(&self, write: &StepRunWrite) -> Result<Vec<OutputLink>, MetadataError>;
 
     /// The latest completed step run with this cache key, if any.

@@ -101,6 +101,26 @@ impl SqliteMetadataStore {
         })
     }
 
+    /// [`Self::with`], where the commit need not be synced at once when
+    /// `deferred`: the next synced commit syncs it (WAL is append-only).
+    fn with_deferred_sync<T>(
+        &self,
+        deferred: bool,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> SqlResult<T> {
+        let relaxed = deferred && self.synchronous == Synchronous::Full;
+        self.with(|conn| {
+            if relaxed {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+            }
+            let result = f(conn);
+            if relaxed {
+                conn.pragma_update(None, "synchronous", "FULL")?;
+            }
+            result
+        })
+    }
+
     fn err(&self, e: rusqlite::Error) -> MetadataError {
         match e {
             rusqlite::Error::FromSqlConversionFailure(_, _, inner) => MetadataError::Corrupt(inner.to_string()),
@@ -478,7 +498,10 @@ impl MetadataStore for SqliteMetadataStore {
     async fn create_run(&self, run: &NewRun) -> SqlResult<RunRecord> {
         let config = serde_json::to_string(&run.plan.config).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
         let plan = run.plan.to_json();
-        let created = self.with(|conn| {
+        // The new run is synced by the first synced commit after it (a
+        // completed step, the end of the run): losing it before then loses
+        // nothing that took work.
+        let created = self.with_deferred_sync(true, |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let taken: bool =
                 tx.query_row("SELECT EXISTS(SELECT 1 FROM runs WHERE name = ?1)", [&run.name], |r| r.get(0))?;
@@ -575,20 +598,14 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn write_step_run(&self, w: &StepRunWrite) -> SqlResult<Vec<OutputLink>> {
         let logs = serde_json::to_string(&w.step_run.logs).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
-        // A `running` marker need not survive a power failure; everything
-        // else is synced (in WAL mode a synced commit also syncs the earlier,
-        // unsynced ones). Skips one fsync per executed step.
-        let relaxed = w.step_run.status == StepStatus::Running && self.synchronous == Synchronous::Full;
-        self.with(|conn| {
-            if relaxed {
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-            }
-            let result = write_step_run(conn, w, &logs);
-            if relaxed {
-                conn.pragma_update(None, "synchronous", "FULL")?;
-            }
-            result
-        })
+        // Only what would cost work to lose is synced at once: a completed or
+        // failed step run. A `running` marker, a cache hit (a link to outputs
+        // that are already durable) or a skip is cheap to redo, and is synced
+        // by the next synced commit anyway: in WAL mode a synced commit syncs
+        // every earlier one, and a run ends with one. Saves one fsync per
+        // executed step and one per cached step.
+        let deferred = matches!(w.step_run.status, StepStatus::Running | StepStatus::Cached | StepStatus::Skipped);
+        self.with_deferred_sync(deferred, |conn| write_step_run(conn, w, &logs))
     }
 
     async fn find_cached(&self, cache_key: &str) -> SqlResult<Option<CacheHit>> {

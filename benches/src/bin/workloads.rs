@@ -1,0 +1,223 @@
+//! The workload runner of `../shared/BENCHMARKS.md`: W1–W6 on the local stack.
+//!
+//! ```text
+//! cargo run --release -p benches --bin workloads -- [--only W1_10,W4] [--repeats 5]
+//! ```
+//!
+//! Prints one JSON line per workload: median, min and max seconds of the
+//! timed repeats (after one warm-up), per-step figures, and the peak RSS of
+//! the process that ran it. Each workload runs in a child process of its own
+//! (so peak RSS is the workload's) on a fresh local stack in a temporary
+//! folder: SQLite with every commit synced, artifacts fsynced.
+
+use benches::{bytes, chain, fan, one_step};
+use serde_json::{json, Value};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+use zenflow::{Pipeline, RunOptions};
+
+const WORKLOADS: [&str; 8] = ["W1_10", "W1_50", "W2", "W3", "W4", "W5", "W6_plan", "W6_chain"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let repeats: usize = value("--repeats").and_then(|r| r.parse().ok()).unwrap_or(5).max(1);
+    if let Some(w) = value("--child") {
+        return match child(&w, repeats) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{w}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let only: Vec<String> = value("--only")
+        .map(|o| o.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|| WORKLOADS.iter().map(|w| w.to_string()).collect());
+    let exe = std::env::current_exe().expect("own path");
+    let mut failed = false;
+    for w in &only {
+        if !WORKLOADS.contains(&w.as_str()) {
+            eprintln!("unknown workload `{w}`; workloads: {}", WORKLOADS.join(", "));
+            return ExitCode::from(2);
+        }
+        let out = Command::new(&exe).args(["--child", w, "--repeats", &repeats.to_string()]).output();
+        match out {
+            Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+            Ok(o) => {
+                failed = true;
+                eprint!("{}", String::from_utf8_lossy(&o.stderr));
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("{w}: cannot start the child process: {e}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Peak resident set of this process, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string())))
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(f64::total_cmp);
+    Stats { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
+}
+
+/// One warm-up, then `repeats` timed calls.
+fn time(repeats: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Stats, String> {
+    f()?;
+    let mut v = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    Ok(stats(v))
+}
+
+fn line(workload: &str, steps: usize, s: &Stats, extra: Value) -> String {
+    let mut j = json!({
+        "workload": workload,
+        "steps": steps,
+        "median_s": s.median,
+        "min_s": s.min,
+        "max_s": s.max,
+        "per_step_s": if steps > 0 { json!(s.median / steps as f64) } else { Value::Null },
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if let (Value::Object(m), Value::Object(e)) = (&mut j, extra) {
+        m.extend(e);
+    }
+    j.to_string()
+}
+
+fn no_cache() -> RunOptions {
+    RunOptions { no_cache: true, ..Default::default() }
+}
+
+fn run<P: Pipeline>(p: &P, stack: &zenflow::Stack, cfg: &P::Config, options: RunOptions) -> Result<(), String> {
+    p.run_with(stack, cfg, options).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn child(w: &str, repeats: usize) -> Result<String, String> {
+    let (_dir, stack) = benches::fresh_stack();
+    Ok(match w {
+        "W1_10" | "W1_50" => {
+            let n = if w == "W1_10" { 10 } else { 50 };
+            let s = time(repeats, || run(&chain, &stack, &n, no_cache()))?;
+            line(w, n, &s, json!({}))
+        }
+        "W2" => {
+            let s = time(repeats, || run(&fan, &stack, &32, no_cache()))?;
+            line(w, 34, &s, json!({}))
+        }
+        "W3" => {
+            let n = 25 * 1024 * 1024; // 100 MiB of f32
+            let s = time(repeats, || run(&bytes, &stack, &n, no_cache()))?;
+            // The same bytes written to a file (synced, as artifacts are) and read back.
+            let data = vec![7u8; n * 4];
+            let path = _dir.path().join("raw.bin");
+            let raw = time(repeats, || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+                f.write_all(&data).map_err(|e| e.to_string())?;
+                f.sync_all().map_err(|e| e.to_string())?;
+                drop(f);
+                let back = std::fs::read(&path).map_err(|e| e.to_string())?;
+                if back.len() != data.len() {
+                    return Err("short read".into());
+                }
+                Ok(())
+            })?;
+            line(w, 2, &s, json!({"raw_write_read_median_s": raw.median, "ratio_to_raw": s.median / raw.median}))
+        }
+        "W4" => {
+            run(&chain, &stack, &10, RunOptions::default())?;
+            let s = time(repeats, || {
+                let r = chain.run(&stack, &10).map_err(|e| e.to_string())?;
+                if r.cached().len() != 10 {
+                    return Err(format!("expected 10 cached steps, got {}", r.cached().len()));
+                }
+                Ok(())
+            })?;
+            line(w, 10, &s, json!({"cache": true}))
+        }
+        "W5" => {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("one_step");
+            if !exe.exists() {
+                return Err(format!(
+                    "{} is missing: build it with `cargo build --release -p benches --bins`",
+                    exe.display()
+                ));
+            }
+            let mut i = 0;
+            let s = time(repeats, || {
+                i += 1;
+                let project = _dir.path().join(format!("p{i}"));
+                std::fs::create_dir_all(&project).map_err(|e| e.to_string())?;
+                let out = Command::new(&exe)
+                    .args(["run", "-q"])
+                    .env("ZENFLOW_PROJECT_ROOT", &project)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+                Ok(())
+            })?;
+            let _ = one_step;
+            line(w, 1, &s, json!({"cold_process": true}))
+        }
+        "W6_plan" => {
+            let mut out = Vec::new();
+            for n in [100usize, 1000, 10_000] {
+                let s = time(repeats, || chain.plan(&n).map(|_| ()).map_err(|e| e.to_string()))?;
+                out.push(json!({"steps": n, "median_s": s.median, "per_step_s": s.median / n as f64}));
+            }
+            let s = time(repeats, || fan.plan(&1000).map(|_| ()).map_err(|e| e.to_string()))?;
+            out.push(json!({"fan_out": 1000, "median_s": s.median, "per_step_s": s.median / 1002.0}));
+            let big = &out[2];
+            json!({"workload": w, "sizes": out, "median_s": big["median_s"], "peak_rss_mib": peak_rss_mib()})
+                .to_string()
+        }
+        "W6_chain" => {
+            let mut out = Vec::new();
+            for n in [100usize, 1000, 10_000] {
+                let (_d, stack) = benches::fresh_stack();
+                let t = Instant::now();
+                run(&chain, &stack, &n, no_cache())?;
+                let secs = t.elapsed().as_secs_f64();
+                out.push(json!({"steps": n, "seconds": secs, "per_step_s": secs / n as f64}));
+            }
+            let (_d, stack) = benches::fresh_stack();
+            let t = Instant::now();
+            run(&fan, &stack, &1000, no_cache())?;
+            let secs = t.elapsed().as_secs_f64();
+            out.push(json!({"fan_out": 1000, "seconds": secs, "per_step_s": secs / 1002.0}));
+            json!({"workload": w, "sizes": out, "median_s": out[2]["seconds"], "peak_rss_mib": peak_rss_mib()})
+                .to_string()
+        }
+        other => return Err(format!("unknown workload {other}")),
+    })
+}
