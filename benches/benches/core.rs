@@ -65,5 +65,73 @@ fn array_artifact(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, plan_compilation, local_chain, array_artifact);
+fn hot_paths(c: &mut Criterion) {
+    use zenflow::metadata::{NewArtifact, StepRunRecord, StepRunWrite, StepStatus};
+    let mut g = c.benchmark_group("hot_path");
+    let plan = chain.plan(&2).unwrap();
+    let inputs = vec![vec![zenflow::ContentHash::of(b"input")]];
+    g.bench_function("cache_key", |b| b.iter(|| zenflow::cache::cache_key(&plan.steps[1], &inputs)));
+
+    let small: std::collections::BTreeMap<String, f64> = (0..20).map(|i| (format!("metric_{i}"), i as f64)).collect();
+    g.bench_function("serde_save_load_small", |b| {
+        b.iter(|| {
+            let e = encode(&small).unwrap();
+            let _: std::collections::BTreeMap<String, f64> = decode(e.encoded).unwrap();
+        })
+    });
+    let array = Array1::from_shape_fn(2_500_000, |i| i as f32); // 10 MB
+    g.throughput(Throughput::Bytes(10_000_000));
+    g.bench_function("npy_save_load_10MB", |b| {
+        b.iter(|| {
+            let e = encode(&array).unwrap();
+            let _: Array1<f32> = decode(e.encoded).unwrap();
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+
+    // One executed step's record: the synced commit on the local stack.
+    let (_dir, stack) = fresh_stack();
+    let run = zenflow::conformance::metadata::new_run("bench", "bench-run");
+    stack.block_on(stack.metadata().create_run(&run)).unwrap().unwrap();
+    let value = encode(&1i64).unwrap();
+    g.bench_function("sqlite_write_completed_step_run", |b| {
+        b.iter(|| {
+            let write = StepRunWrite {
+                step_run: StepRunRecord {
+                    id: zenflow::metadata::new_id(),
+                    run_id: run.id.clone(),
+                    invocation: "inc".into(),
+                    step: "inc".into(),
+                    status: StepStatus::Completed,
+                    cache_key: Some("k".into()),
+                    original_step_run: None,
+                    started_at: zenflow::metadata::now(),
+                    ended_at: Some(zenflow::metadata::now()),
+                    error: None,
+                    attempts: 1,
+                    logs: vec![],
+                    metadata: Default::default(),
+                    checks: vec![],
+                    outputs: vec![],
+                    inputs: vec![],
+                },
+                new_outputs: vec![NewArtifact {
+                    output: "output".into(),
+                    name: "bench.inc.output".into(),
+                    uri: "file:///x".into(),
+                    content_hash: value.hash,
+                    type_name: "i64".into(),
+                    materializer: "zenflow.serde".into(),
+                    materializer_version: 1,
+                    format: "json".into(),
+                    metadata: value.metadata.clone(),
+                }],
+            };
+            stack.block_on(stack.metadata().write_step_run(&write)).unwrap().unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, plan_compilation, local_chain, array_artifact, hot_paths);
 criterion_main!(benches);
