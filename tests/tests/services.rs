@@ -149,8 +149,28 @@ fn wrong_s3_credentials_are_a_clear_error() {
     assert!(err.contains("s3://") && err.contains("failed"), "{err}");
     assert!(!err.contains("not-the-secret"), "the secret never appears: {err}");
     assert!(err.contains("403") || err.contains("privileges"), "{err}");
-    // (s3s-fs creates a bucket on first write, so a missing bucket cannot be
-    // provoked against it; against AWS it is the same Backend error.)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn a_missing_bucket_is_a_clear_error_and_is_not_created() {
+    let rt = runtime();
+    let mut missing = s3_config("x");
+    missing.url = "s3://no-such-bucket-zf/x".into();
+    let store = ObjectArtifactStore::s3(&missing).unwrap();
+    let hash = zenflow::ContentHash::of(b"probe");
+    let err = rt.block_on(store.put(&hash, bytes::Bytes::from_static(b"probe"))).unwrap_err().to_string();
+    assert!(err.contains("the bucket `no-such-bucket-zf` does not exist"), "{err}");
+    let stream = futures_stream(b"probe");
+    let err = rt.block_on(store.put_stream(&hash, stream)).unwrap_err().to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    // Nothing was written: the bucket still does not exist.
+    let again = ObjectArtifactStore::s3(&missing).unwrap();
+    assert!(rt.block_on(again.put(&hash, bytes::Bytes::from_static(b"probe"))).is_err());
+}
+
+fn futures_stream(bytes: &'static [u8]) -> zenflow::artifact_store::ByteStream {
+    Box::pin(futures::stream::once(async move { Ok(bytes::Bytes::from_static(bytes)) }))
 }
 
 /// The demo pipeline binary on a stack of PostgreSQL + S3, three processes at once.

@@ -40,6 +40,10 @@ pub struct ObjectArtifactStore {
     /// Whether the backend supports create-if-absent puts (local, memory);
     /// for the others an existence check comes first.
     conditional_put: bool,
+    /// For bucket stores: the bucket, checked to exist before the first write
+    /// (some S3-compatible servers create a missing bucket on write instead
+    /// of refusing it).
+    bucket: Option<(String, Arc<tokio::sync::OnceCell<()>>)>,
 }
 
 /// Objects above this size are uploaded in parts (S3 multipart upload),
@@ -50,7 +54,7 @@ const PART_SIZE: usize = 16 << 20;
 impl ObjectArtifactStore {
     /// Wraps any `object_store` backend; `url` describes it in messages and records.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Self {
-        ObjectArtifactStore { store, prefix, url: url.into(), conditional_put: true }
+        ObjectArtifactStore { store, prefix, url: url.into(), conditional_put: true, bucket: None }
     }
 
     /// A store in an S3 bucket (AWS or an S3-compatible server), under the
@@ -93,6 +97,7 @@ impl ObjectArtifactStore {
             prefix: Path::from(prefix.trim_matches('/')),
             url: url.trim_end_matches('/').to_string(),
             conditional_put: false,
+            bucket: Some((bucket.to_string(), Arc::default())),
         })
     }
 
@@ -122,6 +127,26 @@ impl ObjectArtifactStore {
         } else {
             Path::from(format!("{}/{key}", self.prefix))
         }
+    }
+
+    /// Fails with a clear error when the store's bucket does not exist.
+    async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        let Some((bucket, checked)) = &self.bucket else { return Ok(()) };
+        checked
+            .get_or_try_init(|| async {
+                match self.store.list_with_delimiter(Some(&self.prefix)).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.to_string().contains("NoSuchBucket") => Err(StoreError::Backend {
+                        store: self.url.clone(),
+                        message: format!(
+                            "the bucket `{bucket}` does not exist; create it, or fix the stack's artifact_store URL"
+                        ),
+                    }),
+                    Err(e) => Err(self.err(e)),
+                }
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Uploads (replacing) an object: in one request, or in parts when large.
@@ -178,6 +203,7 @@ impl ArtifactStore for ObjectArtifactStore {
     async fn put(&self, hash: &ContentHash, bytes: Bytes) -> Result<(), StoreError> {
         let location = self.location(hash);
         if !self.conditional_put {
+            self.ensure_bucket().await?;
             if self.intact(&location, hash, bytes.len()).await? {
                 return Ok(());
             }
@@ -213,6 +239,7 @@ impl ArtifactStore for ObjectArtifactStore {
 
     async fn put_stream(&self, hash: &ContentHash, mut stream: ByteStream) -> Result<(), StoreError> {
         let location = self.location(hash);
+        self.ensure_bucket().await?;
         // Content addressed: an object already there is these bytes.
         if self.exists(hash).await? {
             return Ok(());
