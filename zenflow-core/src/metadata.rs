@@ -207,6 +207,28 @@ pub struct NewArtifact {
     pub metadata: ArtifactMetadata,
 }
 
+impl NewArtifact {
+    /// The version record for this artifact once a store has given it an id
+    /// and a version number.
+    pub fn to_version(&self, id: String, version: i64, step_run: &str, run_id: &str, at: Timestamp) -> ArtifactVersion {
+        ArtifactVersion {
+            id,
+            name: self.name.clone(),
+            version,
+            uri: self.uri.clone(),
+            content_hash: self.content_hash,
+            type_name: self.type_name.clone(),
+            materializer: self.materializer.clone(),
+            materializer_version: self.materializer_version,
+            format: self.format.clone(),
+            metadata: self.metadata.clone(),
+            producer_step_run: step_run.to_string(),
+            run_id: run_id.to_string(),
+            created_at: at,
+        }
+    }
+}
+
 /// An output of a step run and the artifact version it points at.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutputLink {

@@ -352,21 +352,7 @@ impl PostgresMetadataStore {
             .await?;
             outputs.push(OutputLink {
                 output: a.output.clone(),
-                artifact: ArtifactVersion {
-                    id,
-                    name: a.name.clone(),
-                    version,
-                    uri: a.uri.clone(),
-                    content_hash: a.content_hash,
-                    type_name: a.type_name.clone(),
-                    materializer: a.materializer.clone(),
-                    materializer_version: a.materializer_version,
-                    format: a.format.clone(),
-                    metadata: a.metadata.clone(),
-                    producer_step_run: w.id.clone(),
-                    run_id: w.run_id.clone(),
-                    created_at: now,
-                },
+                artifact: a.to_version(id, version, &w.id, &w.run_id, now),
             });
         }
         for (position, link) in w.outputs.iter().enumerate() {

@@ -425,24 +425,8 @@ fn write_step_run(conn: &mut Connection, write: &StepRunWrite, logs: &str) -> ru
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
         )?
         .execute(params![w.id, a.output, position as i64, id])?;
-        outputs.push(OutputLink {
-            output: a.output.clone(),
-            artifact: ArtifactVersion {
-                id,
-                name: a.name.clone(),
-                version,
-                uri: a.uri.clone(),
-                content_hash: a.content_hash,
-                type_name: a.type_name.clone(),
-                materializer: a.materializer.clone(),
-                materializer_version: a.materializer_version,
-                format: a.format.clone(),
-                metadata: a.metadata.clone(),
-                producer_step_run: w.id.clone(),
-                run_id: w.run_id.clone(),
-                created_at: now,
-            },
-        });
+        outputs
+            .push(OutputLink { output: a.output.clone(), artifact: a.to_version(id, version, &w.id, &w.run_id, now) });
     }
     for (position, link) in w.outputs.iter().enumerate() {
         tx.prepare_cached(
