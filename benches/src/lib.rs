@@ -77,7 +77,25 @@ pub fn one_step() {
 
 /// A fresh local stack in a temporary folder (kept alive by the returned guard).
 pub fn fresh_stack() -> (tempfile::TempDir, zenflow::Stack) {
+    fresh_stack_with(zenflow::stacks::Durability::Full)
+}
+
+/// [`fresh_stack`] with a chosen durability of its stores.
+pub fn fresh_stack_with(durability: zenflow::stacks::Durability) -> (tempfile::TempDir, zenflow::Stack) {
+    use std::sync::Arc;
+    use zenflow::stacks::{metadata::Synchronous, LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let stack = zenflow::local_stack_at(dir.path()).expect("a local stack");
+    let state = dir.path().join(".zenflow");
+    let sync = match durability {
+        zenflow::stacks::Durability::Full => Synchronous::Full,
+        zenflow::stacks::Durability::Relaxed => Synchronous::Normal,
+    };
+    let stack = zenflow::Stack::new(
+        "local",
+        Arc::new(LocalOrchestrator::default()),
+        Arc::new(ObjectArtifactStore::local_with(state.join("artifacts"), durability).expect("artifact store")),
+        Arc::new(SqliteMetadataStore::open_with(state.join("zenflow.db"), sync).expect("metadata store")),
+    )
+    .with_project_root(dir.path());
     (dir, stack)
 }

@@ -13,6 +13,11 @@
 //! secret_access_key = "${AWS_SECRET_ACCESS_KEY}"
 //! ```
 //!
+//! `durability = "relaxed"` in a stack table makes its local stores skip
+//! fsync: a run survives a process crash, but the newest steps may be lost on
+//! power failure or an OS crash (they run again). The default, `"full"`, syncs
+//! every completed step's record and artifacts.
+//!
 //! Store URLs: artifacts `file://PATH` (relative to the project root),
 //! `memory://`, `s3://BUCKET/PREFIX`; metadata `sqlite://PATH`,
 //! `sqlite::memory:`, `postgres://...`. `${VAR}` and `${VAR:-default}` take
@@ -89,6 +94,9 @@ pub struct MetadataStoreConfig {
 struct StackTable {
     #[serde(default)]
     orchestrator: Option<Decl<OrchestratorTable>>,
+    /// `"full"` (default) or `"relaxed"` (local stores skip fsync).
+    #[serde(default)]
+    durability: Option<String>,
     artifact_store: Decl<ArtifactStoreConfig>,
     metadata_store: Decl<MetadataStoreConfig>,
     /// Later components, accepted so that files can declare them already.
@@ -120,6 +128,8 @@ pub struct StackConfig {
     pub metadata_store: MetadataStoreConfig,
     /// Whether a deployer / tracker table is declared.
     pub extras: Vec<String>,
+    /// Durability of the local stores (SQLite, local artifacts).
+    pub durability: crate::artifact_store::Durability,
 }
 
 /// The stacks of a project.
@@ -178,6 +188,7 @@ impl Stacks {
                     },
                     metadata_store: MetadataStoreConfig { url: "sqlite://.zenflow/zenflow.db".into(), pool_size: None },
                     extras: Vec::new(),
+                    durability: Default::default(),
                 });
             }
             return Err(usage(format!("unknown stack `{name}`; available stacks: {}", self.names().join(", "))));
@@ -212,7 +223,25 @@ impl Stacks {
         if table.tracker.is_some() {
             extras.push("tracker".into());
         }
-        Ok(StackConfig { name: name.into(), orchestrator, parallelism, artifact_store, metadata_store, extras })
+        let durability = match table.durability.as_deref() {
+            None | Some("full") => crate::artifact_store::Durability::Full,
+            Some("relaxed") => crate::artifact_store::Durability::Relaxed,
+            Some(other) => {
+                return Err(usage(format!(
+                    "stack `{name}`: durability `{other}` is not one of \"full\" (every record and artifact synced to \
+                     disk) or \"relaxed\" (survives a process crash; the newest steps may be lost on power failure)"
+                )))
+            }
+        };
+        Ok(StackConfig {
+            name: name.into(),
+            orchestrator,
+            parallelism,
+            artifact_store,
+            metadata_store,
+            extras,
+            durability,
+        })
     }
 
     fn file_name(&self) -> String {
@@ -236,7 +265,7 @@ impl Stacks {
     pub fn open_artifacts(&self, config: &StackConfig) -> Result<Arc<dyn ArtifactStore>> {
         let url = config.artifact_store.url.as_str();
         if let Some(path) = url.strip_prefix("file://") {
-            return Ok(Arc::new(ObjectArtifactStore::local(self.resolve(path))?));
+            return Ok(Arc::new(ObjectArtifactStore::local_with(self.resolve(path), config.durability)?));
         }
         if url == "memory://" || url == "memory:" {
             return Ok(Arc::new(ObjectArtifactStore::memory()));
@@ -257,7 +286,11 @@ impl Stacks {
             return Ok(Arc::new(SqliteMetadataStore::in_memory()?));
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
-            return Ok(Arc::new(SqliteMetadataStore::open(self.resolve(path))?));
+            let sync = match config.durability {
+                crate::artifact_store::Durability::Full => crate::metadata::Synchronous::Full,
+                crate::artifact_store::Durability::Relaxed => crate::metadata::Synchronous::Normal,
+            };
+            return Ok(Arc::new(SqliteMetadataStore::open_with(self.resolve(path), sync)?));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             #[cfg(feature = "postgres")]
@@ -316,6 +349,9 @@ impl StackConfig {
         out.push(("metadata store".into(), redact_url(&self.metadata_store.url)));
         if let Some(n) = self.metadata_store.pool_size {
             out.push(("  pool size".into(), n.to_string()));
+        }
+        if self.durability == crate::artifact_store::Durability::Relaxed {
+            out.push(("durability".into(), "relaxed (local stores do not fsync)".into()));
         }
         for e in &self.extras {
             out.push((e.clone(), "declared (not used by this build)".into()));
@@ -452,7 +488,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join(STACK_FILE),
-            "[stacks.ci]\norchestrator = { kind = \"local\", parallelism = 3 }\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n[stacks.ci.deployer]\nkind = \"none\"\n\n[stacks.bad]\nartifact_store = \"ftp://x\"\nmetadata_store = \"sqlite::memory:\"\n",
+            "[stacks.ci]\norchestrator = { kind = \"local\", parallelism = 3 }\ndurability = \"relaxed\"\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n[stacks.ci.deployer]\nkind = \"none\"\n\n[stacks.bad]\nartifact_store = \"ftp://x\"\nmetadata_store = \"sqlite::memory:\"\n",
         )
         .unwrap();
         let stacks = Stacks::load(&dir).unwrap();
@@ -460,6 +496,7 @@ mod tests {
         let ci = stacks.config("ci").unwrap();
         assert_eq!(ci.parallelism, Some(3));
         assert_eq!(ci.extras, ["deployer"]);
+        assert_eq!(ci.durability, crate::artifact_store::Durability::Relaxed);
         let stack = stacks.open("ci").unwrap();
         assert_eq!(stack.name(), "ci");
         assert_eq!(stack.artifacts().url(), "memory://");

@@ -17,7 +17,7 @@ pub mod local;
 pub mod metadata;
 pub mod orchestrator;
 
-pub use artifact_store::ObjectArtifactStore;
+pub use artifact_store::{Durability, ObjectArtifactStore};
 pub use local::{local_stack, local_stack_at, project_root};
 pub use metadata::SqliteMetadataStore;
 pub use orchestrator::LocalOrchestrator;

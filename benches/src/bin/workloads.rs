@@ -1,8 +1,11 @@
 //! The workload runner of `../shared/BENCHMARKS.md`: W1–W6 on the local stack.
 //!
 //! ```text
-//! cargo run --release -p benches --bin workloads -- [--only W1_10,W4] [--repeats 5]
+//! cargo run --release -p benches --bin workloads -- [--only W1_10,W4] [--repeats 5] [--durability relaxed]
 //! ```
+//!
+//! `--durability relaxed` measures the opt-in mode whose local stores skip
+//! fsync (see `zenflow_stacks::config`).
 //!
 //! Prints one JSON line per workload: median, min and max seconds of the
 //! timed repeats (after one warm-up), per-step figures, and the peak RSS of
@@ -22,8 +25,16 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let repeats: usize = value("--repeats").and_then(|r| r.parse().ok()).unwrap_or(5).max(1);
+    let durability = match value("--durability").as_deref() {
+        None | Some("full") => zenflow::stacks::Durability::Full,
+        Some("relaxed") => zenflow::stacks::Durability::Relaxed,
+        Some(other) => {
+            eprintln!("--durability is full or relaxed, not `{other}`");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(w) = value("--child") {
-        return match child(&w, repeats) {
+        return match child(&w, repeats, durability) {
             Ok(line) => {
                 println!("{line}");
                 ExitCode::SUCCESS
@@ -44,7 +55,9 @@ fn main() -> ExitCode {
             eprintln!("unknown workload `{w}`; workloads: {}", WORKLOADS.join(", "));
             return ExitCode::from(2);
         }
-        let out = Command::new(&exe).args(["--child", w, "--repeats", &repeats.to_string()]).output();
+        let level = if durability == zenflow::stacks::Durability::Full { "full" } else { "relaxed" };
+        let out =
+            Command::new(&exe).args(["--child", w, "--repeats", &repeats.to_string(), "--durability", level]).output();
         match out {
             Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
             Ok(o) => {
@@ -120,8 +133,8 @@ fn run<P: Pipeline>(p: &P, stack: &zenflow::Stack, cfg: &P::Config, options: Run
     p.run_with(stack, cfg, options).map(|_| ()).map_err(|e| e.to_string())
 }
 
-fn child(w: &str, repeats: usize) -> Result<String, String> {
-    let (_dir, stack) = benches::fresh_stack();
+fn child(w: &str, repeats: usize, durability: zenflow::stacks::Durability) -> Result<String, String> {
+    let (_dir, stack) = benches::fresh_stack_with(durability);
     Ok(match w {
         "W1_10" | "W1_50" => {
             let n = if w == "W1_10" { 10 } else { 50 };
@@ -204,13 +217,13 @@ fn child(w: &str, repeats: usize) -> Result<String, String> {
         "W6_chain" => {
             let mut out = Vec::new();
             for n in [100usize, 1000, 10_000] {
-                let (_d, stack) = benches::fresh_stack();
+                let (_d, stack) = benches::fresh_stack_with(durability);
                 let t = Instant::now();
                 run(&chain, &stack, &n, no_cache())?;
                 let secs = t.elapsed().as_secs_f64();
                 out.push(json!({"steps": n, "seconds": secs, "per_step_s": secs / n as f64}));
             }
-            let (_d, stack) = benches::fresh_stack();
+            let (_d, stack) = benches::fresh_stack_with(durability);
             let t = Instant::now();
             run(&fan, &stack, &1000, no_cache())?;
             let secs = t.elapsed().as_secs_f64();

@@ -2,4 +2,4 @@
 
 mod object;
 
-pub use object::ObjectArtifactStore;
+pub use object::{Durability, ObjectArtifactStore};

@@ -22,6 +22,17 @@ use futures::StreamExt;
 use zenflow_core::artifact_store::{object_key, ArtifactStore, ByteStream, StoreError};
 use zenflow_core::ContentHash;
 
+/// How hard a local store works to make each write survive a power failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every write is on disk before it returns (the default).
+    #[default]
+    Full,
+    /// Writes survive a process crash, but the newest may be lost on power
+    /// failure or an OS crash. Faster; opt in knowingly.
+    Relaxed,
+}
+
 /// Existing objects up to this size are re-read and verified when the same
 /// content is written again; larger ones are checked by size only.
 const VERIFY_LIMIT: usize = 8 << 20;
@@ -105,13 +116,22 @@ impl ObjectArtifactStore {
     /// file and its folder are synced before `put` returns, as the metadata
     /// store's records that point at them are.
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        Self::local_with(dir, Durability::Full)
+    }
+
+    /// [`ObjectArtifactStore::local`] with a chosen durability:
+    /// [`Durability::Relaxed`] skips the syncs (objects survive a process
+    /// crash; the newest may be lost on power failure or an OS crash).
+    pub fn local_with(dir: impl AsRef<std::path::Path>, durability: Durability) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         let backend = |message: String| StoreError::Backend { store: format!("file://{}", dir.display()), message };
         std::fs::create_dir_all(dir).map_err(|e| {
             backend(format!("cannot create the artifact folder: {e}; check the path and its permissions"))
         })?;
         let dir = dir.canonicalize().map_err(|e| backend(e.to_string()))?;
-        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| backend(e.to_string()))?.with_fsync(true);
+        let fs = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| backend(e.to_string()))?
+            .with_fsync(durability == Durability::Full);
         Ok(ObjectArtifactStore::new(Arc::new(fs), Path::default(), format!("file://{}", dir.display())))
     }
 
