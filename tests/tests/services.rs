@@ -82,7 +82,8 @@ fn postgres_migrates_once_under_concurrent_first_use_and_refuses_foreign_or_newe
             let url = url.clone();
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                let store = PostgresMetadataStore::open(&url, Some(2)).unwrap();
+                // A pool of one: migrating must not need a second connection.
+                let store = PostgresMetadataStore::open(&url, Some(1)).unwrap();
                 rt.block_on(store.create_run(&conformance::metadata::new_run("migrate", &format!("m{i}")))).unwrap();
             })
         })
@@ -92,6 +93,12 @@ fn postgres_migrates_once_under_concurrent_first_use_and_refuses_foreign_or_newe
     }
     let store = PostgresMetadataStore::open(&url, None).unwrap();
     assert_eq!(rt.block_on(store.list_runs(Some("migrate"), 100)).unwrap().len(), 8);
+    let versions: Vec<i64> = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.query("SELECT version FROM zenflow_schema", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+    });
+    assert_eq!(versions, vec![zenflow::stacks::metadata::migrations::latest()], "one schema version row");
 
     // A schema newer than this build: refused, and left as it was.
     rt.block_on(async {

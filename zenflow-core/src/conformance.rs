@@ -438,12 +438,19 @@ pub mod metadata {
     pub async fn bad_references(store: &dyn MetadataStore) {
         let first = new_run("dupes", "same-name");
         store.create_run(&first).await.unwrap();
-        let err = store.create_run(&new_run("dupes", "same-name")).await.unwrap_err().to_string();
-        assert!(err.contains("same-name") && err.contains("already exists"), "{err}");
+        let err = store.create_run(&new_run("dupes", "same-name")).await.unwrap_err();
+        assert!(matches!(&err, MetadataError::RunNameTaken(n) if n == "same-name"), "{err}");
+        assert!(err.to_string().contains("already exists"), "{err}");
+        // A finished run leaves no step "running"; a run set running gets a heartbeat.
+        store.write_step_run(&step_write(&first.id, "orphan", StepStatus::Running)).await.unwrap();
+        store.set_run_status(&first.id, RunStatus::Running, None, None).await.unwrap();
+        assert_eq!(store.fail_stale_runs(now() - 60_000_000).await.unwrap(), Vec::<String>::new());
+        store.set_run_status(&first.id, RunStatus::Failed, Some("x"), Some(now())).await.unwrap();
+        let orphan = store.step_runs(&first.id).await.unwrap().remove(0);
+        assert_eq!(orphan.status, StepStatus::Failed);
         let err = store.set_run_status("no-such-run", RunStatus::Completed, None, Some(now())).await.unwrap_err();
         assert!(matches!(err, MetadataError::NotFound(_)), "{err}");
         assert!(store.lineage("no-such-artifact").await.is_err());
-        assert_eq!(store.step_runs(&first.id).await.unwrap(), vec![]);
     }
 
     /// Several handles writing at once (each its own connection, as separate

@@ -347,6 +347,9 @@ pub enum MetadataError {
     /// A record refers to something that does not exist.
     #[error("{0} was not found in the metadata store")]
     NotFound(String),
+    /// A run with that name exists already.
+    #[error("a run named `{0}` already exists; choose another run name")]
+    RunNameTaken(String),
     /// A stored value could not be read back.
     #[error("the metadata store holds an unreadable value: {0}")]
     Corrupt(String),
@@ -370,7 +373,9 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     async fn create_run(&self, run: &NewRun) -> Result<RunRecord, MetadataError>;
 
     /// Sets a run's status, error and end time (`ended_at` is `None` while
-    /// it is not finished).
+    /// it is not finished). Setting `running` also records a heartbeat;
+    /// finishing a run closes its step runs still marked `running` as failed
+    /// (a step whose final record could not be written).
     async fn set_run_status(
         &self,
         run_id: &str,

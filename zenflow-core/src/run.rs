@@ -34,20 +34,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     let record = stack.metadata().create_run(&new_run).await?;
     let plan = Arc::new(new_run.plan);
     let runner = Arc::new(StepRunner::new(stack.clone(), record, plan.clone(), options));
-    let heartbeat = {
-        let metadata = stack.metadata().clone();
-        let id = id.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(metadata::HEARTBEAT_INTERVAL);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = metadata.heartbeat(&id, metadata::now()).await {
-                    tracing::warn!("could not record the run's heartbeat: {e}");
-                }
-            }
-        })
-    };
+    let heartbeat = spawn_heartbeat(stack, &id);
     let outcome = stack.orchestrator().execute(runner.clone()).await;
     heartbeat.abort();
     let steps = runner.results();
@@ -70,6 +57,24 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     run.error = error;
     run.ended_at = Some(ended_at);
     Ok(RunResult { stack: stack.clone(), run, plan, steps, duration: started.elapsed() })
+}
+
+/// Records a heartbeat for `run_id` every [`metadata::HEARTBEAT_INTERVAL`]
+/// until the returned task is aborted: what keeps a long run (or a worker's
+/// step) from being taken for dead.
+pub fn spawn_heartbeat(stack: &Stack, run_id: &str) -> tokio::task::JoinHandle<()> {
+    let metadata = stack.metadata().clone();
+    let id = run_id.to_string();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(metadata::HEARTBEAT_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = metadata.heartbeat(&id, metadata::now()).await {
+                tracing::warn!("could not record the run's heartbeat: {e}");
+            }
+        }
+    })
 }
 
 /// `<pipeline>-<YYYYMMDD>-<HHMMSS>-<6 hex of the id>`.

@@ -53,7 +53,7 @@ struct OrchestratorTable {
 }
 
 /// Settings of an artifact store.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactStoreConfig {
     /// `file://`, `memory://` or `s3://bucket/prefix`.
@@ -79,7 +79,7 @@ pub struct ArtifactStoreConfig {
 }
 
 /// Settings of a metadata store.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataStoreConfig {
     /// `sqlite://PATH`, `sqlite::memory:` or `postgres://...`.
@@ -87,6 +87,30 @@ pub struct MetadataStoreConfig {
     /// Connections in the pool (PostgreSQL); default: 2 × cores, at least 4.
     #[serde(default)]
     pub pool_size: Option<usize>,
+}
+
+// Secrets stay out of `{:?}` and tracing output.
+impl std::fmt::Debug for ArtifactStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactStoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("endpoint", &self.endpoint.as_deref().map(redact_url))
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "***"))
+            .field("session_token", &self.session_token.as_ref().map(|_| "***"))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MetadataStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataStoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -360,26 +384,31 @@ impl StackConfig {
     }
 }
 
-/// `scheme://user:***@host/...`: the password of a URL hidden.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
+/// The URL with every secret hidden: the password, and query parameters
+/// that look like secrets (`password`, `secret`, `token`, `key`). A URL that
+/// does not parse is hidden whole: it might be a password with a `/` in it.
+pub fn redact_url(raw: &str) -> String {
+    if !raw.contains("://") {
+        return raw.to_string(); // sqlite::memory:, plain paths
+    }
+    let Ok(mut url) = url::Url::parse(raw) else {
+        let scheme = raw.split("://").next().unwrap_or("");
+        return format!("{scheme}://<hidden: not a well-formed URL>");
     };
-    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_string() };
-    let user = userinfo.split(':').next().unwrap_or("");
-    let mut tail = tail.to_string();
-    // Passwords in query parameters too (`?password=...`).
-    if let Some(q) = tail.find("password=") {
-        let end = tail[q..].find('&').map_or(tail.len(), |e| q + e);
-        tail.replace_range(q + "password=".len()..end, "***");
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
-    if userinfo.contains(':') {
-        format!("{scheme}://{user}:***@{host}{tail}")
-    } else {
-        format!("{scheme}://{user}@{host}{tail}")
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "token", "key"].iter().any(|s| k.to_ascii_lowercase().contains(s));
+                (k.into_owned(), if secret { "***".to_string() } else { v.into_owned() })
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
     }
+    url.to_string().replace("%2A%2A%2A", "***")
 }
 
 /// Replaces `${VAR}` / `${VAR:-default}` in every string of `value`.
@@ -479,7 +508,15 @@ mod tests {
     fn urls_are_redacted() {
         assert_eq!(redact_url("postgres://zen:s3cret@127.0.0.1:5432/db"), "postgres://zen:***@127.0.0.1:5432/db");
         assert_eq!(redact_url("postgres://zen@h/db?password=abc&x=1"), "postgres://zen@h/db?password=***&x=1");
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/zf?user=zen&password=s3cret"),
+            "postgres://127.0.0.1/zf?user=zen&password=***"
+        );
         assert_eq!(redact_url("s3://bucket/prefix"), "s3://bucket/prefix");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+        // A password with a `/` that was not percent-encoded: hidden whole.
+        let r = redact_url("postgres://zen:ab/cd@host/db");
+        assert!(!r.contains("ab/cd") && !r.contains("cd@host"), "{r}");
     }
 
     #[test]

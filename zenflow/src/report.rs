@@ -292,8 +292,8 @@ impl RunReport {
         let _ = writeln!(
             md,
             "**Run** `{}` · stack `{}` · {commit} · **{}** in {} · {gate}  ",
-            cell(&self.run_name),
-            cell(&self.stack),
+            code(&self.run_name),
+            code(&self.stack),
             self.status,
             self.duration_ms.map_or("—".into(), duration)
         );
@@ -319,18 +319,18 @@ impl RunReport {
             let _ = writeln!(
                 md,
                 "| `{}` | {status_icon} {} | {} | {} | {} |",
-                cell(&s.id),
+                code(&s.id),
                 s.status,
                 s.duration_ms.map_or("—".into(), duration),
                 if s.status == "cached" { "yes" } else { "" },
-                s.error.as_deref().map(cell).unwrap_or_default()
+                s.error.as_deref().map(text).unwrap_or_default()
             );
         }
 
         if !self.metrics.is_empty() {
             let _ = writeln!(md, "\n### Metrics\n\n| Step | Metric | Value |\n|---|---|---:|");
             for m in &self.metrics {
-                let _ = writeln!(md, "| `{}` | {} | {} |", cell(&m.step), cell(&m.name), number(m.value));
+                let _ = writeln!(md, "| `{}` | {} | {} |", code(&m.step), text(&m.name), number(m.value));
             }
         }
 
@@ -349,11 +349,11 @@ impl RunReport {
                 let _ = writeln!(
                     md,
                     "| {icon} | {} | `{}` | {} | {} | {} |",
-                    cell(&c.name),
-                    cell(&c.step),
+                    text(&c.name),
+                    code(&c.step),
                     c.value.map_or("—".into(), number),
                     c.threshold.map_or("—".into(), number),
-                    cell(&c.message)
+                    text(&c.message)
                 );
             }
         }
@@ -372,9 +372,9 @@ impl RunReport {
                 let _ = writeln!(
                     md,
                     "| `{}` | {} | `{}` | {} | `{}` | `{}` |",
-                    cell(&o.name),
+                    code(&o.name),
                     o.version,
-                    cell(&o.type_name),
+                    code(&o.type_name),
                     bytes(o.size),
                     &o.content_hash[..12],
                     o.artifact_id
@@ -444,6 +444,10 @@ impl RunReport {
                         "<failure message=\"{}\" type=\"step\"/>",
                         xml(s.error.as_deref().unwrap_or("failed"))
                     );
+                }
+                "running" => {
+                    failures += 1;
+                    let _ = write!(cases, "<failure message=\"the step did not finish\" type=\"step\"/>");
                 }
                 "skipped" | "pending" => {
                     skipped += 1;
@@ -540,6 +544,17 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
+/// Plain text in a markdown cell: HTML-escaped, so `Vec<String>` shows as
+/// written and a `<!--` in a message cannot hide the rest of a PR comment.
+fn text(s: &str) -> String {
+    cell(&s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"))
+}
+
+/// The inside of a markdown code span (backticks would end it).
+fn code(s: &str) -> String {
+    cell(&s.replace('`', "'"))
+}
+
 fn xml(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -577,7 +592,8 @@ pub fn duration(ms: f64) -> String {
     } else if ms < 60_000.0 {
         format!("{:.2} s", ms / 1000.0)
     } else {
-        format!("{} min {:.0} s", (ms / 60_000.0).floor(), (ms % 60_000.0) / 1000.0)
+        let secs = (ms / 1000.0).round() as u64;
+        format!("{} min {} s", secs / 60, secs % 60)
     }
 }
 
@@ -603,6 +619,9 @@ mod tests {
         assert_eq!(xml("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
         assert_eq!(duration(0.5), "500 µs");
         assert_eq!(duration(1500.0), "1.50 s");
+        assert_eq!(duration(119_700.0), "2 min 0 s");
+        assert_eq!(text("Vec<String> <!-- x"), "Vec&lt;String&gt; &lt;!-- x");
+        assert_eq!(code("a`b|c"), "a'b\\|c");
         assert_eq!(bytes(2048), "2.0 KiB");
         assert_eq!(gate([CheckStatus::Pass, CheckStatus::Warn], false), Gate::Passed);
         assert_eq!(gate([CheckStatus::Pass, CheckStatus::Warn], true), Gate::Failed);

@@ -179,10 +179,13 @@ impl ObjectArtifactStore {
         let upload = self.store.put_multipart(location).await.map_err(|e| self.err(e))?;
         let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         for chunk in bytes.chunks(PART_SIZE) {
-            writer.wait_for_capacity(4).await.map_err(|e| self.err(e))?;
+            if let Err(e) = writer.wait_for_capacity(4).await {
+                let _ = writer.abort().await; // no orphaned upload left behind
+                return Err(self.err(e));
+            }
             writer.write(chunk);
         }
-        // Only `finish` makes the object visible; on error the parts are aborted.
+        // Only `finish` makes the object visible; on error it aborts the upload.
         writer.finish().await.map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -276,7 +279,10 @@ impl ArtifactStore for ObjectArtifactStore {
                     return Err(e);
                 }
             };
-            writer.wait_for_capacity(4).await.map_err(|e| self.err(e))?;
+            if let Err(e) = writer.wait_for_capacity(4).await {
+                let _ = writer.abort().await;
+                return Err(self.err(e));
+            }
             writer.put(chunk);
         }
         writer.finish().await.map_err(|e| self.err(e))?;

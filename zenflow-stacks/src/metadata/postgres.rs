@@ -76,12 +76,16 @@ impl PostgresMetadataStore {
 
     /// A pooled connection to a database with the current schema.
     async fn client(&self) -> PgResult<Object> {
-        let client = self.pool.get().await.map_err(|e| self.err(format!("cannot connect: {e}")))?;
-        self.ready.get_or_try_init(|| self.migrate(&client)).await?;
+        let mut client = self.pool.get().await.map_err(|e| self.err(format!("cannot connect: {e}")))?;
+        if self.ready.get().is_none() {
+            // On this same connection: a second one could wait forever on a
+            // pool of one.
+            self.ready.get_or_try_init(|| self.migrate(&mut client)).await?;
+        }
         Ok(client)
     }
 
-    async fn migrate(&self, client: &Object) -> PgResult<()> {
+    async fn migrate(&self, client: &mut Object) -> PgResult<()> {
         let tables: Vec<String> = client
             .query(
                 "SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = current_schema() \
@@ -103,8 +107,25 @@ impl PostgresMetadataStore {
                 detail: format!("its schema holds other tables: {shown}"),
             });
         }
-        let mut conn = self.pool.get().await.map_err(|e| self.err(format!("cannot connect: {e}")))?;
-        let tx = conn.transaction().await.map_err(|e| self.pg(e))?;
+        if tables.iter().any(|t| t == "zenflow_schema") {
+            // The common case: read-only, so a role without DDL rights works.
+            let version: i64 = client
+                .query_one("SELECT COALESCE(MAX(version), 0) FROM zenflow_schema", &[])
+                .await
+                .map_err(|e| self.pg(e))?
+                .get(0);
+            if version > latest() {
+                return Err(MetadataError::NewerSchema {
+                    location: self.location.clone(),
+                    found: version,
+                    supported: latest(),
+                });
+            }
+            if version == latest() {
+                return Ok(());
+            }
+        }
+        let tx = client.transaction().await.map_err(|e| self.pg(e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| self.pg(e))?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS zenflow_schema (version BIGINT NOT NULL)")
             .await
@@ -441,7 +462,7 @@ impl MetadataStore for PostgresMetadataStore {
             .await
             .map_err(|e| self.pg(e))?;
         if inserted == 0 {
-            return Err(self.err(format!("a run named `{}` already exists; choose another run name", run.name)));
+            return Err(MetadataError::RunNameTaken(run.name.clone()));
         }
         tx.commit().await.map_err(|e| self.pg(e))?;
         Ok(RunRecord {
@@ -466,14 +487,29 @@ impl MetadataStore for PostgresMetadataStore {
         error: Option<&str>,
         ended_at: Option<Timestamp>,
     ) -> PgResult<()> {
-        let c = self.client().await?;
-        let changed = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.pg(e))?;
+        let now = now();
+        let beat = (status == RunStatus::Running).then_some(now);
+        let changed = tx
             .execute(
-                "UPDATE runs SET status = $2, error = $3, ended_at = $4 WHERE id = $1",
-                &[&run_id, &status.as_str(), &error, &ended_at],
+                "UPDATE runs SET status = $2, error = $3, ended_at = $4, heartbeat_at = COALESCE($5, heartbeat_at) \
+                 WHERE id = $1",
+                &[&run_id, &status.as_str(), &error, &ended_at, &beat],
             )
             .await
             .map_err(|e| self.pg(e))?;
+        if matches!(status, RunStatus::Completed | RunStatus::Failed) {
+            tx.execute(
+                "UPDATE step_runs SET status = 'failed', ended_at = $2, \
+                 error = COALESCE(error, 'the step''s final record could not be written') \
+                 WHERE run_id = $1 AND status = 'running'",
+                &[&run_id, &now],
+            )
+            .await
+            .map_err(|e| self.pg(e))?;
+        }
+        tx.commit().await.map_err(|e| self.pg(e))?;
         if changed == 0 {
             return Err(MetadataError::NotFound(format!("run `{run_id}`")));
         }

@@ -514,10 +514,7 @@ impl MetadataStore for SqliteMetadataStore {
             Ok(true)
         })?;
         if !created {
-            return Err(MetadataError::Backend {
-                location: self.location.clone(),
-                message: format!("a run named `{}` already exists; choose another run name", run.name),
-            });
+            return Err(MetadataError::RunNameTaken(run.name.clone()));
         }
         Ok(RunRecord {
             id: run.id.clone(),
@@ -541,11 +538,25 @@ impl MetadataStore for SqliteMetadataStore {
         error: Option<&str>,
         ended_at: Option<Timestamp>,
     ) -> SqlResult<()> {
-        let changed = self.with(|c| {
-            c.execute(
-                "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
-                params![run_id, status.as_str(), error, ended_at],
-            )
+        let changed = self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now();
+            let beat = (status == RunStatus::Running).then_some(now);
+            let changed = tx.execute(
+                "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4, heartbeat_at = COALESCE(?5, heartbeat_at) \
+                 WHERE id = ?1",
+                params![run_id, status.as_str(), error, ended_at, beat],
+            )?;
+            if matches!(status, RunStatus::Completed | RunStatus::Failed) {
+                tx.execute(
+                    "UPDATE step_runs SET status = 'failed', ended_at = ?2, \
+                     error = COALESCE(error, 'the step''s final record could not be written') \
+                     WHERE run_id = ?1 AND status = 'running'",
+                    params![run_id, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(changed)
         })?;
         if changed == 0 {
             return Err(MetadataError::NotFound(format!("run `{run_id}`")));

@@ -42,6 +42,9 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 pub struct RunConfig {
     /// `{ run_name, cache, parameters, steps }`.
     pub doc: Value,
+    /// The raw text of `--set steps...` values, by dotted path: a value like
+    /// `007` is also tried as the string it was typed as.
+    raw: std::collections::BTreeMap<String, String>,
 }
 
 impl RunConfig {
@@ -52,7 +55,7 @@ impl RunConfig {
         doc.insert("cache".into(), Value::Bool(true));
         doc.insert("parameters".into(), parameters);
         doc.insert("steps".into(), Value::Object(Map::new()));
-        RunConfig { doc: Value::Object(doc) }
+        RunConfig { doc: Value::Object(doc), raw: Default::default() }
     }
 
     /// Merges a YAML, TOML or JSON file over the current values.
@@ -148,6 +151,7 @@ impl RunConfig {
                 }
                 // Types of step settings are checked against the plan later.
                 insert(&mut self.doc, &path, candidates[0].clone());
+                self.raw.insert(dotted, raw.to_string());
                 Ok(())
             }
             field => {
@@ -229,9 +233,14 @@ impl RunConfig {
     pub fn apply_step_settings(&self, plan: &mut Plan) -> Result<(), ConfigError> {
         let Some(steps) = self.doc["steps"].as_object() else { return Ok(()) };
         for (key, settings) in steps {
-            let targets: Vec<usize> = match plan.steps.iter().position(|s| &s.id == key) {
-                Some(i) => vec![i],
-                None => plan.steps.iter().enumerate().filter(|(_, s)| &s.step == key).map(|(i, _)| i).collect(),
+            // A step name means all its invocations (`train`, `train_2`, ...);
+            // otherwise an invocation id means that one.
+            let by_name: Vec<usize> =
+                plan.steps.iter().enumerate().filter(|(_, s)| &s.step == key).map(|(i, _)| i).collect();
+            let targets = if by_name.is_empty() {
+                plan.steps.iter().position(|s| &s.id == key).into_iter().collect()
+            } else {
+                by_name
             };
             if targets.is_empty() {
                 let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
@@ -245,7 +254,7 @@ impl RunConfig {
                 return err(format!("`steps.{key}` must be a mapping of {}", STEP_FIELDS.join(", ")));
             };
             for i in targets {
-                apply_settings(&mut plan.steps[i], key, settings)?;
+                apply_settings(&mut plan.steps[i], key, settings, &self.raw)?;
             }
         }
         Ok(())
@@ -256,6 +265,7 @@ fn apply_settings(
     step: &mut zenflow_core::plan::PlanStep,
     key: &str,
     settings: &Map<String, Value>,
+    raw: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
     for (field, value) in settings {
         let at = format!("steps.{key}.{field}");
@@ -286,18 +296,17 @@ fn apply_settings(
                             if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
                         ));
                     };
-                    // A value given on the command line may be a string that
-                    // looks like a number: accept it as a string if that fits.
-                    let fitted = [v.clone(), Value::String(v.to_string())]
-                        .into_iter()
-                        .find(|c| (p.check)(c).is_ok())
-                        .ok_or_else(|| {
-                        ConfigError(format!(
-                            "`{at}.{name}`: {v} does not fit the parameter's type `{}`: {}",
-                            p.type_name,
-                            (p.check)(v).err().unwrap_or_default()
-                        ))
-                    })?;
+                    // A value typed on the command line may be a string that
+                    // looks like a number (`007`): try it as typed, too.
+                    let typed = raw.get(&format!("{at}.{name}")).map(|r| Value::String(r.clone()));
+                    let fitted =
+                        std::iter::once(v.clone()).chain(typed).find(|c| (p.check)(c).is_ok()).ok_or_else(|| {
+                            ConfigError(format!(
+                                "`{at}.{name}`: {v} does not fit the parameter's type `{}`: {}",
+                                p.type_name,
+                                (p.check)(v).err().unwrap_or_default()
+                            ))
+                        })?;
                     step.params.insert(name.clone(), fitted);
                 }
             }
@@ -445,6 +454,26 @@ mod tests {
         assert!(!c.cache());
         let e = c.set("steps.train.colour=red", &typed).unwrap_err().0;
         assert!(e.contains("retries"), "{e}");
+    }
+
+    #[test]
+    fn a_step_name_sets_every_invocation_an_id_sets_one() {
+        let mut plan: Plan = serde_json::from_value(json!({
+            "format": 1, "pipeline": "p", "config": null,
+            "steps": [
+                {"id": "train", "step": "train", "code_hash": "h", "params": {}, "inputs": [], "outputs": [],
+                 "options": {"cache": true, "retries": 0, "retry_backoff_ms": 200}},
+                {"id": "train_2", "step": "train", "code_hash": "h", "params": {}, "inputs": [], "outputs": [],
+                 "options": {"cache": true, "retries": 0, "retry_backoff_ms": 200}}
+            ]
+        }))
+        .unwrap();
+        let mut c = base();
+        c.set("steps.train.retries=3", &typed).unwrap();
+        c.set("steps.train_2.cache=false", &typed).unwrap();
+        c.apply_step_settings(&mut plan).unwrap();
+        assert_eq!((plan.steps[0].options.retries, plan.steps[1].options.retries), (3, 3));
+        assert_eq!((plan.steps[0].options.cache, plan.steps[1].options.cache), (true, false));
     }
 
     #[test]

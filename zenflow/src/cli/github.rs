@@ -29,7 +29,6 @@ pub enum Posted {
 }
 
 /// The settings read from the environment.
-#[derive(Debug)]
 pub struct GithubEnv {
     token: String,
     repository: String,
@@ -39,6 +38,17 @@ pub struct GithubEnv {
 
 fn usage(message: impl Into<String>) -> CommentError {
     CommentError { usage: true, message: message.into() }
+}
+
+impl std::fmt::Debug for GithubEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubEnv")
+            .field("token", &"***")
+            .field("repository", &self.repository)
+            .field("api", &self.api)
+            .field("pr", &self.pr)
+            .finish()
+    }
 }
 
 impl GithubEnv {

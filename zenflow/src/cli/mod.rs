@@ -72,7 +72,9 @@ impl From<Error> for CliError {
         use zenflow_core::metadata::MetadataError;
         let code = match &e {
             Error::Plan(_) | Error::Usage(_) | Error::NotFound(_) => exit::USAGE,
-            Error::Metadata(MetadataError::NotZenflow { .. } | MetadataError::NewerSchema { .. }) => exit::USAGE,
+            Error::Metadata(
+                MetadataError::NotZenflow { .. } | MetadataError::NewerSchema { .. } | MetadataError::RunNameTaken(_),
+            ) => exit::USAGE,
             _ => exit::STEP_FAILED,
         };
         CliError { code, message: e.to_string() }
@@ -386,8 +388,10 @@ where
             } else {
                 run
             };
-            let report = RunReport::load(&stack, &id, false)
-                .map_err(|_| CliError::usage(format!("no run `{id}` in {}", stack.metadata().url())))?;
+            if stack.get_run(&id)?.is_none() {
+                return Err(CliError::usage(format!("no run `{id}` in {}", stack.metadata().url())));
+            }
+            let report = RunReport::load(&stack, &id, false)?;
             print!("{}", text_report(&report));
             if logs {
                 for sr in stack.step_runs(&report.run_id)? {
@@ -564,6 +568,11 @@ where
         None => None,
     };
     let no_cache = args.no_cache || !doc.cache();
+    let mut plan = plan;
+    if no_cache {
+        // In the plan, so that workers running a planned run's steps honour it.
+        plan.steps.iter_mut().for_each(|s| s.options.cache = false);
+    }
     if args.dry_run {
         return dry_run(&stack, plan, run_name, no_cache, git);
     }
@@ -727,10 +736,17 @@ fn step_entrypoint(args: EntrypointArgs) -> CliResult {
     let runner = stack.block_on(StepRunner::attach(stack.clone(), &args.run, RunOptions::default()))??;
     let pos = runner.position(&args.step)?;
     let run = runner.run().clone();
-    if run.status == RunStatus::Pending {
+    // Pending -> running, and a heartbeat (also for a run already running:
+    // this worker's step keeps it alive while it lasts).
+    if run.status == RunStatus::Pending || run.status == RunStatus::Running {
         stack.block_on(stack.metadata().set_run_status(&run.id, RunStatus::Running, None, None))??;
     }
-    let result = stack.block_on(runner.run_step(pos))??;
+    let result = stack.block_on(async {
+        let heartbeat = zenflow_core::run::spawn_heartbeat(&stack, &run.id);
+        let result = runner.run_step(pos).await;
+        heartbeat.abort();
+        result
+    })??;
     eprintln!("[zenflow] {}: {} in {:.1?}", result.invocation, result.status, result.duration);
     if let Some(e) = &result.error {
         eprintln!("error: {e}");
@@ -777,9 +793,12 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
         }
         ArtifactsCommand::Show { id, stack } => {
             let stack = resolve_stack(&stack.stack)?;
-            let lineage = stack
-                .block_on(stack.metadata().lineage(&id))?
-                .map_err(|_| CliError::usage(format!("no artifact version `{id}` in {}", stack.metadata().url())))?;
+            let lineage = stack.block_on(stack.metadata().lineage(&id))?.map_err(|e| match e {
+                zenflow_core::metadata::MetadataError::NotFound(_) => {
+                    CliError::usage(format!("no artifact version `{id}` in {}", stack.metadata().url()))
+                }
+                other => other.into(),
+            })?;
             let v = &lineage.artifact;
             println!("id:           {}", v.id);
             println!("name:         {} (version {})", v.name, v.version);
@@ -826,8 +845,8 @@ async fn export(
         ".{}.zenflow-partial",
         output.file_name().and_then(|n| n.to_str()).unwrap_or("export")
     ));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(fail)?);
     let mut stream = get_verified_stream(store, hash).await?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(fail)?);
     let mut written = 0u64;
     let result: CliResult<()> = async {
         use futures::StreamExt;
