@@ -125,6 +125,7 @@ fn hot_paths(c: &mut Criterion) {
                     materializer_version: 1,
                     format: "json".into(),
                     metadata: value.metadata.clone(),
+                    inline: None,
                 }],
             };
             stack.block_on(stack.metadata().write_step_run(&write)).unwrap().unwrap();

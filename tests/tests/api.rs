@@ -50,6 +50,7 @@ fn stack() -> (tempfile::TempDir, zenflow::Stack) {
 #[test]
 fn outputs_load_with_their_types_and_wrong_types_are_refused() {
     let (dir, stack) = stack();
+    let stack = stack.with_inline_limit(0); // every artifact a file, to inspect the .npy
     let run = matrices.run(&stack, &(3, 4)).unwrap();
     let m: Array2<f32> = run.output("make_matrix", "output").unwrap();
     assert_eq!(m.shape(), [3, 4]);

@@ -162,6 +162,7 @@ fn a_changed_step_version_reruns_the_step() {
 #[test]
 fn an_artifact_deleted_from_the_store_turns_a_hit_into_a_miss() {
     let (_dir, stack) = stack();
+    let stack = stack.with_inline_limit(0);
     let first = chain.run(&stack, &4004).unwrap();
     let gone = first.output_version("square", "output").unwrap().content_hash;
     stack.block_on(stack.artifacts().delete(&gone)).unwrap().unwrap();
@@ -191,6 +192,7 @@ fn cache_false_and_the_per_run_switch_disable_the_cache() {
 #[test]
 fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_rerunning_its_producer() {
     let (dir, stack) = stack();
+    let stack = stack.with_inline_limit(0);
     let first = chain.run(&stack, &5005).unwrap();
     let version = first.output_version("square", "output").unwrap().clone();
     let path = dir.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
@@ -214,4 +216,24 @@ fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_rerunning_its_p
     let run = chain.run_with(&stack, &5005, RunOptions { no_cache: true, ..Default::default() }).unwrap();
     assert_eq!(run.output::<String>("describe", "output").unwrap(), "value 25050025");
     assert_eq!(first.output::<i64>("square", "output").unwrap(), 25050025, "the old run's artifact is whole again");
+}
+
+#[test]
+fn small_outputs_live_in_the_step_record_and_tampering_is_detected() {
+    let (dir, stack) = stack();
+    let run = chain.run(&stack, &6006).unwrap();
+    let version = run.output_version("square", "output").unwrap().clone();
+    assert_eq!(version.uri, format!("inline:{}", version.content_hash));
+    assert_eq!(version.inline.as_deref(), Some(&b"36072036"[..]));
+    let file = dir.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
+    assert!(!file.exists(), "no artifact file for an inline output");
+    assert_eq!(run.output::<i64>("square", "output").unwrap(), 36072036);
+    // Unchanged re-run: served from cache without any artifact file.
+    assert_eq!(chain.run(&stack, &6006).unwrap().cached().len(), 3);
+
+    let conn = rusqlite::Connection::open(dir.path().join(".zenflow/zenflow.db")).unwrap();
+    conn.execute("UPDATE artifact_versions SET inline_bytes = x'39' WHERE id = ?1", [&version.id]).unwrap();
+    let tampered = stack.block_on(stack.metadata().artifact_version(&version.id)).unwrap().unwrap().unwrap();
+    let err = stack.load::<i64>(&tampered).unwrap_err().to_string();
+    assert!(err.contains("is corrupted") && err.contains(&version.uri), "{err}");
 }

@@ -384,11 +384,17 @@ fn runs_artifacts_dag_and_stacks_can_be_inspected() {
     let o = p.run(&["artifacts", "export", &id, "--output", "out.txt"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(p.path("out.txt")).unwrap(), "demo: 0.450");
-    // A damaged object is not exported, and no partial file is left behind.
-    let hash = shown.lines().find_map(|l| l.strip_prefix("content hash: ")).unwrap().trim().to_string();
+    // A large artifact lives in the artifact store; a damaged one is not
+    // exported, and no partial file is left behind.
+    assert_eq!(code(&p.run(&["run", "-q", "--set", "size=5000"])), 0);
+    let big = stdout(&p.run(&["artifacts", "list", "--name", "demo.generate.output"]));
+    let big_id = big.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let shown_big = stdout(&p.run(&["artifacts", "show", &big_id]));
+    let hash = shown_big.lines().find_map(|l| l.strip_prefix("content hash: ")).unwrap().trim().to_string();
     let object = p.path(".zenflow/artifacts").join(&hash[..2]).join(&hash);
-    std::fs::write(&object, "demo: 9.999").unwrap();
-    let o = p.run(&["artifacts", "export", &id, "--output", "bad.txt"]);
+    assert!(object.is_file(), "{shown_big}");
+    std::fs::write(&object, "not the array").unwrap();
+    let o = p.run(&["artifacts", "export", &big_id, "--output", "bad.txt"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("is corrupted"), "{}", stderr(&o));
     assert!(!p.path("bad.txt").exists() && !p.path(".bad.txt.zenflow-partial").exists());

@@ -139,6 +139,35 @@ pub async fn get_verified(store: &dyn ArtifactStore, hash: &ContentHash) -> Resu
     Ok(bytes)
 }
 
+/// The bytes of an artifact version, verified against its content hash:
+/// from the record itself for small inline artifacts, else from the store.
+pub async fn read_version(
+    store: &dyn ArtifactStore,
+    version: &crate::metadata::ArtifactVersion,
+) -> Result<Bytes, StoreError> {
+    match &version.inline {
+        Some(bytes) => {
+            let actual = ContentHash::of(bytes);
+            if actual != version.content_hash {
+                return Err(StoreError::Corrupted { uri: version.uri.clone(), expected: version.content_hash, actual });
+            }
+            Ok(bytes.clone())
+        }
+        None => get_verified(store, &version.content_hash).await,
+    }
+}
+
+/// Whether an artifact version's bytes are still there (inline ones always are).
+pub async fn version_available(
+    store: &dyn ArtifactStore,
+    version: &crate::metadata::ArtifactVersion,
+) -> Result<bool, StoreError> {
+    match version.inline {
+        Some(_) => Ok(true),
+        None => store.exists(&version.content_hash).await,
+    }
+}
+
 /// The object key of a hash: `<aa>/<hash>`, fanned out so no folder grows huge.
 pub fn object_key(hash: &ContentHash) -> String {
     let hex = hash.to_hex();

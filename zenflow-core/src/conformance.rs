@@ -309,6 +309,7 @@ pub mod metadata {
             materializer_version: 1,
             format: "json".into(),
             metadata: ArtifactMetadata { size: content.len() as u64, summary: Some("42".into()), ..Default::default() },
+            inline: None,
         }
     }
 
@@ -393,9 +394,15 @@ pub mod metadata {
         assert_eq!(rec.outputs[0].artifact, v1, "a cached step run points at the original version");
         assert_eq!(rec.original_step_run.as_deref(), Some(load.step_run.id.as_str()));
         let mut again = step_write(&run2.id, "load2", StepStatus::Completed);
-        again.new_outputs = vec![artifact("conformance", "load", b"43")];
+        let mut small = artifact("conformance", "load", b"43");
+        small.inline = Some(bytes::Bytes::from_static(b"43"));
+        again.new_outputs = vec![small];
         let v2 = store.write_step_run(&again).await.unwrap()[0].artifact.clone();
         assert_eq!(v2.version, 2, "versions count up per artifact name");
+        let stored = store.artifact_version(&v2.id).await.unwrap().unwrap();
+        assert_eq!(stored.inline.as_deref(), Some(&b"43"[..]), "inline bytes round-trip");
+        assert_eq!(stored, v2);
+        assert!(store.artifact_version(&v1.id).await.unwrap().unwrap().inline.is_none());
         let versions = store.artifact_versions(Some("conformance.load.output"), 10).await.unwrap();
         assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 1], "newest first");
 

@@ -182,6 +182,11 @@ pub struct ArtifactVersion {
     pub run_id: String,
     /// When it was recorded.
     pub created_at: Timestamp,
+    /// The bytes, for small artifacts kept in the metadata store itself
+    /// (one synced write per step instead of two); `None` when they are in
+    /// the artifact store.
+    #[serde(skip)]
+    pub inline: Option<bytes::Bytes>,
 }
 
 /// An artifact produced by a step run, to be recorded.
@@ -205,6 +210,8 @@ pub struct NewArtifact {
     pub format: String,
     /// Size, shape, summary...
     pub metadata: ArtifactMetadata,
+    /// The bytes, when the artifact is small enough to live in the record.
+    pub inline: Option<bytes::Bytes>,
 }
 
 impl NewArtifact {
@@ -225,6 +232,7 @@ impl NewArtifact {
             producer_step_run: step_run.to_string(),
             run_id: run_id.to_string(),
             created_at: at,
+            inline: self.inline.clone(),
         }
     }
 }

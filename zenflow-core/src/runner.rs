@@ -471,7 +471,7 @@ impl StepRunner {
             return Ok(None);
         };
         for o in &hit.outputs {
-            if !self.stack.artifacts().exists(&o.artifact.content_hash).await? {
+            if !artifact_store::version_available(self.stack.artifacts().as_ref(), &o.artifact).await? {
                 tracing::warn!(
                     artifact = %o.artifact.name,
                     "cached artifact {} is gone from the artifact store; the step will run again",
@@ -489,7 +489,7 @@ impl StepRunner {
         for (spec, versions) in step.inputs.iter().zip(inputs) {
             let mut parts = Vec::with_capacity(versions.len());
             for v in versions {
-                let bytes = artifact_store::get_verified(store, &v.content_hash).await?;
+                let bytes = artifact_store::read_version(store, v).await?;
                 parts.push(Encoded { format: v.format.clone(), bytes });
             }
             loaded.push(if spec.list {
@@ -569,7 +569,9 @@ impl StepRunner {
         values: Vec<EncodedValue>,
     ) -> std::result::Result<Vec<NewArtifact>, StoreError> {
         let store = self.stack.artifacts();
-        let puts = values.iter().map(|v| store.put(&v.hash, v.encoded.bytes.clone()));
+        let limit = self.stack.inline_limit();
+        let inline = |v: &EncodedValue| v.encoded.bytes.len() <= limit;
+        let puts = values.iter().filter(|v| !inline(v)).map(|v| store.put(&v.hash, v.encoded.bytes.clone()));
         futures::future::try_join_all(puts).await?;
         Ok(step
             .outputs
@@ -578,7 +580,8 @@ impl StepRunner {
             .map(|(o, v)| NewArtifact {
                 output: o.name.clone(),
                 name: format!("{}.{}.{}", self.plan.pipeline, step.id, o.name),
-                uri: store.uri(&v.hash),
+                uri: if inline(&v) { format!("inline:{}", v.hash) } else { store.uri(&v.hash) },
+                inline: inline(&v).then(|| v.encoded.bytes.clone()),
                 content_hash: v.hash,
                 type_name: v.type_name.to_string(),
                 materializer: v.materializer.to_string(),

@@ -108,6 +108,12 @@ ALTER TABLE runs ADD COLUMN heartbeat_at BIGINT;
 CREATE INDEX runs_by_status ON runs(status);
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE artifact_versions ADD COLUMN inline_bytes BYTEA;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.

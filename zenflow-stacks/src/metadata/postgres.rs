@@ -153,7 +153,8 @@ impl PostgresMetadataStore {
 
 const RUN_COLS: &str = "id, pipeline, name, status, stack, config, plan, git_commit, started_at, ended_at, error";
 const AV_COLS: &str = "av.id, av.name, av.version, av.uri, av.content_hash, av.type_name, av.materializer, \
-                       av.materializer_version, av.format, av.metadata, av.producer_step_run, av.run_id, av.created_at";
+                       av.materializer_version, av.format, av.metadata, av.producer_step_run, av.run_id, av.created_at, \
+                       av.inline_bytes";
 const SR_COLS: &str = "sr.id, sr.run_id, sr.invocation, sr.step, sr.status, sr.cache_key, sr.original_step_run, \
                        sr.started_at, sr.ended_at, sr.error, sr.attempts, sr.logs";
 
@@ -192,6 +193,7 @@ fn av_row(r: &Row, at: usize) -> PgResult<ArtifactVersion> {
         producer_step_run: r.get(at + 10),
         run_id: r.get(at + 11),
         created_at: r.get(at + 12),
+        inline: r.get::<_, Option<Vec<u8>>>(at + 13).map(bytes::Bytes::from),
     })
 }
 
@@ -346,8 +348,8 @@ impl PostgresMetadataStore {
             let metadata = serde_json::to_string(&a.metadata).unwrap_or_else(|_| "{}".into());
             tx.execute(
                 "INSERT INTO artifact_versions (id, name, version, uri, content_hash, type_name, materializer, \
-                 materializer_version, format, metadata, producer_step_run, run_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 materializer_version, format, metadata, producer_step_run, run_id, created_at, inline_bytes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 &[
                     &id,
                     &a.name,
@@ -362,6 +364,7 @@ impl PostgresMetadataStore {
                     &w.id,
                     &w.run_id,
                     &now,
+                    &a.inline.as_deref(),
                 ],
             )
             .await?;

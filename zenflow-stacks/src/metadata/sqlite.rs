@@ -250,7 +250,8 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 const AV_COLS: &str = "av.id, av.name, av.version, av.uri, av.content_hash, av.type_name, av.materializer, \
-                       av.materializer_version, av.format, av.metadata, av.producer_step_run, av.run_id, av.created_at";
+                       av.materializer_version, av.format, av.metadata, av.producer_step_run, av.run_id, av.created_at, \
+                       av.inline_bytes";
 
 fn av_row(r: &Row<'_>, at: usize) -> rusqlite::Result<ArtifactVersion> {
     let hash: String = r.get(at + 4)?;
@@ -268,6 +269,7 @@ fn av_row(r: &Row<'_>, at: usize) -> rusqlite::Result<ArtifactVersion> {
         producer_step_run: r.get(at + 10)?,
         run_id: r.get(at + 11)?,
         created_at: r.get(at + 12)?,
+        inline: r.get::<_, Option<Vec<u8>>>(at + 13)?.map(bytes::Bytes::from),
     })
 }
 
@@ -402,8 +404,8 @@ fn write_step_run(conn: &mut Connection, write: &StepRunWrite, logs: &str) -> ru
         let metadata = serde_json::to_string(&a.metadata).map_err(json_err)?;
         tx.prepare_cached(
             "INSERT INTO artifact_versions (id, name, version, uri, content_hash, type_name, materializer, \
-                 materializer_version, format, metadata, producer_step_run, run_id, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 materializer_version, format, metadata, producer_step_run, run_id, created_at, inline_bytes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             id,
@@ -418,7 +420,8 @@ fn write_step_run(conn: &mut Connection, write: &StepRunWrite, logs: &str) -> ru
             metadata,
             w.id,
             w.run_id,
-            now
+            now,
+            a.inline.as_deref()
         ])?;
         tx.prepare_cached(
             "INSERT INTO step_run_outputs (step_run_id, output, position, artifact_version_id) \

@@ -683,7 +683,11 @@ fn dry_run(stack: &Stack, plan: Plan, run_name: Option<String>, no_cache: bool, 
                         Some(hit) => {
                             let mut all_there = true;
                             for o in &hit.outputs {
-                                all_there &= stack.artifacts().exists(&o.artifact.content_hash).await?;
+                                all_there &= zenflow_core::artifact_store::version_available(
+                                    stack.artifacts().as_ref(),
+                                    &o.artifact,
+                                )
+                                .await?;
                             }
                             if all_there {
                                 for o in &hit.outputs {
@@ -821,7 +825,7 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
             let v = stack
                 .block_on(stack.metadata().artifact_version(&id))??
                 .ok_or_else(|| CliError::usage(format!("no artifact version `{id}` in {}", stack.metadata().url())))?;
-            let written = stack.block_on(export(stack.artifacts().as_ref(), &v.content_hash, &output))??;
+            let written = stack.block_on(export(stack.artifacts().as_ref(), &v, &output))??;
             eprintln!("wrote {written} bytes of {} v{} ({}) to {}", v.name, v.version, v.format, output.display());
             Ok(exit::SUCCESS)
         }
@@ -832,9 +836,10 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
 /// renamed into place only once every byte is verified.
 async fn export(
     store: &dyn zenflow_core::ArtifactStore,
-    hash: &zenflow_core::ContentHash,
+    version: &zenflow_core::metadata::ArtifactVersion,
     output: &std::path::Path,
 ) -> CliResult<u64> {
+    use futures::StreamExt;
     use std::io::Write;
     use zenflow_core::artifact_store::get_verified_stream;
     let fail = |e: std::io::Error| CliError {
@@ -845,11 +850,17 @@ async fn export(
         ".{}.zenflow-partial",
         output.file_name().and_then(|n| n.to_str()).unwrap_or("export")
     ));
-    let mut stream = get_verified_stream(store, hash).await?;
+    let mut stream = match &version.inline {
+        // A small artifact kept in the record: verified in one piece.
+        Some(_) => {
+            let bytes = zenflow_core::artifact_store::read_version(store, version).await?;
+            futures::stream::once(async move { Ok(bytes) }).boxed()
+        }
+        None => get_verified_stream(store, &version.content_hash).await?,
+    };
     let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(fail)?);
     let mut written = 0u64;
     let result: CliResult<()> = async {
-        use futures::StreamExt;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             file.write_all(&chunk).map_err(fail)?;
