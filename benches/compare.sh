@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 harness=${ZENML_HARNESS:-../shared/bench/zenml}
 venv=${VENV:-/tmp/zenml-venv}
 out=${OUT:-$(mktemp -d /tmp/zenflow-compare.XXXXXX)}
+mkdir -p "$out"
 [ -f "$harness/run_all.py" ] || { echo "the ZenML harness is not at $harness (set ZENML_HARNESS)" >&2; exit 2; }
 
 if ! "$venv/bin/python" -c "import zenml" 2>/dev/null; then
