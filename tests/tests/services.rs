@@ -218,6 +218,8 @@ fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
     assert!(show.contains("secret access key") && show.contains("***"), "{show}");
     assert!(!show.contains(&env("ZENFLOW_TEST_S3_SECRET_KEY")), "credentials are redacted: {show}");
 
+    // 5000 f64 are ~45 KB: the generated values go to S3, the small outputs
+    // stay inline in PostgreSQL.
     let children: Vec<_> = (0..3)
         .map(|i| {
             cmd(&[
@@ -226,7 +228,7 @@ fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
                 "--stack",
                 "shared",
                 "--set",
-                &format!("size={}", 10 + i % 2),
+                &format!("size={}", 5000 + i % 2),
                 "--json",
                 &format!("r{i}.json"),
             ])
@@ -249,9 +251,10 @@ fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(project.path().join("r0.json")).unwrap()).unwrap();
     assert!(r["steps"][0]["outputs"][0]["uri"].as_str().unwrap().starts_with("s3://"), "{r}");
+    assert!(r["steps"][2]["outputs"][0]["uri"].as_str().unwrap().starts_with("inline:"), "{r}");
 
     // Unchanged: the next run is served from the shared cache.
-    let out = cmd(&["run", "--stack", "shared", "--json", "again.json"]).output().unwrap();
+    let out = cmd(&["run", "--stack", "shared", "--set", "size=5000", "--json", "again.json"]).output().unwrap();
     assert!(out.status.success());
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(project.path().join("again.json")).unwrap()).unwrap();
