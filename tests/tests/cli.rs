@@ -206,6 +206,7 @@ fn bad_usage_and_configuration_exit_2_with_the_key_and_the_choices() {
         (&["run", "--set", "steps.score.retries=-1"], "`steps.score.retries` must be a whole number of retries"),
         (&["run", "--run-name", "x-{branch}"], "unknown placeholder `{branch}`"),
         (&["run", "--config", "missing.yaml"], "cannot read the run config missing.yaml"),
+        (&["run", "--junit", "no/such/dir/j.xml"], "--junit no/such/dir/j.xml: the folder no/such/dir does not exist"),
         (&["runs", "show", "no-such-run"], "no run `no-such-run`"),
         (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
     ];

@@ -560,6 +560,7 @@ where
     P: Pipeline,
     P::Config: Default,
 {
+    check_report_paths(&args)?;
     let stack = resolve_stack(&args.stack.stack)?;
     let (doc, plan) = plan_for(pipeline, &args.config)?;
     let git = zenflow_core::git::head_commit(stack.project_root().unwrap_or_else(|| std::path::Path::new(".")));
@@ -596,7 +597,10 @@ where
     let step_runs = stack.step_runs(result.id())?;
     let originals = RunReport::originals(&stack, &step_runs)?;
     let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors);
-    write_reports(&report, &args)?;
+    let report_errors = write_reports(&report, &args);
+    for e in &report_errors {
+        eprintln!("error: {e}");
+    }
     if !quiet {
         println!("{}", result.summary());
     }
@@ -622,25 +626,44 @@ where
             exit::STEP_FAILED
         }
     };
-    Ok(code)
+    // The run's own outcome wins; a missing report fails an otherwise green run.
+    Ok(if code == exit::SUCCESS && !report_errors.is_empty() { exit::STEP_FAILED } else { code })
 }
 
-fn write_reports(report: &RunReport, args: &RunArgs) -> CliResult<()> {
-    let write = |path: &PathBuf, text: String, what: &str| {
-        std::fs::write(path, text).map_err(|e| CliError {
-            code: exit::STEP_FAILED,
-            message: format!("cannot write the {what} to {}: {e}", path.display()),
-        })
+/// Refuses, before anything runs, report paths whose folder does not exist.
+fn check_report_paths(args: &RunArgs) -> CliResult<()> {
+    for (flag, path) in [("--report", &args.report), ("--json", &args.json), ("--junit", &args.junit)] {
+        let Some(path) = path else { continue };
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            return Err(CliError::usage(format!(
+                "{flag} {}: the folder {} does not exist; create it first",
+                path.display(),
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes every requested report; a report that cannot be written is an
+/// error, but the others are still written.
+fn write_reports(report: &RunReport, args: &RunArgs) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut write = |path: &PathBuf, text: String, what: &str| {
+        if let Err(e) = std::fs::write(path, text) {
+            errors.push(format!("cannot write the {what} to {}: {e}", path.display()));
+        }
     };
     let markdown = report.to_markdown();
     if let Some(path) = &args.report {
-        write(path, markdown.clone(), "markdown report")?;
+        write(path, markdown.clone(), "markdown report");
     }
     if let Some(path) = &args.json {
-        write(path, report.to_json() + "\n", "JSON report")?;
+        write(path, report.to_json() + "\n", "JSON report");
     }
     if let Some(path) = &args.junit {
-        write(path, report.to_junit(args.warnings_as_errors), "JUnit report")?;
+        write(path, report.to_junit(args.warnings_as_errors), "JUnit report");
     }
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty()) {
         use std::io::Write;
@@ -656,7 +679,7 @@ fn write_reports(report: &RunReport, args: &RunArgs) -> CliResult<()> {
             );
         }
     }
-    Ok(())
+    errors
 }
 
 /// Records a pending run and prints what would run and what would come from cache.
