@@ -49,6 +49,15 @@ fn fresh_database(rt: &tokio::runtime::Runtime) -> String {
     format!("{base}/{name}")
 }
 
+/// The password in `postgres://user:password@host/...` (the service tier
+/// runs PostgreSQL with password authentication over TCP).
+fn password_of(url: &str) -> String {
+    let userinfo = url.split("://").nth(1).and_then(|r| r.split('@').next()).unwrap_or("");
+    let password = userinfo.split_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+    assert!(!password.is_empty(), "ZENFLOW_TEST_POSTGRES_URL must carry a password: {}", url.replace(&password, "***"));
+    password
+}
+
 fn s3_config(prefix: &str) -> ArtifactStoreConfig {
     ArtifactStoreConfig {
         url: format!("s3://{}/{prefix}", env("ZENFLOW_TEST_S3_BUCKET")),
@@ -132,6 +141,13 @@ fn an_unreachable_or_refusing_database_is_a_clear_error() {
     let missing = format!("{}/no_such_database", admin.rsplit_once('/').unwrap().0);
     let err = rt.block_on(PostgresMetadataStore::open(&missing, None).unwrap().list_runs(None, 1)).unwrap_err();
     assert!(err.to_string().contains("no_such_database"), "{err}");
+    // Wrong credentials: the server's refusal, never the password.
+    let password = password_of(&admin);
+    let wrong = admin.replacen(&format!(":{password}@"), ":not-the-password@", 1);
+    let err =
+        rt.block_on(PostgresMetadataStore::open(&wrong, None).unwrap().list_runs(None, 1)).unwrap_err().to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("not-the-password") && !err.contains(&password), "{err}");
 }
 
 #[test]
@@ -185,10 +201,9 @@ fn futures_stream(bytes: &'static [u8]) -> zenflow::artifact_store::ByteStream {
 #[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
 fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
     let rt = runtime();
-    // A password in the URL (the test server trusts local connections, so it
-    // is not checked): it must never be printed.
-    let db = fresh_database(&rt).replacen("postgres://postgres@", "postgres://postgres:pg-secret-123@", 1);
-    assert!(db.contains("pg-secret-123"), "{db}");
+    let db = fresh_database(&rt);
+    // The database password must never be printed.
+    let password = password_of(&db);
     let project = tempfile::tempdir().unwrap();
     let prefix = unique("e2e");
     std::fs::write(
@@ -216,14 +231,14 @@ fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
     let check = cmd(&["stacks", "check", "shared"]).output().unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{out}{}", String::from_utf8_lossy(&check.stderr));
-    assert!(!out.contains("pg-secret-123") && out.contains("postgres:***@"), "{out}");
+    assert!(!out.contains(&password) && out.contains("postgres:***@"), "{out}");
     assert!(out.contains("metadata store") && out.contains("artifact store") && !out.contains("FAILED"), "{out}");
     let show = String::from_utf8_lossy(&cmd(&["stacks", "show", "shared"]).output().unwrap().stdout).into_owned();
     assert!(show.contains("secret access key") && show.contains("***"), "{show}");
     assert!(!show.contains(&env("ZENFLOW_TEST_S3_SECRET_KEY")), "credentials are redacted: {show}");
-    assert!(!show.contains("pg-secret-123") && show.contains("postgres:***@"), "{show}");
+    assert!(!show.contains(&password) && show.contains("postgres:***@"), "{show}");
     let list = String::from_utf8_lossy(&cmd(&["stacks", "list"]).output().unwrap().stdout).into_owned();
-    assert!(!list.contains("pg-secret-123"), "{list}");
+    assert!(!list.contains(&password), "{list}");
 
     // 5000 f64 are ~45 KB: the generated values go to S3, the small outputs
     // stay inline in PostgreSQL.

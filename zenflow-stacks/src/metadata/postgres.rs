@@ -74,9 +74,23 @@ impl PostgresMetadataStore {
         MetadataError::Backend { location: self.location.clone(), message }
     }
 
+    /// Why no connection could be had, with the server's own words (e.g.
+    /// "password authentication failed for user ..."), never the password.
+    fn connect_error(&self, e: deadpool_postgres::PoolError) -> MetadataError {
+        match e {
+            deadpool_postgres::PoolError::Backend(pg) => match self.pg(pg) {
+                MetadataError::Backend { location, message } => {
+                    MetadataError::Backend { location, message: format!("cannot connect: {message}") }
+                }
+                other => other,
+            },
+            other => self.err(format!("cannot connect: {other}")),
+        }
+    }
+
     /// A pooled connection to a database with the current schema.
     async fn client(&self) -> PgResult<Object> {
-        let mut client = self.pool.get().await.map_err(|e| self.err(format!("cannot connect: {e}")))?;
+        let mut client = self.pool.get().await.map_err(|e| self.connect_error(e))?;
         if self.ready.get().is_none() {
             // On this same connection: a second one could wait forever on a
             // pool of one.
