@@ -13,6 +13,9 @@
 //! secret_access_key = "${AWS_SECRET_ACCESS_KEY}"
 //! ```
 //!
+//! `inline_limit = 0` (bytes) in a stack table keeps every output in the
+//! artifact store (default: outputs up to 16 KiB live in the metadata store).
+//!
 //! `durability = "relaxed"` in a stack table makes its local stores skip
 //! fsync: a run survives a process crash, but the newest steps may be lost on
 //! power failure or an OS crash (they run again). The default, `"full"`, syncs
@@ -121,6 +124,9 @@ struct StackTable {
     /// `"full"` (default) or `"relaxed"` (local stores skip fsync).
     #[serde(default)]
     durability: Option<String>,
+    /// Largest output kept inline in the metadata store, in bytes.
+    #[serde(default)]
+    inline_limit: Option<usize>,
     artifact_store: Decl<ArtifactStoreConfig>,
     metadata_store: Decl<MetadataStoreConfig>,
     /// Later components, accepted so that files can declare them already.
@@ -154,6 +160,8 @@ pub struct StackConfig {
     pub extras: Vec<String>,
     /// Durability of the local stores (SQLite, local artifacts).
     pub durability: crate::artifact_store::Durability,
+    /// Largest output kept inline in the metadata store (bytes).
+    pub inline_limit: usize,
 }
 
 /// The stacks of a project.
@@ -213,6 +221,7 @@ impl Stacks {
                     metadata_store: MetadataStoreConfig { url: "sqlite://.zenflow/zenflow.db".into(), pool_size: None },
                     extras: Vec::new(),
                     durability: Default::default(),
+                    inline_limit: zenflow_core::stack::DEFAULT_INLINE_LIMIT,
                 });
             }
             return Err(usage(format!("unknown stack `{name}`; available stacks: {}", self.names().join(", "))));
@@ -257,6 +266,7 @@ impl Stacks {
                 )))
             }
         };
+        let inline_limit = table.inline_limit.unwrap_or(zenflow_core::stack::DEFAULT_INLINE_LIMIT);
         Ok(StackConfig {
             name: name.into(),
             orchestrator,
@@ -265,6 +275,7 @@ impl Stacks {
             metadata_store,
             extras,
             durability,
+            inline_limit,
         })
     }
 
@@ -282,7 +293,9 @@ impl Stacks {
             Some(n) => LocalOrchestrator::new(n),
             None => LocalOrchestrator::default(),
         });
-        Ok(Stack::new(name, orchestrator, artifacts, metadata).with_project_root(&self.root))
+        Ok(Stack::new(name, orchestrator, artifacts, metadata)
+            .with_project_root(&self.root)
+            .with_inline_limit(config.inline_limit))
     }
 
     /// Opens only the artifact store of a stack.
@@ -373,6 +386,9 @@ impl StackConfig {
         out.push(("metadata store".into(), redact_url(&self.metadata_store.url)));
         if let Some(n) = self.metadata_store.pool_size {
             out.push(("  pool size".into(), n.to_string()));
+        }
+        if self.inline_limit != zenflow_core::stack::DEFAULT_INLINE_LIMIT {
+            out.push(("inline limit".into(), format!("{} bytes", self.inline_limit)));
         }
         if self.durability == crate::artifact_store::Durability::Relaxed {
             out.push(("durability".into(), "relaxed (local stores do not fsync)".into()));
@@ -525,7 +541,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join(STACK_FILE),
-            "[stacks.ci]\norchestrator = { kind = \"local\", parallelism = 3 }\ndurability = \"relaxed\"\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n[stacks.ci.deployer]\nkind = \"none\"\n\n[stacks.bad]\nartifact_store = \"ftp://x\"\nmetadata_store = \"sqlite::memory:\"\n",
+            "[stacks.ci]\norchestrator = { kind = \"local\", parallelism = 3 }\ndurability = \"relaxed\"\ninline_limit = 0\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n[stacks.ci.deployer]\nkind = \"none\"\n\n[stacks.bad]\nartifact_store = \"ftp://x\"\nmetadata_store = \"sqlite::memory:\"\n",
         )
         .unwrap();
         let stacks = Stacks::load(&dir).unwrap();
@@ -534,8 +550,10 @@ mod tests {
         assert_eq!(ci.parallelism, Some(3));
         assert_eq!(ci.extras, ["deployer"]);
         assert_eq!(ci.durability, crate::artifact_store::Durability::Relaxed);
+        assert_eq!(ci.inline_limit, 0);
         let stack = stacks.open("ci").unwrap();
         assert_eq!(stack.name(), "ci");
+        assert_eq!(stack.inline_limit(), 0);
         assert_eq!(stack.artifacts().url(), "memory://");
         let e = stacks.open("bad").unwrap_err().to_string();
         assert!(
