@@ -62,7 +62,14 @@
 
 #![warn(missing_docs)]
 
+// The macros emit `::zenflow::...` paths; this lets the crate use them itself.
+extern crate self as zenflow;
+
 pub mod cli;
+/// Behind the `conformance` feature: its fixture steps are registered in every
+/// binary that includes it.
+#[cfg(feature = "conformance")]
+pub mod orchestrator_conformance;
 pub mod report;
 
 pub use zenflow_core::*;
