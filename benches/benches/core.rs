@@ -89,6 +89,23 @@ fn hot_paths(c: &mut Criterion) {
     });
     g.throughput(Throughput::Elements(1));
 
+    // The floor of a durable artifact file: write, fsync, rename, fsync the folder.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = std::fs::File::open(dir.path()).unwrap();
+    let mut n = 0u64;
+    g.bench_function("durable_small_file", |b| {
+        b.iter(|| {
+            use std::io::Write;
+            n += 1;
+            let tmp = dir.path().join(format!("tmp{n}"));
+            let mut f = std::fs::File::create(&tmp).unwrap();
+            f.write_all(b"12345678").unwrap();
+            f.sync_all().unwrap();
+            std::fs::rename(&tmp, dir.path().join(format!("obj{n}"))).unwrap();
+            folder.sync_all().unwrap();
+        })
+    });
+
     // One executed step's record: the synced commit on the local stack.
     let (_dir, stack) = fresh_stack();
     let run = zenflow::conformance::metadata::new_run("bench", "bench-run");

@@ -263,6 +263,11 @@ impl RunReport {
         }
     }
 
+    /// The checks that fail the quality gate.
+    pub fn gate_failures(&self, warnings_as_errors: bool) -> impl Iterator<Item = &CheckReport> {
+        self.checks.iter().filter(move |c| fails_gate(c.status, warnings_as_errors))
+    }
+
     /// The report as pretty JSON (see the module docs for the schema).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
@@ -479,6 +484,10 @@ pub fn gate(statuses: impl IntoIterator<Item = CheckStatus>, warnings_as_errors:
     } else {
         Gate::Passed
     }
+}
+
+fn fails_gate(status: CheckStatus, warnings_as_errors: bool) -> bool {
+    status == CheckStatus::Fail || (warnings_as_errors && status == CheckStatus::Warn)
 }
 
 /// The plan as a mermaid flowchart; with step reports, nodes are styled by status.

@@ -13,7 +13,7 @@
 //! (so peak RSS is the workload's) on a fresh local stack in a temporary
 //! folder: SQLite with every commit synced, artifacts fsynced.
 
-use benches::{bytes, chain, fan, one_step};
+use benches::{bytes, chain, fan};
 use serde_json::{json, Value};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -199,7 +199,6 @@ fn child(w: &str, repeats: usize, durability: zenflow::stacks::Durability) -> Re
                 }
                 Ok(())
             })?;
-            let _ = one_step;
             line(w, 1, &s, json!({"cold_process": true}))
         }
         "W6_plan" => {

@@ -99,6 +99,19 @@ impl PostgresMetadataStore {
         Ok(client)
     }
 
+    /// Whether schema `version` is current; an error when it is newer than
+    /// this build.
+    fn check_version(&self, version: i64) -> PgResult<bool> {
+        if version > latest() {
+            return Err(MetadataError::NewerSchema {
+                location: self.location.clone(),
+                found: version,
+                supported: latest(),
+            });
+        }
+        Ok(version == latest())
+    }
+
     async fn migrate(&self, client: &mut Object) -> PgResult<()> {
         let tables: Vec<String> = client
             .query(
@@ -128,14 +141,7 @@ impl PostgresMetadataStore {
                 .await
                 .map_err(|e| self.pg(e))?
                 .get(0);
-            if version > latest() {
-                return Err(MetadataError::NewerSchema {
-                    location: self.location.clone(),
-                    found: version,
-                    supported: latest(),
-                });
-            }
-            if version == latest() {
+            if self.check_version(version)? {
                 return Ok(());
             }
         }
@@ -149,13 +155,7 @@ impl PostgresMetadataStore {
             .await
             .map_err(|e| self.pg(e))?
             .get(0);
-        if version > latest() {
-            return Err(MetadataError::NewerSchema {
-                location: self.location.clone(),
-                found: version,
-                supported: latest(),
-            });
-        }
+        self.check_version(version)?;
         for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
             tx.batch_execute(sql).await.map_err(|e| self.err(format!("schema migration {v} failed: {e}")))?;
         }

@@ -471,17 +471,18 @@ fn stacks(cmd: StacksCommand) -> CliResult {
                     println!("FAILED  {component:<16} {e}");
                 }
             };
+            let rt = crate::stack_runtime()?;
             let metadata = stacks.open_metadata(&config).map_err(|e| e.to_string());
             let metadata_result = match &metadata {
                 Ok(store) => {
-                    let runs = crate::stack_runtime()?.block_on(store.list_runs(None, 1));
+                    let runs = rt.block_on(store.list_runs(None, 1));
                     runs.map(|_| format!("{} (schema current)", store.url())).map_err(|e| e.to_string())
                 }
                 Err(e) => Err(e.clone()),
             };
             report("metadata store", metadata_result);
             let artifact_result = match stacks.open_artifacts(&config) {
-                Ok(store) => crate::stack_runtime()?.block_on(async {
+                Ok(store) => rt.block_on(async {
                     let probe = bytes_probe();
                     let hash = zenflow_core::ContentHash::of(&probe);
                     store.put(&hash, probe.clone().into()).await.map_err(|e| e.to_string())?;
@@ -608,12 +609,7 @@ where
         (RunStatus::Completed, Gate::Passed) => exit::SUCCESS,
         (RunStatus::Completed, Gate::Failed) => {
             let failed: Vec<String> = report
-                .checks
-                .iter()
-                .filter(|c| {
-                    c.status == zenflow_core::CheckStatus::Fail
-                        || (args.warnings_as_errors && c.status == zenflow_core::CheckStatus::Warn)
-                })
+                .gate_failures(args.warnings_as_errors)
                 .map(|c| format!("{}.{} ({})", c.step, c.name, c.message))
                 .collect();
             eprintln!("quality gate failed: {}", failed.join("; "));
@@ -686,7 +682,7 @@ fn write_reports(report: &RunReport, args: &RunArgs) -> Vec<String> {
 fn dry_run(stack: &Stack, plan: Plan, run_name: Option<String>, no_cache: bool, git: Option<String>) -> CliResult {
     use zenflow_core::cache::cache_key;
     use zenflow_core::ContentHash;
-    let id = uuid_v7();
+    let id = zenflow_core::metadata::new_id();
     let name = run_name.unwrap_or_else(|| format!("{}-plan-{}", plan.pipeline, &id[id.len() - 8..]));
     let predictions = stack.block_on(async {
         let mut known: HashMap<(String, String), ContentHash> = HashMap::new();
@@ -751,11 +747,6 @@ fn dry_run(stack: &Stack, plan: Plan, run_name: Option<String>, no_cache: bool, 
         predictions.len()
     );
     Ok(exit::SUCCESS)
-}
-
-fn uuid_v7() -> String {
-    // The same generator the runner uses for ids.
-    zenflow_core::metadata::new_id()
 }
 
 fn step_entrypoint(args: EntrypointArgs) -> CliResult {
