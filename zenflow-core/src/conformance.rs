@@ -186,6 +186,74 @@ pub mod metadata {
         bad_references(store.as_ref()).await;
         stale_runs(store.as_ref()).await;
         concurrent_writers(&open, 8).await;
+        writes_reach_other_handles(&open).await;
+    }
+
+    /// What one handle writes reaches another (as another process would
+    /// read it): at once after `flush` or `set_run_status`, within a few
+    /// seconds with no further call, and after the handle is dropped. A
+    /// write that fails loses none of the writes made before it.
+    pub async fn writes_reach_other_handles(open: &impl Fn() -> Arc<dyn MetadataStore>) {
+        let writer = open();
+        let reader = open();
+        let run = writer.create_run(&new_run("handoff", "handoff-run")).await.unwrap();
+        let first = step_write(&run.id, "load", StepStatus::Completed);
+        writer.write_step_run(&first).await.unwrap();
+        // A failing write in the middle (a step run of a run that does not exist).
+        let err = writer.write_step_run(&step_write("no-such-run", "x", StepStatus::Completed)).await;
+        assert!(err.is_err(), "a step run of an unknown run is refused");
+        writer.flush().await.unwrap();
+        let seen = reader.step_runs(&run.id).await.unwrap();
+        assert_eq!(seen.len(), 1, "after flush, another handle sees the step run written before the failed write");
+        assert_eq!(seen[0].id, first.step_run.id);
+
+        // No further call: the store commits on its own.
+        let second = step_write(&run.id, "train", StepStatus::Completed);
+        writer.write_step_run(&second).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n = reader.step_runs(&run.id).await.unwrap().len();
+            if n == 2 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "a write was not visible to another handle after 5 s");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+
+        // A step that is still running shows as running, with no further call.
+        let slow = step_write(&run.id, "slow", StepStatus::Running);
+        writer.write_step_run(&slow).await.unwrap();
+        let seen_running = || async {
+            reader
+                .step_runs(&run.id)
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.id == slow.step_run.id && s.status == StepStatus::Running)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !seen_running().await {
+            assert!(std::time::Instant::now() < deadline, "a running step was not visible to another handle after 5 s");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut done = slow.clone();
+        done.step_run.status = StepStatus::Completed;
+        done.step_run.ended_at = Some(now());
+        writer.write_step_run(&done).await.unwrap();
+        writer.flush().await.unwrap();
+        let slow_runs: Vec<StepRunRecord> =
+            reader.step_runs(&run.id).await.unwrap().into_iter().filter(|s| s.invocation == "slow").collect();
+        assert_eq!(slow_runs.len(), 1, "the final record replaces the running one");
+        assert_eq!(slow_runs[0].status, StepStatus::Completed);
+
+        // Finishing the run makes it visible at once, and dropping loses nothing.
+        writer.set_run_status(&run.id, RunStatus::Completed, None, Some(now())).await.unwrap();
+        assert_eq!(reader.get_run(&run.id).await.unwrap().unwrap().status, RunStatus::Completed);
+        let third = step_write(&run.id, "evaluate", StepStatus::Completed);
+        writer.write_step_run(&third).await.unwrap();
+        drop(writer);
+        let ids: Vec<String> = reader.step_runs(&run.id).await.unwrap().into_iter().map(|s| s.id).collect();
+        assert!(ids.contains(&third.step_run.id), "a dropped handle's last write is kept");
     }
 
     /// Runs whose process died (no heartbeat) are failed, with their running

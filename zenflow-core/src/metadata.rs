@@ -405,12 +405,21 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// and metadata, atomically. Returns the step run's outputs (new versions
     /// with their assigned ids and version numbers, then linked ones).
     ///
-    /// A write with status `running`, `cached` or `skipped` may be made
-    /// durable only by the next durable write (its loss in a power failure
-    /// costs no work: the step is resolved again). A `completed` or `failed`
-    /// step run is durable when this returns, and so is everything written
-    /// before [`MetadataStore::set_run_status`] returns.
+    /// Durability: a store may group writes and commit them together (as a
+    /// database's group commit does), but everything written is durable, and
+    /// visible to other processes, once [`MetadataStore::set_run_status`] or
+    /// [`MetadataStore::flush`] has returned, and a store that groups writes
+    /// commits each group within a bounded window on its own (the SQLite
+    /// store: 10 ms). A store that cannot commit a group reports it from its
+    /// next call.
     async fn write_step_run(&self, write: &StepRunWrite) -> Result<Vec<OutputLink>, MetadataError>;
+
+    /// Makes every earlier write durable and visible to other processes:
+    /// what a worker process calls before it exits. A no-op for stores that
+    /// commit each write on its own.
+    async fn flush(&self) -> Result<(), MetadataError> {
+        Ok(())
+    }
 
     /// The latest completed step run with this cache key, if any.
     async fn find_cached(&self, cache_key: &str) -> Result<Option<CacheHit>, MetadataError>;

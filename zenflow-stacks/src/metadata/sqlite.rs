@@ -1,24 +1,47 @@
 //! The embedded metadata store: one SQLite file.
 //!
 //! WAL mode with a busy timeout, so several processes can use one file at
-//! once; every write is one `BEGIN IMMEDIATE` transaction (taking the write
-//! lock up front, so concurrent writers queue instead of failing on a lock
-//! upgrade). By default each commit is synced to disk (`synchronous = FULL`);
-//! [`Synchronous::Normal`] trades the last commits on power loss for speed
-//! and must be chosen explicitly.
+//! once.
+//!
+//! **Group commit.** Writes join one open write transaction (`BEGIN
+//! IMMEDIATE`, each write in a savepoint of its own so a failed write undoes
+//! only itself), which is committed — and, by default, synced to disk
+//! (`synchronous = FULL`) — at most [`COMMIT_WINDOW`] after its first write,
+//! by [`MetadataStore::set_run_status`], by [`MetadataStore::flush`], or when
+//! the store is dropped. A chain of quick steps thus costs one synced commit
+//! per window instead of one per step, and every record is on disk within
+//! the window; a run is reported finished only after the commit that makes
+//! all of it durable. Other connections see the records when they are
+//! committed, and wait at most a window (plus a commit) for the write lock.
+//! A commit that fails is reported by the next call on the store.
+//!
+//! [`Synchronous::Normal`] commits without syncing (the last commits may be
+//! lost on power failure) and must be chosen explicitly.
 
 use super::migrations::{latest, MIGRATIONS};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 use zenflow_core::metadata::*;
 use zenflow_core::{Check, CheckStatus, ContentHash};
 
 /// Marks a SQLite file as a zenflow database (`PRAGMA application_id`, "ZFLW").
 const APPLICATION_ID: i64 = 0x5A46_4C57;
+
+/// How long writes may stay in the open transaction before they are
+/// committed: the most a power failure can take back of what a run recorded,
+/// and the longest another process waits for the write lock (besides the
+/// commit itself).
+pub const COMMIT_WINDOW: Duration = Duration::from_millis(10);
+
+/// WAL size past which the committer thread checkpoints it, on a
+/// connection of its own: writers never pay for a checkpoint (SQLite's own
+/// automatic checkpoint, run by whichever commit crosses the limit, is kept
+/// only as a backstop at 16 times this size).
+const CHECKPOINT_AFTER_BYTES: u64 = 4 << 20;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,11 +55,55 @@ pub enum Synchronous {
 }
 
 /// The SQLite implementation of [`MetadataStore`].
-#[derive(Debug)]
 pub struct SqliteMetadataStore {
-    conn: Mutex<Connection>,
+    shared: Arc<Shared>,
+    /// Commits a batch whose window has passed while nobody writes.
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SqliteMetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteMetadataStore")
+            .field("location", &self.shared.location)
+            .field("synchronous", &self.shared.synchronous)
+            .finish()
+    }
+}
+
+/// What the store and its committer thread share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a batch opens, and when the store closes.
+    changed: Condvar,
     location: String,
     synchronous: Synchronous,
+}
+
+struct State {
+    conn: Connection,
+    /// Whether the batch's write transaction is open.
+    in_transaction: bool,
+    /// When the oldest write not yet committed was made (`None`: nothing waits).
+    dirty_since: Option<Instant>,
+    /// `running` markers not yet written, by step run id. A step that
+    /// finishes before its batch commits never needs its marker (nobody
+    /// outside this connection could have seen it), so a marker is written
+    /// only when its batch commits, or before a read, while its step runs.
+    markers: HashMap<String, StepRunWrite>,
+    /// Why a batch could not be committed: reported by the next call.
+    lost: Option<String>,
+    /// The WAL has grown enough for the committer to checkpoint it.
+    checkpoint_wanted: bool,
+    closing: bool,
+}
+
+/// Whether a write ends its batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Commit (and sync) before returning.
+    Now,
+    /// Leave it to the window.
+    Batched,
 }
 
 type SqlResult<T> = Result<T, MetadataError>;
@@ -74,6 +141,8 @@ impl SqliteMetadataStore {
     fn init(mut conn: Connection, location: String, synchronous: Synchronous) -> SqlResult<Self> {
         let fail = |e: rusqlite::Error| MetadataError::Backend { location: location.clone(), message: e.to_string() };
         conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
+        // Room for every statement the store uses (rusqlite keeps 16).
+        conn.set_prepared_statement_cache_capacity(64);
         check_identity(&conn, &location)?;
         // Switching to WAL needs a moment of exclusive access, and SQLite does
         // not wait for it with the busy handler: retry while others hold locks.
@@ -85,46 +154,280 @@ impl SqliteMetadataStore {
         };
         conn.pragma_update(None, "synchronous", sync).map_err(fail)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(fail)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 16 * CHECKPOINT_AFTER_BYTES / 4096).map_err(fail)?;
+        // Each write is a savepoint in the open batch; its undo journal stays
+        // in memory instead of a temporary file.
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(fail)?;
         migrate(&mut conn, &location)?;
-        Ok(SqliteMetadataStore { conn: Mutex::new(conn), location, synchronous })
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                conn,
+                in_transaction: false,
+                dirty_since: None,
+                markers: HashMap::new(),
+                lost: None,
+                checkpoint_wanted: false,
+                closing: false,
+            }),
+            changed: Condvar::new(),
+            location,
+            synchronous,
+        });
+        let committer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("zenflow-sqlite-commit".into())
+                .spawn(move || shared.commit_when_due())
+                .map_err(|e| MetadataError::Backend {
+                    location: "sqlite".into(),
+                    message: format!("cannot start the commit thread: {e}"),
+                })?
+        };
+        Ok(SqliteMetadataStore { shared, committer: Some(committer) })
     }
 
     /// The file path, when the store is a file.
     pub fn path(&self) -> Option<PathBuf> {
+        self.shared.path()
+    }
+
+    /// Reads through the connection, inside the open batch if there is one,
+    /// so this process reads its own writes at once. WAL readers never wait
+    /// for writers, so this does not leave the async worker thread.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> SqlResult<T> {
+        let mut state = self.shared.lock()?;
+        self.shared.write_markers(&mut state)?;
+        f(&state.conn).map_err(|e| self.shared.err(e))
+    }
+
+    /// [`Self::read`] for queries that `running` markers cannot change.
+    fn read_unmarked<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> SqlResult<T> {
+        let state = self.shared.lock()?;
+        f(&state.conn).map_err(|e| self.shared.err(e))
+    }
+
+    /// Runs `f` as one atomic write (a savepoint) in the open batch, opening
+    /// one if needed, and commits the batch when asked to or when its window
+    /// has passed. A write of step run `replaces` drops its pending marker
+    /// instead of writing it first.
+    fn write<T>(
+        &self,
+        commit: Commit,
+        replaces: Option<&str>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> SqlResult<T> {
+        let mut state = self.shared.lock()?;
+        match replaces {
+            Some(id) => {
+                state.markers.remove(id);
+            }
+            None => self.shared.write_markers(&mut state)?,
+        }
+        self.shared.begin(&mut state)?;
+        let value = atomically(&state.conn, f).map_err(|e| self.shared.failed(&mut state, e))?;
+        self.shared.commit_if(&mut state, commit)?;
+        Ok(value)
+    }
+}
+
+impl Shared {
+    /// The connection, unless a batch was lost (reported once, here).
+    fn lock(&self) -> SqlResult<MutexGuard<'_, State>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.lost.take() {
+            Some(message) => Err(MetadataError::Backend { location: self.location.clone(), message }),
+            None => Ok(state),
+        }
+    }
+
+    /// Something waits to be committed: the window starts now, unless it has already.
+    fn dirty(&self, state: &mut State) {
+        if state.dirty_since.is_none() {
+            state.dirty_since = Some(Instant::now());
+            self.changed.notify_all();
+        }
+    }
+
+    /// Opens the batch's write transaction unless it is open.
+    fn begin(&self, state: &mut State) -> SqlResult<()> {
+        if !state.in_transaction {
+            // May wait for another process's write lock.
+            blocking(|| state.conn.execute_batch("BEGIN IMMEDIATE")).map_err(|e| self.err(e))?;
+            state.in_transaction = true;
+            self.dirty(state);
+        }
+        Ok(())
+    }
+
+    /// Writes the pending `running` markers into the batch. A marker that
+    /// cannot be written is only logged: the step's final record follows.
+    fn write_markers(&self, state: &mut State) -> SqlResult<()> {
+        if state.markers.is_empty() {
+            return Ok(());
+        }
+        self.begin(state)?;
+        for (_, marker) in std::mem::take(&mut state.markers) {
+            let written = atomically(&state.conn, |conn| {
+                let logs = serde_json::to_string(&marker.step_run.logs).map_err(json_err)?;
+                write_step_run(conn, &marker, &logs)
+            });
+            if let Err(e) = written {
+                let e = self.failed(state, e);
+                tracing::warn!(step = %marker.step_run.invocation, "could not record that the step is running: {e}");
+                if !state.in_transaction {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of a failed write. SQLite rolls the whole transaction back
+    /// on some errors (a full disk, an I/O error): the batch's earlier
+    /// writes are then lost too, and the error says so.
+    fn failed(&self, state: &mut State, e: rusqlite::Error) -> MetadataError {
+        if state.in_transaction && state.conn.is_autocommit() {
+            state.in_transaction = false;
+            state.dirty_since = None;
+            return MetadataError::Backend {
+                location: self.location.clone(),
+                message: format!("{e}; SQLite rolled back the writes of the last {COMMIT_WINDOW:?} with it"),
+            };
+        }
+        self.err(e)
+    }
+
+    /// Commits if asked to, or if the window has passed.
+    fn commit_if(&self, state: &mut State, commit: Commit) -> SqlResult<()> {
+        let due = state.dirty_since.is_some_and(|t| t.elapsed() >= COMMIT_WINDOW);
+        if commit == Commit::Now || due {
+            blocking(|| self.commit(state))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending markers and commits the batch, if any. A failed
+    /// commit rolls the batch back.
+    fn commit(&self, state: &mut State) -> SqlResult<()> {
+        self.write_markers(state)?;
+        state.dirty_since = None;
+        if !std::mem::replace(&mut state.in_transaction, false) {
+            return Ok(());
+        }
+        state.conn.execute_batch("COMMIT").map_err(|e| {
+            // The transaction may still be open (e.g. an I/O error): end it.
+            let _ = state.conn.execute_batch("ROLLBACK");
+            MetadataError::Backend {
+                location: self.location.clone(),
+                message: format!("committing the latest writes failed, and they were rolled back: {e}"),
+            }
+        })?;
+        let wal_size = self.path().and_then(|p| std::fs::metadata(format!("{}-wal", p.display())).ok());
+        if wal_size.is_some_and(|m| m.len() > CHECKPOINT_AFTER_BYTES) && !state.checkpoint_wanted {
+            state.checkpoint_wanted = true;
+            self.changed.notify_all();
+        }
+        Ok(())
+    }
+
+    /// The file path, when the store is a file.
+    fn path(&self) -> Option<PathBuf> {
         self.location.strip_prefix("sqlite://").map(PathBuf::from)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> SqlResult<T> {
-        blocking(|| {
-            let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn).map_err(|e| self.err(e))
-        })
+    /// Copies the WAL into the database file (a passive checkpoint, which
+    /// waits for no reader or writer) on the committer's own connection.
+    fn checkpoint(&self, conn: &mut Option<Connection>) {
+        let Some(path) = self.path() else { return };
+        if conn.is_none() {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            *conn = Connection::open_with_flags(path, flags)
+                .map_err(|e| tracing::warn!("cannot open {} to checkpoint it: {e}", self.location))
+                .ok();
+        }
+        if let Some(c) = conn {
+            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!("checkpointing {} failed (SQLite retries later): {e}", self.location);
+            }
+        }
     }
 
-    /// [`Self::with`], where the commit need not be synced at once when
-    /// `deferred`: the next synced commit syncs it (WAL is append-only).
-    fn with_deferred_sync<T>(
-        &self,
-        deferred: bool,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> SqlResult<T> {
-        let relaxed = deferred && self.synchronous == Synchronous::Full;
-        self.with(|conn| {
-            if relaxed {
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
+    /// The committer thread: commits each batch when its window has passed,
+    /// and what is left when the store closes.
+    fn commit_when_due(&self) {
+        let mut checkpointer = None;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match state.dirty_since {
+                _ if state.closing => {
+                    if let Err(e) = self.commit(&mut state) {
+                        tracing::error!("{e}");
+                    }
+                    return;
+                }
+                _ if state.checkpoint_wanted => {
+                    state.checkpoint_wanted = false;
+                    // Without the lock: writers go on meanwhile.
+                    drop(state);
+                    self.checkpoint(&mut checkpointer);
+                    state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                }
+                None => state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner),
+                Some(since) => {
+                    let age = since.elapsed();
+                    if age >= COMMIT_WINDOW {
+                        if let Err(e) = self.commit(&mut state) {
+                            tracing::error!("{e}");
+                            state.lost = Some(e.to_string());
+                        }
+                    } else {
+                        state = self
+                            .changed
+                            .wait_timeout(state, COMMIT_WINDOW - age)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                }
             }
-            let result = f(conn);
-            if relaxed {
-                conn.pragma_update(None, "synchronous", "FULL")?;
-            }
-            result
-        })
+        }
     }
 
     fn err(&self, e: rusqlite::Error) -> MetadataError {
         match e {
             rusqlite::Error::FromSqlConversionFailure(_, _, inner) => MetadataError::Corrupt(inner.to_string()),
             other => MetadataError::Backend { location: self.location.clone(), message: other.to_string() },
+        }
+    }
+}
+
+impl Drop for SqliteMetadataStore {
+    /// Commits what is still open.
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner).closing = true;
+        self.shared.changed.notify_all();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `f` in a savepoint: all of its changes stay, or none. (The
+/// statements are prepared once per connection, unlike rusqlite's
+/// `Savepoint`, which parses them on every use.)
+fn atomically<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    conn.prepare_cached("SAVEPOINT zenflow_write")?.execute([])?;
+    match f(conn) {
+        Ok(value) => {
+            conn.prepare_cached("RELEASE zenflow_write")?.execute([])?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Nothing to add if the transaction itself is gone (the caller checks).
+            if !conn.is_autocommit() {
+                let _ = conn.prepare_cached("ROLLBACK TO zenflow_write").and_then(|mut s| s.execute([]));
+                let _ = conn.prepare_cached("RELEASE zenflow_write").and_then(|mut s| s.execute([]));
+            }
+            Err(e)
         }
     }
 }
@@ -230,6 +533,11 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str, idx: usize) -> rusqlite::R
 fn conversion(idx: usize, msg: impl ToString) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, msg.to_string().into())
 }
+
+/// The latest completed step run with cache key `?1` (served by the
+/// partial index `step_runs_cache_hits`).
+const CACHE_HIT: &str = "SELECT id FROM step_runs WHERE cache_key = ?1 AND status = 'completed' \
+                         ORDER BY ended_at DESC, id DESC LIMIT 1";
 
 const RUN_COLS: &str = "id, pipeline, name, status, stack, config, plan, git_commit, started_at, ended_at, error";
 
@@ -368,10 +676,9 @@ fn one_step_run(conn: &Connection, id: &str) -> rusqlite::Result<Option<StepRunR
     Ok(load_step_runs(conn, "sr.id = ?1", id)?.into_iter().next())
 }
 
-/// The body of [`MetadataStore::write_step_run`]: one immediate transaction.
-fn write_step_run(conn: &mut Connection, write: &StepRunWrite, logs: &str) -> rusqlite::Result<Vec<OutputLink>> {
+/// The body of [`MetadataStore::write_step_run`] (one savepoint of the batch).
+fn write_step_run(tx: &Connection, write: &StepRunWrite, logs: &str) -> rusqlite::Result<Vec<OutputLink>> {
     let w = &write.step_run;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
     tx.prepare_cached(
         "INSERT INTO step_runs (id, run_id, invocation, step, status, cache_key, original_step_run, \
@@ -472,24 +779,22 @@ fn write_step_run(conn: &mut Connection, write: &StepRunWrite, logs: &str) -> ru
             c.message
         ])?;
     }
-    tx.commit()?;
     Ok(outputs)
 }
 
 #[async_trait]
 impl MetadataStore for SqliteMetadataStore {
     fn url(&self) -> String {
-        self.location.clone()
+        self.shared.location.clone()
     }
 
     async fn create_run(&self, run: &NewRun) -> SqlResult<RunRecord> {
         let config = serde_json::to_string(&run.plan.config).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
         let plan = run.plan.to_json();
-        // The new run is synced by the first synced commit after it (a
-        // completed step, the end of the run): losing it before then loses
-        // nothing that took work.
-        let created = self.with_deferred_sync(true, |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // A planned run (`run --dry-run`) is for other processes to pick up:
+        // commit it now. A running one joins the batch.
+        let commit = if run.status == RunStatus::Pending { Commit::Now } else { Commit::Batched };
+        let created = self.write(commit, None, |tx| {
             let taken: bool =
                 tx.query_row("SELECT EXISTS(SELECT 1 FROM runs WHERE name = ?1)", [&run.name], |r| r.get(0))?;
             if taken {
@@ -513,7 +818,6 @@ impl MetadataStore for SqliteMetadataStore {
                     run.started_at
                 ],
             )?;
-            tx.commit()?;
             Ok(true)
         })?;
         if !created {
@@ -541,8 +845,8 @@ impl MetadataStore for SqliteMetadataStore {
         error: Option<&str>,
         ended_at: Option<Timestamp>,
     ) -> SqlResult<()> {
-        let changed = self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The end of a run is the commit that makes all of it durable.
+        let changed = self.write(Commit::Now, None, |tx| {
             let now = now();
             let beat = (status == RunStatus::Running).then_some(now);
             let changed = tx.execute(
@@ -558,7 +862,6 @@ impl MetadataStore for SqliteMetadataStore {
                     params![run_id, now],
                 )?;
             }
-            tx.commit()?;
             Ok(changed)
         })?;
         if changed == 0 {
@@ -568,12 +871,13 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn heartbeat(&self, run_id: &str, at: Timestamp) -> SqlResult<()> {
-        self.with(|c| c.execute("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1", params![run_id, at]).map(|_| ()))
+        self.write(Commit::Batched, None, |c| {
+            c.execute("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1", params![run_id, at]).map(|_| ())
+        })
     }
 
     async fn fail_stale_runs(&self, before: Timestamp) -> SqlResult<Vec<String>> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(Commit::Batched, None, |tx| {
             let now = now();
             let ids: Vec<String> = tx
                 .prepare_cached(
@@ -589,32 +893,33 @@ impl MetadataStore for SqliteMetadataStore {
                 )?
                 .execute(params![id, "its run's process stopped while the step was running", now])?;
             }
-            tx.commit()?;
             Ok(ids)
         })
     }
 
     async fn write_step_run(&self, w: &StepRunWrite) -> SqlResult<Vec<OutputLink>> {
         let logs = serde_json::to_string(&w.step_run.logs).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
-        // Only what would cost work to lose is synced at once: a completed or
-        // failed step run. A `running` marker, a cache hit (a link to outputs
-        // that are already durable) or a skip is cheap to redo, and is synced
-        // by the next synced commit anyway: in WAL mode a synced commit syncs
-        // every earlier one, and a run ends with one. Saves one fsync per
-        // executed step and one per cached step.
-        let deferred = matches!(w.step_run.status, StepStatus::Running | StepStatus::Cached | StepStatus::Skipped);
-        self.with_deferred_sync(deferred, |conn| write_step_run(conn, w, &logs))
+        if w.step_run.status == StepStatus::Running {
+            // Written only if the step is still running when its batch
+            // commits (or something reads first).
+            let mut state = self.shared.lock()?;
+            state.markers.insert(w.step_run.id.clone(), w.clone());
+            self.shared.dirty(&mut state);
+            self.shared.commit_if(&mut state, Commit::Batched)?;
+            return Ok(w.step_run.outputs.clone());
+        }
+        self.write(Commit::Batched, Some(&w.step_run.id), |tx| write_step_run(tx, w, &logs))
+    }
+
+    async fn flush(&self) -> SqlResult<()> {
+        let mut state = self.shared.lock()?;
+        self.shared.commit_if(&mut state, Commit::Now)
     }
 
     async fn find_cached(&self, cache_key: &str) -> SqlResult<Option<CacheHit>> {
-        self.with(|conn| {
-            let id: Option<String> = conn
-                .prepare_cached(
-                    "SELECT id FROM step_runs WHERE cache_key = ?1 AND status = 'completed' \
-                     ORDER BY ended_at DESC, id DESC LIMIT 1",
-                )?
-                .query_row([cache_key], |r| r.get(0))
-                .optional()?;
+        // Only completed step runs count: pending markers cannot change the answer.
+        self.read_unmarked(|conn| {
+            let id: Option<String> = conn.prepare_cached(CACHE_HIT)?.query_row([cache_key], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT o.output, {AV_COLS} FROM step_run_outputs o \
@@ -628,7 +933,7 @@ impl MetadataStore for SqliteMetadataStore {
         })
     }
     async fn get_run(&self, id_or_name: &str) -> SqlResult<Option<RunRecord>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1 OR name = ?1 LIMIT 1"))?
                 .query_row([id_or_name], run_row)
                 .optional()
@@ -637,7 +942,7 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> SqlResult<Vec<RunRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {RUN_COLS} FROM runs WHERE (?1 IS NULL OR pipeline = ?1) \
                  ORDER BY started_at DESC, id DESC LIMIT ?2"
@@ -648,15 +953,15 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn step_runs(&self, run_id: &str) -> SqlResult<Vec<StepRunRecord>> {
-        self.with(|c| load_step_runs(c, "sr.run_id = ?1", run_id))
+        self.read(|c| load_step_runs(c, "sr.run_id = ?1", run_id))
     }
 
     async fn step_run(&self, id: &str) -> SqlResult<Option<StepRunRecord>> {
-        self.with(|c| one_step_run(c, id))
+        self.read(|c| one_step_run(c, id))
     }
 
     async fn artifact_version(&self, id: &str) -> SqlResult<Option<ArtifactVersion>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(&format!("SELECT {AV_COLS} FROM artifact_versions av WHERE av.id = ?1"))?
                 .query_row([id], |r| av_row(r, 0))
                 .optional()
@@ -665,7 +970,7 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn artifact_versions(&self, name: Option<&str>, limit: usize) -> SqlResult<Vec<ArtifactVersion>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {AV_COLS} FROM artifact_versions av WHERE (?1 IS NULL OR av.name = ?1) \
                  ORDER BY av.created_at DESC, av.version DESC LIMIT ?2"
@@ -680,7 +985,7 @@ impl MetadataStore for SqliteMetadataStore {
             .artifact_version(artifact_version)
             .await?
             .ok_or_else(|| MetadataError::NotFound(format!("artifact version `{artifact_version}`")))?;
-        self.with(|c| {
+        self.read(|c| {
             let producer = one_step_run(c, &artifact.producer_step_run)?;
             let consumers = load_step_runs(
                 c,
@@ -689,5 +994,81 @@ impl MetadataStore for SqliteMetadataStore {
             )?;
             Ok(Lineage { artifact, producer, consumers })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zenflow_core::conformance::metadata::new_run;
+
+    fn step_run(run_id: &str, invocation: &str) -> StepRunWrite {
+        StepRunWrite {
+            step_run: StepRunRecord {
+                id: new_id(),
+                run_id: run_id.into(),
+                invocation: invocation.into(),
+                step: invocation.into(),
+                status: StepStatus::Completed,
+                cache_key: None,
+                original_step_run: None,
+                started_at: now(),
+                ended_at: Some(now()),
+                error: None,
+                attempts: 1,
+                logs: vec![],
+                metadata: Default::default(),
+                checks: vec![],
+                outputs: vec![],
+                inputs: vec![],
+            },
+            new_outputs: vec![],
+        }
+    }
+
+    /// A cache lookup is an index search, not a scan of every step run.
+    #[test]
+    fn the_cache_lookup_uses_its_index() {
+        let store = SqliteMetadataStore::in_memory().unwrap();
+        let state = store.shared.state.lock().unwrap();
+        let plan: Vec<String> = state
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {CACHE_HIT}"))
+            .unwrap()
+            .query_map(["k"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|l| l.contains("USING INDEX step_runs_cache_hits")), "{plan:?}");
+    }
+
+    /// A batch whose commit fails is rolled back and reported by the next
+    /// call, once; the store goes on working.
+    #[tokio::test]
+    async fn a_failed_commit_is_reported_by_the_next_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetadataStore::open(dir.path().join("z.db")).unwrap();
+        let run = store.create_run(&new_run("p", "r")).await.unwrap();
+        store.flush().await.unwrap();
+        // With foreign keys checked at commit only, a bad reference passes
+        // the write and fails the commit of its batch.
+        store.shared.state.lock().unwrap().conn.pragma_update(None, "defer_foreign_keys", "ON").unwrap();
+        store.write_step_run(&step_run(&run.id, "good")).await.unwrap();
+        store.write_step_run(&step_run("no-such-run", "bad")).await.unwrap();
+        // The committer thread commits the batch within the window, and fails.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.shared.state.lock().unwrap().lost.is_none() {
+            assert!(Instant::now() < deadline, "the batch was not committed within 5 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let err = store.step_runs(&run.id).await.unwrap_err();
+        assert!(err.to_string().contains("rolled back"), "{err}");
+        assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        // Reported once; nothing of the failed batch was kept; writes go on.
+        assert!(store.step_runs(&run.id).await.unwrap().is_empty());
+        store.write_step_run(&step_run(&run.id, "again")).await.unwrap();
+        store.flush().await.unwrap();
+        let again = SqliteMetadataStore::open(dir.path().join("z.db")).unwrap();
+        assert_eq!(again.step_runs(&run.id).await.unwrap().len(), 1);
     }
 }

@@ -763,6 +763,8 @@ fn step_entrypoint(args: EntrypointArgs) -> CliResult {
         let heartbeat = zenflow_core::run::spawn_heartbeat(&stack, &run.id);
         let result = runner.run_step(pos).await;
         heartbeat.abort();
+        // The step's record must be durable before this worker reports it.
+        stack.metadata().flush().await?;
         result
     })??;
     eprintln!("[zenflow] {}: {} in {:.1?}", result.invocation, result.status, result.duration);
