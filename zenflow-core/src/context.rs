@@ -132,7 +132,11 @@ pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
     if e.is_cancelled() {
         return "the step was cancelled".into();
     }
-    let payload = e.into_panic();
+    panic_payload_message(e.into_panic())
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_payload_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

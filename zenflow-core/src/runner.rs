@@ -19,6 +19,7 @@ use crate::metadata::{
 use crate::plan::{Plan, PlanStep};
 use crate::stack::Stack;
 use crate::step::{self, LoadedInput, StepCall, StepError};
+use futures::FutureExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -526,22 +527,20 @@ impl StepRunner {
         let mut attempt = 1;
         loop {
             let ctx = StepContext::new(&self.run.id, &self.plan.pipeline, &step.id, &step.step, attempt);
-            let call = StepCall::new(spec, inputs.clone(), params.clone(), ctx.clone());
-            let handle = tokio::spawn((spec.execute)(call));
-            let abort = handle.abort_handle();
+            let call = StepCall::new(spec, inputs.clone(), params.clone(), ctx.clone())
+                .with_time_limit(step.options.timeout());
+            // Polled in this task (no task per attempt): a panic is caught
+            // here, and a timeout drops the step's future.
+            let attempt_future = std::panic::AssertUnwindSafe((spec.execute)(call)).catch_unwind();
             let joined = match step.options.timeout() {
-                Some(limit) => match tokio::time::timeout(limit, handle).await {
-                    Ok(joined) => joined,
-                    Err(_) => {
-                        abort.abort();
-                        Ok(Err(StepError::TimedOut(limit)))
-                    }
-                },
-                None => handle.await,
+                Some(limit) => {
+                    tokio::time::timeout(limit, attempt_future).await.unwrap_or(Ok(Err(StepError::TimedOut(limit))))
+                }
+                None => attempt_future.await,
             };
             let outcome = match joined {
                 Ok(r) => r,
-                Err(e) => Err(StepError::Panicked(crate::context::panic_message(e))),
+                Err(payload) => Err(StepError::Panicked(crate::context::panic_payload_message(payload))),
             };
             logs.extend(ctx.logs());
             let outcome = match outcome {

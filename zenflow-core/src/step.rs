@@ -259,6 +259,8 @@ pub struct StepCall {
     inputs: Vec<Option<LoadedInput>>,
     params: Vec<Option<serde_json::Value>>,
     context: StepContext,
+    /// The attempt's time limit, which the runner enforces.
+    time_limit: Option<Duration>,
 }
 
 impl StepCall {
@@ -274,7 +276,15 @@ impl StepCall {
             inputs: inputs.into_iter().map(Some).collect(),
             params: params.into_iter().map(Some).collect(),
             context,
+            time_limit: None,
         }
+    }
+
+    /// Tells the call that the runner stops waiting for it after `limit`
+    /// (see [`run_blocking`]).
+    pub fn with_time_limit(mut self, limit: Option<Duration>) -> Self {
+        self.time_limit = limit;
+        self
     }
 
     /// Decodes input `index` as a `T`.
@@ -324,9 +334,25 @@ pub fn user_result<T, E: Into<BoxError>>(r: Result<T, E>) -> Result<T, StepError
     r.map_err(|e| StepError::User(e.into()))
 }
 
-/// Runs sync step code on a blocking thread so it never stalls the runtime.
+/// Runs the sync code of a step without stalling the runtime.
+///
+/// On a multi-threaded runtime the code runs in place, on the worker thread
+/// that polls the step, after that worker has handed its other tasks to
+/// another thread (`tokio::task::block_in_place`): no thread hop per step.
+/// A step with a time limit runs on a blocking thread instead, so the limit
+/// can fire while its code runs; so does every step on a current-thread
+/// runtime, where blocking in place is not possible.
 #[doc(hidden)]
-pub async fn run_blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, StepError> {
+pub async fn run_blocking<R: Send + 'static>(
+    call: &StepCall,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, StepError> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread && call.time_limit.is_none() {
+        // A panic unwinds into the runner, which catches it.
+        return Ok(tokio::task::block_in_place(f));
+    }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => Ok(r),
         Err(e) => Err(StepError::Panicked(crate::context::panic_message(e))),

@@ -317,7 +317,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         }
     } else {
         quote! {
-            #zf::run_blocking(move || {
+            #zf::run_blocking(&__zenflow_call, move || {
                 let __zenflow_ret = __zenflow_fn(#(#call_args),*);
                 #finish
             }).await?
