@@ -90,11 +90,14 @@ struct Stats {
     median: f64,
     min: f64,
     max: f64,
+    /// Every timed repeat, in the order they ran.
+    samples: Vec<f64>,
 }
 
-fn stats(mut v: Vec<f64>) -> Stats {
+fn stats(samples: Vec<f64>) -> Stats {
+    let mut v = samples.clone();
     v.sort_by(f64::total_cmp);
-    Stats { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
+    Stats { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1], samples }
 }
 
 /// One warm-up, then `repeats` timed calls.
@@ -118,6 +121,7 @@ fn line(workload: &str, steps: usize, s: &Stats, extra: Value) -> String {
         "max_s": s.max,
         "per_step_s": if steps > 0 { json!(s.median / steps as f64) } else { Value::Null },
         "peak_rss_mib": peak_rss_mib(),
+        "samples_s": s.samples,
     });
     if let (Value::Object(m), Value::Object(e)) = (&mut j, extra) {
         m.extend(e);
