@@ -12,11 +12,11 @@ use crate::cache::cache_key;
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
-use crate::materializer::{Encoded, EncodedValue};
+use crate::materializer::{Encoded, EncodedValue, Handoff};
 use crate::metadata::{
     self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunRecord, StepRunWrite, StepStatus,
 };
-use crate::plan::{Plan, PlanStep};
+use crate::plan::{OutputRef, Plan, PlanStep};
 use crate::stack::Stack;
 use crate::step::{self, LoadedInput, StepCall, StepError};
 use futures::FutureExt;
@@ -155,6 +155,20 @@ pub struct StepRunner {
     results: Mutex<Vec<Option<StepResult>>>,
     /// Whether the plan may come from another build (see [`same_code`]).
     verify_code: bool,
+    /// How many inputs of the plan read each output `(position, name)`.
+    consumers: HashMap<(usize, String), usize>,
+    /// Outputs produced by this runner that steps still to run will read:
+    /// they get the bytes (or the value) from memory, not from the store.
+    handoffs: Mutex<HashMap<(usize, String), Handed>>,
+}
+
+/// An output kept in memory for the steps of this run that read it.
+struct Handed {
+    hash: ContentHash,
+    encoded: Encoded,
+    value: Option<Handoff>,
+    /// Inputs that have not read it yet.
+    left: usize,
 }
 
 impl std::fmt::Debug for StepRunner {
@@ -166,7 +180,7 @@ impl std::fmt::Debug for StepRunner {
 impl StepRunner {
     /// A runner for a run that has just been created with this plan.
     pub fn new(stack: Stack, run: RunRecord, plan: Arc<Plan>, options: RunOptions) -> Self {
-        let index = plan.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        let index: HashMap<String, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let dependencies = plan.dependencies();
         let mut dependents = vec![Vec::new(); plan.steps.len()];
         for (i, deps) in dependencies.iter().enumerate() {
@@ -175,7 +189,27 @@ impl StepRunner {
             }
         }
         let results = Mutex::new(vec![None; plan.steps.len()]);
-        StepRunner { stack, run, plan, index, dependents, dependencies, options, results, verify_code: false }
+        let mut consumers: HashMap<(usize, String), usize> = HashMap::new();
+        for input in plan.steps.iter().flat_map(|s| &s.inputs) {
+            for r in &input.from {
+                if let Some(&pos) = index.get(&r.step) {
+                    *consumers.entry((pos, r.output.clone())).or_default() += 1;
+                }
+            }
+        }
+        StepRunner {
+            stack,
+            run,
+            plan,
+            index,
+            dependents,
+            dependencies,
+            options,
+            results,
+            verify_code: false,
+            consumers,
+            handoffs: Mutex::default(),
+        }
     }
 
     /// A runner for an existing run, read back from the metadata store: what a
@@ -189,6 +223,8 @@ impl StepRunner {
         let mut runner = StepRunner::new(stack, run, plan, options);
         // The run was planned by some process, maybe another build.
         runner.verify_code = true;
+        // Its other steps run elsewhere: nothing to hand over in memory.
+        runner.consumers.clear();
         Ok(runner)
     }
 
@@ -328,8 +364,20 @@ impl StepRunner {
         write.step_run.logs = execution.logs;
         write.step_run.metadata = execution.metadata;
         write.step_run.checks = execution.checks;
+        let mut handed = Vec::new();
         let outcome = match execution.outcome {
-            Ok(values) => self.save_outputs(step, values).await.map_err(|e| e.to_string()),
+            Ok(mut values) => {
+                for (o, v) in step.outputs.iter().zip(&mut values) {
+                    // A value nobody here reads is dropped now, not kept
+                    // alive while its bytes are stored.
+                    let value = v.handoff.take();
+                    let key = (pos, o.name.clone());
+                    if let Some(&left) = self.consumers.get(&key) {
+                        handed.push((key, Handed { hash: v.hash, encoded: v.encoded.clone(), value, left }));
+                    }
+                }
+                self.save_outputs(step, values).await.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e),
         };
         write.step_run.ended_at = Some(metadata::now());
@@ -345,6 +393,8 @@ impl StepRunner {
         let outputs = self.stack.metadata().write_step_run(&write).await?;
         if let Some(e) = &error {
             tracing::warn!(step = %step.id, "step failed: {e}");
+        } else {
+            self.handoffs.lock().unwrap_or_else(PoisonError::into_inner).extend(handed);
         }
         Ok(self.finish(
             pos,
@@ -377,6 +427,10 @@ impl StepRunner {
         skipped.sort_unstable();
         for &pos in &skipped {
             let step = &self.plan.steps[pos];
+            // What it would have read from memory is not needed for it any more.
+            for r in step.inputs.iter().flat_map(|i| &i.from) {
+                drop(self.take_handed(r, None));
+            }
             let now = metadata::now();
             let error = format!("skipped because upstream step `{failed_id}` failed");
             let write = StepRunWrite {
@@ -484,12 +538,38 @@ impl StepRunner {
         Ok(Some(hit))
     }
 
+    /// The in-memory copy of output `from` for one reading input, if this
+    /// runner produced it as `version` (any version when `None`); the last
+    /// reader takes the value itself.
+    fn take_handed(&self, from: &OutputRef, version: Option<&ArtifactVersion>) -> Option<(Encoded, Option<Handoff>)> {
+        let key = (*self.index.get(&from.step)?, from.output.clone());
+        let mut handoffs = self.handoffs.lock().unwrap_or_else(PoisonError::into_inner);
+        let handed = handoffs.get_mut(&key)?;
+        if version.is_some_and(|v| v.content_hash != handed.hash) {
+            return None;
+        }
+        handed.left = handed.left.saturating_sub(1);
+        if handed.left > 0 {
+            return Some((handed.encoded.clone(), None));
+        }
+        let handed = handoffs.remove(&key)?;
+        Some((handed.encoded, handed.value))
+    }
+
     async fn load_inputs(&self, step: &PlanStep, inputs: &[Vec<ArtifactVersion>]) -> Result<Vec<LoadedInput>> {
         let store = self.stack.artifacts().as_ref();
         let mut loaded = Vec::with_capacity(inputs.len());
         for (spec, versions) in step.inputs.iter().zip(inputs) {
             let mut parts = Vec::with_capacity(versions.len());
-            for v in versions {
+            let mut value = None;
+            for (from, v) in spec.from.iter().zip(versions) {
+                // Produced by this run in this process: the bytes are those
+                // that were hashed and stored, so they need no re-reading.
+                if let Some((encoded, handoff)) = self.take_handed(from, Some(v)) {
+                    parts.push(encoded);
+                    value = handoff;
+                    continue;
+                }
                 let bytes = artifact_store::read_version(store, v).await?;
                 parts.push(Encoded { format: v.format.clone(), bytes });
             }
@@ -497,7 +577,15 @@ impl StepRunner {
                 LoadedInput::List(parts)
             } else {
                 match parts.pop() {
-                    Some(p) if parts.is_empty() => LoadedInput::Single(p),
+                    Some(p) if parts.is_empty() => match value {
+                        // Only a retry would decode the bytes: without
+                        // retries they are freed now, not held while it runs.
+                        Some(value) if step.options.retries == 0 => {
+                            LoadedInput::Value(Encoded { format: p.format, bytes: bytes::Bytes::new() }, value)
+                        }
+                        Some(value) => LoadedInput::Value(p, value),
+                        None => LoadedInput::Single(p),
+                    },
                     _ => {
                         return Err(Error::usage(format_args!(
                             "input `{}` of step `{}` must have exactly one source",

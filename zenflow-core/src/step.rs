@@ -249,6 +249,9 @@ pub enum StepError {
 pub enum LoadedInput {
     Single(Encoded),
     List(Vec<Encoded>),
+    /// Produced in this process: the value itself when the step asks for its
+    /// type (once; a retry decodes the bytes), else the bytes.
+    Value(Encoded, materializer::Handoff),
 }
 
 /// What the step runner hands to a step's execute function: its inputs (bytes
@@ -293,6 +296,10 @@ impl StepCall {
         let err = |source| StepError::Input { input: name.to_string(), source };
         match self.inputs.get_mut(index).and_then(Option::take) {
             Some(LoadedInput::Single(e)) => materializer::decode::<T>(e).map_err(err),
+            Some(LoadedInput::Value(e, value)) => match value.take::<T>() {
+                Some(v) => Ok(v),
+                None => materializer::decode::<T>(e).map_err(err),
+            },
             Some(LoadedInput::List(parts)) => T::from_parts(parts).map_err(err),
             None => Err(StepError::Param {
                 param: name.to_string(),
@@ -321,8 +328,8 @@ impl StepCall {
 
 /// Encodes output `index` of `spec`.
 #[doc(hidden)]
-pub fn encode_output<T: Materialize>(spec: &StepSpec, index: usize, value: &T) -> Result<EncodedValue, StepError> {
-    materializer::encode(value).map_err(|source| StepError::Output {
+pub fn encode_output<T: Materialize>(spec: &StepSpec, index: usize, value: T) -> Result<EncodedValue, StepError> {
+    materializer::encode_owned(value).map_err(|source| StepError::Output {
         output: spec.outputs.get(index).map_or("?", |o| o.name).to_string(),
         source,
     })

@@ -297,11 +297,11 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             .enumerate()
             .map(|(i, (_, ty))| {
                 let idx = syn::Index::from(i);
-                quote!(#zf::encode_output::<#ty>(__zenflow_spec, #i, &__zenflow_value.#idx)?)
+                quote!(#zf::encode_output::<#ty>(__zenflow_spec, #i, __zenflow_value.#idx)?)
             })
             .collect()
     } else {
-        outputs.iter().map(|(_, ty)| quote!(#zf::encode_output::<#ty>(__zenflow_spec, 0, &__zenflow_value)?)).collect()
+        outputs.iter().map(|(_, ty)| quote!(#zf::encode_output::<#ty>(__zenflow_spec, 0, __zenflow_value)?)).collect()
     };
     let finish = quote! {
         #[allow(clippy::let_unit_value, unused_variables)]

@@ -83,6 +83,7 @@ impl Materializer for Utf8Materializer {
     type Value = String;
     const ID: &'static str = "zenflow.utf8";
     const VERSION: u32 = 1;
+    const EXACT: bool = true;
 
     fn save(value: &String) -> Result<Encoded, MaterializeError> {
         Ok(Encoded::new("utf8", Bytes::copy_from_slice(value.as_bytes())))
@@ -104,6 +105,7 @@ impl Materializer for BytesMaterializer<Vec<u8>> {
     type Value = Vec<u8>;
     const ID: &'static str = "zenflow.bytes";
     const VERSION: u32 = 1;
+    const EXACT: bool = true;
 
     fn save(value: &Vec<u8>) -> Result<Encoded, MaterializeError> {
         Ok(Encoded::new("raw", Bytes::copy_from_slice(value)))
@@ -118,6 +120,7 @@ impl Materializer for BytesMaterializer<Bytes> {
     type Value = Bytes;
     const ID: &'static str = "zenflow.bytes";
     const VERSION: u32 = 1;
+    const EXACT: bool = true;
 
     fn save(value: &Bytes) -> Result<Encoded, MaterializeError> {
         Ok(Encoded::new("raw", value.clone()))

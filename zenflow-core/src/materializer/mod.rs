@@ -129,6 +129,13 @@ pub trait Materializer: Send + Sync + 'static {
     const ID: &'static str;
     /// Version of the encoding; bump it when the bytes for the same value change.
     const VERSION: u32;
+    /// Whether `load(save(v))` always equals `v`. When it does, a step in
+    /// the same process as the producer receives the produced value itself
+    /// instead of decoding its bytes (saving a decode and a copy of the
+    /// data). Leave it `false` unless the encoding keeps everything: a
+    /// lossy encoding would then hand a fresh run other values than a cached
+    /// one.
+    const EXACT: bool = false;
 
     /// Encodes a value.
     fn save(value: &Self::Value) -> Result<Encoded, MaterializeError>;
@@ -185,6 +192,31 @@ pub trait Materialize: Sized + Send + 'static {
     }
 }
 
+/// A value on its way from the step that produced it to a step in the same
+/// process that consumes it: the first consumer that asks for its exact type
+/// takes it. Clones share the value.
+#[derive(Clone)]
+pub struct Handoff(std::sync::Arc<std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>>);
+
+impl Handoff {
+    /// Holds `value` for a consumer.
+    pub fn new<T: Send + 'static>(value: T) -> Self {
+        Handoff(std::sync::Arc::new(std::sync::Mutex::new(Some(Box::new(value)))))
+    }
+
+    /// The value, if it is still here and is a `T`.
+    pub fn take<T: 'static>(&self) -> Option<T> {
+        let value = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
+        value.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handoff(..)")
+    }
+}
+
 /// An encoded value plus everything recorded about it.
 #[derive(Clone, Debug)]
 pub struct EncodedValue {
@@ -200,6 +232,9 @@ pub struct EncodedValue {
     pub materializer: &'static str,
     /// The materializer version.
     pub materializer_version: u32,
+    /// The value itself, for consumers in this process, when its
+    /// materializer is [`Materializer::EXACT`].
+    pub handoff: Option<Handoff>,
 }
 
 /// Encodes `value` with its type's materializer.
@@ -214,7 +249,18 @@ pub fn encode<T: Materialize>(value: &T) -> Result<EncodedValue, MaterializeErro
         type_name: std::any::type_name::<T>(),
         materializer: T::Materializer::ID,
         materializer_version: T::Materializer::VERSION,
+        handoff: None,
     })
+}
+
+/// [`encode`], keeping the value for consumers in this process when its
+/// materializer is [`Materializer::EXACT`].
+pub fn encode_owned<T: Materialize>(value: T) -> Result<EncodedValue, MaterializeError> {
+    let mut encoded = encode(&value)?;
+    if T::Materializer::EXACT {
+        encoded.handoff = Some(Handoff::new(value));
+    }
+    Ok(encoded)
 }
 
 /// Decodes a value of type `T`.

@@ -17,6 +17,8 @@ where
     type Value = Array<A, D>;
     const ID: &'static str = "zenflow.npy";
     const VERSION: u32 = 1;
+    // `.npy` keeps every element, the shape and the element type.
+    const EXACT: bool = true;
 
     fn save(value: &Array<A, D>) -> Result<Encoded, MaterializeError> {
         let mut buf = Vec::with_capacity(value.len() * std::mem::size_of::<A>() + 128);

@@ -225,12 +225,17 @@ impl ArtifactStore for ObjectArtifactStore {
 
     async fn put(&self, hash: &ContentHash, bytes: Bytes) -> Result<(), StoreError> {
         let location = self.location(hash);
+        // Content addressed: an intact object already there is these bytes
+        // (a re-run that produced the same output), and is not written again.
         if !self.conditional_put {
             self.ensure_bucket().await?;
             if self.intact(&location, hash, bytes.len()).await? {
                 return Ok(());
             }
             return self.upload(&location, bytes).await;
+        }
+        if bytes.len() > VERIFY_LIMIT && self.intact(&location, hash, bytes.len()).await? {
+            return Ok(());
         }
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.store.put_opts(&location, PutPayload::from_bytes(bytes.clone()), opts).await {
