@@ -154,3 +154,137 @@ fn values_of_inexact_materializers_are_decoded_as_a_cached_run_would_see_them() 
     lossy.run(&stack, &()).unwrap();
     assert_eq!(LOSSY.lock().unwrap().clone(), vec![Lossy { kept: 7, dropped: 0 }]);
 }
+
+// Large arrays are streamed: hashed and written to the store straight from
+// the value, never encoded into a buffer; the value itself moves on.
+
+const BIG: usize = 3 << 20; // 12 MiB of f32, above the 8 MiB streaming threshold
+
+/// The two streamed tests share the statics below: one at a time.
+static STREAMED: Mutex<()> = Mutex::new(());
+static MADE_AT: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static READ: Mutex<Vec<(usize, f64)>> = Mutex::new(Vec::new());
+
+#[step]
+fn big_array(#[param] n: usize) -> ndarray::Array1<f32> {
+    let a = ndarray::Array1::from_shape_fn(n, |i| (i % 1000) as f32);
+    MADE_AT.lock().unwrap().push(a.as_ptr() as usize);
+    a
+}
+
+#[step(retries = 1, retry_backoff = "1ms")]
+fn sum_array(a: ndarray::Array1<f32>, ctx: &StepContext) -> Result<f64, String> {
+    let sum: f64 = a.iter().map(|&x| f64::from(x)).sum();
+    READ.lock().unwrap().push((a.as_ptr() as usize, sum));
+    if ctx.attempt() == 1 && a.len() == BIG + 1 {
+        return Err("first attempt fails".into());
+    }
+    Ok(sum)
+}
+
+#[pipeline]
+fn streamed(n: &usize) {
+    let a = big_array(*n);
+    sum_array(a);
+    sum_array(a);
+}
+
+fn expected_sum(n: usize) -> f64 {
+    (0..n).map(|i| (i % 1000) as f64).sum()
+}
+
+#[test]
+fn large_arrays_are_stored_from_the_value_and_the_value_moves_on() {
+    let _one_at_a_time = STREAMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_dir, stack) = stack();
+    MADE_AT.lock().unwrap().clear();
+    READ.lock().unwrap().clear();
+    // Two readers: one takes the value itself, the other reads the store
+    // (a streamed encoding is nowhere else).
+    let run = streamed.run(&stack, &BIG).unwrap();
+    let made = MADE_AT.lock().unwrap().clone();
+    let read = READ.lock().unwrap().clone();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read.iter().filter(|(at, _)| *at == made[0]).count(), 1, "exactly one reader got the array itself");
+    assert!(read.iter().all(|(_, sum)| *sum == expected_sum(BIG)));
+    let version = run.output_version("big_array", "output").unwrap();
+    assert_eq!(version.metadata.size, (BIG * 4 + 128) as u64, "the size of the .npy file is recorded");
+    assert_eq!(version.metadata.shape, Some(vec![BIG]));
+    assert!(!version.uri.starts_with("inline:"));
+    let stored: ndarray::Array1<f32> = run.output("big_array", "output").unwrap();
+    assert_eq!(stored.len(), BIG);
+    assert_eq!(stored.iter().map(|&x| f64::from(x)).sum::<f64>(), expected_sum(BIG));
+}
+
+#[test]
+fn a_retry_of_a_streamed_input_reads_it_from_the_store() {
+    let _one_at_a_time = STREAMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    READ.lock().unwrap().clear();
+    let (_dir, stack) = stack();
+    let n = BIG + 1;
+    let run = streamed.run(&stack, &n).unwrap();
+    assert!(run.steps().iter().filter(|s| s.invocation.starts_with("sum_array")).all(|s| s.attempts == 2));
+    let read = READ.lock().unwrap().clone();
+    let sums: Vec<f64> = read.iter().filter(|(_, s)| *s == expected_sum(n)).map(|r| r.1).collect();
+    assert_eq!(sums.len(), 4, "two readers, two attempts each, all saw the same values: {read:?}");
+}
+
+/// An encoding that differs every time it is written: a broken materializer.
+#[derive(Debug, Clone)]
+struct Unstable;
+
+struct UnstableMaterializer;
+
+static WRITES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl zenflow::materializer::Materializer for UnstableMaterializer {
+    type Value = Unstable;
+    const ID: &'static str = "test.unstable";
+    const VERSION: u32 = 1;
+    const STREAMS: bool = true;
+
+    fn save(_: &Unstable) -> Result<zenflow::materializer::Encoded, zenflow::materializer::MaterializeError> {
+        Ok(zenflow::materializer::Encoded::new("raw", vec![0u8; 9 << 20]))
+    }
+
+    fn save_to(_: &Unstable, out: &mut dyn std::io::Write) -> Result<String, zenflow::materializer::MaterializeError> {
+        let byte = WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        out.write_all(&vec![byte; 9 << 20]).unwrap();
+        Ok("raw".into())
+    }
+
+    fn load(_: zenflow::materializer::Encoded) -> Result<Unstable, zenflow::materializer::MaterializeError> {
+        Ok(Unstable)
+    }
+}
+
+impl zenflow::Materialize for Unstable {
+    type Materializer = UnstableMaterializer;
+}
+
+#[step]
+fn make_unstable() -> Unstable {
+    Unstable
+}
+
+#[pipeline]
+fn unstable() {
+    make_unstable();
+}
+
+#[test]
+fn a_streamed_encoding_that_changes_between_passes_is_refused_and_not_stored() {
+    let (dir, stack) = stack();
+    let err = unstable.run(&stack, &()).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("must write the same bytes every time"), "{message}");
+    // Nothing under the artifacts folder but empty folders.
+    let mut stack_dirs = vec![dir.path().join(".zenflow/artifacts")];
+    while let Some(d) = stack_dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            assert!(e.file_type().unwrap().is_dir(), "left behind: {}", e.path().display());
+            stack_dirs.push(e.path());
+        }
+    }
+}

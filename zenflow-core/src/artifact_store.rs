@@ -15,6 +15,10 @@ use std::fmt;
 /// Bytes as a stream of chunks, for objects too large to hold in memory.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
 
+/// Writes an object's bytes into the sink it is given, for
+/// [`ArtifactStore::put_writer`]. An error aborts the put.
+pub type WriteFn = Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send>;
+
 /// Why the artifact store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,6 +90,16 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         self.put(hash, all.freeze()).await
     }
 
+    /// Stores under `hash` the `len` bytes that `write` produces, without
+    /// holding them all in memory: a large artifact encoded straight from its
+    /// value. Same promises as [`ArtifactStore::put`]; if `write` fails,
+    /// nothing is stored. The default streams the bytes to
+    /// [`ArtifactStore::put_stream`] in chunks ([`put_written`]); a local
+    /// store overrides it to write the file directly.
+    async fn put_writer(&self, hash: &ContentHash, len: u64, write: WriteFn) -> Result<(), StoreError> {
+        put_written(self, hash, len, write).await
+    }
+
     /// Reads the object as a stream of chunks, without verifying it (see
     /// [`get_verified_stream`]). Backends override the default, which reads
     /// the whole object first.
@@ -93,6 +107,61 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         let bytes = self.get(hash).await?;
         Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
     }
+}
+
+/// [`ArtifactStore::put_writer`] through [`ArtifactStore::put_stream`]: `write`
+/// runs on a blocking thread and hands over 8 MiB chunks (at most two in
+/// flight), so memory stays bounded whatever the size.
+pub async fn put_written<S: ArtifactStore + ?Sized>(
+    store: &S,
+    hash: &ContentHash,
+    len: u64,
+    write: WriteFn,
+) -> Result<(), StoreError> {
+    const CHUNK: usize = 8 << 20;
+    struct Chunks {
+        tx: tokio::sync::mpsc::Sender<Result<Bytes, StoreError>>,
+        buf: Vec<u8>,
+    }
+    impl std::io::Write for Chunks {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let n = data.len().min(CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&data[..n]);
+            if self.buf.len() == CHUNK {
+                self.flush()?;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if self.buf.is_empty() {
+                return Ok(());
+            }
+            let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+            self.tx
+                .blocking_send(Ok(chunk))
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the store stopped reading"))
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let uri = store.uri(hash);
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut sink = Chunks { tx: tx.clone(), buf: Vec::with_capacity(CHUNK.min(len as usize)) };
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write(&mut sink).and_then(|()| std::io::Write::flush(&mut sink))
+        }));
+        let failed = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("it panicked: {}", crate::context::panic_payload_message(panic)),
+        };
+        // Every unfinished write ends the stream in an error (never early),
+        // so the store abandons the upload instead of keeping a short object.
+        let _ = tx.blocking_send(Err(StoreError::Backend { store: uri, message: format!("writing failed: {failed}") }));
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+    let stored = store.put_stream(hash, stream).await;
+    let _ = producer.await;
+    stored
 }
 
 /// Reads an object as a stream, hashing as it goes: the last item is an

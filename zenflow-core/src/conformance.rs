@@ -23,7 +23,50 @@ pub mod artifact_store {
         corrupted_object(store.as_ref()).await;
         large_object(store.as_ref(), 64 << 20).await;
         streamed_object(store.as_ref(), 256 << 20).await;
+        written_object(store.as_ref(), 20 << 20).await;
         concurrent_writers(store.clone(), 8).await;
+    }
+
+    /// `put_writer` stores exactly what its writer writes, in uneven pieces,
+    /// idempotently; a writer that fails or panics halfway stores nothing
+    /// and its error is reported.
+    pub async fn written_object(store: &dyn ArtifactStore, size: usize) {
+        use crate::artifact_store::WriteFn;
+        let data: Bytes = chunks(size).flat_map(|c| c.to_vec()).collect::<Vec<u8>>().into();
+        let hash = ContentHash::of(&data);
+        let writer = |data: Bytes| -> WriteFn {
+            Box::new(move |out| {
+                for piece in data.chunks(3 << 20) {
+                    out.write_all(piece)?;
+                }
+                Ok(())
+            })
+        };
+        store.put_writer(&hash, size as u64, writer(data.clone())).await.unwrap();
+        assert_eq!(get_verified(store, &hash).await.unwrap(), data, "what the writer wrote is stored");
+        store.put_writer(&hash, size as u64, writer(data.clone())).await.expect("a second write of the same object");
+        assert_eq!(get_verified(store, &hash).await.unwrap(), data);
+
+        let other: Bytes = data.iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>().into();
+        let other_hash = ContentHash::of(&other);
+        let half = other.slice(..size / 2);
+        let failing: WriteFn = Box::new(move |out| {
+            out.write_all(&half)?;
+            Err(std::io::Error::other("the disk is on fire"))
+        });
+        let err = store.put_writer(&other_hash, size as u64, failing).await.unwrap_err();
+        assert!(err.to_string().contains("the disk is on fire"), "the writer's error is reported: {err}");
+        assert!(!store.exists(&other_hash).await.unwrap(), "a failed write stores nothing");
+        let half = other.slice(..size / 2);
+        let panicking: WriteFn = Box::new(move |out| {
+            out.write_all(&half)?;
+            panic!("the encoder broke");
+        });
+        assert!(
+            store.put_writer(&other_hash, size as u64, panicking).await.is_err(),
+            "a panicking writer fails the put"
+        );
+        assert!(!store.exists(&other_hash).await.unwrap(), "a panicked write stores nothing");
     }
 
     /// Deterministic pseudo-random chunks: `size` bytes, never all in memory.

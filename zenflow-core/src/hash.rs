@@ -71,6 +71,37 @@ impl<'de> Deserialize<'de> for ContentHash {
     }
 }
 
+/// A sink that hashes and counts what is written to it: the content hash of
+/// an encoding that is streamed rather than held in memory.
+#[derive(Default)]
+pub struct HashWriter {
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl HashWriter {
+    /// The content hash and length of everything written.
+    pub fn finish(&self) -> (ContentHash, u64) {
+        (ContentHash(*self.hasher.finalize().as_bytes()), self.len)
+    }
+}
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() >= PARALLEL_HASH_THRESHOLD {
+            self.hasher.update_rayon(buf);
+        } else {
+            self.hasher.update(buf);
+        }
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Incremental hashing of structured fields with unambiguous framing: every field
 /// is length-prefixed, so `("ab", "c")` and `("a", "bc")` never collide.
 #[derive(Default)]
@@ -118,6 +149,16 @@ mod tests {
     fn parallel_and_serial_hash_agree() {
         let big = vec![7u8; PARALLEL_HASH_THRESHOLD + 3];
         assert_eq!(ContentHash::of(&big).0, *blake3::hash(&big).as_bytes());
+    }
+
+    #[test]
+    fn a_hash_writer_agrees_with_hashing_the_whole() {
+        use std::io::Write;
+        let big = vec![3u8; PARALLEL_HASH_THRESHOLD * 2 + 5];
+        let mut w = HashWriter::default();
+        w.write_all(&big[..10]).unwrap();
+        w.write_all(&big[10..]).unwrap();
+        assert_eq!(w.finish(), (ContentHash::of(&big), big.len() as u64));
     }
 
     #[test]

@@ -7,12 +7,12 @@
 //! orchestrator is in-process, and from the metadata store alone when it is
 //! not ([`StepRunner::attach`]: what `step-entrypoint` uses).
 
-use crate::artifact_store::{self, StoreError};
+use crate::artifact_store::{self, StoreError, WriteFn};
 use crate::cache::cache_key;
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
-use crate::materializer::{Encoded, EncodedValue, Handoff};
+use crate::materializer::{Encoded, EncodedValue, Handoff, Streamed};
 use crate::metadata::{
     self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunRecord, StepRunWrite, StepStatus,
 };
@@ -122,6 +122,44 @@ fn same_code(spec: &step::StepSpec, step: &PlanStep, run: &str) -> std::result::
     }
 }
 
+/// The writer of a streamed encoding, checked to write exactly the bytes
+/// that were hashed: an object is stored under the hash of its content or
+/// not at all.
+fn verified_write(streamed: Streamed, hash: ContentHash) -> WriteFn {
+    struct Tee<'a> {
+        out: &'a mut dyn std::io::Write,
+        check: crate::hash::HashWriter,
+    }
+    impl std::io::Write for Tee<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.check.write_all(&buf[..n])?;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    Box::new(move |out: &mut dyn std::io::Write| {
+        let mut tee = Tee { out, check: crate::hash::HashWriter::default() };
+        (streamed.write)(&mut tee)?;
+        let (written, len) = tee.check.finish();
+        if (written, len) != (hash, streamed.len) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the materializer wrote {len} bytes hashing to {}, but {} bytes hashing to {} the first time; \
+                     its `save_to` must write the same bytes every time",
+                    written.short(),
+                    streamed.len,
+                    hash.short()
+                ),
+            ));
+        }
+        Ok(())
+    })
+}
+
 /// What executing a step (all its attempts) produced.
 struct Execution {
     outcome: std::result::Result<Vec<EncodedValue>, String>,
@@ -165,7 +203,8 @@ pub struct StepRunner {
 /// An output kept in memory for the steps of this run that read it.
 struct Handed {
     hash: ContentHash,
-    encoded: Encoded,
+    /// The bytes, unless the encoding was streamed (then only the store has them).
+    encoded: Option<Encoded>,
     value: Option<Handoff>,
     /// Inputs that have not read it yet.
     left: usize,
@@ -373,7 +412,8 @@ impl StepRunner {
                     let value = v.handoff.take();
                     let key = (pos, o.name.clone());
                     if let Some(&left) = self.consumers.get(&key) {
-                        handed.push((key, Handed { hash: v.hash, encoded: v.encoded.clone(), value, left }));
+                        let encoded = v.streamed.is_none().then(|| v.encoded.clone());
+                        handed.push((key, Handed { hash: v.hash, encoded, value, left }));
                     }
                 }
                 self.save_outputs(step, values).await.map_err(|e| e.to_string())
@@ -541,7 +581,12 @@ impl StepRunner {
     /// The in-memory copy of output `from` for one reading input, if this
     /// runner produced it as `version` (any version when `None`); the last
     /// reader takes the value itself.
-    fn take_handed(&self, from: &OutputRef, version: Option<&ArtifactVersion>) -> Option<(Encoded, Option<Handoff>)> {
+    #[allow(clippy::type_complexity)]
+    fn take_handed(
+        &self,
+        from: &OutputRef,
+        version: Option<&ArtifactVersion>,
+    ) -> Option<(Option<Encoded>, Option<Handoff>)> {
         let key = (*self.index.get(&from.step)?, from.output.clone());
         let mut handoffs = self.handoffs.lock().unwrap_or_else(PoisonError::into_inner);
         let handed = handoffs.get_mut(&key)?;
@@ -565,13 +610,17 @@ impl StepRunner {
             for (from, v) in spec.from.iter().zip(versions) {
                 // Produced by this run in this process: the bytes are those
                 // that were hashed and stored, so they need no re-reading.
-                if let Some((encoded, handoff)) = self.take_handed(from, Some(v)) {
-                    parts.push(encoded);
-                    value = handoff;
-                    continue;
-                }
-                let bytes = artifact_store::read_version(store, v).await?;
-                parts.push(Encoded { format: v.format.clone(), bytes });
+                let handed = self.take_handed(from, Some(v));
+                let (encoded, handoff) = handed.unwrap_or((None, None));
+                let bytes_needed = handoff.is_none() || step.options.retries > 0;
+                let encoded = match encoded {
+                    Some(encoded) => encoded,
+                    // The value alone will do (streamed bytes are only in the store).
+                    None if !bytes_needed => Encoded { format: v.format.clone(), bytes: bytes::Bytes::new() },
+                    None => Encoded { format: v.format.clone(), bytes: artifact_store::read_version(store, v).await? },
+                };
+                parts.push(encoded);
+                value = handoff;
             }
             loaded.push(if spec.list {
                 LoadedInput::List(parts)
@@ -657,8 +706,12 @@ impl StepRunner {
     ) -> std::result::Result<Vec<NewArtifact>, StoreError> {
         let store = self.stack.artifacts();
         let limit = self.stack.inline_limit();
-        let inline = |v: &EncodedValue| v.encoded.bytes.len() <= limit;
-        let puts = values.iter().filter(|v| !inline(v)).map(|v| store.put(&v.hash, v.encoded.bytes.clone()));
+        // Streamed encodings (large by definition) always go to the store.
+        let inline = |v: &EncodedValue| v.streamed.is_none() && v.encoded.bytes.len() <= limit;
+        let puts = values.iter().filter(|v| !inline(v)).map(|v| match &v.streamed {
+            Some(streamed) => store.put_writer(&v.hash, streamed.len, verified_write(streamed.clone(), v.hash)),
+            None => store.put(&v.hash, v.encoded.bytes.clone()),
+        });
         futures::future::try_join_all(puts).await?;
         Ok(step
             .outputs

@@ -38,3 +38,45 @@ async fn sqlite_memory_store_conforms_single_handle() {
     conformance::metadata::stale_runs(store.as_ref()).await;
     conformance::metadata::concurrent_writers(&|| store.clone(), 8).await;
 }
+
+/// A local write that fails or panics halfway leaves no file behind, and a
+/// successful one leaves only the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_streamed_writes_leave_no_staging_files() {
+    use zenflow_core::artifact_store::WriteFn;
+    use zenflow_core::ContentHash;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectArtifactStore::local(dir.path()).unwrap();
+    let files = || -> Vec<String> {
+        let mut all = Vec::new();
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    all.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        all
+    };
+    let data = vec![9u8; 1 << 20];
+    let hash = ContentHash::of(&data);
+    let failing: WriteFn = Box::new(|out| {
+        out.write_all(&[9u8; 1000])?;
+        Err(std::io::Error::other("no space left"))
+    });
+    assert!(store.put_writer(&hash, data.len() as u64, failing).await.is_err());
+    let panicking: WriteFn = Box::new(|out| {
+        out.write_all(&[9u8; 1000])?;
+        panic!("encoder bug")
+    });
+    let err = store.put_writer(&hash, data.len() as u64, panicking).await.unwrap_err();
+    assert!(err.to_string().contains("encoder bug"), "{err}");
+    assert!(files().is_empty(), "left behind: {:?}", files());
+    let ok: WriteFn = Box::new(move |out| out.write_all(&data));
+    store.put_writer(&hash, 1 << 20, ok).await.unwrap();
+    assert_eq!(files(), vec![hash.to_hex()]);
+}

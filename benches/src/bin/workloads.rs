@@ -86,6 +86,12 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Restarts the peak-RSS count (Linux: `/proc/self/clear_refs`), so that
+/// [`peak_rss_mib`] tells the peak of what runs next; false if it cannot.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 struct Stats {
     median: f64,
     min: f64,
@@ -155,11 +161,16 @@ fn child(w: &str, repeats: usize, durability: zenflow::stacks::Durability) -> Re
                                       // otherwise find the artifact stored already), and each paired
                                       // with the raw write + fsync + read of the same number of bytes
                                       // to a new file, so both see the same disk at the same time.
-            let pipeline = || -> Result<f64, String> {
+                                      // Peak RSS of the pipeline runs alone (the raw runs hold 200 MiB).
+            let mut pipeline_peak: Option<f64> = Some(0.0);
+            let mut pipeline = || -> Result<f64, String> {
                 let (_d, stack) = benches::fresh_stack_with(durability);
+                let counted = reset_peak_rss();
                 let t = Instant::now();
                 run(&bytes, &stack, &n, no_cache())?;
-                Ok(t.elapsed().as_secs_f64())
+                let secs = t.elapsed().as_secs_f64();
+                pipeline_peak = pipeline_peak.filter(|_| counted).map(|p| p.max(peak_rss_mib()));
+                Ok(secs)
             };
             let raw = |i: usize| -> Result<f64, String> {
                 use std::io::Write;
@@ -188,16 +199,15 @@ fn child(w: &str, repeats: usize, durability: zenflow::stacks::Durability) -> Re
                 raws.push(raw(i)?);
             }
             let (s, raw) = (stats(ours), stats(raws));
-            line(
-                w,
-                2,
-                &s,
-                json!({
-                    "raw_write_read_median_s": raw.median,
-                    "raw_samples_s": raw.samples,
-                    "ratio_to_raw": s.median / raw.median,
-                }),
-            )
+            let mut extra = json!({
+                "raw_write_read_median_s": raw.median,
+                "raw_samples_s": raw.samples,
+                "ratio_to_raw": s.median / raw.median,
+            });
+            if let (Some(peak), Value::Object(m)) = (pipeline_peak, &mut extra) {
+                m.insert("peak_rss_mib".into(), json!(peak));
+            }
+            line(w, 2, &s, extra)
         }
         "W4" => {
             run(&chain, &stack, &10, RunOptions::default())?;

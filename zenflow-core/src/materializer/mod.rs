@@ -136,9 +136,28 @@ pub trait Materializer: Send + Sync + 'static {
     /// lossy encoding would then hand a fresh run other values than a cached
     /// one.
     const EXACT: bool = false;
+    /// Whether [`Materializer::save_to`] writes the encoding as it goes,
+    /// without building it in memory. Values of such a type whose encoding
+    /// is at least [`STREAM_THRESHOLD`] bytes are then hashed and stored
+    /// straight from the value (no encoded copy of a large array in memory).
+    const STREAMS: bool = false;
 
     /// Encodes a value.
     fn save(value: &Self::Value) -> Result<Encoded, MaterializeError>;
+
+    /// Writes exactly the bytes [`Materializer::save`] returns into `out`,
+    /// and returns their format. The default encodes with `save` and writes
+    /// the buffer; a materializer that sets [`Materializer::STREAMS`] writes
+    /// as it encodes. (For a streamed value, [`Materializer::metadata`] is
+    /// given an [`Encoded`] without bytes; zenflow records the size.)
+    fn save_to(value: &Self::Value, out: &mut dyn std::io::Write) -> Result<String, MaterializeError>
+    where
+        Self: Sized,
+    {
+        let encoded = Self::save(value)?;
+        out.write_all(&encoded.bytes).map_err(MaterializeError::encode::<Self>)?;
+        Ok(encoded.format)
+    }
 
     /// Decodes a value from bytes previously produced by [`Materializer::save`].
     fn load(encoded: Encoded) -> Result<Self::Value, MaterializeError>;
@@ -209,6 +228,35 @@ impl Handoff {
         let value = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
         value.downcast::<T>().ok().map(|b| *b)
     }
+
+    /// Calls `f` with the value, if it is still here and is a `T`.
+    pub fn with_ref<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.as_ref()?.downcast_ref::<T>().map(f)
+    }
+}
+
+/// Encodings at least this large are streamed when their materializer
+/// [`Materializer::STREAMS`].
+pub const STREAM_THRESHOLD: u64 = 8 << 20;
+
+/// Writes a streamed encoding into the sink it is given.
+pub type StreamFn = std::sync::Arc<dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Send + Sync>;
+
+/// An encoding that is not held in memory: it is written from the value when
+/// it is stored.
+#[derive(Clone)]
+pub struct Streamed {
+    /// Length of the encoding.
+    pub len: u64,
+    /// Writes the encoding (the materializer's `save_to` on the value).
+    pub write: StreamFn,
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed").field("len", &self.len).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Handoff {
@@ -235,6 +283,8 @@ pub struct EncodedValue {
     /// The value itself, for consumers in this process, when its
     /// materializer is [`Materializer::EXACT`].
     pub handoff: Option<Handoff>,
+    /// Set when the encoding is streamed: `encoded.bytes` is then empty.
+    pub streamed: Option<Streamed>,
 }
 
 /// Encodes `value` with its type's materializer.
@@ -250,12 +300,40 @@ pub fn encode<T: Materialize>(value: &T) -> Result<EncodedValue, MaterializeErro
         materializer: T::Materializer::ID,
         materializer_version: T::Materializer::VERSION,
         handoff: None,
+        streamed: None,
     })
 }
 
 /// [`encode`], keeping the value for consumers in this process when its
 /// materializer is [`Materializer::EXACT`].
 pub fn encode_owned<T: Materialize>(value: T) -> Result<EncodedValue, MaterializeError> {
+    if T::Materializer::STREAMS {
+        // One pass to learn the hash and size without keeping the bytes.
+        let mut probe = crate::hash::HashWriter::default();
+        let format = T::Materializer::save_to(&value, &mut probe)?;
+        let (hash, len) = probe.finish();
+        if len >= STREAM_THRESHOLD {
+            let mut metadata = T::Materializer::metadata(&value, &Encoded::new(format.clone(), Bytes::new()));
+            metadata.size = len;
+            let held = Handoff::new(value);
+            let source = held.clone();
+            let write: StreamFn = std::sync::Arc::new(move |out: &mut dyn std::io::Write| {
+                source
+                    .with_ref(|v: &T| T::Materializer::save_to(v, out).map(drop).map_err(std::io::Error::other))
+                    .unwrap_or_else(|| Err(std::io::Error::other("the value was handed over before it was stored")))
+            });
+            return Ok(EncodedValue {
+                encoded: Encoded::new(format, Bytes::new()),
+                hash,
+                metadata,
+                type_name: std::any::type_name::<T>(),
+                materializer: T::Materializer::ID,
+                materializer_version: T::Materializer::VERSION,
+                handoff: T::Materializer::EXACT.then_some(held),
+                streamed: Some(Streamed { len, write }),
+            });
+        }
+    }
     let mut encoded = encode(&value)?;
     if T::Materializer::EXACT {
         encoded.handoff = Some(Handoff::new(value));
