@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::Array1;
 use std::time::Duration;
 use zenflow::artifact_store::get_verified;
-use zenflow::materializer::{decode, encode, Encoded};
+use zenflow::materializer::{decode, encode, encode_owned, Encoded};
 use zenflow::{Pipeline, RunOptions};
 
 fn plan_compilation(c: &mut Criterion) {
@@ -45,28 +45,38 @@ fn array_artifact(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     let array = Array1::from_shape_fn(n, |i| i as f32);
     let (_dir, stack) = fresh_stack();
-    g.bench_function("save_load_100MiB_f32_array", |b| {
-        b.iter(|| {
-            let store = stack.artifacts().clone();
-            let value = encode(&array).unwrap();
-            let hash = value.hash;
-            stack
-                .block_on(async {
-                    store.put(&hash, value.encoded.bytes.clone()).await.unwrap();
-                    let bytes = get_verified(store.as_ref(), &hash).await.unwrap();
-                    let back: Array1<f32> = decode(Encoded { format: value.encoded.format, bytes }).unwrap();
-                    assert_eq!(back.len(), n);
-                    // Identical bytes are stored once: delete so every iteration writes.
-                    store.delete(&hash).await.unwrap();
-                })
-                .unwrap();
-        })
+    // What the runner does with a large output: hash it, then write it to
+    // the store straight from the value (no encoded copy), and what a reader
+    // in another process does: read, verify, decode.
+    g.bench_function("store_load_100MiB_f32_array_streamed", |b| {
+        b.iter_batched(
+            || array.clone(),
+            |array| {
+                let store = stack.artifacts().clone();
+                let value = encode_owned(array).unwrap();
+                let hash = value.hash;
+                let streamed = value.streamed.clone().expect("a 100 MiB array is streamed");
+                stack
+                    .block_on(async {
+                        let write = streamed.write.clone();
+                        store.put_writer(&hash, streamed.len, Box::new(move |out| write(out))).await.unwrap();
+                        let bytes = get_verified(store.as_ref(), &hash).await.unwrap();
+                        let back: Array1<f32> = decode(Encoded { format: value.encoded.format, bytes }).unwrap();
+                        assert_eq!(back.len(), n);
+                        // Identical bytes are stored once: delete so every iteration writes.
+                        store.delete(&hash).await.unwrap();
+                    })
+                    .unwrap();
+            },
+            criterion::BatchSize::PerIteration,
+        )
     });
     g.finish();
 }
 
 fn hot_paths(c: &mut Criterion) {
-    use zenflow::metadata::{NewArtifact, StepRunRecord, StepRunWrite, StepStatus};
+    use zenflow::conformance::metadata::{artifact, step_write};
+    use zenflow::metadata::StepStatus;
     let mut g = c.benchmark_group("hot_path");
     let plan = chain.plan(&2).unwrap();
     let inputs = vec![vec![zenflow::ContentHash::of(b"input")]];
@@ -106,46 +116,23 @@ fn hot_paths(c: &mut Criterion) {
         })
     });
 
-    // One executed step's record: the synced commit on the local stack.
+    // One executed step's record: what a step pays (it joins the open batch
+    // of the group commit), and the same write committed and synced on its
+    // own (the floor of one durable commit on this disk).
     let (_dir, stack) = fresh_stack();
     let run = zenflow::conformance::metadata::new_run("bench", "bench-run");
     stack.block_on(stack.metadata().create_run(&run)).unwrap().unwrap();
-    let value = encode(&1i64).unwrap();
-    g.bench_function("sqlite_write_completed_step_run", |b| {
+    let write = || {
+        let mut write = step_write(&run.id, "inc", StepStatus::Completed);
+        write.step_run.cache_key = Some("k".into());
+        write.new_outputs = vec![artifact("bench", "inc", b"1")];
+        stack.block_on(stack.metadata().write_step_run(&write)).unwrap().unwrap();
+    };
+    g.bench_function("sqlite_write_completed_step_run_batched", |b| b.iter(&write));
+    g.bench_function("sqlite_write_completed_step_run_synced", |b| {
         b.iter(|| {
-            let write = StepRunWrite {
-                step_run: StepRunRecord {
-                    id: zenflow::metadata::new_id(),
-                    run_id: run.id.clone(),
-                    invocation: "inc".into(),
-                    step: "inc".into(),
-                    status: StepStatus::Completed,
-                    cache_key: Some("k".into()),
-                    original_step_run: None,
-                    started_at: zenflow::metadata::now(),
-                    ended_at: Some(zenflow::metadata::now()),
-                    error: None,
-                    attempts: 1,
-                    logs: vec![],
-                    metadata: Default::default(),
-                    checks: vec![],
-                    outputs: vec![],
-                    inputs: vec![],
-                },
-                new_outputs: vec![NewArtifact {
-                    output: "output".into(),
-                    name: "bench.inc.output".into(),
-                    uri: "file:///x".into(),
-                    content_hash: value.hash,
-                    type_name: "i64".into(),
-                    materializer: "zenflow.serde".into(),
-                    materializer_version: 1,
-                    format: "json".into(),
-                    metadata: value.metadata.clone(),
-                    inline: None,
-                }],
-            };
-            stack.block_on(stack.metadata().write_step_run(&write)).unwrap().unwrap();
+            write();
+            stack.block_on(stack.metadata().flush()).unwrap().unwrap();
         })
     });
     g.finish();

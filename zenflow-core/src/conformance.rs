@@ -385,7 +385,8 @@ pub mod metadata {
         }
     }
 
-    fn step_write(run: &str, invocation: &str, status: StepStatus) -> StepRunWrite {
+    /// A write of a fresh step run of `run` (no outputs, inputs or logs).
+    pub fn step_write(run: &str, invocation: &str, status: StepStatus) -> StepRunWrite {
         StepRunWrite {
             step_run: StepRunRecord {
                 id: uuid::Uuid::now_v7().to_string(),
@@ -409,7 +410,8 @@ pub mod metadata {
         }
     }
 
-    fn artifact(pipeline: &str, invocation: &str, content: &[u8]) -> NewArtifact {
+    /// A new artifact `<pipeline>.<invocation>.output` with `content`'s hash.
+    pub fn artifact(pipeline: &str, invocation: &str, content: &[u8]) -> NewArtifact {
         NewArtifact {
             output: "output".into(),
             name: format!("{pipeline}.{invocation}.output"),

@@ -1000,30 +1000,10 @@ impl MetadataStore for SqliteMetadataStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zenflow_core::conformance::metadata::new_run;
+    use zenflow_core::conformance::metadata::{new_run, step_write};
 
     fn step_run(run_id: &str, invocation: &str) -> StepRunWrite {
-        StepRunWrite {
-            step_run: StepRunRecord {
-                id: new_id(),
-                run_id: run_id.into(),
-                invocation: invocation.into(),
-                step: invocation.into(),
-                status: StepStatus::Completed,
-                cache_key: None,
-                original_step_run: None,
-                started_at: now(),
-                ended_at: Some(now()),
-                error: None,
-                attempts: 1,
-                logs: vec![],
-                metadata: Default::default(),
-                checks: vec![],
-                outputs: vec![],
-                inputs: vec![],
-            },
-            new_outputs: vec![],
-        }
+        step_write(run_id, invocation, StepStatus::Completed)
     }
 
     /// A cache lookup is an index search, not a scan of every step run.
