@@ -45,8 +45,8 @@ fn array_artifact(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     let array = Array1::from_shape_fn(n, |i| i as f32);
     let (_dir, stack) = fresh_stack();
-    // What the runner does with a large output: hash it, then write it to
-    // the store straight from the value (no encoded copy), and what a reader
+    // What the runner does with a large output: write it to the store
+    // straight from the value, hashed as it is written (no encoded copy), and what a reader
     // in another process does: read, verify, decode.
     g.bench_function("store_load_100MiB_f32_array_streamed", |b| {
         b.iter_batched(
@@ -54,12 +54,10 @@ fn array_artifact(c: &mut Criterion) {
             |array| {
                 let store = stack.artifacts().clone();
                 let value = encode_owned(array).unwrap();
-                let hash = value.hash;
                 let streamed = value.streamed.clone().expect("a 100 MiB array is streamed");
                 stack
                     .block_on(async {
-                        let write = streamed.write.clone();
-                        store.put_writer(&hash, streamed.len, Box::new(move |out| write(out))).await.unwrap();
+                        let (hash, _) = store.put_hashed(streamed.write.clone()).await.unwrap();
                         let bytes = get_verified(store.as_ref(), &hash).await.unwrap();
                         let back: Array1<f32> = decode(Encoded { format: value.encoded.format, bytes }).unwrap();
                         assert_eq!(back.len(), n);

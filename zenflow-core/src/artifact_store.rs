@@ -6,7 +6,8 @@
 //! Readers verify the hash ([`get_verified`]), so a corrupted object is
 //! reported, never silently used.
 
-use crate::hash::ContentHash;
+use crate::hash::{ContentHash, HashWriter, HashingWriter};
+use crate::materializer::StreamFn;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, StreamExt};
@@ -100,6 +101,16 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         put_written(self, hash, len, write).await
     }
 
+    /// Stores what `write` writes under the content hash of those bytes, and
+    /// returns that hash and the length: a large artifact encoded straight
+    /// from its value, named by its content. The default hashes in a first
+    /// pass and stores in a second ([`put_in_two_passes`]), refusing bytes
+    /// that differ from the first pass; a local store overrides it to hash
+    /// as it writes, in one pass. If `write` fails, nothing is stored.
+    async fn put_hashed(&self, write: StreamFn) -> Result<(ContentHash, u64), StoreError> {
+        put_in_two_passes(self, write).await
+    }
+
     /// Reads the object as a stream of chunks, without verifying it (see
     /// [`get_verified_stream`]). Backends override the default, which reads
     /// the whole object first.
@@ -107,6 +118,53 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         let bytes = self.get(hash).await?;
         Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
     }
+}
+
+/// [`ArtifactStore::put_hashed`] for stores that need the key before the
+/// bytes: a first pass of `write` computes the hash and length, a second
+/// stores the bytes through [`ArtifactStore::put_writer`], checked to be the
+/// bytes of the first pass (an object is stored under the hash of its
+/// content, or not at all).
+pub async fn put_in_two_passes<S: ArtifactStore + ?Sized>(
+    store: &S,
+    write: StreamFn,
+) -> Result<(ContentHash, u64), StoreError> {
+    let first = write.clone();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut hasher = HashWriter::default();
+        first(&mut hasher).map(|()| hasher.finish())
+    })
+    .await;
+    let failed = |message: String| StoreError::Backend { store: store.url(), message };
+    let (hash, len) = match hashed {
+        Ok(Ok(hashed)) => hashed,
+        Ok(Err(e)) => return Err(failed(format!("writing failed: {e}"))),
+        Err(e) => return Err(failed(format!("writing failed: {e}"))),
+    };
+    store.put_writer(&hash, len, checked_write(write, hash, len)).await?;
+    Ok((hash, len))
+}
+
+/// `write`, checked to write exactly `len` bytes hashing to `hash`: the
+/// write fails (and with it the put) if not.
+pub fn checked_write(write: StreamFn, hash: ContentHash, len: u64) -> WriteFn {
+    Box::new(move |out: &mut dyn std::io::Write| {
+        let mut tee = HashingWriter::new(out);
+        write(&mut tee)?;
+        let (written, written_len) = tee.finish();
+        if (written, written_len) != (hash, len) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the encoder wrote {written_len} bytes hashing to {} on its second pass, but {len} bytes \
+                     hashing to {} on its first; a materializer's `save_to` must write the same bytes every time",
+                    written.short(),
+                    hash.short()
+                ),
+            ));
+        }
+        Ok(())
+    })
 }
 
 /// [`ArtifactStore::put_writer`] through [`ArtifactStore::put_stream`]: `write`

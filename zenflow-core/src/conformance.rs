@@ -24,7 +24,49 @@ pub mod artifact_store {
         large_object(store.as_ref(), 64 << 20).await;
         streamed_object(store.as_ref(), 256 << 20).await;
         written_object(store.as_ref(), 20 << 20).await;
+        hashed_object(store.as_ref(), 20 << 20).await;
         concurrent_writers(store.clone(), 8).await;
+    }
+
+    /// `put_hashed` stores what its writer writes under the hash of those
+    /// bytes, which it returns, idempotently; a failing writer stores
+    /// nothing; a writer that writes other bytes each time is refused or
+    /// stored under the hash of what was stored, never under another.
+    pub async fn hashed_object(store: &dyn ArtifactStore, size: usize) {
+        use crate::materializer::StreamFn;
+        let data: Bytes = chunks(size).flat_map(|c| c.to_vec()).map(|b| b.rotate_left(3)).collect::<Vec<u8>>().into();
+        let writer = |data: Bytes| -> StreamFn {
+            std::sync::Arc::new(move |out| {
+                for piece in data.chunks(5 << 20) {
+                    out.write_all(piece)?;
+                }
+                Ok(())
+            })
+        };
+        let (hash, len) = store.put_hashed(writer(data.clone())).await.unwrap();
+        assert_eq!((hash, len), (ContentHash::of(&data), size as u64), "named by the hash of its bytes");
+        assert_eq!(get_verified(store, &hash).await.unwrap(), data);
+        assert_eq!(store.put_hashed(writer(data.clone())).await.unwrap(), (hash, len), "idempotent");
+
+        let other: Bytes = data.iter().map(|b| b ^ 0x33).collect::<Vec<u8>>().into();
+        let half = other.slice(..size / 2);
+        let failing: StreamFn = std::sync::Arc::new(move |out| {
+            out.write_all(&half)?;
+            Err(std::io::Error::other("encoder out of memory"))
+        });
+        let err = store.put_hashed(failing).await.unwrap_err();
+        assert!(err.to_string().contains("encoder out of memory"), "{err}");
+        assert!(!store.exists(&ContentHash::of(&other.slice(..size / 2))).await.unwrap(), "nothing stored");
+
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let counter = calls.clone();
+        let unstable: StreamFn = std::sync::Arc::new(move |out| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            out.write_all(&vec![n; 1 << 20])
+        });
+        if let Ok((hash, _)) = store.put_hashed(unstable).await {
+            assert!(get_verified(store, &hash).await.is_ok(), "stored under the hash of what was stored");
+        }
     }
 
     /// `put_writer` stores exactly what its writer writes, in uneven pieces,

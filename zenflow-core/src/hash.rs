@@ -102,6 +102,37 @@ impl std::io::Write for HashWriter {
     }
 }
 
+/// Writes through to another sink, hashing and counting what it accepted:
+/// the content hash of bytes as they are stored.
+pub struct HashingWriter<'a> {
+    out: &'a mut dyn std::io::Write,
+    hash: HashWriter,
+}
+
+impl<'a> HashingWriter<'a> {
+    /// Writes through to `out`.
+    pub fn new(out: &'a mut dyn std::io::Write) -> Self {
+        HashingWriter { out, hash: HashWriter::default() }
+    }
+
+    /// The content hash and length of everything written through.
+    pub fn finish(&self) -> (ContentHash, u64) {
+        self.hash.finish()
+    }
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hash.write_all(&buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Incremental hashing of structured fields with unambiguous framing: every field
 /// is length-prefixed, so `("ab", "c")` and `("a", "bc")` never collide.
 #[derive(Default)]

@@ -7,12 +7,12 @@
 //! orchestrator is in-process, and from the metadata store alone when it is
 //! not ([`StepRunner::attach`]: what `step-entrypoint` uses).
 
-use crate::artifact_store::{self, StoreError, WriteFn};
+use crate::artifact_store::{self, StoreError};
 use crate::cache::cache_key;
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
-use crate::materializer::{Encoded, EncodedValue, Handoff, Streamed};
+use crate::materializer::{Encoded, EncodedValue, Handoff};
 use crate::metadata::{
     self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunRecord, StepRunWrite, StepStatus,
 };
@@ -120,44 +120,6 @@ fn same_code(spec: &step::StepSpec, step: &PlanStep, run: &str) -> std::result::
         )),
         None => Ok(()),
     }
-}
-
-/// The writer of a streamed encoding, checked to write exactly the bytes
-/// that were hashed: an object is stored under the hash of its content or
-/// not at all.
-fn verified_write(streamed: Streamed, hash: ContentHash) -> WriteFn {
-    struct Tee<'a> {
-        out: &'a mut dyn std::io::Write,
-        check: crate::hash::HashWriter,
-    }
-    impl std::io::Write for Tee<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = self.out.write(buf)?;
-            self.check.write_all(&buf[..n])?;
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.out.flush()
-        }
-    }
-    Box::new(move |out: &mut dyn std::io::Write| {
-        let mut tee = Tee { out, check: crate::hash::HashWriter::default() };
-        (streamed.write)(&mut tee)?;
-        let (written, len) = tee.check.finish();
-        if (written, len) != (hash, streamed.len) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the materializer wrote {len} bytes hashing to {}, but {} bytes hashing to {} the first time; \
-                     its `save_to` must write the same bytes every time",
-                    written.short(),
-                    streamed.len,
-                    hash.short()
-                ),
-            ));
-        }
-        Ok(())
-    })
 }
 
 /// What executing a step (all its attempts) produced.
@@ -404,16 +366,17 @@ impl StepRunner {
         write.step_run.metadata = execution.metadata;
         write.step_run.checks = execution.checks;
         let mut handed = Vec::new();
+        let mut handed_outputs = Vec::new();
         let outcome = match execution.outcome {
             Ok(mut values) => {
-                for (o, v) in step.outputs.iter().zip(&mut values) {
+                for (i, (o, v)) in step.outputs.iter().zip(&mut values).enumerate() {
                     // A value nobody here reads is dropped now, not kept
                     // alive while its bytes are stored.
                     let value = v.handoff.take();
                     let key = (pos, o.name.clone());
                     if let Some(&left) = self.consumers.get(&key) {
                         let encoded = v.streamed.is_none().then(|| v.encoded.clone());
-                        handed.push((key, Handed { hash: v.hash, encoded, value, left }));
+                        handed.push((i, key, encoded, value, left));
                     }
                 }
                 self.save_outputs(step, values).await.map_err(|e| e.to_string())
@@ -423,6 +386,15 @@ impl StepRunner {
         write.step_run.ended_at = Some(metadata::now());
         let (status, error) = match outcome {
             Ok(new_outputs) => {
+                // Streamed outputs got their hash when they were stored.
+                let handed_now: Vec<_> = handed
+                    .drain(..)
+                    .filter_map(|(i, key, encoded, value, left)| {
+                        let hash = new_outputs.get(i)?.content_hash;
+                        Some((key, Handed { hash, encoded, value, left }))
+                    })
+                    .collect();
+                handed_outputs = handed_now;
                 write.new_outputs = new_outputs;
                 (StepStatus::Completed, None)
             }
@@ -434,7 +406,7 @@ impl StepRunner {
         if let Some(e) = &error {
             tracing::warn!(step = %step.id, "step failed: {e}");
         } else {
-            self.handoffs.lock().unwrap_or_else(PoisonError::into_inner).extend(handed);
+            self.handoffs.lock().unwrap_or_else(PoisonError::into_inner).extend(handed_outputs);
         }
         Ok(self.finish(
             pos,
@@ -706,29 +678,47 @@ impl StepRunner {
     ) -> std::result::Result<Vec<NewArtifact>, StoreError> {
         let store = self.stack.artifacts();
         let limit = self.stack.inline_limit();
-        // Streamed encodings (large by definition) always go to the store.
+        // Streamed encodings (large by definition) always go to the store,
+        // which hashes them as it writes them.
         let inline = |v: &EncodedValue| v.streamed.is_none() && v.encoded.bytes.len() <= limit;
-        let puts = values.iter().filter(|v| !inline(v)).map(|v| match &v.streamed {
-            Some(streamed) => store.put_writer(&v.hash, streamed.len, verified_write(streamed.clone(), v.hash)),
-            None => store.put(&v.hash, v.encoded.bytes.clone()),
+        let puts = values.iter().map(|v| async {
+            match (&v.streamed, v.hash) {
+                (Some(streamed), _) => store.put_hashed(streamed.write.clone()).await.map(Some),
+                (None, Some(hash)) if !inline(v) => store.put(&hash, v.encoded.bytes.clone()).await.map(|()| None),
+                _ => Ok(None),
+            }
         });
-        futures::future::try_join_all(puts).await?;
-        Ok(step
-            .outputs
-            .iter()
-            .zip(values)
-            .map(|(o, v)| NewArtifact {
+        let stored = futures::future::try_join_all(puts).await?;
+        let mut artifacts = Vec::with_capacity(values.len());
+        for ((o, v), stored) in step.outputs.iter().zip(values).zip(stored) {
+            let inline = inline(&v);
+            let mut metadata = v.metadata;
+            let content_hash = match (stored, v.hash) {
+                (Some((hash, len)), _) => {
+                    metadata.size = len;
+                    hash
+                }
+                (None, Some(hash)) => hash,
+                (None, None) => {
+                    return Err(StoreError::Backend {
+                        store: store.url(),
+                        message: format!("output `{}` of step `{}` has no content hash", o.name, step.id),
+                    })
+                }
+            };
+            artifacts.push(NewArtifact {
                 output: o.name.clone(),
                 name: format!("{}.{}.{}", self.plan.pipeline, step.id, o.name),
-                uri: if inline(&v) { format!("inline:{}", v.hash) } else { store.uri(&v.hash) },
-                inline: inline(&v).then(|| v.encoded.bytes.clone()),
-                content_hash: v.hash,
+                uri: if inline { format!("inline:{content_hash}") } else { store.uri(&content_hash) },
+                inline: inline.then(|| v.encoded.bytes.clone()),
+                content_hash,
                 type_name: v.type_name.to_string(),
                 materializer: v.materializer.to_string(),
                 materializer_version: v.materializer_version,
                 format: v.encoded.format,
-                metadata: v.metadata,
-            })
-            .collect())
+                metadata,
+            });
+        }
+        Ok(artifacts)
     }
 }

@@ -76,6 +76,18 @@ async fn local_streamed_writes_leave_no_staging_files() {
     let err = store.put_writer(&hash, data.len() as u64, panicking).await.unwrap_err();
     assert!(err.to_string().contains("encoder bug"), "{err}");
     assert!(files().is_empty(), "left behind: {:?}", files());
+    // The same for writes named by their hash once written.
+    let failing: zenflow_core::materializer::StreamFn = std::sync::Arc::new(|out| {
+        out.write_all(&[9u8; 1000])?;
+        Err(std::io::Error::other("no space left"))
+    });
+    assert!(store.put_hashed(failing).await.is_err());
+    let panicking: zenflow_core::materializer::StreamFn = std::sync::Arc::new(|out| {
+        out.write_all(&[9u8; 1000])?;
+        panic!("encoder bug")
+    });
+    assert!(store.put_hashed(panicking).await.is_err());
+    assert!(files().is_empty(), "left behind: {:?}", files());
     let ok: WriteFn = Box::new(move |out| out.write_all(&data));
     store.put_writer(&hash, 1 << 20, ok).await.unwrap();
     assert_eq!(files(), vec![hash.to_hex()]);

@@ -136,27 +136,32 @@ pub trait Materializer: Send + Sync + 'static {
     /// lossy encoding would then hand a fresh run other values than a cached
     /// one.
     const EXACT: bool = false;
-    /// Whether [`Materializer::save_to`] writes the encoding as it goes,
-    /// without building it in memory. Values of such a type whose encoding
-    /// is at least [`STREAM_THRESHOLD`] bytes are then hashed and stored
-    /// straight from the value (no encoded copy of a large array in memory).
-    const STREAMS: bool = false;
 
     /// Encodes a value.
     fn save(value: &Self::Value) -> Result<Encoded, MaterializeError>;
 
-    /// Writes exactly the bytes [`Materializer::save`] returns into `out`,
-    /// and returns their format. The default encodes with `save` and writes
-    /// the buffer; a materializer that sets [`Materializer::STREAMS`] writes
-    /// as it encodes. (For a streamed value, [`Materializer::metadata`] is
-    /// given an [`Encoded`] without bytes; zenflow records the size.)
-    fn save_to(value: &Self::Value, out: &mut dyn std::io::Write) -> Result<String, MaterializeError>
+    /// For a materializer whose [`Materializer::save_to`] writes as it
+    /// encodes: the format and about how many bytes the encoding of `value`
+    /// takes, when that is cheap to tell without encoding (an array: its
+    /// element count times the element size). A value whose encoding is at
+    /// least [`STREAM_THRESHOLD`] bytes is then written to the store straight
+    /// from the value, hashed as it is written: no encoded copy of a large
+    /// array in memory. The default, `None`, never streams.
+    fn stream_hint(_value: &Self::Value) -> Option<(&'static str, u64)> {
+        None
+    }
+
+    /// Writes exactly the bytes [`Materializer::save`] returns into `out`.
+    /// The default encodes with `save` and writes the buffer; a materializer
+    /// that gives a [`Materializer::stream_hint`] writes as it encodes. (For
+    /// a streamed value, [`Materializer::metadata`] is given an [`Encoded`]
+    /// without bytes; zenflow records the size.)
+    fn save_to(value: &Self::Value, out: &mut dyn std::io::Write) -> Result<(), MaterializeError>
     where
         Self: Sized,
     {
         let encoded = Self::save(value)?;
-        out.write_all(&encoded.bytes).map_err(MaterializeError::encode::<Self>)?;
-        Ok(encoded.format)
+        out.write_all(&encoded.bytes).map_err(MaterializeError::encode::<Self>)
     }
 
     /// Decodes a value from bytes previously produced by [`Materializer::save`].
@@ -236,32 +241,31 @@ impl Handoff {
     }
 }
 
-/// Encodings at least this large are streamed when their materializer
-/// [`Materializer::STREAMS`].
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handoff(..)")
+    }
+}
+
+/// Encodings at least this large are streamed when their materializer gives
+/// a [`Materializer::stream_hint`].
 pub const STREAM_THRESHOLD: u64 = 8 << 20;
 
-/// Writes a streamed encoding into the sink it is given.
+/// Writes a streamed encoding into the sink it is given; callable more than
+/// once (a store that needs the hash before it writes calls it twice).
 pub type StreamFn = std::sync::Arc<dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Send + Sync>;
 
 /// An encoding that is not held in memory: it is written from the value when
-/// it is stored.
+/// it is stored, and hashed as it is written.
 #[derive(Clone)]
 pub struct Streamed {
-    /// Length of the encoding.
-    pub len: u64,
     /// Writes the encoding (the materializer's `save_to` on the value).
     pub write: StreamFn,
 }
 
 impl std::fmt::Debug for Streamed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Streamed").field("len", &self.len).finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Handoff {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Handoff(..)")
+        f.debug_struct("Streamed").finish_non_exhaustive()
     }
 }
 
@@ -270,8 +274,9 @@ impl std::fmt::Debug for Handoff {
 pub struct EncodedValue {
     /// The bytes and their format.
     pub encoded: Encoded,
-    /// Content hash of the bytes.
-    pub hash: ContentHash,
+    /// Content hash of the bytes; `None` for a streamed encoding, which the
+    /// store hashes as it writes it.
+    pub hash: Option<ContentHash>,
     /// Metadata for the record.
     pub metadata: ArtifactMetadata,
     /// The Rust type name.
@@ -293,7 +298,7 @@ pub fn encode<T: Materialize>(value: &T) -> Result<EncodedValue, MaterializeErro
     let metadata = T::Materializer::metadata(value, &encoded);
     Ok(EncodedValue {
         // The store addresses and verifies objects by the hash of their bytes.
-        hash: ContentHash::of(&encoded.bytes),
+        hash: Some(ContentHash::of(&encoded.bytes)),
         encoded,
         metadata,
         type_name: std::any::type_name::<T>(),
@@ -307,32 +312,26 @@ pub fn encode<T: Materialize>(value: &T) -> Result<EncodedValue, MaterializeErro
 /// [`encode`], keeping the value for consumers in this process when its
 /// materializer is [`Materializer::EXACT`].
 pub fn encode_owned<T: Materialize>(value: T) -> Result<EncodedValue, MaterializeError> {
-    if T::Materializer::STREAMS {
-        // One pass to learn the hash and size without keeping the bytes.
-        let mut probe = crate::hash::HashWriter::default();
-        let format = T::Materializer::save_to(&value, &mut probe)?;
-        let (hash, len) = probe.finish();
-        if len >= STREAM_THRESHOLD {
-            let mut metadata = T::Materializer::metadata(&value, &Encoded::new(format.clone(), Bytes::new()));
-            metadata.size = len;
-            let held = Handoff::new(value);
-            let source = held.clone();
-            let write: StreamFn = std::sync::Arc::new(move |out: &mut dyn std::io::Write| {
-                source
-                    .with_ref(|v: &T| T::Materializer::save_to(v, out).map(drop).map_err(std::io::Error::other))
-                    .unwrap_or_else(|| Err(std::io::Error::other("the value was handed over before it was stored")))
-            });
-            return Ok(EncodedValue {
-                encoded: Encoded::new(format, Bytes::new()),
-                hash,
-                metadata,
-                type_name: std::any::type_name::<T>(),
-                materializer: T::Materializer::ID,
-                materializer_version: T::Materializer::VERSION,
-                handoff: T::Materializer::EXACT.then_some(held),
-                streamed: Some(Streamed { len, write }),
-            });
-        }
+    if let Some((format, _)) = T::Materializer::stream_hint(&value).filter(|(_, n)| *n >= STREAM_THRESHOLD) {
+        // Written, and hashed, only when stored.
+        let metadata = T::Materializer::metadata(&value, &Encoded::new(format, Bytes::new()));
+        let held = Handoff::new(value);
+        let source = held.clone();
+        let write: StreamFn = std::sync::Arc::new(move |out: &mut dyn std::io::Write| {
+            source
+                .with_ref(|v: &T| T::Materializer::save_to(v, out).map_err(std::io::Error::other))
+                .unwrap_or_else(|| Err(std::io::Error::other("the value was handed over before it was stored")))
+        });
+        return Ok(EncodedValue {
+            encoded: Encoded::new(format, Bytes::new()),
+            hash: None,
+            metadata,
+            type_name: std::any::type_name::<T>(),
+            materializer: T::Materializer::ID,
+            materializer_version: T::Materializer::VERSION,
+            handoff: T::Materializer::EXACT.then_some(held),
+            streamed: Some(Streamed { write }),
+        });
     }
     let mut encoded = encode(&value)?;
     if T::Materializer::EXACT {

@@ -19,7 +19,6 @@ where
     const VERSION: u32 = 1;
     // `.npy` keeps every element, the shape and the element type.
     const EXACT: bool = true;
-    const STREAMS: bool = true;
 
     fn save(value: &Array<A, D>) -> Result<Encoded, MaterializeError> {
         let mut buf = Vec::with_capacity(value.len() * std::mem::size_of::<A>() + 128);
@@ -27,9 +26,12 @@ where
         Ok(Encoded::new("npy", buf))
     }
 
-    fn save_to(value: &Array<A, D>, out: &mut dyn std::io::Write) -> Result<String, MaterializeError> {
-        value.write_npy(out).map_err(MaterializeError::encode::<Self>)?;
-        Ok("npy".into())
+    fn stream_hint(value: &Array<A, D>) -> Option<(&'static str, u64)> {
+        Some(("npy", (value.len() * std::mem::size_of::<A>()) as u64))
+    }
+
+    fn save_to(value: &Array<A, D>, out: &mut dyn std::io::Write) -> Result<(), MaterializeError> {
+        value.write_npy(out).map_err(MaterializeError::encode::<Self>)
     }
 
     fn load(encoded: Encoded) -> Result<Array<A, D>, MaterializeError> {

@@ -19,7 +19,11 @@ fn install_crypto_provider() {
     });
 }
 use futures::StreamExt;
-use zenflow_core::artifact_store::{object_key, put_written, ArtifactStore, ByteStream, StoreError, WriteFn};
+use zenflow_core::artifact_store::{
+    object_key, put_in_two_passes, put_written, ArtifactStore, ByteStream, StoreError, WriteFn,
+};
+use zenflow_core::hash::HashingWriter;
+use zenflow_core::materializer::StreamFn;
 use zenflow_core::ContentHash;
 
 /// How hard a local store works to make each write survive a power failure.
@@ -276,7 +280,45 @@ impl ArtifactStore for ObjectArtifactStore {
         // place: the same layout and promises as `put`, with no copy of the
         // bytes in memory.
         let path = root.join(location.as_ref());
-        let written = tokio::task::spawn_blocking(move || write_file(&path, durability, write)).await;
+        let written = tokio::task::spawn_blocking(move || {
+            let dir =
+                path.parent().ok_or_else(|| std::io::Error::other(format!("{} has no folder", path.display())))?;
+            let staging = write_staging(dir, durability, write)?;
+            publish(&staging, &path, durability)
+        })
+        .await;
+        match written {
+            Ok(result) => result.map_err(|e| StoreError::Backend { store: self.url.clone(), message: e.to_string() }),
+            Err(e) => Err(StoreError::Backend { store: self.url.clone(), message: format!("writing failed: {e}") }),
+        }
+    }
+
+    async fn put_hashed(&self, write: StreamFn) -> Result<(ContentHash, u64), StoreError> {
+        let Some((root, durability)) = self.local.clone() else {
+            return put_in_two_passes(self, write).await;
+        };
+        // One pass: hashed as it is written to a staging file, which is then
+        // named by that hash.
+        let me = self.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<(ContentHash, u64)> {
+            let mut hashed = None;
+            let staging = write_staging(&root, durability, |out| {
+                let mut tee = HashingWriter::new(out);
+                write(&mut tee)?;
+                hashed = Some(tee.finish());
+                Ok(())
+            })?;
+            let (hash, len) = hashed.ok_or_else(|| std::io::Error::other("the writer did not finish"))?;
+            let path = root.join(me.location(&hash).as_ref());
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+                // Stored already (content addressed: the same bytes).
+                let _ = std::fs::remove_file(&staging);
+            } else {
+                publish(&staging, &path, durability)?;
+            }
+            Ok((hash, len))
+        })
+        .await;
         match written {
             Ok(result) => result.map_err(|e| StoreError::Backend { store: self.url.clone(), message: e.to_string() }),
             Err(e) => Err(StoreError::Backend { store: self.url.clone(), message: format!("writing failed: {e}") }),
@@ -347,15 +389,17 @@ impl ArtifactStore for ObjectArtifactStore {
     }
 }
 
-/// Writes a file atomically: a staging file in the same folder, synced
-/// (with [`Durability::Full`]), renamed over `path`, and the folder synced.
-/// A failed write leaves nothing behind.
-fn write_file(path: &std::path::Path, durability: Durability, write: WriteFn) -> std::io::Result<()> {
+/// Writes what `write` writes to a new staging file in `dir`, synced with
+/// [`Durability::Full`]. Returns its path; a failed or panicking write
+/// leaves nothing behind.
+fn write_staging(
+    dir: &std::path::Path,
+    durability: Durability,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write;
-    let dir = path.parent().ok_or_else(|| std::io::Error::other(format!("{} has no folder", path.display())))?;
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let staging = dir.join(format!(".{name}.{}.partial", uuid::Uuid::now_v7().simple()));
+    let staging = dir.join(format!(".{}.partial", uuid::Uuid::now_v7().simple()));
     let result = (|| {
         let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&staging)?);
         // A panicking writer must not leave the staging file behind either.
@@ -372,14 +416,29 @@ fn write_file(path: &std::path::Path, durability: Durability, write: WriteFn) ->
         if durability == Durability::Full {
             file.sync_all()?;
         }
-        std::fs::rename(&staging, path)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(staging),
+        Err(e) => {
+            let _ = std::fs::remove_file(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// Renames a staging file to `path` (replacing it: same content) and syncs
+/// the folder with [`Durability::Full`]; the staging file is removed if that fails.
+fn publish(staging: &std::path::Path, path: &std::path::Path, durability: Durability) -> std::io::Result<()> {
+    let dir = path.parent().ok_or_else(|| std::io::Error::other(format!("{} has no folder", path.display())))?;
+    let result = std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(staging, path)).and_then(|()| {
         if durability == Durability::Full {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
-    })();
+    });
     if result.is_err() {
-        let _ = std::fs::remove_file(&staging);
+        let _ = std::fs::remove_file(staging);
     }
     result
 }
