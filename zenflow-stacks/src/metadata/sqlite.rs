@@ -297,6 +297,20 @@ impl Shared {
         self.err(e)
     }
 
+    /// The error of a write that failed half-way without a savepoint: the
+    /// whole batch is rolled back, and the error says so.
+    fn abandon(&self, state: &mut State, e: rusqlite::Error) -> MetadataError {
+        if state.in_transaction && !state.conn.is_autocommit() {
+            let _ = state.conn.execute_batch("ROLLBACK");
+        }
+        state.in_transaction = false;
+        state.dirty_since = None;
+        MetadataError::Backend {
+            location: self.location.clone(),
+            message: format!("{e}; the writes of the last {COMMIT_WINDOW:?} were rolled back with it"),
+        }
+    }
+
     /// Commits if asked to, or if the window has passed.
     fn commit_if(&self, state: &mut State, commit: Commit) -> SqlResult<()> {
         let due = state.dirty_since.is_some_and(|t| t.elapsed() >= COMMIT_WINDOW);
@@ -676,9 +690,43 @@ fn one_step_run(conn: &Connection, id: &str) -> rusqlite::Result<Option<StepRunR
     Ok(load_step_runs(conn, "sr.id = ?1", id)?.into_iter().next())
 }
 
-/// The body of [`MetadataStore::write_step_run`] (one savepoint of the batch).
+/// What a step-run write refers to, if it does not exist: its run, or an
+/// artifact version it links as an input or an output. Checked first, so
+/// that the write's statements cannot fail on a constraint half-way.
+fn missing_reference(conn: &Connection, write: &StepRunWrite) -> rusqlite::Result<Option<String>> {
+    let w = &write.step_run;
+    let run_exists: bool =
+        conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM runs WHERE id = ?1)")?.query_row([&w.run_id], |r| r.get(0))?;
+    if !run_exists {
+        return Ok(Some(format!("run `{}` of step run `{}`", w.run_id, w.id)));
+    }
+    let linked = w.outputs.iter().map(|o| &o.artifact.id).chain(w.inputs.iter().map(|i| &i.artifact_version));
+    for id in linked {
+        let exists: bool = conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM artifact_versions WHERE id = ?1)")?
+            .query_row([id], |r| r.get(0))?;
+        if !exists {
+            return Ok(Some(format!("artifact version `{id}` linked by step run `{}`", w.id)));
+        }
+    }
+    Ok(None)
+}
+
+/// The body of [`MetadataStore::write_step_run`]. Once its references are
+/// checked ([`missing_reference`]), no statement here can fail on a
+/// constraint: every insert is new (fresh ids, a version number taken under
+/// the write lock) or an upsert. Values are serialised before the first
+/// statement.
 fn write_step_run(tx: &Connection, write: &StepRunWrite, logs: &str) -> rusqlite::Result<Vec<OutputLink>> {
     let w = &write.step_run;
+    let artifact_metadata: Vec<String> = write
+        .new_outputs
+        .iter()
+        .map(|a| serde_json::to_string(&a.metadata))
+        .collect::<Result<_, _>>()
+        .map_err(json_err)?;
+    let metadata_values: Vec<String> =
+        w.metadata.values().map(serde_json::to_string).collect::<Result<_, _>>().map_err(json_err)?;
 
     tx.prepare_cached(
         "INSERT INTO step_runs (id, run_id, invocation, step, status, cache_key, original_step_run, \
@@ -703,12 +751,11 @@ fn write_step_run(tx: &Connection, write: &StepRunWrite, logs: &str) -> rusqlite
     ])?;
     let now = now();
     let mut outputs = Vec::with_capacity(write.new_outputs.len() + w.outputs.len());
-    for (position, a) in write.new_outputs.iter().enumerate() {
+    for (position, (a, metadata)) in write.new_outputs.iter().zip(&artifact_metadata).enumerate() {
         let version: i64 = tx
             .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM artifact_versions WHERE name = ?1")?
             .query_row([&a.name], |r| r.get(0))?;
         let id = uuid::Uuid::now_v7().to_string();
-        let metadata = serde_json::to_string(&a.metadata).map_err(json_err)?;
         tx.prepare_cached(
             "INSERT INTO artifact_versions (id, name, version, uri, content_hash, type_name, materializer, \
                  materializer_version, format, metadata, producer_step_run, run_id, created_at, inline_bytes) \
@@ -753,8 +800,7 @@ fn write_step_run(tx: &Connection, write: &StepRunWrite, logs: &str) -> rusqlite
         )?
         .execute(params![w.id, i.input, i.position, i.artifact_version])?;
     }
-    for (key, value) in &w.metadata {
-        let value = serde_json::to_string(value).map_err(json_err)?;
+    for (key, value) in w.metadata.keys().zip(&metadata_values) {
         tx.prepare_cached(
             "INSERT INTO run_metadata (run_id, step_run_id, key, value) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (step_run_id, key) DO UPDATE SET value = excluded.value",
@@ -908,7 +954,18 @@ impl MetadataStore for SqliteMetadataStore {
             self.shared.commit_if(&mut state, Commit::Batched)?;
             return Ok(w.step_run.outputs.clone());
         }
-        self.write(Commit::Batched, Some(&w.step_run.id), |tx| write_step_run(tx, w, &logs))
+        let mut state = self.shared.lock()?;
+        state.markers.remove(&w.step_run.id);
+        self.shared.begin(&mut state)?;
+        if let Some(missing) = missing_reference(&state.conn, w).map_err(|e| self.shared.failed(&mut state, e))? {
+            return Err(MetadataError::NotFound(missing));
+        }
+        // No savepoint (it would copy every page the batch has changed so
+        // far, on every step): with its references checked, a failure now is
+        // SQLite's own (an I/O error, a full disk), and takes the batch with it.
+        let outputs = write_step_run(&state.conn, w, &logs).map_err(|e| self.shared.abandon(&mut state, e))?;
+        self.shared.commit_if(&mut state, Commit::Batched)?;
+        Ok(outputs)
     }
 
     async fn flush(&self) -> SqlResult<()> {
@@ -1006,6 +1063,39 @@ mod tests {
         step_write(run_id, invocation, StepStatus::Completed)
     }
 
+    /// A step-run write that fails half-way (here: a trigger refuses its
+    /// artifact version, as a full disk could) leaves no half of it: the
+    /// batch is rolled back, the error says so, and the store goes on.
+    #[tokio::test]
+    async fn a_write_failing_half_way_rolls_its_batch_back() {
+        use zenflow_core::conformance::metadata::artifact;
+        let store = SqliteMetadataStore::in_memory().unwrap();
+        let run = store.create_run(&new_run("p", "r")).await.unwrap();
+        store.flush().await.unwrap();
+        store
+            .shared
+            .state
+            .lock()
+            .unwrap()
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON artifact_versions \
+                 BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+            )
+            .unwrap();
+        store.write_step_run(&step_run(&run.id, "earlier")).await.unwrap();
+        let mut half = step_run(&run.id, "half");
+        half.new_outputs = vec![artifact("p", "half", b"1")];
+        let err = store.write_step_run(&half).await.unwrap_err();
+        assert!(err.to_string().contains("disk full (simulated)"), "{err}");
+        assert!(err.to_string().contains("rolled back"), "{err}");
+        assert!(store.step_runs(&run.id).await.unwrap().is_empty(), "neither half a record nor the batch is kept");
+        store.shared.state.lock().unwrap().conn.execute_batch("DROP TRIGGER refuse").unwrap();
+        store.write_step_run(&half).await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.step_runs(&run.id).await.unwrap().len(), 1);
+    }
+
     /// A cache lookup is an index search, not a scan of every step run.
     #[test]
     fn the_cache_lookup_uses_its_index() {
@@ -1030,11 +1120,21 @@ mod tests {
         let store = SqliteMetadataStore::open(dir.path().join("z.db")).unwrap();
         let run = store.create_run(&new_run("p", "r")).await.unwrap();
         store.flush().await.unwrap();
-        // With foreign keys checked at commit only, a bad reference passes
-        // the write and fails the commit of its batch.
-        store.shared.state.lock().unwrap().conn.pragma_update(None, "defer_foreign_keys", "ON").unwrap();
         store.write_step_run(&step_run(&run.id, "good")).await.unwrap();
-        store.write_step_run(&step_run("no-such-run", "bad")).await.unwrap();
+        // A row that breaks a foreign key, checked at commit only: the
+        // commit of the batch fails (as a full disk would make it fail).
+        {
+            let state = store.shared.state.lock().unwrap();
+            state.conn.pragma_update(None, "defer_foreign_keys", "ON").unwrap();
+            state
+                .conn
+                .execute(
+                    "INSERT INTO step_run_inputs (step_run_id, input, position, artifact_version_id) \
+                     VALUES ('no-such-step-run', 'x', 0, 'no-such-version')",
+                    [],
+                )
+                .unwrap();
+        }
         // The committer thread commits the batch within the window, and fails.
         let deadline = Instant::now() + Duration::from_secs(5);
         while store.shared.state.lock().unwrap().lost.is_none() {
