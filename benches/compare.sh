@@ -25,7 +25,7 @@ export PATH="$venv/bin:$PATH"
 
 echo "== zenflow workloads"
 cargo build -q --release -p benches --bins
-./target/release/workloads --repeats 5 | tee "$out/zenflow.jsonl"
+./target/release/workloads --repeats 9 | tee "$out/zenflow.jsonl"
 
 echo "== ZenML harness"
 quick=()

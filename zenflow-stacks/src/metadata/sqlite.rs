@@ -4,8 +4,9 @@
 //! once.
 //!
 //! **Group commit.** Writes join one open write transaction (`BEGIN
-//! IMMEDIATE`, each write in a savepoint of its own so a failed write undoes
-//! only itself), which is committed — and, by default, synced to disk
+//! IMMEDIATE`; a failed write undoes only itself: most writes run in a
+//! savepoint, and a step's record, the hot path, has its references checked
+//! first so that it cannot fail half-way on a constraint), which is committed — and, by default, synced to disk
 //! (`synchronous = FULL`) — at most [`COMMIT_WINDOW`] after its first write,
 //! by [`MetadataStore::set_run_status`], by [`MetadataStore::flush`], or when
 //! the store is dropped. A chain of quick steps thus costs one synced commit
