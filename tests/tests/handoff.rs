@@ -229,6 +229,29 @@ fn a_retry_of_a_streamed_input_reads_it_from_the_store() {
     assert_eq!(sums.len(), 4, "two readers, two attempts each, all saw the same values: {read:?}");
 }
 
+#[step]
+fn sum_all(parts: Vec<ndarray::Array1<f32>>) -> f64 {
+    parts.iter().flat_map(|a| a.iter()).map(|&x| f64::from(x)).sum()
+}
+
+#[pipeline]
+fn streamed_fan_in() {
+    let a = big_array(BIG);
+    let b = big_array(BIG);
+    sum_all(vec![a, b]);
+}
+
+/// A fan-in list decodes every part, so streamed parts are read back from
+/// the store (their bytes are nowhere else).
+#[test]
+fn a_fan_in_of_streamed_arrays_reads_every_part() {
+    let _one_at_a_time = STREAMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_dir, stack) = stack();
+    let run = streamed_fan_in.run(&stack, &()).unwrap();
+    let total: f64 = run.output("sum_all", "output").unwrap();
+    assert_eq!(total, 2.0 * expected_sum(BIG));
+}
+
 /// An encoding that differs every time it is written: a broken materializer.
 #[derive(Debug, Clone)]
 struct Unstable;

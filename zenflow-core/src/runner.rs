@@ -366,7 +366,6 @@ impl StepRunner {
         write.step_run.metadata = execution.metadata;
         write.step_run.checks = execution.checks;
         let mut handed = Vec::new();
-        let mut handed_outputs = Vec::new();
         let outcome = match execution.outcome {
             Ok(mut values) => {
                 for (i, (o, v)) in step.outputs.iter().zip(&mut values).enumerate() {
@@ -386,15 +385,6 @@ impl StepRunner {
         write.step_run.ended_at = Some(metadata::now());
         let (status, error) = match outcome {
             Ok(new_outputs) => {
-                // Streamed outputs got their hash when they were stored.
-                let handed_now: Vec<_> = handed
-                    .drain(..)
-                    .filter_map(|(i, key, encoded, value, left)| {
-                        let hash = new_outputs.get(i)?.content_hash;
-                        Some((key, Handed { hash, encoded, value, left }))
-                    })
-                    .collect();
-                handed_outputs = handed_now;
                 write.new_outputs = new_outputs;
                 (StepStatus::Completed, None)
             }
@@ -406,7 +396,13 @@ impl StepRunner {
         if let Some(e) = &error {
             tracing::warn!(step = %step.id, "step failed: {e}");
         } else {
-            self.handoffs.lock().unwrap_or_else(PoisonError::into_inner).extend(handed_outputs);
+            let mut handoffs = self.handoffs.lock().unwrap_or_else(PoisonError::into_inner);
+            for (i, key, encoded, value, left) in handed {
+                // Streamed outputs got their hash when they were stored.
+                if let Some(a) = write.new_outputs.get(i) {
+                    handoffs.insert(key, Handed { hash: a.content_hash, encoded, value, left });
+                }
+            }
         }
         Ok(self.finish(
             pos,
@@ -582,16 +578,19 @@ impl StepRunner {
             for (from, v) in spec.from.iter().zip(versions) {
                 // Produced by this run in this process: the bytes are those
                 // that were hashed and stored, so they need no re-reading.
-                let handed = self.take_handed(from, Some(v));
-                let (encoded, handoff) = handed.unwrap_or((None, None));
-                let bytes_needed = handoff.is_none() || step.options.retries > 0;
-                let encoded = match encoded {
-                    Some(encoded) => encoded,
-                    // The value alone will do (streamed bytes are only in the store).
-                    None if !bytes_needed => Encoded { format: v.format.clone(), bytes: bytes::Bytes::new() },
-                    None => Encoded { format: v.format.clone(), bytes: artifact_store::read_version(store, v).await? },
+                let (encoded, handoff) = self.take_handed(from, Some(v)).unwrap_or((None, None));
+                // A fan-in list decodes every part; a single input taking the
+                // value needs its bytes only for a retry to decode (without
+                // retries they are freed now, not held while the step runs).
+                let handoff = handoff.filter(|_| !spec.list);
+                let keep_bytes = handoff.is_none() || step.options.retries > 0;
+                let bytes = match encoded {
+                    _ if !keep_bytes => bytes::Bytes::new(),
+                    Some(encoded) => encoded.bytes,
+                    // Streamed: only the store has the bytes.
+                    None => artifact_store::read_version(store, v).await?,
                 };
-                parts.push(encoded);
+                parts.push(Encoded { format: v.format.clone(), bytes });
                 value = handoff;
             }
             loaded.push(if spec.list {
@@ -599,11 +598,6 @@ impl StepRunner {
             } else {
                 match parts.pop() {
                     Some(p) if parts.is_empty() => match value {
-                        // Only a retry would decode the bytes: without
-                        // retries they are freed now, not held while it runs.
-                        Some(value) if step.options.retries == 0 => {
-                            LoadedInput::Value(Encoded { format: p.format, bytes: bytes::Bytes::new() }, value)
-                        }
                         Some(value) => LoadedInput::Value(p, value),
                         None => LoadedInput::Single(p),
                     },

@@ -945,7 +945,6 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn write_step_run(&self, w: &StepRunWrite) -> SqlResult<Vec<OutputLink>> {
-        let logs = serde_json::to_string(&w.step_run.logs).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
         if w.step_run.status == StepStatus::Running {
             // Written only if the step is still running when its batch
             // commits (or something reads first).
@@ -955,6 +954,7 @@ impl MetadataStore for SqliteMetadataStore {
             self.shared.commit_if(&mut state, Commit::Batched)?;
             return Ok(w.step_run.outputs.clone());
         }
+        let logs = serde_json::to_string(&w.step_run.logs).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
         let mut state = self.shared.lock()?;
         state.markers.remove(&w.step_run.id);
         self.shared.begin(&mut state)?;
