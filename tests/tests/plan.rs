@@ -266,6 +266,8 @@ fn the_plan_json_is_stable() {
     assert_eq!(got, expected, "plan JSON changed; if intended, re-run with ZENFLOW_BLESS=1 and review the diff");
 
     assert_eq!(Plan::from_json(&plan.to_json()).unwrap(), plan);
+    assert_eq!(Plan::from_json(&plan.to_json_compact()).unwrap(), plan, "the stored form reads back too");
+    assert!(plan.to_json_compact().len() < plan.to_json().len());
     assert_eq!(small.plan(&4).unwrap().hash(), plan.hash(), "same input, same plan");
     assert_ne!(small.plan(&5).unwrap().hash(), plan.hash());
     let newer = plan.to_json().replacen("\"format\": 1", "\"format\": 99", 1);

@@ -151,6 +151,12 @@ impl Plan {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
+    /// The plan as compact JSON, for storage: what every run records, so it
+    /// is kept small ([`Plan::from_json`] reads both forms).
+    pub fn to_json_compact(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
     /// Reads a plan from JSON.
     pub fn from_json(json: &str) -> Result<Plan, PlanError> {
         let plan: Plan = serde_json::from_str(json).map_err(|e| PlanError::Json(e.to_string()))?;

@@ -449,7 +449,7 @@ impl MetadataStore for PostgresMetadataStore {
 
     async fn create_run(&self, run: &NewRun) -> PgResult<RunRecord> {
         let config = serde_json::to_string(&run.plan.config).map_err(corrupt)?;
-        let plan = run.plan.to_json();
+        let plan = run.plan.to_json_compact();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.pg(e))?;
         tx.execute(
