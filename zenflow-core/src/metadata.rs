@@ -119,6 +119,26 @@ pub struct NewRun {
     pub started_at: Timestamp,
 }
 
+impl NewRun {
+    /// The record of this run once a store has created it, with the plan as
+    /// the store keeps it.
+    pub fn to_record(&self, plan_json: String) -> RunRecord {
+        RunRecord {
+            id: self.id.clone(),
+            pipeline: self.pipeline.clone(),
+            name: self.name.clone(),
+            status: self.status,
+            stack: self.stack.clone(),
+            config: self.plan.config.clone(),
+            plan_json,
+            git_commit: self.git_commit.clone(),
+            started_at: self.started_at,
+            ended_at: None,
+            error: None,
+        }
+    }
+}
+
 /// A recorded run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {

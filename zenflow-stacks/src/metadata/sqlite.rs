@@ -870,19 +870,7 @@ impl MetadataStore for SqliteMetadataStore {
         if !created {
             return Err(MetadataError::RunNameTaken(run.name.clone()));
         }
-        Ok(RunRecord {
-            id: run.id.clone(),
-            pipeline: run.pipeline.clone(),
-            name: run.name.clone(),
-            status: run.status,
-            stack: run.stack.clone(),
-            config: run.plan.config.clone(),
-            plan_json: plan,
-            git_commit: run.git_commit.clone(),
-            started_at: run.started_at,
-            ended_at: None,
-            error: None,
-        })
+        Ok(run.to_record(plan))
     }
 
     async fn set_run_status(
