@@ -13,6 +13,12 @@
 //!
 //! The materializer id and version go into every cache key, so changing an
 //! encoding (bumping `VERSION`) invalidates the cache for the values it wrote.
+//!
+//! Two optional promises make large data cheap: [`Materializer::EXACT`]
+//! (decoding gives back the very value, so a step in the same process
+//! receives the value itself), and [`Materializer::stream_hint`] with
+//! [`Materializer::save_to`] (a large value is written to the store straight
+//! from memory, never encoded into a buffer). `ndarray` arrays make both.
 
 mod builtin;
 mod list;
@@ -309,8 +315,10 @@ pub fn encode<T: Materialize>(value: &T) -> Result<EncodedValue, MaterializeErro
     })
 }
 
-/// [`encode`], keeping the value for consumers in this process when its
-/// materializer is [`Materializer::EXACT`].
+/// [`encode`] for a value a step returned: keeps the value for consumers in
+/// this process when its materializer is [`Materializer::EXACT`], and leaves
+/// the encoding of a large value (see [`Materializer::stream_hint`]) to be
+/// streamed by the store rather than built here.
 pub fn encode_owned<T: Materialize>(value: T) -> Result<EncodedValue, MaterializeError> {
     if let Some((format, _)) = T::Materializer::stream_hint(&value).filter(|(_, n)| *n >= STREAM_THRESHOLD) {
         // Written, and hashed, only when stored.
