@@ -1,4 +1,4 @@
-//! Conformance suites that every [`ArtifactStore`] and [`MetadataStore`]
+//! Conformance suites that every [`ArtifactStore`] and [`MetadataStore`](crate::metadata::MetadataStore)
 //! implementation runs, as `object_store` does with its integration module.
 //!
 //! Each function panics with a message naming the broken promise. A backend's

@@ -1,4 +1,4 @@
-//! Formatting of [`Timestamp`](crate::metadata::Timestamp)s (UTC), without a
+//! Formatting of [`Timestamp`]s (UTC), without a
 //! date-time dependency.
 
 use crate::metadata::Timestamp;

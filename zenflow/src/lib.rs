@@ -54,7 +54,7 @@
 //! # Pipelines
 //!
 //! In a `#[pipeline]` body a step call records an invocation and returns
-//! [`Artifact<T>`] handles. A call is treated as a step call when its callee is
+//! [`Artifact<T>`](struct@Artifact) handles. A call is treated as a step call when its callee is
 //! a plain lowercase path (`train(...)`, `steps::train(...)`); calls of types
 //! and methods (`Vec::new()`, `x.clone()`) are left alone (calls inside macro
 //! arguments such as `vec![...]` are rewritten too), and a
