@@ -156,9 +156,6 @@ impl SqliteMetadataStore {
         conn.pragma_update(None, "synchronous", sync).map_err(fail)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(fail)?;
         conn.pragma_update(None, "wal_autocheckpoint", 16 * CHECKPOINT_AFTER_BYTES / 4096).map_err(fail)?;
-        // Each write is a savepoint in the open batch; its undo journal stays
-        // in memory instead of a temporary file.
-        conn.pragma_update(None, "temp_store", "MEMORY").map_err(fail)?;
         migrate(&mut conn, &location)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
