@@ -38,11 +38,13 @@ const APPLICATION_ID: i64 = 0x5A46_4C57;
 /// commit itself).
 pub const COMMIT_WINDOW: Duration = Duration::from_millis(10);
 
-/// WAL size past which the committer thread checkpoints it, on a
-/// connection of its own: writers never pay for a checkpoint (SQLite's own
-/// automatic checkpoint, run by whichever commit crosses the limit, is kept
-/// only as a backstop at 16 times this size).
-const CHECKPOINT_AFTER_BYTES: u64 = 4 << 20;
+/// WAL size (in 4 KiB pages) past which the commit that crosses it
+/// checkpoints the WAL into the database file (SQLite's automatic
+/// checkpoint). It runs on the writing connection with no transaction open,
+/// so it copies every frame and the next write starts the WAL over; one
+/// checked on another connection while a batch is open never could, and the
+/// WAL then grew while each commit checkpointed it again.
+const CHECKPOINT_AFTER_PAGES: u64 = 1024;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,8 +95,6 @@ struct State {
     markers: HashMap<String, StepRunWrite>,
     /// Why a batch could not be committed: reported by the next call.
     lost: Option<String>,
-    /// The WAL has grown enough for the committer to checkpoint it.
-    checkpoint_wanted: bool,
     closing: bool,
 }
 
@@ -155,7 +155,10 @@ impl SqliteMetadataStore {
         };
         conn.pragma_update(None, "synchronous", sync).map_err(fail)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(fail)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 16 * CHECKPOINT_AFTER_BYTES / 4096).map_err(fail)?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_AFTER_PAGES).map_err(fail)?;
+        // A WAL that starts over keeps its file (overwriting is cheaper than
+        // growing it); one huge batch must not leave a huge file behind.
+        conn.pragma_update(None, "journal_size_limit", CHECKPOINT_AFTER_PAGES * 4096).map_err(fail)?;
         migrate(&mut conn, &location)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -164,7 +167,6 @@ impl SqliteMetadataStore {
                 dirty_since: None,
                 markers: HashMap::new(),
                 lost: None,
-                checkpoint_wanted: false,
                 closing: false,
             }),
             changed: Condvar::new(),
@@ -186,7 +188,7 @@ impl SqliteMetadataStore {
 
     /// The file path, when the store is a file.
     pub fn path(&self) -> Option<PathBuf> {
-        self.shared.path()
+        self.shared.location.strip_prefix("sqlite://").map(PathBuf::from)
     }
 
     /// Reads through the connection, inside the open batch if there is one,
@@ -334,40 +336,12 @@ impl Shared {
                 message: format!("committing the latest writes failed, and they were rolled back: {e}"),
             }
         })?;
-        let wal_size = self.path().and_then(|p| std::fs::metadata(format!("{}-wal", p.display())).ok());
-        if wal_size.is_some_and(|m| m.len() > CHECKPOINT_AFTER_BYTES) && !state.checkpoint_wanted {
-            state.checkpoint_wanted = true;
-            self.changed.notify_all();
-        }
         Ok(())
-    }
-
-    /// The file path, when the store is a file.
-    fn path(&self) -> Option<PathBuf> {
-        self.location.strip_prefix("sqlite://").map(PathBuf::from)
-    }
-
-    /// Copies the WAL into the database file (a passive checkpoint, which
-    /// waits for no reader or writer) on the committer's own connection.
-    fn checkpoint(&self, conn: &mut Option<Connection>) {
-        let Some(path) = self.path() else { return };
-        if conn.is_none() {
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            *conn = Connection::open_with_flags(path, flags)
-                .map_err(|e| tracing::warn!("cannot open {} to checkpoint it: {e}", self.location))
-                .ok();
-        }
-        if let Some(c) = conn {
-            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!("checkpointing {} failed (SQLite retries later): {e}", self.location);
-            }
-        }
     }
 
     /// The committer thread: commits each batch when its window has passed,
     /// and what is left when the store closes.
     fn commit_when_due(&self) {
-        let mut checkpointer = None;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             match state.dirty_since {
@@ -376,13 +350,6 @@ impl Shared {
                         tracing::error!("{e}");
                     }
                     return;
-                }
-                _ if state.checkpoint_wanted => {
-                    state.checkpoint_wanted = false;
-                    // Without the lock: writers go on meanwhile.
-                    drop(state);
-                    self.checkpoint(&mut checkpointer);
-                    state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 }
                 None => state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner),
                 Some(since) => {
@@ -1136,5 +1103,35 @@ mod tests {
         store.flush().await.unwrap();
         let again = SqliteMetadataStore::open(dir.path().join("z.db")).unwrap();
         assert_eq!(again.step_runs(&run.id).await.unwrap().len(), 1);
+    }
+
+    /// A WAL past the checkpoint limit is copied into the database and
+    /// starts over: its file stays at the limit however much is written
+    /// (it grew without end while checkpoints ran beside an open batch).
+    #[tokio::test]
+    async fn the_wal_starts_over_once_past_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetadataStore::open(dir.path().join("z.db")).unwrap();
+        let run = store.create_run(&new_run("p", "r")).await.unwrap();
+        let limit = CHECKPOINT_AFTER_PAGES * 4096;
+        let wal = || std::fs::metadata(dir.path().join("z.db-wal")).unwrap().len();
+        let mut largest = 0;
+        for i in 0..12 {
+            let mut big = step_run(&run.id, &format!("big{i}"));
+            big.step_run.logs = vec!["x".repeat(1 << 20)];
+            store.write_step_run(&big).await.unwrap();
+            store.flush().await.unwrap();
+            largest = largest.max(wal());
+        }
+        for i in 0..20 {
+            store.write_step_run(&step_run(&run.id, &format!("small{i}"))).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        // Never more than the limit and one 1 MiB batch; cut back after.
+        assert!(largest < limit + (2 << 20), "12 MiB of commits grew the WAL to {largest} bytes");
+        assert!(wal() <= limit, "the WAL did not start over: {} bytes", wal());
+        drop(store);
+        let again = SqliteMetadataStore::open(dir.path().join("z.db")).unwrap();
+        assert_eq!(again.step_runs(&run.id).await.unwrap().len(), 32);
     }
 }
