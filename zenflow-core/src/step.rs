@@ -128,6 +128,40 @@ pub struct StepSpec {
     pub options: StepOptions,
     /// Runs the step body with loaded inputs.
     pub execute: ExecuteFn,
+    /// How long the step's sync code took last time it ran in this process.
+    pub pace: Pace,
+}
+
+/// How long a step's sync code took the last time it ran in this process,
+/// which decides how [`run_blocking`] runs it next.
+#[derive(Debug)]
+pub struct Pace {
+    /// Nanoseconds; `u64::MAX` until it has run.
+    last_ns: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace { last_ns: std::sync::atomic::AtomicU64::new(u64::MAX) }
+    }
+}
+
+impl Pace {
+    /// Sync code that took less than this last time runs in place on the
+    /// runtime's worker thread: holding a worker that briefly is cheaper
+    /// than handing its other tasks to another thread first.
+    pub const QUICK: Duration = Duration::from_micros(100);
+
+    /// Whether the code finished within [`Pace::QUICK`] the last time it ran.
+    pub fn quick(&self) -> bool {
+        self.last_ns.load(std::sync::atomic::Ordering::Relaxed) < Self::QUICK.as_nanos() as u64
+    }
+
+    /// Records how long the code just took.
+    pub fn record(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.last_ns.store(ns, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for StepSpec {
@@ -344,9 +378,11 @@ pub fn user_result<T, E: Into<BoxError>>(r: Result<T, E>) -> Result<T, StepError
 /// Runs the sync code of a step without stalling the runtime.
 ///
 /// On a multi-threaded runtime the code runs in place, on the worker thread
-/// that polls the step, after that worker has handed its other tasks to
-/// another thread (`tokio::task::block_in_place`): no thread hop per step.
-/// A step with a time limit runs on a blocking thread instead, so the limit
+/// that polls the step: no thread hop per step. Code that took less than
+/// [`Pace::QUICK`] last time simply runs; other code runs after the worker
+/// has handed its other tasks to another thread
+/// (`tokio::task::block_in_place`), so a long step stalls nothing else. A
+/// step with a time limit runs on a blocking thread instead, so the limit
 /// can fire while its code runs; so does every step on a current-thread
 /// runtime, where blocking in place is not possible.
 #[doc(hidden)]
@@ -357,8 +393,12 @@ pub async fn run_blocking<R: Send + 'static>(
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_thread && call.time_limit.is_none() {
+        let pace = &call.spec.pace;
+        let started = std::time::Instant::now();
         // A panic unwinds into the runner, which catches it.
-        return Ok(tokio::task::block_in_place(f));
+        let r = if pace.quick() { f() } else { tokio::task::block_in_place(f) };
+        pace.record(started.elapsed());
+        return Ok(r);
     }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => Ok(r),
@@ -375,3 +415,71 @@ pub async fn run_blocking<R: Send + 'static>(
 pub trait Param: Serialize + DeserializeOwned + Send + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Param for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn never_called(_: StepCall) -> BoxFuture<'static, Result<Vec<EncodedValue>, StepError>> {
+        unreachable!("the test calls run_blocking directly")
+    }
+
+    fn call() -> StepCall {
+        let spec: &'static StepSpec = Box::leak(Box::new(StepSpec {
+            name: "s",
+            module_path: "m",
+            code_hash: "0000000000000000",
+            version: None,
+            inputs: Vec::new(),
+            params: Vec::new(),
+            outputs: Vec::new(),
+            options: StepOptions::default(),
+            execute: never_called,
+            pace: Pace::default(),
+        }));
+        StepCall::new(spec, Vec::new(), Vec::new(), StepContext::new("r", "p", "s", "s", 1))
+    }
+
+    #[test]
+    fn code_counts_as_quick_only_after_a_quick_run() {
+        let pace = Pace::default();
+        assert!(!pace.quick(), "code that never ran is not known to be quick");
+        pace.record(Duration::from_micros(5));
+        assert!(pace.quick());
+        pace.record(Pace::QUICK);
+        assert!(!pace.quick(), "one slow run is enough to stop running it in place");
+        pace.record(Duration::MAX);
+        assert!(!pace.quick());
+    }
+
+    /// Sync code not known to be quick leaves the worker to the runtime's
+    /// other tasks: here the only worker thread, which a task the code waits
+    /// for needs. Once quick, it runs in place (and then that task waits).
+    #[test]
+    fn code_not_known_to_be_quick_leaves_the_runtime_free() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let call = call();
+        let wait_for_task = || {
+            let (tx, rx) = mpsc::channel();
+            let task = tokio::spawn(async move { tx.send(()).unwrap() });
+            (task, move || {
+                let ran = rx.recv_timeout(Duration::from_secs(5)).is_ok();
+                std::thread::sleep(Pace::QUICK * 2);
+                ran
+            })
+        };
+        // On the worker (block_on's own thread is not one).
+        let on_worker = rt.spawn(async move {
+            for round in ["first run", "after a slow run"] {
+                let (task, waits) = wait_for_task();
+                assert!(run_blocking(&call, waits).await.unwrap(), "{round}: the task never ran");
+                task.await.unwrap();
+                assert!(!call.spec.pace.quick(), "{round}: it took a while, so it is not quick");
+            }
+            assert_eq!(run_blocking(&call, || 7).await.unwrap(), 7);
+            assert!(call.spec.pace.quick());
+        });
+        rt.block_on(on_worker).unwrap();
+    }
+}

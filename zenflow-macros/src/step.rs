@@ -353,6 +353,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                             timeout_ms: #timeout,
                         },
                         execute: #step_ident::#execute_ident,
+                        pace: ::core::default::Default::default(),
                     }
                 });
                 &SPEC
