@@ -226,7 +226,7 @@ fn a_worker_refuses_a_step_whose_code_differs_from_the_plan() {
     assert_eq!(base.status, StepStatus::Completed, "unchanged steps run");
     let changed = stack.block_on(runner.run_step(1)).unwrap().unwrap();
     assert_eq!(changed.status, StepStatus::Failed);
-    let error = changed.error.unwrap();
+    let error = changed.error.clone().unwrap();
     assert!(
         error.contains("is not the one run `planned-elsewhere` was planned with") && error.contains("its code changed"),
         "{error}"

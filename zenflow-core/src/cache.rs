@@ -98,4 +98,12 @@ mod tests {
         s.id = "train_2".into();
         assert_eq!(base, cache_key(&s, &input), "the invocation id is not part of the key");
     }
+
+    /// Keys are stored: a change to how they are derived makes every cached
+    /// result unreachable, so it must be deliberate (bump the domain).
+    #[test]
+    fn the_key_derivation_is_stable() {
+        let key = cache_key(&step(), &[vec![ContentHash::of(b"data")]]);
+        assert_eq!(key.to_hex(), "7419ddb6fcd60893db88330eb75c4e9a65788948ef86b4737918762ae1edd184");
+    }
 }

@@ -152,7 +152,8 @@ pub struct StepRunner {
     dependents: Vec<Vec<usize>>,
     dependencies: Vec<Vec<usize>>,
     options: RunOptions,
-    results: Mutex<Vec<Option<StepResult>>>,
+    /// Shared with the callers of [`StepRunner::run_step`], not copied.
+    results: Mutex<Vec<Option<Arc<StepResult>>>>,
     /// Whether the plan may come from another build (see [`same_code`]).
     verify_code: bool,
     /// How many inputs of the plan read each output `(position, name)`.
@@ -268,7 +269,7 @@ impl StepRunner {
 
     /// Results of the steps that reached a final state, in plan order.
     pub fn results(&self) -> Vec<StepResult> {
-        self.results.lock().unwrap_or_else(PoisonError::into_inner).iter().flatten().cloned().collect()
+        self.results.lock().unwrap_or_else(PoisonError::into_inner).iter().flatten().map(|r| (**r).clone()).collect()
     }
 
     fn emit(&self, event: RunEvent<'_>) {
@@ -277,8 +278,9 @@ impl StepRunner {
         }
     }
 
-    fn finish(&self, pos: usize, result: StepResult) -> StepResult {
+    fn finish(&self, pos: usize, result: StepResult) -> Arc<StepResult> {
         self.emit(RunEvent::StepFinished { result: &result });
+        let result = Arc::new(result);
         self.results.lock().unwrap_or_else(PoisonError::into_inner)[pos] = Some(result.clone());
         result
     }
@@ -286,7 +288,7 @@ impl StepRunner {
     /// Resolves, and if needed executes, the step at plan position `pos`.
     /// Errors of the step itself are a `failed` result; `Err` means the stores
     /// failed and nothing could be recorded.
-    pub async fn run_step(&self, pos: usize) -> Result<StepResult> {
+    pub async fn run_step(&self, pos: usize) -> Result<Arc<StepResult>> {
         let step = &self.plan.steps[pos];
         self.emit(RunEvent::StepStarted { invocation: &step.id });
         let started = std::time::Instant::now();

@@ -806,29 +806,31 @@ impl MetadataStore for SqliteMetadataStore {
         // commit it now. A running one joins the batch.
         let commit = if run.status == RunStatus::Pending { Commit::Now } else { Commit::Batched };
         let created = self.write(commit, None, |tx| {
-            let taken: bool =
-                tx.query_row("SELECT EXISTS(SELECT 1 FROM runs WHERE name = ?1)", [&run.name], |r| r.get(0))?;
+            // Cached statements: parsing one costs more than running it.
+            let taken: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM runs WHERE name = ?1)")?
+                .query_row([&run.name], |r| r.get(0))?;
             if taken {
                 return Ok(false);
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO pipelines (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-                params![run.pipeline, run.started_at],
-            )?;
-            tx.execute(
-                &format!("INSERT INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)"),
-                params![
-                    run.id,
-                    run.pipeline,
-                    run.name,
-                    run.status.as_str(),
-                    run.stack,
-                    config,
-                    plan,
-                    run.git_commit,
-                    run.started_at
-                ],
-            )?;
+            )?
+            .execute(params![run.pipeline, run.started_at])?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)"
+            ))?
+            .execute(params![
+                run.id,
+                run.pipeline,
+                run.name,
+                run.status.as_str(),
+                run.stack,
+                config,
+                plan,
+                run.git_commit,
+                run.started_at
+            ])?;
             Ok(true)
         })?;
         if !created {
@@ -848,18 +850,19 @@ impl MetadataStore for SqliteMetadataStore {
         let changed = self.write(Commit::Now, None, |tx| {
             let now = now();
             let beat = (status == RunStatus::Running).then_some(now);
-            let changed = tx.execute(
-                "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4, heartbeat_at = COALESCE(?5, heartbeat_at) \
-                 WHERE id = ?1",
-                params![run_id, status.as_str(), error, ended_at, beat],
-            )?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4, \
+                     heartbeat_at = COALESCE(?5, heartbeat_at) WHERE id = ?1",
+                )?
+                .execute(params![run_id, status.as_str(), error, ended_at, beat])?;
             if matches!(status, RunStatus::Completed | RunStatus::Failed) {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE step_runs SET status = 'failed', ended_at = ?2, \
                      error = COALESCE(error, 'the step''s final record could not be written') \
                      WHERE run_id = ?1 AND status = 'running'",
-                    params![run_id, now],
-                )?;
+                )?
+                .execute(params![run_id, now])?;
             }
             Ok(changed)
         })?;
@@ -871,7 +874,9 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn heartbeat(&self, run_id: &str, at: Timestamp) -> SqlResult<()> {
         self.write(Commit::Batched, None, |c| {
-            c.execute("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1", params![run_id, at]).map(|_| ())
+            c.prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1")?
+                .execute(params![run_id, at])
+                .map(|_| ())
         })
     }
 
