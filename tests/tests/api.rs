@@ -193,6 +193,21 @@ mod parallelism {
     /// records how many ran at once.
     #[step(cache = false)]
     fn busy(#[param] i: u32) -> u32 {
+        occupy(i)
+    }
+
+    /// [`busy`], after an input.
+    #[step(cache = false)]
+    fn busy_after(x: u32, #[param] i: u32) -> u32 {
+        occupy(i) + x
+    }
+
+    #[step(cache = false)]
+    fn seed() -> u32 {
+        0
+    }
+
+    fn occupy(i: u32) -> u32 {
         let now = RUNNING.fetch_add(1, SeqCst) + 1;
         PEAK.fetch_max(now, SeqCst);
         let deadline = Instant::now() + Duration::from_millis(300);
@@ -211,7 +226,17 @@ mod parallelism {
         }
     }
 
-    fn peak_with(parallelism: usize) -> usize {
+    /// The four become ready together, when the seed finishes (in the task
+    /// that ran it, not at the start).
+    #[pipeline]
+    fn fanned() {
+        let s = seed();
+        for i in 0..4 {
+            busy_after(s, i);
+        }
+    }
+
+    fn peak_with<P: Pipeline<Config = ()>>(pipeline: &P, parallelism: usize) -> usize {
         PEAK.store(0, SeqCst);
         let stack = zenflow::Stack::new(
             "test",
@@ -219,15 +244,17 @@ mod parallelism {
             Arc::new(ObjectArtifactStore::memory()),
             Arc::new(SqliteMetadataStore::in_memory().unwrap()),
         );
-        let run = wide.run(&stack, &()).unwrap();
-        assert_eq!(run.executed().len(), 4);
+        let run = pipeline.run(&stack, &()).unwrap();
+        assert!(run.executed().len() >= 4);
         PEAK.load(SeqCst)
     }
 
     /// One test, as both halves share the counters.
     #[test]
     fn independent_steps_run_in_parallel_up_to_the_configured_bound() {
-        assert_eq!(peak_with(1), 1, "parallelism 1 runs one step at a time");
-        assert_eq!(peak_with(2), 2, "parallelism 2 runs two independent steps at once");
+        assert_eq!(peak_with(&wide, 1), 1, "parallelism 1 runs one step at a time");
+        assert_eq!(peak_with(&wide, 2), 2, "parallelism 2 runs two independent steps at once");
+        assert_eq!(peak_with(&fanned, 1), 1);
+        assert_eq!(peak_with(&fanned, 2), 2, "steps a finishing step makes ready run in parallel too");
     }
 }

@@ -136,7 +136,7 @@ pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
 }
 
 /// The message of a caught panic.
-pub(crate) fn panic_payload_message(payload: Box<dyn std::any::Any + Send>) -> String {
+pub fn panic_payload_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -1,15 +1,19 @@
 //! Runs steps in this process, in parallel, as soon as their inputs are ready.
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use zenflow_core::metadata::StepStatus;
 use zenflow_core::{Error, Orchestrator, StepRunner};
 
-/// The local orchestrator: each ready step runs as a task in this process
-/// (sync step code on a blocking thread), at most `parallelism` at a time. A
-/// step starts the moment its last dependency finishes, not level by level.
+/// The local orchestrator: ready steps run as tasks in this process (sync
+/// step code in place or on a blocking thread), at most `parallelism` at a
+/// time. A step starts the moment its last dependency finishes, not level
+/// by level.
 #[derive(Debug, Clone)]
 pub struct LocalOrchestrator {
     parallelism: usize,
@@ -34,6 +38,90 @@ impl LocalOrchestrator {
     }
 }
 
+/// What the tasks of one run share.
+struct Schedule {
+    /// Unfinished dependencies of each step.
+    waiting: Vec<usize>,
+    /// Steps recorded as skipped (never to start).
+    skipped: Vec<bool>,
+    /// Steps whose dependencies all succeeded, not yet started.
+    ready: VecDeque<usize>,
+    first_error: Option<Error>,
+}
+
+struct Shared {
+    runner: Arc<StepRunner>,
+    schedule: Mutex<Schedule>,
+    /// Wakes the orchestrator when a task leaves ready steps to others.
+    more_ready: Notify,
+}
+
+impl Shared {
+    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs step `pos`, then, while steps are ready, the next one, in this
+    /// task: a chain runs without a task spawned or woken per step. Other
+    /// ready steps are left to the orchestrator, which starts them as tasks
+    /// of their own while there is room.
+    async fn run_from(self: Arc<Self>, mut pos: usize) {
+        loop {
+            let runner = &self.runner;
+            let outcome = AssertUnwindSafe(runner.run_step(pos)).catch_unwind().await.unwrap_or_else(|payload| {
+                // A bug, not a step failure: still skip what depends on that step.
+                let message = zenflow_core::context::panic_payload_message(payload);
+                Err(Error::usage(format!("the step runner panicked: {message}")))
+            });
+            let succeeded = match outcome {
+                Ok(result) => matches!(result.status, StepStatus::Completed | StepStatus::Cached),
+                Err(e) => {
+                    tracing::error!("step `{}` could not be recorded: {e}", runner.plan().steps[pos].id);
+                    self.schedule().first_error.get_or_insert(e);
+                    false
+                }
+            };
+            if !succeeded {
+                let skipped = runner.skip_dependents(pos).await;
+                let mut schedule = self.schedule();
+                match skipped {
+                    Ok(positions) => positions.into_iter().for_each(|p| schedule.skipped[p] = true),
+                    Err(e) => {
+                        schedule.first_error.get_or_insert(e);
+                        // Still never start what depends on the failure.
+                        let mut stack = runner.dependents()[pos].clone();
+                        while let Some(p) = stack.pop() {
+                            if !std::mem::replace(&mut schedule.skipped[p], true) {
+                                stack.extend(runner.dependents()[p].iter().copied());
+                            }
+                        }
+                    }
+                }
+            }
+            let next = {
+                let mut schedule = self.schedule();
+                if succeeded {
+                    for &d in &runner.dependents()[pos] {
+                        schedule.waiting[d] -= 1;
+                        if schedule.waiting[d] == 0 && !schedule.skipped[d] {
+                            schedule.ready.push_back(d);
+                        }
+                    }
+                }
+                let next = schedule.ready.pop_front();
+                if !schedule.ready.is_empty() {
+                    self.more_ready.notify_one();
+                }
+                next
+            };
+            match next {
+                Some(p) => pos = p,
+                None => return,
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Orchestrator for LocalOrchestrator {
     fn name(&self) -> &str {
@@ -42,61 +130,39 @@ impl Orchestrator for LocalOrchestrator {
 
     async fn execute(&self, runner: Arc<StepRunner>) -> Result<(), Error> {
         let n = runner.plan().steps.len();
-        let mut waiting: Vec<usize> = runner.dependencies().iter().map(Vec::len).collect();
-        let mut skipped = vec![false; n];
-        let mut ready: VecDeque<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
-        let mut running = JoinSet::new();
-        let mut positions = std::collections::HashMap::new();
-        let mut first_error: Option<Error> = None;
-
+        let waiting: Vec<usize> = runner.dependencies().iter().map(Vec::len).collect();
+        let ready = (0..n).filter(|&i| waiting[i] == 0).collect();
+        let shared = Arc::new(Shared {
+            runner,
+            schedule: Mutex::new(Schedule { waiting, skipped: vec![false; n], ready, first_error: None }),
+            more_ready: Notify::new(),
+        });
+        let mut tasks = JoinSet::new();
         loop {
-            while running.len() < self.parallelism {
-                let Some(pos) = ready.pop_front() else { break };
-                let runner = runner.clone();
-                let task = running.spawn(async move { runner.run_step(pos).await });
-                positions.insert(task.id(), pos);
+            {
+                let mut schedule = shared.schedule();
+                while tasks.len() < self.parallelism {
+                    let Some(pos) = schedule.ready.pop_front() else { break };
+                    tasks.spawn(shared.clone().run_from(pos));
+                }
             }
-            let Some(joined) = running.join_next_with_id().await else { break };
-            let (pos, outcome) = match joined {
-                Ok((id, outcome)) => (positions.remove(&id).unwrap_or_default(), outcome),
-                Err(e) => {
-                    // run_step itself panicked (a bug, not a step failure):
-                    // still skip what depends on that step.
-                    let pos = positions.remove(&e.id()).unwrap_or_default();
-                    (pos, Err(Error::usage(format!("the step runner panicked: {e}"))))
-                }
-            };
-            let succeeded = match outcome {
-                Ok(result) => matches!(result.status, StepStatus::Completed | StepStatus::Cached),
-                Err(e) => {
-                    tracing::error!("step `{}` could not be recorded: {e}", runner.plan().steps[pos].id);
-                    first_error.get_or_insert(e);
-                    false
-                }
-            };
-            if succeeded {
-                for &d in &runner.dependents()[pos] {
-                    waiting[d] -= 1;
-                    if waiting[d] == 0 && !skipped[d] {
-                        ready.push_back(d);
+            if tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = tasks.join_next() => {
+                    if let Some(Err(e)) = joined {
+                        // Scheduling itself failed (a bug): what that task
+                        // would have run next never starts.
+                        shared.schedule().first_error.get_or_insert(Error::usage(format!(
+                            "a task of the local orchestrator failed: {e}"
+                        )));
                     }
                 }
-            } else {
-                match runner.skip_dependents(pos).await {
-                    Ok(positions) => positions.into_iter().for_each(|p| skipped[p] = true),
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                        // Still never start what depends on the failure.
-                        let mut stack = runner.dependents()[pos].clone();
-                        while let Some(p) = stack.pop() {
-                            if !std::mem::replace(&mut skipped[p], true) {
-                                stack.extend(runner.dependents()[p].iter().copied());
-                            }
-                        }
-                    }
-                }
+                () = shared.more_ready.notified() => {}
             }
         }
-        first_error.map_or(Ok(()), Err)
+        let error = shared.schedule().first_error.take();
+        error.map_or(Ok(()), Err)
     }
 }
