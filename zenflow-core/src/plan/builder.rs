@@ -37,12 +37,7 @@ pub(crate) fn with_builder(body: impl FnOnce()) -> (Builder, Option<String>) {
     }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     let builder = BUILDER.with(|b| b.borrow_mut().take()).unwrap_or_default();
-    let panic = outcome.err().map(|p| {
-        p.downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic with a non-string payload".into())
-    });
+    let panic = outcome.err().map(crate::context::panic_payload_message);
     (builder, panic)
 }
 

@@ -404,11 +404,7 @@ fn write_staging(
         let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&staging)?);
         // A panicking writer must not leave the staging file behind either.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&mut file))).map_err(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let message = zenflow_core::context::panic_payload_message(panic);
             std::io::Error::other(format!("writing panicked: {message}"))
         })??;
         file.flush()?;
