@@ -92,3 +92,26 @@ async fn local_streamed_writes_leave_no_staging_files() {
     store.put_writer(&hash, 1 << 20, ok).await.unwrap();
     assert_eq!(files(), vec![hash.to_hex()]);
 }
+
+/// Staging files that a process which died while writing left behind are
+/// removed when the store is next opened; one written to lately (maybe by a
+/// process writing right now) and files that are not staging files stay.
+#[test]
+fn opening_a_local_store_removes_abandoned_staging_files() {
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join(".staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let (old, fresh, other) = (staging.join(".a.partial"), staging.join(".b.partial"), staging.join("notes.txt"));
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    for (path, modified) in [(&old, Some(two_hours_ago)), (&fresh, None), (&other, Some(two_hours_ago))] {
+        std::fs::write(path, b"half an artifact").unwrap();
+        if let Some(t) = modified {
+            std::fs::File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+        }
+    }
+    ObjectArtifactStore::local(dir.path()).unwrap();
+    assert!(!old.exists(), "an abandoned staging file was kept");
+    assert!(fresh.exists(), "a staging file written to lately was removed");
+    assert!(other.exists(), "a file that is not a staging file was removed");
+}

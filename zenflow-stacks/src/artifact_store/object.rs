@@ -41,6 +41,14 @@ pub enum Durability {
 /// content is written again; larger ones are checked by size only.
 const VERIFY_LIMIT: usize = 8 << 20;
 
+/// The folder of a local store where streamed writes are staged before they
+/// are renamed into place.
+const STAGING: &str = ".staging";
+
+/// A staging file not written to for this long was left by a process that
+/// died while writing: opening the store removes it.
+const STAGING_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Content-addressed artifacts in an `object_store` backend: the object for a
 /// hash lives at `<prefix>/<aa>/<hash>`.
 ///
@@ -137,6 +145,7 @@ impl ObjectArtifactStore {
             backend(format!("cannot create the artifact folder: {e}; check the path and its permissions"))
         })?;
         let dir = dir.canonicalize().map_err(|e| backend(e.to_string()))?;
+        remove_abandoned_staging(&dir.join(STAGING), STAGING_ABANDONED_AFTER);
         let fs = LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| backend(e.to_string()))?
             .with_fsync(durability == Durability::Full);
@@ -281,9 +290,7 @@ impl ArtifactStore for ObjectArtifactStore {
         // bytes in memory.
         let path = root.join(location.as_ref());
         let written = tokio::task::spawn_blocking(move || {
-            let dir =
-                path.parent().ok_or_else(|| std::io::Error::other(format!("{} has no folder", path.display())))?;
-            let staging = write_staging(dir, durability, write)?;
+            let staging = write_staging(&root.join(STAGING), durability, write)?;
             publish(&staging, &path, durability)
         })
         .await;
@@ -302,7 +309,7 @@ impl ArtifactStore for ObjectArtifactStore {
         let me = self.clone();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<(ContentHash, u64)> {
             let mut hashed = None;
-            let staging = write_staging(&root, durability, |out| {
+            let staging = write_staging(&root.join(STAGING), durability, |out| {
                 let mut tee = HashingWriter::new(out);
                 write(&mut tee)?;
                 hashed = Some(tee.finish());
@@ -419,6 +426,24 @@ fn write_staging(
         Err(e) => {
             let _ = std::fs::remove_file(&staging);
             Err(e)
+        }
+    }
+}
+
+/// Removes the staging files in `dir` that nobody has written to for
+/// `after`: what processes that died while writing left behind. Only logged
+/// when it cannot (the store works without it).
+fn remove_abandoned_staging(dir: &std::path::Path, after: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let staged = path.extension().is_some_and(|e| e == "partial");
+        let abandoned = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a > after));
+        if staged && abandoned {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!("removed {}, left by a write that never finished", path.display()),
+                Err(e) => tracing::warn!("cannot remove the abandoned staging file {}: {e}", path.display()),
+            }
         }
     }
 }
