@@ -281,3 +281,128 @@ fn a_step_over_its_timeout_fails() {
         assert!(step.error.as_deref().unwrap().contains("did not finish within its timeout of 100ms"), "{step:?}");
     }
 }
+
+mod store_failures {
+    use std::sync::Arc;
+    use zenflow::metadata::*;
+    use zenflow::prelude::*;
+    use zenflow::stacks::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
+
+    /// A SQLite store that refuses the final record of one step (as a full
+    /// disk or a lost database connection would).
+    #[derive(Debug)]
+    struct Refusing {
+        inner: SqliteMetadataStore,
+        invocation: &'static str,
+    }
+
+    #[async_trait::async_trait]
+    impl MetadataStore for Refusing {
+        fn url(&self) -> String {
+            self.inner.url()
+        }
+        async fn create_run(&self, run: &NewRun) -> Result<RunRecord, MetadataError> {
+            self.inner.create_run(run).await
+        }
+        async fn set_run_status(
+            &self,
+            run_id: &str,
+            status: RunStatus,
+            error: Option<&str>,
+            ended_at: Option<Timestamp>,
+        ) -> Result<(), MetadataError> {
+            self.inner.set_run_status(run_id, status, error, ended_at).await
+        }
+        async fn heartbeat(&self, run_id: &str, at: Timestamp) -> Result<(), MetadataError> {
+            self.inner.heartbeat(run_id, at).await
+        }
+        async fn fail_stale_runs(&self, before: Timestamp) -> Result<Vec<String>, MetadataError> {
+            self.inner.fail_stale_runs(before).await
+        }
+        async fn write_step_run(&self, write: &StepRunWrite) -> Result<Vec<OutputLink>, MetadataError> {
+            let w = &write.step_run;
+            if w.invocation == self.invocation && w.status != StepStatus::Running {
+                return Err(MetadataError::Backend { location: self.url(), message: "disk full (simulated)".into() });
+            }
+            self.inner.write_step_run(write).await
+        }
+        async fn find_cached(&self, cache_key: &str) -> Result<Option<CacheHit>, MetadataError> {
+            self.inner.find_cached(cache_key).await
+        }
+        async fn get_run(&self, id_or_name: &str) -> Result<Option<RunRecord>, MetadataError> {
+            self.inner.get_run(id_or_name).await
+        }
+        async fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, MetadataError> {
+            self.inner.list_runs(pipeline, limit).await
+        }
+        async fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>, MetadataError> {
+            self.inner.step_runs(run_id).await
+        }
+        async fn step_run(&self, id: &str) -> Result<Option<StepRunRecord>, MetadataError> {
+            self.inner.step_run(id).await
+        }
+        async fn artifact_version(&self, id: &str) -> Result<Option<ArtifactVersion>, MetadataError> {
+            self.inner.artifact_version(id).await
+        }
+        async fn artifact_versions(
+            &self,
+            name: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<ArtifactVersion>, MetadataError> {
+            self.inner.artifact_versions(name, limit).await
+        }
+        async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError> {
+            self.inner.lineage(artifact_version).await
+        }
+    }
+
+    #[step(cache = false)]
+    fn first() -> i64 {
+        1
+    }
+
+    #[step(cache = false)]
+    fn then(x: i64) -> i64 {
+        x + 1
+    }
+
+    /// first -> then -> then_2 -> then_3, and first -> then_4 beside them.
+    #[pipeline]
+    fn chain_and_branch() {
+        let a = first();
+        let b = then(a);
+        let c = then(b);
+        then(c);
+        then(a);
+    }
+
+    /// When the store cannot record a step, the run fails and says why;
+    /// nothing downstream of that step starts (it is recorded as skipped),
+    /// and a branch beside it still finishes and is recorded.
+    #[test]
+    fn a_store_that_cannot_record_a_step_fails_the_run_and_starts_nothing_after_it() {
+        let stack = zenflow::Stack::new(
+            "refusing",
+            Arc::new(LocalOrchestrator::new(1)),
+            Arc::new(ObjectArtifactStore::memory()),
+            Arc::new(Refusing { inner: SqliteMetadataStore::in_memory().unwrap(), invocation: "then_2" }),
+        );
+        let run = super::failed_run(chain_and_branch.run(&stack, &()));
+        assert_eq!(run.status(), RunStatus::Failed);
+        let error = run.record().error.clone().unwrap_or_default();
+        assert!(error.contains("disk full (simulated)"), "{error}");
+        let status = |id: &str| run.step(id).map(|s| s.status);
+        assert_eq!(status("first"), Some(StepStatus::Completed));
+        assert_eq!(status("then"), Some(StepStatus::Completed));
+        assert_eq!(status("then_2"), None, "its record could not be written");
+        assert_eq!(status("then_3"), Some(StepStatus::Skipped));
+        assert_eq!(status("then_4"), Some(StepStatus::Completed));
+        // What the store holds says the same.
+        let recorded = stack.block_on(stack.metadata().step_runs(run.id())).unwrap().unwrap();
+        let stored = |id: &str| recorded.iter().find(|s| s.invocation == id).map(|s| s.status);
+        assert_eq!(stored("then_3"), Some(StepStatus::Skipped));
+        assert_eq!(stored("then_4"), Some(StepStatus::Completed));
+        let reread = stack.block_on(stack.metadata().get_run(run.id())).unwrap().unwrap().unwrap();
+        assert_eq!(reread.status, RunStatus::Failed);
+    }
+}
