@@ -288,3 +288,75 @@ fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stack `shared`: environment variable `ZF_SECRET` is not set"), "{err}");
 }
+
+/// A fresh database owned by the TLS-only role (`.ci/run` serves TLS with a
+/// certificate for `localhost` signed by a CA of its own); returns a
+/// function of the host and the query that makes its URL.
+fn tls_database(rt: &tokio::runtime::Runtime) -> impl Fn(&str, &str) -> String {
+    let name = unique("zftls");
+    rt.block_on(async {
+        let admin = env("ZENFLOW_TEST_POSTGRES_URL");
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect as admin");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE DATABASE {name} OWNER tls_only")).await.expect("create database");
+    });
+    let role = env("ZENFLOW_TEST_POSTGRES_TLS_URL");
+    let base = role.rsplit_once('/').map_or(role.as_str(), |(b, _)| b).to_string();
+    move |host: &str, query: &str| {
+        let url = format!("{}/{name}", base.replace("@localhost:", &format!("@{host}:")));
+        if query.is_empty() {
+            url
+        } else {
+            format!("{url}?{query}")
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn postgres_over_tls_checks_the_server_as_sslmode_asks() {
+    let rt = runtime();
+    let tls_url = tls_database(&rt);
+    let ca = env("ZENFLOW_TEST_POSTGRES_CA");
+    let connects = |url: &str| -> Result<(), MetadataError> {
+        let store = PostgresMetadataStore::open(url, Some(1))?;
+        rt.block_on(store.list_runs(None, 1)).map(|_| ())
+    };
+    // The role may only connect over TLS, so each success is a TLS session.
+    connects(&tls_url("localhost", &format!("sslmode=verify-full&sslrootcert={ca}"))).unwrap();
+    connects(&tls_url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}"))).unwrap();
+    connects(&tls_url("127.0.0.1", "sslmode=require")).unwrap();
+    connects(&tls_url("127.0.0.1", "")).unwrap(); // libpq's default, prefer
+    let password = password_of(&env("ZENFLOW_TEST_POSTGRES_TLS_URL"));
+    let refused = |url: &str| {
+        let err = connects(url).unwrap_err().to_string();
+        assert!(!err.contains(&password), "the password leaked: {}", err.replace(&password, "***"));
+        err
+    };
+    // The certificate names localhost, not 127.0.0.1.
+    let err = refused(&tls_url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}")));
+    assert!(err.contains("does not name the host") && err.contains("verify-ca"), "{err}");
+    // Not signed by a CA of the bundled roots.
+    let err = refused(&tls_url("localhost", "sslmode=verify-full"));
+    assert!(err.contains("certificate") && err.contains("sslrootcert=/path/to/ca.pem"), "{err}");
+    // Without TLS the server turns the role away.
+    let err = refused(&tls_url("localhost", "sslmode=disable"));
+    assert!(err.contains("no encryption") || err.contains("pg_hba.conf"), "{err}");
+    // A CA file that is not there: said before anything connects.
+    let err =
+        PostgresMetadataStore::open(&tls_url("localhost", "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"), None)
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn postgres_metadata_store_conforms_over_verified_tls() {
+    let rt = runtime();
+    let url =
+        tls_database(&rt)("localhost", &format!("sslmode=verify-full&sslrootcert={}", env("ZENFLOW_TEST_POSTGRES_CA")));
+    rt.block_on(conformance::metadata::run_all(|| -> Arc<dyn MetadataStore> {
+        Arc::new(PostgresMetadataStore::open(&url, Some(4)).unwrap())
+    }));
+}

@@ -3,6 +3,8 @@
 pub mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 mod sqlite;
 
 #[cfg(feature = "postgres")]

@@ -36,12 +36,27 @@ impl PostgresMetadataStore {
     /// A store for the database at `url` (`postgres://user:password@host:port/db`),
     /// with a pool of `pool_size` connections (default: 2 × cores, at least 4).
     /// Nothing connects until first use.
+    ///
+    /// TLS follows libpq's `sslmode` in the URL: `disable`; `prefer` (the
+    /// default) and `require` encrypt without checking the server's
+    /// certificate; `verify-ca` checks that a trusted CA signed it and
+    /// `verify-full` also that it names the host. The CAs trusted are those
+    /// of the PEM file `sslrootcert=/path/ca.pem` (with `require`, giving one
+    /// makes it `verify-ca`, as in libpq), else the Mozilla roots bundled
+    /// with the build (`sslrootcert=system` says so explicitly).
     pub fn open(url: &str, pool_size: Option<usize>) -> PgResult<Self> {
         let location = crate::config::redact_url(url);
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            MetadataError::Backend { location: location.clone(), message: format!("not a valid PostgreSQL URL: {e}") }
-        })?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let backend = |message: String| MetadataError::Backend { location: location.clone(), message };
+        let tls = super::postgres_tls::settings(url).map_err(backend)?;
+        let config: tokio_postgres::Config =
+            tls.url.parse().map_err(|e: tokio_postgres::Error| backend(format!("not a valid PostgreSQL URL: {e}")))?;
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match super::postgres_tls::client_config(&tls).map_err(backend)? {
+            None => Manager::from_config(config, NoTls, manager_config),
+            Some(rustls) => {
+                Manager::from_config(config, tokio_postgres_rustls::MakeRustlsConnect::new(rustls), manager_config)
+            }
+        };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool = Pool::builder(manager)
             .max_size(pool_size.unwrap_or((2 * cores).max(4)))
@@ -80,7 +95,20 @@ impl PostgresMetadataStore {
         match e {
             deadpool_postgres::PoolError::Backend(pg) => match self.pg(pg) {
                 MetadataError::Backend { location, message } => {
-                    MetadataError::Backend { location, message: format!("cannot connect: {message}") }
+                    let hint = if message.contains("not valid for name") {
+                        "; the server's certificate does not name the host connected to: connect by a name it \
+                         holds, or use `sslmode=verify-ca` (which checks who signed it, not the name)"
+                    } else if message.contains("certificate") {
+                        "; the server's certificate was not accepted: give the CA that signed it as \
+                         `sslrootcert=/path/to/ca.pem` in the URL (`sslmode=verify-full` also checks that it \
+                         names the host; `sslmode=require` encrypts without checking it)"
+                    } else if message.contains("server does not support TLS") {
+                        "; the server does not offer TLS: turn `ssl` on in its configuration, or connect with \
+                         `sslmode=prefer` or `sslmode=disable`"
+                    } else {
+                        ""
+                    };
+                    MetadataError::Backend { location, message: format!("cannot connect: {message}{hint}") }
                 }
                 other => other,
             },
