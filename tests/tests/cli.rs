@@ -535,3 +535,42 @@ fn the_report_becomes_one_sticky_pr_comment() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("GITHUB_TOKEN is not set"), "{}", stderr(&o));
 }
+
+/// A run that cannot start still leaves CI its reports, saying why: a
+/// stack whose variable is unset (exit 2), and one whose metadata store
+/// refuses connections (exit 1).
+#[test]
+fn a_run_that_cannot_start_still_writes_every_report_saying_why() {
+    let p = Project::new();
+    std::fs::write(
+        p.path("zenflow.toml"),
+        "[stacks.unset]\nartifact_store = \"memory://\"\nmetadata_store = \"${ZF_NO_SUCH_VARIABLE}\"\n\n\
+         [stacks.down]\nartifact_store = \"memory://\"\n\
+         metadata_store = \"postgres://zenflow:hunter2@127.0.0.1:1/zenflow\"\n",
+    )
+    .unwrap();
+    for (stack, exit, says) in [("unset", 2, "ZF_NO_SUCH_VARIABLE"), ("down", 1, "127.0.0.1:1")] {
+        let summary = p.path(&format!("{stack}-summary.md"));
+        let o = p
+            .cmd(&["run", "--stack", stack, "--report", "r.md", "--json", "r.json", "--junit", "r.xml"])
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .env_remove("ZF_NO_SUCH_VARIABLE")
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), exit, "{stack}: {}", stderr(&o));
+        let md = std::fs::read_to_string(p.path("r.md")).unwrap();
+        assert!(md.starts_with("<!-- zenflow-report pipeline=demo -->"), "{md}");
+        assert!(md.contains("could not run") && md.contains(says), "{stack}: {md}");
+        assert_eq!(std::fs::read_to_string(&summary).unwrap().trim(), md.trim());
+        let r = json(&p.path("r.json"));
+        assert_eq!((r["status"].as_str(), r["stack"].as_str()), (Some("error"), Some(stack)));
+        assert!(r["error"].as_str().is_some_and(|e| e.contains(says)), "{r}");
+        let cases = junit_cases(&p.path("r.xml"));
+        assert_eq!(cases.len(), 1, "{cases:?}");
+        assert_eq!(cases[0].1, "run");
+        assert!(cases[0].2.as_deref().is_some_and(|f| f.contains(says)), "{cases:?}");
+        for text in [md, r.to_string(), std::fs::read_to_string(p.path("r.xml")).unwrap()] {
+            assert!(!text.contains("hunter2"), "the password leaked: {text}");
+        }
+    }
+}

@@ -11,7 +11,8 @@
 //! | `schema` | int | layout version, 1 |
 //! | `pipeline`, `run_id`, `run_name`, `stack` | string | what ran where |
 //! | `git_commit` | string \| null | commit of the checkout |
-//! | `status` | `"completed"` \| `"failed"` \| `"running"` \| `"pending"` | the run's status |
+//! | `status` | `"completed"` \| `"failed"` \| `"running"` \| `"pending"` \| `"error"` | the run's status; `"error"`: it could not start or be recorded (then only `schema`, `pipeline`, `stack`, `status`, `error` and empty `steps`, `metrics`, `checks` are present) |
+//! | `error` | string | why the run could not start or be recorded (`status: "error"` only) |
 //! | `gate` | `"passed"` \| `"failed"` | quality gate: failed when a check failed (or warned, with warnings as errors) |
 //! | `started_at`, `ended_at` | RFC 3339 string \| null | UTC |
 //! | `duration_ms` | float \| null | wall time |
@@ -472,6 +473,65 @@ impl RunReport {
              </testsuites>\n",
             xml(&format!("{} / {}", self.pipeline, self.run_name)),
             xml(&self.started_at),
+        )
+    }
+}
+
+/// The report of a run that could not start or be recorded (the stack could
+/// not be opened, its metadata store was unreachable, the configuration was
+/// wrong): CI still gets a PR comment, a JSON report and a failed test case,
+/// saying why.
+#[derive(Clone, Copy, Debug)]
+pub struct FailedToRun<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// The stack it was to run on.
+    pub stack: &'a str,
+    /// What went wrong.
+    pub error: &'a str,
+}
+
+impl FailedToRun<'_> {
+    /// Markdown, with the same marker as a run's report (so it replaces the
+    /// pipeline's earlier PR comment).
+    pub fn to_markdown(&self) -> String {
+        format!(
+            "{}\n## ❌ zenflow · `{}` — could not run\n\nOn stack `{}` the run could not start or could not be \
+             recorded; no step result is known.\n\n> {}\n",
+            marker(self.pipeline),
+            code(self.pipeline),
+            code(self.stack),
+            text(self.error)
+        )
+    }
+
+    /// JSON with `status: "error"` (see the module's schema).
+    pub fn to_json(&self) -> String {
+        let report = serde_json::json!({
+            "schema": REPORT_SCHEMA,
+            "pipeline": self.pipeline,
+            "stack": self.stack,
+            "status": "error",
+            "error": self.error,
+            "steps": [],
+            "metrics": [],
+            "checks": [],
+        });
+        serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// JUnit XML with one failed test case, `run`.
+    pub fn to_junit(&self) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <testsuites name=\"zenflow\" tests=\"1\" failures=\"1\" skipped=\"0\" time=\"0\">\n\
+             \x20 <testsuite name=\"{}\" tests=\"1\" failures=\"1\" skipped=\"0\" time=\"0\">\n\
+             \x20   <testcase classname=\"{}\" name=\"run\" time=\"0\"><failure message=\"{}\" type=\"run\"/></testcase>\n\
+             \x20 </testsuite>\n\
+             </testsuites>\n",
+            xml(self.pipeline),
+            xml(self.pipeline),
+            xml(self.error),
         )
     }
 }

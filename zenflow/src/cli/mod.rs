@@ -562,6 +562,23 @@ where
     P::Config: Default,
 {
     check_report_paths(&args)?;
+    // CI reads the reports: a run that cannot start or finish still gets
+    // them, saying why, instead of leaving the PR comment and the test
+    // report empty.
+    run_checked(pipeline, &args, quiet).inspect_err(|e| {
+        let report = report::FailedToRun { pipeline: pipeline.name(), stack: &args.stack.stack, error: &e.message };
+        let texts = [report.to_markdown(), report.to_json() + "\n", report.to_junit()];
+        for e in write_report_texts(&args, texts) {
+            eprintln!("error: {e}");
+        }
+    })
+}
+
+fn run_checked<P>(pipeline: &P, args: &RunArgs, quiet: bool) -> CliResult
+where
+    P: Pipeline,
+    P::Config: Default,
+{
     let stack = resolve_stack(&args.stack.stack)?;
     let (doc, plan) = plan_for(pipeline, &args.config)?;
     let git = zenflow_core::git::head_commit(stack.project_root().unwrap_or_else(|| std::path::Path::new(".")));
@@ -598,7 +615,10 @@ where
     let step_runs = stack.step_runs(result.id())?;
     let originals = RunReport::originals(&stack, &step_runs)?;
     let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors);
-    let report_errors = write_reports(&report, &args);
+    let report_errors = write_report_texts(
+        args,
+        [report.to_markdown(), report.to_json() + "\n", report.to_junit(args.warnings_as_errors)],
+    );
     for e in &report_errors {
         eprintln!("error: {e}");
     }
@@ -642,24 +662,24 @@ fn check_report_paths(args: &RunArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// Writes every requested report; a report that cannot be written is an
-/// error, but the others are still written.
-fn write_reports(report: &RunReport, args: &RunArgs) -> Vec<String> {
+/// Writes every requested report (`[markdown, json, junit]`) and appends
+/// the markdown to `GITHUB_STEP_SUMMARY`; a report that cannot be written is
+/// an error, but the others are still written.
+fn write_report_texts(args: &RunArgs, [markdown, json, junit]: [String; 3]) -> Vec<String> {
     let mut errors = Vec::new();
-    let mut write = |path: &PathBuf, text: String, what: &str| {
+    let mut write = |path: &PathBuf, text: &str, what: &str| {
         if let Err(e) = std::fs::write(path, text) {
             errors.push(format!("cannot write the {what} to {}: {e}", path.display()));
         }
     };
-    let markdown = report.to_markdown();
     if let Some(path) = &args.report {
-        write(path, markdown.clone(), "markdown report");
+        write(path, &markdown, "markdown report");
     }
     if let Some(path) = &args.json {
-        write(path, report.to_json() + "\n", "JSON report");
+        write(path, &json, "JSON report");
     }
     if let Some(path) = &args.junit {
-        write(path, report.to_junit(args.warnings_as_errors), "JUnit report");
+        write(path, &junit, "JUnit report");
     }
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty()) {
         use std::io::Write;
