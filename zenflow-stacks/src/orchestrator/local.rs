@@ -40,10 +40,9 @@ impl LocalOrchestrator {
 
 /// What the tasks of one run share.
 struct Schedule {
-    /// Unfinished dependencies of each step.
+    /// Dependencies of each step that have not succeeded. A step downstream
+    /// of a failure never reaches 0, so it never starts.
     waiting: Vec<usize>,
-    /// Steps recorded as skipped (never to start).
-    skipped: Vec<bool>,
     /// Steps whose dependencies all succeeded, not yet started.
     ready: VecDeque<usize>,
     first_error: Option<Error>,
@@ -82,20 +81,9 @@ impl Shared {
                 }
             };
             if !succeeded {
-                let skipped = runner.skip_dependents(pos).await;
-                let mut schedule = self.schedule();
-                match skipped {
-                    Ok(positions) => positions.into_iter().for_each(|p| schedule.skipped[p] = true),
-                    Err(e) => {
-                        schedule.first_error.get_or_insert(e);
-                        // Still never start what depends on the failure.
-                        let mut stack = runner.dependents()[pos].clone();
-                        while let Some(p) = stack.pop() {
-                            if !std::mem::replace(&mut schedule.skipped[p], true) {
-                                stack.extend(runner.dependents()[p].iter().copied());
-                            }
-                        }
-                    }
+                // Records them as skipped; they would never start anyway.
+                if let Err(e) = runner.skip_dependents(pos).await {
+                    self.schedule().first_error.get_or_insert(e);
                 }
             }
             let next = {
@@ -103,7 +91,7 @@ impl Shared {
                 if succeeded {
                     for &d in &runner.dependents()[pos] {
                         schedule.waiting[d] -= 1;
-                        if schedule.waiting[d] == 0 && !schedule.skipped[d] {
+                        if schedule.waiting[d] == 0 {
                             schedule.ready.push_back(d);
                         }
                     }
@@ -134,7 +122,7 @@ impl Orchestrator for LocalOrchestrator {
         let ready = (0..n).filter(|&i| waiting[i] == 0).collect();
         let shared = Arc::new(Shared {
             runner,
-            schedule: Mutex::new(Schedule { waiting, skipped: vec![false; n], ready, first_error: None }),
+            schedule: Mutex::new(Schedule { waiting, ready, first_error: None }),
             more_ready: Notify::new(),
         });
         let mut tasks = JoinSet::new();
