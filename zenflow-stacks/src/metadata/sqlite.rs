@@ -520,11 +520,12 @@ const CACHE_HIT: &str = "SELECT id FROM step_runs WHERE cache_key = ?1 AND statu
 
 /// The outputs of step run `?1` with their positions. Sorted by the caller:
 /// an ORDER BY here built a temporary B-tree for every cache hit.
-const CACHE_HIT_OUTPUTS: &str = "SELECT o.position, o.output, av.id, av.name, av.version, av.uri, av.content_hash, \
-                                 av.type_name, av.materializer, av.materializer_version, av.format, av.metadata, \
-                                 av.producer_step_run, av.run_id, av.created_at, av.inline_bytes \
-                                 FROM step_run_outputs o JOIN artifact_versions av ON av.id = o.artifact_version_id \
-                                 WHERE o.step_run_id = ?1";
+static CACHE_HIT_OUTPUTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT o.position, o.output, {AV_COLS} FROM step_run_outputs o \
+         JOIN artifact_versions av ON av.id = o.artifact_version_id WHERE o.step_run_id = ?1"
+    )
+});
 
 const RUN_COLS: &str = "id, pipeline, name, status, stack, config, plan, git_commit, started_at, ended_at, error";
 
@@ -944,7 +945,7 @@ impl MetadataStore for SqliteMetadataStore {
         self.read_unmarked(|conn| {
             let id: Option<String> = conn.prepare_cached(CACHE_HIT)?.query_row([cache_key], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
-            let mut stmt = conn.prepare_cached(CACHE_HIT_OUTPUTS)?;
+            let mut stmt = conn.prepare_cached(&CACHE_HIT_OUTPUTS)?;
             let mut outputs = stmt
                 .query_map([&id], |r| {
                     Ok((r.get::<_, i64>(0)?, OutputLink { output: r.get(1)?, artifact: av_row(r, 2)? }))
@@ -1079,7 +1080,7 @@ mod tests {
         };
         let hit = plan(CACHE_HIT);
         assert!(hit.iter().any(|l| l.contains("USING COVERING INDEX step_runs_cache_hits")), "{hit:?}");
-        let outputs = plan(CACHE_HIT_OUTPUTS);
+        let outputs = plan(&CACHE_HIT_OUTPUTS);
         for p in [&hit, &outputs] {
             assert!(!p.iter().any(|l| l.contains("TEMP B-TREE") || l.starts_with("SCAN")), "{p:?}");
         }
