@@ -106,19 +106,16 @@ pub(crate) fn client_config(settings: &TlsSettings) -> Result<Option<ClientConfi
         }
         Ok(Arc::new(roots))
     };
+    let chain = || {
+        WebPkiServerVerifier::builder_with_provider(roots()?, provider.clone())
+            .build()
+            .map_err(|e| format!("cannot set up TLS: {e}"))
+    };
     let verifier: Arc<dyn ServerCertVerifier> = match settings.mode {
         SslMode::Disable => return Ok(None),
-        SslMode::Prefer | SslMode::Require => Arc::new(Unchecked(provider)),
-        SslMode::VerifyCa | SslMode::VerifyFull => {
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots()?, provider)
-                .build()
-                .map_err(|e| format!("cannot set up TLS: {e}"))?;
-            if settings.mode == SslMode::VerifyFull {
-                webpki
-            } else {
-                Arc::new(AnyHostName(webpki))
-            }
-        }
+        SslMode::VerifyFull => chain()?,
+        SslMode::VerifyCa => Arc::new(Lenient { chain: Some(chain()?), provider }),
+        SslMode::Prefer | SslMode::Require => Arc::new(Lenient { chain: None, provider }),
     };
     Ok(Some(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()))
 }
@@ -134,52 +131,17 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String
     Ok(certs)
 }
 
-/// `sslmode=prefer|require` without `sslrootcert`: the connection is
-/// encrypted, but who holds the certificate is not checked (libpq's
-/// behaviour). The handshake's signatures still are.
+/// What libpq checks below `verify-full`: with `prefer` and `require` (no
+/// `chain`), nothing of who holds the certificate; with `verify-ca`, that a
+/// trusted CA signed it, whatever host it names. The handshake's signatures
+/// are always checked.
 #[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
 }
 
-/// `sslmode=verify-ca`: the chain is checked, the host name is not.
-#[derive(Debug)]
-struct AnyHostName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyHostName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -188,7 +150,8 @@ impl ServerCertVerifier for AnyHostName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -202,7 +165,7 @@ impl ServerCertVerifier for AnyHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -211,11 +174,11 @@ impl ServerCertVerifier for AnyHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -259,8 +222,8 @@ mod tests {
         std::fs::write(&missing, "not a certificate").unwrap();
         let err = client_config(&s).unwrap_err();
         assert!(err.contains("no PEM certificate"), "{err}");
-        // Not read at all when nothing is checked.
-        let unchecked = TlsSettings { mode: SslMode::Require, root_cert: None, ..s };
+        // Read only when something is checked (libpq's prefer ignores it).
+        let unchecked = TlsSettings { mode: SslMode::Prefer, ..s };
         assert!(client_config(&unchecked).unwrap().is_some());
     }
 }
