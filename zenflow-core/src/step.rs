@@ -159,7 +159,7 @@ impl Pace {
 
     /// Records how long the code just took.
     pub fn record(&self, took: Duration) {
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX - 1);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.last_ns.store(ns, std::sync::atomic::Ordering::Relaxed);
     }
 }
