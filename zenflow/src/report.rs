@@ -463,16 +463,41 @@ impl RunReport {
             }
             cases.push_str("</testcase>\n");
         }
-        let time = self.duration_ms.unwrap_or(0.0) / 1000.0;
+        let suite = JunitSuite {
+            name: &format!("{} / {}", self.pipeline, self.run_name),
+            timestamp: Some(&self.started_at),
+            tests,
+            failures,
+            skipped,
+            seconds: self.duration_ms.unwrap_or(0.0) / 1000.0,
+        };
+        suite.document(&cases)
+    }
+}
+
+/// The envelope of a JUnit document with one test suite.
+struct JunitSuite<'a> {
+    name: &'a str,
+    timestamp: Option<&'a str>,
+    tests: usize,
+    failures: usize,
+    skipped: usize,
+    seconds: f64,
+}
+
+impl JunitSuite<'_> {
+    /// The document around `cases` (`<testcase>` lines).
+    fn document(&self, cases: &str) -> String {
+        let JunitSuite { tests, failures, skipped, seconds: time, .. } = *self;
+        let timestamp = self.timestamp.map_or(String::new(), |t| format!(" timestamp=\"{}\"", xml(t)));
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
              <testsuites name=\"zenflow\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\">\n\
-             \x20 <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\" timestamp=\"{}\">\n\
+             \x20 <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\"{timestamp}>\n\
              {cases}\
              \x20 </testsuite>\n\
              </testsuites>\n",
-            xml(&format!("{} / {}", self.pipeline, self.run_name)),
-            xml(&self.started_at),
+            xml(self.name),
         )
     }
 }
@@ -522,17 +547,13 @@ impl FailedToRun<'_> {
 
     /// JUnit XML with one failed test case, `run`.
     pub fn to_junit(&self) -> String {
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-             <testsuites name=\"zenflow\" tests=\"1\" failures=\"1\" skipped=\"0\" time=\"0\">\n\
-             \x20 <testsuite name=\"{}\" tests=\"1\" failures=\"1\" skipped=\"0\" time=\"0\">\n\
-             \x20   <testcase classname=\"{}\" name=\"run\" time=\"0\"><failure message=\"{}\" type=\"run\"/></testcase>\n\
-             \x20 </testsuite>\n\
-             </testsuites>\n",
-            xml(self.pipeline),
+        let suite =
+            JunitSuite { name: self.pipeline, timestamp: None, tests: 1, failures: 1, skipped: 0, seconds: 0.0 };
+        suite.document(&format!(
+            "    <testcase classname=\"{}\" name=\"run\" time=\"0\"><failure message=\"{}\" type=\"run\"/></testcase>\n",
             xml(self.pipeline),
             xml(self.error),
-        )
+        ))
     }
 }
 
