@@ -336,9 +336,21 @@ fn postgres_over_tls_checks_the_server_as_sslmode_asks() {
     // The certificate names localhost, not 127.0.0.1.
     let err = refused(&tls_url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}")));
     assert!(err.contains("does not name the host") && err.contains("verify-ca"), "{err}");
-    // Not signed by a CA of the bundled roots.
-    let err = refused(&tls_url("localhost", "sslmode=verify-full"));
-    assert!(err.contains("certificate") && err.contains("sslrootcert=/path/to/ca.pem"), "{err}");
+    // A certificate from another CA is refused, whichever mode checks it.
+    let other_ca = env("ZENFLOW_TEST_POSTGRES_OTHER_CA");
+    for mode in ["verify-ca", "verify-full", "require"] {
+        let err = refused(&tls_url("localhost", &format!("sslmode={mode}&sslrootcert={other_ca}")));
+        assert!(err.contains("certificate") && err.contains("sslrootcert=/path/to/ca.pem"), "{mode}: {err}");
+    }
+    // Not signed by a public CA: the system roots refuse it.
+    let err = refused(&tls_url("localhost", "sslmode=verify-full&sslrootcert=system"));
+    assert!(err.contains("certificate"), "{err}");
+    // Verifying with no CA at all is refused before connecting (it trusted
+    // every public CA, for any host name, before), naming the fix.
+    let err = refused(&tls_url("localhost", "sslmode=verify-ca"));
+    assert!(err.contains("sslrootcert=/path/to/ca.pem") && err.contains("root.crt"), "{err}");
+    let err = refused(&tls_url("127.0.0.1", "sslmode=verify-ca&sslrootcert=system"));
+    assert!(err.contains("needs sslmode=verify-full"), "{err}");
     // Without TLS the server turns the role away.
     let err = refused(&tls_url("localhost", "sslmode=disable"));
     assert!(err.contains("no encryption") || err.contains("pg_hba.conf"), "{err}");

@@ -9,6 +9,8 @@ use super::migrations::{latest, MIGRATIONS};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::OnceCell;
 use tokio_postgres::{NoTls, Row, Transaction};
 use zenflow_core::metadata::*;
@@ -22,6 +24,11 @@ pub struct PostgresMetadataStore {
     pool: Pool,
     location: String,
     ready: OnceCell<()>,
+    tls: super::postgres_tls::TlsSettings,
+    /// Whether any connection started a TLS handshake.
+    tls_used: Arc<AtomicBool>,
+    /// Whether the plaintext warning was given.
+    warned: AtomicBool,
 }
 
 impl std::fmt::Debug for PostgresMetadataStore {
@@ -37,13 +44,16 @@ impl PostgresMetadataStore {
     /// with a pool of `pool_size` connections (default: 2 × cores, at least 4).
     /// Nothing connects until first use.
     ///
-    /// TLS follows libpq's `sslmode` in the URL: `disable`; `prefer` (the
-    /// default) and `require` encrypt without checking the server's
-    /// certificate; `verify-ca` checks that a trusted CA signed it and
-    /// `verify-full` also that it names the host. The CAs trusted are those
-    /// of the PEM file `sslrootcert=/path/ca.pem` (with `require`, giving one
-    /// makes it `verify-ca`, as in libpq), else the Mozilla roots bundled
-    /// with the build (`sslrootcert=system` says so explicitly).
+    /// TLS follows libpq's `sslmode` and `sslrootcert` in the URL:
+    /// `disable`; `prefer` (the default; it warns once when it falls back
+    /// to plaintext with a server on another machine) and `require` encrypt
+    /// without checking the server's certificate; `verify-ca` checks that a
+    /// trusted CA signed it and `verify-full` also that it names the host.
+    /// Both verifying modes need the CA: the PEM file `sslrootcert=/path`,
+    /// else `$PGSSLROOTCERT`, else `~/.postgresql/root.crt`, or they refuse
+    /// to start; `require` with such a file is `verify-ca`, as in libpq.
+    /// `sslrootcert=system` trusts the public CAs (the Mozilla roots bundled
+    /// with the build) and implies, and needs, `verify-full`.
     pub fn open(url: &str, pool_size: Option<usize>) -> PgResult<Self> {
         let location = crate::config::redact_url(url);
         let backend = |message: String| MetadataError::Backend { location: location.clone(), message };
@@ -51,11 +61,17 @@ impl PostgresMetadataStore {
         let config: tokio_postgres::Config =
             tls.url.parse().map_err(|e: tokio_postgres::Error| backend(format!("not a valid PostgreSQL URL: {e}")))?;
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let tls_used = Arc::new(AtomicBool::new(false));
         let manager = match super::postgres_tls::client_config(&tls).map_err(backend)? {
             None => Manager::from_config(config, NoTls, manager_config),
-            Some(rustls) => {
-                Manager::from_config(config, tokio_postgres_rustls::MakeRustlsConnect::new(rustls), manager_config)
-            }
+            Some(rustls) => Manager::from_config(
+                config,
+                super::postgres_tls::Observed {
+                    inner: tokio_postgres_rustls::MakeRustlsConnect::new(rustls),
+                    used: tls_used.clone(),
+                },
+                manager_config,
+            ),
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool = Pool::builder(manager)
@@ -65,7 +81,7 @@ impl PostgresMetadataStore {
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(|e| MetadataError::Backend { location: location.clone(), message: e.to_string() })?;
-        Ok(PostgresMetadataStore { pool, location, ready: OnceCell::new() })
+        Ok(PostgresMetadataStore { pool, location, ready: OnceCell::new(), tls, tls_used, warned: AtomicBool::new(false) })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> MetadataError {
@@ -119,6 +135,14 @@ impl PostgresMetadataStore {
     /// A pooled connection to a database with the current schema.
     async fn client(&self) -> PgResult<Object> {
         let mut client = self.pool.get().await.map_err(|e| self.connect_error(e))?;
+        if !self.warned.load(Ordering::Relaxed) {
+            let used = self.tls_used.load(Ordering::Relaxed);
+            if let Some(warning) = super::postgres_tls::plaintext_warning(&self.tls, used) {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("{warning}");
+                }
+            }
+        }
         if self.ready.get().is_none() {
             // On this same connection: a second one could wait forever on a
             // pool of one.
