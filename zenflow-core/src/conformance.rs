@@ -286,7 +286,7 @@ pub mod metadata {
         writer.write_step_run(&first).await.unwrap();
         // A failing write in the middle (a step run of a run that does not exist).
         let err = writer.write_step_run(&step_write("no-such-run", "x", StepStatus::Completed)).await;
-        assert!(err.is_err(), "a step run of an unknown run is refused");
+        assert!(matches!(err, Err(MetadataError::NotFound(_))), "a step run of an unknown run is refused: {err:?}");
         writer.flush().await.unwrap();
         let seen = reader.step_runs(&run.id).await.unwrap();
         assert_eq!(seen.len(), 1, "after flush, another handle sees the step run written before the failed write");
@@ -337,8 +337,16 @@ pub mod metadata {
         let third = step_write(&run.id, "evaluate", StepStatus::Completed);
         writer.write_step_run(&third).await.unwrap();
         drop(writer);
-        let ids: Vec<String> = reader.step_runs(&run.id).await.unwrap().into_iter().map(|s| s.id).collect();
-        assert!(ids.contains(&third.step_run.id), "a dropped handle's last write is kept");
+        // Committed on drop, or within the window by the store's own committer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let ids: Vec<String> = reader.step_runs(&run.id).await.unwrap().into_iter().map(|s| s.id).collect();
+            if ids.contains(&third.step_run.id) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "a dropped handle's last write was lost");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Runs whose process died (no heartbeat) are failed, with their running
@@ -596,13 +604,17 @@ pub mod metadata {
         assert_eq!(hit.outputs[0].artifact.content_hash, ContentHash::of(b"1"));
     }
 
-    /// Duplicate run names and unknown runs are refused with clear errors.
+    /// Bad references are refused with their exact error, naming the thing
+    /// missing, and change nothing: a duplicate run name, an unknown run,
+    /// an unknown artifact version linked as an input or an output, and
+    /// lookups of unknown runs, step runs and artifacts.
     pub async fn bad_references(store: &dyn MetadataStore) {
         let first = new_run("dupes", "same-name");
         store.create_run(&first).await.unwrap();
         let err = store.create_run(&new_run("dupes", "same-name")).await.unwrap_err();
         assert!(matches!(&err, MetadataError::RunNameTaken(n) if n == "same-name"), "{err}");
         assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(store.list_runs(Some("dupes"), 10).await.unwrap().len(), 1, "the duplicate left nothing");
         // A finished run leaves no step "running"; a run set running gets a heartbeat.
         store.write_step_run(&step_write(&first.id, "orphan", StepStatus::Running)).await.unwrap();
         store.set_run_status(&first.id, RunStatus::Running, None, None).await.unwrap();
@@ -610,9 +622,66 @@ pub mod metadata {
         store.set_run_status(&first.id, RunStatus::Failed, Some("x"), Some(now())).await.unwrap();
         let orphan = store.step_runs(&first.id).await.unwrap().remove(0);
         assert_eq!(orphan.status, StepStatus::Failed);
+
+        // Unknown runs.
         let err = store.set_run_status("no-such-run", RunStatus::Completed, None, Some(now())).await.unwrap_err();
-        assert!(matches!(err, MetadataError::NotFound(_)), "{err}");
-        assert!(store.lineage("no-such-artifact").await.is_err());
+        assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-run")), "{err}");
+        let err = store.write_step_run(&step_write("no-such-run", "x", StepStatus::Completed)).await.unwrap_err();
+        assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-run")), "{err}");
+        assert!(store.get_run("no-such-run").await.unwrap().is_none());
+        assert!(store.step_runs("no-such-run").await.unwrap().is_empty());
+
+        // Unknown artifact versions, linked as an input and as an output.
+        let run = store.create_run(&new_run("dupes", "links")).await.unwrap();
+        let mut input = step_write(&run.id, "reads", StepStatus::Completed);
+        input.step_run.inputs =
+            vec![InputLink { input: "data".into(), position: 0, artifact_version: "no-such-version".into() }];
+        let err = store.write_step_run(&input).await.unwrap_err();
+        assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-version")), "{err}");
+        let mut output = step_write(&run.id, "cached", StepStatus::Cached);
+        let mut ghost = artifact("dupes", "ghost", b"g").to_version("no-such-version".into(), 1, "x", &run.id, now());
+        ghost.inline = None;
+        output.step_run.outputs = vec![OutputLink { output: "output".into(), artifact: ghost }];
+        let err = store.write_step_run(&output).await.unwrap_err();
+        assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-version")), "{err}");
+        assert!(store.step_runs(&run.id).await.unwrap().is_empty(), "a refused write leaves nothing");
+        // The run is not harmed: it goes on and finishes.
+        store.write_step_run(&step_write(&run.id, "fine", StepStatus::Completed)).await.unwrap();
+        store.set_run_status(&run.id, RunStatus::Completed, None, Some(now())).await.unwrap();
+        assert_eq!(store.step_runs(&run.id).await.unwrap().len(), 1);
+
+        // Unknown step runs and artifacts.
+        assert!(store.step_run("no-such-step-run").await.unwrap().is_none());
+        assert!(store.artifact_version("no-such-artifact").await.unwrap().is_none());
+        let err = store.lineage("no-such-artifact").await.unwrap_err();
+        assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-artifact")), "{err}");
+        assert!(store.find_cached("no-such-key").await.unwrap().is_none());
+    }
+
+    /// The error a store must give for a database whose schema is newer
+    /// than this build (version `found`): the exact variant, naming both
+    /// versions and the fix. Each store's own tests open such a database
+    /// (how to make one differs) and hand the error here.
+    pub fn assert_newer_schema(err: &MetadataError, found: i64) {
+        match err {
+            MetadataError::NewerSchema { found: f, supported, .. } => {
+                assert_eq!(*f, found, "{err}");
+                assert!(*supported < found, "{err}");
+            }
+            other => panic!("a newer schema must be NewerSchema, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(message.contains("upgrade zenflow") && message.contains("left unchanged"), "{message}");
+    }
+
+    /// The error a store must give for a database of another application
+    /// whose contents include `mentions` (a table name): the exact variant,
+    /// naming what was found and the fix.
+    pub fn assert_not_zenflow(err: &MetadataError, mentions: &str) {
+        assert!(matches!(err, MetadataError::NotZenflow { .. }), "expected NotZenflow, got {err:?}");
+        let message = err.to_string();
+        assert!(message.contains(mentions), "the error names what was found: {message}");
+        assert!(message.contains("point the stack at another database"), "{message}");
     }
 
     /// Several handles writing at once (each its own connection, as separate

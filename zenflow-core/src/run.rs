@@ -27,8 +27,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
         started_at,
     };
     // Runs whose process died are closed first, so nothing stays "running".
-    let stale_before = started_at - metadata::STALE_AFTER.as_micros() as i64;
-    for id in stack.metadata().fail_stale_runs(stale_before).await? {
+    for id in stack.close_stale_runs().await? {
         tracing::warn!(run = %id, "marked a run whose process died as failed");
     }
     let record = stack.metadata().create_run(&new_run).await?;

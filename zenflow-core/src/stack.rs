@@ -27,6 +27,8 @@ struct Inner {
     project_root: Option<PathBuf>,
     inline_limit: usize,
     runtime: OnceLock<tokio::runtime::Runtime>,
+    /// When this stack last closed the runs whose process died.
+    stale_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Artifacts up to this size are kept in the metadata store's record of the
@@ -36,9 +38,17 @@ pub const DEFAULT_INLINE_LIMIT: usize = 16 * 1024;
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The last handle may be dropped inside async code, where a blocking
-        // runtime shutdown would panic.
         if let Some(rt) = self.runtime.take() {
+            // Stores that group writes commit them on the runtime, which
+            // stops now: make them durable first. (Not from inside async
+            // code, where blocking would panic; there the runtime goes on.)
+            if tokio::runtime::Handle::try_current().is_err() {
+                if let Err(e) = rt.block_on(self.metadata.flush()) {
+                    tracing::error!("the last writes to the metadata store could not be committed: {e}");
+                }
+            }
+            // The last handle may be dropped inside async code, where a
+            // blocking runtime shutdown would panic.
             rt.shutdown_background();
         }
     }
@@ -72,6 +82,7 @@ impl Stack {
                 project_root: None,
                 inline_limit: DEFAULT_INLINE_LIMIT,
                 runtime: OnceLock::new(),
+                stale_checked: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -99,6 +110,7 @@ impl Stack {
                 project_root,
                 inline_limit,
                 runtime: OnceLock::new(),
+                stale_checked: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -155,6 +167,24 @@ impl Stack {
             }
         };
         Ok(rt.block_on(future))
+    }
+
+    /// Marks runs whose process died as failed (see
+    /// [`MetadataStore::fail_stale_runs`]), at most once per
+    /// [`HEARTBEAT_INTERVAL`](crate::metadata::HEARTBEAT_INTERVAL) per stack:
+    /// a run is taken for dead only after several missed heartbeats, so
+    /// looking more often finds nothing new. Returns the ids of the runs marked.
+    pub async fn close_stale_runs(&self) -> Result<Vec<String>> {
+        let now = std::time::Instant::now();
+        {
+            let mut checked = self.inner.stale_checked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if checked.is_some_and(|t| now.duration_since(t) < crate::metadata::HEARTBEAT_INTERVAL) {
+                return Ok(Vec::new());
+            }
+            *checked = Some(now);
+        }
+        let before = crate::metadata::now() - crate::metadata::STALE_AFTER.as_micros() as i64;
+        Ok(self.metadata().fail_stale_runs(before).await?)
     }
 
     /// A run by id or name.

@@ -57,7 +57,7 @@ pub struct Shape {
 /// source -> width branches (add, check, add) -> sum; a marked step ordered
 /// after the source without data.
 #[pipeline(name = "zf_conformance")]
-fn conformance_pipeline(shape: &Shape) {
+pub fn conformance_pipeline(shape: &Shape) {
     let s = source(0);
     let mut parts = Vec::new();
     for i in 0..shape.width {

@@ -7,6 +7,14 @@
 //! `--durability relaxed` measures the opt-in mode whose local stores skip
 //! fsync (see `zenflow_stacks::config`).
 //!
+//! `W7` runs W1_50, W2 and W4 on the staging stack (PostgreSQL metadata, S3
+//! artifacts) and, alternating with it, on the local stack, and times one
+//! PostgreSQL commit round trip. It takes the servers from
+//! `ZENFLOW_BENCH_POSTGRES_URL` (an admin URL: each measurement gets a fresh
+//! database) and `ZENFLOW_BENCH_S3_ENDPOINT`, `_BUCKET`, `_ACCESS_KEY`,
+//! `_SECRET_KEY`; `bash benches/w7.sh` starts both on 127.0.0.1 when they
+//! are missing. It is not in the default list.
+//!
 //! Prints one JSON line per workload: median, min and max seconds of the
 //! timed repeats (after one warm-up), per-step figures, and the peak RSS of
 //! the process that ran it. Each workload runs in a child process of its own
@@ -20,6 +28,9 @@ use std::time::Instant;
 use zenflow::{Pipeline, RunOptions};
 
 const WORKLOADS: [&str; 8] = ["W1_10", "W1_50", "W2", "W3", "W4", "W5", "W6_plan", "W6_chain"];
+
+/// Workloads that need servers, run only when asked for.
+const ON_SERVERS: [&str; 1] = ["W7"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -51,8 +62,8 @@ fn main() -> ExitCode {
     let exe = std::env::current_exe().expect("own path");
     let mut failed = false;
     for w in &only {
-        if !WORKLOADS.contains(&w.as_str()) {
-            eprintln!("unknown workload `{w}`; workloads: {}", WORKLOADS.join(", "));
+        if !WORKLOADS.contains(&w.as_str()) && !ON_SERVERS.contains(&w.as_str()) {
+            eprintln!("unknown workload `{w}`; workloads: {}, {}", WORKLOADS.join(", "), ON_SERVERS.join(", "));
             return ExitCode::from(2);
         }
         let level = if durability == zenflow::stacks::Durability::Full { "full" } else { "relaxed" };
@@ -144,6 +155,9 @@ fn run<P: Pipeline>(p: &P, stack: &zenflow::Stack, cfg: &P::Config, options: Run
 }
 
 fn child(w: &str, repeats: usize, durability: zenflow::stacks::Durability) -> Result<String, String> {
+    if w == "W7" {
+        return staging::w7(repeats);
+    }
     let (_dir, stack) = benches::fresh_stack_with(durability);
     Ok(match w {
         "W1_10" | "W1_50" => {
@@ -276,4 +290,137 @@ fn child(w: &str, repeats: usize, durability: zenflow::stacks::Durability) -> Re
         }
         other => return Err(format!("unknown workload {other}")),
     })
+}
+
+/// W7: the staging stack beside the local one.
+mod staging {
+    use super::*;
+
+    fn var(name: &str) -> Result<String, String> {
+        std::env::var(name)
+            .map_err(|_| format!("{name} is not set: run `bash benches/w7.sh`, which starts the servers"))
+    }
+
+    /// A fresh database on the benchmark's server; its URL.
+    fn fresh_database(rt: &tokio::runtime::Runtime, n: usize) -> Result<String, String> {
+        let admin = var("ZENFLOW_BENCH_POSTGRES_URL")?;
+        let name = format!("zf_bench_{}_{n}", std::process::id());
+        rt.block_on(async {
+            let (client, conn) =
+                tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await.map_err(|e| e.to_string())?;
+            client.batch_execute(&format!("CREATE DATABASE {name}")).await.map_err(|e| e.to_string())
+        })?;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
+        Ok(format!("{base}/{name}"))
+    }
+
+    /// A fresh PostgreSQL + S3 stack (a new database, a new S3 prefix).
+    fn fresh_staging(rt: &tokio::runtime::Runtime, n: usize) -> Result<(tempfile::TempDir, zenflow::Stack), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let db = fresh_database(rt, n)?;
+        let toml = format!(
+            "[stacks.staging]\nmetadata_store = \"{db}\"\n[stacks.staging.artifact_store]\n\
+             url = \"s3://{bucket}/bench-{pid}-{n}\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"{key}\"\nsecret_access_key = \"{secret}\"\nallow_http = true\n",
+            bucket = var("ZENFLOW_BENCH_S3_BUCKET")?,
+            pid = std::process::id(),
+            endpoint = var("ZENFLOW_BENCH_S3_ENDPOINT")?,
+            key = var("ZENFLOW_BENCH_S3_ACCESS_KEY")?,
+            secret = var("ZENFLOW_BENCH_S3_SECRET_KEY")?,
+        );
+        std::fs::write(dir.path().join("zenflow.toml"), toml).map_err(|e| e.to_string())?;
+        let stack = zenflow::stacks::config::Stacks::load(dir.path())
+            .and_then(|s| s.open("staging"))
+            .map_err(|e| e.to_string())?;
+        Ok((dir, stack))
+    }
+
+    /// The median time of `BEGIN; INSERT; COMMIT` (one synced commit) on the server.
+    fn commit_round_trip(rt: &tokio::runtime::Runtime) -> Result<Stats, String> {
+        let url = fresh_database(rt, 0)?;
+        rt.block_on(async {
+            let (client, conn) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            client.batch_execute("CREATE TABLE probe (n BIGINT)").await.map_err(|e| e.to_string())?;
+            let mut samples = Vec::new();
+            for i in 0..51i64 {
+                let t = Instant::now();
+                client
+                    .batch_execute(&format!("BEGIN; INSERT INTO probe VALUES ({i}); COMMIT"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if i > 0 {
+                    samples.push(t.elapsed().as_secs_f64());
+                }
+            }
+            Ok(stats(samples))
+        })
+    }
+
+    /// One timed run of a workload on a stack.
+    type RunOnce = dyn Fn(&zenflow::Stack) -> Result<(), String>;
+
+    pub fn w7(repeats: usize) -> Result<String, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let commit = commit_round_trip(&rt)?;
+        let mut lines = Vec::new();
+        for (n, w) in ["W1_50", "W2", "W4"].into_iter().enumerate() {
+            let (steps, run_once): (usize, Box<RunOnce>) = match w {
+                "W1_50" => (50, Box::new(|s| run(&chain, s, &50, no_cache()))),
+                "W2" => (34, Box::new(|s| run(&fan, s, &32, no_cache()))),
+                _ => (
+                    10,
+                    Box::new(|s| {
+                        let r = chain.run(s, &10).map_err(|e| e.to_string())?;
+                        if r.cached().len() != 10 {
+                            return Err(format!("expected 10 cached steps, got {}", r.cached().len()));
+                        }
+                        Ok(())
+                    }),
+                ),
+            };
+            // Both stacks fresh; W4 fills its cache first. Then the same
+            // number of timed runs on each, alternating, so that both see
+            // the same machine.
+            let (_local_dir, local) = benches::fresh_stack();
+            let (_staging_dir, staging) = fresh_staging(&rt, n + 1)?;
+            for stack in [&local, &staging] {
+                if w == "W4" {
+                    run(&chain, stack, &10, RunOptions::default())?;
+                }
+                run_once(stack)?;
+            }
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..repeats {
+                let t = Instant::now();
+                run_once(&staging)?;
+                ours.push(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                run_once(&local)?;
+                theirs.push(t.elapsed().as_secs_f64());
+            }
+            let (s, l) = (stats(ours), stats(theirs));
+            lines.push(line(
+                &format!("W7_{w}"),
+                steps,
+                &s,
+                json!({
+                    "stack": "postgres+s3",
+                    "local_median_s": l.median,
+                    "local_samples_s": l.samples,
+                    "ratio_to_local": s.median / l.median,
+                    "pg_commit_round_trip_median_s": commit.median,
+                    "pg_commit_round_trip_min_s": commit.min,
+                }),
+            ));
+        }
+        Ok(lines.join("\n"))
+    }
 }

@@ -1,12 +1,12 @@
-//! Metadata stores.
+//! Metadata stores: SQLite (embedded) and PostgreSQL (shared), over one
+//! SQL layer (`metadata/sql`) that holds their statements and row mapping.
 
 pub mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(feature = "postgres")]
-mod postgres_tls;
+pub(crate) mod sql;
 mod sqlite;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresMetadataStore;
-pub use sqlite::{SqliteMetadataStore, Synchronous};
+pub use sqlite::{SqliteMetadataStore, Synchronous, COMMIT_WINDOW};

@@ -360,7 +360,10 @@ mod tests {
         assert_eq!((require.mode, require.roots), (SslMode::VerifyCa, Some(Roots::File("ca.pem".into()))));
         assert_eq!(settings_with("postgres://h/d?sslmode=require", &env).unwrap().roots, None);
         assert_eq!(settings_with("postgres://h/d?sslmode=allow", &env).unwrap().mode, SslMode::Prefer);
-        assert_eq!(settings_with("postgres://h/d?sslmode=disable", &env).unwrap().url, "postgres://h/d?sslmode=disable");
+        assert_eq!(
+            settings_with("postgres://h/d?sslmode=disable", &env).unwrap().url,
+            "postgres://h/d?sslmode=disable"
+        );
         // Nothing is checked under prefer, so a CA file is not needed then.
         assert_eq!(settings_with("postgres://h/d?sslrootcert=ca.pem", &env).unwrap().roots, None);
         let kv = settings_with("host=localhost user=u", &env).unwrap();
@@ -377,8 +380,8 @@ mod tests {
         let s = settings_with("postgres://h/d?sslmode=verify-full&sslrootcert=system", &env).unwrap();
         assert_eq!((s.mode, s.roots), (SslMode::VerifyFull, Some(Roots::System)));
         for weaker in ["verify-ca", "require", "prefer", "disable"] {
-            let err = settings_with(&format!("postgres://u:pw@h/d?sslmode={weaker}&sslrootcert=system"), &env)
-                .unwrap_err();
+            let err =
+                settings_with(&format!("postgres://u:pw@h/d?sslmode={weaker}&sslrootcert=system"), &env).unwrap_err();
             assert!(err.contains("needs sslmode=verify-full") && err.contains(weaker), "{err}");
             assert!(!err.contains("pw"), "{err}");
         }

@@ -1,0 +1,129 @@
+# Real services on 127.0.0.1 for the service tier and the benches: sourced
+# by .ci/run and benches/*.sh. Each start function installs what it needs
+# when missing (Debian packages, crates.io, PyPI: inside the clone, under
+# target/ci-tools, never in $HOME), starts one server in $SVC_WORK, exports
+# the variables the tests read, and registers the server's PID so that
+# `svc_stop_all` (run on exit) stops exactly what was started.
+#
+#   source .ci/services.sh
+#   svc_init                 # a temporary folder; stops everything on exit
+#   svc_postgres             # ZENFLOW_TEST_POSTGRES_URL, ..._TLS_URL, ..._CA, ..._OTHER_CA
+#   svc_s3                   # ZENFLOW_TEST_S3_ENDPOINT, _BUCKET, _ACCESS_KEY, _SECRET_KEY
+
+SVC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SVC_TOOLS="$SVC_ROOT/target/ci-tools"
+SVC_PIDS=()
+SVC_PG_DATA=""
+SVC_PG_BIN=""
+
+svc_init() {
+    SVC_WORK=$(mktemp -d)
+    chmod 755 "$SVC_WORK" # the postgres user must reach its data folder inside
+    trap svc_stop_all EXIT
+}
+
+svc_stop_all() {
+    if [ -n "$SVC_PG_DATA" ]; then
+        runuser -u postgres -- "$SVC_PG_BIN/pg_ctl" -D "$SVC_PG_DATA" -m fast stop >/dev/null 2>&1 || true
+        SVC_PG_DATA=""
+    fi
+    local pid
+    for pid in "${SVC_PIDS[@]}"; do
+        # A process group where the server has children (Ray, MLServer).
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${SVC_PIDS[@]}"; do
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    done
+    SVC_PIDS=()
+    [ -n "${SVC_WORK:-}" ] && rm -rf "$SVC_WORK"
+}
+
+# Waits up to 30 s for a TCP port on 127.0.0.1.
+svc_wait_port() {
+    local port=$1
+    for _ in $(seq 1 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$port after 30 s" >&2
+    return 1
+}
+
+# PostgreSQL from Debian's packages, password authentication over TCP, and
+# TLS as managed databases serve it: a CA of this run signs a certificate
+# for localhost; the role tls_only may connect over TLS only.
+svc_postgres() {
+    local port=${1:-55432}
+    SVC_PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -z "$SVC_PG_BIN" ] || [ ! -x "$SVC_PG_BIN/initdb" ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        SVC_PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    fi
+    local pg="$SVC_WORK/pg"
+    mkdir -p "$pg"
+    chown postgres "$pg"
+    # Local socket connections are trusted (to set the password); TCP ones need it.
+    runuser -u postgres -- "$SVC_PG_BIN/initdb" -D "$pg/data" -U postgres --auth-local=trust \
+        --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+    (
+        cd "$pg"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=zenflow CI CA" \
+            -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+        printf 'subjectAltName=DNS:localhost\n' >san.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext \
+            -out server.pem 2>/dev/null
+        chown postgres server.key server.pem
+        chmod 600 server.key
+        # A CA that signed nothing the server holds: what an interceptor's
+        # certificate looks like to a client that trusts it.
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=another CA" \
+            -keyout other-ca.key -out other-ca.pem 2>/dev/null
+    )
+    {
+        echo "hostnossl all tls_only 127.0.0.1/32 reject"
+        echo "hostssl all tls_only 127.0.0.1/32 scram-sha-256"
+        cat "$pg/data/pg_hba.conf"
+    } >"$pg/hba" && mv "$pg/hba" "$pg/data/pg_hba.conf" && chown postgres "$pg/data/pg_hba.conf"
+    SVC_PG_DATA="$pg/data"
+    runuser -u postgres -- "$SVC_PG_BIN/pg_ctl" -D "$SVC_PG_DATA" -l "$pg/log" -w \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $pg -c ssl=on \
+            -c ssl_cert_file=$pg/server.pem -c ssl_key_file=$pg/server.key" start >/dev/null
+    local password="pw-$RANDOM-$RANDOM"
+    runuser -u postgres -- psql -q -h "$pg" -p "$port" -U postgres \
+        -c "ALTER USER postgres PASSWORD '$password'" \
+        -c "CREATE ROLE tls_only LOGIN CREATEDB PASSWORD '$password'" >/dev/null
+    export ZENFLOW_TEST_POSTGRES_URL="postgres://postgres:$password@127.0.0.1:$port/postgres"
+    export ZENFLOW_TEST_POSTGRES_TLS_URL="postgres://tls_only:$password@localhost:$port/postgres"
+    export ZENFLOW_TEST_POSTGRES_CA="$pg/ca.pem"
+    export ZENFLOW_TEST_POSTGRES_OTHER_CA="$pg/other-ca.pem"
+    echo "PostgreSQL $("$SVC_PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+
+# s3s-fs from crates.io (it checks SigV4 signatures, so wrong credentials
+# really fail), built once into target/ci-tools.
+svc_s3() {
+    local port=${1:-8014}
+    local bin="$SVC_TOOLS/bin/s3s-fs"
+    if [ ! -x "$bin" ]; then
+        cargo install -q --locked s3s-fs --version 0.14.1 --features binary --root "$SVC_TOOLS" >/dev/null
+    fi
+    local key="zenflow-ci-$RANDOM"
+    local secret="secret-$RANDOM-$RANDOM"
+    mkdir -p "$SVC_WORK/s3/zenflow-test"
+    setsid "$bin" --host 127.0.0.1 --port "$port" --access-key "$key" --secret-key "$secret" "$SVC_WORK/s3" \
+        >"$SVC_WORK/s3.log" 2>&1 &
+    SVC_PIDS+=($!)
+    svc_wait_port "$port"
+    export ZENFLOW_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+    export ZENFLOW_TEST_S3_BUCKET=zenflow-test
+    export ZENFLOW_TEST_S3_ACCESS_KEY="$key"
+    export ZENFLOW_TEST_S3_SECRET_KEY="$secret"
+    echo "s3s-fs on 127.0.0.1:$port"
+}

@@ -1,0 +1,849 @@
+//! Group commit for the PostgreSQL store.
+//!
+//! Writes join one open transaction on a connection the store keeps,
+//! committed at most [`COMMIT_WINDOW`] after its first write (by a timer
+//! task), or at once by `set_run_status`, `flush` and planned runs. The
+//! commit is PostgreSQL's own, with `synchronous_commit` as the server has
+//! it: a run is reported finished only after the commit that makes all of
+//! it durable. Each write sends its statements pipelined, prepared once per
+//! connection: one round trip for the statements, one more when it first
+//! takes a name's version lock or checks references it has not seen.
+//!
+//! **No waiting while holding locks.** Version numbers per artifact name
+//! are taken under a transaction-scoped advisory lock on the name. A batch
+//! only ever *tries* a lock (`pg_try_advisory_xact_lock`); when another
+//! process holds it, the batch is committed first, and the lock is then
+//! waited for by a transaction that holds nothing else, in name order. So
+//! two processes writing the same names (the same pipeline, at once) never
+//! wait for each other in a cycle, and no batch is lost to a deadlock.
+//! A new pipeline's row is committed at once, for the same reason.
+
+use super::{bind, pg_error, query, Failure, PgResult, PostgresMetadataStore};
+use crate::metadata::sql::batch::{BatchLog, KnownIds, Lost, RunRow};
+use crate::metadata::sql::write::{marker_params, references, Dialect, Ops, Prepared, Reference, Returns};
+use crate::metadata::sql::{statements as q, SqlRow, Value};
+use deadpool_postgres::Object;
+use futures::FutureExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::MutexGuard;
+use zenflow_core::metadata::*;
+
+/// How long writes may stay in the open transaction before they are
+/// committed: the most a crash of this process can take back of what a run
+/// recorded, and the longest another process waits for a name's version lock.
+pub(super) const COMMIT_WINDOW: Duration = Duration::from_millis(10);
+
+/// Tries the version lock `$1` (see [`version_lock`]).
+const TRY_LOCK: &str = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))";
+
+/// Waits for the version lock `$1`.
+const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+
+/// The lock under which version numbers of artifact `name` are taken: one
+/// per pipeline (artifact names are `<pipeline>.<invocation>.<output>`, and
+/// neither an invocation id nor an output name holds a dot), so a batch
+/// takes it once for all of a run's steps, not once per step. Two processes
+/// running the same pipeline at once take turns, a batch at a time.
+fn version_lock(name: &str) -> &str {
+    let mut parts = name.rsplitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some(pipeline)) => pipeline,
+        _ => name,
+    }
+}
+
+/// The batch of one store handle.
+pub(super) struct Batcher {
+    state: tokio::sync::Mutex<State>,
+    /// Whether writes of this handle are not committed yet: reads then go
+    /// through the batch's connection, to see them.
+    uncommitted: AtomicBool,
+    /// Ids known to exist (writes that refer only to them skip the check).
+    known: Mutex<KnownIds>,
+    location: String,
+    /// How long a batch stays open ([`COMMIT_WINDOW`] unless set).
+    window: Duration,
+}
+
+/// A write sent without waiting for its answer (see [`Batcher::send`]).
+type Unacknowledged = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
+
+pub(super) struct State {
+    /// The connection of the batch, kept from one batch to the next.
+    conn: Option<Arc<Object>>,
+    /// Writes of the open batch sent but not yet answered, in order. (In a
+    /// mutex only to make `State` `Sync`; it is reached through `&mut`.)
+    pending: Mutex<Vec<Unacknowledged>>,
+    /// Whether `BEGIN` was sent.
+    open: bool,
+    /// When the oldest write not yet committed was made.
+    since: Option<Instant>,
+    /// Number of the open batch.
+    batch: u64,
+    /// Artifact names whose version lock the open transaction holds.
+    locks: HashSet<String>,
+    /// `running` markers not yet written (see the SQLite store: a step that
+    /// finishes within its batch never needs one).
+    markers: HashMap<String, StepRunWrite>,
+    log: BatchLog,
+    lost: Lost,
+}
+
+impl State {
+    fn take_pending(&mut self) -> Vec<Unacknowledged> {
+        std::mem::take(self.pending.get_mut().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The connection a read runs on.
+pub(super) enum Reader<'a> {
+    /// A pooled connection (the read needs nothing uncommitted).
+    Pool(Box<Object>, &'a str),
+    /// The batch's connection, inside its transaction.
+    Batch(MutexGuard<'a, State>, &'a Batcher),
+}
+
+impl Reader<'_> {
+    /// The connection.
+    pub(super) fn client(&self) -> &Object {
+        match self {
+            Reader::Pool(c, _) => c,
+            Reader::Batch(state, _) => state.conn.as_deref().expect("a batch reader has a connection"),
+        }
+    }
+
+    /// The read's outcome. A read that failed inside the batch aborted its
+    /// transaction: the batch is lost.
+    pub(super) async fn done<T>(&mut self, result: Result<T, Failure>) -> PgResult<T> {
+        match (result, self) {
+            (Ok(v), _) => Ok(v),
+            (Err(Failure::Store(e)), _) => Err(e),
+            (Err(Failure::Pg(e)), Reader::Pool(_, location)) => Err(pg_error(location, e)),
+            (Err(Failure::Pg(e)), Reader::Batch(state, batcher)) => Err(batcher.lose(state, e).await),
+        }
+    }
+}
+
+/// A [`Value`] that owns its data, for a write sent without waiting.
+enum Owned {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Blob(Option<Vec<u8>>),
+}
+
+impl From<&Value<'_>> for Owned {
+    fn from(v: &Value<'_>) -> Self {
+        match *v {
+            Value::Text(t) => Owned::Text(t.map(str::to_string)),
+            Value::Int(i) => Owned::Int(i),
+            Value::Real(r) => Owned::Real(r),
+            Value::Blob(b) => Owned::Blob(b.map(<[u8]>::to_vec)),
+        }
+    }
+}
+
+impl Owned {
+    fn as_value(&self) -> Value<'_> {
+        match self {
+            Owned::Text(t) => Value::Text(t.as_deref()),
+            Owned::Int(i) => Value::Int(*i),
+            Owned::Real(r) => Value::Real(*r),
+            Owned::Blob(b) => Value::Blob(b.as_deref()),
+        }
+    }
+}
+
+/// Runs `ops` as one statement: each becomes a data-modifying `WITH` query
+/// of one `INSERT`/`UPDATE` (their placeholders renumbered), so a write is
+/// one message and one answer, not one per statement (each costs a
+/// `Sync`, a flush and a wake-up on both sides). Returns what its
+/// [`Returns::Version`] and [`Returns::Count`] statements gave, in order.
+///
+/// The parts run on one snapshot, so none may read what another writes:
+/// true of a write's statements, which touch distinct rows (the artifact
+/// version's number is read from versions committed before).
+async fn run_ops(c: &Object, ops: &Ops<'_>) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let combined = combine(ops);
+    let stmt = c.prepare_cached(&combined).await?;
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        ops.ops.iter().flat_map(|op| bind(ops.params(op))).collect();
+    let versions = ops.ops.iter().filter(|op| op.returns != Returns::Nothing).count();
+    if versions == 0 {
+        c.execute(&stmt, &params).await?;
+        return Ok(Vec::new());
+    }
+    let row = c.query_one(&stmt, &params).await?;
+    (0..versions).map(|i| row.try_get::<_, i64>(i)).collect()
+}
+
+/// The one statement of [`run_ops`] for `ops`, built once per sequence of
+/// statements (a step's shape: how many inputs, outputs, checks).
+fn combine(ops: &Ops<'_>) -> std::sync::Arc<str> {
+    type Shapes = Mutex<HashMap<Vec<usize>, std::sync::Arc<str>>>;
+    static SHAPES: std::sync::LazyLock<Shapes> = std::sync::LazyLock::new(Default::default);
+    let shape: Vec<usize> = ops.ops.iter().map(|op| op.sql.as_ptr() as usize).collect();
+    if let Some(sql) = SHAPES.lock().unwrap_or_else(PoisonError::into_inner).get(&shape) {
+        return sql.clone();
+    }
+    let mut with = Vec::with_capacity(ops.ops.len());
+    let mut returned = Vec::new();
+    let mut offset = 0;
+    for (i, op) in ops.ops.iter().enumerate() {
+        match op.returns {
+            Returns::Nothing => with.push(format!("w{i} AS ({})", renumber(op.sql, offset))),
+            Returns::Version => {
+                with.push(format!("w{i} AS ({})", renumber(op.sql, offset)));
+                returned.push(format!("(SELECT version FROM w{i})"));
+            }
+            Returns::Count => {
+                with.push(format!("w{i} AS ({} RETURNING 1)", renumber(op.sql, offset)));
+                returned.push(format!("(SELECT count(*) FROM w{i})"));
+            }
+        }
+        offset += ops.params(op).len();
+    }
+    let tail = if returned.is_empty() { "1".to_string() } else { returned.join(", ") };
+    let sql: std::sync::Arc<str> = format!("WITH {} SELECT {tail}", with.join(", ")).into();
+    SHAPES.lock().unwrap_or_else(PoisonError::into_inner).insert(shape, sql.clone());
+    sql
+}
+
+/// `sql` with every placeholder `$n` written `$(n + offset)`.
+fn renumber(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        let n: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+        out.push_str(&format!("${}", n + offset));
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Runs one statement per value of `args`, pipelined; the first column of
+/// each one's single row.
+async fn each<T: for<'r> tokio_postgres::types::FromSql<'r>>(
+    c: &Object,
+    sql: &str,
+    args: &[&str],
+) -> Result<Vec<T>, tokio_postgres::Error> {
+    if args.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stmt = c.prepare_cached(sql).await?;
+    let stmt = &stmt;
+    futures::future::try_join_all(args.iter().map(|a| async move {
+        c.query_one(stmt, &[a as &(dyn tokio_postgres::types::ToSql + Sync)]).await?.try_get(0)
+    }))
+    .await
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        // The last holder is gone (the store, and the commit timer, whose
+        // runtime stopped before it fired): nothing can commit any more.
+        if self.has_uncommitted() {
+            tracing::warn!(
+                "{}: writes of the last {:?} were not committed: the runtime stopped before the \
+                 store committed them; call `flush` (or finish the run) before stopping it",
+                self.location,
+                self.window
+            );
+        }
+    }
+}
+
+impl Batcher {
+    pub(super) fn new(location: String) -> Self {
+        Batcher {
+            state: tokio::sync::Mutex::new(State {
+                conn: None,
+                pending: Mutex::new(Vec::new()),
+                open: false,
+                since: None,
+                batch: 0,
+                locks: HashSet::new(),
+                markers: HashMap::new(),
+                log: BatchLog::default(),
+                lost: Lost::default(),
+            }),
+            uncommitted: AtomicBool::new(false),
+            known: Mutex::new(KnownIds::default()),
+            location,
+            window: COMMIT_WINDOW,
+        }
+    }
+
+    /// The same batcher with batches open for `window` at most.
+    pub(super) fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    pub(super) fn has_uncommitted(&self) -> bool {
+        self.uncommitted.load(Ordering::Acquire)
+    }
+
+    fn known_ids(&self) -> std::sync::MutexGuard<'_, KnownIds> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remembers that `ids` exist.
+    pub(super) fn known<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let mut known = self.known_ids();
+        for id in ids {
+            known.insert(id);
+        }
+    }
+
+    /// Sends `ops` in the open batch without waiting for the answer: for
+    /// writes whose answer the caller does not need (nothing the database
+    /// assigns), so that the caller's next statement follows in the same
+    /// round trip. Its references are checked first, so it fails only if
+    /// the database does; then the batch is lost, which the run's next
+    /// write or its commit reports, with this write's error.
+    async fn send(&self, state: &mut State, ops: &Ops<'_>) -> Result<(), tokio_postgres::Error> {
+        let c = state.conn.clone().expect("an open batch has a connection");
+        // Prepared first (once per connection), so that the write itself is
+        // one message, sent when its future is first polled, below.
+        let stmt = c.prepare_cached(&combine(ops)).await?;
+        let params: Vec<Owned> = ops.ops.iter().flat_map(|op| ops.params(op).iter().map(Owned::from)).collect();
+        let mut write: Unacknowledged = Box::pin(async move {
+            let values: Vec<Value<'_>> = params.iter().map(Owned::as_value).collect();
+            c.execute(&stmt, &bind(&values)).await.map(|_| ())
+        });
+        match std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await {
+            std::task::Poll::Ready(done) => done,
+            std::task::Poll::Pending => {
+                state.pending.get_mut().unwrap_or_else(PoisonError::into_inner).push(write);
+                Ok(())
+            }
+        }
+    }
+
+    /// The answers of writes sent without waiting: the first error.
+    async fn acknowledge(pending: Vec<Unacknowledged>) -> Result<(), tokio_postgres::Error> {
+        for write in pending {
+            write.await?;
+        }
+        Ok(())
+    }
+
+    fn backend(&self, message: String) -> MetadataError {
+        MetadataError::Backend { location: self.location.clone(), message }
+    }
+
+    /// The batch's connection for a read, with the pending markers written,
+    /// if this handle has uncommitted writes.
+    pub(super) async fn reader<'a>(self: &'a Arc<Self>, store: &PostgresMetadataStore) -> PgResult<Option<Reader<'a>>> {
+        let mut state = self.state.lock().await;
+        if !state.markers.is_empty() {
+            self.open(store, &mut state).await?;
+            self.write_markers(&mut state).await?;
+        }
+        if !state.open {
+            return Ok(None);
+        }
+        Ok(Some(Reader::Batch(state, self)))
+    }
+
+    /// The connection of the batch (taken from the pool when there is none).
+    async fn connect(&self, store: &PostgresMetadataStore, state: &mut State) -> PgResult<()> {
+        if state.conn.as_ref().is_some_and(|c| c.is_closed()) {
+            state.conn = None;
+            if state.open || state.since.is_some() {
+                // The server rolled the open batch back when it lost it.
+                let reason = format!(
+                    "the connection to the database closed with a batch open; the writes of the last \
+                     {:?} were rolled back with it",
+                    self.window
+                );
+                self.forget(state, &reason);
+                return Err(self.backend(reason));
+            }
+        }
+        if state.conn.is_none() {
+            state.conn = Some(Arc::new(store.client().await?));
+        }
+        Ok(())
+    }
+
+    /// Opens the batch's transaction unless it is open.
+    async fn open(self: &Arc<Self>, store: &PostgresMetadataStore, state: &mut State) -> PgResult<()> {
+        self.connect(store, state).await?;
+        if !state.open {
+            let c = state.conn.as_ref().expect("connected");
+            // Sent now, answered with the batch's next statements: no
+            // round trip of its own. (tokio-postgres sends a request when its
+            // future is first polled, and discards the answer of one
+            // dropped.) Should it fail, so do the statements after it, and
+            // the batch is lost with their error.
+            if c.batch_execute("BEGIN").now_or_never().is_some_and(|r| r.is_err()) {
+                state.conn = None;
+                return Err(self.backend("cannot start a transaction: the connection is closed".into()));
+            }
+            state.open = true;
+            self.dirty(state);
+        }
+        Ok(())
+    }
+
+    /// Something waits to be committed: the window starts now, unless it
+    /// has already, and a timer commits it when it ends.
+    fn dirty(self: &Arc<Self>, state: &mut State) {
+        self.uncommitted.store(true, Ordering::Release);
+        if state.since.is_none() {
+            state.since = Some(Instant::now());
+            let batch = state.batch;
+            let me = self.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    tokio::time::sleep(me.window).await;
+                    let mut state = me.state.lock().await;
+                    if state.batch == batch && state.since.is_some() {
+                        if let Err(e) = me.commit(&mut state).await {
+                            tracing::error!("{e}");
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Writes the pending markers into the open batch: one round trip.
+    async fn write_markers(&self, state: &mut State) -> PgResult<()> {
+        if state.markers.is_empty() {
+            return Ok(());
+        }
+        let markers: Vec<StepRunWrite> = state.markers.drain().map(|(_, m)| m).collect();
+        let c = state.conn.as_ref().expect("an open batch has a connection");
+        let written = async {
+            let stmt = c.prepare_cached(q::UPSERT_MARKER).await?;
+            let stmt = &stmt;
+            futures::future::try_join_all(markers.iter().map(|m| async move {
+                let params = marker_params(&m.step_run);
+                c.execute(stmt, &bind(&params)).await
+            }))
+            .await
+        }
+        .await;
+        match written {
+            Ok(counts) => {
+                for (m, n) in markers.iter().zip(counts) {
+                    let sr = &m.step_run;
+                    if n == 0 {
+                        tracing::warn!(step = %sr.invocation, "not recording that the step is running: run `{}` does not exist", sr.run_id);
+                    } else {
+                        state.log.wrote(sr);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.lose(state, e).await),
+        }
+    }
+
+    /// A statement of the batch failed: PostgreSQL aborted its transaction,
+    /// so the batch is rolled back and its runs are lost.
+    async fn lose(&self, state: &mut State, e: tokio_postgres::Error) -> MetadataError {
+        // An earlier write sent without waiting may be what failed (the
+        // statements after it then only say the transaction is aborted).
+        let e = match Self::acknowledge(state.take_pending()).await {
+            Err(first) => first,
+            Ok(()) => e,
+        };
+        let reason = match pg_error(&self.location, e) {
+            MetadataError::Backend { message, .. } => message,
+            other => other.to_string(),
+        };
+        let reason = format!("{reason}; the writes of the last {:?} were rolled back with it", self.window);
+        if let Some(c) = &state.conn {
+            if c.batch_execute("ROLLBACK").await.is_err() {
+                state.conn = None;
+            }
+        }
+        self.forget(state, &reason);
+        self.backend(reason)
+    }
+
+    /// The open batch is gone: its runs are lost.
+    fn forget(&self, state: &mut State, reason: &str) {
+        state.take_pending();
+        state.open = false;
+        state.since = None;
+        state.batch += 1;
+        state.locks.clear();
+        state.markers.clear();
+        let State { log, lost, .. } = state;
+        lost.lose(log, reason);
+        self.known_ids().clear();
+        self.uncommitted.store(false, Ordering::Release);
+    }
+
+    /// Writes the markers and commits the batch, if any. A failed commit
+    /// loses the batch's runs.
+    async fn commit(&self, state: &mut State) -> PgResult<()> {
+        if !state.markers.is_empty() {
+            match &state.conn {
+                // Markers are only added with a connection.
+                None => state.markers.clear(),
+                Some(c) => {
+                    if !state.open {
+                        if let Err(e) = c.batch_execute("BEGIN").await {
+                            return Err(self.lose(state, e).await);
+                        }
+                        state.open = true;
+                    }
+                    self.write_markers(state).await?;
+                }
+            }
+        }
+        state.since = None;
+        if !state.open {
+            self.uncommitted.store(false, Ordering::Release);
+            return Ok(());
+        }
+        self.commit_with(state, None).await.map(|_| ())
+    }
+
+    /// Sends `last` (when given) and `COMMIT` together, one round trip, and
+    /// returns what `last` returned. The batch must be open.
+    async fn commit_with(&self, state: &mut State, last: Option<&Ops<'_>>) -> PgResult<Vec<i64>> {
+        state.since = None;
+        let c = state.conn.clone().expect("an open batch has a connection");
+        let pending = Self::acknowledge(state.take_pending());
+        // If anything before it failed, PostgreSQL takes this COMMIT as a ROLLBACK.
+        let (acknowledged, ran, committed) = match last {
+            None => {
+                let (a, c) = futures::future::join(pending, c.batch_execute("COMMIT")).await;
+                (a, Ok(Vec::new()), c)
+            }
+            Some(ops) => futures::future::join3(pending, run_ops(&c, ops), c.batch_execute("COMMIT")).await,
+        };
+        let failed = match (acknowledged, ran, committed) {
+            (Ok(()), Ok(values), Ok(())) => {
+                state.open = false;
+                state.batch += 1;
+                state.locks.clear();
+                state.log.clear();
+                self.uncommitted.store(false, Ordering::Release);
+                return Ok(values);
+            }
+            (Err(e), _, _) | (Ok(()), Err(e), _) | (Ok(()), Ok(_), Err(e)) => e,
+        };
+        let reason = match pg_error(&self.location, failed) {
+            MetadataError::Backend { message, .. } => message,
+            other => other.to_string(),
+        };
+        let reason = format!("committing them failed: {reason}");
+        if c.is_closed() || c.batch_execute("ROLLBACK").await.is_err() {
+            state.conn = None;
+        }
+        self.forget(state, &reason);
+        Err(self.backend(reason))
+    }
+
+    /// Commits if the window has passed.
+    async fn commit_if_due(&self, state: &mut State) -> PgResult<()> {
+        if state.since.is_some_and(|t| t.elapsed() >= self.window) {
+            self.commit(state).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that what `w` refers to exists (unless known), and takes the
+    /// version locks of its new artifact names: one round trip. A lock
+    /// another process holds is waited for only once this batch is
+    /// committed (see the module's documentation).
+    async fn prepare_write(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        state: &mut State,
+        w: &StepRunWrite,
+    ) -> PgResult<()> {
+        let unknown: Vec<Reference<'_>> = {
+            let known = self.known_ids();
+            let mut seen = HashSet::new();
+            references(w).filter(|r| !known.contains(r.exists_query().1) && seen.insert(r.exists_query().1)).collect()
+        };
+        let mut names: Vec<&str> = w.new_outputs.iter().map(|a| version_lock(&a.name)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let unlocked: Vec<&str> = names.iter().copied().filter(|n| !state.locks.contains(*n)).collect();
+        if unknown.is_empty() && unlocked.is_empty() {
+            return Ok(());
+        }
+        let c = state.conn.as_ref().expect("an open batch has a connection");
+        let runs: Vec<&str> =
+            unknown.iter().filter(|r| matches!(r, Reference::Run(_))).map(|r| r.exists_query().1).collect();
+        let artifacts: Vec<&str> =
+            unknown.iter().filter(|r| matches!(r, Reference::Artifact(_))).map(|r| r.exists_query().1).collect();
+        let sent = futures::future::try_join3(
+            each::<bool>(c, q::RUN_EXISTS, &runs),
+            each::<bool>(c, q::ARTIFACT_EXISTS, &artifacts),
+            each::<bool>(c, TRY_LOCK, &unlocked),
+        )
+        .await;
+        let (runs_exist, artifacts_exist, locked) = match sent {
+            Ok(v) => v,
+            Err(e) => return Err(self.lose(state, e).await),
+        };
+        for (id, exists) in runs.iter().zip(&runs_exist).chain(artifacts.iter().zip(&artifacts_exist)) {
+            if !exists {
+                let r = unknown.iter().find(|r| r.exists_query().1 == *id).copied().unwrap_or(Reference::Run(id));
+                return Err(r.missing(w));
+            }
+        }
+        self.known(runs.iter().chain(&artifacts).copied());
+        for (name, got) in unlocked.iter().zip(&locked) {
+            if *got {
+                state.locks.insert(name.to_string());
+            }
+        }
+        if locked.iter().all(|got| *got) {
+            return Ok(());
+        }
+        // Another process is writing one of these names: commit, so as to
+        // wait holding nothing, then wait for every name, in order.
+        self.commit(state).await?;
+        self.open(store, state).await?;
+        let c = state.conn.as_ref().expect("an open batch has a connection");
+        for name in &names {
+            if let Err(e) = c.query_one(LOCK, &[name as &(dyn tokio_postgres::types::ToSql + Sync)]).await {
+                return Err(self.lose(state, e).await);
+            }
+            state.locks.insert(name.to_string());
+        }
+        Ok(())
+    }
+
+    pub(super) async fn write_step_run(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        w: &StepRunWrite,
+    ) -> PgResult<Vec<OutputLink>> {
+        if w.step_run.status == StepStatus::Running {
+            // Written only if the step is still running when its batch
+            // commits (or something reads first).
+            let mut state = self.state.lock().await;
+            state.lost.check(&w.step_run.run_id, &self.location)?;
+            self.connect(store, &mut state).await?;
+            state.markers.insert(w.step_run.id.clone(), w.clone());
+            self.dirty(&mut state);
+            return Ok(w.step_run.outputs.clone());
+        }
+        let prepared = Prepared::new(w)?;
+        let ops = Ops::step_run(w, &prepared, Dialect::Postgres);
+        let mut state = self.state.lock().await;
+        state.lost.check(&w.step_run.run_id, &self.location)?;
+        state.markers.remove(&w.step_run.id);
+        self.open(store, &mut state).await?;
+        self.prepare_write(store, &mut state, w).await?;
+        let c = state.conn.clone().expect("an open batch has a connection");
+        let versions = if w.new_outputs.is_empty() {
+            // Nothing for the database to assign: no need to wait.
+            self.send(&mut state, &ops).await.map(|()| Vec::new())
+        } else {
+            run_ops(&c, &ops).await
+        };
+        let versions = match versions {
+            Ok(v) => v,
+            Err(e) => return Err(self.lose(&mut state, e).await),
+        };
+        let outputs = prepared.outputs(w, &versions);
+        state.log.wrote(&w.step_run);
+        self.known(outputs.iter().map(|o| o.artifact.id.as_str()));
+        self.commit_if_due(&mut state).await?;
+        Ok(outputs)
+    }
+
+    pub(super) async fn create_run(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        run: &NewRun,
+    ) -> PgResult<RunRecord> {
+        let config = serde_json::to_string(&run.plan.config).map_err(crate::metadata::sql::corrupt)?;
+        let plan = run.plan.to_json_compact();
+        let mut ops = Ops::default();
+        ops.push(q::CREATE_PIPELINE, Returns::Count, &[(&run.pipeline).into(), run.started_at.into()]);
+        ops.push(
+            q::CREATE_RUN,
+            Returns::Count,
+            &[
+                (&run.id).into(),
+                (&run.pipeline).into(),
+                (&run.name).into(),
+                run.status.as_str().into(),
+                (&run.stack).into(),
+                (&config).into(),
+                (&plan).into(),
+                (&run.git_commit).into(),
+                run.started_at.into(),
+            ],
+        );
+        let mut state = self.state.lock().await;
+        self.open(store, &mut state).await?;
+        let c = state.conn.as_ref().expect("an open batch has a connection");
+        let (new_pipeline, inserted) = match run_ops(c, &ops).await {
+            Ok(counts) => (counts[0], counts[1]),
+            Err(e) => return Err(self.lose(&mut state, e).await),
+        };
+        if inserted == 1 {
+            state.log.created(RunRow::new(run, &config, &plan));
+            self.known(std::iter::once(run.id.as_str()));
+        }
+        // A planned run is for other processes to pick up; a new pipeline's
+        // row must not stay locked while this batch waits for anything.
+        if run.status == RunStatus::Pending || new_pipeline == 1 {
+            self.commit(&mut state).await?;
+        } else {
+            self.commit_if_due(&mut state).await?;
+        }
+        if inserted == 0 {
+            return Err(MetadataError::RunNameTaken(run.name.clone()));
+        }
+        Ok(run.to_record(plan))
+    }
+
+    pub(super) async fn set_run_status(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+        ended_at: Option<Timestamp>,
+    ) -> PgResult<()> {
+        let mut state = self.state.lock().await;
+        if let Some(lost) = state.lost.take(run_id) {
+            // Records of this run were lost: it is failed, whatever the
+            // caller thought, and so are the steps whose records were lost.
+            let error = lost.error(&self.location);
+            let message = match &error {
+                MetadataError::Backend { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            let now = now();
+            let recorded = async {
+                self.open(store, &mut state).await?;
+                let c = state.conn.as_ref().expect("an open batch has a connection");
+                if let Err(e) = run_ops(c, &lost.recovery(run_id, &message, &now)).await {
+                    return Err(self.lose(&mut state, e).await);
+                }
+                self.commit(&mut state).await
+            }
+            .await;
+            if let Err(e) = recorded {
+                state.lost.restore(run_id, lost);
+                return Err(e);
+            }
+            return Err(error);
+        }
+        self.open(store, &mut state).await?;
+        if !state.markers.is_empty() {
+            self.write_markers(&mut state).await?;
+        }
+        state.log.touched(run_id);
+        let now = now();
+        let beat = (status == RunStatus::Running).then_some(now);
+        let mut ops = Ops::default();
+        ops.push(
+            q::SET_RUN_STATUS,
+            Returns::Count,
+            &[status.as_str().into(), error.into(), ended_at.into(), beat.into(), run_id.into()],
+        );
+        if matches!(status, RunStatus::Completed | RunStatus::Failed) {
+            ops.push(q::CLOSE_RUNNING_STEPS, Returns::Nothing, &[now.into(), run_id.into()]);
+        }
+        // The end of a run is the commit that makes all of it durable.
+        let changed = self.commit_with(&mut state, Some(&ops)).await?;
+        if changed.first().copied().unwrap_or(0) == 0 {
+            return Err(MetadataError::NotFound(format!("run `{run_id}`")));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn heartbeat(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        run_id: &str,
+        at: Timestamp,
+    ) -> PgResult<()> {
+        let mut state = self.state.lock().await;
+        state.lost.check(run_id, &self.location)?;
+        self.open(store, &mut state).await?;
+        state.log.touched(run_id);
+        let mut ops = Ops::default();
+        ops.push(q::HEARTBEAT, Returns::Nothing, &[at.into(), run_id.into()]);
+        if let Err(e) = self.send(&mut state, &ops).await {
+            return Err(self.lose(&mut state, e).await);
+        }
+        self.commit_if_due(&mut state).await
+    }
+
+    pub(super) async fn fail_stale_runs(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        before: Timestamp,
+    ) -> PgResult<Vec<String>> {
+        let mut state = self.state.lock().await;
+        self.open(store, &mut state).await?;
+        let now = now();
+        let c = state.conn.as_ref().expect("an open batch has a connection");
+        let found = query(c, q::FAIL_STALE_RUNS, &[STALE_ERROR.into(), now.into(), before.into()], |r| r.text(0)).await;
+        let ids = match found {
+            Ok(ids) => ids,
+            Err(Failure::Store(e)) => return Err(e),
+            Err(Failure::Pg(e)) => return Err(self.lose(&mut state, e).await),
+        };
+        if !ids.is_empty() {
+            let c = state.conn.as_ref().expect("an open batch has a connection");
+            let steps = async {
+                let stmt = c.prepare_cached(q::FAIL_STALE_STEPS).await?;
+                let stmt = &stmt;
+                futures::future::try_join_all(ids.iter().map(|id| async move {
+                    let params =
+                        [Value::from("its run's process stopped while the step was running"), now.into(), id.into()];
+                    c.execute(stmt, &bind(&params)).await
+                }))
+                .await
+            }
+            .await;
+            if let Err(e) = steps {
+                return Err(self.lose(&mut state, e).await);
+            }
+            // Others should see at once that these runs are over.
+            self.commit(&mut state).await?;
+        } else {
+            self.commit_if_due(&mut state).await?;
+        }
+        Ok(ids)
+    }
+
+    pub(super) async fn flush(self: &Arc<Self>, _store: &PostgresMetadataStore) -> PgResult<()> {
+        let mut state = self.state.lock().await;
+        self.commit(&mut state).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_renumbered() {
+        assert_eq!(super::renumber("VALUES ($1, $2, $1) WHERE x = $10", 3), "VALUES ($4, $5, $4) WHERE x = $13");
+        assert_eq!(super::renumber("no parameters", 7), "no parameters");
+    }
+
+    #[test]
+    fn version_locks_are_per_pipeline() {
+        assert_eq!(super::version_lock("training.train_2.output"), "training");
+        assert_eq!(super::version_lock("my.dotted.pipeline.load.train"), "my.dotted.pipeline");
+        assert_eq!(super::version_lock("odd"), "odd");
+    }
+}

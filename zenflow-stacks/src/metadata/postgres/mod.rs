@@ -1,0 +1,405 @@
+//! The PostgreSQL metadata store, for stacks shared by CI jobs and workers.
+//!
+//! The statements and the mapping of rows are the shared SQL layer's
+//! ([`crate::metadata::sql`]); this module holds what is PostgreSQL's:
+//! connections (a pool sized for parallel steps; TLS as libpq reads
+//! `sslmode`, [`tls`]), schema locking ([`schema`]), and group commit with
+//! pipelined, prepared statements ([`batch`]): the records of a run's steps
+//! join one transaction that is committed within [`COMMIT_WINDOW`], with
+//! `synchronous_commit` as the server has it, and each write sends its
+//! statements in one round trip.
+
+mod batch;
+mod schema;
+mod tls;
+
+use crate::metadata::sql::rows::{self, StepRunParts};
+use crate::metadata::sql::statements::{self as q, StepRunQueries};
+use crate::metadata::sql::{SqlRow, Value};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+use zenflow_core::metadata::*;
+
+/// The PostgreSQL implementation of [`MetadataStore`].
+pub struct PostgresMetadataStore {
+    pool: Pool,
+    location: String,
+    ready: OnceCell<()>,
+    tls: tls::TlsSettings,
+    /// Whether any connection started a TLS handshake.
+    tls_used: Arc<AtomicBool>,
+    /// Whether the plaintext warning was given.
+    warned: AtomicBool,
+    batch: Arc<batch::Batcher>,
+}
+
+impl std::fmt::Debug for PostgresMetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresMetadataStore").field("location", &self.location).finish()
+    }
+}
+
+type PgResult<T> = Result<T, MetadataError>;
+
+impl ToSql for Value<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match *self {
+            Value::Text(v) => v.to_sql(ty, out),
+            Value::Int(v) if *ty == Type::INT4 => v.map(i32::try_from).transpose()?.to_sql(ty, out),
+            Value::Int(v) => v.to_sql(ty, out),
+            Value::Real(v) => v.to_sql(ty, out),
+            Value::Blob(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // Each variant checks the column type as its Rust type would.
+        match *self {
+            Value::Text(v) => v.to_sql_checked(ty, out),
+            Value::Int(v) if *ty == Type::INT4 => v.map(i32::try_from).transpose()?.to_sql_checked(ty, out),
+            Value::Int(v) => v.to_sql_checked(ty, out),
+            Value::Real(v) => v.to_sql_checked(ty, out),
+            Value::Blob(v) => v.to_sql_checked(ty, out),
+        }
+    }
+}
+
+impl SqlRow for Row {
+    fn text(&self, i: usize) -> PgResult<String> {
+        self.try_get(i).map_err(crate::metadata::sql::corrupt)
+    }
+    fn opt_text(&self, i: usize) -> PgResult<Option<String>> {
+        self.try_get(i).map_err(crate::metadata::sql::corrupt)
+    }
+    fn int(&self, i: usize) -> PgResult<i64> {
+        self.opt_int(i)?.ok_or_else(|| crate::metadata::sql::corrupt(format!("column {i} is NULL")))
+    }
+    fn opt_int(&self, i: usize) -> PgResult<Option<i64>> {
+        let narrow = self.columns().get(i).is_some_and(|c| *c.type_() == Type::INT4);
+        if narrow {
+            self.try_get::<_, Option<i32>>(i).map(|v| v.map(i64::from))
+        } else {
+            self.try_get::<_, Option<i64>>(i)
+        }
+        .map_err(crate::metadata::sql::corrupt)
+    }
+    fn opt_real(&self, i: usize) -> PgResult<Option<f64>> {
+        self.try_get(i).map_err(crate::metadata::sql::corrupt)
+    }
+    fn opt_blob(&self, i: usize) -> PgResult<Option<Vec<u8>>> {
+        self.try_get(i).map_err(crate::metadata::sql::corrupt)
+    }
+}
+
+/// The parameters of a statement as tokio-postgres takes them.
+fn bind<'a>(values: &'a [Value<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+/// A failure of a statement: the database's, or the store's own (a row
+/// that does not read back).
+enum Failure {
+    Pg(tokio_postgres::Error),
+    Store(MetadataError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Pg(e)
+    }
+}
+
+impl From<MetadataError> for Failure {
+    fn from(e: MetadataError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+/// Runs query `sql` (prepared once per connection) and maps each row.
+async fn query<T>(
+    c: &Object,
+    sql: &str,
+    params: &[Value<'_>],
+    map: impl Fn(&Row) -> PgResult<T>,
+) -> Result<Vec<T>, Failure> {
+    let stmt = c.prepare_cached(sql).await?;
+    let rows = c.query(&stmt, &bind(params)).await?;
+    Ok(rows.iter().map(map).collect::<PgResult<_>>()?)
+}
+
+/// The step runs `queries` find for `arg`, whole: the five queries in one
+/// round trip.
+async fn load_step_runs(c: &Object, queries: &StepRunQueries, arg: &str) -> Result<Vec<StepRunRecord>, Failure> {
+    let p = [Value::from(arg)];
+    let (runs, outputs, inputs, metadata, checks) = futures::future::try_join5(
+        query(c, queries.runs, &p, rows::step_run),
+        query(c, queries.outputs, &p, rows::output_row),
+        query(c, queries.inputs, &p, rows::input_row),
+        query(c, queries.metadata, &p, rows::metadata_row),
+        query(c, queries.checks, &p, rows::check_row),
+    )
+    .await?;
+    Ok(StepRunParts { runs, outputs, inputs, metadata, checks }.assemble())
+}
+
+impl PostgresMetadataStore {
+    /// A store for the database at `url` (`postgres://user:password@host:port/db`),
+    /// with a pool of `pool_size` connections (default: 2 × cores, at least 4).
+    /// Nothing connects until first use.
+    ///
+    /// TLS follows libpq's `sslmode` and `sslrootcert` in the URL:
+    /// `disable`; `prefer` (the default; it warns once when it falls back
+    /// to plaintext with a server on another machine) and `require` encrypt
+    /// without checking the server's certificate; `verify-ca` checks that a
+    /// trusted CA signed it and `verify-full` also that it names the host.
+    /// Both verifying modes need the CA: the PEM file `sslrootcert=/path`,
+    /// else `$PGSSLROOTCERT`, else `~/.postgresql/root.crt`, or they refuse
+    /// to start; `require` with such a file is `verify-ca`, as in libpq.
+    /// `sslrootcert=system` trusts the public CAs (the Mozilla roots bundled
+    /// with the build) and implies, and needs, `verify-full`.
+    pub fn open(url: &str, pool_size: Option<usize>) -> PgResult<Self> {
+        let location = crate::config::redact_url(url);
+        let backend = |message: String| MetadataError::Backend { location: location.clone(), message };
+        let tls = tls::settings(url).map_err(backend)?;
+        let config: tokio_postgres::Config =
+            tls.url.parse().map_err(|e: tokio_postgres::Error| backend(format!("not a valid PostgreSQL URL: {e}")))?;
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let tls_used = Arc::new(AtomicBool::new(false));
+        let manager = match tls::client_config(&tls).map_err(backend)? {
+            None => Manager::from_config(config, NoTls, manager_config),
+            Some(rustls) => Manager::from_config(
+                config,
+                tls::Observed { inner: tokio_postgres_rustls::MakeRustlsConnect::new(rustls), used: tls_used.clone() },
+                manager_config,
+            ),
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.unwrap_or((2 * cores).max(4)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(60)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| MetadataError::Backend { location: location.clone(), message: e.to_string() })?;
+        Ok(PostgresMetadataStore {
+            pool,
+            batch: Arc::new(batch::Batcher::new(location.clone())),
+            location,
+            ready: OnceCell::new(),
+            tls,
+            tls_used,
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// The same store, committing each batch of writes within `window`
+    /// (default 10 ms): the most a crash of this process takes back, and
+    /// the longest another process waits for a version lock this one holds.
+    pub fn with_commit_window(mut self, window: std::time::Duration) -> Self {
+        self.batch = Arc::new(batch::Batcher::new(self.location.clone()).with_window(window));
+        self
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> MetadataError {
+        MetadataError::Backend { location: self.location.clone(), message: e.to_string() }
+    }
+
+    fn pg(&self, e: tokio_postgres::Error) -> MetadataError {
+        pg_error(&self.location, e)
+    }
+
+    /// Why no connection could be had, with the server's own words (e.g.
+    /// "password authentication failed for user ..."), never the password.
+    fn connect_error(&self, e: deadpool_postgres::PoolError) -> MetadataError {
+        match e {
+            deadpool_postgres::PoolError::Backend(pg) => match self.pg(pg) {
+                MetadataError::Backend { location, message } => {
+                    let hint = if message.contains("not valid for name") {
+                        "; the server's certificate does not name the host connected to: connect by a name it \
+                         holds, or use `sslmode=verify-ca` (which checks who signed it, not the name)"
+                    } else if message.contains("certificate") {
+                        "; the server's certificate was not accepted: give the CA that signed it as \
+                         `sslrootcert=/path/to/ca.pem` in the URL (`sslmode=verify-full` also checks that it \
+                         names the host; `sslmode=require` encrypts without checking it)"
+                    } else if message.contains("server does not support TLS") {
+                        "; the server does not offer TLS: turn `ssl` on in its configuration, or connect with \
+                         `sslmode=prefer` or `sslmode=disable`"
+                    } else {
+                        ""
+                    };
+                    MetadataError::Backend { location, message: format!("cannot connect: {message}{hint}") }
+                }
+                other => other,
+            },
+            other => self.err(format!("cannot connect: {other}")),
+        }
+    }
+
+    /// A pooled connection to a database with the current schema.
+    async fn client(&self) -> PgResult<Object> {
+        let mut client = self.pool.get().await.map_err(|e| self.connect_error(e))?;
+        if !self.warned.load(Ordering::Relaxed) {
+            let used = self.tls_used.load(Ordering::Relaxed);
+            if let Some(warning) = tls::plaintext_warning(&self.tls, used) {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("{warning}");
+                }
+            }
+        }
+        if self.ready.get().is_none() {
+            // On this same connection: a second one could wait forever on a
+            // pool of one.
+            self.ready.get_or_try_init(|| self.migrate(&mut client)).await?;
+        }
+        Ok(client)
+    }
+
+    /// The connection for a read: a pooled one, unless this handle has
+    /// writes not yet committed; then its batch's, so that it reads them.
+    async fn reader(&self) -> PgResult<batch::Reader<'_>> {
+        if self.batch.has_uncommitted() {
+            if let Some(reader) = self.batch.reader(self).await? {
+                return Ok(reader);
+            }
+        }
+        Ok(batch::Reader::Pool(Box::new(self.client().await?), &self.location))
+    }
+}
+
+/// The database's own message (e.g. "password authentication failed"), or
+/// the client's with its causes.
+fn pg_error(location: &str, e: tokio_postgres::Error) -> MetadataError {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut m = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                m.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            m
+        }
+    };
+    MetadataError::Backend { location: location.to_string(), message }
+}
+
+#[async_trait]
+impl MetadataStore for PostgresMetadataStore {
+    fn url(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn create_run(&self, run: &NewRun) -> PgResult<RunRecord> {
+        self.batch.create_run(self, run).await
+    }
+
+    async fn set_run_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+        ended_at: Option<Timestamp>,
+    ) -> PgResult<()> {
+        self.batch.set_run_status(self, run_id, status, error, ended_at).await
+    }
+
+    async fn heartbeat(&self, run_id: &str, at: Timestamp) -> PgResult<()> {
+        self.batch.heartbeat(self, run_id, at).await
+    }
+
+    async fn fail_stale_runs(&self, before: Timestamp) -> PgResult<Vec<String>> {
+        self.batch.fail_stale_runs(self, before).await
+    }
+
+    async fn write_step_run(&self, write: &StepRunWrite) -> PgResult<Vec<OutputLink>> {
+        self.batch.write_step_run(self, write).await
+    }
+
+    async fn flush(&self) -> PgResult<()> {
+        self.batch.flush(self).await
+    }
+
+    async fn find_cached(&self, cache_key: &str) -> PgResult<Option<CacheHit>> {
+        let mut c = self.reader().await?;
+        let rows = query(c.client(), q::CACHE_HIT, &[cache_key.into()], rows::cache_hit_row).await;
+        let hit = c.done(rows).await?;
+        drop(c);
+        let hit = rows::cache_hit(hit);
+        if let Some(hit) = &hit {
+            self.batch.known(hit.outputs.iter().map(|o| o.artifact.id.as_str()));
+        }
+        Ok(hit)
+    }
+
+    async fn get_run(&self, id_or_name: &str) -> PgResult<Option<RunRecord>> {
+        let mut c = self.reader().await?;
+        let rows = query(c.client(), q::GET_RUN, &[id_or_name.into()], rows::run).await;
+        Ok(c.done(rows).await?.pop())
+    }
+
+    async fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> PgResult<Vec<RunRecord>> {
+        let mut c = self.reader().await?;
+        let rows = query(c.client(), q::LIST_RUNS, &[pipeline.into(), limit.into()], rows::run).await;
+        c.done(rows).await
+    }
+
+    async fn step_runs(&self, run_id: &str) -> PgResult<Vec<StepRunRecord>> {
+        let mut c = self.reader().await?;
+        let runs = load_step_runs(c.client(), &q::STEP_RUNS_OF_RUN, run_id).await;
+        c.done(runs).await
+    }
+
+    async fn step_run(&self, id: &str) -> PgResult<Option<StepRunRecord>> {
+        let mut c = self.reader().await?;
+        let runs = load_step_runs(c.client(), &q::STEP_RUN_BY_ID, id).await;
+        Ok(c.done(runs).await?.pop())
+    }
+
+    async fn artifact_version(&self, id: &str) -> PgResult<Option<ArtifactVersion>> {
+        let mut c = self.reader().await?;
+        let rows = query(c.client(), q::ARTIFACT_VERSION, &[id.into()], |r| rows::artifact_version(r, 0)).await;
+        Ok(c.done(rows).await?.pop())
+    }
+
+    async fn artifact_versions(&self, name: Option<&str>, limit: usize) -> PgResult<Vec<ArtifactVersion>> {
+        let mut c = self.reader().await?;
+        let rows =
+            query(c.client(), q::ARTIFACT_VERSIONS, &[name.into(), limit.into()], |r| rows::artifact_version(r, 0))
+                .await;
+        c.done(rows).await
+    }
+
+    async fn lineage(&self, artifact_version: &str) -> PgResult<Lineage> {
+        let mut c = self.reader().await?;
+        let found = async {
+            let client = c.client();
+            let artifact =
+                query(client, q::ARTIFACT_VERSION, &[artifact_version.into()], |r| rows::artifact_version(r, 0))
+                    .await?
+                    .pop()
+                    .ok_or_else(|| MetadataError::NotFound(format!("artifact version `{artifact_version}`")))?;
+            let (producer, consumers) = futures::future::try_join(
+                load_step_runs(client, &q::STEP_RUN_BY_ID, &artifact.producer_step_run),
+                load_step_runs(client, &q::CONSUMERS_OF, artifact_version),
+            )
+            .await?;
+            Ok(Lineage { artifact, producer: producer.into_iter().next(), consumers })
+        }
+        .await;
+        c.done(found).await
+    }
+}
