@@ -1,17 +1,21 @@
-//! The zenflow quickstart: a small but real training pipeline on the local stack.
+//! The zenflow quickstart: a small but real training pipeline on the local
+//! stack, as a pipeline binary.
 //!
 //! load the Iris data set -> split it (stratified) -> train a softmax
 //! regression for each of several learning rates (fan-out) -> evaluate each ->
-//! pick the best (fan-in).
+//! pick the best (fan-in) -> register it as a version of the model
+//! `iris-softmax`.
 //!
 //! Run it twice: `cargo run --example quickstart`. The second run re-reads the
 //! CSV (the `load_iris` step has `cache = false`), finds the bytes unchanged,
-//! and serves every downstream step from cache.
+//! and serves every downstream step from cache. `cargo run --example
+//! quickstart -- --help` shows the rest of its command line: `models
+//! promote iris-softmax 1 --to production --expect none`, `models history
+//! iris-softmax`, `runs show latest`, ...
 
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 use zenflow::prelude::*;
-use zenflow::StepStatus;
 
 /// A table of 4-feature samples with class labels.
 #[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
@@ -211,8 +215,7 @@ fn evaluate(model: Model, test: Dataset, ctx: &StepContext) -> Metrics {
     let (mut correct, mut loss) = (0usize, 0.0);
     for (x, &y) in test.features.iter().zip(&test.labels) {
         let p = model.probabilities(x);
-        let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
-        correct += usize::from(best == y);
+        correct += usize::from(predict(&model, x) == y);
         loss -= p[y].max(1e-15).ln();
     }
     let metrics =
@@ -236,6 +239,32 @@ fn select_best(models: Vec<Model>, metrics: Vec<Metrics>) -> Result<Selection, S
     Ok(Selection { model: models[best].clone(), metrics: metrics[best].clone(), candidates: models.len() })
 }
 
+/// The selected model, registered as a version of `iris-softmax` (the
+/// same bytes again are the same version), with its test metrics and a
+/// request the model server replays before it serves the version.
+#[step(model = "iris-softmax")]
+fn register(best: Selection, test: Dataset, ctx: &StepContext) -> Model {
+    ctx.log_metadata("accuracy", best.metrics.accuracy);
+    ctx.log_metadata("log_loss", best.metrics.log_loss);
+    ctx.log_metadata("learning_rate", best.metrics.learning_rate);
+    if let (Some(x), Some(&y)) = (test.features.first(), test.labels.first()) {
+        let request = serde_json::json!({
+            "inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP64", "data": x}]
+        });
+        let predicted = predict(&best.model, x);
+        if predicted == y {
+            ctx.model_sample(request, serde_json::json!([predicted]));
+        }
+    }
+    best.model
+}
+
+/// The class the model predicts for `x`.
+fn predict(model: &Model, x: &[f64; 4]) -> usize {
+    let p = model.probabilities(x);
+    (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0)
+}
+
 #[pipeline]
 fn quickstart(cfg: &Config) {
     let data = load_iris(cfg.dataset.clone());
@@ -247,45 +276,12 @@ fn quickstart(cfg: &Config) {
         scores.push(evaluate(model, test_set));
         models.push(model);
     }
-    select_best(models, scores);
+    let best = select_best(models, scores);
+    register(best, test_set);
 }
 
+/// The pipeline's command line: `run` (the default), `dag`, `runs`,
+/// `artifacts`, `models`, `stacks`.
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run() -> zenflow::Result<()> {
-    let stack = zenflow::local_stack()?;
-    let config = Config::default();
-    let run = quickstart.run(&stack, &config)?;
-
-    println!("run {} ({}) finished in {:.1?}", run.name(), run.status(), run.duration());
-    for step in run.steps() {
-        let how = match step.status {
-            StepStatus::Cached => "from cache",
-            StepStatus::Completed => "executed",
-            _ => step.status.as_str(),
-        };
-        println!("  {:<14} {:<11} {:>8.1?}", step.invocation, how, step.duration);
-    }
-    let executed = run.executed().len();
-    let cached = run.cached().len();
-    println!("{executed} step(s) executed, {cached} served from cache");
-
-    let best: Selection = run.output("select_best", "output")?;
-    println!(
-        "best of {} models: learning rate {} -> test accuracy {:.1}% (log loss {:.3})",
-        best.candidates,
-        best.metrics.learning_rate,
-        best.metrics.accuracy * 100.0,
-        best.metrics.log_loss
-    );
-    println!("metadata: {}\nartifacts: {}", stack.metadata().url(), stack.artifacts().url());
-    Ok(())
+    zenflow::cli::main(quickstart)
 }

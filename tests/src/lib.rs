@@ -1,1 +1,87 @@
 //! tests
+
+/// Races on the model registry between two processes of the `registry_race`
+/// binary, for the SQLite test and the PostgreSQL service test.
+pub mod registry_race {
+    use std::process::Command;
+    use std::sync::Arc;
+    use zenflow::conformance::metadata::{artifact, new_run, step_write};
+    use zenflow::metadata::{MetadataStore, StepStatus};
+
+    /// Records `n` artifact versions `race.art.output` v1..vn (artifact `i`
+    /// has the bytes of artifact `i - 1` when `pairs`, so registrations of
+    /// odd and even neighbours race on identical bytes).
+    pub fn seed(store: &dyn MetadataStore, n: usize) -> tokio::runtime::Runtime {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let run = store.create_run(&new_run("race", "race-seed")).await.unwrap();
+            for i in 0..n {
+                let mut w = step_write(&run.id, "art", StepStatus::Completed);
+                w.new_outputs = vec![artifact("race", "art", format!("model bytes {}", i / 2).as_bytes())];
+                store.write_step_run(&w).await.unwrap();
+            }
+            store.flush().await.unwrap();
+        });
+        rt
+    }
+
+    /// Runs two race processes at once; their JSON lines.
+    pub fn race(bin: &str, store: &str, what: &str, firsts: [i64; 2], threads: usize) -> Vec<serde_json::Value> {
+        let children: Vec<_> = firsts
+            .iter()
+            .map(|first| {
+                Command::new(bin)
+                    .args([store, what, "race-model", &first.to_string(), &threads.to_string()])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut lines = Vec::new();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "a race process failed");
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                lines.push(serde_json::from_str(line).unwrap());
+            }
+        }
+        lines
+    }
+
+    /// The assertions both stores must pass, after [`seed`].
+    pub fn races_hold(bin: &str, store: &str, open: impl Fn() -> Arc<dyn MetadataStore>) {
+        // Sixteen registrations, pairs of identical bytes: eight versions.
+        let registered = race(bin, store, "register", [1, 9], 8);
+        assert!(registered.iter().all(|r| r["version"].is_i64()), "{registered:?}");
+        let s = open();
+        let reg = s.registry().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut numbers: Vec<i64> =
+            rt.block_on(reg.versions("race-model")).unwrap().into_iter().map(|v| v.version).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=8).collect::<Vec<_>>(), "one version per distinct bytes, dense: {registered:?}");
+        for pair in registered.chunks(2) {
+            assert_eq!(pair[0]["version"], pair[1]["version"], "identical bytes, one version: {registered:?}");
+        }
+
+        // Sixteen promotions of versions 1..8 (each from both processes), all
+        // expecting nobody.
+        let outcomes = race(bin, store, "promote", [1, 1], 8);
+        let winners: Vec<&serde_json::Value> = outcomes.iter().filter(|o| o["moved"] == true).collect();
+        assert_eq!(winners.len(), 1, "exactly one wins: {outcomes:?}");
+        let winner = winners[0]["to"].as_i64().unwrap();
+        for o in &outcomes {
+            // The winner's twin in the other process finds its promotion done: a no-op.
+            let retry = o["moved"] == false && o["to"] == winner;
+            assert!(
+                o["moved"] == true || retry || o["conflict"] == winner,
+                "the others get the conflict naming v{winner}: {o}"
+            );
+        }
+        let conflicts = outcomes.iter().filter(|o| o["conflict"] == winner).count();
+        assert!(conflicts >= 14, "{outcomes:?}");
+        let log = rt.block_on(reg.history("race-model", None, 100)).unwrap();
+        assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1], "{log:?}");
+        assert_eq!(log[0].to, Some(winner));
+    }
+}

@@ -82,6 +82,16 @@ fn postgres_metadata_store_conforms() {
 
 #[test]
 #[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn postgres_store_is_a_conforming_model_registry() {
+    let rt = runtime();
+    let url = fresh_database(&rt);
+    rt.block_on(conformance::registry::run_all(|| -> Arc<dyn MetadataStore> {
+        Arc::new(PostgresMetadataStore::open(&url, Some(4)).unwrap())
+    }));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
 fn postgres_migrates_once_under_concurrent_first_use_and_refuses_foreign_or_newer_databases() {
     let rt = runtime();
     let url = fresh_database(&rt);
@@ -508,5 +518,20 @@ fn a_lost_postgres_batch_fails_the_run_it_belonged_to() {
         store.write_step_run(&step_write(&other.id, "fine", StepStatus::Completed)).await.unwrap();
         store.set_run_status(&other.id, RunStatus::Completed, None, Some(zenflow::metadata::now())).await.unwrap();
         assert_eq!(store.step_runs(&other.id).await.unwrap().len(), 1);
+    });
+}
+
+/// The registry races of `tests/registry_race.rs`, on PostgreSQL: two
+/// processes of eight threads each.
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn two_processes_race_on_a_postgres_registry() {
+    let rt = runtime();
+    let url = fresh_database(&rt);
+    let store = PostgresMetadataStore::open(&url, Some(2)).unwrap();
+    drop(zenflow_tests::registry_race::seed(&store, 16));
+    drop(store);
+    zenflow_tests::registry_race::races_hold(env!("CARGO_BIN_EXE_registry_race"), &url, || {
+        Arc::new(PostgresMetadataStore::open(&url, Some(2)).unwrap())
     });
 }

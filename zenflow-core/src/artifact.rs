@@ -128,6 +128,52 @@ pub enum InputBinding {
     Single { node: usize, output: usize },
     /// Several artifacts of the same type, read as a `Vec` (fan-in).
     List(Vec<(usize, usize)>),
+    /// The model version holding an alias when the step starts.
+    Model(crate::plan::ModelInput),
+}
+
+/// The version of a registered model that holds an alias, as an input of a
+/// step whose parameter is an `Option<T>`: resolved when the step starts
+/// (`None` when no version holds the alias), recorded as the step's input
+/// in lineage, and part of its cache key, so a cached step never outlives a
+/// promotion.
+///
+/// ```ignore
+/// appraise(candidate, zenflow::model_alias("breast-cancer", "production"), test_set);
+/// ```
+pub struct ModelAlias<T> {
+    input: crate::plan::ModelInput,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for ModelAlias<T> {
+    fn clone(&self) -> Self {
+        ModelAlias { input: self.input.clone(), _type: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for ModelAlias<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ModelAlias({}@{})", self.input.model, self.input.alias)
+    }
+}
+
+/// The version of model `model` holding `alias` when the step that takes it
+/// starts (see [`ModelAlias`]).
+pub fn model_alias<T>(model: impl Into<String>, alias: impl Into<String>) -> ModelAlias<T> {
+    ModelAlias { input: crate::plan::ModelInput { model: model.into(), alias: alias.into() }, _type: PhantomData }
+}
+
+impl<T> IntoInput<Option<T>> for ModelAlias<T> {
+    fn into_binding(self) -> InputBinding {
+        InputBinding::Model(self.input)
+    }
+}
+
+impl<T> IntoInput<Option<T>> for &ModelAlias<T> {
+    fn into_binding(self) -> InputBinding {
+        InputBinding::Model(self.input.clone())
+    }
 }
 
 /// What can be wired into a step input of type `T`: an `Artifact<T>`, or for a

@@ -64,6 +64,7 @@ mod tests {
                 name: "data".into(),
                 from: vec![OutputRef { step: "load".into(), output: "output".into() }],
                 list: false,
+                model: None,
             }],
             after: vec![],
             outputs: vec![PlanOutput {

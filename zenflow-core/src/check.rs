@@ -51,6 +51,51 @@ impl fmt::Display for CheckStatus {
     }
 }
 
+/// Which way a metric improves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Larger is better (accuracy, AUC).
+    HigherIsBetter,
+    /// Smaller is better (loss, error, latency).
+    LowerIsBetter,
+}
+
+impl Direction {
+    /// The worst value still within `tolerance` of `reference`.
+    pub fn worst_allowed(self, reference: f64, tolerance: f64) -> f64 {
+        match self {
+            Direction::HigherIsBetter => reference - tolerance,
+            Direction::LowerIsBetter => reference + tolerance,
+        }
+    }
+
+    /// Whether `value` is at least as good as `than` (false for NaN).
+    pub fn at_least_as_good(self, value: f64, than: f64) -> bool {
+        match self {
+            Direction::HigherIsBetter => value >= than,
+            Direction::LowerIsBetter => value <= than,
+        }
+    }
+
+    /// How much better `value` is than `than` (negative: worse).
+    pub fn improvement(self, value: f64, than: f64) -> f64 {
+        match self {
+            Direction::HigherIsBetter => value - than,
+            Direction::LowerIsBetter => than - value,
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::HigherIsBetter => "higher is better",
+            Direction::LowerIsBetter => "lower is better",
+        })
+    }
+}
+
 /// One check result: name, status, the observed value and the threshold it
 /// was held against, and a message for humans.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,14 +166,22 @@ impl Check {
 
     /// Compares a metric with a reference (e.g. the production model's):
     /// passes when `value` is not worse than `reference` by more than
-    /// `tolerance`; `higher_is_better` says which direction is worse. Skips
-    /// when there is no reference.
+    /// `tolerance`, in the metric's [`Direction`]. Skips when there is no
+    /// reference.
+    ///
+    /// ```
+    /// # use zenflow_core::check::{Check, CheckStatus, Direction};
+    /// let c = Check::not_worse_than("accuracy", 0.89, Some(0.90), 0.02, Direction::HigherIsBetter);
+    /// assert_eq!(c.status, CheckStatus::Pass);
+    /// let c = Check::not_worse_than("log_loss", 0.30, Some(0.20), 0.05, Direction::LowerIsBetter);
+    /// assert_eq!(c.status, CheckStatus::Fail);
+    /// ```
     pub fn not_worse_than(
         name: impl Into<String>,
         value: f64,
         reference: Option<f64>,
         tolerance: f64,
-        higher_is_better: bool,
+        direction: Direction,
     ) -> Self {
         let name = name.into();
         let Some(reference) = reference else {
@@ -140,16 +193,15 @@ impl Check {
                 message: "no reference value to compare with".into(),
             };
         };
-        let threshold = if higher_is_better { reference - tolerance } else { reference + tolerance };
-        let ok = if higher_is_better { value >= threshold } else { value <= threshold };
-        let direction = if higher_is_better { "higher" } else { "lower" };
+        let threshold = direction.worst_allowed(reference, tolerance);
+        let ok = direction.at_least_as_good(value, threshold);
         Check {
             name,
             status: if ok { CheckStatus::Pass } else { CheckStatus::Fail },
             value: Some(value),
             threshold: Some(threshold),
             message: format!(
-                "{value} vs reference {reference} ({direction} is better, tolerance {tolerance}): {}",
+                "{value} vs reference {reference} ({direction}, tolerance {tolerance}): {}",
                 if ok { "not worse" } else { "worse" }
             ),
         }
@@ -186,11 +238,13 @@ mod tests {
 
     #[test]
     fn comparisons_with_a_reference() {
-        let c = Check::not_worse_than("acc", 0.89, Some(0.9), 0.02, true);
+        use Direction::{HigherIsBetter as Up, LowerIsBetter as Down};
+        let c = Check::not_worse_than("acc", 0.89, Some(0.9), 0.02, Up);
         assert_eq!((c.status, c.threshold.map(|t| (t * 100.0).round())), (CheckStatus::Pass, Some(88.0)));
-        assert_eq!(Check::not_worse_than("acc", 0.85, Some(0.9), 0.02, true).status, CheckStatus::Fail);
-        assert_eq!(Check::not_worse_than("loss", 0.21, Some(0.2), 0.02, false).status, CheckStatus::Pass);
-        assert_eq!(Check::not_worse_than("loss", 0.25, Some(0.2), 0.02, false).status, CheckStatus::Fail);
-        assert_eq!(Check::not_worse_than("acc", 0.5, None, 0.0, true).status, CheckStatus::Skip);
+        assert_eq!(Check::not_worse_than("acc", 0.85, Some(0.9), 0.02, Up).status, CheckStatus::Fail);
+        assert_eq!(Check::not_worse_than("loss", 0.21, Some(0.2), 0.02, Down).status, CheckStatus::Pass);
+        assert_eq!(Check::not_worse_than("loss", 0.25, Some(0.2), 0.02, Down).status, CheckStatus::Fail);
+        assert_eq!(Check::not_worse_than("acc", 0.5, None, 0.0, Up).status, CheckStatus::Skip);
+        assert_eq!(Check::not_worse_than("acc", f64::NAN, Some(0.9), 0.1, Up).status, CheckStatus::Fail);
     }
 }

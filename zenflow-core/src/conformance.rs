@@ -412,6 +412,7 @@ pub mod metadata {
                         name: "data".into(),
                         from: vec![OutputRef { step: "load".into(), output: "output".into() }],
                         list: false,
+                        model: None,
                     }],
                     after: vec![],
                     outputs: vec![out("output")],
@@ -715,5 +716,373 @@ pub mod metadata {
         let mut numbers: Vec<i64> = versions.iter().map(|v| v.version).collect();
         numbers.sort_unstable();
         assert_eq!(numbers, (1..=(writers * per_writer) as i64).collect::<Vec<_>>(), "versions are unique and dense");
+    }
+}
+
+/// The model registry suite, for every store whose
+/// [`MetadataStore::registry`](crate::metadata::MetadataStore::registry) is one.
+pub mod registry {
+    use super::metadata::{artifact, new_run, step_write};
+    use crate::hash::ContentHash;
+    use crate::metadata::*;
+    use crate::registry::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    /// Runs every registry check. `open` gives a new handle to the same
+    /// (initially empty) store each time, as another process would.
+    pub async fn run_all(open: impl Fn() -> Arc<dyn MetadataStore>) {
+        let store = open();
+        versions_and_dedup(store.as_ref()).await;
+        promotion_is_compare_and_swap(store.as_ref()).await;
+        history_and_rollback(store.as_ref()).await;
+        protected_aliases(store.as_ref()).await;
+        bad_input(store.as_ref()).await;
+        racing_promotions(&open, 8).await;
+        racing_registrations(&open, 8).await;
+    }
+
+    fn registry(store: &dyn MetadataStore) -> &dyn ModelRegistry {
+        store.registry().expect("this store keeps a model registry")
+    }
+
+    /// Records `n` artifact versions (distinct bytes unless `same`) in a new
+    /// run of pipeline `pipeline`; returns the run id and the versions.
+    pub async fn artifacts(store: &dyn MetadataStore, pipeline: &str, n: usize) -> (String, Vec<ArtifactVersion>) {
+        let run = store.create_run(&new_run(pipeline, &format!("{pipeline}-{}", new_id()))).await.unwrap();
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut w = step_write(&run.id, &format!("train{i}"), StepStatus::Completed);
+            w.new_outputs =
+                vec![artifact(pipeline, &format!("train{i}"), format!("{pipeline} model {i} {}", run.id).as_bytes())];
+            out.push(store.write_step_run(&w).await.unwrap().remove(0).artifact);
+        }
+        store.flush().await.unwrap();
+        (run.id, out)
+    }
+
+    /// A version to register for `artifact`.
+    pub fn version_of(model: &str, run: &str, artifact: &ArtifactVersion) -> NewModelVersion {
+        NewModelVersion {
+            model: model.into(),
+            artifact_version: artifact.id.clone(),
+            content_hash: artifact.content_hash,
+            run_id: Some(run.into()),
+            step_run: Some(artifact.producer_step_run.clone()),
+            git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            code_hashes: BTreeMap::from([("train".into(), "c0de".into())]),
+            data_hashes: vec![DataHash { input: "data".into(), content_hash: ContentHash::of(b"training data") }],
+            metrics: BTreeMap::from([("accuracy".into(), 0.93)]),
+            tags: BTreeMap::from([("owner".into(), "ml-team".into())]),
+            samples: vec![Sample {
+                request: serde_json::json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}),
+                expected: serde_json::json!([1]),
+            }],
+        }
+    }
+
+    fn promotion(model: &str, alias: &str, to: Option<i64>, expect: Expect) -> Promotion {
+        Promotion {
+            model: model.into(),
+            alias: alias.into(),
+            to,
+            expect,
+            actor: "conformance".into(),
+            reason: None,
+            run_id: None,
+            ci_job_url: Some("https://ci.example/job/1".into()),
+            force: false,
+            protected: false,
+            kind: EventKind::Promote,
+        }
+    }
+
+    /// Versions are numbered per model, record what they were given, and
+    /// identical bytes are one version.
+    pub async fn versions_and_dedup(store: &dyn MetadataStore) {
+        let reg = registry(store);
+        let (run, arts) = artifacts(store, "dedup", 2).await;
+        let v1 = reg.register(&version_of("dedup-model", &run, &arts[0])).await.unwrap();
+        assert_eq!(v1.version, 1);
+        let expected = version_of("dedup-model", &run, &arts[0]);
+        assert_eq!(
+            (&v1.artifact_version, &v1.content_hash, &v1.run_id, &v1.git_commit),
+            (&expected.artifact_version, &expected.content_hash, &expected.run_id, &expected.git_commit)
+        );
+        assert_eq!((&v1.code_hashes, &v1.data_hashes), (&expected.code_hashes, &expected.data_hashes));
+        assert_eq!((&v1.metrics, &v1.tags, &v1.samples), (&expected.metrics, &expected.tags, &expected.samples));
+        let again = reg.register(&version_of("dedup-model", &run, &arts[0])).await.unwrap();
+        assert_eq!(again, v1, "registering identical bytes returns the version that has them");
+        let v2 = reg.register(&version_of("dedup-model", &run, &arts[1])).await.unwrap();
+        assert_eq!(v2.version, 2);
+        // The same bytes are version 1 of another model too: numbers are per model.
+        assert_eq!(reg.register(&version_of("other-model", &run, &arts[1])).await.unwrap().version, 1);
+        let versions = reg.versions("dedup-model").await.unwrap();
+        assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), [2, 1], "newest first");
+        assert_eq!(reg.version("dedup-model", 1).await.unwrap().as_ref(), Some(&v1));
+        assert!(reg.version("dedup-model", 9).await.unwrap().is_none());
+        let model = reg.model("dedup-model").await.unwrap().expect("registering created the model");
+        assert_eq!(model.description, "");
+        let tags = BTreeMap::from([("team".to_string(), "vision".to_string())]);
+        let described = reg.describe_model("dedup-model", "a tumour classifier", &tags).await.unwrap();
+        assert_eq!((described.description.as_str(), &described.tags), ("a tumour classifier", &tags));
+        assert_eq!(described.created_at, model.created_at);
+        let names: Vec<String> = reg.models().await.unwrap().into_iter().map(|m| m.name).collect();
+        assert!(names.contains(&"dedup-model".to_string()) && names.contains(&"other-model".to_string()));
+    }
+
+    /// An alias moves only from the holder expected; a retry of a finished
+    /// promotion is a no-op; at most one version holds an alias.
+    pub async fn promotion_is_compare_and_swap(store: &dyn MetadataStore) {
+        let reg = registry(store);
+        let (run, arts) = artifacts(store, "cas", 3).await;
+        for a in &arts {
+            reg.register(&version_of("cas-model", &run, a)).await.unwrap();
+        }
+        assert!(reg.resolve("cas-model", PRODUCTION).await.unwrap().is_none());
+        let first = reg.promote(&promotion("cas-model", PRODUCTION, Some(1), Expect::Nobody)).await.unwrap();
+        let Promoted::Moved(event) = first else { panic!("the first promotion moves the alias: {first:?}") };
+        assert_eq!((event.from, event.to, event.seq, event.kind), (None, Some(1), 1, EventKind::Promote));
+        assert_eq!(event.ci_job_url.as_deref(), Some("https://ci.example/job/1"));
+        assert_eq!(
+            reg.promote(&promotion("cas-model", PRODUCTION, Some(1), Expect::Nobody)).await.unwrap(),
+            Promoted::AlreadyHeld,
+            "a retry of a finished promotion changes nothing"
+        );
+        // A stale expectation: the conflict names the holder and since when.
+        let err = reg.promote(&promotion("cas-model", PRODUCTION, Some(2), Expect::Nobody)).await.unwrap_err();
+        match &err {
+            RegistryError::Conflict { holder: Some((1, since)), expected: Expect::Nobody, .. } => {
+                assert_eq!(*since, event.at)
+            }
+            other => panic!("expected a conflict naming v1, got {other:?}"),
+        }
+        assert!(err.to_string().contains("held by v1 since"), "{err}");
+        let err = reg.promote(&promotion("cas-model", PRODUCTION, Some(3), Expect::Version(2))).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Conflict { holder: Some((1, _)), .. }), "{err}");
+        reg.promote(&promotion("cas-model", PRODUCTION, Some(2), Expect::Version(1))).await.unwrap();
+        reg.promote(&promotion("cas-model", STAGING, Some(3), Expect::Nobody)).await.unwrap();
+        reg.promote(&promotion("cas-model", "champion", Some(2), Expect::Nobody)).await.unwrap();
+        let versions = reg.versions("cas-model").await.unwrap();
+        let held: Vec<(i64, Vec<String>)> = versions.iter().map(|v| (v.version, v.aliases.clone())).collect();
+        assert_eq!(
+            held,
+            [(3, vec!["staging".to_string()]), (2, vec!["champion".into(), "production".into()]), (1, vec![])],
+            "each alias on one version only"
+        );
+        assert_eq!(reg.resolve("cas-model", PRODUCTION).await.unwrap().map(|v| v.version), Some(2));
+        let aliases: Vec<(String, i64)> =
+            reg.aliases("cas-model").await.unwrap().into_iter().map(|h| (h.alias, h.version)).collect();
+        assert_eq!(aliases, [("champion".into(), 2), ("production".into(), 2), ("staging".into(), 3)]);
+        // Taking an alias off every version.
+        reg.promote(&promotion("cas-model", "champion", None, Expect::Version(2))).await.unwrap();
+        assert!(reg.resolve("cas-model", "champion").await.unwrap().is_none());
+    }
+
+    /// The event log is linear and newest first; it answers who held an
+    /// alias at a time; a rollback is a compare-and-swap back, itself an event.
+    pub async fn history_and_rollback(store: &dyn MetadataStore) {
+        let reg = registry(store);
+        let (run, arts) = artifacts(store, "hist", 3).await;
+        for a in &arts {
+            reg.register(&version_of("hist-model", &run, a)).await.unwrap();
+        }
+        let err = rollback(reg, "hist-model", PRODUCTION, promotion("", "", None, Expect::Nobody)).await.unwrap_err();
+        assert!(matches!(err, RegistryError::NothingToRollBack { .. }), "{err}");
+        let mut times = Vec::new();
+        for (to, expect) in [(1, Expect::Nobody), (2, Expect::Version(1)), (3, Expect::Version(2))] {
+            let Promoted::Moved(e) = reg.promote(&promotion("hist-model", PRODUCTION, Some(to), expect)).await.unwrap()
+            else {
+                panic!("moved")
+            };
+            times.push(e.at);
+            // Distinct times, so that holder_at can tell them apart.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        reg.promote(&promotion("hist-model", STAGING, Some(3), Expect::Nobody)).await.unwrap();
+        let all = reg.history("hist-model", None, 100).await.unwrap();
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 3, 2, 1], "linear, newest first");
+        let prod = reg.history("hist-model", Some(PRODUCTION), 100).await.unwrap();
+        assert_eq!(
+            prod.iter().map(|e| (e.from, e.to)).collect::<Vec<_>>(),
+            [(Some(2), Some(3)), (Some(1), Some(2)), (None, Some(1))]
+        );
+        assert_eq!(reg.history("hist-model", None, 2).await.unwrap().len(), 2, "limit");
+        assert_eq!(reg.holder_at("hist-model", PRODUCTION, times[0] - 1).await.unwrap(), None, "before the first");
+        assert_eq!(reg.holder_at("hist-model", PRODUCTION, times[0]).await.unwrap(), Some(1));
+        assert_eq!(reg.holder_at("hist-model", PRODUCTION, times[1] + 1).await.unwrap(), Some(2));
+        assert_eq!(reg.holder_at("hist-model", PRODUCTION, now()).await.unwrap(), Some(3));
+        let mut why = promotion("", "", None, Expect::Nobody);
+        why.reason = Some("v3 fails on real traffic".into());
+        let Promoted::Moved(back) = rollback(reg, "hist-model", PRODUCTION, why).await.unwrap() else {
+            panic!("moved")
+        };
+        assert_eq!((back.from, back.to, back.kind), (Some(3), Some(2), EventKind::Rollback));
+        assert_eq!(back.reason.as_deref(), Some("v3 fails on real traffic"));
+        assert_eq!(reg.resolve("hist-model", PRODUCTION).await.unwrap().map(|v| v.version), Some(2));
+        assert_eq!(reg.history("hist-model", None, 1).await.unwrap()[0], back, "the rollback is an event");
+    }
+
+    /// A protected alias moves only with a run whose quality gate passed,
+    /// or forced with a reason, which the log records.
+    pub async fn protected_aliases(store: &dyn MetadataStore) {
+        let reg = registry(store);
+        let (good_run, arts) = artifacts(store, "prot", 2).await;
+        for a in &arts {
+            reg.register(&version_of("prot-model", &good_run, a)).await.unwrap();
+        }
+        let (bad_run, _) = artifacts(store, "prot-bad", 0).await;
+        let mut appraisal = step_write(&bad_run, "appraise", StepStatus::Completed);
+        appraisal.step_run.checks = vec![crate::check::Check::fail("accuracy", "worse than production")];
+        store.write_step_run(&appraisal).await.unwrap();
+        store.flush().await.unwrap();
+        let protected = |run: Option<&str>| Promotion {
+            protected: true,
+            run_id: run.map(str::to_string),
+            ..promotion("prot-model", PRODUCTION, Some(1), Expect::Nobody)
+        };
+        let err = reg.promote(&protected(None)).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Protected { .. }) && err.to_string().contains("--force"), "{err}");
+        let err = reg.promote(&protected(Some(&bad_run))).await.unwrap_err();
+        assert!(matches!(&err, RegistryError::Protected { why, .. } if why.contains("appraise.accuracy")), "{err}");
+        let err = reg.promote(&protected(Some("no-such-run"))).await.unwrap_err();
+        assert!(matches!(&err, RegistryError::Protected { why, .. } if why.contains("no-such-run")), "{err}");
+        assert!(reg.resolve("prot-model", PRODUCTION).await.unwrap().is_none(), "refusals change nothing");
+        let Promoted::Moved(ok) = reg.promote(&protected(Some(&good_run))).await.unwrap() else { panic!("moved") };
+        assert!(!ok.forced);
+        let forced_without_reason =
+            Promotion { force: true, to: Some(2), expect: Expect::Version(1), ..protected(None) };
+        let err = reg.promote(&forced_without_reason).await.unwrap_err();
+        assert!(matches!(err, RegistryError::ReasonRequired { .. }), "{err}");
+        let forced = Promotion { reason: Some("hotfix, approved by on-call".into()), ..forced_without_reason };
+        let Promoted::Moved(e) = reg.promote(&forced).await.unwrap() else { panic!("moved") };
+        assert!(e.forced && e.reason.as_deref() == Some("hotfix, approved by on-call"), "{e:?}");
+        assert_eq!(reg.history("prot-model", Some(PRODUCTION), 1).await.unwrap()[0], e);
+    }
+
+    /// Bad names, unknown models and versions: exact errors, nothing changed.
+    pub async fn bad_input(store: &dyn MetadataStore) {
+        let reg = registry(store);
+        let (run, arts) = artifacts(store, "bad", 1).await;
+        reg.register(&version_of("bad-model", &run, &arts[0])).await.unwrap();
+        for alias in ["", "Production", "prod uction", &"x".repeat(65)] {
+            let err = reg.promote(&promotion("bad-model", alias, Some(1), Expect::Nobody)).await.unwrap_err();
+            assert!(matches!(err, RegistryError::InvalidName { what: "alias", .. }), "{alias:?}: {err}");
+        }
+        let err = reg.promote(&promotion("no-such-model", PRODUCTION, Some(1), Expect::Nobody)).await.unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::UnknownModel { known, .. } if known.contains(&"bad-model".to_string())),
+            "{err}"
+        );
+        let err = reg.promote(&promotion("bad-model", PRODUCTION, Some(7), Expect::Nobody)).await.unwrap_err();
+        assert!(matches!(&err, RegistryError::UnknownVersion { version: 7, known, .. } if known == &[1]), "{err}");
+        assert!(err.to_string().contains("its versions: 1"), "{err}");
+        assert!(reg.history("bad-model", None, 10).await.unwrap().is_empty(), "nothing was recorded");
+        assert!(matches!(reg.versions("no-such-model").await.unwrap_err(), RegistryError::UnknownModel { .. }));
+        assert!(matches!(
+            reg.resolve("no-such-model", PRODUCTION).await.unwrap_err(),
+            RegistryError::UnknownModel { .. }
+        ));
+        let mut ghost = version_of("bad-model", &run, &arts[0]);
+        ghost.artifact_version = "no-such-artifact".into();
+        ghost.content_hash = ContentHash::of(b"ghost");
+        let err = reg.register(&ghost).await.unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::Store(MetadataError::NotFound(w)) if w.contains("no-such-artifact")),
+            "{err}"
+        );
+        let err = reg.register(&version_of("-bad name", &run, &arts[0])).await.unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidName { what: "model", .. }), "{err}");
+        assert_eq!(reg.versions("bad-model").await.unwrap().len(), 1);
+    }
+
+    /// Many handles promote different versions with the same expectation at
+    /// once: exactly one wins, every other gets the conflict naming the
+    /// winner, and the event log is linear.
+    pub async fn racing_promotions(open: &impl Fn() -> Arc<dyn MetadataStore>, racers: usize) {
+        let store = open();
+        let (run, arts) = artifacts(store.as_ref(), "race", racers).await;
+        for a in &arts {
+            registry(store.as_ref()).register(&version_of("race-model", &run, a)).await.unwrap();
+        }
+        let outcomes = race(open, racers, |store, i| async move {
+            let p = promotion("race-model", PRODUCTION, Some(i as i64 + 1), Expect::Nobody);
+            registry(store.as_ref()).promote(&p).await
+        })
+        .await;
+        let winners: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Ok(Promoted::Moved(e)) => e.to,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(winners.len(), 1, "exactly one promotion wins: {outcomes:?}");
+        for o in &outcomes {
+            match o {
+                Ok(Promoted::Moved(_)) => {}
+                Err(RegistryError::Conflict { holder: Some((v, _)), .. }) => assert_eq!(*v, winners[0]),
+                other => panic!("a loser gets the conflict naming the winner, got {other:?}"),
+            }
+        }
+        let log = registry(store.as_ref()).history("race-model", None, 100).await.unwrap();
+        assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1], "one event: {log:?}");
+        assert_eq!(
+            registry(store.as_ref()).resolve("race-model", PRODUCTION).await.unwrap().map(|v| v.version),
+            Some(winners[0])
+        );
+    }
+
+    /// Many handles register at once, half of them the same bytes: one
+    /// version per distinct content, numbers unique and dense.
+    pub async fn racing_registrations(open: &impl Fn() -> Arc<dyn MetadataStore>, racers: usize) {
+        let store = open();
+        let (run, arts) = artifacts(store.as_ref(), "reg-race", racers).await;
+        let arts = Arc::new(arts);
+        let outcomes = race(open, racers, move |store, i| {
+            let arts = arts.clone();
+            let run = run.clone();
+            async move {
+                // Even racers all register the first artifact.
+                let a = if i % 2 == 0 { &arts[0] } else { &arts[i] };
+                registry(store.as_ref()).register(&version_of("reg-race-model", &run, a)).await
+            }
+        })
+        .await;
+        let versions: Vec<i64> = outcomes.iter().map(|o| o.as_ref().expect("a registration").version).collect();
+        let firsts: Vec<i64> = versions.iter().step_by(2).copied().collect();
+        assert!(firsts.windows(2).all(|w| w[0] == w[1]), "identical bytes are one version: {versions:?}");
+        let mut numbers = registry(store.as_ref())
+            .versions("reg-race-model")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.version)
+            .collect::<Vec<_>>();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=(1 + racers / 2) as i64).collect::<Vec<_>>(), "unique and dense");
+    }
+
+    /// Runs `racers` copies of `f` at once, each on its own handle and thread.
+    async fn race<T, F, Fut>(open: &impl Fn() -> Arc<dyn MetadataStore>, racers: usize, f: F) -> Vec<T>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<dyn MetadataStore>, usize) -> Fut + Send + Sync + Clone + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        let start = Arc::new(std::sync::Barrier::new(racers));
+        let handles: Vec<_> = (0..racers)
+            .map(|i| {
+                let (store, f, start) = (open(), f.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    start.wait();
+                    let out = rt.block_on(f(store.clone(), i));
+                    rt.block_on(store.flush()).unwrap();
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a racer panicked")).collect()
     }
 }

@@ -25,6 +25,8 @@ struct Inner {
     logs: Mutex<Vec<String>>,
     metadata: Mutex<BTreeMap<String, serde_json::Value>>,
     checks: Mutex<Vec<Check>>,
+    /// The versions model inputs resolved to, by input name.
+    models: BTreeMap<String, Option<i64>>,
 }
 
 impl StepContext {
@@ -40,8 +42,28 @@ impl StepContext {
                 logs: Mutex::default(),
                 metadata: Mutex::default(),
                 checks: Mutex::default(),
+                models: BTreeMap::new(),
             }),
         }
+    }
+
+    /// The same context, knowing which versions its model inputs resolved to.
+    pub fn with_model_versions(self, models: BTreeMap<String, Option<i64>>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.models = models;
+                StepContext { inner: Arc::new(inner) }
+            }
+            Err(shared) => StepContext { inner: shared },
+        }
+    }
+
+    /// The version of the model that input `input` (a
+    /// [`model_alias`](crate::model_alias)) resolved to when the step
+    /// started; `None` when no version held the alias, or the input is not
+    /// a model input.
+    pub fn model_version(&self, input: &str) -> Option<i64> {
+        self.inner.models.get(input).copied().flatten()
     }
 
     /// A context outside any run, for calling a step function directly in tests.
@@ -111,6 +133,39 @@ impl StepContext {
         status
     }
 
+    /// Records the outcome of an appraisal ([`crate::appraisal`]): one check
+    /// per metric (`appraisal.<metric>`), which feed the run's quality gate,
+    /// and the table the reports show. Returns the worst status.
+    pub fn record_appraisal(&self, result: &crate::appraisal::AppraisalResult) -> CheckStatus {
+        self.log_metadata(crate::appraisal::METADATA_KEY, result);
+        result.checks().into_iter().map(|c| self.check(c)).max().unwrap_or(CheckStatus::Pass)
+    }
+
+    /// Adds a request to replay, with the answer it must give, to the model
+    /// version this step's output becomes (`#[step(model = "...")]`): the
+    /// model server sends it before the version serves, and refuses a
+    /// version whose answer differs.
+    pub fn model_sample(&self, request: impl Serialize, expected: impl Serialize) {
+        let sample = serde_json::json!({
+            "request": serde_json::to_value(request).unwrap_or(serde_json::Value::Null),
+            "expected": serde_json::to_value(expected).unwrap_or(serde_json::Value::Null),
+        });
+        let mut metadata = self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner);
+        let samples = metadata.entry(MODEL_SAMPLES.to_string()).or_insert_with(|| serde_json::json!([]));
+        if let Some(list) = samples.as_array_mut() {
+            list.push(sample);
+        }
+    }
+
+    /// Sets a tag of the model version this step's output becomes.
+    pub fn model_tag(&self, key: impl Into<String>, value: impl Into<String>) {
+        let mut metadata = self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner);
+        let tags = metadata.entry(MODEL_TAGS.to_string()).or_insert_with(|| serde_json::json!({}));
+        if let Some(map) = tags.as_object_mut() {
+            map.insert(key.into(), serde_json::Value::String(value.into()));
+        }
+    }
+
     /// The checks recorded so far.
     pub fn checks(&self) -> Vec<Check> {
         self.inner.checks.lock().unwrap_or_else(PoisonError::into_inner).clone()
@@ -126,6 +181,12 @@ impl StepContext {
         self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
+
+/// The step-run metadata key of the samples of [`StepContext::model_sample`].
+pub const MODEL_SAMPLES: &str = "zenflow.model.samples";
+
+/// The step-run metadata key of the tags of [`StepContext::model_tag`].
+pub const MODEL_TAGS: &str = "zenflow.model.tags";
 
 /// The message of a panic payload or a failed task.
 pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {

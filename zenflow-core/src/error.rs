@@ -27,6 +27,9 @@ pub enum Error {
     /// A value could not be turned into bytes or back.
     #[error(transparent)]
     Materialize(#[from] crate::materializer::MaterializeError),
+    /// The model registry refused or failed.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// A step failed; the message carries the step's own error.
     #[error(transparent)]
     Step(#[from] crate::step::StepError),

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod appraisal;
 pub mod artifact;
 pub mod artifact_store;
 pub mod cache;
@@ -20,15 +21,16 @@ pub mod metadata;
 pub mod orchestrator;
 pub mod pipeline;
 pub mod plan;
+pub mod registry;
 pub mod run;
 pub mod runner;
 pub mod stack;
 pub mod step;
 pub mod time;
 
-pub use artifact::{Artifact, IntoInput, Invocation, Upstream};
+pub use artifact::{model_alias, Artifact, IntoInput, Invocation, ModelAlias, Upstream};
 pub use artifact_store::ArtifactStore;
-pub use check::{Check, CheckStatus};
+pub use check::{Check, CheckStatus, Direction};
 pub use context::StepContext;
 pub use error::{BoxError, Error, Result};
 pub use hash::ContentHash;
@@ -39,6 +41,7 @@ pub use orchestrator::Orchestrator;
 pub use petgraph;
 pub use pipeline::Pipeline;
 pub use plan::Plan;
+pub use registry::ModelRegistry;
 pub use run::RunResult;
 pub use runner::{RunOptions, StepRunner};
 pub use stack::Stack;

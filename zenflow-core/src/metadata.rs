@@ -464,4 +464,9 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
 
     /// Producer and consumers of an artifact version.
     async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError>;
+
+    /// The model registry kept in the same database, if this store has one.
+    fn registry(&self) -> Option<&dyn crate::registry::ModelRegistry> {
+        None
+    }
 }

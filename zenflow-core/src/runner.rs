@@ -24,6 +24,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+/// The prefix of the step-run metadata that records how a model input was
+/// resolved: `zenflow.model_input.<input>` = `{model, alias, version}`
+/// (`version` null when no version held the alias).
+pub const MODEL_INPUT_PREFIX: &str = "zenflow.model_input.";
+
 /// Something that happened in a run, for progress displays and logs.
 #[derive(Debug)]
 pub enum RunEvent<'a> {
@@ -295,7 +300,14 @@ impl StepRunner {
         let started_at = metadata::now();
         let step_run_id = uuid::Uuid::now_v7().to_string();
 
-        let inputs = self.resolve_inputs(step).await?;
+        let (inputs, models) = match self.resolve_inputs(step).await {
+            Ok(resolved) => resolved,
+            // A model input that cannot be resolved fails the step, not the run's records.
+            Err(Error::Registry(e)) if !matches!(e, crate::registry::RegistryError::Store(_)) => {
+                return self.fail_early(pos, step_run_id, started, started_at, e.to_string()).await
+            }
+            Err(e) => return Err(e),
+        };
         let hashes: Vec<Vec<ContentHash>> =
             inputs.iter().map(|links| links.iter().map(|a| a.content_hash).collect()).collect();
         let key = cache_key(step, &hashes).to_hex();
@@ -333,6 +345,9 @@ impl StepRunner {
             },
             new_outputs: Vec::new(),
         };
+        for (input, resolved) in &models {
+            write.step_run.metadata.insert(format!("{MODEL_INPUT_PREFIX}{input}"), resolved.clone());
+        }
 
         if step.options.cache && !self.options.no_cache {
             if let Some(hit) = self.cache_lookup(&key).await? {
@@ -342,6 +357,9 @@ impl StepRunner {
                 sr.ended_at = Some(metadata::now());
                 sr.outputs = hit.outputs;
                 let outputs = self.stack.metadata().write_step_run(&write).await?;
+                if let Err(e) = self.register_model(step, &write, &outputs, &inputs).await {
+                    return self.refuse_registration(pos, write, started, e).await;
+                }
                 return Ok(self.finish(
                     pos,
                     StepResult {
@@ -358,8 +376,10 @@ impl StepRunner {
         }
 
         self.stack.metadata().write_step_run(&write).await?;
+        let model_versions: std::collections::BTreeMap<String, Option<i64>> =
+            models.iter().map(|(input, resolved)| (input.clone(), resolved["version"].as_i64())).collect();
         let execution = match self.load_inputs(step, &inputs).await {
-            Ok(loaded) => self.execute_with_retries(step, loaded).await,
+            Ok(loaded) => self.execute_with_retries(step, loaded, &model_versions).await,
             Err(e) => Execution::failed(e.to_string()),
         };
         let attempts = execution.attempts;
@@ -395,6 +415,11 @@ impl StepRunner {
         write.step_run.status = status;
         write.step_run.error = error.clone();
         let outputs = self.stack.metadata().write_step_run(&write).await?;
+        if error.is_none() {
+            if let Err(e) = self.register_model(step, &write, &outputs, &inputs).await {
+                return self.refuse_registration(pos, write, started, e).await;
+            }
+        }
         if let Some(e) = &error {
             tracing::warn!(step = %step.id, "step failed: {e}");
         } else {
@@ -481,11 +506,24 @@ impl StepRunner {
         Ok(skipped)
     }
 
-    /// The artifact versions feeding each input of `step`, in input order.
-    async fn resolve_inputs(&self, step: &PlanStep) -> Result<Vec<Vec<ArtifactVersion>>> {
+    /// The artifact versions feeding each input of `step`, in input order
+    /// (none for a model alias no version holds), and how each model input
+    /// was resolved.
+    #[allow(clippy::type_complexity)]
+    async fn resolve_inputs(
+        &self,
+        step: &PlanStep,
+    ) -> Result<(Vec<Vec<ArtifactVersion>>, Vec<(String, serde_json::Value)>)> {
         let mut recorded: Option<HashMap<String, Vec<OutputLink>>> = None;
         let mut out = Vec::with_capacity(step.inputs.len());
+        let mut models = Vec::new();
         for input in &step.inputs {
+            if let Some(m) = &input.model {
+                let (versions, resolved) = self.resolve_model(m).await?;
+                out.push(versions);
+                models.push((input.name.clone(), resolved));
+                continue;
+            }
             let mut versions = Vec::with_capacity(input.from.len());
             for r in &input.from {
                 let pos = self.position(&r.step)?;
@@ -516,7 +554,167 @@ impl StepRunner {
             }
             out.push(versions);
         }
-        Ok(out)
+        Ok((out, models))
+    }
+
+    /// The artifact version of the model version holding `m.alias` now
+    /// (none when nobody holds it), and the record of the resolution.
+    async fn resolve_model(&self, m: &crate::plan::ModelInput) -> Result<(Vec<ArtifactVersion>, serde_json::Value)> {
+        let registry = self.registry()?;
+        let Some(version) = registry
+            .resolve(&m.model, &m.alias)
+            .await
+            .map_err(|e| match e {
+                // A model that was never registered: nobody holds the alias.
+                crate::registry::RegistryError::UnknownModel { .. } => None,
+                other => Some(other),
+            })
+            .or_else(|e| match e {
+                None => Ok(None),
+                Some(e) => Err(e),
+            })?
+        else {
+            return Ok((Vec::new(), serde_json::json!({"model": m.model, "alias": m.alias, "version": null})));
+        };
+        let artifact = self.stack.metadata().artifact_version(&version.artifact_version).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "artifact version `{}` of model {} v{}",
+                version.artifact_version, version.model, version.version
+            ))
+        })?;
+        let resolved = serde_json::json!({"model": m.model, "alias": m.alias, "version": version.version});
+        Ok((vec![artifact], resolved))
+    }
+
+    /// The stack's model registry.
+    fn registry(&self) -> std::result::Result<&dyn crate::registry::ModelRegistry, crate::registry::RegistryError> {
+        self.stack
+            .metadata()
+            .registry()
+            .ok_or_else(|| crate::registry::RegistryError::Unavailable { store: self.stack.metadata().url() })
+    }
+
+    /// Registers the output of a step with `model = "..."` as a version of
+    /// that model (a no-op when its bytes are already a version of it).
+    async fn register_model(
+        &self,
+        step: &PlanStep,
+        write: &StepRunWrite,
+        outputs: &[OutputLink],
+        inputs: &[Vec<ArtifactVersion>],
+    ) -> std::result::Result<(), String> {
+        let Some(model) = &step.options.model else { return Ok(()) };
+        let Some(output) = outputs.first() else {
+            return Err(format!("step `{}` registers model `{model}`, but recorded no output", step.id));
+        };
+        let registry = self.registry().map_err(|e| e.to_string())?;
+        let artifact = &output.artifact;
+        // What the producing step run logged (for a cached step, the original).
+        let produced_here = artifact.producer_step_run == write.step_run.id;
+        let (metadata, git_commit) = if produced_here {
+            (write.step_run.metadata.clone(), self.run.git_commit.clone())
+        } else {
+            let original =
+                self.stack.metadata().step_run(&artifact.producer_step_run).await.map_err(|e| e.to_string())?;
+            let run = self.stack.metadata().get_run(&artifact.run_id).await.map_err(|e| e.to_string())?;
+            (original.map(|o| o.metadata).unwrap_or_default(), run.and_then(|r| r.git_commit))
+        };
+        let mut tags: std::collections::BTreeMap<String, String> = metadata
+            .get(crate::context::MODEL_TAGS)
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default();
+        tags.entry("pipeline".into()).or_insert_with(|| self.plan.pipeline.clone());
+        tags.entry("stack".into()).or_insert_with(|| self.stack.name().to_string());
+        let new = crate::registry::NewModelVersion {
+            model: model.clone(),
+            artifact_version: artifact.id.clone(),
+            content_hash: artifact.content_hash,
+            run_id: Some(artifact.run_id.clone()),
+            step_run: Some(artifact.producer_step_run.clone()),
+            git_commit,
+            code_hashes: self.plan.steps.iter().map(|s| (s.id.clone(), s.code_hash.clone())).collect(),
+            data_hashes: step
+                .inputs
+                .iter()
+                .zip(inputs)
+                .flat_map(|(spec, versions)| {
+                    versions
+                        .iter()
+                        .map(|v| crate::registry::DataHash { input: spec.name.clone(), content_hash: v.content_hash })
+                })
+                .collect(),
+            metrics: metadata.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect(),
+            tags,
+            samples: metadata
+                .get(crate::context::MODEL_SAMPLES)
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .unwrap_or_default(),
+        };
+        let version = registry.register(&new).await.map_err(|e| format!("could not register model `{model}`: {e}"))?;
+        tracing::info!(step = %step.id, "registered {} v{}", version.model, version.version);
+        Ok(())
+    }
+
+    /// Re-records a step whose model could not be registered as failed.
+    async fn refuse_registration(
+        &self,
+        pos: usize,
+        mut write: StepRunWrite,
+        started: std::time::Instant,
+        error: String,
+    ) -> Result<Arc<StepResult>> {
+        write.step_run.status = StepStatus::Failed;
+        write.step_run.error = Some(error.clone());
+        write.step_run.outputs.clear();
+        write.new_outputs.clear();
+        self.stack.metadata().write_step_run(&write).await?;
+        Ok(self.finish(
+            pos,
+            StepResult {
+                invocation: write.step_run.invocation.clone(),
+                status: StepStatus::Failed,
+                step_run_id: write.step_run.id.clone(),
+                outputs: Vec::new(),
+                error: Some(error),
+                attempts: write.step_run.attempts,
+                duration: started.elapsed(),
+            },
+        ))
+    }
+
+    /// Records a step that failed before it could start (an input that
+    /// cannot be resolved).
+    async fn fail_early(
+        &self,
+        pos: usize,
+        step_run_id: String,
+        started: std::time::Instant,
+        started_at: metadata::Timestamp,
+        error: String,
+    ) -> Result<Arc<StepResult>> {
+        let step = &self.plan.steps[pos];
+        let write = StepRunWrite {
+            step_run: StepRunRecord {
+                id: step_run_id,
+                run_id: self.run.id.clone(),
+                invocation: step.id.clone(),
+                step: step.step.clone(),
+                status: StepStatus::Failed,
+                cache_key: None,
+                original_step_run: None,
+                started_at,
+                ended_at: Some(metadata::now()),
+                error: None,
+                attempts: 0,
+                logs: Vec::new(),
+                metadata: Default::default(),
+                checks: Vec::new(),
+                outputs: Vec::new(),
+                inputs: Vec::new(),
+            },
+            new_outputs: Vec::new(),
+        };
+        self.refuse_registration(pos, write, started, error).await
     }
 
     /// Outputs of the completed or cached step runs of this run, by invocation.
@@ -575,6 +773,17 @@ impl StepRunner {
         let store = self.stack.artifacts().as_ref();
         let mut loaded = Vec::with_capacity(inputs.len());
         for (spec, versions) in step.inputs.iter().zip(inputs) {
+            if spec.model.is_some() {
+                // An `Option<T>`: the model's bytes read as `Some`, or `null`.
+                let encoded = match versions.first() {
+                    Some(v) => {
+                        Encoded { format: v.format.clone(), bytes: artifact_store::read_version(store, v).await? }
+                    }
+                    None => Encoded::new("json", bytes::Bytes::from_static(b"null")),
+                };
+                loaded.push(LoadedInput::Single(encoded));
+                continue;
+            }
             let mut parts = Vec::with_capacity(versions.len());
             let mut value = None;
             for (from, v) in spec.from.iter().zip(versions) {
@@ -615,7 +824,12 @@ impl StepRunner {
         Ok(loaded)
     }
 
-    async fn execute_with_retries(&self, step: &PlanStep, inputs: Vec<LoadedInput>) -> Execution {
+    async fn execute_with_retries(
+        &self,
+        step: &PlanStep,
+        inputs: Vec<LoadedInput>,
+        model_versions: &std::collections::BTreeMap<String, Option<i64>>,
+    ) -> Execution {
         let spec = match step::lookup(&step.step) {
             Ok(spec) => spec,
             Err(e) => return Execution::failed(e.to_string()),
@@ -631,7 +845,8 @@ impl StepRunner {
         let mut logs = Vec::new();
         let mut attempt = 1;
         loop {
-            let ctx = StepContext::new(&self.run.id, &self.plan.pipeline, &step.id, &step.step, attempt);
+            let ctx = StepContext::new(&self.run.id, &self.plan.pipeline, &step.id, &step.step, attempt)
+                .with_model_versions(model_versions.clone());
             let call = StepCall::new(spec, inputs.clone(), params.clone(), ctx.clone())
                 .with_time_limit(step.options.timeout());
             // Polled in this task (no task per attempt): a panic is caught

@@ -26,6 +26,8 @@ struct Inner {
     orchestrator: Arc<dyn Orchestrator>,
     project_root: Option<PathBuf>,
     inline_limit: usize,
+    /// Aliases that move only with a run whose quality gate passed.
+    protected_aliases: Vec<String>,
     runtime: OnceLock<tokio::runtime::Runtime>,
     /// When this stack last closed the runs whose process died.
     stale_checked: std::sync::Mutex<Option<std::time::Instant>>,
@@ -81,6 +83,7 @@ impl Stack {
                 orchestrator,
                 project_root: None,
                 inline_limit: DEFAULT_INLINE_LIMIT,
+                protected_aliases: Vec::new(),
                 runtime: OnceLock::new(),
                 stale_checked: std::sync::Mutex::new(None),
             }),
@@ -89,17 +92,52 @@ impl Stack {
 
     /// Sets the project root (used to record the git commit of each run).
     pub fn with_project_root(self, root: impl Into<PathBuf>) -> Self {
-        self.rebuilt(Some(root.into()), self.inner.inline_limit)
+        self.rebuilt(Some(root.into()), self.inner.inline_limit, self.inner.protected_aliases.clone())
+    }
+
+    /// Protects `aliases` of every model: they move only with a run whose
+    /// quality gate passed, or forced with a reason (`protected_aliases` in
+    /// a stack of `zenflow.toml`).
+    pub fn with_protected_aliases(self, aliases: Vec<String>) -> Self {
+        self.rebuilt(self.inner.project_root.clone(), self.inner.inline_limit, aliases)
+    }
+
+    /// Whether `alias` is protected on this stack.
+    pub fn is_protected(&self, alias: &str) -> bool {
+        self.inner.protected_aliases.iter().any(|a| a == alias)
+    }
+
+    /// The model registry kept by the metadata store.
+    pub fn registry(&self) -> std::result::Result<&dyn crate::registry::ModelRegistry, crate::registry::RegistryError> {
+        self.metadata()
+            .registry()
+            .ok_or_else(|| crate::registry::RegistryError::Unavailable { store: self.metadata().url() })
+    }
+
+    /// A promotion of `alias` of `model` to `to`, expecting `expect` to hold
+    /// it, as this stack protects the alias, on behalf of this process's CI
+    /// job or user.
+    pub fn promotion(
+        &self,
+        model: &str,
+        alias: &str,
+        to: Option<i64>,
+        expect: crate::registry::Expect,
+    ) -> crate::registry::Promotion {
+        crate::registry::Promotion {
+            protected: self.is_protected(alias),
+            ..crate::registry::Promotion::new(model, alias, to, expect)
+        }
     }
 
     /// Keeps step outputs of at most `bytes` bytes in the metadata store
     /// instead of the artifact store (default [`DEFAULT_INLINE_LIMIT`]; 0
     /// puts every artifact in the artifact store).
     pub fn with_inline_limit(self, bytes: usize) -> Self {
-        self.rebuilt(self.inner.project_root.clone(), bytes)
+        self.rebuilt(self.inner.project_root.clone(), bytes, self.inner.protected_aliases.clone())
     }
 
-    fn rebuilt(&self, project_root: Option<PathBuf>, inline_limit: usize) -> Self {
+    fn rebuilt(&self, project_root: Option<PathBuf>, inline_limit: usize, protected_aliases: Vec<String>) -> Self {
         let inner = &self.inner;
         Stack {
             inner: Arc::new(Inner {
@@ -109,6 +147,7 @@ impl Stack {
                 orchestrator: inner.orchestrator.clone(),
                 project_root,
                 inline_limit,
+                protected_aliases,
                 runtime: OnceLock::new(),
                 stale_checked: std::sync::Mutex::new(None),
             }),

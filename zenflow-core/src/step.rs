@@ -26,11 +26,15 @@ pub struct StepOptions {
     /// Time limit for one attempt (`timeout = "30s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The model whose versions the step's output is (`model = "name"`):
+    /// each output the step records is registered as a version of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl Default for StepOptions {
     fn default() -> Self {
-        StepOptions { cache: true, retries: 0, retry_backoff_ms: 200, timeout_ms: None }
+        StepOptions { cache: true, retries: 0, retry_backoff_ms: 200, timeout_ms: None, model: None }
     }
 }
 

@@ -107,7 +107,8 @@ fn config_arg(arg: &FnArg) -> syn::Result<(TokenStream, TokenStream)> {
 /// A call is a step call when its callee is a plain path whose segments are all
 /// lowercase (`train`, `steps::train`), also inside `vec![...]`. Left alone:
 /// calls of types and methods (`Vec::new()`, `x.clone()`), paths rooted at a
-/// primitive type or at `std`/`core`/`alloc` (`f64::from`, `std::cmp::max`),
+/// primitive type or at `std`/`core`/`alloc`/`zenflow` (`f64::from`,
+/// `std::cmp::max`, `zenflow::model_alias`),
 /// `drop`, names bound in the body (closures, local function values), and
 /// everything in a `let` statement marked `#[plain]`.
 struct StepCalls {
@@ -118,7 +119,9 @@ const PRIMITIVES: [&str; 17] = [
     "bool", "char", "str", "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
     "f32", "f64",
 ];
-const ROOTS: [&str; 3] = ["std", "core", "alloc"];
+/// Paths rooted here are never steps: the standard library, and zenflow's
+/// own helpers for pipeline bodies (`zenflow::model_alias(...)`).
+const ROOTS: [&str; 4] = ["std", "core", "alloc", "zenflow"];
 
 impl StepCalls {
     fn is_step_path<'a>(&self, expr: &'a Expr) -> Option<&'a syn::Path> {

@@ -12,9 +12,10 @@ struct Options {
     retry_backoff_ms: Option<u64>,
     timeout_ms: Option<u64>,
     outputs: Option<Vec<Ident>>,
+    model: Option<LitStr>,
 }
 
-const OPTIONS: &str = "name, version, cache, retries, retry_backoff, timeout, outputs";
+const OPTIONS: &str = "name, version, cache, retries, retry_backoff, timeout, outputs, model";
 
 fn parse_options(attr: TokenStream) -> syn::Result<Options> {
     let mut o = Options::default();
@@ -27,6 +28,24 @@ fn parse_options(attr: TokenStream) -> syn::Result<Options> {
             "retries" => o.retries = Some(meta.value()?.parse::<LitInt>()?.base10_parse()?),
             "retry_backoff" => o.retry_backoff_ms = Some(parse_duration(&meta.value()?.parse()?)?),
             "timeout" => o.timeout_ms = Some(parse_duration(&meta.value()?.parse()?)?),
+            "model" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                let name = lit.value();
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                if !ok {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "`{name}` is not a valid model name: use 1 to 64 characters of [A-Za-z0-9_.-], \
+                             starting with a letter or a digit"
+                        ),
+                    ));
+                }
+                o.model = Some(lit);
+            }
             "outputs" => {
                 let mut names: Vec<Ident> = Vec::new();
                 meta.parse_nested_meta(|m| {
@@ -230,6 +249,24 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         None => quote!(::core::option::Option::None),
     };
 
+    if let Some(model) = &options.model {
+        if outputs.len() != 1 {
+            return Err(syn::Error::new(
+                model.span(),
+                format!(
+                    "`model = \"{}\"` registers the step's output as a model version, so the step must return \
+                     exactly one value (it returns {})",
+                    model.value(),
+                    outputs.len()
+                ),
+            ));
+        }
+    }
+    let model = match &options.model {
+        Some(m) => quote!(::core::option::Option::Some(::std::string::String::from(#m))),
+        None => quote!(::core::option::Option::None),
+    };
+
     let zf = quote!(::zenflow::__private);
     let mut asserts = Vec::new();
     let mut input_specs = Vec::new();
@@ -351,6 +388,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                             retries: #retries,
                             retry_backoff_ms: #backoff,
                             timeout_ms: #timeout,
+                            model: #model,
                         },
                         execute: #step_ident::#execute_ident,
                         pace: ::core::default::Default::default(),

@@ -13,6 +13,10 @@
 //! secret_access_key = "${AWS_SECRET_ACCESS_KEY}"
 //! ```
 //!
+//! `protected_aliases = ["production"]` in a stack table makes those aliases
+//! of every model move only with a run whose quality gate passed (or with
+//! `--force` and a reason, which the alias history records).
+//!
 //! `inline_limit = 0` (bytes) in a stack table keeps every output in the
 //! artifact store (default: outputs up to 16 KiB live in the metadata store).
 //!
@@ -127,6 +131,9 @@ struct StackTable {
     /// Largest output kept inline in the metadata store, in bytes.
     #[serde(default)]
     inline_limit: Option<usize>,
+    /// Aliases that move only with a run whose quality gate passed.
+    #[serde(default)]
+    protected_aliases: Vec<String>,
     artifact_store: Decl<ArtifactStoreConfig>,
     metadata_store: Decl<MetadataStoreConfig>,
     /// Later components, accepted so that files can declare them already.
@@ -162,6 +169,8 @@ pub struct StackConfig {
     pub durability: crate::artifact_store::Durability,
     /// Largest output kept inline in the metadata store (bytes).
     pub inline_limit: usize,
+    /// Aliases that move only with a run whose quality gate passed (or forced).
+    pub protected_aliases: Vec<String>,
 }
 
 /// The stacks of a project.
@@ -222,6 +231,7 @@ impl Stacks {
                     extras: Vec::new(),
                     durability: Default::default(),
                     inline_limit: zenflow_core::stack::DEFAULT_INLINE_LIMIT,
+                    protected_aliases: Vec::new(),
                 });
             }
             return Err(usage(format!("unknown stack `{name}`; available stacks: {}", self.names().join(", "))));
@@ -267,6 +277,10 @@ impl Stacks {
             }
         };
         let inline_limit = table.inline_limit.unwrap_or(zenflow_core::stack::DEFAULT_INLINE_LIMIT);
+        for alias in &table.protected_aliases {
+            zenflow_core::registry::validate_alias(alias)
+                .map_err(|e| usage(format!("stack `{name}`, `protected_aliases`: {e}")))?;
+        }
         Ok(StackConfig {
             name: name.into(),
             orchestrator,
@@ -276,6 +290,7 @@ impl Stacks {
             extras,
             durability,
             inline_limit,
+            protected_aliases: table.protected_aliases,
         })
     }
 
@@ -295,7 +310,8 @@ impl Stacks {
         });
         Ok(Stack::new(name, orchestrator, artifacts, metadata)
             .with_project_root(&self.root)
-            .with_inline_limit(config.inline_limit))
+            .with_inline_limit(config.inline_limit)
+            .with_protected_aliases(config.protected_aliases.clone()))
     }
 
     /// Opens only the artifact store of a stack.
@@ -389,6 +405,9 @@ impl StackConfig {
         }
         if self.inline_limit != zenflow_core::stack::DEFAULT_INLINE_LIMIT {
             out.push(("inline limit".into(), format!("{} bytes", self.inline_limit)));
+        }
+        if !self.protected_aliases.is_empty() {
+            out.push(("protected aliases".into(), self.protected_aliases.join(", ")));
         }
         if self.durability == crate::artifact_store::Durability::Relaxed {
             out.push(("durability".into(), "relaxed (local stores do not fsync)".into()));

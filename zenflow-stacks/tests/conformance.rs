@@ -115,3 +115,13 @@ fn opening_a_local_store_removes_abandoned_staging_files() {
     assert!(fresh.exists(), "a staging file written to lately was removed");
     assert!(other.exists(), "a file that is not a staging file was removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_store_is_a_conforming_model_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zenflow.db");
+    conformance::registry::run_all(|| -> Arc<dyn MetadataStore> {
+        Arc::new(SqliteMetadataStore::open(&path).unwrap())
+    })
+    .await;
+}

@@ -20,6 +20,7 @@
 //! | `steps[].outputs[]` | object | `output`, `artifact_id`, `name`, `version`, `type_name`, `content_hash`, `uri`, `size` |
 //! | `metrics[]` | object | `step`, `name`, `value`: numeric metadata logged with `StepContext::log_metadata` |
 //! | `checks[]` | object | `step`, `name`, `status` (`pass`, `warn`, `fail`, `skip`), `value`, `threshold`, `message` |
+//! | `models[]` | object | appraisals: `step`, `model`, `candidate_version` (int \| null), `production_version` (int \| null: none yet), `passed`, `note`, `rows[]` of `metric`, `direction`, `candidate`, `production`, `delta`, `threshold`, `status`, `message` |
 //! | `dag_mermaid` | string | the plan as a mermaid flowchart |
 
 use serde::{Deserialize, Serialize};
@@ -67,8 +68,21 @@ pub struct RunReport {
     pub metrics: Vec<MetricReport>,
     /// Checks recorded by steps.
     pub checks: Vec<CheckReport>,
+    /// Appraisals of candidate models against production.
+    #[serde(default)]
+    pub models: Vec<ModelReport>,
     /// The plan as a mermaid flowchart.
     pub dag_mermaid: String,
+}
+
+/// An appraisal in a report: the candidate against production, per metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelReport {
+    /// The step that appraised.
+    pub step: String,
+    /// The appraisal.
+    #[serde(flatten)]
+    pub appraisal: zenflow_core::appraisal::AppraisalResult,
 }
 
 /// The quality gate.
@@ -158,7 +172,8 @@ impl RunReport {
             .ok_or_else(|| zenflow_core::Error::NotFound(format!("no run `{run_id_or_name}`")))?;
         let steps = stack.step_runs(&run.id)?;
         let originals = RunReport::originals(stack, &steps)?;
-        Ok(RunReport::new(&run, &run.plan()?, &steps, &originals, warnings_as_errors))
+        let plan = run.plan()?;
+        Ok(RunReport::new(&run, &plan, &steps, &originals, warnings_as_errors).with_candidate_versions(stack, &plan))
     }
 
     /// The step runs that cached step runs in `step_runs` reuse (their
@@ -187,6 +202,7 @@ impl RunReport {
         let mut steps = Vec::new();
         let mut metrics = Vec::new();
         let mut checks = Vec::new();
+        let mut models = Vec::new();
         for ps in &plan.steps {
             let Some(sr) = latest(&ps.id) else {
                 steps.push(StepReport {
@@ -233,6 +249,23 @@ impl RunReport {
                     metrics.push(MetricReport { step: ps.id.clone(), name: name.clone(), value: v });
                 }
             }
+            if let Some(a) = source.metadata.get(zenflow_core::appraisal::METADATA_KEY) {
+                if let Ok(mut appraisal) = serde_json::from_value::<zenflow_core::appraisal::AppraisalResult>(a.clone())
+                {
+                    // A step that did not know production's number: the
+                    // resolution the runner recorded knows it.
+                    if appraisal.production_version == Some(0) {
+                        appraisal.production_version = source
+                            .metadata
+                            .iter()
+                            .filter(|(k, _)| k.starts_with(zenflow_core::runner::MODEL_INPUT_PREFIX))
+                            .find_map(|(_, v)| {
+                                (v["model"] == appraisal.model).then(|| v["version"].as_i64()).flatten()
+                            });
+                    }
+                    models.push(ModelReport { step: ps.id.clone(), appraisal });
+                }
+            }
             for c in &source.checks {
                 checks.push(CheckReport {
                     step: ps.id.clone(),
@@ -261,7 +294,30 @@ impl RunReport {
             steps,
             metrics,
             checks,
+            models,
         }
+    }
+
+    /// Fills in the candidate version of each appraisal: the version the
+    /// run registered of that model (none if it registered none).
+    pub fn with_candidate_versions(mut self, stack: &Stack, plan: &Plan) -> Self {
+        let Ok(registry) = stack.registry() else { return self };
+        for m in &mut self.models {
+            let model = &m.appraisal.model;
+            let registering = plan.steps.iter().filter(|s| s.options.model.as_deref() == Some(model.as_str()));
+            let produced: Vec<&String> = registering
+                .filter_map(|s| self.steps.iter().find(|r| r.id == s.id))
+                .flat_map(|r| r.outputs.iter().map(|o| &o.artifact_id))
+                .collect();
+            if produced.is_empty() {
+                continue;
+            }
+            if let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) {
+                m.appraisal.candidate_version =
+                    versions.iter().find(|v| produced.contains(&&v.artifact_version)).map(|v| v.version);
+            }
+        }
+        self
     }
 
     /// The checks that fail the quality gate.
@@ -346,12 +402,7 @@ impl RunReport {
                 "\n### Checks\n\n| | Check | Step | Value | Threshold | Message |\n|---|---|---|---:|---:|---|"
             );
             for c in &self.checks {
-                let icon = match c.status {
-                    CheckStatus::Pass => "✅ pass",
-                    CheckStatus::Warn => "⚠️ warn",
-                    CheckStatus::Fail => "❌ fail",
-                    CheckStatus::Skip => "⏭️ skip",
-                };
+                let icon = status_icon(c.status);
                 let _ = writeln!(
                     md,
                     "| {icon} | {} | `{}` | {} | {} | {} |",
@@ -360,6 +411,39 @@ impl RunReport {
                     c.value.map_or("—".into(), number),
                     c.threshold.map_or("—".into(), number),
                     text(&c.message)
+                );
+            }
+        }
+
+        for m in &self.models {
+            let a = &m.appraisal;
+            let verdict = if a.passed { "✅ passed" } else { "❌ failed" };
+            let version = |v: Option<i64>| v.map_or("—".to_string(), |v| format!("v{v}"));
+            let _ = writeln!(
+                md,
+                "\n### Model `{}` — {verdict}\n\ncandidate {} · production {} · appraised by `{}`\n",
+                code(&a.model),
+                version(a.candidate_version),
+                a.production_version.map_or("none yet".to_string(), |v| format!("v{v}")),
+                code(&m.step)
+            );
+            if let Some(note) = &a.note {
+                let _ = writeln!(md, "_{}_\n", text(note));
+            }
+            let _ = writeln!(
+                md,
+                "| Metric | Candidate | Production | Δ | Threshold | Status |\n|---|---:|---:|---:|---:|---|"
+            );
+            for r in &a.rows {
+                let _ = writeln!(
+                    md,
+                    "| `{}` | {} | {} | {} | {} | {} |",
+                    code(&r.metric),
+                    r.candidate.map_or("—".into(), number),
+                    r.production.map_or("—".into(), number),
+                    r.delta.map_or("—".into(), number),
+                    r.threshold.map_or("—".into(), number),
+                    status_icon(r.status)
                 );
             }
         }
@@ -407,12 +491,13 @@ impl RunReport {
                 c.value.map_or("none".into(), number),
                 c.threshold.map_or("none".into(), number)
             );
-            let _ = write!(
-                cases,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"0\">",
-                xml(&format!("{}.checks.{}", self.pipeline, c.step)),
-                xml(&c.name)
-            );
+            // An appraisal's checks are the model's test cases.
+            let model = self.models.iter().find(|m| m.step == c.step && c.name.starts_with("appraisal."));
+            let class = match model {
+                Some(m) => format!("{}.model.{}", self.pipeline, m.appraisal.model),
+                None => format!("{}.checks.{}", self.pipeline, c.step),
+            };
+            let _ = write!(cases, "    <testcase classname=\"{}\" name=\"{}\" time=\"0\">", xml(&class), xml(&c.name));
             match c.status {
                 CheckStatus::Pass => {}
                 CheckStatus::Fail => {
@@ -662,6 +747,15 @@ fn xml(s: &str) -> String {
 }
 
 /// `0.93`, `1234`, `1.2e-5`: short, stable numbers.
+fn status_icon(status: CheckStatus) -> &'static str {
+    match status {
+        CheckStatus::Pass => "✅ pass",
+        CheckStatus::Warn => "⚠️ warn",
+        CheckStatus::Fail => "❌ fail",
+        CheckStatus::Skip => "⏭️ skip",
+    }
+}
+
 fn number(v: f64) -> String {
     if v.is_finite() && v == v.trunc() && v.abs() < 1e15 {
         format!("{}", v as i64)

@@ -68,6 +68,19 @@ pub struct PlanInput {
     /// Whether the input is a fan-in list (a `Vec<T>` fed by `Vec<Artifact<T>>`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub list: bool,
+    /// The registered model whose version holding an alias feeds the input
+    /// (then `from` is empty), resolved when the step starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInput>,
+}
+
+/// A registered model's alias, as a step input.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ModelInput {
+    /// The model.
+    pub model: String,
+    /// The alias (`production`).
+    pub alias: String,
 }
 
 /// An output of an invocation.
@@ -252,6 +265,7 @@ pub fn compile<P: Pipeline + ?Sized>(pipeline: &P, config: &P::Config) -> Result
             .flat_map(|i| match i {
                 InputBinding::Single { node, .. } => vec![*node],
                 InputBinding::List(refs) => refs.iter().map(|(n, _)| *n).collect(),
+                InputBinding::Model(_) => Vec::new(),
             })
             .chain(node.after.iter().copied())
             .collect();
@@ -277,11 +291,20 @@ pub fn compile<P: Pipeline + ?Sized>(pipeline: &P, config: &P::Config) -> Result
             .iter()
             .zip(&node.inputs)
             .map(|(s, binding)| match binding {
-                InputBinding::Single { node, output } => {
-                    PlanInput { name: s.name.to_string(), from: vec![out_ref(&(*node, *output))], list: false }
-                }
-                InputBinding::List(refs) => {
-                    PlanInput { name: s.name.to_string(), from: refs.iter().map(out_ref).collect(), list: true }
+                InputBinding::Single { node, output } => PlanInput {
+                    name: s.name.to_string(),
+                    from: vec![out_ref(&(*node, *output))],
+                    list: false,
+                    model: None,
+                },
+                InputBinding::List(refs) => PlanInput {
+                    name: s.name.to_string(),
+                    from: refs.iter().map(out_ref).collect(),
+                    list: true,
+                    model: None,
+                },
+                InputBinding::Model(m) => {
+                    PlanInput { name: s.name.to_string(), from: Vec::new(), list: false, model: Some(m.clone()) }
                 }
             })
             .collect();

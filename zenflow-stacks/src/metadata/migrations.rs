@@ -136,6 +136,62 @@ DROP INDEX step_runs_cache_hits;
 CREATE INDEX step_runs_cache_hits ON step_runs(cache_key, ended_at, id) WHERE status = 'completed';
 "#,
     ),
+    (
+        7,
+        // The model registry. A model version is immutable and numbered per
+        // model; identical bytes are one version (UNIQUE content hash). One
+        // row per alias: at most one version holds it. The event log has
+        // one gapless sequence per model, so it is linear.
+        r#"
+CREATE TABLE models (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE model_versions (
+    model TEXT NOT NULL REFERENCES models(name),
+    version BIGINT NOT NULL,
+    artifact_version_id TEXT NOT NULL REFERENCES artifact_versions(id),
+    content_hash TEXT NOT NULL,
+    run_id TEXT,
+    step_run_id TEXT,
+    git_commit TEXT,
+    code_hashes TEXT NOT NULL,
+    data_hashes TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    samples TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (model, version),
+    UNIQUE (model, content_hash)
+);
+CREATE TABLE model_aliases (
+    model TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    since BIGINT NOT NULL,
+    PRIMARY KEY (model, alias),
+    FOREIGN KEY (model, version) REFERENCES model_versions(model, version)
+);
+CREATE TABLE model_alias_events (
+    model TEXT NOT NULL REFERENCES models(name),
+    seq BIGINT NOT NULL,
+    alias TEXT NOT NULL,
+    from_version BIGINT,
+    to_version BIGINT,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    run_id TEXT,
+    ci_job_url TEXT,
+    forced INTEGER NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (model, seq)
+);
+CREATE INDEX model_alias_events_by_alias ON model_alias_events(model, alias, seq);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.

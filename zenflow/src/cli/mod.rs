@@ -1,18 +1,21 @@
 //! The command line every pipeline binary gets: `zenflow::cli::main(pipeline)`.
 //!
 //! ```text
-//! <pipeline> run [--stack NAME] [--config FILE] [--set key=value]... [--no-cache] [--run-name NAME]
+//! <pipeline> [run] [--stack NAME] [--config FILE] [--set key=value]... [--no-cache] [--run-name NAME]
 //!                [--report FILE.md] [--json FILE] [--junit FILE.xml] [--dry-run] [--warnings-as-errors]
 //! <pipeline> dag [--format mermaid|dot|json]
 //! <pipeline> runs list | runs show RUN [--logs]
 //! <pipeline> artifacts list | artifacts show ID | artifacts export ID --output FILE
+//! <pipeline> models list | show NAME[@VERSION|@ALIAS] | versions NAME | promote NAME VERSION --to ALIAS --expect V|none
+//!                 | history NAME [--alias A] | rollback NAME --alias A | compare NAME A B
 //! <pipeline> stacks list | stacks show NAME
 //! <pipeline> report github-comment --report FILE.md
 //! ```
 //!
 //! Exit codes are a contract CI relies on: [`exit::SUCCESS`] 0,
 //! [`exit::STEP_FAILED`] 1, [`exit::USAGE`] 2 (bad usage or configuration),
-//! [`exit::GATE_FAILED`] 3 (the pipeline ran but a quality gate failed).
+//! [`exit::GATE_FAILED`] 3 (the pipeline ran but a quality gate failed),
+//! [`exit::CONFLICT`] 4 (a promotion lost its compare-and-swap).
 //!
 //! Configuration precedence: `--set` over the `--config` file over the
 //! defaults in code (`Default` of the pipeline's config type). See
@@ -20,6 +23,7 @@
 
 pub mod config;
 pub mod github;
+mod models;
 pub mod progress;
 
 use crate::report::{self, Gate, RunReport};
@@ -44,6 +48,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The pipeline ran, but a check failed its quality gate.
     pub const GATE_FAILED: u8 = 3;
+    /// A promotion lost a compare-and-swap race (another promotion moved
+    /// the alias first), or a deployment was rolled back.
+    pub const CONFLICT: u8 = 4;
 }
 
 /// An error with the exit code it maps to.
@@ -56,7 +63,7 @@ pub struct CliError {
 }
 
 impl CliError {
-    fn usage(message: impl std::fmt::Display) -> Self {
+    pub(crate) fn usage(message: impl std::fmt::Display) -> Self {
         CliError { code: exit::USAGE, message: message.to_string() }
     }
 }
@@ -70,6 +77,10 @@ impl From<ConfigError> for CliError {
 impl From<Error> for CliError {
     fn from(e: Error) -> Self {
         use zenflow_core::metadata::MetadataError;
+        let e = match e {
+            Error::Registry(r) => return r.into(),
+            other => other,
+        };
         let code = match &e {
             Error::Plan(_) | Error::Usage(_) | Error::NotFound(_) => exit::USAGE,
             Error::Metadata(
@@ -93,7 +104,7 @@ impl From<zenflow_core::artifact_store::StoreError> for CliError {
     }
 }
 
-type CliResult<T = u8> = Result<T, CliError>;
+pub(crate) type CliResult<T = u8> = Result<T, CliError>;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,7 +112,8 @@ type CliResult<T = u8> = Result<T, CliError>;
     about = "A zenflow pipeline: run it, inspect its runs and artifacts, report to CI.",
     long_about = "A zenflow pipeline. `run` executes it on a stack (local by default), recording every \
                   run, step and artifact; unchanged steps come from cache. Exit codes: 0 success, \
-                  1 a step failed, 2 bad usage or configuration, 3 a quality gate failed."
+                  1 a step failed, 2 bad usage or configuration, 3 a quality gate failed, 4 a promotion \
+                  lost a compare-and-swap (or a deployment was rolled back)."
 )]
 struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
@@ -110,8 +122,9 @@ struct Cli {
     /// Only errors and the final result.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// What to do; `run` when none is given.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +139,9 @@ enum Command {
     /// List, inspect and export artifact versions.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// The model registry: versions, aliases, promotions and their history.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// List and inspect stacks.
     #[command(subcommand)]
     Stacks(StacksCommand),
@@ -138,10 +154,10 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
-struct StackArg {
+pub(crate) struct StackArg {
     /// The stack to use.
     #[arg(long, env = "ZENFLOW_STACK", default_value = "local")]
-    stack: String,
+    pub(crate) stack: String,
 }
 
 #[derive(Args, Debug)]
@@ -317,8 +333,19 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let command = Cli::command().name(pipeline.name());
-    let cli = match command.try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m)) {
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let parse = |args: &[OsString]| {
+        Cli::command().name(pipeline.name()).try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m))
+    };
+    let cli = match parse(&args) {
+        // No command: the binary runs its pipeline (`cargo run --example quickstart`).
+        Ok(Cli { command: None, .. }) => {
+            args.insert(1.min(args.len()), "run".into());
+            parse(&args)
+        }
+        other => other,
+    };
+    let cli = match cli {
         Ok(cli) => cli,
         // --help and --version exit 0, usage errors 2: clap's own contract.
         Err(e) => e.exit(),
@@ -356,7 +383,10 @@ where
     P::Config: Default,
 {
     let quiet = cli.quiet;
-    match cli.command {
+    let Some(command) = cli.command else {
+        return Err(CliError::usage("no command given; see --help"));
+    };
+    match command {
         Command::Run(args) => run(pipeline, args, quiet),
         Command::Dag(args) => dag(pipeline, args),
         Command::Runs(RunsCommand::List { stack, limit, all }) => {
@@ -407,6 +437,7 @@ where
             Ok(exit::SUCCESS)
         }
         Command::Artifacts(cmd) => artifacts(cmd),
+        Command::Models(cmd) => models::run(cmd),
         Command::Stacks(cmd) => stacks(cmd),
         Command::Report(ReportCommand::GithubComment { report }) => github_comment(pipeline, &report),
         Command::StepEntrypoint(args) => step_entrypoint(args),
@@ -425,7 +456,7 @@ fn project_stacks() -> CliResult<zenflow_stacks::config::Stacks> {
 }
 
 /// The stack named `name`, as `zenflow.toml` declares it (`local` is built in).
-fn resolve_stack(name: &str) -> CliResult<Stack> {
+pub(crate) fn resolve_stack(name: &str) -> CliResult<Stack> {
     project_stacks()?.open(name).map_err(|e| match e {
         Error::Usage(m) => CliError::usage(m),
         other => CliError::usage(format!("stack `{name}`: {other}")),
@@ -614,7 +645,8 @@ where
 
     let step_runs = stack.step_runs(result.id())?;
     let originals = RunReport::originals(&stack, &step_runs)?;
-    let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors);
+    let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors)
+        .with_candidate_versions(&stack, result.plan());
     let report_errors = write_report_texts(
         args,
         [report.to_markdown(), report.to_json() + "\n", report.to_junit(args.warnings_as_errors)],
@@ -624,6 +656,9 @@ where
     }
     if !quiet {
         println!("{}", result.summary());
+        for line in registered_models(&stack, result.plan(), &report) {
+            println!("{line}");
+        }
     }
     let code = match (report.status, report.gate) {
         (RunStatus::Completed, Gate::Passed) => exit::SUCCESS,
@@ -644,6 +679,27 @@ where
     };
     // The run's own outcome wins; a missing report fails an otherwise green run.
     Ok(if code == exit::SUCCESS && !report_errors.is_empty() { exit::STEP_FAILED } else { code })
+}
+
+/// `model NAME: vN (the output of step S)` for each step of the plan that
+/// registers its output.
+fn registered_models(stack: &Stack, plan: &Plan, report: &RunReport) -> Vec<String> {
+    let Ok(registry) = stack.registry() else { return Vec::new() };
+    let mut lines = Vec::new();
+    for step in plan.steps.iter().filter(|s| s.options.model.is_some()) {
+        let model = step.options.model.as_deref().unwrap_or_default();
+        let Some(output) = report.steps.iter().find(|s| s.id == step.id).and_then(|s| s.outputs.first()) else {
+            continue;
+        };
+        if let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) {
+            if let Some(v) = versions.iter().find(|v| v.artifact_version == output.artifact_id) {
+                let aliases =
+                    if v.aliases.is_empty() { String::new() } else { format!(", holds {}", v.aliases.join(", ")) };
+                lines.push(format!("model {model}: v{} (the output of step `{}`{aliases})", v.version, step.id));
+            }
+        }
+    }
+    lines
 }
 
 /// Refuses, before anything runs, report paths whose folder does not exist.

@@ -20,6 +20,7 @@
 
 use super::{bind, pg_error, query, Failure, PgResult, PostgresMetadataStore};
 use crate::metadata::sql::batch::{BatchLog, KnownIds, Lost, RunRow};
+use crate::metadata::sql::registry as registry_sql;
 use crate::metadata::sql::write::{marker_params, references, Dialect, Ops, Prepared, Reference, Returns};
 use crate::metadata::sql::{statements as q, SqlRow, Value};
 use deadpool_postgres::Object;
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::MutexGuard;
 use zenflow_core::metadata::*;
+use zenflow_core::registry::RegistryError;
 
 /// How long writes may stay in the open transaction before they are
 /// committed: the most a crash of this process can take back of what a run
@@ -47,12 +49,18 @@ const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 /// neither an invocation id nor an output name holds a dot), so a batch
 /// takes it once for all of a run's steps, not once per step. Two processes
 /// running the same pipeline at once take turns, a batch at a time.
-fn version_lock(name: &str) -> &str {
+fn version_lock(name: &str) -> String {
     let mut parts = name.rsplitn(3, '.');
-    match (parts.next(), parts.next(), parts.next()) {
+    let pipeline = match (parts.next(), parts.next(), parts.next()) {
         (Some(_), Some(_), Some(pipeline)) => pipeline,
         _ => name,
-    }
+    };
+    format!("zenflow.versions.{pipeline}")
+}
+
+/// The lock of a model's registry rows (versions, aliases, events).
+fn model_lock(model: &str) -> String {
+    format!("zenflow.model.{model}")
 }
 
 /// The batch of one store handle.
@@ -124,6 +132,52 @@ impl Reader<'_> {
             (Err(Failure::Pg(e)), Reader::Pool(_, location)) => Err(pg_error(location, e)),
             (Err(Failure::Pg(e)), Reader::Batch(state, batcher)) => Err(batcher.lose(state, e).await),
         }
+    }
+}
+
+/// The registry's transaction on a PostgreSQL connection.
+pub(super) struct PgTx<'a> {
+    pub conn: &'a Object,
+    pub location: &'a str,
+    /// The database's error, when a statement failed (the transaction is
+    /// then aborted).
+    pub failed: Option<String>,
+    /// Rows changed: an operation that changed none needs no commit.
+    pub changed: u64,
+}
+
+impl registry_sql::Tx for PgTx<'_> {
+    async fn query<T: Send + 'static>(
+        &mut self,
+        sql: &'static str,
+        params: &[Value<'_>],
+        map: fn(&dyn SqlRow) -> Result<T, MetadataError>,
+    ) -> Result<Vec<T>, MetadataError> {
+        match query(self.conn, sql, params, |r| map(r)).await {
+            Ok(rows) => Ok(rows),
+            Err(Failure::Store(e)) => Err(e),
+            Err(Failure::Pg(e)) => {
+                let error = pg_error(self.location, e);
+                self.failed = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    async fn execute(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<u64, MetadataError> {
+        let done = async {
+            let stmt = self.conn.prepare_cached(sql).await?;
+            self.conn.execute(&stmt, &bind(params)).await
+        }
+        .await;
+        if let Ok(n) = done {
+            self.changed += n;
+        }
+        done.map_err(|e| {
+            let error = pg_error(self.location, e);
+            self.failed = Some(error.to_string());
+            error
+        })
     }
 }
 
@@ -463,6 +517,11 @@ impl Batcher {
             MetadataError::Backend { message, .. } => message,
             other => other.to_string(),
         };
+        self.lose_because(state, reason).await
+    }
+
+    /// [`Batcher::lose`], with the database's error already in words.
+    async fn lose_because(&self, state: &mut State, reason: String) -> MetadataError {
         let reason = format!("{reason}; the writes of the last {:?} were rolled back with it", self.window);
         if let Some(c) = &state.conn {
             if c.batch_execute("ROLLBACK").await.is_err() {
@@ -558,10 +617,11 @@ impl Batcher {
         Ok(())
     }
 
-    /// Checks that what `w` refers to exists (unless known), and takes the
-    /// version locks of its new artifact names: one round trip. A lock
-    /// another process holds is waited for only once this batch is
-    /// committed (see the module's documentation).
+    /// Checks that what `w` refers to exists (unless known: one round trip
+    /// otherwise), and takes the version locks of its new artifact names
+    /// (one round trip, once per batch). A lock another process holds is
+    /// waited for only once this batch is committed (see the module's
+    /// documentation).
     async fn prepare_write(
         self: &Arc<Self>,
         store: &PostgresMetadataStore,
@@ -573,35 +633,53 @@ impl Batcher {
             let mut seen = HashSet::new();
             references(w).filter(|r| !known.contains(r.exists_query().1) && seen.insert(r.exists_query().1)).collect()
         };
-        let mut names: Vec<&str> = w.new_outputs.iter().map(|a| version_lock(&a.name)).collect();
+        let mut names: Vec<String> = w.new_outputs.iter().map(|a| version_lock(&a.name)).collect();
         names.sort_unstable();
         names.dedup();
-        let unlocked: Vec<&str> = names.iter().copied().filter(|n| !state.locks.contains(*n)).collect();
-        if unknown.is_empty() && unlocked.is_empty() {
+        if !unknown.is_empty() {
+            let c = state.conn.clone().expect("an open batch has a connection");
+            let runs: Vec<&str> =
+                unknown.iter().filter(|r| matches!(r, Reference::Run(_))).map(|r| r.exists_query().1).collect();
+            let artifacts: Vec<&str> =
+                unknown.iter().filter(|r| matches!(r, Reference::Artifact(_))).map(|r| r.exists_query().1).collect();
+            let sent = futures::future::try_join(
+                each::<bool>(&c, q::RUN_EXISTS, &runs),
+                each::<bool>(&c, q::ARTIFACT_EXISTS, &artifacts),
+            )
+            .await;
+            let (runs_exist, artifacts_exist) = match sent {
+                Ok(v) => v,
+                Err(e) => return Err(self.lose(state, e).await),
+            };
+            for (id, exists) in runs.iter().zip(&runs_exist).chain(artifacts.iter().zip(&artifacts_exist)) {
+                if !exists {
+                    let r = unknown.iter().find(|r| r.exists_query().1 == *id).copied().unwrap_or(Reference::Run(id));
+                    return Err(r.missing(w));
+                }
+            }
+            self.known(runs.iter().chain(&artifacts).copied());
+        }
+        self.lock(store, state, &names).await
+    }
+
+    /// Takes the locks `names` (sorted) in the open batch: tried first; if
+    /// another process holds one, the batch is committed, so as to wait
+    /// holding nothing, and then every name is waited for, in order.
+    async fn lock(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        state: &mut State,
+        names: &[String],
+    ) -> PgResult<()> {
+        let unlocked: Vec<&str> = names.iter().map(String::as_str).filter(|n| !state.locks.contains(*n)).collect();
+        if unlocked.is_empty() {
             return Ok(());
         }
-        let c = state.conn.as_ref().expect("an open batch has a connection");
-        let runs: Vec<&str> =
-            unknown.iter().filter(|r| matches!(r, Reference::Run(_))).map(|r| r.exists_query().1).collect();
-        let artifacts: Vec<&str> =
-            unknown.iter().filter(|r| matches!(r, Reference::Artifact(_))).map(|r| r.exists_query().1).collect();
-        let sent = futures::future::try_join3(
-            each::<bool>(c, q::RUN_EXISTS, &runs),
-            each::<bool>(c, q::ARTIFACT_EXISTS, &artifacts),
-            each::<bool>(c, TRY_LOCK, &unlocked),
-        )
-        .await;
-        let (runs_exist, artifacts_exist, locked) = match sent {
+        let c = state.conn.clone().expect("an open batch has a connection");
+        let locked = match each::<bool>(&c, TRY_LOCK, &unlocked).await {
             Ok(v) => v,
             Err(e) => return Err(self.lose(state, e).await),
         };
-        for (id, exists) in runs.iter().zip(&runs_exist).chain(artifacts.iter().zip(&artifacts_exist)) {
-            if !exists {
-                let r = unknown.iter().find(|r| r.exists_query().1 == *id).copied().unwrap_or(Reference::Run(id));
-                return Err(r.missing(w));
-            }
-        }
-        self.known(runs.iter().chain(&artifacts).copied());
         for (name, got) in unlocked.iter().zip(&locked) {
             if *got {
                 state.locks.insert(name.to_string());
@@ -610,18 +688,53 @@ impl Batcher {
         if locked.iter().all(|got| *got) {
             return Ok(());
         }
-        // Another process is writing one of these names: commit, so as to
-        // wait holding nothing, then wait for every name, in order.
+        self.wait_for_locks(store, state, names).await
+    }
+
+    /// Commits the batch and waits for `names` (sorted) in a new one.
+    async fn wait_for_locks(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        state: &mut State,
+        names: &[String],
+    ) -> PgResult<()> {
         self.commit(state).await?;
         self.open(store, state).await?;
-        let c = state.conn.as_ref().expect("an open batch has a connection");
-        for name in &names {
+        let c = state.conn.clone().expect("an open batch has a connection");
+        for name in names {
             if let Err(e) = c.query_one(LOCK, &[name as &(dyn tokio_postgres::types::ToSql + Sync)]).await {
                 return Err(self.lose(state, e).await);
             }
             state.locks.insert(name.to_string());
         }
         Ok(())
+    }
+
+    /// Runs a registry operation in the batch, under the model's lock, and
+    /// commits at once if it changed anything: durable and visible to others
+    /// when it returns. A refusal wrote nothing (the operations check before
+    /// they write).
+    pub(super) async fn registry_write<T>(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        model: &str,
+        op: impl AsyncFnOnce(&mut PgTx<'_>) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut state = self.state.lock().await;
+        self.open(store, &mut state).await?;
+        self.lock(store, &mut state, &[model_lock(model)]).await?;
+        let c = state.conn.clone().expect("an open batch has a connection");
+        let mut tx = PgTx { conn: &c, location: &self.location, failed: None, changed: 0 };
+        let outcome = op(&mut tx).await;
+        if let Some(reason) = tx.failed.take() {
+            return Err(self.lose_because(&mut state, reason).await.into());
+        }
+        if tx.changed > 0 {
+            self.commit(&mut state).await?;
+        } else {
+            self.commit_if_due(&mut state).await?;
+        }
+        outcome
     }
 
     pub(super) async fn write_step_run(
@@ -842,8 +955,9 @@ mod tests {
 
     #[test]
     fn version_locks_are_per_pipeline() {
-        assert_eq!(super::version_lock("training.train_2.output"), "training");
-        assert_eq!(super::version_lock("my.dotted.pipeline.load.train"), "my.dotted.pipeline");
-        assert_eq!(super::version_lock("odd"), "odd");
+        assert_eq!(super::version_lock("training.train_2.output"), "zenflow.versions.training");
+        assert_eq!(super::version_lock("my.dotted.pipeline.load.train"), "zenflow.versions.my.dotted.pipeline");
+        assert_eq!(super::version_lock("odd"), "zenflow.versions.odd");
+        assert_ne!(super::model_lock("training"), super::version_lock("training.a.b"));
     }
 }

@@ -13,6 +13,7 @@ mod batch;
 mod schema;
 mod tls;
 
+use crate::metadata::sql::registry as registry_sql;
 use crate::metadata::sql::rows::{self, StepRunParts};
 use crate::metadata::sql::statements::{self as q, StepRunQueries};
 use crate::metadata::sql::{SqlRow, Value};
@@ -24,6 +25,9 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 use zenflow_core::metadata::*;
+use zenflow_core::registry::{
+    AliasEvent, AliasHolder, Model, ModelRegistry, ModelVersion, NewModelVersion, Promoted, Promotion, RegistryError,
+};
 
 /// The PostgreSQL implementation of [`MetadataStore`].
 pub struct PostgresMetadataStore {
@@ -100,6 +104,9 @@ impl SqlRow for Row {
         self.try_get(i).map_err(crate::metadata::sql::corrupt)
     }
     fn opt_blob(&self, i: usize) -> PgResult<Option<Vec<u8>>> {
+        self.try_get(i).map_err(crate::metadata::sql::corrupt)
+    }
+    fn flag(&self, i: usize) -> PgResult<bool> {
         self.try_get(i).map_err(crate::metadata::sql::corrupt)
     }
 }
@@ -383,6 +390,10 @@ impl MetadataStore for PostgresMetadataStore {
         c.done(rows).await
     }
 
+    fn registry(&self) -> Option<&dyn ModelRegistry> {
+        Some(self)
+    }
+
     async fn lineage(&self, artifact_version: &str) -> PgResult<Lineage> {
         let mut c = self.reader().await?;
         let found = async {
@@ -401,5 +412,82 @@ impl MetadataStore for PostgresMetadataStore {
         }
         .await;
         c.done(found).await
+    }
+}
+
+impl PostgresMetadataStore {
+    /// Runs a registry read where reads run ([`PostgresMetadataStore::reader`]).
+    async fn registry_read<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut batch::PgTx<'_>) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut c = self.reader().await?;
+        let mut tx = batch::PgTx { conn: c.client(), location: &self.location, failed: None, changed: 0 };
+        let outcome = op(&mut tx).await;
+        if let Some(reason) = tx.failed.take() {
+            return Err(c
+                .done::<()>(Err(Failure::Store(MetadataError::Backend {
+                    location: self.location.clone(),
+                    message: reason,
+                })))
+                .await
+                .unwrap_err()
+                .into());
+        }
+        outcome
+    }
+}
+
+#[async_trait]
+impl ModelRegistry for PostgresMetadataStore {
+    async fn register(&self, version: &NewModelVersion) -> Result<ModelVersion, RegistryError> {
+        self.batch.registry_write(self, &version.model, async |tx| registry_sql::register(tx, version).await).await
+    }
+
+    async fn describe_model(
+        &self,
+        model: &str,
+        description: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Model, RegistryError> {
+        self.batch
+            .registry_write(self, model, async |tx| registry_sql::describe(tx, model, description, tags).await)
+            .await
+    }
+
+    async fn models(&self) -> Result<Vec<Model>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::models(tx).await).await
+    }
+
+    async fn model(&self, model: &str) -> Result<Option<Model>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::model(tx, model).await).await
+    }
+
+    async fn versions(&self, model: &str) -> Result<Vec<ModelVersion>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::versions(tx, model).await).await
+    }
+
+    async fn version(&self, model: &str, version: i64) -> Result<Option<ModelVersion>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::version(tx, model, version).await).await
+    }
+
+    async fn aliases(&self, model: &str) -> Result<Vec<AliasHolder>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::aliases(tx, model).await).await
+    }
+
+    async fn resolve(&self, model: &str, alias: &str) -> Result<Option<ModelVersion>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::resolve(tx, model, alias).await).await
+    }
+
+    async fn promote(&self, promotion: &Promotion) -> Result<Promoted, RegistryError> {
+        self.batch.registry_write(self, &promotion.model, async |tx| registry_sql::promote(tx, promotion).await).await
+    }
+
+    async fn history(&self, model: &str, alias: Option<&str>, limit: usize) -> Result<Vec<AliasEvent>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::history(tx, model, alias, limit).await).await
+    }
+
+    async fn holder_at(&self, model: &str, alias: &str, at: Timestamp) -> Result<Option<i64>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::holder_at(tx, model, alias, at).await).await
     }
 }

@@ -14,6 +14,7 @@
 //! first appearance (a test checks it).
 
 pub(crate) mod batch;
+pub(crate) mod registry;
 pub(crate) mod rows;
 pub(crate) mod statements;
 pub(crate) mod write;
@@ -101,6 +102,8 @@ pub(crate) trait SqlRow {
     fn opt_real(&self, i: usize) -> Result<Option<f64>, MetadataError>;
     /// A nullable `BYTEA` / `BLOB` column.
     fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, MetadataError>;
+    /// A boolean (`EXISTS(...)`: PostgreSQL's `BOOLEAN`, SQLite's 0 or 1).
+    fn flag(&self, i: usize) -> Result<bool, MetadataError>;
 
     /// A non-negative integer column that fits a `u32`.
     fn uint(&self, i: usize) -> Result<u32, MetadataError> {

@@ -263,33 +263,38 @@ pub(crate) fn all() -> Vec<&'static str> {
     all
 }
 
+/// Checks that each statement names its parameters `$1`, `$2`, ... first
+/// in that order: SQLite numbers `$N` parameters by first appearance,
+/// PostgreSQL by `N`, and they agree only then.
+#[cfg(test)]
+pub(crate) fn check_placeholders(statements: &[&str]) {
+    let mut wrong = Vec::new();
+    for sql in statements {
+        let mut seen: Vec<u32> = Vec::new();
+        let bytes = sql.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' {
+                let digits: String = sql[i + 1..].chars().take_while(|c| c.is_ascii_digit()).collect();
+                let n: u32 = digits.parse().unwrap_or_else(|_| panic!("a bare `$` in {sql}"));
+                if !seen.contains(&n) {
+                    if n as usize != seen.len() + 1 {
+                        wrong.push(format!("`${n}` appears out of order in {sql}"));
+                    }
+                    seen.push(n);
+                }
+                i += digits.len();
+            }
+            i += 1;
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 #[cfg(test)]
 mod tests {
-    /// SQLite numbers `$N` parameters by first appearance, PostgreSQL by
-    /// `N`: they agree only if each statement names `$1`, `$2`, ... first
-    /// in that order.
     #[test]
     fn parameters_first_appear_in_ascending_order() {
-        let mut wrong = Vec::new();
-        for sql in super::all() {
-            let mut seen: Vec<u32> = Vec::new();
-            let bytes = sql.as_bytes();
-            let mut i = 0;
-            while i < bytes.len() {
-                if bytes[i] == b'$' {
-                    let digits: String = sql[i + 1..].chars().take_while(|c| c.is_ascii_digit()).collect();
-                    let n: u32 = digits.parse().unwrap_or_else(|_| panic!("a bare `$` in {sql}"));
-                    if !seen.contains(&n) {
-                        if n as usize != seen.len() + 1 {
-                            wrong.push(format!("`${n}` appears out of order in {sql}"));
-                        }
-                        seen.push(n);
-                    }
-                    i += digits.len();
-                }
-                i += 1;
-            }
-        }
-        assert!(wrong.is_empty(), "{wrong:#?}");
+        super::check_placeholders(&super::all());
     }
 }

@@ -72,6 +72,7 @@ pub(crate) enum Dialect {
     Sqlite,
     /// Returns the number from the insert itself (one statement fewer in
     /// the pipeline).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres,
 }
 
@@ -83,6 +84,7 @@ pub(crate) enum Returns {
     /// The version number of a new artifact version (one row, one column).
     Version,
     /// How many rows it changed.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Count,
 }
 

@@ -16,6 +16,7 @@ mod commit;
 mod schema;
 
 use crate::metadata::sql::batch::RunRow;
+use crate::metadata::sql::registry as registry_sql;
 use crate::metadata::sql::rows::{self, StepRunParts};
 use crate::metadata::sql::statements::{self as q, StepRunQueries};
 use crate::metadata::sql::write::{references, Dialect, Ops, Prepared};
@@ -29,6 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 use zenflow_core::metadata::*;
+use zenflow_core::registry::{
+    AliasEvent, AliasHolder, Model, ModelRegistry, ModelVersion, NewModelVersion, Promoted, Promotion, RegistryError,
+};
 
 pub use commit::{Synchronous, COMMIT_WINDOW};
 
@@ -91,6 +95,9 @@ impl SqlRow for rusqlite::Row<'_> {
         self.get(i).map_err(conversion)
     }
     fn opt_blob(&self, i: usize) -> SqlResult<Option<Vec<u8>>> {
+        self.get(i).map_err(conversion)
+    }
+    fn flag(&self, i: usize) -> SqlResult<bool> {
         self.get(i).map_err(conversion)
     }
 }
@@ -527,6 +534,10 @@ impl MetadataStore for SqliteMetadataStore {
         self.read(|c| query(c, q::ARTIFACT_VERSIONS, &[name.into(), limit.into()], |r| rows::artifact_version(r, 0)))
     }
 
+    fn registry(&self) -> Option<&dyn ModelRegistry> {
+        Some(self)
+    }
+
     async fn lineage(&self, artifact_version: &str) -> SqlResult<Lineage> {
         self.read(|c| {
             let artifact = query(c, q::ARTIFACT_VERSION, &[artifact_version.into()], |r| rows::artifact_version(r, 0))?
@@ -541,3 +552,187 @@ impl MetadataStore for SqliteMetadataStore {
 
 #[cfg(test)]
 mod tests;
+
+/// The registry's transaction on a SQLite connection: every statement runs
+/// at once, so the registry's futures complete in one poll ([`at_once`]).
+struct SqliteTx<'a> {
+    conn: &'a Connection,
+    location: &'a str,
+    /// SQLite's own error, when a statement failed (it may have rolled the
+    /// whole transaction back).
+    failed: Option<rusqlite::Error>,
+    /// Rows changed: an operation that changed none needs no commit.
+    changed: u64,
+}
+
+impl SqliteTx<'_> {
+    fn fail(&mut self, e: rusqlite::Error) -> MetadataError {
+        let error = match &e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => MetadataError::Corrupt(inner.to_string()),
+            other => MetadataError::Backend { location: self.location.to_string(), message: other.to_string() },
+        };
+        self.failed = Some(e);
+        error
+    }
+}
+
+impl registry_sql::Tx for SqliteTx<'_> {
+    fn query<T: Send + 'static>(
+        &mut self,
+        sql: &'static str,
+        params: &[Value<'_>],
+        map: fn(&dyn SqlRow) -> Result<T, MetadataError>,
+    ) -> impl std::future::Future<Output = Result<Vec<T>, MetadataError>> {
+        let rows = match query(self.conn, sql, params, |r| map(r)) {
+            Ok(rows) => Ok(rows),
+            Err(Failure::Store(e)) => Err(e),
+            Err(Failure::Sql(e)) => Err(self.fail(e)),
+        };
+        std::future::ready(rows)
+    }
+
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[Value<'_>],
+    ) -> impl std::future::Future<Output = Result<u64, MetadataError>> {
+        let changed = match execute(self.conn, sql, params) {
+            Ok(n) => {
+                self.changed += n as u64;
+                Ok(n as u64)
+            }
+            Err(e) => Err(self.fail(e)),
+        };
+        std::future::ready(changed)
+    }
+}
+
+/// The output of a future that completes in one poll (a registry operation
+/// over [`SqliteTx`], whose statements never wait).
+fn at_once<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(output) => output,
+        // SqliteTx's futures are all ready: nothing can be pending.
+        std::task::Poll::Pending => unreachable!("a SQLite registry operation waited"),
+    }
+}
+
+impl SqliteMetadataStore {
+    /// Runs a registry operation as one write (a savepoint in the batch),
+    /// committed and synced before it returns if it changed anything:
+    /// nothing of it stays when it fails, for any reason.
+    fn registry_write<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut SqliteTx<'_>) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let location = self.shared.location.clone();
+        let mut refused = None;
+        let mut changed = 0;
+        let written = self.write(Commit::Batched, |state| {
+            atomically(&state.conn, |c| {
+                let mut tx = SqliteTx { conn: c, location: &location, failed: None, changed: 0 };
+                let outcome = at_once(op(&mut tx));
+                changed = tx.changed;
+                match outcome {
+                    Ok(v) => Ok(Some(v)),
+                    Err(e) => match tx.failed.take() {
+                        Some(sql) => Err(Failure::Sql(sql)),
+                        None => match e {
+                            RegistryError::Store(e) => Err(Failure::Store(e)),
+                            other => {
+                                // Roll the savepoint back, then report the refusal.
+                                refused = Some(other);
+                                Err(Failure::Store(MetadataError::Corrupt("refused".into())))
+                            }
+                        },
+                    },
+                }
+            })
+        });
+        match (written, refused) {
+            (_, Some(refusal)) => Err(refusal),
+            (Ok(Some(v)), None) => {
+                // A registry change is durable and visible when it returns.
+                if changed > 0 {
+                    let mut state = self.shared.lock();
+                    let batch = self.shared.commit_if(&mut state, Commit::Now)?;
+                    drop(state);
+                    if let Some(batch) = batch {
+                        self.shared.sync(batch)?;
+                    }
+                }
+                Ok(v)
+            }
+            (Ok(None), None) => Err(MetadataError::Corrupt("a registry write returned nothing".into()).into()),
+            (Err(e), None) => Err(e.into()),
+        }
+    }
+
+    /// Runs a registry read.
+    fn registry_read<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut SqliteTx<'_>) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let location = self.shared.location.clone();
+        let mut outcome = None;
+        self.read(|c| {
+            let mut tx = SqliteTx { conn: c, location: &location, failed: None, changed: 0 };
+            outcome = Some(at_once(op(&mut tx)));
+            Ok(())
+        })?;
+        outcome.unwrap_or_else(|| Err(MetadataError::Corrupt("a registry read returned nothing".into()).into()))
+    }
+}
+
+#[async_trait]
+impl ModelRegistry for SqliteMetadataStore {
+    async fn register(&self, version: &NewModelVersion) -> Result<ModelVersion, RegistryError> {
+        self.registry_write(async |tx| registry_sql::register(tx, version).await)
+    }
+
+    async fn describe_model(
+        &self,
+        model: &str,
+        description: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Model, RegistryError> {
+        self.registry_write(async |tx| registry_sql::describe(tx, model, description, tags).await)
+    }
+
+    async fn models(&self) -> Result<Vec<Model>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::models(tx).await)
+    }
+
+    async fn model(&self, model: &str) -> Result<Option<Model>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::model(tx, model).await)
+    }
+
+    async fn versions(&self, model: &str) -> Result<Vec<ModelVersion>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::versions(tx, model).await)
+    }
+
+    async fn version(&self, model: &str, version: i64) -> Result<Option<ModelVersion>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::version(tx, model, version).await)
+    }
+
+    async fn aliases(&self, model: &str) -> Result<Vec<AliasHolder>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::aliases(tx, model).await)
+    }
+
+    async fn resolve(&self, model: &str, alias: &str) -> Result<Option<ModelVersion>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::resolve(tx, model, alias).await)
+    }
+
+    async fn promote(&self, promotion: &Promotion) -> Result<Promoted, RegistryError> {
+        self.registry_write(async |tx| registry_sql::promote(tx, promotion).await)
+    }
+
+    async fn history(&self, model: &str, alias: Option<&str>, limit: usize) -> Result<Vec<AliasEvent>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::history(tx, model, alias, limit).await)
+    }
+
+    async fn holder_at(&self, model: &str, alias: &str, at: Timestamp) -> Result<Option<i64>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::holder_at(tx, model, alias, at).await)
+    }
+}
