@@ -45,17 +45,21 @@ fn fit(points: Points, ctx: &StepContext) -> Result<Line, String> {
     Ok(Line { slope, intercept: my - slope * mx })
 }
 
+/// Returns the fitted line: a run gives it back typed.
 #[pipeline]
-fn regression() {
+fn regression() -> Handle<Line> {
     let points = samples(2.5, 50);
-    fit(points);
+    fit(points)
 }
 
 fn main() -> zenflow::Result<()> {
     let stack = zenflow::local_stack()?;
     let run = regression.run(&stack, &())?;
-    let line: Line = run.output("fit", "output")?;
+    let line = run.output()?;
     println!("y = {:.3} x + {:.3}", line.slope, line.intercept);
     println!("{} step(s) from cache; metadata in {}", run.cached().len(), stack.metadata().url());
+    // A past run reads back the same way.
+    let latest = regression.reopen(&stack, "latest")?;
+    assert_eq!(latest.output()?.slope, line.slope);
     Ok(())
 }

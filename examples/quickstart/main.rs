@@ -265,19 +265,23 @@ fn predict(model: &Model, x: &[f64; 4]) -> usize {
     (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0)
 }
 
+/// Each training run is named by its learning rate (`train_lr_0_05`), so
+/// `--set steps.train_lr_0_05.retries=2` and the reports keep meaning the
+/// same call when the list of rates changes.
 #[pipeline]
-fn quickstart(cfg: &Config) {
+fn quickstart(cfg: &Config) -> Handle<Model> {
     let data = load_iris(cfg.dataset.clone());
     let (train_set, test_set) = split(data, cfg.test_fraction, cfg.seed);
     let mut models = Vec::new();
     let mut scores = Vec::new();
     for &learning_rate in &cfg.learning_rates {
-        let model = train(train_set, TrainParams { learning_rate, epochs: cfg.epochs, l2: cfg.l2 });
-        scores.push(evaluate(model, test_set));
+        let params = TrainParams { learning_rate, epochs: cfg.epochs, l2: cfg.l2 };
+        let model = train(train_set, params).id(format!("train_lr_{learning_rate}"));
+        scores.push(evaluate(model, test_set).id(format!("evaluate_lr_{learning_rate}")));
         models.push(model);
     }
     let best = select_best(models, scores);
-    register(best, test_set);
+    register(best, test_set)
 }
 
 /// The pipeline's command line: `run` (the default), `dag`, `runs`,

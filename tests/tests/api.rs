@@ -4,6 +4,7 @@
 use ndarray::Array2;
 use zenflow::metadata::{RunStatus, StepStatus};
 use zenflow::prelude::*;
+use zenflow::testing::TestStack;
 use zenflow::{Error, RunOptions};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Artifact)]
@@ -41,35 +42,32 @@ fn counting(n: &u64) {
     count(*n);
 }
 
-fn stack() -> (tempfile::TempDir, zenflow::Stack) {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = zenflow::local_stack_at(dir.path()).unwrap();
-    (dir, stack)
-}
-
 #[test]
 fn outputs_load_with_their_types_and_wrong_types_are_refused() {
-    let (dir, stack) = stack();
-    let stack = stack.with_inline_limit(0); // every artifact a file, to inspect the .npy
+    let stack = TestStack::new().map(|s| s.with_inline_limit(0)); // every artifact a file, to inspect the .npy
     let run = matrices.run(&stack, &(3, 4)).unwrap();
-    let m: Array2<f32> = run.output("make_matrix", "output").unwrap();
+    let m: Array2<f32> = run.artifact("make_matrix", "output").unwrap();
     assert_eq!(m.shape(), [3, 4]);
     assert_eq!(m[[2, 3]], 11.0);
-    assert_eq!(run.output::<String>("summarise", "text").unwrap(), "3 x 4");
-    assert_eq!(run.output::<Vec<u8>>("summarise", "raw").unwrap(), [0, 159, 146, 150]);
-    assert_eq!(run.output::<Report>("summarise", "report").unwrap(), Report { rows: 3, title: "ok".into() });
+    assert_eq!(run.artifact::<String>("summarise", "text").unwrap(), "3 x 4");
+    assert_eq!(run.artifact::<Vec<u8>>("summarise", "raw").unwrap(), [0, 159, 146, 150]);
+    assert_eq!(run.artifact::<Report>("summarise", "report").unwrap(), Report { rows: 3, title: "ok".into() });
 
-    let err = run.output::<String>("summarise", "report").unwrap_err().to_string();
+    let err = run.artifact::<String>("summarise", "report").unwrap_err().to_string();
     assert!(err.contains("cannot be loaded as `alloc::string::String`") && err.contains("api::Report"), "{err}");
-    let err = run.output::<String>("summarise", "nope").unwrap_err().to_string();
-    assert!(err.contains("no output `nope`") && err.contains("text, raw, report"), "{err}");
-    let err = run.output::<String>("nope", "output").unwrap_err().to_string();
-    assert!(err.contains("no finished step `nope`"), "{err}");
+    let err = run.artifact::<String>("summarise", "nope").unwrap_err().to_string();
+    assert!(
+        err.contains("no output `nope`")
+            && err.contains("outputs are: make_matrix.output, summarise.text, summarise.raw"),
+        "{err}"
+    );
+    let err = run.artifact::<String>("nope", "output").unwrap_err().to_string();
+    assert!(err.contains("has no step `nope`; its outputs are: make_matrix.output"), "{err}");
 
     // The array is stored as a .npy file numpy can read: magic, version, header.
     let version = run.output_version("make_matrix", "output").unwrap();
     assert_eq!(version.metadata.shape, Some(vec![3, 4]));
-    let path = dir.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
+    let path = stack.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
     let data_start = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
@@ -82,7 +80,7 @@ fn outputs_load_with_their_types_and_wrong_types_are_refused() {
 
 #[test]
 fn runs_logs_and_metadata_can_be_queried() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let first = matrices.run(&stack, &(2, 2)).unwrap();
     let second =
         matrices.run_with(&stack, &(2, 3), RunOptions { run_name: Some("nightly-1".into()), ..Default::default() });
@@ -116,7 +114,7 @@ fn runs_logs_and_metadata_can_be_queried() {
 
 #[test]
 fn a_run_whose_process_died_is_marked_failed_by_the_next_run() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     // What a killed process leaves behind: a run still "running", long silent.
     let mut dead = zenflow::conformance::metadata::new_run("counting", "killed-run");
     dead.started_at -= 3_600_000_000;
@@ -131,11 +129,11 @@ fn a_run_whose_process_died_is_marked_failed_by_the_next_run() {
 
 #[test]
 fn the_git_commit_of_the_project_is_recorded() {
-    let (dir, stack) = stack();
+    let stack = TestStack::new();
     let sha = "89abcdef0123456789abcdef0123456789abcdef";
-    std::fs::create_dir_all(dir.path().join(".git/refs/heads")).unwrap();
-    std::fs::write(dir.path().join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
-    std::fs::write(dir.path().join(".git/refs/heads/main"), format!("{sha}\n")).unwrap();
+    std::fs::create_dir_all(stack.path().join(".git/refs/heads")).unwrap();
+    std::fs::write(stack.path().join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(stack.path().join(".git/refs/heads/main"), format!("{sha}\n")).unwrap();
     let run = counting.run(&stack, &1).unwrap();
     assert_eq!(run.record().git_commit.as_deref(), Some(sha));
     assert_eq!(stack.get_run(run.id()).unwrap().unwrap().git_commit.as_deref(), Some(sha));
@@ -152,7 +150,7 @@ fn several_processes_worth_of_stacks_can_run_on_one_project_at_once() {
                 // as another process would.
                 let stack = zenflow::local_stack_at(&root).unwrap();
                 let run = counting.run(&stack, &(i % 2)).unwrap();
-                run.output::<u64>("count", "output").unwrap()
+                run.artifact::<u64>("count", "output").unwrap()
             })
         })
         .collect();
@@ -173,7 +171,7 @@ async fn pipelines_run_from_async_code() {
     let dir = tempfile::tempdir().unwrap();
     let stack = zenflow::local_stack_at(dir.path()).unwrap();
     let run = counting.run_async(&stack, &42, RunOptions::default()).await.unwrap();
-    assert_eq!(run.output_async::<u64>("count", "output").await.unwrap(), 42);
+    assert_eq!(run.artifact_async::<u64>("count", "output").await.unwrap(), 42);
     // The blocking API says what to use instead of deadlocking.
     let err = counting.run(&stack, &42).unwrap_err();
     assert!(matches!(err, Error::Usage(_)) && err.to_string().contains("run_async"), "{err}");
@@ -181,10 +179,8 @@ async fn pipelines_run_from_async_code() {
 
 mod parallelism {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
     use zenflow::prelude::*;
-    use zenflow::stacks::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
 
     static RUNNING: AtomicUsize = AtomicUsize::new(0);
     static PEAK: AtomicUsize = AtomicUsize::new(0);
@@ -238,12 +234,7 @@ mod parallelism {
 
     fn peak_with<P: Pipeline<Config = ()>>(pipeline: &P, parallelism: usize) -> usize {
         PEAK.store(0, SeqCst);
-        let stack = zenflow::Stack::new(
-            "test",
-            Arc::new(LocalOrchestrator::new(parallelism)),
-            Arc::new(ObjectArtifactStore::memory()),
-            Arc::new(SqliteMetadataStore::in_memory().unwrap()),
-        );
+        let stack = zenflow::testing::memory_stack(parallelism);
         let run = pipeline.run(&stack, &()).unwrap();
         assert!(run.executed().len() >= 4);
         PEAK.load(SeqCst)

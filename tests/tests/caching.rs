@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use zenflow::metadata::StepStatus;
 use zenflow::prelude::*;
+use zenflow::testing::TestStack;
 use zenflow::RunOptions;
 
 static SOURCE_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -81,19 +82,13 @@ fn with_uncached() {
     describe(u);
 }
 
-fn stack() -> (tempfile::TempDir, zenflow::Stack) {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = zenflow::local_stack_at(dir.path()).unwrap();
-    (dir, stack)
-}
-
 fn statuses(run: &zenflow::RunResult) -> Vec<(&str, StepStatus)> {
     run.steps().iter().map(|s| (s.invocation.as_str(), s.status)).collect()
 }
 
 #[test]
 fn an_unchanged_rerun_is_served_entirely_from_cache() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let first = counted.run(&stack, &1001).unwrap();
     assert_eq!(first.executed(), ["counted_source", "counted_square", "describe"]);
     let (sources, squares) = (SOURCE_CALLS.load(SeqCst), SQUARE_CALLS.load(SeqCst));
@@ -104,7 +99,7 @@ fn an_unchanged_rerun_is_served_entirely_from_cache() {
     assert!(second.executed().is_empty());
     assert_eq!(SOURCE_CALLS.load(SeqCst), sources, "step code must not run on a cache hit");
     assert_eq!(SQUARE_CALLS.load(SeqCst), squares, "step code must not run on a cache hit");
-    assert_eq!(second.output::<String>("describe", "output").unwrap(), "value 1002001");
+    assert_eq!(second.artifact::<String>("describe", "output").unwrap(), "value 1002001");
 
     // The cached step runs point at the step runs that produced the outputs,
     // and reuse the very same artifact versions.
@@ -118,7 +113,7 @@ fn an_unchanged_rerun_is_served_entirely_from_cache() {
 
 #[test]
 fn a_changed_parameter_reruns_that_step_and_what_depends_on_it() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     branches.run(&stack, &Branches { left: 1, right: 2002 }).unwrap();
     let run = branches.run(&stack, &Branches { left: 1, right: 2003 }).unwrap();
     assert_eq!(
@@ -130,12 +125,12 @@ fn a_changed_parameter_reruns_that_step_and_what_depends_on_it() {
             ("square", StepStatus::Completed),
         ]
     );
-    assert_eq!(run.output::<i64>("square", "output").unwrap(), 2003 * 2003);
+    assert_eq!(run.artifact::<i64>("square", "output").unwrap(), 2003 * 2003);
 }
 
 #[test]
 fn identical_bytes_from_a_rerun_step_keep_downstream_cached() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     branches.run(&stack, &Branches { left: 2, right: 7 }).unwrap();
     // parity(4) re-runs (new parameter) but produces the same bytes as parity(2).
     let run = branches.run(&stack, &Branches { left: 4, right: 7 }).unwrap();
@@ -145,7 +140,7 @@ fn identical_bytes_from_a_rerun_step_keep_downstream_cached() {
 
 #[test]
 fn a_changed_step_version_reruns_the_step() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let plan = chain.plan(&3003).unwrap();
     stack.block_on(zenflow::run::execute_plan(&stack, plan.clone(), RunOptions::default())).unwrap().unwrap();
 
@@ -161,8 +156,7 @@ fn a_changed_step_version_reruns_the_step() {
 
 #[test]
 fn an_artifact_deleted_from_the_store_turns_a_hit_into_a_miss() {
-    let (_dir, stack) = stack();
-    let stack = stack.with_inline_limit(0);
+    let stack = TestStack::new().map(|s| s.with_inline_limit(0));
     let first = chain.run(&stack, &4004).unwrap();
     let gone = first.output_version("square", "output").unwrap().content_hash;
     stack.block_on(stack.artifacts().delete(&gone)).unwrap().unwrap();
@@ -177,7 +171,7 @@ fn an_artifact_deleted_from_the_store_turns_a_hit_into_a_miss() {
 
 #[test]
 fn cache_false_and_the_per_run_switch_disable_the_cache() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     with_uncached.run(&stack, &()).unwrap();
     let run = with_uncached.run(&stack, &()).unwrap();
     assert_eq!(
@@ -191,15 +185,14 @@ fn cache_false_and_the_per_run_switch_disable_the_cache() {
 
 #[test]
 fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_rerunning_its_producer() {
-    let (dir, stack) = stack();
-    let stack = stack.with_inline_limit(0);
+    let stack = TestStack::new().map(|s| s.with_inline_limit(0));
     let first = chain.run(&stack, &5005).unwrap();
     let version = first.output_version("square", "output").unwrap().clone();
-    let path = dir.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
+    let path = stack.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
     assert!(path.is_file(), "artifact file at {}", path.display());
     std::fs::write(&path, b"garbage").unwrap();
 
-    let err = first.output::<i64>("square", "output").unwrap_err().to_string();
+    let err = first.artifact::<i64>("square", "output").unwrap_err().to_string();
     assert!(err.contains("corrupted") && err.contains(&version.uri) && err.contains("delete the object"), "{err}");
 
     // A step that must read it fails, names the artifact, and the rest is kept.
@@ -214,24 +207,24 @@ fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_rerunning_its_p
 
     // Re-running the producer writes the object again.
     let run = chain.run_with(&stack, &5005, RunOptions { no_cache: true, ..Default::default() }).unwrap();
-    assert_eq!(run.output::<String>("describe", "output").unwrap(), "value 25050025");
-    assert_eq!(first.output::<i64>("square", "output").unwrap(), 25050025, "the old run's artifact is whole again");
+    assert_eq!(run.artifact::<String>("describe", "output").unwrap(), "value 25050025");
+    assert_eq!(first.artifact::<i64>("square", "output").unwrap(), 25050025, "the old run's artifact is whole again");
 }
 
 #[test]
 fn small_outputs_live_in_the_step_record_and_tampering_is_detected() {
-    let (dir, stack) = stack();
+    let stack = TestStack::new();
     let run = chain.run(&stack, &6006).unwrap();
     let version = run.output_version("square", "output").unwrap().clone();
     assert_eq!(version.uri, format!("inline:{}", version.content_hash));
     assert_eq!(version.inline.as_deref(), Some(&b"36072036"[..]));
-    let file = dir.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
+    let file = stack.path().join(".zenflow/artifacts").join(zenflow::artifact_store::object_key(&version.content_hash));
     assert!(!file.exists(), "no artifact file for an inline output");
-    assert_eq!(run.output::<i64>("square", "output").unwrap(), 36072036);
+    assert_eq!(run.artifact::<i64>("square", "output").unwrap(), 36072036);
     // Unchanged re-run: served from cache without any artifact file.
     assert_eq!(chain.run(&stack, &6006).unwrap().cached().len(), 3);
 
-    let conn = rusqlite::Connection::open(dir.path().join(".zenflow/zenflow.db")).unwrap();
+    let conn = rusqlite::Connection::open(stack.path().join(".zenflow/zenflow.db")).unwrap();
     conn.execute("UPDATE artifact_versions SET inline_bytes = x'39' WHERE id = ?1", [&version.id]).unwrap();
     let tampered = stack.block_on(stack.metadata().artifact_version(&version.id)).unwrap().unwrap().unwrap();
     let err = stack.load::<i64>(&tampered).unwrap_err().to_string();

@@ -159,13 +159,20 @@ fn junit_cases(path: &Path) -> Vec<(String, String, Option<String>, Option<Strin
 #[test]
 fn a_failed_step_exits_1_and_a_failed_gate_exits_3() {
     let p = Project::new();
-    let o = p.run(&["run", "--set", "fail_step=true", "--json", "f.json", "--junit", "f.xml"]);
+    let o = p.run(&["run", "--set", "fail_step=true", "--json", "f.json", "--junit", "f.xml", "--report", "f.md"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("boom: this step was asked to fail"), "{}", stderr(&o));
     let r = json(&p.path("f.json"));
     assert_eq!(r["status"], "failed");
     assert_eq!(r["steps"][1]["status"], "failed");
     assert_eq!(r["steps"][2]["status"], "skipped");
+    // The failed step's own `tracing` events are in its report entry.
+    assert_eq!(r["steps"][1]["logs"], serde_json::json!(["scoring values=10", "ERROR giving up as asked"]));
+    let md = std::fs::read_to_string(p.path("f.md")).unwrap();
+    assert!(md.contains("<summary>Log of <code>score</code> (2 lines)</summary>"), "{md}");
+    assert!(md.contains("```text\nscoring values=10\nERROR giving up as asked\n```"), "{md}");
+    let xml = std::fs::read_to_string(p.path("f.xml")).unwrap();
+    assert!(xml.contains("<system-out>scoring values=10\nERROR giving up as asked</system-out>"), "{xml}");
     let cases = junit_cases(&p.path("f.xml"));
     assert_eq!(cases.iter().find(|c| c.1 == "score").unwrap().2.as_deref(), Some("boom: this step was asked to fail"));
 
@@ -341,6 +348,8 @@ fn dry_run_predicts_the_cache_and_the_entrypoint_runs_its_steps_one_by_one() {
     let show = stdout(&p.run(&["runs", "show", "planned-1", "--logs"]));
     assert!(show.contains("status:   completed"), "the last step closes the run: {show}");
     assert!(show.contains("generating 10 values") && show.contains("publishing demo"), "{show}");
+    // A `tracing` event of the step, kept with it by the binary's capture layer.
+    assert!(show.contains("scoring values=10"), "{show}");
 
     // Now everything is cached, and the dry run says so.
     let out = stdout(&p.run(&["run", "--dry-run"]));
@@ -404,6 +413,27 @@ fn runs_artifacts_dag_and_stacks_can_be_inspected() {
     let shown = stdout(&p.run(&["artifacts", "show", &gen_id]));
     assert!(shown.contains("consumed by:  step score"), "{shown}");
     assert_eq!(code(&p.run(&["artifacts", "show", "nope"])), 2);
+
+    // By name: `name@N` and `name@latest`.
+    let latest = stdout(&p.run(&["artifacts", "show", "demo.generate.output@latest"]));
+    assert!(latest.contains(&format!("id:           {big_id}")) && latest.contains("(version 2)"), "{latest}");
+    let first = stdout(&p.run(&["artifacts", "show", "demo.generate.output@1"]));
+    assert!(first.contains("(version 1)") && !first.contains(&big_id), "{first}");
+    let o = p.run(&["artifacts", "export", "demo.publish.output@1", "--output", "v1.txt"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(p.path("v1.txt")).unwrap(), "demo: 0.450");
+    let bad: &[(&str, &str)] = &[
+        ("demo.generate.output@7", "artifact `demo.generate.output` has no version 7; its latest is 2"),
+        ("demo.generate.output@x", "after `@` comes a version number (1, 2, ...) or `latest`, not `x`"),
+        ("demo.generate.output@0", "not `0`"),
+        ("nope@latest", "no artifact named `nope`"),
+    ];
+    for (reference, message) in bad {
+        let o = p.run(&["artifacts", "export", reference, "--output", "never.txt"]);
+        assert_eq!(code(&o), 2, "{reference}: {}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{reference}: {}", stderr(&o));
+        assert!(!p.path("never.txt").exists());
+    }
 
     let mermaid = stdout(&p.run(&["dag"]));
     assert!(mermaid.starts_with("flowchart LR\n") && mermaid.contains("score -->|score| publish"), "{mermaid}");

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 use zenflow::metadata::{RunStatus, StepStatus};
 use zenflow::prelude::*;
+use zenflow::testing::TestStack;
 use zenflow::{Error, RunResult, StepRunner};
 
 static BROKEN: AtomicBool = AtomicBool::new(true);
@@ -115,12 +116,6 @@ fn timing_out() {
     slow_sync(b);
 }
 
-fn stack() -> (tempfile::TempDir, zenflow::Stack) {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = zenflow::local_stack_at(dir.path()).unwrap();
-    (dir, stack)
-}
-
 fn failed_run(result: zenflow::Result<RunResult>) -> RunResult {
     match result {
         Err(Error::RunFailed(f)) => *f.0,
@@ -136,7 +131,7 @@ fn statuses(run: &RunResult) -> Vec<(&str, StepStatus)> {
 /// One test, because it flips the global switch that breaks `fragile`.
 #[test]
 fn a_failed_step_skips_its_dependents_keeps_everything_else_and_the_next_run_resumes() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     BROKEN.store(true, SeqCst);
     let err = two_branches.run(&stack, &5).unwrap_err();
     let message = err.to_string();
@@ -160,7 +155,7 @@ fn a_failed_step_skips_its_dependents_keeps_everything_else_and_the_next_run_res
         ],
         "the independent branch finishes"
     );
-    assert_eq!(run.output::<i64>("plus_one_3", "output").unwrap(), 7);
+    assert_eq!(run.artifact::<i64>("plus_one_3", "output").unwrap(), 7);
 
     // Recorded in the metadata store.
     let record = stack.get_run(run.id()).unwrap().unwrap();
@@ -186,7 +181,7 @@ fn a_failed_step_skips_its_dependents_keeps_everything_else_and_the_next_run_res
             ("plus_one_3", StepStatus::Cached),
         ]
     );
-    assert_eq!(run.output::<i64>("plus_one", "output").unwrap(), 51);
+    assert_eq!(run.artifact::<i64>("plus_one", "output").unwrap(), 51);
 
     // The step runner also runs one step of an existing run by id: what a
     // distributed worker does. Re-run `fragile` of the first (failed) run.
@@ -204,20 +199,20 @@ fn a_failed_step_skips_its_dependents_keeps_everything_else_and_the_next_run_res
 
 #[test]
 fn a_worker_refuses_a_step_whose_code_differs_from_the_plan() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     // A run planned by another build: same steps, but `plus_one` had other code.
     let mut plan = healthy.plan(&()).unwrap();
     plan.steps[1].code_hash = "0".repeat(64);
     let run = stack
         .block_on(stack.metadata().create_run(&zenflow::metadata::NewRun {
-            id: zenflow::metadata::new_id(),
+            id: zenflow::testing::unique_id(),
             pipeline: plan.pipeline.clone(),
             name: "planned-elsewhere".into(),
             stack: "local".into(),
             status: RunStatus::Pending,
             plan,
             git_commit: None,
-            started_at: zenflow::metadata::now(),
+            started_at: zenflow::testing::now(),
         }))
         .unwrap()
         .unwrap();
@@ -235,7 +230,7 @@ fn a_worker_refuses_a_step_whose_code_differs_from_the_plan() {
 
 #[test]
 fn retries_rerun_a_failed_attempt_with_backoff() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = retried.run(&stack, &()).unwrap();
     let flaky = run.step("flaky").unwrap();
     assert_eq!(flaky.status, StepStatus::Completed);
@@ -248,7 +243,7 @@ fn retries_rerun_a_failed_attempt_with_backoff() {
 
 #[test]
 fn a_step_that_keeps_failing_gives_up_after_its_retries() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = failed_run(exhausted.run(&stack, &()));
     let step = run.step("always_fails").unwrap();
     assert_eq!(step.status, StepStatus::Failed);
@@ -259,19 +254,19 @@ fn a_step_that_keeps_failing_gives_up_after_its_retries() {
 
 #[test]
 fn a_panic_is_that_steps_failure() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = failed_run(panicking.run(&stack, &()));
     let step = run.step("panics").unwrap();
     assert_eq!(step.status, StepStatus::Failed);
     assert_eq!(step.error.as_deref(), Some("the step panicked: index out of range: 13"));
     assert_eq!(run.step("plus_one").unwrap().status, StepStatus::Skipped);
     // The stack is still usable.
-    assert_eq!(healthy.run(&stack, &()).unwrap().output::<i64>("plus_one", "output").unwrap(), 16);
+    assert_eq!(healthy.run(&stack, &()).unwrap().artifact::<i64>("plus_one", "output").unwrap(), 16);
 }
 
 #[test]
 fn a_step_over_its_timeout_fails() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let started = std::time::Instant::now();
     let run = failed_run(timing_out.run(&stack, &()));
     assert!(started.elapsed() < Duration::from_secs(20), "the async step was not cancelled");
@@ -350,6 +345,13 @@ mod store_failures {
             limit: usize,
         ) -> Result<Vec<ArtifactVersion>, MetadataError> {
             self.inner.artifact_versions(name, limit).await
+        }
+        async fn artifact_version_named(
+            &self,
+            name: &str,
+            version: Option<i64>,
+        ) -> Result<Option<ArtifactVersion>, MetadataError> {
+            self.inner.artifact_version_named(name, version).await
         }
         async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError> {
             self.inner.lineage(artifact_version).await

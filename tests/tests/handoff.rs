@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use zenflow::prelude::*;
+use zenflow::testing::TestStack;
 
 const MARK: usize = 1 << 20;
 
@@ -67,19 +68,13 @@ fn retried() {
     fails_once(d);
 }
 
-fn stack() -> (tempfile::TempDir, zenflow::Stack) {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = zenflow::local_stack_at(dir.path()).unwrap();
-    (dir, stack)
-}
-
 fn expected(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
 #[test]
 fn a_single_reader_gets_the_value_itself_and_the_artifact_is_still_stored() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     // Inline in the record (small) and in the artifact store (large).
     for n in [100, 100_000] {
         SINGLE.lock().unwrap().clear();
@@ -89,14 +84,14 @@ fn a_single_reader_gets_the_value_itself_and_the_artifact_is_still_stored() {
         assert!(seen[0].0 >= MARK, "the reader got a copy (capacity {}), not the value", seen[0].0);
         assert_eq!(seen[0].1, expected(n));
         // What was stored is the same bytes, read back and verified.
-        let stored: Vec<u8> = run.output("spacious", "output").unwrap();
+        let stored: Vec<u8> = run.artifact("spacious", "output").unwrap();
         assert_eq!(stored, expected(n));
     }
 }
 
 #[test]
 fn of_several_readers_one_gets_the_value_and_the_others_equal_copies() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     pair.run(&stack, &()).unwrap();
     let seen = PAIR.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
@@ -111,7 +106,7 @@ fn of_several_readers_one_gets_the_value_and_the_others_equal_copies() {
 
 #[test]
 fn a_retry_decodes_what_the_failed_attempt_consumed() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = retried.run(&stack, &()).unwrap();
     assert_eq!(run.step("fails_once").unwrap().attempts, 2);
     let seen = RETRIED.lock().unwrap().clone();
@@ -150,7 +145,7 @@ fn lossy() {
 
 #[test]
 fn values_of_inexact_materializers_are_decoded_as_a_cached_run_would_see_them() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     lossy.run(&stack, &()).unwrap();
     assert_eq!(LOSSY.lock().unwrap().clone(), vec![Lossy { kept: 7, dropped: 0 }]);
 }
@@ -196,7 +191,7 @@ fn expected_sum(n: usize) -> f64 {
 #[test]
 fn large_arrays_are_stored_from_the_value_and_the_value_moves_on() {
     let _one_at_a_time = STREAMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     MADE_AT.lock().unwrap().clear();
     READ.lock().unwrap().clear();
     // Two readers: one takes the value itself, the other reads the store
@@ -211,7 +206,7 @@ fn large_arrays_are_stored_from_the_value_and_the_value_moves_on() {
     assert_eq!(version.metadata.size, (BIG * 4 + 128) as u64, "the size of the .npy file is recorded");
     assert_eq!(version.metadata.shape, Some(vec![BIG]));
     assert!(!version.uri.starts_with("inline:"));
-    let stored: ndarray::Array1<f32> = run.output("big_array", "output").unwrap();
+    let stored: ndarray::Array1<f32> = run.artifact("big_array", "output").unwrap();
     assert_eq!(stored.len(), BIG);
     assert_eq!(stored.iter().map(|&x| f64::from(x)).sum::<f64>(), expected_sum(BIG));
 }
@@ -220,7 +215,7 @@ fn large_arrays_are_stored_from_the_value_and_the_value_moves_on() {
 fn a_retry_of_a_streamed_input_reads_it_from_the_store() {
     let _one_at_a_time = STREAMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     READ.lock().unwrap().clear();
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let n = BIG + 1;
     let run = streamed.run(&stack, &n).unwrap();
     assert!(run.steps().iter().filter(|s| s.invocation.starts_with("sum_array")).all(|s| s.attempts == 2));
@@ -246,9 +241,9 @@ fn streamed_fan_in() {
 #[test]
 fn a_fan_in_of_streamed_arrays_reads_every_part() {
     let _one_at_a_time = STREAMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = streamed_fan_in.run(&stack, &()).unwrap();
-    let total: f64 = run.output("sum_all", "output").unwrap();
+    let total: f64 = run.artifact("sum_all", "output").unwrap();
     assert_eq!(total, 2.0 * expected_sum(BIG));
 }
 
@@ -302,7 +297,7 @@ fn unstable() {
 /// named by the hash of what was written, whatever the encoder does.
 #[test]
 fn a_streamed_output_is_named_by_the_hash_of_what_was_written() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = unstable.run(&stack, &()).unwrap();
     let version = run.output_version("make_unstable", "output").unwrap();
     assert_eq!(version.metadata.size, 9 << 20);
@@ -314,12 +309,7 @@ fn a_streamed_output_is_named_by_the_hash_of_what_was_written() {
 /// refuses an encoder whose second pass differs from its first.
 #[test]
 fn an_encoding_that_changes_between_passes_is_refused_where_two_passes_are_needed() {
-    let stack = zenflow::Stack::new(
-        "memory",
-        std::sync::Arc::new(zenflow::stacks::LocalOrchestrator::default()),
-        std::sync::Arc::new(zenflow::stacks::ObjectArtifactStore::memory()),
-        std::sync::Arc::new(zenflow::stacks::SqliteMetadataStore::in_memory().unwrap()),
-    );
+    let stack = zenflow::testing::memory_stack(2);
     let err = unstable.run(&stack, &()).unwrap_err();
     assert!(err.to_string().contains("must write the same bytes every time"), "{err}");
 }

@@ -2,18 +2,8 @@
 //! in-memory stores and on the file-backed local stack, at several
 //! parallelisms.
 
-use std::sync::{Arc, Mutex};
-use zenflow::stacks::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
-use zenflow::Stack;
-
-fn memory_stack(parallelism: usize) -> Stack {
-    Stack::new(
-        "conformance",
-        Arc::new(LocalOrchestrator::new(parallelism)),
-        Arc::new(ObjectArtifactStore::memory()),
-        Arc::new(SqliteMetadataStore::in_memory().unwrap()),
-    )
-}
+use std::sync::Mutex;
+use zenflow::testing::memory_stack;
 
 #[test]
 fn local_orchestrator_conforms_with_one_worker() {
@@ -27,11 +17,11 @@ fn local_orchestrator_conforms_with_four_workers() {
 
 #[test]
 fn local_orchestrator_conforms_on_the_local_stack() {
-    let dirs = Mutex::new(Vec::new());
+    let stacks = Mutex::new(Vec::new());
     zenflow::orchestrator_conformance::run_all(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let stack = zenflow::local_stack_at(dir.path()).unwrap().with_inline_limit(0);
-        dirs.lock().unwrap().push(dir);
-        stack
+        let stack = zenflow::testing::TestStack::new().map(|s| s.with_inline_limit(0));
+        let handle = stack.stack().clone();
+        stacks.lock().unwrap().push(stack);
+        handle
     });
 }

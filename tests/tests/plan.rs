@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use zenflow::metadata::StepStatus;
 use zenflow::plan::PlanError;
 use zenflow::prelude::*;
+use zenflow::testing::TestStack;
 use zenflow::{Error, Plan};
 
 #[step]
@@ -138,12 +139,6 @@ fn small(n: &i64) {
     sum(vec![doubled, tripled]);
 }
 
-fn stack() -> (tempfile::TempDir, zenflow::Stack) {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = zenflow::local_stack_at(dir.path()).unwrap();
-    (dir, stack)
-}
-
 #[test]
 fn a_fan_out_of_32_steps_fans_in_to_one_vec_input() {
     let cfg = FanConfig { x: 3, width: 32 };
@@ -158,10 +153,10 @@ fn a_fan_out_of_32_steps_fans_in_to_one_vec_input() {
     assert_eq!(sum_input.from[31].step, "mul_32", "fan-in keeps the order of the Vec");
     assert_eq!(plan.steps[5].params["i"], serde_json::json!(4));
 
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = fan.run(&stack, &cfg).unwrap();
     assert_eq!(run.executed().len(), 34);
-    assert_eq!(run.output::<i64>("sum", "output").unwrap(), 3 * (0..32).sum::<i64>());
+    assert_eq!(run.artifact::<i64>("sum", "output").unwrap(), 3 * (0..32).sum::<i64>());
     // Lineage: the sum step consumed all 32 artifacts, in order.
     let sum_run = stack.step_runs(run.id()).unwrap().into_iter().find(|s| s.invocation == "sum").unwrap();
     assert_eq!(sum_run.inputs.len(), 32);
@@ -177,7 +172,7 @@ fn after_orders_steps_without_data() {
     assert_eq!(plan.steps[2].after, ["seed"]);
     assert!(plan.steps[0].outputs.is_empty(), "a step returning () has no outputs");
 
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = ordered.run(&stack, &()).unwrap();
     let steps = stack.step_runs(run.id()).unwrap();
     let by_id = |id: &str| steps.iter().find(|s| s.invocation == id).unwrap().clone();
@@ -209,7 +204,7 @@ fn a_parameter_that_fails_to_serialise_is_a_plan_error() {
     let msg = err.to_string();
     assert!(matches!(err, Error::Plan(PlanError::Param { .. })), "{msg}");
     assert!(msg.contains("parameter `table` of step `weights`") && msg.contains("key must be a string"), "{msg}");
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     assert!(unserialisable.run(&stack, &()).is_err());
     assert!(stack.list_runs(None, 10).unwrap().is_empty(), "nothing is recorded for a plan that failed");
 }
@@ -228,9 +223,9 @@ fn step_attributes_reach_the_plan_and_ordinary_code_runs_in_the_body() {
     assert_eq!(f.options.timeout_ms, Some(2000));
     assert!(!f.options.cache);
     assert_eq!(features(4), 40, "an argument may shadow the step's name");
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = ordinary_rust.run(&stack, &7).unwrap();
-    assert_eq!(run.output::<f64>("scaled", "output").unwrap(), 210.0);
+    assert_eq!(run.artifact::<f64>("scaled", "output").unwrap(), 210.0);
 }
 
 #[test]
@@ -312,7 +307,7 @@ fn every_step_is_registered_by_name() {
 
 #[test]
 fn lineage_links_producers_and_consumers() {
-    let (_dir, stack) = stack();
+    let stack = TestStack::new();
     let run = small.run(&stack, &4).unwrap();
     let seed_out = run.output_version("seed", "output").unwrap();
     let lineage = stack.block_on(stack.metadata().lineage(&seed_out.id)).unwrap().unwrap();

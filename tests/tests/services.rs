@@ -33,7 +33,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &zenflow::metadata::new_id().replace('-', "")[20..])
+    format!("{prefix}_{}", &zenflow::testing::unique_id().replace('-', "")[20..])
 }
 
 /// A fresh, empty database; returns its URL.
@@ -506,7 +506,7 @@ fn a_lost_postgres_batch_fails_the_run_it_belonged_to() {
             }
         };
         assert!(matches!(err, MetadataError::Backend { .. }), "{err:?}");
-        let err = store.set_run_status(&run.id, RunStatus::Completed, None, Some(zenflow::metadata::now())).await;
+        let err = store.set_run_status(&run.id, RunStatus::Completed, None, Some(zenflow::testing::now())).await;
         let err = err.unwrap_err().to_string();
         assert!(err.contains("were lost"), "{err}");
         let record = store.get_run(&run.id).await.unwrap().unwrap();
@@ -516,7 +516,7 @@ fn a_lost_postgres_batch_fails_the_run_it_belonged_to() {
         // Another run, on a new connection, is not affected.
         let other = store.create_run(&new_run("lost", "other-run")).await.unwrap();
         store.write_step_run(&step_write(&other.id, "fine", StepStatus::Completed)).await.unwrap();
-        store.set_run_status(&other.id, RunStatus::Completed, None, Some(zenflow::metadata::now())).await.unwrap();
+        store.set_run_status(&other.id, RunStatus::Completed, None, Some(zenflow::testing::now())).await.unwrap();
         assert_eq!(store.step_runs(&other.id).await.unwrap().len(), 1);
     });
 }

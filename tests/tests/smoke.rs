@@ -28,7 +28,7 @@ fn smoke_runs() {
     let dir = tempfile::tempdir().unwrap();
     let stack = zenflow::local_stack_at(dir.path()).unwrap();
     let run = smoke.run(&stack, &5).unwrap();
-    assert_eq!(run.output::<i64>("add", "output").unwrap(), 25);
+    assert_eq!(run.artifact::<i64>("add", "output").unwrap(), 25);
     let run2 = smoke.run(&stack, &5).unwrap();
     assert_eq!(run2.cached().len(), 3, "{}", run2.summary());
     println!("{}", smoke.plan(&5).unwrap().to_json());

@@ -419,6 +419,7 @@ pub mod metadata {
                     options: StepOptions::default(),
                 },
             ],
+            outputs: vec![OutputRef { step: "train".into(), output: "output".into() }],
         }
     }
 
@@ -569,6 +570,11 @@ pub mod metadata {
         assert!(store.artifact_version(&v1.id).await.unwrap().unwrap().inline.is_none());
         let versions = store.artifact_versions(Some("conformance.load.output"), 10).await.unwrap();
         assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 1], "newest first");
+        let named = |version| store.artifact_version_named("conformance.load.output", version);
+        assert_eq!(named(Some(1)).await.unwrap().as_ref(), Some(&v1), "by name and number");
+        assert_eq!(named(None).await.unwrap().map(|v| v.id), Some(v2.id.clone()), "the latest");
+        assert_eq!(named(Some(3)).await.unwrap(), None, "no such number");
+        assert_eq!(store.artifact_version_named("no.such.name", None).await.unwrap(), None, "no such name");
 
         let lineage = store.lineage(&v1.id).await.unwrap();
         assert_eq!(lineage.producer.as_ref().map(|p| p.id.as_str()), Some(load.step_run.id.as_str()));

@@ -1,6 +1,7 @@
 //! The context a step may ask for with a `&StepContext` argument.
 
 use crate::check::{Check, CheckStatus};
+use crate::logs::{SharedBuffer, CONTEXT_TARGET};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,7 +23,7 @@ struct Inner {
     invocation: String,
     step: String,
     attempt: u32,
-    logs: Mutex<Vec<String>>,
+    logs: SharedBuffer,
     metadata: Mutex<BTreeMap<String, serde_json::Value>>,
     checks: Mutex<Vec<Check>>,
     /// The versions model inputs resolved to, by input name.
@@ -32,6 +33,21 @@ struct Inner {
 impl StepContext {
     /// A context for step `invocation` (of step `step`) in run `run_id`.
     pub fn new(run_id: &str, pipeline: &str, invocation: &str, step: &str, attempt: u32) -> Self {
+        Self::for_attempt(run_id, pipeline, invocation, step, attempt, BTreeMap::new(), SharedBuffer::default())
+    }
+
+    /// The context of one attempt in a run: it knows which versions its
+    /// model inputs resolved to, and logs into the step run's buffer (shared
+    /// with the capture of `tracing` events, so lines keep their order).
+    pub(crate) fn for_attempt(
+        run_id: &str,
+        pipeline: &str,
+        invocation: &str,
+        step: &str,
+        attempt: u32,
+        models: BTreeMap<String, Option<i64>>,
+        logs: SharedBuffer,
+    ) -> Self {
         StepContext {
             inner: Arc::new(Inner {
                 run_id: run_id.to_string(),
@@ -39,22 +55,11 @@ impl StepContext {
                 invocation: invocation.to_string(),
                 step: step.to_string(),
                 attempt,
-                logs: Mutex::default(),
+                logs,
                 metadata: Mutex::default(),
                 checks: Mutex::default(),
-                models: BTreeMap::new(),
+                models,
             }),
-        }
-    }
-
-    /// The same context, knowing which versions its model inputs resolved to.
-    pub fn with_model_versions(self, models: BTreeMap<String, Option<i64>>) -> Self {
-        match Arc::try_unwrap(self.inner) {
-            Ok(mut inner) => {
-                inner.models = models;
-                StepContext { inner: Arc::new(inner) }
-            }
-            Err(shared) => StepContext { inner: shared },
         }
     }
 
@@ -96,10 +101,11 @@ impl StepContext {
         self.inner.attempt
     }
 
-    /// Logs a line; it is kept with the step run and also emitted through `tracing`.
+    /// Logs a line; it is kept with the step run (with the `tracing` events
+    /// the step emits, in order) and also emitted through `tracing`.
     pub fn log(&self, line: impl Into<String>) {
         let line = line.into();
-        tracing::info!(step = %self.inner.invocation, "{line}");
+        tracing::info!(target: CONTEXT_TARGET, step = %self.inner.invocation, "{line}");
         self.inner.logs.lock().unwrap_or_else(PoisonError::into_inner).push(line);
     }
 
@@ -124,7 +130,7 @@ impl StepContext {
     /// ```
     pub fn check(&self, check: Check) -> CheckStatus {
         let status = check.status;
-        tracing::info!(step = %self.inner.invocation, check = %check.name, %status, "{}", check.message);
+        tracing::info!(target: CONTEXT_TARGET, step = %self.inner.invocation, check = %check.name, %status, "{}", check.message);
         let mut checks = self.inner.checks.lock().unwrap_or_else(PoisonError::into_inner);
         match checks.iter_mut().find(|c| c.name == check.name) {
             Some(existing) => *existing = check,
@@ -171,9 +177,10 @@ impl StepContext {
         self.inner.checks.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// The lines logged so far.
+    /// The lines logged so far (by [`log`](StepContext::log) and, in a run,
+    /// the step's `tracing` events), with a note of what the size cap cut.
     pub fn logs(&self) -> Vec<String> {
-        self.inner.logs.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner.logs.lock().unwrap_or_else(PoisonError::into_inner).snapshot()
     }
 
     /// The metadata logged so far.

@@ -7,15 +7,17 @@
 #![warn(missing_docs)]
 
 pub mod appraisal;
-pub mod artifact;
 pub mod artifact_store;
 pub mod cache;
 pub mod check;
 pub mod conformance;
 pub mod context;
 pub mod error;
+#[doc(hidden)]
 pub mod git;
+pub mod handle;
 pub mod hash;
+pub mod logs;
 pub mod materializer;
 pub mod metadata;
 pub mod orchestrator;
@@ -26,20 +28,21 @@ pub mod run;
 pub mod runner;
 pub mod stack;
 pub mod step;
+#[doc(hidden)]
 pub mod time;
 
-pub use artifact::{model_alias, Artifact, IntoInput, Invocation, ModelAlias, Upstream};
 pub use artifact_store::ArtifactStore;
 pub use check::{Check, CheckStatus, Direction};
 pub use context::StepContext;
 pub use error::{BoxError, Error, Result};
+pub use handle::{model_alias, Handle, IntoInput, Invocation, ModelAlias, Upstream};
 pub use hash::ContentHash;
 pub use materializer::{Materialize, Materializer};
 pub use metadata::{MetadataStore, RunStatus, StepStatus};
 pub use orchestrator::Orchestrator;
 /// The graph library of [`Plan::graph`].
 pub use petgraph;
-pub use pipeline::Pipeline;
+pub use pipeline::{Outputs, Pipeline};
 pub use plan::Plan;
 pub use registry::ModelRegistry;
 pub use run::RunResult;
@@ -50,7 +53,7 @@ pub use step::{Step, StepSpec};
 /// Items used by the code `#[step]` and `#[pipeline]` generate. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::artifact::InputBinding;
+    pub use crate::handle::InputBinding;
     pub use crate::materializer::EncodedValue;
     pub use crate::plan::builder::record;
     pub use crate::step::{

@@ -462,6 +462,14 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// Artifact versions, newest first, optionally only those with `name`.
     async fn artifact_versions(&self, name: Option<&str>, limit: usize) -> Result<Vec<ArtifactVersion>, MetadataError>;
 
+    /// Version `version` of the artifact named `name`, or its latest
+    /// version when `version` is `None`.
+    async fn artifact_version_named(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<ArtifactVersion>, MetadataError>;
+
     /// Producer and consumers of an artifact version.
     async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError>;
 

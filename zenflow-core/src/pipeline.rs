@@ -1,7 +1,10 @@
-//! Pipelines: the trait `#[pipeline]` implements, and the ways to run one.
+//! Pipelines: the trait `#[pipeline]` implements, what a body returns, and
+//! the ways to run one.
 
 use crate::error::{Error, Result};
-use crate::plan::{compile, Plan};
+use crate::handle::Handle;
+use crate::materializer::Materialize;
+use crate::plan::{compile, compile_with_nodes, OutputRef, Plan};
 use crate::run::{execute_plan, RunFailed, RunResult};
 use crate::runner::RunOptions;
 use crate::stack::Stack;
@@ -10,10 +13,16 @@ use serde::{de::DeserializeOwned, Serialize};
 /// A pipeline: a body that wires step invocations together.
 ///
 /// `#[pipeline]` turns a function into a unit struct implementing this trait;
-/// the function's optional `&Config` argument becomes [`Pipeline::Config`].
+/// the function's optional `&Config` argument becomes [`Pipeline::Config`]
+/// and what it returns [`Pipeline::Output`].
 pub trait Pipeline: Send + Sync + 'static {
     /// The configuration the body reads (`()` when it takes none).
     type Config: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// What the body returns: `()`, a [`Handle`], a tuple of handles, a
+    /// `Vec` of them, or a struct of them with `#[derive(Outputs)]`; a run's
+    /// [`RunResult::output`] gives back their values.
+    type Output: Outputs;
 
     /// The pipeline's name.
     fn name(&self) -> &'static str;
@@ -21,7 +30,7 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Runs the body in build mode. Called by [`compile`], which installs the
     /// builder that step calls record into; calling it directly panics at the
     /// first step call.
-    fn build(&self, config: &Self::Config);
+    fn build(&self, config: &Self::Config) -> Self::Output;
 
     /// Compiles the plan for `config`.
     fn plan(&self, config: &Self::Config) -> Result<Plan> {
@@ -30,14 +39,15 @@ pub trait Pipeline: Send + Sync + 'static {
 
     /// Runs the pipeline on `stack` and waits for it. A run in which a step
     /// failed is an error ([`Error::RunFailed`]) that still holds the result.
-    fn run(&self, stack: &Stack, config: &Self::Config) -> Result<RunResult> {
+    fn run(&self, stack: &Stack, config: &Self::Config) -> Result<RunResult<Self::Output>> {
         self.run_with(stack, config, RunOptions::default())
     }
 
     /// [`Pipeline::run`] with per-run options.
-    fn run_with(&self, stack: &Stack, config: &Self::Config, options: RunOptions) -> Result<RunResult> {
-        let plan = self.plan(config)?;
-        stack.block_on(run_plan(stack, plan, options))?
+    fn run_with(&self, stack: &Stack, config: &Self::Config, options: RunOptions) -> Result<RunResult<Self::Output>> {
+        let (plan, nodes) = compile_with_nodes(self, config)?;
+        let result = stack.block_on(run_plan(stack, plan, options))??;
+        Ok(result.typed(nodes))
     }
 
     /// Async form of [`Pipeline::run_with`].
@@ -46,10 +56,35 @@ pub trait Pipeline: Send + Sync + 'static {
         stack: &Stack,
         config: &Self::Config,
         options: RunOptions,
-    ) -> impl std::future::Future<Output = Result<RunResult>> + Send {
-        let plan = self.plan(config);
+    ) -> impl std::future::Future<Output = Result<RunResult<Self::Output>>> + Send {
+        let compiled = compile_with_nodes(self, config);
         let stack = stack.clone();
-        async move { run_plan(&stack, plan?, options).await }
+        async move {
+            let (plan, nodes) = compiled?;
+            Ok(run_plan(&stack, plan, options).await?.typed(nodes))
+        }
+    }
+
+    /// A past run of this pipeline, by id or name, or `"latest"`: the same
+    /// typed result a fresh run gives.
+    fn reopen(&self, stack: &Stack, id_or_name: &str) -> Result<RunResult<Self::Output>> {
+        let run = if id_or_name == "latest" { stack.latest_run(self.name())? } else { stack.get_run(id_or_name)? };
+        let run = run.ok_or_else(|| {
+            Error::NotFound(format!(
+                "pipeline `{}` has no run `{id_or_name}` in {}",
+                self.name(),
+                stack.metadata().url()
+            ))
+        })?;
+        if run.pipeline != self.name() {
+            return Err(Error::usage(format!(
+                "run `{}` is a run of pipeline `{}`, not `{}`",
+                run.name,
+                run.pipeline,
+                self.name()
+            )));
+        }
+        Ok(stack.block_on(RunResult::load(stack, run))??.typed(Vec::new()))
     }
 }
 
@@ -61,3 +96,97 @@ async fn run_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Result<RunR
         Err(Error::RunFailed(RunFailed(Box::new(result))))
     }
 }
+
+/// What a pipeline's body can return: handles whose values a run gives back
+/// typed ([`RunResult::output`]).
+///
+/// Implemented for `()`, [`Handle<T>`], tuples of up to four handles,
+/// `Vec<Handle<T>>`, and structs of handles with `#[derive(Outputs)]`.
+pub trait Outputs: Send + Sync + 'static {
+    /// The values of the handles, once a run has produced them.
+    type Values;
+
+    /// The builder positions of the handles, in order.
+    #[doc(hidden)]
+    fn handles(&self) -> Vec<(usize, usize)>;
+
+    /// Loads the values from a run, given the plan's outputs in the order
+    /// [`Outputs::handles`] gave them.
+    #[doc(hidden)]
+    fn load<O>(run: &RunResult<O>, refs: &mut std::slice::Iter<'_, OutputRef>) -> Result<Self::Values>;
+}
+
+/// The next of a plan's outputs, or the error that says there are fewer
+/// than the pipeline's type has.
+#[doc(hidden)]
+pub fn next_output<'a>(refs: &mut std::slice::Iter<'a, OutputRef>, pipeline: &str) -> Result<&'a OutputRef> {
+    refs.next().ok_or_else(|| {
+        Error::usage(format!(
+            "the plan of this run of `{pipeline}` records fewer outputs than the pipeline returns; it was \
+             planned by another build: read its outputs with `run.artifact(step, output)`"
+        ))
+    })
+}
+
+impl Outputs for () {
+    type Values = ();
+
+    fn handles(&self) -> Vec<(usize, usize)> {
+        Vec::new()
+    }
+
+    fn load<O>(_run: &RunResult<O>, _refs: &mut std::slice::Iter<'_, OutputRef>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<T: Materialize + Send + Sync> Outputs for Handle<T> {
+    type Values = T;
+
+    fn handles(&self) -> Vec<(usize, usize)> {
+        vec![self.__position()]
+    }
+
+    fn load<O>(run: &RunResult<O>, refs: &mut std::slice::Iter<'_, OutputRef>) -> Result<T> {
+        let r = next_output(refs, &run.plan().pipeline)?;
+        run.artifact(&r.step, &r.output)
+    }
+}
+
+impl<T: Materialize + Send + Sync> Outputs for Vec<Handle<T>> {
+    type Values = Vec<T>;
+
+    fn handles(&self) -> Vec<(usize, usize)> {
+        self.iter().map(Handle::__position).collect()
+    }
+
+    /// Every remaining output (a `Vec` of handles is the last or only output).
+    fn load<O>(run: &RunResult<O>, refs: &mut std::slice::Iter<'_, OutputRef>) -> Result<Vec<T>> {
+        refs.map(|r| run.artifact(&r.step, &r.output)).collect()
+    }
+}
+
+macro_rules! tuple_outputs {
+    ($($t:ident),+) => {
+        impl<$($t: Outputs),+> Outputs for ($($t,)+) {
+            type Values = ($($t::Values,)+);
+
+            #[allow(non_snake_case)]
+            fn handles(&self) -> Vec<(usize, usize)> {
+                let ($($t,)+) = self;
+                let mut all = Vec::new();
+                $(all.extend($t.handles());)+
+                all
+            }
+
+            fn load<O>(run: &RunResult<O>, refs: &mut std::slice::Iter<'_, OutputRef>) -> Result<Self::Values> {
+                Ok(($($t::load(run, refs)?,)+))
+            }
+        }
+    };
+}
+
+tuple_outputs!(A);
+tuple_outputs!(A, B);
+tuple_outputs!(A, B, C);
+tuple_outputs!(A, B, C, D);

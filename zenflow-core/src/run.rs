@@ -55,7 +55,15 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     run.status = status;
     run.error = error;
     run.ended_at = Some(ended_at);
-    Ok(RunResult { stack: stack.clone(), run, plan, steps, duration: started.elapsed() })
+    Ok(RunResult {
+        stack: stack.clone(),
+        run,
+        plan,
+        steps,
+        duration: started.elapsed(),
+        nodes: Arc::new(Vec::new()),
+        _output: std::marker::PhantomData,
+    })
 }
 
 /// Records a heartbeat for `run_id` every [`metadata::HEARTBEAT_INTERVAL`]
@@ -84,17 +92,36 @@ fn default_run_name(pipeline: &str, at: metadata::Timestamp, id: &str) -> String
 }
 
 /// The outcome of a run: its record, each step's result, and typed access to
-/// the outputs.
-#[derive(Clone)]
-pub struct RunResult {
+/// the outputs. `O` is what the pipeline's body returned
+/// ([`Pipeline::Output`](crate::Pipeline::Output)): [`RunResult::output`]
+/// gives back its values.
+pub struct RunResult<O = ()> {
     stack: Stack,
     run: RunRecord,
     plan: Arc<Plan>,
     steps: Vec<StepResult>,
     duration: std::time::Duration,
+    /// The invocation id of each node of the build the handles point at
+    /// (empty for a reopened run).
+    nodes: Arc<Vec<String>>,
+    _output: std::marker::PhantomData<fn() -> O>,
 }
 
-impl fmt::Debug for RunResult {
+impl<O> Clone for RunResult<O> {
+    fn clone(&self) -> Self {
+        RunResult {
+            stack: self.stack.clone(),
+            run: self.run.clone(),
+            plan: self.plan.clone(),
+            steps: self.steps.clone(),
+            duration: self.duration,
+            nodes: self.nodes.clone(),
+            _output: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<O> fmt::Debug for RunResult<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunResult")
             .field("run", &self.run.name)
@@ -105,7 +132,89 @@ impl fmt::Debug for RunResult {
 }
 
 impl RunResult {
-    /// The run record.
+    /// The result of a recorded run, read back from the stack's metadata store.
+    pub async fn load(stack: &Stack, run: RunRecord) -> Result<RunResult> {
+        let plan = Arc::new(run.plan()?);
+        let records = stack.metadata().step_runs(&run.id).await?;
+        // The latest record of each invocation, in plan order.
+        let steps = plan
+            .steps
+            .iter()
+            .filter_map(|s| records.iter().rev().find(|r| r.invocation == s.id))
+            .map(|r| StepResult {
+                invocation: r.invocation.clone(),
+                status: r.status,
+                step_run_id: r.id.clone(),
+                outputs: r.outputs.clone(),
+                error: r.error.clone(),
+                attempts: r.attempts,
+                duration: r.ended_at.map_or(std::time::Duration::ZERO, |e| {
+                    std::time::Duration::from_micros((e - r.started_at).max(0) as u64)
+                }),
+            })
+            .collect();
+        let duration = run.ended_at.map_or(std::time::Duration::ZERO, |e| {
+            std::time::Duration::from_micros((e - run.started_at).max(0) as u64)
+        });
+        Ok(RunResult {
+            stack: stack.clone(),
+            run,
+            plan,
+            steps,
+            duration,
+            nodes: Arc::new(Vec::new()),
+            _output: std::marker::PhantomData,
+        })
+    }
+
+    /// This result typed by what a pipeline's body returns (`O` is its
+    /// [`Pipeline::Output`](crate::Pipeline::Output)), so that
+    /// [`RunResult::output`] gives back its values: what to do with the
+    /// result inside [`Error::RunFailed`].
+    pub fn into_typed<O>(self) -> RunResult<O> {
+        self.typed(Vec::new())
+    }
+
+    /// This result, typed by what the pipeline's body returned.
+    pub(crate) fn typed<O>(self, nodes: Vec<String>) -> RunResult<O> {
+        self.retyped(Arc::new(nodes))
+    }
+}
+
+impl<O: crate::pipeline::Outputs> RunResult<O> {
+    /// The values of what the pipeline's body returned (loaded from the
+    /// artifact store, verified).
+    ///
+    /// ```text
+    /// #[pipeline]
+    /// fn training(cfg: &Config) -> Handle<Selection> { ... }
+    /// let best: Selection = training.run(&stack, &cfg)?.output()?;
+    /// ```
+    pub fn output(&self) -> Result<O::Values> {
+        O::load(self, &mut self.plan.outputs.iter())
+    }
+}
+
+impl<O> RunResult<O> {
+    /// This result without its output type.
+    pub fn erase(self) -> RunResult {
+        let nodes = self.nodes.clone();
+        self.retyped(nodes)
+    }
+
+    fn retyped<P>(self, nodes: Arc<Vec<String>>) -> RunResult<P> {
+        RunResult {
+            stack: self.stack,
+            run: self.run,
+            plan: self.plan,
+            steps: self.steps,
+            duration: self.duration,
+            nodes,
+            _output: std::marker::PhantomData,
+        }
+    }
+
+    /// The record of the run.
     pub fn record(&self) -> &RunRecord {
         &self.run
     }
@@ -165,29 +274,77 @@ impl RunResult {
         self.with_status(StepStatus::Cached)
     }
 
+    /// Every `step.output` of the plan, for error messages.
+    fn output_names(&self) -> String {
+        let all: Vec<String> = self
+            .plan
+            .steps
+            .iter()
+            .flat_map(|s| s.outputs.iter().map(move |o| format!("{}.{}", s.id, o.name)))
+            .collect();
+        if all.is_empty() {
+            "none".into()
+        } else {
+            all.join(", ")
+        }
+    }
+
     /// The recorded version of output `output` of invocation `step`.
     pub fn output_version(&self, step: &str, output: &str) -> Result<&ArtifactVersion> {
-        let result = self
-            .step(step)
-            .ok_or_else(|| Error::NotFound(format!("run `{}` has no finished step `{step}`", self.run.name)))?;
+        let result = self.step(step).ok_or_else(|| {
+            let planned = self.plan.step(step).is_some();
+            Error::NotFound(if planned {
+                format!("step `{step}` of run `{}` did not finish", self.run.name)
+            } else {
+                format!("run `{}` has no step `{step}`; its outputs are: {}", self.run.name, self.output_names())
+            })
+        })?;
         result.output(output).ok_or_else(|| {
             Error::NotFound(format!(
-                "step `{step}` of run `{}` has no output `{output}` (status {}; outputs: {})",
+                "step `{step}` of run `{}` has no output `{output}` (status {}); the run's outputs are: {}",
                 self.run.name,
                 result.status,
-                result.outputs.iter().map(|o| o.output.as_str()).collect::<Vec<_>>().join(", ")
+                self.output_names()
             ))
         })
     }
 
-    /// Loads output `output` of invocation `step` as a `T` (blocking).
-    pub fn output<T: Materialize>(&self, step: &str, output: &str) -> Result<T> {
+    /// Loads output `output` of invocation `step` as a `T` (blocking): the
+    /// lookup by name, for dynamic use.
+    pub fn artifact<T: Materialize>(&self, step: &str, output: &str) -> Result<T> {
         self.stack.load(self.output_version(step, output)?)
     }
 
-    /// Async form of [`RunResult::output`].
-    pub async fn output_async<T: Materialize>(&self, step: &str, output: &str) -> Result<T> {
+    /// Async form of [`RunResult::artifact`].
+    pub async fn artifact_async<T: Materialize>(&self, step: &str, output: &str) -> Result<T> {
         self.stack.load_async(self.output_version(step, output)?).await
+    }
+
+    /// The value behind `handle`, a handle of the build that planned this
+    /// run (one the body returned, or kept in its output struct).
+    pub fn get<T: Materialize>(&self, handle: &crate::handle::Handle<T>) -> Result<T> {
+        let (node, output) = handle.__position();
+        let step = self.nodes.get(node).ok_or_else(|| {
+            Error::usage(
+                "this handle is not from the build that planned this run (a reopened run has none): read \
+                 its outputs with `run.output()` or `run.artifact(step, output)`",
+            )
+        })?;
+        let spec = self.plan.step(step).ok_or_else(|| Error::NotFound(format!("step `{step}` of this run")))?;
+        let name = spec.outputs.get(output).map(|o| o.name.clone()).unwrap_or_else(|| output.to_string());
+        self.artifact(step, &name)
+    }
+
+    /// What invocation `step` logged, as stored with its step run
+    /// (`StepContext::log` lines and the `tracing` events a capture layer
+    /// kept, with a note of what the size cap cut). A cached step ran
+    /// nothing, so it logged nothing.
+    pub fn logs(&self, step: &str) -> Result<Vec<String>> {
+        let result = self
+            .step(step)
+            .ok_or_else(|| Error::NotFound(format!("run `{}` has no finished step `{step}`", self.run.name)))?;
+        let record = self.stack.block_on(self.stack.metadata().step_run(&result.step_run_id))??;
+        Ok(record.map(|r| r.logs).unwrap_or_default())
     }
 
     /// A few lines saying what ran, what came from cache, and what failed.

@@ -12,6 +12,7 @@ use crate::cache::cache_key;
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
+use crate::logs;
 use crate::materializer::{Encoded, EncodedValue, Handoff};
 use crate::metadata::{
     self, ArtifactVersion, InputLink, NewArtifact, OutputLink, RunRecord, StepRunRecord, StepRunWrite, StepStatus,
@@ -23,6 +24,7 @@ use futures::FutureExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The prefix of the step-run metadata that records how a model input was
 /// resolved: `zenflow.model_input.<input>` = `{model, alias, version}`
@@ -379,7 +381,7 @@ impl StepRunner {
         let model_versions: std::collections::BTreeMap<String, Option<i64>> =
             models.iter().map(|(input, resolved)| (input.clone(), resolved["version"].as_i64())).collect();
         let execution = match self.load_inputs(step, &inputs).await {
-            Ok(loaded) => self.execute_with_retries(step, loaded, &model_versions).await,
+            Ok(loaded) => self.execute_with_retries(step, loaded, &model_versions, &step_run_id).await,
             Err(e) => Execution::failed(e.to_string()),
         };
         let attempts = execution.attempts;
@@ -829,6 +831,7 @@ impl StepRunner {
         step: &PlanStep,
         inputs: Vec<LoadedInput>,
         model_versions: &std::collections::BTreeMap<String, Option<i64>>,
+        step_run_id: &str,
     ) -> Execution {
         let spec = match step::lookup(&step.step) {
             Ok(spec) => spec,
@@ -842,16 +845,26 @@ impl StepRunner {
         let params: Vec<serde_json::Value> =
             spec.params.iter().map(|p| step.params.get(p.name).cloned().unwrap_or(serde_json::Value::Null)).collect();
         let max_attempts = step.options.retries.saturating_add(1);
-        let mut logs = Vec::new();
+        let capture = logs::Capture::start(step_run_id);
         let mut attempt = 1;
         loop {
-            let ctx = StepContext::new(&self.run.id, &self.plan.pipeline, &step.id, &step.step, attempt)
-                .with_model_versions(model_versions.clone());
+            let ctx = StepContext::for_attempt(
+                &self.run.id,
+                &self.plan.pipeline,
+                &step.id,
+                &step.step,
+                attempt,
+                model_versions.clone(),
+                capture.buffer().clone(),
+            );
             let call = StepCall::new(spec, inputs.clone(), params.clone(), ctx.clone())
                 .with_time_limit(step.options.timeout());
             // Polled in this task (no task per attempt): a panic is caught
-            // here, and a timeout drops the step's future.
-            let attempt_future = std::panic::AssertUnwindSafe((spec.execute)(call)).catch_unwind();
+            // here, and a timeout drops the step's future. The span marks
+            // what the step logs through `tracing` as this step run's.
+            let attempt_future = std::panic::AssertUnwindSafe((spec.execute)(call))
+                .catch_unwind()
+                .instrument(logs::span(step_run_id, &step.id, attempt));
             let joined = match step.options.timeout() {
                 Some(limit) => {
                     tokio::time::timeout(limit, attempt_future).await.unwrap_or(Ok(Err(StepError::TimedOut(limit))))
@@ -862,15 +875,14 @@ impl StepRunner {
                 Ok(r) => r,
                 Err(payload) => Err(StepError::Panicked(crate::context::panic_payload_message(payload))),
             };
-            logs.extend(ctx.logs());
             let outcome = match outcome {
                 Err(e) if attempt < max_attempts => {
                     let delay = Duration::from_millis(
                         step.options.retry_backoff_ms.saturating_mul(1u64 << (attempt - 1).min(16)),
                     );
                     let line = format!("attempt {attempt} of {max_attempts} failed: {e}; retrying in {delay:?}");
-                    tracing::warn!(step = %step.id, "{line}");
-                    logs.push(line);
+                    tracing::warn!(target: logs::CONTEXT_TARGET, step = %step.id, "{line}");
+                    capture.push(line);
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                     continue;
@@ -878,6 +890,7 @@ impl StepRunner {
                 Err(e) if max_attempts > 1 => Err(format!("failed after {max_attempts} attempts: {e}")),
                 other => other.map_err(|e| e.to_string()),
             };
+            let logs = capture.lines();
             return Execution { outcome, attempts: attempt, logs, metadata: ctx.metadata(), checks: ctx.checks() };
         }
     }

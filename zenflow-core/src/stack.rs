@@ -231,6 +231,19 @@ impl Stack {
         Ok(self.block_on(self.metadata().get_run(id_or_name))??)
     }
 
+    /// A recorded run by id or name, or `"latest"` (the newest run in the
+    /// store), as the result a fresh run gives (untyped: a pipeline's
+    /// [`Pipeline::reopen`](crate::Pipeline::reopen) gives it typed).
+    pub fn run_result(&self, id_or_name: &str) -> Result<crate::run::RunResult> {
+        let run = if id_or_name == "latest" {
+            self.list_runs(None, 1)?.into_iter().next()
+        } else {
+            self.get_run(id_or_name)?
+        };
+        let run = run.ok_or_else(|| Error::NotFound(format!("no run `{id_or_name}` in {}", self.metadata().url())))?;
+        self.block_on(crate::run::RunResult::load(self, run))?
+    }
+
     /// The most recent run of `pipeline`.
     pub fn latest_run(&self, pipeline: &str) -> Result<Option<RunRecord>> {
         Ok(self.block_on(self.metadata().list_runs(Some(pipeline), 1))??.into_iter().next())
@@ -244,6 +257,48 @@ impl Stack {
     /// The step runs of a run.
     pub fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>> {
         Ok(self.block_on(self.metadata().step_runs(run_id))??)
+    }
+
+    /// The artifact version `reference` names: a version id, `name@N`
+    /// (version N of artifact `name`, e.g. `training.train.model@3`) or
+    /// `name@latest`.
+    pub fn artifact_version(&self, reference: &str) -> Result<ArtifactVersion> {
+        self.block_on(self.artifact_version_async(reference))?
+    }
+
+    /// Async form of [`Stack::artifact_version`].
+    pub async fn artifact_version_async(&self, reference: &str) -> Result<ArtifactVersion> {
+        let metadata = self.metadata();
+        let Some((name, version)) = reference.rsplit_once('@') else {
+            return metadata.artifact_version(reference).await?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no artifact version `{reference}` in {} (name one by id, `name@N` or `name@latest`)",
+                    metadata.url()
+                ))
+            });
+        };
+        let number = match version {
+            "latest" => None,
+            n => Some(n.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Error::usage(format_args!(
+                    "`{reference}`: after `@` comes a version number (1, 2, ...) or `latest`, not `{n}`"
+                ))
+            })?),
+        };
+        if let Some(found) = metadata.artifact_version_named(name, number).await? {
+            return Ok(found);
+        }
+        let latest = match number {
+            Some(_) => metadata.artifact_version_named(name, None).await?,
+            None => None,
+        };
+        Err(Error::NotFound(match latest {
+            Some(latest) => format!("artifact `{name}` has no version {version}; its latest is {}", latest.version),
+            None => format!(
+                "no artifact named `{name}` in {} (names are `<pipeline>.<step>.<output>`: `artifacts list` shows them)",
+                metadata.url()
+            ),
+        }))
     }
 
     /// Loads an artifact version as a `T`, verifying its content hash.

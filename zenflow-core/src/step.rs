@@ -133,13 +133,43 @@ pub struct StepSpec {
     /// Runs the step body with loaded inputs.
     pub execute: ExecuteFn,
     /// How long the step's sync code took last time it ran in this process.
-    pub pace: Pace,
+    pace: Pace,
+}
+
+impl StepSpec {
+    /// What `#[step]` generates; not a stable API.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn __new(
+        name: &'static str,
+        module_path: &'static str,
+        code_hash: &'static str,
+        version: Option<&'static str>,
+        inputs: Vec<IoSpec>,
+        params: Vec<ParamSpec>,
+        outputs: Vec<IoSpec>,
+        options: StepOptions,
+        execute: ExecuteFn,
+    ) -> StepSpec {
+        StepSpec {
+            name,
+            module_path,
+            code_hash,
+            version,
+            inputs,
+            params,
+            outputs,
+            options,
+            execute,
+            pace: Pace::default(),
+        }
+    }
 }
 
 /// How long a step's sync code took the last time it ran in this process,
 /// which decides how [`run_blocking`] runs it next.
 #[derive(Debug)]
-pub struct Pace {
+pub(crate) struct Pace {
     /// Nanoseconds; `u64::MAX` until it has run.
     last_ns: std::sync::atomic::AtomicU64,
 }
@@ -154,15 +184,15 @@ impl Pace {
     /// Sync code that took less than this last time runs in place on the
     /// runtime's worker thread: holding a worker that briefly is cheaper
     /// than handing its other tasks to another thread first.
-    pub const QUICK: Duration = Duration::from_micros(100);
+    pub(crate) const QUICK: Duration = Duration::from_micros(100);
 
     /// Whether the code finished within [`Pace::QUICK`] the last time it ran.
-    pub fn quick(&self) -> bool {
+    pub(crate) fn quick(&self) -> bool {
         self.last_ns.load(std::sync::atomic::Ordering::Relaxed) < Self::QUICK.as_nanos() as u64
     }
 
     /// Records how long the code just took.
-    pub fn record(&self, took: Duration) {
+    pub(crate) fn record(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.last_ns.store(ns, std::sync::atomic::Ordering::Relaxed);
     }
@@ -404,7 +434,9 @@ pub async fn run_blocking<R: Send + 'static>(
         pace.record(started.elapsed());
         return Ok(r);
     }
-    match tokio::task::spawn_blocking(f).await {
+    // The blocking thread logs into the step's span too.
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(r) => Ok(r),
         Err(e) => Err(StepError::Panicked(crate::context::panic_message(e))),
     }

@@ -1,10 +1,12 @@
-//! `#[step]`, `#[pipeline]` and `#[derive(Artifact)]` for zenflow.
+//! `#[step]`, `#[pipeline]`, `#[derive(Artifact)]`, `#[derive(Outputs)]`
+//! and `plain!` for zenflow.
 //!
 //! The macros are thin: they parse and validate the user's function, then emit
 //! calls into `zenflow::__private`, where the logic lives and is tested. Every
 //! error points at the user's code.
 
 mod artifact;
+mod outputs;
 mod pipeline;
 mod step;
 
@@ -26,4 +28,19 @@ pub fn pipeline(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(Artifact)]
 pub fn derive_artifact(item: TokenStream) -> TokenStream {
     artifact::expand(item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Makes a struct of `Handle<T>` fields something a pipeline body can
+/// return; a run gives back `<Name>Values` with the values.
+#[proc_macro_derive(Outputs)]
+pub fn derive_outputs(item: TokenStream) -> TokenStream {
+    outputs::expand(item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Inside a `#[pipeline]` body, calls an ordinary function instead of
+/// recording a step call: `let n = plain!(count_rows(&cfg.path));`.
+/// Outside a pipeline body it is the expression itself.
+#[proc_macro]
+pub fn plain(item: TokenStream) -> TokenStream {
+    item
 }

@@ -29,12 +29,11 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(&sig.generics, "pipelines cannot be generic"));
     }
-    if let syn::ReturnType::Type(_, ty) = &sig.output {
-        return Err(syn::Error::new_spanned(
-            ty,
-            "a pipeline returns nothing: its steps' outputs are recorded as artifacts; remove the return type",
-        ));
-    }
+    // What the body returns: handles a run gives back typed.
+    let output_ty = match &sig.output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, ty) => quote!(#ty),
+    };
     let (config_ty, config_pat) = match sig.inputs.len() {
         0 => (quote!(()), quote!(_)),
         1 => config_arg(&sig.inputs[0])?,
@@ -75,13 +74,14 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         #(#cfgs)*
         impl ::zenflow::Pipeline for #ident {
             type Config = #config_ty;
+            type Output = #output_ty;
 
             fn name(&self) -> &'static str {
                 #name
             }
 
             #[allow(unused_variables, clippy::unused_unit)]
-            fn build(&self, #config_pat: &Self::Config) #body
+            fn build(&self, #config_pat: &Self::Config) -> Self::Output #body
         }
     })
 }
@@ -158,7 +158,7 @@ impl VisitMut for StepCalls {
 
     /// `vec![...]` arguments are opaque tokens to syn: rewrite them as a
     /// comma-separated list of expressions. Other macros (`format!`,
-    /// `assert!`) are left alone.
+    /// `assert!`, `plain!`) are left alone.
     fn visit_macro_mut(&mut self, mac: &mut syn::Macro) {
         type Args = syn::punctuated::Punctuated<Expr, syn::Token![,]>;
         if !mac.path.is_ident("vec") {

@@ -22,7 +22,17 @@ fn parse_options(attr: TokenStream) -> syn::Result<Options> {
     let parser = syn::meta::parser(|meta| {
         let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
         match key.as_str() {
-            "name" => o.name = Some(meta.value()?.parse()?),
+            "name" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                let name = lit.value();
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        format!("`{name}` is not a valid step name: use letters, digits, `_` and `-`"),
+                    ));
+                }
+                o.name = Some(lit);
+            }
             "version" => o.version = Some(meta.value()?.parse()?),
             "cache" => o.cache = Some(meta.value()?.parse::<LitBool>()?.value),
             "retries" => o.retries = Some(meta.value()?.parse::<LitInt>()?.base10_parse()?),
@@ -316,12 +326,12 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         0 => (quote!(::zenflow::Invocation), quote!(::zenflow::Invocation::__new(__zenflow_node))),
         1 => {
             let ty = &outputs[0].1;
-            (quote!(::zenflow::Artifact<#ty>), quote!(::zenflow::Artifact::__new(__zenflow_node, 0)))
+            (quote!(::zenflow::Handle<#ty>), quote!(::zenflow::Handle::__new(__zenflow_node, 0)))
         }
         _ if options.outputs.is_some() => {
             let tys = outputs.iter().map(|(_, t)| t);
-            let vals = (0..outputs.len()).map(|i| quote!(::zenflow::Artifact::__new(__zenflow_node, #i)));
-            (quote!((#(::zenflow::Artifact<#tys>,)*)), quote!((#(#vals,)*)))
+            let vals = (0..outputs.len()).map(|i| quote!(::zenflow::Handle::__new(__zenflow_node, #i)));
+            (quote!((#(::zenflow::Handle<#tys>,)*)), quote!((#(#vals,)*)))
         }
         _ => unreachable!("several outputs only come from `outputs(...)`"),
     };
@@ -375,24 +385,23 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         impl ::zenflow::Step for #step_ident {
             fn spec() -> &'static ::zenflow::StepSpec {
                 static SPEC: ::std::sync::LazyLock<::zenflow::StepSpec> = ::std::sync::LazyLock::new(|| {
-                    ::zenflow::StepSpec {
-                        name: #step_name,
-                        module_path: ::core::module_path!(),
-                        code_hash: #code_hash,
-                        version: #version,
-                        inputs: ::std::vec![#(#input_specs),*],
-                        params: ::std::vec![#(#param_specs),*],
-                        outputs: ::std::vec![#(#output_specs),*],
-                        options: #zf::StepOptions {
+                    ::zenflow::StepSpec::__new(
+                        #step_name,
+                        ::core::module_path!(),
+                        #code_hash,
+                        #version,
+                        ::std::vec![#(#input_specs),*],
+                        ::std::vec![#(#param_specs),*],
+                        ::std::vec![#(#output_specs),*],
+                        #zf::StepOptions {
                             cache: #cache,
                             retries: #retries,
                             retry_backoff_ms: #backoff,
                             timeout_ms: #timeout,
                             model: #model,
                         },
-                        execute: #step_ident::#execute_ident,
-                        pace: ::core::default::Default::default(),
-                    }
+                        #step_ident::#execute_ident,
+                    )
                 });
                 &SPEC
             }
@@ -402,6 +411,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             /// Records an invocation of this step in the pipeline being built.
             #[doc(hidden)]
             #[allow(clippy::too_many_arguments)]
+            #[track_caller]
             #vis fn __zenflow_invoke(#(#invoke_args),*) -> #ret_ty {
                 let __zenflow_node = #zf::record(
                     <#step_ident as ::zenflow::Step>::spec(),

@@ -43,3 +43,17 @@ pub fn local_stack_at(root: impl AsRef<Path>) -> Result<Stack> {
     Ok(Stack::new("local", Arc::new(LocalOrchestrator::default()), Arc::new(artifacts), Arc::new(metadata))
         .with_project_root(root))
 }
+
+/// A stack whose stores live in memory only (an in-memory SQLite database
+/// and an in-memory artifact store), running steps on `parallelism` local
+/// threads: for examples, experiments and tests; everything is gone when
+/// the last handle to it is dropped.
+pub fn memory_stack(parallelism: usize) -> Result<Stack> {
+    let metadata = SqliteMetadataStore::in_memory()?;
+    Ok(Stack::new(
+        "memory",
+        Arc::new(LocalOrchestrator::new(parallelism)),
+        Arc::new(ObjectArtifactStore::memory()),
+        Arc::new(metadata),
+    ))
+}

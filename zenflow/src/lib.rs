@@ -5,7 +5,7 @@
 //! versioned and content hashed, every run recorded with lineage, and
 //! unchanged steps served from cache.
 //!
-//! ```no_run
+//! ```
 //! use zenflow::prelude::*;
 //!
 //! #[step]
@@ -25,61 +25,109 @@
 //! }
 //!
 //! #[pipeline]
-//! fn stats() {
+//! fn stats() -> Handle<f64> {
 //!     let data = load(100);
 //!     let (train, _test) = split(data, 5);
-//!     mean(train);
+//!     mean(train)
 //! }
 //!
 //! fn main() -> zenflow::Result<()> {
-//!     let stack = zenflow::local_stack()?;
+//!     let stack = zenflow::memory_stack(2)?; // `zenflow::local_stack()?` keeps it in `.zenflow/`
 //!     let run = stats.run(&stack, &())?;
-//!     let m: f64 = run.output("mean", "output")?;
-//!     println!("{m} ({} steps from cache)", run.cached().len());
+//!     assert_eq!(run.output()?, 50.0); // the mean of the 80 training values
+//!     assert_eq!(stats.run(&stack, &())?.cached().len(), 3, "the second run comes from cache");
 //!     Ok(())
 //! }
 //! ```
 //!
-//! # Steps
+//! The guides in [`docs`]: [steps](docs::steps), [pipelines](docs::pipelines)
+//! (handles, fan-out, typed outputs, invocation ids, helper calls),
+//! [stacks and runs](docs::stacks) (caching, shared stacks, durability),
+//! [the model registry](docs::registry), and [the pipeline binary](docs::cli)
+//! (its commands, run configuration, exit codes and CI reports). Testing
+//! helpers are in `zenflow::testing` (feature `testing`).
 //!
-//! `#[step]` accepts sync and `async fn`s returning `T` or `Result<T, E>`
-//! (any `E: Into<Box<dyn Error + Send + Sync>>`). Arguments are artifact
-//! inputs (outputs of other steps), `#[param]` parameters (serde values that
-//! go into the plan and the cache key), and optionally one `&StepContext`.
-//! Options: `name = "..."`, `outputs(a, b)` (a tuple return as named
-//! outputs), `cache = false`, `retries = N`, `retry_backoff = "200ms"`,
-//! `timeout = "30s"`, `version = "..."` (bump to invalidate the cache after
-//! changing code the step calls). The function stays an ordinary function.
+//! # Features
 //!
-//! # Pipelines
-//!
-//! In a `#[pipeline]` body a step call records an invocation and returns
-//! [`Artifact<T>`](struct@Artifact) handles. A call is treated as a step call when its callee is
-//! a plain lowercase path (`train(...)`, `steps::train(...)`); calls of types
-//! and methods (`Vec::new()`, `x.clone()`) are left alone (calls inside macro
-//! arguments such as `vec![...]` are rewritten too), and a
-//! `let` marked `#[plain]` is not rewritten, for ordinary helper functions.
+//! - `cli` (default): [`cli::main`], the command line of pipeline binaries,
+//!   with clap, a progress display, the GitHub client and log output; it
+//!   turns on `log-capture`.
+//! - `log-capture`: [`logs`], the `tracing` layer that keeps what steps log.
+//! - `testing`: `zenflow::testing`, throwaway stacks and run assertions.
+//! - `postgres`, `s3`: the shared-stack backends.
+//! - `ndarray`: `ndarray::Array` artifacts as `.npy` files.
+//! - `conformance`: the orchestrator conformance suite.
 
 #![warn(missing_docs)]
 
 // The macros emit `::zenflow::...` paths; this lets the crate use them itself.
 extern crate self as zenflow;
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "log-capture")]
+pub mod logs;
 /// Behind the `conformance` feature: its fixture steps are registered in every
 /// binary that includes it.
 #[cfg(feature = "conformance")]
 pub mod orchestrator_conformance;
 pub mod report;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use zenflow_core::*;
-pub use zenflow_macros::{pipeline, step, Artifact};
-pub use zenflow_stacks::local::{local_stack, local_stack_at, project_root};
+pub use zenflow_core::metadata::{RunStatus, StepStatus};
+/// The graph library of [`Plan::graph`].
+pub use zenflow_core::petgraph;
+pub use zenflow_core::pipeline::Outputs;
+pub use zenflow_core::{
+    appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, registry, runner, step,
+};
+pub use zenflow_core::{
+    model_alias, ArtifactStore, BoxError, Check, CheckStatus, ContentHash, Direction, Error, Handle, IntoInput,
+    Invocation, Materialize, Materializer, MetadataStore, ModelAlias, ModelRegistry, Orchestrator, Pipeline, Plan,
+    Result, RunOptions, RunResult, Stack, Step, StepContext, StepRunner, StepSpec, Upstream,
+};
+pub use zenflow_macros::{pipeline, plain, step, Artifact, Outputs};
+pub use zenflow_stacks::local::{local_stack, local_stack_at, memory_stack, project_root};
+
+/// Records of the metadata store: runs, step runs, artifact versions,
+/// lineage, and the trait stores implement.
+pub mod metadata {
+    pub use zenflow_core::metadata::{
+        ArtifactVersion, CacheHit, InputLink, Lineage, MetadataError, MetadataStore, NewArtifact, NewRun, OutputLink,
+        RunRecord, RunStatus, StepRunRecord, StepRunWrite, StepStatus, Timestamp, HEARTBEAT_INTERVAL, STALE_AFTER,
+    };
+}
+
+/// Running a plan, and the result of a run.
+pub mod run {
+    pub use zenflow_core::run::{execute_plan, spawn_heartbeat, RunFailed, RunResult};
+}
 
 /// A runtime for blocking calls outside a stack (e.g. checking a store).
+#[cfg(feature = "cli")]
 pub(crate) fn stack_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)
 }
+
+/// Guides, with examples that are compiled and run as tests.
+pub mod docs {
+    #[doc = include_str!("docs/steps.md")]
+    pub mod steps {}
+    #[doc = include_str!("docs/pipelines.md")]
+    pub mod pipelines {}
+    #[doc = include_str!("docs/stacks.md")]
+    pub mod stacks {}
+    #[doc = include_str!("docs/registry.md")]
+    pub mod registry {}
+    #[doc = include_str!("docs/cli.md")]
+    pub mod cli {}
+}
+
+/// The README's examples, compiled (and run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 
 /// Concrete stack components (stores, orchestrators).
 pub mod stacks {
@@ -88,8 +136,14 @@ pub mod stacks {
 
 /// Everything a pipeline file needs.
 pub mod prelude {
-    pub use crate::{pipeline, step, Artifact, Pipeline, StepContext};
+    pub use crate::{
+        pipeline, plain, step, Artifact, BoxError, Check, CheckStatus, Direction, Handle, Outputs, Pipeline, Result,
+        StepContext, StepStatus,
+    };
 }
+
+#[doc(hidden)]
+pub use zenflow_core::__serde_materialize_body;
 
 #[doc(hidden)]
 pub mod __private {

@@ -57,7 +57,7 @@ pub struct Shape {
 /// source -> width branches (add, check, add) -> sum; a marked step ordered
 /// after the source without data.
 #[pipeline(name = "zf_conformance")]
-pub fn conformance_pipeline(shape: &Shape) {
+pub fn conformance_pipeline(shape: &Shape) -> Handle<i64> {
     let s = source(0);
     let mut parts = Vec::new();
     for i in 0..shape.width {
@@ -65,11 +65,12 @@ pub fn conformance_pipeline(shape: &Shape) {
         let c = check(a, shape.fail_on);
         parts.push(add(c, 100));
     }
-    sum(parts);
+    let total = sum(parts);
     mark("after source".to_string()).after(s);
+    total
 }
 
-fn statuses(run: &RunResult) -> HashMap<String, StepStatus> {
+fn statuses<O>(run: &RunResult<O>) -> HashMap<String, StepStatus> {
     run.steps().iter().map(|s| (s.invocation.clone(), s.status)).collect()
 }
 
@@ -88,7 +89,8 @@ pub fn every_step_runs_after_its_inputs(stack: &Stack) {
     assert_eq!(run.steps().len(), 2 + 3 * 8 + 1, "every step has a result");
     assert!(run.steps().iter().all(|s| s.status == StepStatus::Completed), "{}", run.summary());
     let expected: i64 = (0..8).map(|i| i + 100).sum();
-    assert_eq!(run.output::<i64>("zf_conformance_sum", "output").unwrap(), expected, "the fan-in sees every branch");
+    assert_eq!(run.output().unwrap(), expected, "the fan-in sees every branch");
+    assert_eq!(run.artifact::<i64>("zf_conformance_sum", "output").unwrap(), expected, "by name, the same");
     let records = stack.step_runs(run.id()).unwrap();
     let at = |id: &str| records.iter().find(|r| r.invocation == id).expect("a record per step").clone();
     for step in &run.plan().steps {

@@ -16,7 +16,8 @@
 //! | `gate` | `"passed"` \| `"failed"` | quality gate: failed when a check failed (or warned, with warnings as errors) |
 //! | `started_at`, `ended_at` | RFC 3339 string \| null | UTC |
 //! | `duration_ms` | float \| null | wall time |
-//! | `steps[]` | object | `id`, `step`, `status` (`completed`, `cached`, `failed`, `skipped`, `running`), `duration_ms`, `attempts`, `error`, `outputs[]` |
+//! | `steps[]` | object | `id`, `step`, `status` (`completed`, `cached`, `failed`, `skipped`, `running`), `duration_ms`, `attempts`, `error`, `outputs[]`, `logs[]` |
+//! | `steps[].logs[]` | string | what the step logged (`StepContext::log`, `tracing` events, and on process-based orchestrators its stdout and stderr), at most 5,000 lines and 512 KiB a step, the last line saying what was cut |
 //! | `steps[].outputs[]` | object | `output`, `artifact_id`, `name`, `version`, `type_name`, `content_hash`, `uri`, `size` |
 //! | `metrics[]` | object | `step`, `name`, `value`: numeric metadata logged with `StepContext::log_metadata` |
 //! | `checks[]` | object | `step`, `name`, `status` (`pass`, `warn`, `fail`, `skip`), `value`, `threshold`, `message` |
@@ -112,7 +113,17 @@ pub struct StepReport {
     pub error: Option<String>,
     /// Outputs.
     pub outputs: Vec<OutputReport>,
+    /// What the step logged (empty for a cached step: it ran nothing).
+    #[serde(default)]
+    pub logs: Vec<String>,
 }
+
+/// The most lines of a failed step's log a markdown report shows (the end
+/// of it; a PR comment has room for little more).
+pub const MARKDOWN_LOG_LINES: usize = 40;
+
+/// The most lines of a failed step's log a JUnit report carries.
+pub const JUNIT_LOG_LINES: usize = 500;
 
 /// An output artifact in a report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -213,6 +224,7 @@ impl RunReport {
                     attempts: 0,
                     error: None,
                     outputs: Vec::new(),
+                    logs: Vec::new(),
                 });
                 continue;
             };
@@ -237,6 +249,7 @@ impl RunReport {
                         size: o.artifact.metadata.size,
                     })
                     .collect(),
+                logs: sr.logs.clone(),
             });
             // A cached step run logged nothing itself: its metrics and checks
             // are those of the step run it reuses, which the report shows too.
@@ -389,6 +402,21 @@ impl RunReport {
             );
         }
 
+        for s in self.steps.iter().filter(|s| s.status == "failed" && !s.logs.is_empty()) {
+            let shown = &s.logs[s.logs.len().saturating_sub(MARKDOWN_LOG_LINES)..];
+            let which = if shown.len() < s.logs.len() {
+                format!("last {} of {} lines", shown.len(), s.logs.len())
+            } else {
+                format!("{} lines", shown.len())
+            };
+            let _ =
+                writeln!(md, "\n<details><summary>Log of <code>{}</code> ({which})</summary>\n\n```text", text(&s.id));
+            for line in shown {
+                let _ = writeln!(md, "{}", fenced(line));
+            }
+            let _ = writeln!(md, "```\n\n`runs show {} --logs` prints all of it.\n</details>", code(&self.run_id));
+        }
+
         if !self.metrics.is_empty() {
             let _ = writeln!(md, "\n### Metrics\n\n| Step | Metric | Value |\n|---|---|---:|");
             for m in &self.metrics {
@@ -535,6 +563,10 @@ impl RunReport {
                         "<failure message=\"{}\" type=\"step\"/>",
                         xml(s.error.as_deref().unwrap_or("failed"))
                     );
+                    if !s.logs.is_empty() {
+                        let shown = &s.logs[s.logs.len().saturating_sub(JUNIT_LOG_LINES)..];
+                        let _ = write!(cases, "<system-out>{}</system-out>", xml(&shown.join("\n")));
+                    }
                 }
                 "running" => {
                     failures += 1;
@@ -728,6 +760,17 @@ fn text(s: &str) -> String {
 /// The inside of a markdown code span (backticks would end it).
 fn code(s: &str) -> String {
     cell(&s.replace('`', "'"))
+}
+
+/// A log line inside a fenced code block: it cannot end the block, and a
+/// very long line is cut.
+fn fenced(line: &str) -> String {
+    const MAX: usize = 500;
+    let line = line.replace("```", "'''");
+    match line.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}… ({} more bytes)", &line[..end], line.len() - end),
+        None => line,
+    }
 }
 
 fn xml(s: &str) -> String {

@@ -34,7 +34,9 @@ fn generate(#[param] size: usize, #[param] scale: f64, ctx: &StepContext) -> Vec
 
 #[step]
 fn score(values: Vec<f64>, #[param] threshold: f64, #[param] fail: bool, ctx: &StepContext) -> Result<f64, String> {
+    tracing::info!(values = values.len(), "scoring");
     if fail {
+        tracing::error!("giving up as asked");
         return Err("boom: this step was asked to fail".into());
     }
     let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;

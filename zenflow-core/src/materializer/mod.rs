@@ -208,7 +208,7 @@ pub trait Materialize: Sized + Send + 'static {
         list::unframe(encoded)
     }
 
-    /// Builds the value from the artifacts of a fan-in (`Vec<Artifact<T>>` wired
+    /// Builds the value from the artifacts of a fan-in (`Vec<Handle<T>>` wired
     /// into a `Vec<T>` input). Only `Vec<T>` supports it.
     #[doc(hidden)]
     fn from_parts(parts: Vec<Encoded>) -> Result<Self, MaterializeError> {

@@ -3,7 +3,7 @@
 //! The builder is thread-local and only exists during [`super::compile`]; the
 //! body runs once, on the calling thread.
 
-use crate::artifact::InputBinding;
+use crate::handle::InputBinding;
 use crate::step::StepSpec;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -14,6 +14,11 @@ pub(crate) struct Node {
     pub inputs: Vec<InputBinding>,
     pub params: Vec<Result<serde_json::Value, String>>,
     pub after: Vec<usize>,
+    /// Where the body made the call, and where it named it (`.id(...)`).
+    pub called_at: &'static std::panic::Location<'static>,
+    pub named_at: Option<&'static std::panic::Location<'static>>,
+    /// The id as given to `.id(...)`, before sanitising.
+    pub given_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -27,18 +32,18 @@ thread_local! {
     static BUILDER: RefCell<Option<Builder>> = const { RefCell::new(None) };
 }
 
-/// Installs a fresh builder for the duration of `body`, then returns it.
-pub(crate) fn with_builder(body: impl FnOnce()) -> (Builder, Option<String>) {
+/// Installs a fresh builder for the duration of `body`, then returns it
+/// with what the body returned, or why it panicked.
+pub(crate) fn with_builder<R>(body: impl FnOnce() -> R) -> (Builder, Result<R, String>) {
     let previous = BUILDER.with(|b| b.borrow_mut().replace(Builder::default()));
     if previous.is_some() {
         // A pipeline body that compiles another pipeline: keep the outer one.
         BUILDER.with(|b| *b.borrow_mut() = previous);
-        return (Builder::default(), Some("a pipeline cannot be compiled from inside another pipeline's body".into()));
+        return (Builder::default(), Err("a pipeline cannot be compiled from inside another pipeline's body".into()));
     }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     let builder = BUILDER.with(|b| b.borrow_mut().take()).unwrap_or_default();
-    let panic = outcome.err().map(crate::context::panic_payload_message);
-    (builder, panic)
+    (builder, outcome.map_err(crate::context::panic_payload_message))
 }
 
 fn with<R>(f: impl FnOnce(&mut Builder) -> R) -> R {
@@ -53,11 +58,13 @@ fn with<R>(f: impl FnOnce(&mut Builder) -> R) -> R {
 
 /// Records one invocation of `spec`; returns its node index.
 #[doc(hidden)]
+#[track_caller]
 pub fn record(
     spec: &'static StepSpec,
     inputs: Vec<InputBinding>,
     params: Vec<Result<serde_json::Value, String>>,
 ) -> usize {
+    let called_at = std::panic::Location::caller();
     with(|b| {
         let n = b.counts.entry(spec.name).or_insert(0);
         let mut id = spec.name.to_string();
@@ -65,9 +72,27 @@ pub fn record(
             *n += 1;
             id = format!("{}_{}", spec.name, *n + 1);
         }
-        b.nodes.push(Node { id, spec, inputs, params, after: Vec::new() });
+        b.nodes.push(Node { id, spec, inputs, params, after: Vec::new(), called_at, named_at: None, given_id: None });
         b.nodes.len() - 1
     })
+}
+
+/// Gives invocation `node` the id `id` (sanitised: characters other than
+/// `[A-Za-z0-9_-]` become `_`), named at `at`.
+pub(crate) fn set_id(node: usize, id: String, at: &'static std::panic::Location<'static>) {
+    with(|b| {
+        if let Some(n) = b.nodes.get_mut(node) {
+            n.id = sanitize_id(&id);
+            n.given_id = Some(id);
+            n.named_at = Some(at);
+        }
+    })
+}
+
+/// An invocation id made of `[A-Za-z0-9_-]` only (the names of artifacts,
+/// `--set steps.<id>` paths and Argo's templates all build on it).
+pub fn sanitize_id(id: &str) -> String {
+    id.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
 }
 
 pub(crate) fn add_after(node: usize, upstream: Vec<usize>) {

@@ -9,7 +9,7 @@
 
 pub(crate) mod builder;
 
-use crate::artifact::InputBinding;
+use crate::handle::InputBinding;
 use crate::hash::{ContentHash, FieldHasher};
 use crate::pipeline::Pipeline;
 use crate::step::StepOptions;
@@ -31,6 +31,10 @@ pub struct Plan {
     pub config: serde_json::Value,
     /// Steps in topological order.
     pub steps: Vec<PlanStep>,
+    /// The outputs the pipeline's body returns, in order (see
+    /// [`crate::pipeline::Outputs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputRef>,
 }
 
 /// One step invocation in a plan.
@@ -65,7 +69,7 @@ pub struct PlanInput {
     pub name: String,
     /// Upstream outputs: exactly one, or several for a fan-in (`list`).
     pub from: Vec<OutputRef>,
-    /// Whether the input is a fan-in list (a `Vec<T>` fed by `Vec<Artifact<T>>`).
+    /// Whether the input is a fan-in list (a `Vec<T>` fed by `Vec<Handle<T>>`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub list: bool,
     /// The registered model whose version holding an alias feeds the input
@@ -156,6 +160,29 @@ pub enum PlanError {
     /// The plan JSON could not be read.
     #[error("could not read the plan: {0}")]
     Json(String),
+    /// Two invocations have one id.
+    #[error(
+        "two invocations of pipeline `{pipeline}` have the id `{id}`: {first} and {second}; give one of them \
+         another id with `.id(\"...\")`"
+    )]
+    DuplicateInvocation {
+        /// Pipeline name.
+        pipeline: String,
+        /// The id.
+        id: String,
+        /// Where the first was made (and named).
+        first: String,
+        /// Where the second was made (and named).
+        second: String,
+    },
+    /// An invocation id that is empty (or nothing but invalid characters).
+    #[error("the invocation named at {at} has no usable id (`{given}`); use letters, digits, `_` and `-`")]
+    InvalidInvocationId {
+        /// What `.id(...)` was given.
+        given: String,
+        /// Where.
+        at: String,
+    },
 }
 
 impl Plan {
@@ -244,14 +271,23 @@ impl Plan {
 
 /// Runs the pipeline body in build mode and compiles the result into a plan.
 pub fn compile<P: Pipeline + ?Sized>(pipeline: &P, config: &P::Config) -> Result<Plan, PlanError> {
+    Ok(compile_with_nodes(pipeline, config)?.0)
+}
+
+/// [`compile`], with the invocation id of each node of the build (what the
+/// body's handles point at).
+pub(crate) fn compile_with_nodes<P: Pipeline + ?Sized>(
+    pipeline: &P,
+    config: &P::Config,
+) -> Result<(Plan, Vec<String>), PlanError> {
+    use crate::pipeline::Outputs;
     let name = pipeline.name();
     let config_json = serde_json::to_value(config)
         .map_err(|e| PlanError::Config { pipeline: name.to_string(), message: e.to_string() })?;
-    let (b, panic) = builder::with_builder(|| pipeline.build(config));
-    if let Some(message) = panic {
-        return Err(PlanError::BuildPanicked { pipeline: name.to_string(), message });
-    }
+    let (b, built) = builder::with_builder(|| pipeline.build(config));
+    let returned = built.map_err(|message| PlanError::BuildPanicked { pipeline: name.to_string(), message })?;
     check_unique_names(&b.nodes)?;
+    check_unique_ids(name, &b.nodes)?;
 
     // Dependencies per node, then a deterministic topological order: Kahn's
     // algorithm always taking the earliest-recorded ready node, so a plan
@@ -341,7 +377,42 @@ pub fn compile<P: Pipeline + ?Sized>(pipeline: &P, config: &P::Config) -> Result
             options: spec.options.clone(),
         });
     }
-    Ok(Plan { format: PLAN_FORMAT, pipeline: name.to_string(), config: config_json, steps })
+    let outputs = returned
+        .handles()
+        .iter()
+        .map(|&(n, o)| OutputRef {
+            step: b.nodes[n].id.clone(),
+            output: b.nodes[n].spec.outputs.get(o).map_or_else(|| o.to_string(), |s| s.name.to_string()),
+        })
+        .collect();
+    let nodes = b.nodes.iter().map(|n| n.id.clone()).collect();
+    Ok((Plan { format: PLAN_FORMAT, pipeline: name.to_string(), config: config_json, steps, outputs }, nodes))
+}
+
+/// Refuses two invocations with one id, and ids `.id(...)` left empty.
+fn check_unique_ids(pipeline: &str, nodes: &[builder::Node]) -> Result<(), PlanError> {
+    let site = |n: &builder::Node| match n.named_at {
+        Some(at) => format!("the call at {} named at {at}", n.called_at),
+        None => format!("the call at {}", n.called_at),
+    };
+    let mut seen: HashMap<&str, &builder::Node> = HashMap::new();
+    for n in nodes {
+        if n.id.is_empty() {
+            return Err(PlanError::InvalidInvocationId {
+                given: n.given_id.clone().unwrap_or_default(),
+                at: n.named_at.map_or_else(|| n.called_at.to_string(), |a| a.to_string()),
+            });
+        }
+        if let Some(first) = seen.insert(&n.id, n) {
+            return Err(PlanError::DuplicateInvocation {
+                pipeline: pipeline.to_string(),
+                id: n.id.clone(),
+                first: site(first),
+                second: site(n),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_unique_names(nodes: &[builder::Node]) -> Result<(), PlanError> {

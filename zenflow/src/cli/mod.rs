@@ -260,14 +260,16 @@ enum ArtifactsCommand {
     },
     /// One artifact version with its metadata and lineage.
     Show {
-        /// Artifact version id.
+        /// Artifact version id, `name@N` or `name@latest`.
+        #[arg(value_name = "ARTIFACT")]
         id: String,
         #[command(flatten)]
         stack: StackArg,
     },
     /// Write an artifact version's bytes to a file (verified against its hash).
     Export {
-        /// Artifact version id.
+        /// Artifact version id, `name@N` or `name@latest`.
+        #[arg(value_name = "ARTIFACT")]
         id: String,
         /// Where to write the bytes.
         #[arg(long, short)]
@@ -361,6 +363,7 @@ where
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
+    use tracing_subscriber::prelude::*;
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -369,12 +372,13 @@ fn init_tracing(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let print = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .try_init();
+        .with_filter(filter);
+    // The filter above decides what is printed, not what a step keeps.
+    let _ = tracing_subscriber::registry().with(print).with(crate::logs::layer()).try_init();
 }
 
 fn dispatch<P>(pipeline: &P, cli: Cli) -> CliResult
@@ -426,8 +430,12 @@ where
             if logs {
                 for sr in stack.step_runs(&report.run_id)? {
                     println!("\n--- logs of {} ({}) ---", sr.invocation, sr.status);
-                    if sr.logs.is_empty() {
-                        println!("(no log lines)");
+                    match (&sr.original_step_run, sr.logs.is_empty()) {
+                        (Some(original), true) => {
+                            println!("(from cache: it ran nothing; the step run it reuses is {original})")
+                        }
+                        (None, true) => println!("(no log lines)"),
+                        _ => {}
                     }
                     for line in &sr.logs {
                         println!("{line}");
@@ -889,12 +897,8 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
         }
         ArtifactsCommand::Show { id, stack } => {
             let stack = resolve_stack(&stack.stack)?;
-            let lineage = stack.block_on(stack.metadata().lineage(&id))?.map_err(|e| match e {
-                zenflow_core::metadata::MetadataError::NotFound(_) => {
-                    CliError::usage(format!("no artifact version `{id}` in {}", stack.metadata().url()))
-                }
-                other => other.into(),
-            })?;
+            let v = stack.artifact_version(&id)?;
+            let lineage = stack.block_on(stack.metadata().lineage(&v.id))??;
             let v = &lineage.artifact;
             println!("id:           {}", v.id);
             println!("name:         {} (version {})", v.name, v.version);
@@ -914,9 +918,7 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
         }
         ArtifactsCommand::Export { id, output, stack } => {
             let stack = resolve_stack(&stack.stack)?;
-            let v = stack
-                .block_on(stack.metadata().artifact_version(&id))??
-                .ok_or_else(|| CliError::usage(format!("no artifact version `{id}` in {}", stack.metadata().url())))?;
+            let v = stack.artifact_version(&id)?;
             let written = stack.block_on(export(stack.artifacts().as_ref(), &v, &output))??;
             eprintln!("wrote {written} bytes of {} v{} ({}) to {}", v.name, v.version, v.format, output.display());
             Ok(exit::SUCCESS)

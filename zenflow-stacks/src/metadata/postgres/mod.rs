@@ -390,6 +390,15 @@ impl MetadataStore for PostgresMetadataStore {
         c.done(rows).await
     }
 
+    async fn artifact_version_named(&self, name: &str, version: Option<i64>) -> PgResult<Option<ArtifactVersion>> {
+        let mut c = self.reader().await?;
+        let rows = query(c.client(), q::ARTIFACT_VERSION_NAMED, &[name.into(), version.into()], |r| {
+            rows::artifact_version(r, 0)
+        })
+        .await;
+        Ok(c.done(rows).await?.pop())
+    }
+
     fn registry(&self) -> Option<&dyn ModelRegistry> {
         Some(self)
     }

@@ -229,6 +229,14 @@ pub(crate) const ARTIFACT_VERSIONS: &str = concat!(
      ORDER BY av.created_at DESC, av.version DESC LIMIT $2"
 );
 
+/// Version `$2` of the artifact named `$1`, or its latest when `$2` is NULL.
+pub(crate) const ARTIFACT_VERSION_NAMED: &str = concat!(
+    "SELECT ",
+    av_cols!(),
+    " FROM artifact_versions av WHERE av.name = $1 AND (CAST($2 AS BIGINT) IS NULL OR av.version = $2) \
+     ORDER BY av.version DESC LIMIT 1"
+);
+
 /// Every statement, for the tests that check them.
 #[cfg(test)]
 pub(crate) fn all() -> Vec<&'static str> {
@@ -256,6 +264,7 @@ pub(crate) fn all() -> Vec<&'static str> {
         CACHE_HIT,
         ARTIFACT_VERSION,
         ARTIFACT_VERSIONS,
+        ARTIFACT_VERSION_NAMED,
     ];
     for q in [STEP_RUNS_OF_RUN, STEP_RUN_BY_ID, CONSUMERS_OF] {
         all.extend([q.runs, q.outputs, q.inputs, q.metadata, q.checks]);

@@ -534,6 +534,13 @@ impl MetadataStore for SqliteMetadataStore {
         self.read(|c| query(c, q::ARTIFACT_VERSIONS, &[name.into(), limit.into()], |r| rows::artifact_version(r, 0)))
     }
 
+    async fn artifact_version_named(&self, name: &str, version: Option<i64>) -> SqlResult<Option<ArtifactVersion>> {
+        self.read(|c| {
+            Ok(query(c, q::ARTIFACT_VERSION_NAMED, &[name.into(), version.into()], |r| rows::artifact_version(r, 0))?
+                .pop())
+        })
+    }
+
     fn registry(&self) -> Option<&dyn ModelRegistry> {
         Some(self)
     }

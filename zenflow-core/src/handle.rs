@@ -1,38 +1,47 @@
 //! Typed handles to step outputs inside a pipeline body.
 //!
 //! A step call in a `#[pipeline]` body does not run the step: it records an
-//! invocation and returns [`Artifact<T>`] handles, one per output. Handles are
+//! invocation and returns [`Handle<T>`]s, one per output. Handles are
 //! `Copy`; wiring one into another step's input records an edge, and the type
 //! parameter makes a wrong wiring a compile error.
+//!
+//! **Invocation ids.** Each call is an invocation with an id, unique in the
+//! plan: what `--set steps.<id>...`, `run.artifact(<id>, ...)` and the
+//! reports use. An unnamed call gets its step's name; a second call of the
+//! same step gets `<name>_2`, then `_3`, in the order the body makes them.
+//! So reordering a loop renames its calls: name the calls whose position
+//! can change with [`Handle::id`] (`train(data, lr).id(format!("train_lr_{lr}"))`).
+//! Characters other than `[A-Za-z0-9_-]` become `_`; two calls with one id
+//! are a plan error naming both call sites.
 
 use crate::plan::builder;
 use std::fmt;
 use std::marker::PhantomData;
 
 /// A reference to one output of one step invocation, typed by its value.
-pub struct Artifact<T> {
+pub struct Handle<T> {
     node: usize,
     output: usize,
     _type: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for Artifact<T> {
+impl<T> Clone for Handle<T> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<T> Copy for Artifact<T> {}
+impl<T> Copy for Handle<T> {}
 
-impl<T> fmt::Debug for Artifact<T> {
+impl<T> fmt::Debug for Handle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Artifact<{}>({})", std::any::type_name::<T>(), builder::describe(self.node, Some(self.output)))
+        write!(f, "Handle<{}>({})", std::any::type_name::<T>(), builder::describe(self.node, Some(self.output)))
     }
 }
 
-impl<T> Artifact<T> {
+impl<T> Handle<T> {
     #[doc(hidden)]
     pub fn __new(node: usize, output: usize) -> Self {
-        Artifact { node, output, _type: PhantomData }
+        Handle { node, output, _type: PhantomData }
     }
 
     /// Makes the step that produces this artifact run only after `upstream`,
@@ -46,10 +55,24 @@ impl<T> Artifact<T> {
     pub fn invocation(&self) -> Invocation {
         Invocation(self.node)
     }
+
+    /// Names the invocation that produces this artifact (see the module
+    /// docs on invocation ids). Returns the same handle.
+    #[track_caller]
+    pub fn id(self, id: impl Into<String>) -> Self {
+        builder::set_id(self.node, id.into(), std::panic::Location::caller());
+        self
+    }
+
+    /// The builder node and output position (for [`crate::pipeline::Outputs`]).
+    #[doc(hidden)]
+    pub fn __position(&self) -> (usize, usize) {
+        (self.node, self.output)
+    }
 }
 
 /// A handle to a step invocation with no outputs, for ordering with
-/// [`Artifact::after`] / [`Invocation::after`].
+/// [`Handle::after`] / [`Invocation::after`].
 #[derive(Clone, Copy)]
 pub struct Invocation(usize);
 
@@ -70,6 +93,13 @@ impl Invocation {
         builder::add_after(self.0, upstream.nodes());
         self
     }
+
+    /// Names this invocation (see the module docs on invocation ids).
+    #[track_caller]
+    pub fn id(self, id: impl Into<String>) -> Self {
+        builder::set_id(self.0, id.into(), std::panic::Location::caller());
+        self
+    }
 }
 
 /// Anything that names invocations a step can be ordered after.
@@ -79,7 +109,7 @@ pub trait Upstream {
     fn nodes(&self) -> Vec<usize>;
 }
 
-impl<T> Upstream for Artifact<T> {
+impl<T> Upstream for Handle<T> {
     fn nodes(&self) -> Vec<usize> {
         vec![self.node]
     }
@@ -138,7 +168,10 @@ pub enum InputBinding {
 /// in lineage, and part of its cache key, so a cached step never outlives a
 /// promotion.
 ///
-/// ```ignore
+/// In a `#[pipeline]` body (the `zenflow` crate's registry guide,
+/// `zenflow::docs::registry`, runs a whole example):
+///
+/// ```text
 /// appraise(candidate, zenflow::model_alias("breast-cancer", "production"), test_set);
 /// ```
 pub struct ModelAlias<T> {
@@ -176,12 +209,12 @@ impl<T> IntoInput<Option<T>> for &ModelAlias<T> {
     }
 }
 
-/// What can be wired into a step input of type `T`: an `Artifact<T>`, or for a
-/// `Vec<T>` input, a `Vec<Artifact<T>>` (fan-in).
+/// What can be wired into a step input of type `T`: an `Handle<T>`, or for a
+/// `Vec<T>` input, a `Vec<Handle<T>>` (fan-in).
 #[diagnostic::on_unimplemented(
     message = "this step input expects an artifact of type `{T}`, but got `{Self}`",
-    label = "expected `Artifact<{T}>` here",
-    note = "inside a #[pipeline] body, step inputs are the `Artifact<_>` handles returned by other steps; \
+    label = "expected `Handle<{T}>` here",
+    note = "inside a #[pipeline] body, step inputs are the `Handle<_>`s that other steps return; \
             check that the producing step's output type is `{T}`",
     note = "plain values belong in `#[param]` arguments"
 )]
@@ -191,31 +224,31 @@ pub trait IntoInput<T> {
     fn into_binding(self) -> InputBinding;
 }
 
-impl<T> IntoInput<T> for Artifact<T> {
+impl<T> IntoInput<T> for Handle<T> {
     fn into_binding(self) -> InputBinding {
         InputBinding::Single { node: self.node, output: self.output }
     }
 }
 
-impl<T> IntoInput<T> for &Artifact<T> {
+impl<T> IntoInput<T> for &Handle<T> {
     fn into_binding(self) -> InputBinding {
         (*self).into_binding()
     }
 }
 
-impl<T> IntoInput<Vec<T>> for Vec<Artifact<T>> {
+impl<T> IntoInput<Vec<T>> for Vec<Handle<T>> {
     fn into_binding(self) -> InputBinding {
         self.as_slice().into_binding()
     }
 }
 
-impl<T> IntoInput<Vec<T>> for &Vec<Artifact<T>> {
+impl<T> IntoInput<Vec<T>> for &Vec<Handle<T>> {
     fn into_binding(self) -> InputBinding {
         self.as_slice().into_binding()
     }
 }
 
-impl<T> IntoInput<Vec<T>> for &[Artifact<T>] {
+impl<T> IntoInput<Vec<T>> for &[Handle<T>] {
     fn into_binding(self) -> InputBinding {
         InputBinding::List(self.iter().map(|a| (a.node, a.output)).collect())
     }
