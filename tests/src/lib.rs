@@ -1,4 +1,67 @@
-//! tests
+//! Helpers shared by the integration tests.
+
+/// A project folder driving a pipeline binary the way CI does.
+pub mod project {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    /// A temporary project folder (removed when dropped) and the pipeline
+    /// binary run in it.
+    pub struct Project {
+        dir: tempfile::TempDir,
+        bin: PathBuf,
+    }
+
+    impl Project {
+        /// A fresh folder for `bin`.
+        pub fn new(bin: impl AsRef<Path>) -> Self {
+            Project { dir: tempfile::tempdir().expect("a temporary folder"), bin: bin.as_ref().to_path_buf() }
+        }
+
+        /// The folder.
+        pub fn dir(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// A path inside the folder.
+        pub fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        /// The binary with `args`, in the folder, with the environment CI
+        /// would have (no stack or log settings from the caller's).
+        pub fn cmd(&self, args: &[&str]) -> Command {
+            let mut c = Command::new(&self.bin);
+            c.args(args)
+                .current_dir(self.dir.path())
+                .env("ZENFLOW_PROJECT_ROOT", self.dir.path())
+                .env_remove("ZENFLOW_STACK")
+                .env_remove("GITHUB_STEP_SUMMARY")
+                .env_remove("RUST_LOG");
+            c
+        }
+
+        /// Runs the binary with `args` to its end.
+        pub fn run(&self, args: &[&str]) -> Output {
+            self.cmd(args).output().expect("the pipeline binary starts")
+        }
+    }
+
+    /// The exit code (panics on a signal).
+    pub fn code(o: &Output) -> i32 {
+        o.status.code().expect("exited normally")
+    }
+
+    /// Standard output as text.
+    pub fn stdout(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Standard error as text.
+    pub fn stderr(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
 
 /// Races on the model registry between two processes of the `registry_race`
 /// binary, for the SQLite test and the PostgreSQL service test.

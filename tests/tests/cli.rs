@@ -4,53 +4,28 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
+use zenflow_tests::project::{code, stderr, stdout};
 
 const BIN: &str = env!("CARGO_BIN_EXE_demo_pipeline");
 
-/// A project folder with its own `.zenflow/`.
-struct Project {
-    dir: tempfile::TempDir,
-}
+/// A project folder with its own `.zenflow/`, driving the demo pipeline.
+struct Project(zenflow_tests::project::Project);
 
 impl Project {
     fn new() -> Self {
-        Project { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("ZENFLOW_PROJECT_ROOT", self.dir.path())
-            .env_remove("ZENFLOW_STACK")
-            .env_remove("GITHUB_STEP_SUMMARY")
-            .env_remove("RUST_LOG");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
+        Project(zenflow_tests::project::Project::new(BIN))
     }
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
+impl std::ops::Deref for Project {
+    type Target = zenflow_tests::project::Project;
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 fn json(path: &Path) -> serde_json::Value {
@@ -364,18 +339,21 @@ fn dry_run_predicts_the_cache_and_the_entrypoint_runs_its_steps_one_by_one() {
 }
 
 #[test]
-fn the_entrypoint_reruns_a_step_of_an_earlier_partial_run() {
+fn the_entrypoint_leaves_a_finished_run_as_it_was() {
     let p = Project::new();
     let o = p.run(&["run", "--set", "fail_step=true", "--run-name", "partial"]);
     assert_eq!(code(&o), 1);
-    // The failed step fails again with the same (planned) parameters: exit 1.
+    let before = stdout(&p.run(&["runs", "show", "partial"]));
+    // A finished run is history: its failed step is not run again in it
+    // (a new run resumes from cache instead) ...
     let o = p.run(&["step-entrypoint", "--run", "partial", "--step", "score"]);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("boom"), "{}", stderr(&o));
-    // A completed step of that run comes from cache.
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("run `partial` is failed already; start a new run"), "{}", stderr(&o));
+    // ... and a step that completed in it is done: exit 0, nothing runs.
     let o = p.run(&["step-entrypoint", "--run", "partial", "--step", "generate"]);
-    assert_eq!(code(&o), 0);
-    assert!(stderr(&o).contains("generate: cached"), "{}", stderr(&o));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("generate: completed already done"), "{}", stderr(&o));
+    assert_eq!(stdout(&p.run(&["runs", "show", "partial"])), before, "nothing was recorded");
 }
 
 #[test]

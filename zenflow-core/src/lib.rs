@@ -12,11 +12,13 @@ pub mod cache;
 pub mod check;
 pub mod conformance;
 pub mod context;
+pub mod entrypoint;
 pub mod error;
 #[doc(hidden)]
 pub mod git;
 pub mod handle;
 pub mod hash;
+pub mod lifecycle;
 pub mod logs;
 pub mod materializer;
 pub mod metadata;
@@ -57,8 +59,8 @@ pub mod __private {
     pub use crate::materializer::EncodedValue;
     pub use crate::plan::builder::record;
     pub use crate::step::{
-        encode_output, run_blocking, user_result, ExecuteFn, IoSpec, ParamSpec, StepCall, StepError, StepOptions,
-        StepRegistration,
+        encode_output, parse_size, run_blocking, user_result, ExecuteFn, IoSpec, ParamSpec, Resources, StepCall,
+        StepError, StepOptions, StepRegistration,
     };
     pub use futures::future::BoxFuture;
     pub use inventory;

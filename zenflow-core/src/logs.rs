@@ -132,6 +132,214 @@ pub fn append(step_run: &str, line: String) {
     }
 }
 
+/// Keeps what this process prints to stdout and stderr, line by line, with
+/// step run `step_run` (`[stdout] ...`, `[stderr] ...`), and still passes it
+/// on to where the streams pointed (a terminal, a job's log). The streams
+/// are the process's own file descriptors, so only one step may be
+/// captured at a time: what the step entrypoint does, one step per process.
+pub(crate) struct StdioCapture {
+    #[cfg(unix)]
+    inner: unix::Redirect,
+}
+
+impl StdioCapture {
+    /// Starts capturing (`None` where the streams cannot be redirected:
+    /// not on Unix, or the redirection failed, which is logged).
+    pub(crate) fn start(step_run: &str) -> Option<StdioCapture> {
+        #[cfg(unix)]
+        {
+            match unix::Redirect::start(step_run) {
+                Ok(inner) => Some(StdioCapture { inner }),
+                Err(e) => {
+                    tracing::warn!("cannot capture the step's stdout and stderr: {e}");
+                    None
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = step_run;
+            None
+        }
+    }
+
+    /// Puts the streams back and waits (briefly) for the last lines.
+    pub(crate) fn finish(self) {
+        #[cfg(unix)]
+        self.inner.finish();
+    }
+}
+
+/// A writer to this process's stderr as it was before a step's output was
+/// captured: for log output that must not land in the step's own log (the
+/// command line prints its `tracing` output here).
+pub fn stderr() -> impl std::io::Write {
+    OriginalStderr
+}
+
+struct OriginalStderr;
+
+impl std::io::Write for OriginalStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        if let Some(n) = unix::write_original_stderr(buf) {
+            return n;
+        }
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::fs::File;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::{FromRawFd, RawFd};
+    use std::sync::{Mutex, PoisonError};
+    use std::time::{Duration, Instant};
+
+    /// A copy of stderr as it was, while a capture runs.
+    static ORIGINAL_STDERR: Mutex<Option<File>> = Mutex::new(None);
+
+    pub(super) fn write_original_stderr(buf: &[u8]) -> Option<std::io::Result<usize>> {
+        let mut original = ORIGINAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner);
+        original.as_mut().map(|f| f.write(buf))
+    }
+
+    fn check(r: libc::c_int, what: &str) -> std::io::Result<libc::c_int> {
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(std::io::Error::new(e.kind(), format!("{what}: {e}")));
+        }
+        Ok(r)
+    }
+
+    /// `fd` (1 or 2) pointed at a pipe whose reader keeps and forwards lines.
+    struct Stream {
+        fd: RawFd,
+        saved: RawFd,
+        reader: std::thread::JoinHandle<()>,
+    }
+
+    pub(super) struct Redirect {
+        streams: Vec<Stream>,
+    }
+
+    impl Redirect {
+        pub(super) fn start(step_run: &str) -> std::io::Result<Redirect> {
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            let mut redirect = Redirect { streams: Vec::new() };
+            for (fd, tag) in [(1, "stdout"), (2, "stderr")] {
+                // On failure, the streams already redirected are put back by drop.
+                redirect.streams.push(Stream::start(fd, tag, step_run)?);
+            }
+            // SAFETY: `dup` of a descriptor this process owns; the new one
+            // is owned by the `File`.
+            let copy = check(unsafe { libc::dup(redirect.streams[1].saved) }, "dup")?;
+            *ORIGINAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner) = Some(unsafe { File::from_raw_fd(copy) });
+            Ok(redirect)
+        }
+
+        pub(super) fn finish(mut self) {
+            self.restore();
+        }
+
+        fn restore(&mut self) {
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            ORIGINAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let deadline = Instant::now() + Duration::from_millis(500);
+            for s in self.streams.drain(..) {
+                // SAFETY: puts back the descriptor saved by `Stream::start`;
+                // this also closes the pipe's write end held at `fd`.
+                unsafe {
+                    libc::dup2(s.saved, s.fd);
+                    libc::close(s.saved);
+                }
+                // The reader ends at the pipe's end of file, unless a process
+                // the step started still holds it: then it is left behind.
+                while !s.reader.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                if s.reader.is_finished() {
+                    let _ = s.reader.join();
+                }
+            }
+        }
+    }
+
+    impl Drop for Redirect {
+        fn drop(&mut self) {
+            self.restore();
+        }
+    }
+
+    impl Stream {
+        fn start(fd: RawFd, tag: &'static str, step_run: &str) -> std::io::Result<Stream> {
+            let mut ends = [0 as libc::c_int; 2];
+            // SAFETY: plain descriptor calls; each new descriptor is closed
+            // below or owned by a `File`.
+            unsafe {
+                check(libc::pipe(ends.as_mut_ptr()), "pipe")?;
+                let (read, write) = (ends[0], ends[1]);
+                libc::fcntl(read, libc::F_SETFD, libc::FD_CLOEXEC);
+                let saved = match check(libc::dup(fd), "dup") {
+                    Ok(saved) => saved,
+                    Err(e) => {
+                        libc::close(read);
+                        libc::close(write);
+                        return Err(e);
+                    }
+                };
+                libc::fcntl(saved, libc::F_SETFD, libc::FD_CLOEXEC);
+                let tee = check(libc::dup(saved), "dup");
+                let redirected = check(libc::dup2(write, fd), "dup2");
+                libc::close(write);
+                let (tee, ()) = match (tee, redirected) {
+                    (Ok(tee), Ok(_)) => (tee, ()),
+                    (tee, redirected) => {
+                        if let Ok(t) = tee {
+                            libc::close(t);
+                        }
+                        libc::dup2(saved, fd);
+                        libc::close(saved);
+                        libc::close(read);
+                        return Err(redirected.err().or(tee.err()).unwrap_or_else(std::io::Error::last_os_error));
+                    }
+                };
+                let pipe = File::from_raw_fd(read);
+                let tee = File::from_raw_fd(tee);
+                let step_run = step_run.to_string();
+                let reader = std::thread::Builder::new()
+                    .name(format!("zenflow-{tag}"))
+                    .spawn(move || forward(pipe, tee, tag, &step_run))?;
+                Ok(Stream { fd, saved, reader })
+            }
+        }
+    }
+
+    /// Copies each line to `tee` and keeps it with the step run.
+    fn forward(pipe: File, mut tee: File, tag: &str, step_run: &str) {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let _ = tee.write_all(&line);
+                    let text = String::from_utf8_lossy(&line);
+                    super::append(step_run, format!("[{tag}] {}", text.trim_end_matches(['\n', '\r'])));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,7 +89,7 @@ status_enum!(
         Running = "running",
         /// Executed and wrote its outputs.
         Completed = "completed",
-        /// Failed after all attempts.
+        /// Failed (its last attempt, unless another one follows).
         Failed = "failed",
         /// Outputs reused from an earlier step run with the same cache key.
         Cached = "cached",
@@ -97,6 +97,13 @@ status_enum!(
         Skipped = "skipped",
     }
 );
+
+impl StepStatus {
+    /// Completed or served from cache: its outputs exist.
+    pub fn is_success(&self) -> bool {
+        matches!(self, StepStatus::Completed | StepStatus::Cached)
+    }
+}
 
 /// A run about to start.
 #[derive(Clone, Debug)]

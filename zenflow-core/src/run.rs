@@ -1,8 +1,9 @@
 //! Starting a run of a plan on a stack, and its result.
 
 use crate::error::{Error, Result};
+use crate::lifecycle::{Outcome, StepState};
 use crate::materializer::Materialize;
-use crate::metadata::{self, ArtifactVersion, NewRun, RunRecord, RunStatus, StepStatus};
+use crate::metadata::{self, ArtifactVersion, RunRecord, RunStatus, StepStatus};
 use crate::plan::Plan;
 use crate::runner::{RunOptions, StepResult, StepRunner};
 use crate::stack::Stack;
@@ -13,40 +14,34 @@ use std::sync::Arc;
 /// execute every step, and records the outcome.
 pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Result<RunResult> {
     let started = std::time::Instant::now();
-    let id = uuid::Uuid::now_v7().to_string();
-    let started_at = metadata::now();
-    let name = options.run_name.clone().unwrap_or_else(|| default_run_name(&plan.pipeline, started_at, &id));
-    let new_run = NewRun {
-        id: id.clone(),
-        pipeline: plan.pipeline.clone(),
-        name,
-        stack: stack.name().to_string(),
-        status: RunStatus::Running,
-        git_commit: stack.project_root().and_then(crate::git::head_commit),
-        plan,
-        started_at,
-    };
-    // Runs whose process died are closed first, so nothing stays "running".
-    for id in stack.close_stale_runs().await? {
-        tracing::warn!(run = %id, "marked a run whose process died as failed");
-    }
-    let record = stack.metadata().create_run(&new_run).await?;
-    let plan = Arc::new(new_run.plan);
+    let record = crate::lifecycle::start_run(stack, plan, &options, RunStatus::Running).await?;
+    let plan = Arc::new(record.plan()?);
+    let id = record.id.clone();
     let runner = Arc::new(StepRunner::new(stack.clone(), record, plan.clone(), options));
     let heartbeat = spawn_heartbeat(stack, &id);
     let outcome = stack.orchestrator().execute(runner.clone()).await;
     heartbeat.abort();
     let steps = runner.results();
-    let failed: Vec<&StepResult> = steps.iter().filter(|s| s.status == StepStatus::Failed).collect();
-    let error = match (&outcome, failed.first()) {
+    let states: Vec<StepState> = plan
+        .steps
+        .iter()
+        .map(|p| match steps.iter().find(|r| r.invocation == p.id) {
+            None => StepState::NotStarted,
+            Some(r) => match r.status {
+                StepStatus::Completed | StepStatus::Cached => StepState::Succeeded,
+                StepStatus::Skipped => StepState::Skipped,
+                StepStatus::Running => StepState::Running,
+                // The orchestrator is done with it: no attempt follows.
+                StepStatus::Failed => {
+                    StepState::Failed { error: r.error.clone().unwrap_or_else(|| "unknown error".into()), last: true }
+                }
+            },
+        })
+        .collect();
+    let error = match (&outcome, crate::lifecycle::outcome(&plan, &states)) {
         (Err(e), _) => Some(format!("the orchestrator failed: {e}")),
-        (Ok(()), Some(first)) => {
-            Some(format!("step `{}` failed: {}", first.invocation, first.error.as_deref().unwrap_or("unknown error")))
-        }
-        (Ok(()), None) if steps.len() < plan.steps.len() => {
-            Some(format!("only {} of {} steps finished", steps.len(), plan.steps.len()))
-        }
-        _ => None,
+        (Ok(()), Outcome::Done { error, .. }) => error,
+        (Ok(()), Outcome::Open) => Some(format!("only {} of {} steps finished", steps.len(), plan.steps.len())),
     };
     let status = if error.is_some() { RunStatus::Failed } else { RunStatus::Completed };
     let ended_at = metadata::now();
@@ -82,13 +77,6 @@ pub fn spawn_heartbeat(stack: &Stack, run_id: &str) -> tokio::task::JoinHandle<(
             }
         }
     })
-}
-
-/// `<pipeline>-<YYYYMMDD>-<HHMMSS>-<6 hex of the id>`.
-fn default_run_name(pipeline: &str, at: metadata::Timestamp, id: &str) -> String {
-    let (y, m, d, hh, mm, ss) = crate::time::parts(at);
-    let suffix: String = id.chars().filter(|c| *c != '-').rev().take(6).collect();
-    format!("{pipeline}-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}-{suffix}")
 }
 
 /// The outcome of a run: its record, each step's result, and typed access to
@@ -148,6 +136,7 @@ impl RunResult {
                 outputs: r.outputs.clone(),
                 error: r.error.clone(),
                 attempts: r.attempts,
+                permanent: r.metadata.get(crate::runner::PERMANENT_KEY) == Some(&serde_json::Value::Bool(true)),
                 duration: r.ended_at.map_or(std::time::Duration::ZERO, |e| {
                     std::time::Duration::from_micros((e - r.started_at).max(0) as u64)
                 }),
@@ -394,13 +383,3 @@ impl fmt::Display for RunFailed {
 }
 
 impl std::error::Error for RunFailed {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_names() {
-        assert_eq!(default_run_name("p", 86_400_000_000 + 3_723_000_000, "0-abcdef12"), "p-19700102-010203-21fedc");
-    }
-}

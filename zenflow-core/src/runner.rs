@@ -58,6 +58,11 @@ pub struct RunOptions {
     pub run_name: Option<String>,
     /// Called on every [`RunEvent`].
     pub observer: Option<Observer>,
+    /// Also keep what the step prints to this process's stdout and stderr
+    /// with its log (still passed through to where they pointed). The file
+    /// descriptors are the process's, so this is for processes that run one
+    /// step at a time: what the step entrypoint sets.
+    pub capture_stdio: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -66,6 +71,7 @@ impl std::fmt::Debug for RunOptions {
             .field("no_cache", &self.no_cache)
             .field("run_name", &self.run_name)
             .field("observer", &self.observer.is_some())
+            .field("capture_stdio", &self.capture_stdio)
             .finish()
     }
 }
@@ -87,6 +93,9 @@ pub struct StepResult {
     pub attempts: u32,
     /// Wall time spent on the step by the runner.
     pub duration: Duration,
+    /// A failure that another attempt cannot fix (the step is not in this
+    /// binary, or its code differs from the plan's): not retried.
+    pub permanent: bool,
 }
 
 impl StepResult {
@@ -136,6 +145,8 @@ struct Execution {
     logs: Vec<String>,
     metadata: std::collections::BTreeMap<String, serde_json::Value>,
     checks: Vec<crate::check::Check>,
+    /// Another attempt would fail the same way.
+    permanent: bool,
 }
 
 impl Execution {
@@ -146,9 +157,22 @@ impl Execution {
             logs: Vec::new(),
             metadata: Default::default(),
             checks: Vec::new(),
+            permanent: false,
         }
     }
+
+    fn permanent(error: String) -> Self {
+        Execution { permanent: true, ..Execution::failed(error) }
+    }
 }
+
+/// The step-run metadata key that marks a failure as permanent (another
+/// attempt would fail the same way): `true`.
+pub const PERMANENT_KEY: &str = "zenflow.permanent";
+
+/// The step-run metadata key of the process that runs a step started by
+/// the step entrypoint: `{host, pid, attempt}`.
+pub const WORKER_KEY: &str = "zenflow.worker";
 
 /// Runs the steps of one run.
 pub struct StepRunner {
@@ -292,10 +316,24 @@ impl StepRunner {
         result
     }
 
-    /// Resolves, and if needed executes, the step at plan position `pos`.
-    /// Errors of the step itself are a `failed` result; `Err` means the stores
-    /// failed and nothing could be recorded.
+    /// Resolves, and if needed executes, the step at plan position `pos`,
+    /// with every attempt its retry policy allows. Errors of the step itself
+    /// are a `failed` result; `Err` means the stores failed and nothing could
+    /// be recorded.
     pub async fn run_step(&self, pos: usize) -> Result<Arc<StepResult>> {
+        let last = self.plan.steps[pos].options.retries.saturating_add(1);
+        self.run_attempts(pos, 1, last).await
+    }
+
+    /// Resolves, and if needed executes, attempt `attempt` alone of the step
+    /// at `pos` (no retry: the caller decides whether another attempt
+    /// follows). What an orchestrator that runs each attempt elsewhere calls,
+    /// through the step entrypoint.
+    pub async fn run_attempt(&self, pos: usize, attempt: u32) -> Result<Arc<StepResult>> {
+        self.run_attempts(pos, attempt.max(1), attempt.max(1)).await
+    }
+
+    async fn run_attempts(&self, pos: usize, first: u32, last: u32) -> Result<Arc<StepResult>> {
         let step = &self.plan.steps[pos];
         self.emit(RunEvent::StepStarted { invocation: &step.id });
         let started = std::time::Instant::now();
@@ -350,6 +388,14 @@ impl StepRunner {
         for (input, resolved) in &models {
             write.step_run.metadata.insert(format!("{MODEL_INPUT_PREFIX}{input}"), resolved.clone());
         }
+        if self.verify_code {
+            // A worker: which process runs it, for the next attempt to tell
+            // whether this one is still alive.
+            write.step_run.metadata.insert(
+                WORKER_KEY.into(),
+                serde_json::json!({"host": crate::entrypoint::host(), "pid": std::process::id(), "attempt": first}),
+            );
+        }
 
         if step.options.cache && !self.options.no_cache {
             if let Some(hit) = self.cache_lookup(&key).await? {
@@ -372,6 +418,7 @@ impl StepRunner {
                         error: None,
                         attempts: 0,
                         duration: started.elapsed(),
+                        permanent: false,
                     },
                 ));
             }
@@ -381,13 +428,17 @@ impl StepRunner {
         let model_versions: std::collections::BTreeMap<String, Option<i64>> =
             models.iter().map(|(input, resolved)| (input.clone(), resolved["version"].as_i64())).collect();
         let execution = match self.load_inputs(step, &inputs).await {
-            Ok(loaded) => self.execute_with_retries(step, loaded, &model_versions, &step_run_id).await,
+            Ok(loaded) => self.execute_attempts(step, loaded, &model_versions, &step_run_id, first, last).await,
             Err(e) => Execution::failed(e.to_string()),
         };
         let attempts = execution.attempts;
         write.step_run.attempts = attempts;
         write.step_run.logs = execution.logs;
-        write.step_run.metadata = execution.metadata;
+        write.step_run.metadata.extend(execution.metadata);
+        if execution.permanent {
+            write.step_run.metadata.insert(PERMANENT_KEY.into(), serde_json::Value::Bool(true));
+        }
+        let permanent = execution.permanent;
         write.step_run.checks = execution.checks;
         let mut handed = Vec::new();
         let outcome = match execution.outcome {
@@ -443,6 +494,7 @@ impl StepRunner {
                 error,
                 attempts,
                 duration: started.elapsed(),
+                permanent,
             },
         ))
     }
@@ -462,50 +514,79 @@ impl StepRunner {
             stack.extend(self.dependents[pos].iter().copied());
         }
         skipped.sort_unstable();
+        let reason = format!("skipped because upstream step `{failed_id}` failed");
         for &pos in &skipped {
-            let step = &self.plan.steps[pos];
-            // What it would have read from memory is not needed for it any more.
-            for r in step.inputs.iter().flat_map(|i| &i.from) {
-                drop(self.take_handed(r, None));
-            }
-            let now = metadata::now();
-            let error = format!("skipped because upstream step `{failed_id}` failed");
-            let write = StepRunWrite {
-                step_run: StepRunRecord {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    run_id: self.run.id.clone(),
-                    invocation: step.id.clone(),
-                    step: step.step.clone(),
-                    status: StepStatus::Skipped,
-                    cache_key: None,
-                    original_step_run: None,
-                    started_at: now,
-                    ended_at: Some(now),
-                    error: Some(error.clone()),
-                    attempts: 0,
-                    logs: Vec::new(),
-                    metadata: Default::default(),
-                    checks: Vec::new(),
-                    outputs: Vec::new(),
-                    inputs: Vec::new(),
-                },
-                new_outputs: Vec::new(),
-            };
-            self.stack.metadata().write_step_run(&write).await?;
-            self.finish(
-                pos,
-                StepResult {
-                    invocation: step.id.clone(),
-                    status: StepStatus::Skipped,
-                    step_run_id: write.step_run.id,
-                    outputs: Vec::new(),
-                    error: Some(error),
-                    attempts: 0,
-                    duration: Duration::ZERO,
-                },
-            );
+            self.skip(pos, &reason).await?;
         }
         Ok(skipped)
+    }
+
+    /// Records the step at `pos` as skipped, for `reason` (an upstream
+    /// failure), and returns its result.
+    pub async fn skip(&self, pos: usize, reason: &str) -> Result<Arc<StepResult>> {
+        let step = &self.plan.steps[pos];
+        // What it would have read from memory is not needed for it any more.
+        for r in step.inputs.iter().flat_map(|i| &i.from) {
+            drop(self.take_handed(r, None));
+        }
+        let now = metadata::now();
+        let write = StepRunWrite {
+            step_run: StepRunRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                run_id: self.run.id.clone(),
+                invocation: step.id.clone(),
+                step: step.step.clone(),
+                status: StepStatus::Skipped,
+                cache_key: None,
+                original_step_run: None,
+                started_at: now,
+                ended_at: Some(now),
+                error: Some(reason.to_string()),
+                attempts: 0,
+                logs: Vec::new(),
+                metadata: Default::default(),
+                checks: Vec::new(),
+                outputs: Vec::new(),
+                inputs: Vec::new(),
+            },
+            new_outputs: Vec::new(),
+        };
+        self.stack.metadata().write_step_run(&write).await?;
+        Ok(self.finish(
+            pos,
+            StepResult {
+                invocation: step.id.clone(),
+                status: StepStatus::Skipped,
+                step_run_id: write.step_run.id,
+                outputs: Vec::new(),
+                error: Some(reason.to_string()),
+                attempts: 0,
+                duration: Duration::ZERO,
+                permanent: false,
+            },
+        ))
+    }
+
+    /// Takes the result of a step that ran elsewhere (a child process, a job
+    /// on a cluster) from its latest record, as if this runner had run it:
+    /// what an orchestrator calls once the attempt has ended, so that
+    /// [`StepRunner::results`] and [`StepRunner::skip_dependents`] see it.
+    pub fn record_external(&self, pos: usize, record: &StepRunRecord) -> Arc<StepResult> {
+        let duration =
+            record.ended_at.map_or(Duration::ZERO, |e| Duration::from_micros((e - record.started_at).max(0) as u64));
+        self.finish(
+            pos,
+            StepResult {
+                invocation: record.invocation.clone(),
+                status: record.status,
+                step_run_id: record.id.clone(),
+                outputs: record.outputs.clone(),
+                error: record.error.clone(),
+                attempts: record.attempts,
+                duration,
+                permanent: record.metadata.get(PERMANENT_KEY) == Some(&serde_json::Value::Bool(true)),
+            },
+        )
     }
 
     /// The artifact versions feeding each input of `step`, in input order
@@ -680,6 +761,7 @@ impl StepRunner {
                 error: Some(error),
                 attempts: write.step_run.attempts,
                 duration: started.elapsed(),
+                permanent: false,
             },
         ))
     }
@@ -732,20 +814,18 @@ impl StepRunner {
 
     /// A cache hit whose artifacts are all still in the store.
     async fn cache_lookup(&self, key: &str) -> Result<Option<metadata::CacheHit>> {
-        let Some(hit) = self.stack.metadata().find_cached(key).await? else {
-            return Ok(None);
-        };
-        for o in &hit.outputs {
-            if !artifact_store::version_available(self.stack.artifacts().as_ref(), &o.artifact).await? {
+        Ok(match crate::lifecycle::look_up(&self.stack, key).await? {
+            crate::lifecycle::Lookup::Hit(hit) => Some(hit),
+            crate::lifecycle::Lookup::Gone(artifact) => {
                 tracing::warn!(
-                    artifact = %o.artifact.name,
+                    artifact = %artifact.name,
                     "cached artifact {} is gone from the artifact store; the step will run again",
-                    o.artifact.uri
+                    artifact.uri
                 );
-                return Ok(None);
+                None
             }
-        }
-        Ok(Some(hit))
+            crate::lifecycle::Lookup::Miss => None,
+        })
     }
 
     /// The in-memory copy of output `from` for one reading input, if this
@@ -826,27 +906,30 @@ impl StepRunner {
         Ok(loaded)
     }
 
-    async fn execute_with_retries(
+    /// Executes attempts `first..=last` of `step`, until one succeeds.
+    async fn execute_attempts(
         &self,
         step: &PlanStep,
         inputs: Vec<LoadedInput>,
         model_versions: &std::collections::BTreeMap<String, Option<i64>>,
         step_run_id: &str,
+        first: u32,
+        last: u32,
     ) -> Execution {
         let spec = match step::lookup(&step.step) {
             Ok(spec) => spec,
-            Err(e) => return Execution::failed(e.to_string()),
+            Err(e) => return Execution::permanent(e.to_string()),
         };
         if self.verify_code {
             if let Err(e) = same_code(spec, step, &self.run.name) {
-                return Execution::failed(e);
+                return Execution::permanent(e);
             }
         }
         let params: Vec<serde_json::Value> =
             spec.params.iter().map(|p| step.params.get(p.name).cloned().unwrap_or(serde_json::Value::Null)).collect();
         let max_attempts = step.options.retries.saturating_add(1);
         let capture = logs::Capture::start(step_run_id);
-        let mut attempt = 1;
+        let mut attempt = first;
         loop {
             let ctx = StepContext::for_attempt(
                 &self.run.id,
@@ -865,18 +948,22 @@ impl StepRunner {
             let attempt_future = std::panic::AssertUnwindSafe((spec.execute)(call))
                 .catch_unwind()
                 .instrument(logs::span(step_run_id, &step.id, attempt));
+            let stdio = self.options.capture_stdio.then(|| logs::StdioCapture::start(step_run_id));
             let joined = match step.options.timeout() {
                 Some(limit) => {
                     tokio::time::timeout(limit, attempt_future).await.unwrap_or(Ok(Err(StepError::TimedOut(limit))))
                 }
                 None => attempt_future.await,
             };
+            if let Some(Some(stdio)) = stdio {
+                stdio.finish();
+            }
             let outcome = match joined {
                 Ok(r) => r,
                 Err(payload) => Err(StepError::Panicked(crate::context::panic_payload_message(payload))),
             };
             let outcome = match outcome {
-                Err(e) if attempt < max_attempts => {
+                Err(e) if attempt < last => {
                     let delay = Duration::from_millis(
                         step.options.retry_backoff_ms.saturating_mul(1u64 << (attempt - 1).min(16)),
                     );
@@ -887,11 +974,20 @@ impl StepRunner {
                     attempt += 1;
                     continue;
                 }
-                Err(e) if max_attempts > 1 => Err(format!("failed after {max_attempts} attempts: {e}")),
+                Err(e) if attempt > 1 && attempt == max_attempts => {
+                    Err(format!("failed after {max_attempts} attempts: {e}"))
+                }
                 other => other.map_err(|e| e.to_string()),
             };
             let logs = capture.lines();
-            return Execution { outcome, attempts: attempt, logs, metadata: ctx.metadata(), checks: ctx.checks() };
+            return Execution {
+                outcome,
+                attempts: attempt,
+                logs,
+                metadata: ctx.metadata(),
+                checks: ctx.checks(),
+                permanent: false,
+            };
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Per-step options, set with `#[step(...)]` and recorded in the plan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepOptions {
     /// Whether results may come from cache (`cache = false` turns it off).
     pub cache: bool,
@@ -30,12 +30,87 @@ pub struct StepOptions {
     /// each output the step records is registered as a version of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// What one attempt needs where it runs (`resources(cpus = 2, memory =
+    /// "4GiB", gpus = 1)`): what distributed orchestrators reserve for it.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
 }
 
 impl Default for StepOptions {
     fn default() -> Self {
-        StepOptions { cache: true, retries: 0, retry_backoff_ms: 200, timeout_ms: None, model: None }
+        StepOptions {
+            cache: true,
+            retries: 0,
+            retry_backoff_ms: 200,
+            timeout_ms: None,
+            model: None,
+            resources: Resources::default(),
+        }
     }
+}
+
+/// What one attempt of a step needs: CPUs (fractions allowed), memory and
+/// GPUs. Unset means the orchestrator's default (one CPU on Ray; no request
+/// on Kubernetes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPUs, e.g. `0.5` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+}
+
+impl Resources {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.cpus.is_none() && self.memory_bytes.is_none() && self.gpus.is_none()
+    }
+}
+
+/// Parses a size: `"512MiB"`, `"4GiB"`, `"2G"`, `"100M"`, `"64KiB"` or a
+/// number of bytes (`"1048576"`). Binary units (`KiB`, `MiB`, `GiB`, `TiB`)
+/// are powers of 1024, decimal ones (`K`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB`)
+/// powers of 1000. A `const fn`, so `#[step]` checks sizes at compile time.
+pub const fn parse_size(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n: u64 = 0;
+    while i < b.len() && b[i].is_ascii_digit() {
+        n = match n.checked_mul(10) {
+            Some(m) => match m.checked_add((b[i] - b'0') as u64) {
+                Some(v) => v,
+                None => return None,
+            },
+            None => return None,
+        };
+        i += 1;
+    }
+    if i == 0 {
+        return None;
+    }
+    let unit: u64 = match (b.len() - i, if i < b.len() { b[i] } else { 0 }) {
+        (0, _) => 1,
+        (1, b'K') | (2, b'K') => 1_000,
+        (1, b'M') | (2, b'M') => 1_000_000,
+        (1, b'G') | (2, b'G') => 1_000_000_000,
+        (1, b'T') | (2, b'T') => 1_000_000_000_000,
+        (3, b'K') => 1 << 10,
+        (3, b'M') => 1 << 20,
+        (3, b'G') => 1 << 30,
+        (3, b'T') => 1 << 40,
+        _ => return None,
+    };
+    // The unit's spelling: `K`, `KB` or `KiB` (and so on).
+    let rest = b.len() - i;
+    if (rest == 2 && b[i + 1] != b'B') || (rest == 3 && (b[i + 1] != b'i' || b[i + 2] != b'B')) {
+        return None;
+    }
+    n.checked_mul(unit)
 }
 
 impl StepOptions {
@@ -455,6 +530,31 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Param for T {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        let cases = [
+            ("1048576", Some(1 << 20)),
+            ("512MiB", Some(512 << 20)),
+            ("4GiB", Some(4 << 30)),
+            ("2G", Some(2_000_000_000)),
+            ("2GB", Some(2_000_000_000)),
+            ("64KiB", Some(64 << 10)),
+            ("1TiB", Some(1 << 40)),
+            ("", None),
+            ("GiB", None),
+            ("4 GiB", None),
+            ("4gib", None),
+            ("4GIB", None),
+            ("4Gi", None),
+            ("1.5GiB", None),
+            ("99999999999999999999", None),
+            ("20000000TiB", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text), want, "{text:?}");
+        }
+    }
     use std::sync::mpsc;
 
     fn never_called(_: StepCall) -> BoxFuture<'static, Result<Vec<EncodedValue>, StepError>> {

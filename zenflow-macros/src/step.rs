@@ -13,9 +13,18 @@ struct Options {
     timeout_ms: Option<u64>,
     outputs: Option<Vec<Ident>>,
     model: Option<LitStr>,
+    resources: Resources,
 }
 
-const OPTIONS: &str = "name, version, cache, retries, retry_backoff, timeout, outputs, model";
+/// `resources(cpus = 2, memory = "4GiB", gpus = 1)`.
+#[derive(Default)]
+struct Resources {
+    cpus: Option<f64>,
+    memory: Option<LitStr>,
+    gpus: Option<u32>,
+}
+
+const OPTIONS: &str = "name, version, cache, retries, retry_backoff, timeout, outputs, model, resources";
 
 fn parse_options(attr: TokenStream) -> syn::Result<Options> {
     let mut o = Options::default();
@@ -55,6 +64,31 @@ fn parse_options(attr: TokenStream) -> syn::Result<Options> {
                     ));
                 }
                 o.model = Some(lit);
+            }
+            "resources" => {
+                meta.parse_nested_meta(|m| {
+                    let key = m.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                    match key.as_str() {
+                        "cpus" => {
+                            let lit: syn::Lit = m.value()?.parse()?;
+                            let cpus = match &lit {
+                                syn::Lit::Int(i) => i.base10_parse::<f64>()?,
+                                syn::Lit::Float(f) => f.base10_parse::<f64>()?,
+                                _ => {
+                                    return Err(syn::Error::new(lit.span(), "expected a number of CPUs, e.g. 2 or 0.5"))
+                                }
+                            };
+                            if !(cpus > 0.0 && cpus.is_finite()) {
+                                return Err(syn::Error::new(lit.span(), "a step needs more than 0 CPUs"));
+                            }
+                            o.resources.cpus = Some(cpus);
+                        }
+                        "memory" => o.resources.memory = Some(m.value()?.parse()?),
+                        "gpus" => o.resources.gpus = Some(m.value()?.parse::<LitInt>()?.base10_parse()?),
+                        _ => return Err(m.error(format!("unknown resource `{key}` (resources: cpus, memory, gpus)"))),
+                    }
+                    Ok(())
+                })?;
             }
             "outputs" => {
                 let mut names: Vec<Ident> = Vec::new();
@@ -279,6 +313,25 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
     let zf = quote!(::zenflow::__private);
     let mut asserts = Vec::new();
+    let opt = |v: Option<TokenStream>| match v {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    };
+    let cpus = opt(options.resources.cpus.map(|c| quote!(#c)));
+    let gpus = opt(options.resources.gpus.map(|g| quote!(#g)));
+    let memory = match &options.resources.memory {
+        Some(lit) => {
+            // Checked by the same parser the run configuration uses, at compile time.
+            asserts.push(quote_spanned! {lit.span()=>
+                const _: () = ::core::assert!(
+                    #zf::parse_size(#lit).is_some(),
+                    "step memory must be a size such as \"512MiB\", \"4GiB\" or \"2G\""
+                );
+            });
+            quote!(#zf::parse_size(#lit))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let mut input_specs = Vec::new();
     let mut param_specs = Vec::new();
     let mut invoke_args = Vec::new();
@@ -399,6 +452,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                             retry_backoff_ms: #backoff,
                             timeout_ms: #timeout,
                             model: #model,
+                            resources: #zf::Resources { cpus: #cpus, memory_bytes: #memory, gpus: #gpus },
                         },
                         #step_ident::#execute_ident,
                     )

@@ -30,7 +30,7 @@ use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use zenflow_core::logs::{append, CONTEXT_TARGET};
-pub use zenflow_core::logs::{MAX_BYTES, MAX_LINES, SPAN};
+pub use zenflow_core::logs::{stderr, MAX_BYTES, MAX_LINES, SPAN};
 
 /// The layer that keeps events inside a step's span with its step run, at
 /// INFO and above whatever other layers filter (its own filter: see

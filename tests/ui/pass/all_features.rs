@@ -31,7 +31,7 @@ async fn split(table: Table, #[param] at: usize, ctx: &StepContext) -> (Table, T
     (Table { rows }, Table { rows: right })
 }
 
-#[step(timeout = 30)]
+#[step(timeout = 30, resources(cpus = 0.5, memory = "512MiB", gpus = 1))]
 fn count(table: Table) -> Wrapper<usize> {
     Wrapper { inner: table.rows.len() }
 }
@@ -70,6 +70,9 @@ fn without_config() {
 fn main() {
     let plan = everything.plan(&Config::default()).unwrap();
     assert_eq!(plan.steps.len(), 7);
+    let counted = plan.steps.iter().find(|s| s.step == "count").unwrap();
+    assert_eq!(counted.options.resources.memory_bytes, Some(512 << 20));
+    assert_eq!(counted.options.resources.cpus, Some(0.5));
     assert_eq!(without_config.name(), "without_config");
     assert_eq!(helper(2), 4);
 }

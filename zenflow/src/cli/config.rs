@@ -26,7 +26,7 @@ use std::path::Path;
 use zenflow_core::plan::Plan;
 
 const TOP_LEVEL: [&str; 4] = ["run_name", "cache", "parameters", "steps"];
-const STEP_FIELDS: [&str; 5] = ["parameters", "cache", "retries", "timeout", "retry_backoff"];
+const STEP_FIELDS: [&str; 6] = ["parameters", "cache", "retries", "timeout", "retry_backoff", "resources"];
 
 /// A configuration error: bad file, unknown key, wrong type. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -310,6 +310,41 @@ fn apply_settings(
                     step.params.insert(name.clone(), fitted);
                 }
             }
+            "resources" => {
+                let Some(resources) = value.as_object() else {
+                    return err(format!("`{at}` must be a mapping of cpus, memory and gpus"));
+                };
+                for (name, v) in resources {
+                    let r = &mut step.options.resources;
+                    match name.as_str() {
+                        "cpus" => {
+                            r.cpus = Some(v.as_f64().filter(|c| *c > 0.0 && c.is_finite()).ok_or_else(|| {
+                                ConfigError(format!("`{at}.cpus` must be a number of CPUs above 0, got {v}"))
+                            })?)
+                        }
+                        "memory" => {
+                            let size = match v {
+                                Value::Number(n) => n.as_u64(),
+                                Value::String(s) => zenflow_core::step::parse_size(s),
+                                _ => None,
+                            };
+                            r.memory_bytes = Some(size.ok_or_else(|| {
+                                ConfigError(format!(
+                                    "`{at}.memory` must be a size such as \"512MiB\", \"4GiB\" or \"2G\", got {v}"
+                                ))
+                            })?)
+                        }
+                        "gpus" => {
+                            r.gpus = Some(v.as_u64().and_then(|g| u32::try_from(g).ok()).ok_or_else(|| {
+                                ConfigError(format!("`{at}.gpus` must be a whole number of GPUs, got {v}"))
+                            })?)
+                        }
+                        other => {
+                            return err(format!("`{at}`: unknown resource `{other}`; resources are cpus, memory, gpus"))
+                        }
+                    }
+                }
+            }
             other => {
                 return err(format!(
                     "`steps.{key}`: unknown setting `{other}`; settings are {}",
@@ -474,6 +509,28 @@ mod tests {
         c.apply_step_settings(&mut plan).unwrap();
         assert_eq!((plan.steps[0].options.retries, plan.steps[1].options.retries), (3, 3));
         assert_eq!((plan.steps[0].options.cache, plan.steps[1].options.cache), (true, false));
+
+        let mut c = base();
+        c.set("steps.train_2.resources.cpus=0.5", &typed).unwrap();
+        c.set("steps.train_2.resources.memory=2GiB", &typed).unwrap();
+        c.set("steps.train_2.resources.gpus=1", &typed).unwrap();
+        c.apply_step_settings(&mut plan).unwrap();
+        let r = plan.steps[1].options.resources;
+        assert_eq!((r.cpus, r.memory_bytes, r.gpus), (Some(0.5), Some(2 << 30), Some(1)));
+        assert!(plan.steps[0].options.resources.is_empty());
+        for (bad, message) in [
+            ("steps.train.resources.cpus=0", "`steps.train.resources.cpus` must be a number of CPUs above 0, got 0"),
+            ("steps.train.resources.memory=lots", "`steps.train.resources.memory` must be a size such as"),
+            ("steps.train.resources.gpus=0.5", "`steps.train.resources.gpus` must be a whole number of GPUs"),
+            ("steps.train.resources.tpus=1", "unknown resource `tpus`; resources are cpus, memory, gpus"),
+        ] {
+            let mut c = base();
+            c.set(bad, &typed).unwrap();
+            let before = plan.clone();
+            let e = c.apply_step_settings(&mut plan).unwrap_err().to_string();
+            assert!(e.contains(message), "{bad}: {e}");
+            assert_eq!(plan.steps[0].options, before.steps[0].options, "{bad}: the plan is left as it was");
+        }
     }
 
     #[test]

@@ -29,13 +29,12 @@ pub mod progress;
 use crate::report::{self, Gate, RunReport};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use config::{expand_run_name, ConfigError, RunConfig};
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use zenflow_core::metadata::{NewRun, RunStatus, StepStatus};
-use zenflow_core::{Error, Pipeline, Plan, RunOptions, Stack, StepRunner};
+use zenflow_core::metadata::RunStatus;
+use zenflow_core::{Error, Pipeline, Plan, RunOptions, Stack};
 
 /// The exit codes of a pipeline binary.
 pub mod exit {
@@ -311,9 +310,20 @@ struct EntrypointArgs {
     /// Run id (or name).
     #[arg(long)]
     run: String,
-    /// Invocation id of the step to execute.
+    /// Invocation id of the step to execute; repeated, a chain run in order.
+    #[arg(long, required = true)]
+    step: Vec<String>,
+    /// Attempt number of the (first) step, from 1.
+    #[arg(long, default_value_t = 1, conflicts_with = "retries_done")]
+    attempt: u32,
+    /// The attempts made before this one (attempt = this + 1): what an
+    /// engine that counts retries (Argo's `{{retries}}`) passes.
+    #[arg(long, value_name = "N")]
+    retries_done: Option<u32>,
+    /// Leave the run open afterwards: an orchestrator that drives the run
+    /// (and may retry) closes it itself.
     #[arg(long)]
-    step: String,
+    no_close: bool,
     #[command(flatten)]
     stack: StackArg,
 }
@@ -373,7 +383,8 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let print = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        // Not into a step's captured stderr (the capture layer keeps events).
+        .with_writer(crate::logs::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(filter);
@@ -632,7 +643,7 @@ where
         plan.steps.iter_mut().for_each(|s| s.options.cache = false);
     }
     if args.dry_run {
-        return dry_run(&stack, plan, run_name, no_cache, git);
+        return dry_run(&stack, plan, run_name, no_cache);
     }
 
     let mode = if quiet {
@@ -643,7 +654,7 @@ where
         progress::Mode::Plain
     };
     let progress = progress::Progress::new(mode, plan.steps.len());
-    let options = RunOptions { no_cache, run_name, observer: Some(progress.observer()) };
+    let options = RunOptions { no_cache, run_name, observer: Some(progress.observer()), ..RunOptions::default() };
     let result = stack.block_on(zenflow_core::run::execute_plan(&stack, plan, options))?.map_err(|e| {
         let mut e = CliError::from(e);
         e.message = format!("stack `{}`: {}", stack.name(), e.message);
@@ -763,67 +774,16 @@ fn write_report_texts(args: &RunArgs, [markdown, json, junit]: [String; 3]) -> V
 }
 
 /// Records a pending run and prints what would run and what would come from cache.
-fn dry_run(stack: &Stack, plan: Plan, run_name: Option<String>, no_cache: bool, git: Option<String>) -> CliResult {
-    use zenflow_core::cache::cache_key;
-    use zenflow_core::ContentHash;
-    let id = zenflow_core::metadata::new_id();
-    let name = run_name.unwrap_or_else(|| format!("{}-plan-{}", plan.pipeline, &id[id.len() - 8..]));
-    let predictions = stack.block_on(async {
-        let mut known: HashMap<(String, String), ContentHash> = HashMap::new();
-        let mut out = Vec::new();
-        for step in &plan.steps {
-            let inputs: Option<Vec<Vec<ContentHash>>> = step
-                .inputs
-                .iter()
-                .map(|i| i.from.iter().map(|r| known.get(&(r.step.clone(), r.output.clone())).copied()).collect())
-                .collect();
-            let verdict = match inputs {
-                None => "run (an input will be new)".to_string(),
-                Some(_) if no_cache || !step.options.cache => "run (cache off)".to_string(),
-                Some(hashes) => {
-                    let key = cache_key(step, &hashes).to_hex();
-                    match stack.metadata().find_cached(&key).await? {
-                        Some(hit) => {
-                            let mut all_there = true;
-                            for o in &hit.outputs {
-                                all_there &= zenflow_core::artifact_store::version_available(
-                                    stack.artifacts().as_ref(),
-                                    &o.artifact,
-                                )
-                                .await?;
-                            }
-                            if all_there {
-                                for o in &hit.outputs {
-                                    known.insert((step.id.clone(), o.output.clone()), o.artifact.content_hash);
-                                }
-                                "cached".to_string()
-                            } else {
-                                "run (cached artifacts are gone)".to_string()
-                            }
-                        }
-                        None => "run (no cached result)".to_string(),
-                    }
-                }
-            };
-            out.push((step.id.clone(), step.step.clone(), verdict));
-        }
-        Ok::<_, Error>(out)
-    })??;
-    let record = stack.block_on(stack.metadata().create_run(&NewRun {
-        id: id.clone(),
-        pipeline: plan.pipeline.clone(),
-        name,
-        stack: stack.name().to_string(),
-        status: RunStatus::Pending,
-        plan,
-        git_commit: git,
-        started_at: zenflow_core::metadata::now(),
-    }))??;
+fn dry_run(stack: &Stack, plan: Plan, run_name: Option<String>, no_cache: bool) -> CliResult {
+    let predictions = stack.block_on(zenflow_core::lifecycle::predict(stack, &plan, no_cache))??;
+    let steps: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), s.step.clone())).collect();
+    let options = RunOptions { run_name, ..RunOptions::default() };
+    let record = stack.block_on(zenflow_core::lifecycle::start_run(stack, plan, &options, RunStatus::Pending))??;
     println!("{:<28} {:<24} PREDICTION", "STEP", "FUNCTION");
-    for (id, step, verdict) in &predictions {
-        println!("{id:<28} {step:<24} {verdict}");
+    for ((id, step), prediction) in steps.iter().zip(&predictions) {
+        println!("{id:<28} {step:<24} {prediction}");
     }
-    let cached = predictions.iter().filter(|p| p.2 == "cached").count();
+    let cached = predictions.iter().filter(|p| matches!(p, zenflow_core::lifecycle::Prediction::Cached { .. })).count();
     println!(
         "\nplanned run {} ({}): {} step(s), {cached} from cache; nothing was executed",
         record.name,
@@ -833,47 +793,42 @@ fn dry_run(stack: &Stack, plan: Plan, run_name: Option<String>, no_cache: bool, 
     Ok(exit::SUCCESS)
 }
 
-fn step_entrypoint(args: EntrypointArgs) -> CliResult {
-    let stack = resolve_stack(&args.stack.stack)?;
-    let runner = stack.block_on(StepRunner::attach(stack.clone(), &args.run, RunOptions::default()))??;
-    let pos = runner.position(&args.step)?;
-    let run = runner.run().clone();
-    // Pending -> running, and a heartbeat (also for a run already running:
-    // this worker's step keeps it alive while it lasts).
-    if run.status == RunStatus::Pending || run.status == RunStatus::Running {
-        stack.block_on(stack.metadata().set_run_status(&run.id, RunStatus::Running, None, None))??;
-    }
-    let result = stack.block_on(async {
-        let heartbeat = zenflow_core::run::spawn_heartbeat(&stack, &run.id);
-        let result = runner.run_step(pos).await;
-        heartbeat.abort();
-        // The step's record must be durable before this worker reports it.
-        stack.metadata().flush().await?;
-        result
-    })??;
-    eprintln!("[zenflow] {}: {} in {:.1?}", result.invocation, result.status, result.duration);
-    if let Some(e) = &result.error {
-        eprintln!("error: {e}");
-    }
-    // When this was the run's last step, close the run.
-    let records = stack.step_runs(&run.id)?;
-    let latest = |id: &str| records.iter().rev().find(|r| r.invocation == id).map(|r| r.status);
-    let statuses: Vec<Option<StepStatus>> = runner.plan().steps.iter().map(|s| latest(&s.id)).collect();
-    if statuses.iter().all(|s| matches!(s, Some(s) if *s != StepStatus::Running)) {
-        let failed = statuses.iter().any(|s| matches!(s, Some(StepStatus::Failed | StepStatus::Skipped)));
-        let (status, error) =
-            if failed { (RunStatus::Failed, Some("a step failed")) } else { (RunStatus::Completed, None) };
-        stack.block_on(stack.metadata().set_run_status(
-            &run.id,
-            status,
-            error,
-            Some(zenflow_core::metadata::now()),
-        ))??;
-    }
-    Ok(match result.status {
-        StepStatus::Completed | StepStatus::Cached => exit::SUCCESS,
-        _ => exit::STEP_FAILED,
-    })
+/// Runs one attempt of a step (or a chain) of an existing run, then ends the
+/// process at once: a timed-out sync step may still hold a thread, which
+/// must not keep the process alive.
+fn step_entrypoint(args: EntrypointArgs) -> ! {
+    use std::io::Write as _;
+    use zenflow_core::entrypoint::{self, Request};
+    let code = (|| -> CliResult {
+        let stack = resolve_stack(&args.stack.stack)?;
+        let request = Request {
+            run: args.run,
+            steps: args.step,
+            attempt: args.retries_done.map_or(args.attempt, |r| r.saturating_add(1)),
+            close: !args.no_close,
+        };
+        let report = stack
+            .block_on(entrypoint::run(&stack, &request))?
+            .map_err(|e| CliError { code: e.exit().code(), message: e.to_string() })?;
+        let mut err = crate::logs::stderr();
+        for s in &report.steps {
+            let how = if s.already_done { "already done".to_string() } else { format!("in {:.1?}", s.duration) };
+            let _ = writeln!(err, "[zenflow] {}: {} {how}", s.invocation, s.status);
+            if let Some(e) = &s.error {
+                let _ = writeln!(err, "error: {e}");
+            }
+        }
+        if let Some(status) = report.closed {
+            let _ = writeln!(err, "[zenflow] run {}: {status}", request.run);
+        }
+        Ok(report.exit.code())
+    })()
+    .unwrap_or_else(|e| {
+        eprintln!("error: {}", e.message);
+        e.code
+    });
+    let _ = std::io::stdout().flush();
+    std::process::exit(i32::from(code))
 }
 
 fn artifacts(cmd: ArtifactsCommand) -> CliResult {

@@ -21,7 +21,9 @@
 use super::{bind, pg_error, query, Failure, PgResult, PostgresMetadataStore};
 use crate::metadata::sql::batch::{BatchLog, KnownIds, Lost, RunRow};
 use crate::metadata::sql::registry as registry_sql;
-use crate::metadata::sql::write::{marker_params, references, Dialect, Ops, Prepared, Reference, Returns};
+use crate::metadata::sql::write::{
+    marker_metadata, marker_params, metadata_params, references, Dialect, Ops, Prepared, Reference, Returns,
+};
 use crate::metadata::sql::{statements as q, SqlRow, Value};
 use deadpool_postgres::Object;
 use futures::FutureExt;
@@ -481,11 +483,25 @@ impl Batcher {
         let written = async {
             let stmt = c.prepare_cached(q::UPSERT_MARKER).await?;
             let stmt = &stmt;
-            futures::future::try_join_all(markers.iter().map(|m| async move {
+            let counts = futures::future::try_join_all(markers.iter().map(|m| async move {
                 let params = marker_params(&m.step_run);
                 c.execute(stmt, &bind(&params)).await
             }))
-            .await
+            .await?;
+            // Their metadata (which worker runs them), for the markers written.
+            let meta = c.prepare_cached(q::UPSERT_METADATA).await?;
+            let meta = &meta;
+            let rows: Vec<(&StepRunWrite, &str, String)> = markers
+                .iter()
+                .zip(&counts)
+                .filter(|(_, n)| **n > 0)
+                .flat_map(|(m, _)| marker_metadata(&m.step_run).into_iter().map(move |(k, j)| (m, k, j)))
+                .collect();
+            futures::future::try_join_all(rows.iter().map(|(m, key, json)| async move {
+                c.execute(meta, &bind(&metadata_params(&m.step_run, key, json))).await
+            }))
+            .await?;
+            Ok::<_, tokio_postgres::Error>(counts)
         }
         .await;
         match written {

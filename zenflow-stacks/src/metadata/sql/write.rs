@@ -237,6 +237,17 @@ pub(crate) fn marker_params(sr: &StepRunRecord) -> [Value<'_>; 12] {
     ]
 }
 
+/// The metadata a `running` marker carries (which worker runs it, how its
+/// model inputs resolved), as `(key, JSON)` for [`q::UPSERT_METADATA`].
+pub(crate) fn marker_metadata(sr: &StepRunRecord) -> Vec<(&str, String)> {
+    sr.metadata.iter().map(|(k, v)| (k.as_str(), v.to_string())).collect()
+}
+
+/// The parameters of [`q::UPSERT_METADATA`].
+pub(crate) fn metadata_params<'a>(sr: &'a StepRunRecord, key: &'a str, json: &'a str) -> [Value<'a>; 4] {
+    [(&sr.run_id).into(), (&sr.id).into(), key.into(), json.into()]
+}
+
 /// Something a step-run write refers to, which must exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reference<'a> {

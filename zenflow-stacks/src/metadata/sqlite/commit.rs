@@ -20,7 +20,7 @@
 //! those runs report.
 
 use crate::metadata::sql::batch::{BatchLog, KnownIds, Lost};
-use crate::metadata::sql::write::{marker_params, Ops, Returns};
+use crate::metadata::sql::write::{marker_metadata, marker_params, metadata_params, Ops, Returns};
 use crate::metadata::sql::{statements as q, Value};
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -177,7 +177,14 @@ impl Shared {
                 Ok(0) => {
                     tracing::warn!(step = %sr.invocation, "not recording that the step is running: run `{}` does not exist", sr.run_id)
                 }
-                Ok(_) => state.log.wrote(sr),
+                Ok(_) => {
+                    for (key, json) in marker_metadata(sr) {
+                        if let Err(e) = execute(&state.conn, q::UPSERT_METADATA, &metadata_params(sr, key, &json)) {
+                            return Err(self.abandon(state, e));
+                        }
+                    }
+                    state.log.wrote(sr)
+                }
                 Err(e) => return Err(self.abandon(state, e)),
             }
         }

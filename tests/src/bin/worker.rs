@@ -1,0 +1,118 @@
+//! A pipeline binary for the tests of process-based orchestrators and the
+//! step entrypoint: steps that print, sleep, time out, fail once, fail,
+//! and crash (abort, segfault, SIGKILL as the OOM killer sends it). It also
+//! links the orchestrator conformance steps, so it can run their runs too
+//! (`ZENFLOW_WORKER_PIPELINE=conformance`).
+
+use serde::{Deserialize, Serialize};
+use std::process::ExitCode;
+use zenflow::prelude::*;
+
+/// What `work` is made of.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Work {
+    /// How long `slow` sleeps, in milliseconds.
+    slow_ms: u64,
+    /// `abort`, `segfault` or `kill`: adds a `crash` step that dies so.
+    crash: Option<String>,
+    /// Lines `loud` prints (0: none).
+    lines: u32,
+}
+
+/// Prints to stdout and stderr and logs through `tracing`.
+#[step]
+fn hello(ctx: &StepContext) -> u32 {
+    println!("to stdout from {}", ctx.invocation_id());
+    eprintln!("to stderr, attempt {}", ctx.attempt());
+    tracing::info!(attempt = ctx.attempt(), "an event");
+    1
+}
+
+/// Sleeps, then passes `x` on.
+#[step]
+async fn slow(x: u32, #[param] ms: u64) -> u32 {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    x + 1
+}
+
+/// A sync step that would take a minute, with a limit of 300 ms.
+#[step(timeout = "300ms")]
+fn timed() -> u32 {
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    0
+}
+
+/// Fails its first attempt, succeeds on its second.
+#[step(retries = 1, retry_backoff = "10ms")]
+fn flaky(ctx: &StepContext) -> Result<u32, String> {
+    if ctx.attempt() == 1 {
+        return Err("the first attempt fails".into());
+    }
+    Ok(ctx.attempt())
+}
+
+/// Always fails.
+#[step]
+fn fails() -> Result<u32, String> {
+    Err("this step always fails".into())
+}
+
+/// Downstream of `fails`: never runs.
+#[step]
+fn after_fails(x: u32) -> u32 {
+    x
+}
+
+/// Prints `n` lines.
+#[step]
+fn loud(#[param] n: u32) -> u32 {
+    for i in 0..n {
+        println!("line {i}");
+    }
+    n
+}
+
+/// Dies as asked.
+#[step]
+fn crash(#[param] how: String) -> u32 {
+    eprintln!("about to {how}");
+    match how.as_str() {
+        "abort" => std::process::abort(),
+        // SAFETY: deliberately not: the point is the signal.
+        "segfault" => unsafe { libc_raise(11) },
+        "kill" => unsafe { libc_raise(9) },
+        _ => 0,
+    }
+}
+
+unsafe fn libc_raise(signal: i32) -> u32 {
+    extern "C" {
+        fn raise(sig: i32) -> i32;
+    }
+    // SAFETY: raising a signal at this process is what the test asks for.
+    unsafe { raise(signal) };
+    0
+}
+
+#[pipeline]
+fn work(cfg: &Work) {
+    let h = hello();
+    slow(h, cfg.slow_ms);
+    timed();
+    flaky();
+    let f = fails();
+    after_fails(f);
+    if cfg.lines > 0 {
+        loud(cfg.lines);
+    }
+    if let Some(how) = &cfg.crash {
+        crash(how.clone());
+    }
+}
+
+fn main() -> ExitCode {
+    match std::env::var("ZENFLOW_WORKER_PIPELINE").as_deref() {
+        Ok("conformance") => zenflow::cli::main(zenflow::orchestrator_conformance::conformance_pipeline),
+        _ => zenflow::cli::main(work),
+    }
+}

@@ -1,0 +1,341 @@
+//! The run lifecycle every orchestrator shares: start a run, decide what
+//! can still run, close the run when nothing can, and predict what the
+//! cache will serve.
+//!
+//! An in-process orchestrator drives a run from its [`StepRunner`]'s
+//! results; a worker process (the step entrypoint) and an engine's exit
+//! hook (Argo's `onExit`) see only the metadata store. Both decide with the
+//! same function, [`outcome`], over the latest record of each step.
+
+use crate::artifact_store;
+use crate::cache::cache_key;
+use crate::error::Result;
+use crate::hash::ContentHash;
+use crate::metadata::{self, NewRun, RunRecord, RunStatus, StepRunRecord, StepStatus};
+use crate::plan::Plan;
+use crate::runner::{RunOptions, StepRunner, PERMANENT_KEY};
+use crate::stack::Stack;
+use std::collections::HashMap;
+
+/// Records a new run of `plan` on `stack` with `status` (`Running` for a
+/// run that starts now, `Pending` for one whose steps workers will run),
+/// after closing runs whose process died.
+pub async fn start_run(stack: &Stack, plan: Plan, options: &RunOptions, status: RunStatus) -> Result<RunRecord> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let started_at = metadata::now();
+    let name = options.run_name.clone().unwrap_or_else(|| default_run_name(&plan.pipeline, started_at, &id));
+    let new_run = NewRun {
+        id,
+        pipeline: plan.pipeline.clone(),
+        name,
+        stack: stack.name().to_string(),
+        status,
+        git_commit: stack.project_root().and_then(crate::git::head_commit),
+        plan,
+        started_at,
+    };
+    // Runs whose process died are closed first, so nothing stays "running".
+    for id in stack.close_stale_runs().await? {
+        tracing::warn!(run = %id, "marked a run whose process died as failed");
+    }
+    Ok(stack.metadata().create_run(&new_run).await?)
+}
+
+/// `<pipeline>-<YYYYMMDD>-<HHMMSS>-<6 hex of the id>`.
+pub(crate) fn default_run_name(pipeline: &str, at: metadata::Timestamp, id: &str) -> String {
+    let (y, m, d, hh, mm, ss) = crate::time::parts(at);
+    let suffix: String = id.chars().filter(|c| *c != '-').rev().take(6).collect();
+    format!("{pipeline}-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}-{suffix}")
+}
+
+/// Where one step of a run stands, as far as deciding the run goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepState {
+    /// No record yet.
+    NotStarted,
+    /// Recorded as running.
+    Running,
+    /// Completed or served from cache.
+    Succeeded,
+    /// Failed, with the reason; `last` when no attempt follows (the retries
+    /// are used up, or the failure is permanent).
+    Failed {
+        /// Why.
+        error: String,
+        /// Whether no attempt follows.
+        last: bool,
+    },
+    /// Skipped because an upstream step failed.
+    Skipped,
+}
+
+impl StepState {
+    /// The state a step's latest record gives it; `retries` is the step's
+    /// retry policy.
+    pub fn of(record: Option<&StepRunRecord>, retries: u32) -> StepState {
+        let Some(r) = record else { return StepState::NotStarted };
+        match r.status {
+            StepStatus::Running => StepState::Running,
+            StepStatus::Completed | StepStatus::Cached => StepState::Succeeded,
+            StepStatus::Skipped => StepState::Skipped,
+            StepStatus::Failed => StepState::Failed {
+                error: r.error.clone().unwrap_or_else(|| "unknown error".into()),
+                // A step that failed before any attempt (an input that could
+                // not be resolved) has `attempts` 0: that is its last word.
+                last: r.attempts == 0
+                    || r.attempts > retries
+                    || r.metadata.get(PERMANENT_KEY) == Some(&serde_json::Value::Bool(true)),
+            },
+        }
+    }
+}
+
+/// What the states of a run's steps decide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A step is running, or can still start.
+    Open,
+    /// Nothing can run any more: the run's final status, why it failed, and
+    /// the steps (plan positions) that can never run because something
+    /// upstream failed, to be recorded as skipped.
+    Done {
+        /// Completed, or failed.
+        status: RunStatus,
+        /// Why it failed.
+        error: Option<String>,
+        /// Steps blocked by a failure, not recorded yet.
+        blocked: Vec<usize>,
+    },
+}
+
+/// Decides a run from the state of each of its steps (in plan order; see
+/// [`Plan::dependencies`]).
+pub fn outcome(plan: &Plan, states: &[StepState]) -> Outcome {
+    let deps = plan.dependencies();
+    // In plan order, which is topological: a step is blocked when an
+    // upstream step failed for the last time, was skipped, or is blocked.
+    let mut blocked = vec![false; states.len()];
+    let mut open = false;
+    for (i, state) in states.iter().enumerate() {
+        let upstream_failed = deps[i]
+            .iter()
+            .any(|&d| blocked[d] || matches!(states[d], StepState::Skipped | StepState::Failed { last: true, .. }));
+        match state {
+            StepState::Running | StepState::Failed { last: false, .. } => open = true,
+            StepState::NotStarted if upstream_failed => blocked[i] = true,
+            StepState::NotStarted => open = true,
+            _ => {}
+        }
+    }
+    if open {
+        return Outcome::Open;
+    }
+    let first_failure = states.iter().zip(&plan.steps).find_map(|(s, p)| match s {
+        StepState::Failed { error, .. } => Some(format!("step `{}` failed: {error}", p.id)),
+        _ => None,
+    });
+    let status = if first_failure.is_some() { RunStatus::Failed } else { RunStatus::Completed };
+    Outcome::Done { status, error: first_failure, blocked: (0..states.len()).filter(|&i| blocked[i]).collect() }
+}
+
+/// The state of each step of `plan` from the records of its run.
+pub fn states_from_records(plan: &Plan, records: &[StepRunRecord]) -> Vec<StepState> {
+    plan.steps
+        .iter()
+        .map(|s| StepState::of(records.iter().rev().find(|r| r.invocation == s.id), s.options.retries))
+        .collect()
+}
+
+/// Closes run `run_id` if nothing can run any more: records the steps a
+/// failure blocked as skipped and the run's final status. Returns that
+/// status, or `None` while a step runs or can still start. What a worker
+/// that ran the last step, or an engine's exit hook, calls.
+pub async fn close_if_done(stack: &Stack, run_id: &str) -> Result<Option<RunStatus>> {
+    let runner = StepRunner::attach(stack.clone(), run_id, RunOptions::default()).await?;
+    if matches!(runner.run().status, RunStatus::Completed | RunStatus::Failed) {
+        return Ok(Some(runner.run().status));
+    }
+    let records = stack.metadata().step_runs(run_id).await?;
+    let states = states_from_records(runner.plan(), &records);
+    let Outcome::Done { status, error, blocked } = outcome(runner.plan(), &states) else { return Ok(None) };
+    for pos in blocked {
+        runner.skip(pos, "an upstream step failed").await?;
+    }
+    stack.metadata().set_run_status(run_id, status, error.as_deref(), Some(metadata::now())).await?;
+    stack.metadata().flush().await?;
+    Ok(Some(status))
+}
+
+/// What the cache holds for a cache key.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A step run whose outputs are all in the artifact store.
+    Hit(metadata::CacheHit),
+    /// A step run whose output (this one) is gone from the artifact store.
+    Gone(Box<metadata::ArtifactVersion>),
+    /// No step run has the key.
+    Miss,
+}
+
+/// Looks `key` up as the runner does: the latest completed step run with
+/// it, if every one of its artifacts is still in the store.
+pub async fn look_up(stack: &Stack, key: &str) -> Result<Lookup> {
+    let Some(hit) = stack.metadata().find_cached(key).await? else { return Ok(Lookup::Miss) };
+    for o in &hit.outputs {
+        if !artifact_store::version_available(stack.artifacts().as_ref(), &o.artifact).await? {
+            return Ok(Lookup::Gone(Box::new(o.artifact.clone())));
+        }
+    }
+    Ok(Lookup::Hit(hit))
+}
+
+/// What a run would do with a step, predicted before it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prediction {
+    /// Served from cache, by this step run.
+    Cached {
+        /// The step run whose outputs it would reuse.
+        step_run: String,
+    },
+    /// Executed, and why.
+    Run(RunReason),
+}
+
+/// Why a step would execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunReason {
+    /// An input comes from a step that will execute, so its bytes are not
+    /// known yet.
+    NewInput,
+    /// The cache is off for the step or the run.
+    CacheOff,
+    /// No earlier step run has its cache key.
+    NoCachedResult,
+    /// The cached result's artifacts are gone from the store.
+    ArtifactsGone,
+}
+
+impl std::fmt::Display for Prediction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Prediction::Cached { .. } => "cached",
+            Prediction::Run(RunReason::NewInput) => "run (an input will be new)",
+            Prediction::Run(RunReason::CacheOff) => "run (cache off)",
+            Prediction::Run(RunReason::NoCachedResult) => "run (no cached result)",
+            Prediction::Run(RunReason::ArtifactsGone) => "run (cached artifacts are gone)",
+        })
+    }
+}
+
+/// Predicts, step by step in plan order, what a run of `plan` on `stack`
+/// would serve from cache: the cache key the runner would compute from the
+/// inputs' content hashes (model inputs resolved as the registry stands
+/// now), looked up as the runner looks it up.
+pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<Prediction>> {
+    let registry = stack.metadata().registry();
+    let mut known: HashMap<(String, String), ContentHash> = HashMap::new();
+    let mut out = Vec::with_capacity(plan.steps.len());
+    for step in &plan.steps {
+        let mut hashes: Option<Vec<Vec<ContentHash>>> = Some(Vec::new());
+        for input in &step.inputs {
+            let part = match &input.model {
+                Some(m) => match registry {
+                    Some(r) => match r.resolve(&m.model, &m.alias).await {
+                        Ok(Some(v)) => Some(vec![v.content_hash]),
+                        Ok(None) | Err(crate::registry::RegistryError::UnknownModel { .. }) => Some(Vec::new()),
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => Some(Vec::new()),
+                },
+                None => input.from.iter().map(|r| known.get(&(r.step.clone(), r.output.clone())).copied()).collect(),
+            };
+            match (part, hashes.as_mut()) {
+                (Some(p), Some(h)) => h.push(p),
+                _ => hashes = None,
+            }
+        }
+        let prediction = match hashes {
+            None => Prediction::Run(RunReason::NewInput),
+            Some(_) if no_cache || !step.options.cache => Prediction::Run(RunReason::CacheOff),
+            Some(hashes) => match look_up(stack, &cache_key(step, &hashes).to_hex()).await? {
+                Lookup::Miss => Prediction::Run(RunReason::NoCachedResult),
+                Lookup::Gone(_) => Prediction::Run(RunReason::ArtifactsGone),
+                Lookup::Hit(hit) => {
+                    for o in &hit.outputs {
+                        known.insert((step.id.clone(), o.output.clone()), o.artifact.content_hash);
+                    }
+                    Prediction::Cached { step_run: hit.step_run }
+                }
+            },
+        };
+        out.push(prediction);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::plan::PlanStep;
+    use crate::step::StepOptions;
+
+    /// a -> b -> c, and d on its own.
+    fn plan() -> Plan {
+        let step = |id: &str, after: &[&str]| PlanStep {
+            id: id.into(),
+            step: id.into(),
+            code_hash: "0".into(),
+            version: None,
+            params: Default::default(),
+            inputs: Vec::new(),
+            after: after.iter().map(|a| a.to_string()).collect(),
+            outputs: Vec::new(),
+            options: StepOptions::default(),
+        };
+        Plan {
+            format: crate::plan::PLAN_FORMAT,
+            pipeline: "p".into(),
+            config: serde_json::Value::Null,
+            steps: vec![step("a", &[]), step("b", &["a"]), step("c", &["b"]), step("d", &[])],
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_is_done_only_when_nothing_can_run_any_more() {
+        use StepState::*;
+        let failed = |last| Failed { error: "boom".into(), last };
+        let p = plan();
+        assert_eq!(
+            outcome(&p, &[Succeeded, Succeeded, Succeeded, Succeeded]),
+            Outcome::Done { status: RunStatus::Completed, error: None, blocked: vec![] }
+        );
+        assert_eq!(outcome(&p, &[Succeeded, Running, NotStarted, Succeeded]), Outcome::Open, "b runs");
+        assert_eq!(outcome(&p, &[Succeeded, Succeeded, Succeeded, NotStarted]), Outcome::Open, "d can start");
+        assert_eq!(outcome(&p, &[failed(false), NotStarted, NotStarted, Succeeded]), Outcome::Open, "a is retried");
+        assert_eq!(
+            outcome(&p, &[failed(true), NotStarted, NotStarted, Succeeded]),
+            Outcome::Done {
+                status: RunStatus::Failed,
+                error: Some("step `a` failed: boom".into()),
+                blocked: vec![1, 2],
+            },
+            "what a failure blocks, transitively, is reported to be recorded as skipped"
+        );
+        assert_eq!(
+            outcome(&p, &[failed(true), NotStarted, NotStarted, NotStarted]),
+            Outcome::Open,
+            "d does not depend on a: it can still run"
+        );
+        assert_eq!(
+            outcome(&p, &[Succeeded, failed(true), Skipped, Succeeded]),
+            Outcome::Done { status: RunStatus::Failed, error: Some("step `b` failed: boom".into()), blocked: vec![] }
+        );
+    }
+
+    #[test]
+    fn run_names() {
+        assert_eq!(default_run_name("p", 86_400_000_000 + 3_723_000_000, "0-abcdef12"), "p-19700102-010203-21fedc");
+    }
+}
