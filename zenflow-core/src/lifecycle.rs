@@ -20,7 +20,15 @@ use std::collections::HashMap;
 /// Records a new run of `plan` on `stack` with `status` (`Running` for a
 /// run that starts now, `Pending` for one whose steps workers will run),
 /// after closing runs whose process died.
-pub async fn start_run(stack: &Stack, plan: Plan, options: &RunOptions, status: RunStatus) -> Result<RunRecord> {
+///
+/// With [`RunOptions::no_cache`], the recorded plan turns the cache off for
+/// every step, so that workers reading the run from the store run them too.
+pub async fn start_run(stack: &Stack, mut plan: Plan, options: &RunOptions, status: RunStatus) -> Result<RunRecord> {
+    if options.no_cache {
+        for step in &mut plan.steps {
+            step.options.cache = false;
+        }
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let started_at = metadata::now();
     let name = options.run_name.clone().unwrap_or_else(|| default_run_name(&plan.pipeline, started_at, &id));

@@ -198,7 +198,8 @@ mod unix {
     use std::fs::File;
     use std::io::{BufRead, BufReader, Write};
     use std::os::fd::{FromRawFd, RawFd};
-    use std::sync::{Mutex, PoisonError};
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::{Mutex, OnceLock, PoisonError};
     use std::time::{Duration, Instant};
 
     /// A copy of stderr as it was, while a capture runs.
@@ -217,10 +218,85 @@ mod unix {
         Ok(r)
     }
 
+    /// While a capture runs: per stream, the pipe's read end and a copy of
+    /// where the stream pointed, for [`on_crash`] (-1: none).
+    static DRAIN: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
+
+    /// The signals of a crash, whose handler passes on what the capture
+    /// still holds before the process dies.
+    const CRASH_SIGNALS: [libc::c_int; 5] = [libc::SIGABRT, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+
+    /// The handlers that were installed before ours, put back by [`on_crash`].
+    static PREVIOUS: OnceLock<Vec<(libc::c_int, libc::sigaction)>> = OnceLock::new();
+
+    /// Installs [`on_crash`] for the crash signals, once per process.
+    fn install_crash_handler() {
+        PREVIOUS.get_or_init(|| {
+            let mut previous = Vec::new();
+            for signal in CRASH_SIGNALS {
+                // SAFETY: sigaction with a zeroed, then filled, action whose
+                // handler only makes async-signal-safe calls.
+                unsafe {
+                    let mut action: libc::sigaction = std::mem::zeroed();
+                    action.sa_sigaction = on_crash as *const () as libc::sighandler_t;
+                    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                    libc::sigemptyset(&mut action.sa_mask);
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(signal, &action, &mut old) == 0 {
+                        previous.push((signal, old));
+                    }
+                }
+            }
+            previous
+        });
+    }
+
+    /// On a crash, a line the step printed just before it may still sit in
+    /// the capture's pipe, which dies with this process: copy what is there
+    /// to where the stream pointed (the orchestrator reads it), then let
+    /// the previous handler (or the default action) have the signal. Only
+    /// async-signal-safe calls (fcntl, read, write, sigaction, raise).
+    extern "C" fn on_crash(signal: libc::c_int, _info: *mut libc::siginfo_t, _context: *mut libc::c_void) {
+        let mut buf = [0u8; 4096];
+        for pair in DRAIN.chunks(2) {
+            let (read, out) = (pair[0].load(Ordering::Relaxed), pair[1].load(Ordering::Relaxed));
+            if read < 0 || out < 0 {
+                continue;
+            }
+            // SAFETY: descriptors this process owns while the capture runs;
+            // the buffer is on this handler's stack.
+            unsafe {
+                let flags = libc::fcntl(read, libc::F_GETFL);
+                libc::fcntl(read, libc::F_SETFL, flags | libc::O_NONBLOCK);
+                loop {
+                    let n = libc::read(read, buf.as_mut_ptr().cast(), buf.len());
+                    if n <= 0 {
+                        break;
+                    }
+                    libc::write(out, buf.as_ptr().cast(), n as usize);
+                }
+            }
+        }
+        if let Some(previous) = PREVIOUS.get() {
+            for (s, old) in previous {
+                if *s == signal {
+                    // SAFETY: puts back the action saved at install time,
+                    // then re-raises: it runs once this handler returns.
+                    unsafe {
+                        libc::sigaction(signal, old, std::ptr::null_mut());
+                        libc::raise(signal);
+                    }
+                }
+            }
+        }
+    }
+
     /// `fd` (1 or 2) pointed at a pipe whose reader keeps and forwards lines.
     struct Stream {
         fd: RawFd,
         saved: RawFd,
+        /// The pipe's read end (owned by the reader thread).
+        read: RawFd,
         reader: std::thread::JoinHandle<()>,
     }
 
@@ -241,6 +317,11 @@ mod unix {
             // is owned by the `File`.
             let copy = check(unsafe { libc::dup(redirect.streams[1].saved) }, "dup")?;
             *ORIGINAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner) = Some(unsafe { File::from_raw_fd(copy) });
+            for (i, s) in redirect.streams.iter().enumerate() {
+                DRAIN[2 * i].store(s.read, Ordering::Relaxed);
+                DRAIN[2 * i + 1].store(s.saved, Ordering::Relaxed);
+            }
+            install_crash_handler();
             Ok(redirect)
         }
 
@@ -252,6 +333,9 @@ mod unix {
             let _ = std::io::stdout().flush();
             let _ = std::io::stderr().flush();
             ORIGINAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner).take();
+            for d in &DRAIN {
+                d.store(-1, Ordering::Relaxed);
+            }
             let deadline = Instant::now() + Duration::from_millis(500);
             for s in self.streams.drain(..) {
                 // SAFETY: puts back the descriptor saved by `Stream::start`;
@@ -317,7 +401,7 @@ mod unix {
                 let reader = std::thread::Builder::new()
                     .name(format!("zenflow-{tag}"))
                     .spawn(move || forward(pipe, tee, tag, &step_run))?;
-                Ok(Stream { fd, saved, reader })
+                Ok(Stream { fd, saved, read, reader })
             }
         }
     }

@@ -567,6 +567,60 @@ impl StepRunner {
         ))
     }
 
+    /// Tells the observer that the step at `pos` is starting: what an
+    /// orchestrator that runs the step elsewhere calls as it launches it.
+    pub fn announce(&self, pos: usize) {
+        self.emit(RunEvent::StepStarted { invocation: &self.plan.steps[pos].id });
+    }
+
+    /// Records attempt `attempt` of the step at `pos`, which ran elsewhere
+    /// and ended without recording its result (its process died, its job
+    /// was stopped or lost), as failed for `error`, with `logs` (what the
+    /// orchestrator saw of its output). `running` is the record the attempt
+    /// left as running, if any: that record is closed rather than a second
+    /// one added. Returns the record written.
+    pub async fn record_failure(
+        &self,
+        pos: usize,
+        attempt: u32,
+        running: Option<&StepRunRecord>,
+        error: &str,
+        logs: Vec<String>,
+    ) -> Result<StepRunRecord> {
+        let step = &self.plan.steps[pos];
+        let now = metadata::now();
+        let mut record = match running {
+            Some(r) if r.status == StepStatus::Running => r.clone(),
+            _ => StepRunRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                run_id: self.run.id.clone(),
+                invocation: step.id.clone(),
+                step: step.step.clone(),
+                status: StepStatus::Running,
+                cache_key: None,
+                original_step_run: None,
+                started_at: now,
+                ended_at: None,
+                error: None,
+                attempts: 0,
+                logs: Vec::new(),
+                metadata: Default::default(),
+                checks: Vec::new(),
+                outputs: Vec::new(),
+                inputs: Vec::new(),
+            },
+        };
+        record.status = StepStatus::Failed;
+        record.error = Some(error.to_string());
+        record.ended_at = Some(now);
+        record.attempts = attempt;
+        record.logs.extend(logs);
+        record.outputs.clear();
+        let write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
+        self.stack.metadata().write_step_run(&write).await?;
+        Ok(write.step_run)
+    }
+
     /// Takes the result of a step that ran elsewhere (a child process, a job
     /// on a cluster) from its latest record, as if this runner had run it:
     /// what an orchestrator calls once the attempt has ended, so that
@@ -964,9 +1018,7 @@ impl StepRunner {
             };
             let outcome = match outcome {
                 Err(e) if attempt < last => {
-                    let delay = Duration::from_millis(
-                        step.options.retry_backoff_ms.saturating_mul(1u64 << (attempt - 1).min(16)),
-                    );
+                    let delay = step.options.backoff(attempt);
                     let line = format!("attempt {attempt} of {max_attempts} failed: {e}; retrying in {delay:?}");
                     tracing::warn!(target: logs::CONTEXT_TARGET, step = %step.id, "{line}");
                     capture.push(line);

@@ -118,6 +118,12 @@ impl StepOptions {
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
     }
+
+    /// How long to wait after failed attempt `attempt` (1-based) before the
+    /// next one: the backoff, doubled for each retry after the first.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        Duration::from_millis(self.retry_backoff_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(16)))
+    }
 }
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"` into milliseconds.

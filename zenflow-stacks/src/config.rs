@@ -57,6 +57,154 @@ struct OrchestratorTable {
     kind: String,
     #[serde(default)]
     parallelism: Option<usize>,
+    #[serde(default)]
+    program: Option<String>,
+    #[serde(default)]
+    fuse_chains: Option<bool>,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    pending_timeout: Option<String>,
+}
+
+/// Where a stack runs its steps.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OrchestratorConfig {
+    /// In this process (`"local"`).
+    Local {
+        /// Steps at once (default: the number of cores).
+        parallelism: Option<usize>,
+    },
+    /// Each step attempt as a child process (`kind = "subprocess"`).
+    Subprocess {
+        /// Attempts at once (default: the number of cores).
+        parallelism: Option<usize>,
+        /// The pipeline binary the children run (default: this program).
+        program: Option<PathBuf>,
+    },
+    /// Each step attempt as a job on a Ray cluster (`kind = "ray"`).
+    Ray(RayConfig),
+}
+
+/// Settings of the Ray orchestrator.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RayConfig {
+    /// The dashboard (Jobs API) address, `http://127.0.0.1:8265`.
+    pub address: String,
+    /// Jobs at once (Ray has no queue; default 8).
+    pub parallelism: Option<usize>,
+    /// The pipeline binary shipped to the cluster (default: this program).
+    pub program: Option<PathBuf>,
+    /// Run consecutive steps of a chain in one job.
+    pub fuse_chains: bool,
+    /// How long a job may wait for resources before its step fails.
+    pub pending_timeout: std::time::Duration,
+}
+
+impl OrchestratorConfig {
+    /// `local`, `subprocess` or `ray`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OrchestratorConfig::Local { .. } => "local",
+            OrchestratorConfig::Subprocess { .. } => "subprocess",
+            OrchestratorConfig::Ray(_) => "ray",
+        }
+    }
+}
+
+impl std::fmt::Display for OrchestratorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrchestratorConfig::Local { parallelism: Some(n) } => write!(f, "local (parallelism {n})"),
+            OrchestratorConfig::Local { parallelism: None } => write!(f, "local"),
+            OrchestratorConfig::Subprocess { parallelism, program } => {
+                write!(f, "subprocess")?;
+                if let Some(n) = parallelism {
+                    write!(f, " (parallelism {n})")?;
+                }
+                if let Some(p) = program {
+                    write!(f, ", program {}", p.display())?;
+                }
+                Ok(())
+            }
+            OrchestratorConfig::Ray(r) => {
+                write!(f, "ray at {} (parallelism {})", redact_url(&r.address), r.parallelism.unwrap_or(8))?;
+                if r.fuse_chains {
+                    write!(f, ", chains fused")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl OrchestratorTable {
+    /// Checks the table's settings against its kind.
+    fn resolve(self, stack: &str) -> Result<OrchestratorConfig> {
+        let allowed: &[&str] = match self.kind.as_str() {
+            "local" => &["parallelism"],
+            "subprocess" => &["parallelism", "program"],
+            "ray" => &["parallelism", "program", "fuse_chains", "address", "pending_timeout"],
+            other => {
+                return Err(usage(format!(
+                    "stack `{stack}`: unknown orchestrator `{other}`; use \"local\", \"subprocess\" or \"ray\""
+                )))
+            }
+        };
+        let set = [
+            ("parallelism", self.parallelism.is_some()),
+            ("program", self.program.is_some()),
+            ("fuse_chains", self.fuse_chains.is_some()),
+            ("address", self.address.is_some()),
+            ("pending_timeout", self.pending_timeout.is_some()),
+        ];
+        if let Some((name, _)) = set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
+            return Err(usage(format!(
+                "stack `{stack}`: `{name}` is not a setting of the {} orchestrator (it takes: {})",
+                self.kind,
+                allowed.join(", ")
+            )));
+        }
+        if self.parallelism == Some(0) {
+            return Err(usage(format!("stack `{stack}`: orchestrator `parallelism` must be at least 1")));
+        }
+        let program = self.program.map(PathBuf::from);
+        Ok(match self.kind.as_str() {
+            "local" => OrchestratorConfig::Local { parallelism: self.parallelism },
+            "subprocess" => OrchestratorConfig::Subprocess { parallelism: self.parallelism, program },
+            _ => {
+                let Some(address) = self.address else {
+                    return Err(usage(format!(
+                        "stack `{stack}`: the ray orchestrator needs `address`, the Ray dashboard's URL \
+                         (e.g. \"http://127.0.0.1:8265\")"
+                    )));
+                };
+                if !(address.starts_with("http://") || address.starts_with("https://")) {
+                    return Err(usage(format!(
+                        "stack `{stack}`: ray `address` `{}` must be an http:// or https:// URL of the Ray dashboard",
+                        redact_url(&address)
+                    )));
+                }
+                let pending_timeout = match self.pending_timeout.as_deref() {
+                    None => std::time::Duration::from_secs(15 * 60),
+                    Some(t) => zenflow_core::step::parse_duration_ms(t)
+                        .map(std::time::Duration::from_millis)
+                        .ok_or_else(|| {
+                            usage(format!(
+                                "stack `{stack}`: ray `pending_timeout` `{t}` is not a duration such as \"15m\""
+                            ))
+                        })?,
+                };
+                OrchestratorConfig::Ray(RayConfig {
+                    address,
+                    parallelism: self.parallelism,
+                    program,
+                    fuse_chains: self.fuse_chains.unwrap_or(false),
+                    pending_timeout,
+                })
+            }
+        })
+    }
 }
 
 /// Settings of an artifact store.
@@ -155,10 +303,8 @@ struct StackFile {
 pub struct StackConfig {
     /// Stack name.
     pub name: String,
-    /// Orchestrator kind (`local`).
-    pub orchestrator: String,
-    /// Parallelism of the local orchestrator.
-    pub parallelism: Option<usize>,
+    /// Where steps run.
+    pub orchestrator: OrchestratorConfig,
     /// The artifact store.
     pub artifact_store: ArtifactStoreConfig,
     /// The metadata store.
@@ -221,8 +367,7 @@ impl Stacks {
             if name == "local" {
                 return Ok(StackConfig {
                     name: "local".into(),
-                    orchestrator: "local".into(),
-                    parallelism: None,
+                    orchestrator: OrchestratorConfig::Local { parallelism: None },
                     artifact_store: ArtifactStoreConfig {
                         url: "file://.zenflow/artifacts".into(),
                         ..Default::default()
@@ -241,16 +386,11 @@ impl Stacks {
         let table: StackTable = value
             .try_into()
             .map_err(|e: toml::de::Error| usage(format!("stack `{name}` in {}: {}", self.file_name(), e.message())))?;
-        let (orchestrator, parallelism) = match table.orchestrator {
-            None => ("local".to_string(), None),
-            Some(Decl::Url(kind)) => (kind, None),
-            Some(Decl::Table(t)) => (t.kind, t.parallelism),
+        let orchestrator = match table.orchestrator {
+            None => OrchestratorConfig::Local { parallelism: None },
+            Some(Decl::Url(kind)) => OrchestratorTable { kind, ..Default::default() }.resolve(name)?,
+            Some(Decl::Table(t)) => t.resolve(name)?,
         };
-        if orchestrator != "local" {
-            return Err(usage(format!(
-                "stack `{name}`: unknown orchestrator `{orchestrator}`; this build of zenflow has: local"
-            )));
-        }
         let artifact_store = match table.artifact_store {
             Decl::Url(url) => ArtifactStoreConfig { url, ..Default::default() },
             Decl::Table(t) => t,
@@ -284,7 +424,6 @@ impl Stacks {
         Ok(StackConfig {
             name: name.into(),
             orchestrator,
-            parallelism,
             artifact_store,
             metadata_store,
             extras,
@@ -304,14 +443,41 @@ impl Stacks {
         let context = |component: &str, e: Error| usage(format!("stack `{name}`, {component}: {e}"));
         let artifacts = self.open_artifacts(&config).map_err(|e| context("artifact store", e))?;
         let metadata = self.open_metadata(&config).map_err(|e| context("metadata store", e))?;
-        let orchestrator = Arc::new(match config.parallelism {
-            Some(n) => LocalOrchestrator::new(n),
-            None => LocalOrchestrator::default(),
-        });
+        let orchestrator = self.open_orchestrator(&config).map_err(|e| context("orchestrator", e))?;
         Ok(Stack::new(name, orchestrator, artifacts, metadata)
             .with_project_root(&self.root)
             .with_inline_limit(config.inline_limit)
             .with_protected_aliases(config.protected_aliases.clone()))
+    }
+
+    /// Builds the orchestrator of a stack.
+    pub fn open_orchestrator(&self, config: &StackConfig) -> Result<Arc<dyn zenflow_core::Orchestrator>> {
+        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+        let program = |p: &Option<PathBuf>| -> Result<crate::orchestrator::Subprocess> {
+            match p {
+                Some(p) => Ok(crate::orchestrator::Subprocess::new(self.resolve(&p.to_string_lossy()), &self.root)),
+                None => crate::orchestrator::Subprocess::current_exe(&self.root),
+            }
+        };
+        Ok(match &config.orchestrator {
+            OrchestratorConfig::Local { parallelism } => {
+                Arc::new(parallelism.map_or_else(LocalOrchestrator::default, LocalOrchestrator::new))
+            }
+            OrchestratorConfig::Subprocess { parallelism, program: p } => Arc::new(
+                crate::orchestrator::SubprocessOrchestrator::new(program(p)?, parallelism.unwrap_or_else(cores)),
+            ),
+            OrchestratorConfig::Ray(ray) => {
+                #[cfg(feature = "ray")]
+                return Ok(Arc::new(crate::orchestrator::RayOrchestrator::open(ray, &self.root)?));
+                #[cfg(not(feature = "ray"))]
+                {
+                    let _ = ray;
+                    return Err(usage(
+                        "this binary was built without Ray support: enable the `ray` feature of zenflow",
+                    ));
+                }
+            }
+        })
     }
 
     /// Opens only the artifact store of a stack.
@@ -374,13 +540,7 @@ impl StackConfig {
     pub fn describe(&self) -> Vec<(String, String)> {
         let mut out = vec![
             ("stack".to_string(), self.name.clone()),
-            (
-                "orchestrator".into(),
-                match self.parallelism {
-                    Some(n) => format!("{} (parallelism {n})", self.orchestrator),
-                    None => self.orchestrator.clone(),
-                },
-            ),
+            ("orchestrator".into(), self.orchestrator.to_string()),
             ("artifact store".into(), redact_url(&self.artifact_store.url)),
         ];
         let a = &self.artifact_store;
@@ -566,7 +726,7 @@ mod tests {
         let stacks = Stacks::load(&dir).unwrap();
         assert_eq!(stacks.names(), ["local", "bad", "ci"]);
         let ci = stacks.config("ci").unwrap();
-        assert_eq!(ci.parallelism, Some(3));
+        assert_eq!(ci.orchestrator, OrchestratorConfig::Local { parallelism: Some(3) });
         assert_eq!(ci.extras, ["deployer"]);
         assert_eq!(ci.durability, crate::artifact_store::Durability::Relaxed);
         assert_eq!(ci.inline_limit, 0);

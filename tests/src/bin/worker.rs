@@ -13,7 +13,7 @@ use zenflow::prelude::*;
 struct Work {
     /// How long `slow` sleeps, in milliseconds.
     slow_ms: u64,
-    /// `abort`, `segfault` or `kill`: adds a `crash` step that dies so.
+    /// `abort`, `segfault`, `kill` or `stop`: adds a `crash` step that dies so.
     crash: Option<String>,
     /// Lines `loud` prints (0: none).
     lines: u32,
@@ -73,14 +73,20 @@ fn loud(#[param] n: u32) -> u32 {
 }
 
 /// Dies as asked.
-#[step]
+#[step(timeout = "200ms")]
 fn crash(#[param] how: String) -> u32 {
     eprintln!("about to {how}");
     match how.as_str() {
         "abort" => std::process::abort(),
-        // SAFETY: deliberately not: the point is the signal.
-        "segfault" => unsafe { libc_raise(11) },
+        // SAFETY: deliberately not: an invalid memory access, as a real
+        // segfault is (a raised SIGSEGV is not one: its handler returns).
+        "segfault" => unsafe {
+            std::ptr::dangling_mut::<u32>().write_volatile(1);
+            0
+        },
         "kill" => unsafe { libc_raise(9) },
+        // Stopped, every thread with it: only a deadline from outside ends it.
+        "stop" => unsafe { libc_raise(19) },
         _ => 0,
     }
 }

@@ -492,7 +492,7 @@ fn stacks(cmd: StacksCommand) -> CliResult {
                     Ok(c) => println!(
                         "{:<12} {:<10} {:<48} {}",
                         name,
-                        c.orchestrator,
+                        c.orchestrator.kind(),
                         zenflow_stacks::config::redact_url(&c.artifact_store.url),
                         zenflow_stacks::config::redact_url(&c.metadata_store.url)
                     ),
@@ -548,7 +548,7 @@ fn stacks(cmd: StacksCommand) -> CliResult {
                 Err(e) => Err(e.to_string()),
             };
             report("artifact store", artifact_result);
-            report("orchestrator", Ok(config.orchestrator.clone()));
+            report("orchestrator", Ok(config.orchestrator.to_string()));
             Ok(if ok { exit::SUCCESS } else { exit::STEP_FAILED })
         }
     }
