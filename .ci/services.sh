@@ -9,6 +9,10 @@
 #   svc_init                 # a temporary folder; stops everything on exit
 #   svc_postgres             # ZENFLOW_TEST_POSTGRES_URL, ..._TLS_URL, ..._CA, ..._OTHER_CA
 #   svc_s3                   # ZENFLOW_TEST_S3_ENDPOINT, _BUCKET, _ACCESS_KEY, _SECRET_KEY
+#   svc_ray                  # ZENFLOW_TEST_RAY_ADDRESS, ZENFLOW_TEST_RAY_CTL (stop/start the head)
+#
+# Start Ray last: its jobs inherit the head's environment, which is how
+# workers get the store credentials the others exported.
 
 SVC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SVC_TOOLS="$SVC_ROOT/target/ci-tools"
@@ -40,6 +44,11 @@ svc_stop_all() {
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     done
     SVC_PIDS=()
+    # The Ray head may have been restarted by a test: stop the one running now.
+    if [ -n "${SVC_RAY_CTL:-}" ] && [ -x "$SVC_RAY_CTL" ]; then
+        "$SVC_RAY_CTL" stop || true
+        SVC_RAY_CTL=""
+    fi
     [ -n "${SVC_WORK:-}" ] && rm -rf "$SVC_WORK"
 }
 
@@ -99,6 +108,7 @@ svc_postgres() {
     runuser -u postgres -- psql -q -h "$pg" -p "$port" -U postgres \
         -c "ALTER USER postgres PASSWORD '$password'" \
         -c "CREATE ROLE tls_only LOGIN CREATEDB PASSWORD '$password'" >/dev/null
+    export ZENFLOW_TEST_POSTGRES_PASSWORD="$password"
     export ZENFLOW_TEST_POSTGRES_URL="postgres://postgres:$password@127.0.0.1:$port/postgres"
     export ZENFLOW_TEST_POSTGRES_TLS_URL="postgres://tls_only:$password@localhost:$port/postgres"
     export ZENFLOW_TEST_POSTGRES_CA="$pg/ca.pem"
@@ -126,4 +136,65 @@ svc_s3() {
     export ZENFLOW_TEST_S3_ACCESS_KEY="$key"
     export ZENFLOW_TEST_S3_SECRET_KEY="$secret"
     echo "s3s-fs on 127.0.0.1:$port"
+}
+
+# A Ray head from PyPI (ray[default], pinned) in a virtualenv under
+# target/ci-tools, bound to 127.0.0.1, with 2 CPUs. The head is driven
+# through a small control script (stop by PID, start again) that tests use
+# to stop it mid-run; svc_stop_all stops whichever head runs at the end.
+svc_ray() {
+    local port=${1:-8265}
+    local venv="$SVC_TOOLS/ray-venv"
+    if [ ! -x "$venv/bin/ray" ]; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check 'ray[default]==2.60.0' >/dev/null
+    fi
+    local dir="$SVC_WORK/ray"
+    mkdir -p "$dir"
+    SVC_RAY_CTL="$SVC_WORK/ray-ctl"
+    cat >"$SVC_RAY_CTL" <<CTL
+#!/usr/bin/env bash
+# stop | start: the Ray head of this CI run, by its PID.
+set -euo pipefail
+export RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+case "\$1" in
+start)
+    setsid "$venv/bin/ray" start --head --block --node-ip-address=127.0.0.1 --port=6380 \\
+        --dashboard-host=127.0.0.1 --dashboard-port=$port --num-cpus=2 --include-dashboard=true \\
+        --temp-dir="$dir" --disable-usage-stats >>"$dir/head.log" 2>&1 &
+    echo \$! >"$dir/head.pid"
+    for _ in \$(seq 1 600); do
+        curl -sf "http://127.0.0.1:$port/api/version" >/dev/null && exit 0
+        sleep 0.1
+    done
+    echo "the Ray head did not answer on 127.0.0.1:$port within 60 s; see $dir/head.log" >&2
+    exit 1
+    ;;
+stop)
+    [ -f "$dir/head.pid" ] || exit 0
+    pid=\$(cat "$dir/head.pid")
+    kill -TERM -- "-\$pid" 2>/dev/null || kill -TERM "\$pid" 2>/dev/null || true
+    for _ in \$(seq 1 150); do
+        kill -0 "\$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-\$pid" 2>/dev/null || true
+    rm -f "$dir/head.pid"
+    ;;
+esac
+CTL
+    chmod +x "$SVC_RAY_CTL"
+    "$SVC_RAY_CTL" start
+    export ZENFLOW_TEST_RAY_ADDRESS="http://127.0.0.1:$port"
+    export ZENFLOW_TEST_RAY_CTL="$SVC_RAY_CTL"
+    # Every listening socket of the head on 127.0.0.1 only.
+    if command -v ss >/dev/null; then
+        local pids
+        pids=$(pgrep -g "$(cat "$dir/head.pid")" | paste -sd'|' || true)
+        if ss -ltnpH 2>/dev/null | grep -E "pid=($pids)," | awk '{print $4}' | grep -vE '^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]):' ; then
+            echo "a Ray socket listens beyond 127.0.0.1 (above)" >&2
+            return 1
+        fi
+    fi
+    echo "Ray $("$venv/bin/ray" --version | awk '{print $3}') head on 127.0.0.1:$port"
 }

@@ -65,6 +65,8 @@ struct OrchestratorTable {
     address: Option<String>,
     #[serde(default)]
     pending_timeout: Option<String>,
+    #[serde(default)]
+    unreachable_after: Option<String>,
 }
 
 /// Where a stack runs its steps.
@@ -99,6 +101,9 @@ pub struct RayConfig {
     pub fuse_chains: bool,
     /// How long a job may wait for resources before its step fails.
     pub pending_timeout: std::time::Duration,
+    /// How long the head may be unreachable while a job runs before its
+    /// step fails.
+    pub unreachable_after: std::time::Duration,
 }
 
 impl OrchestratorConfig {
@@ -144,7 +149,7 @@ impl OrchestratorTable {
         let allowed: &[&str] = match self.kind.as_str() {
             "local" => &["parallelism"],
             "subprocess" => &["parallelism", "program"],
-            "ray" => &["parallelism", "program", "fuse_chains", "address", "pending_timeout"],
+            "ray" => &["parallelism", "program", "fuse_chains", "address", "pending_timeout", "unreachable_after"],
             other => {
                 return Err(usage(format!(
                     "stack `{stack}`: unknown orchestrator `{other}`; use \"local\", \"subprocess\" or \"ray\""
@@ -157,6 +162,7 @@ impl OrchestratorTable {
             ("fuse_chains", self.fuse_chains.is_some()),
             ("address", self.address.is_some()),
             ("pending_timeout", self.pending_timeout.is_some()),
+            ("unreachable_after", self.unreachable_after.is_some()),
         ];
         if let Some((name, _)) = set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
             return Err(usage(format!(
@@ -185,22 +191,25 @@ impl OrchestratorTable {
                         redact_url(&address)
                     )));
                 }
-                let pending_timeout = match self.pending_timeout.as_deref() {
-                    None => std::time::Duration::from_secs(15 * 60),
+                let duration = |name: &str, value: Option<&str>, default: u64| match value {
+                    None => Ok(std::time::Duration::from_secs(default)),
                     Some(t) => zenflow_core::step::parse_duration_ms(t)
                         .map(std::time::Duration::from_millis)
                         .ok_or_else(|| {
                             usage(format!(
-                                "stack `{stack}`: ray `pending_timeout` `{t}` is not a duration such as \"15m\""
+                                "stack `{stack}`: ray `{name}` `{t}` is not a duration such as \"15m\" or \"30s\""
                             ))
-                        })?,
+                        }),
                 };
+                let pending_timeout = duration("pending_timeout", self.pending_timeout.as_deref(), 15 * 60)?;
+                let unreachable_after = duration("unreachable_after", self.unreachable_after.as_deref(), 30)?;
                 OrchestratorConfig::Ray(RayConfig {
                     address,
                     parallelism: self.parallelism,
                     program,
                     fuse_chains: self.fuse_chains.unwrap_or(false),
                     pending_timeout,
+                    unreachable_after,
                 })
             }
         })

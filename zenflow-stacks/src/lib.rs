@@ -21,3 +21,14 @@ pub use artifact_store::{Durability, ObjectArtifactStore};
 pub use local::{local_stack, local_stack_at, project_root};
 pub use metadata::SqliteMetadataStore;
 pub use orchestrator::LocalOrchestrator;
+
+/// rustls needs a process-wide crypto provider; zenflow uses ring (already
+/// in the tree for the GitHub client).
+#[cfg(any(feature = "s3", feature = "ray"))]
+pub(crate) fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Another library may have installed one already: that is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -8,16 +8,6 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
 
-/// rustls needs a process-wide crypto provider; zenflow uses ring (already
-/// in the tree for the GitHub client).
-#[cfg(feature = "s3")]
-fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Another library may have installed one already: that is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
 use futures::StreamExt;
 use zenflow_core::artifact_store::{
     object_key, put_in_two_passes, put_written, ArtifactStore, ByteStream, StoreError, WriteFn,
@@ -90,7 +80,7 @@ impl ObjectArtifactStore {
     #[cfg(feature = "s3")]
     pub fn s3(config: &crate::config::ArtifactStoreConfig) -> Result<Self, StoreError> {
         use object_store::aws::AmazonS3Builder;
-        install_crypto_provider();
+        crate::install_crypto_provider();
         let backend = |message: String| StoreError::Backend { store: config.url.clone(), message };
         let rest = config.url.strip_prefix("s3://").ok_or_else(|| backend("not an s3:// URL".into()))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::task::JoinSet;
 use zenflow_core::metadata::{StepRunRecord, StepStatus};
 use zenflow_core::plan::PlanStep;
 use zenflow_core::runner::PERMANENT_KEY;
@@ -112,7 +113,7 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
 /// An [`Orchestrator`] that runs each step attempt through a [`Launcher`].
 #[derive(Debug)]
 pub struct ExternalOrchestrator<L> {
-    launcher: L,
+    launcher: Arc<L>,
     parallelism: usize,
     fuse_chains: bool,
 }
@@ -120,7 +121,7 @@ pub struct ExternalOrchestrator<L> {
 impl<L: Launcher> ExternalOrchestrator<L> {
     /// At most `parallelism` attempts at once (at least 1).
     pub fn new(launcher: L, parallelism: usize) -> Self {
-        ExternalOrchestrator { launcher, parallelism: parallelism.max(1), fuse_chains: false }
+        ExternalOrchestrator { launcher: Arc::new(launcher), parallelism: parallelism.max(1), fuse_chains: false }
     }
 
     /// Runs consecutive steps of a chain (each the only dependent of the
@@ -251,10 +252,10 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
         let waiting: Vec<usize> = unit_deps.iter().map(Vec::len).collect();
         let ready = (0..units.len()).filter(|&u| waiting[u] == 0).collect();
         let schedule = Mutex::new(Schedule { waiting, ready, first_error: None });
-        let launcher: &L = &self.launcher;
-        // Futures of this task, not spawned tasks: they borrow the launcher,
-        // and the engine does the work (they only wait on it).
-        let mut running = futures::stream::FuturesUnordered::new();
+        // Tasks, not futures polled by this one: a unit must make progress
+        // (and release what it holds in the store) while this task awaits
+        // the store itself.
+        let mut running: JoinSet<(usize, Result<bool, Error>)> = JoinSet::new();
         loop {
             {
                 let mut s = lock(&schedule);
@@ -262,13 +263,22 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
                     let Some(u) = s.ready.pop_front() else { break };
                     let runner = runner.clone();
                     let steps = units[u].clone();
-                    running.push(async move { (u, run_unit(launcher, &runner, &steps).await) });
+                    let launcher = self.launcher.clone();
+                    running.spawn(async move { (u, run_unit(&*launcher, &runner, &steps).await) });
                 }
             }
-            if running.is_empty() {
-                break;
-            }
-            let Some((u, outcome)) = futures::StreamExt::next(&mut running).await else { break };
+            let Some(joined) = running.join_next().await else { break };
+            let (u, outcome) = match joined {
+                Ok(done) => done,
+                Err(e) => {
+                    // A bug (a panic in the driver): what that unit would
+                    // have run next never starts.
+                    lock(&schedule)
+                        .first_error
+                        .get_or_insert(Error::usage(format!("a task of the {} orchestrator failed: {e}", self.name())));
+                    continue;
+                }
+            };
             let succeeded = match outcome {
                 Ok(ok) => ok,
                 Err(e) => {
