@@ -139,7 +139,8 @@ svc_s3() {
 }
 
 # A Ray head from PyPI (ray[default], pinned) in a virtualenv under
-# target/ci-tools, bound to 127.0.0.1, with 2 CPUs. The head is driven
+# target/ci-tools, bound to 127.0.0.1, with 2 CPUs. Its fixed ports follow
+# the dashboard's (8265: GCS 6380, client 10001, agent 52365). The head is driven
 # through a small control script (stop by PID, start again) that tests use
 # to stop it mid-run; svc_stop_all stops whichever head runs at the end.
 svc_ray() {
@@ -159,7 +160,8 @@ set -euo pipefail
 export RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 case "\$1" in
 start)
-    setsid "$venv/bin/ray" start --head --block --node-ip-address=127.0.0.1 --port=6380 \\
+    setsid "$venv/bin/ray" start --head --block --node-ip-address=127.0.0.1 --port=$((port - 1885)) \\
+        --ray-client-server-port=$((port + 1736)) --dashboard-agent-listen-port=$((port + 44100)) \\
         --dashboard-host=127.0.0.1 --dashboard-port=$port --num-cpus=2 --include-dashboard=true \\
         --temp-dir="$dir" --disable-usage-stats >>"$dir/head.log" 2>&1 &
     echo \$! >"$dir/head.pid"

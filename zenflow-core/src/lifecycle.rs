@@ -174,6 +174,72 @@ pub async fn close_if_done(stack: &Stack, run_id: &str) -> Result<Option<RunStat
     Ok(Some(status))
 }
 
+/// Closes a run that its engine has finished with (what Argo's exit
+/// handler calls): a step still recorded as running lost its process, and
+/// one that never started never will. They are recorded as failed and as
+/// skipped, saying so, and the run gets its final status, which is
+/// returned. `engine` names who ended it, for those records.
+pub async fn close_ended(stack: &Stack, run_id: &str, engine: &str) -> Result<RunStatus> {
+    let runner = StepRunner::attach(stack.clone(), run_id, RunOptions::default()).await?;
+    if matches!(runner.run().status, RunStatus::Completed | RunStatus::Failed) {
+        return Ok(runner.run().status);
+    }
+    let plan = runner.plan().clone();
+    let records = stack.metadata().step_runs(&runner.run().id).await?;
+    let mut states = states_from_records(&plan, &records);
+    for (pos, step) in plan.steps.iter().enumerate() {
+        let latest = records.iter().rev().find(|r| r.invocation == step.id);
+        match (&states[pos], latest) {
+            (StepState::Running, Some(r)) => {
+                let error = format!(
+                    "{engine} ended while the step was recorded as running: its process died without recording a result"
+                );
+                let attempt = r
+                    .metadata
+                    .get(crate::runner::WORKER_KEY)
+                    .and_then(|w| w["attempt"].as_u64())
+                    .map_or(r.attempts.max(1), |a| a as u32);
+                runner.record_failure(pos, attempt, Some(r), &error, Vec::new()).await?;
+                states[pos] = StepState::Failed { error, last: true };
+            }
+            // The engine will not retry it any more.
+            (StepState::Failed { error, .. }, _) => {
+                states[pos] = StepState::Failed { error: error.clone(), last: true }
+            }
+            _ => {}
+        }
+    }
+    let blocked = match outcome(&plan, &states) {
+        Outcome::Done { blocked, .. } => blocked,
+        Outcome::Open => Vec::new(),
+    };
+    for (pos, state) in states.iter_mut().enumerate() {
+        if *state == StepState::NotStarted {
+            let reason = if blocked.contains(&pos) {
+                "an upstream step failed".to_string()
+            } else {
+                format!("{engine} ended before it ran the step")
+            };
+            runner.skip(pos, &reason).await?;
+            *state = StepState::Skipped;
+        }
+    }
+    let (status, error) = match outcome(&plan, &states) {
+        Outcome::Done { status, error, .. } => (status, error),
+        Outcome::Open => (RunStatus::Failed, Some(format!("{engine} ended with steps left to run"))),
+    };
+    let error = match (status, error) {
+        (RunStatus::Completed, None) if states.contains(&StepState::Skipped) => {
+            Some(format!("{engine} ended before every step ran"))
+        }
+        (_, e) => e,
+    };
+    let status = if error.is_some() { RunStatus::Failed } else { status };
+    stack.metadata().set_run_status(&runner.run().id, status, error.as_deref(), Some(metadata::now())).await?;
+    stack.metadata().flush().await?;
+    Ok(status)
+}
+
 /// What the cache holds for a cache key.
 #[derive(Debug)]
 pub enum Lookup {

@@ -425,6 +425,11 @@ impl StepRunner {
         }
 
         self.stack.metadata().write_step_run(&write).await?;
+        if self.verify_code {
+            // A worker: whoever watches it (its orchestrator, an engine's
+            // exit handler) must see that it runs, even if it dies mid-step.
+            self.stack.metadata().flush().await?;
+        }
         let model_versions: std::collections::BTreeMap<String, Option<i64>> =
             models.iter().map(|(input, resolved)| (input.clone(), resolved["version"].as_i64())).collect();
         let execution = match self.load_inputs(step, &inputs).await {

@@ -291,6 +291,9 @@ struct StackTable {
     /// Aliases that move only with a run whose quality gate passed.
     #[serde(default)]
     protected_aliases: Vec<String>,
+    /// The container image of the pipeline binary (`dag --format argo`).
+    #[serde(default)]
+    image: Option<String>,
     artifact_store: Decl<ArtifactStoreConfig>,
     metadata_store: Decl<MetadataStoreConfig>,
     /// Later components, accepted so that files can declare them already.
@@ -326,6 +329,8 @@ pub struct StackConfig {
     pub inline_limit: usize,
     /// Aliases that move only with a run whose quality gate passed (or forced).
     pub protected_aliases: Vec<String>,
+    /// The container image of the pipeline binary, for Kubernetes workflows.
+    pub image: Option<String>,
 }
 
 /// The stacks of a project.
@@ -386,6 +391,7 @@ impl Stacks {
                     durability: Default::default(),
                     inline_limit: zenflow_core::stack::DEFAULT_INLINE_LIMIT,
                     protected_aliases: Vec::new(),
+                    image: None,
                 });
             }
             return Err(usage(format!("unknown stack `{name}`; available stacks: {}", self.names().join(", "))));
@@ -439,7 +445,45 @@ impl Stacks {
             durability,
             inline_limit,
             protected_aliases: table.protected_aliases,
+            image: table.image,
         })
+    }
+
+    /// The environment variables stack `name` references (`${VAR}`), each
+    /// with whether it has a default: what a worker's environment must
+    /// provide (for Kubernetes, from a secret).
+    pub fn references(&self, name: &str) -> Result<Vec<(String, bool)>> {
+        fn walk(value: &toml::Value, stack: &str, at: &str, out: &mut Vec<(String, bool)>) -> Result<()> {
+            match value {
+                toml::Value::String(s) => {
+                    expand_with(s, stack, at, |var, default| {
+                        if !out.iter().any(|(v, _)| v == var) {
+                            out.push((var.to_string(), default.is_some()));
+                        }
+                        Some("-".into())
+                    })?;
+                }
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        walk(v, stack, &if at.is_empty() { k.clone() } else { format!("{at}.{k}") }, out)?;
+                    }
+                }
+                toml::Value::Array(a) => {
+                    for v in a {
+                        walk(v, stack, at, out)?;
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        if let Some(raw) = self.raw.get(name) {
+            walk(raw, name, "", &mut out)?;
+        } else {
+            self.config(name)?;
+        }
+        Ok(out)
     }
 
     fn file_name(&self) -> String {
@@ -636,10 +680,17 @@ fn substitute(value: &mut toml::Value, stack: &str, at: &str) -> Result<()> {
 }
 
 fn expand(s: &str, stack: &str, at: &str) -> Result<String> {
-    expand_with(s, stack, at, |k| std::env::var(k).ok())
+    expand_with(s, stack, at, |k, _| std::env::var(k).ok())
 }
 
-fn expand_with(s: &str, stack: &str, at: &str, get: impl Fn(&str) -> Option<String>) -> Result<String> {
+/// Expands the `${VAR}` references of `s`; `get` is given each variable's
+/// name and default.
+fn expand_with(
+    s: &str,
+    stack: &str,
+    at: &str,
+    mut get: impl FnMut(&str, Option<&str>) -> Option<String>,
+) -> Result<String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -664,7 +715,7 @@ fn expand_with(s: &str, stack: &str, at: &str, get: impl Fn(&str) -> Option<Stri
         if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(usage(format!("stack `{stack}`, `{at}`: `${{{inner}}}` is not a variable reference")));
         }
-        match (get(var).filter(|v| !v.is_empty()), default) {
+        match (get(var, default).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
@@ -694,7 +745,7 @@ mod tests {
 
     #[test]
     fn variables_defaults_and_errors() {
-        let x = |s: &str| expand_with(s, "staging", "metadata_store", env);
+        let x = |s: &str| expand_with(s, "staging", "metadata_store", |k, _| env(k));
         assert_eq!(x("pg://${HOST}:5432").unwrap(), "pg://db.internal:5432");
         assert_eq!(x("${MISSING:-127.0.0.1}").unwrap(), "127.0.0.1");
         assert_eq!(x("${EMPTY:-fallback}").unwrap(), "fallback");

@@ -7,6 +7,12 @@
 //! `--durability relaxed` measures the opt-in mode whose local stores skip
 //! fsync (see `zenflow_stacks::config`).
 //!
+//! `W8` runs W1_10 and W2 on a Ray head through the Ray orchestrator
+//! (PostgreSQL + S3 stores), beside bare jobs (`true`) submitted through the
+//! same Jobs API, alternating, and W1_10 again with `fuse_chains = true`.
+//! It takes the head from `ZENFLOW_BENCH_RAY_ADDRESS` and the stores as W7
+//! does; `bash benches/w8.sh` starts all three when they are missing.
+//!
 //! `W7` runs W1_50, W2 and W4 on the staging stack (PostgreSQL metadata, S3
 //! artifacts) and, alternating with it, on the local stack, and times one
 //! PostgreSQL commit round trip. It takes the servers from
@@ -30,10 +36,14 @@ use zenflow::{Pipeline, RunOptions};
 const WORKLOADS: [&str; 8] = ["W1_10", "W1_50", "W2", "W3", "W4", "W5", "W6_plan", "W6_chain"];
 
 /// Workloads that need servers, run only when asked for.
-const ON_SERVERS: [&str; 1] = ["W7"];
+const ON_SERVERS: [&str; 2] = ["W7", "W8"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // W8 ships this binary to Ray: its jobs run steps through the entrypoint.
+    if args.get(1).map(String::as_str) == Some("step-entrypoint") {
+        return zenflow::cli::main(chain);
+    }
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let repeats: usize = value("--repeats").and_then(|r| r.parse().ok()).unwrap_or(5).max(1);
     let durability = match value("--durability").as_deref() {
@@ -157,6 +167,9 @@ fn run<P: Pipeline>(p: &P, stack: &zenflow::Stack, cfg: &P::Config, options: Run
 fn child(w: &str, repeats: usize, durability: zenflow::stacks::Durability) -> Result<String, String> {
     if w == "W7" {
         return staging::w7(repeats);
+    }
+    if w == "W8" {
+        return on_ray::w8(repeats);
     }
     let (_dir, stack) = benches::fresh_stack_with(durability);
     Ok(match w {
@@ -292,6 +305,157 @@ fn child(w: &str, repeats: usize, durability: zenflow::stacks::Durability) -> Re
     })
 }
 
+/// W8: W1_10 and W2 on a Ray head through the Ray orchestrator, beside a
+/// bare job (`true`) submitted through the same Jobs API, in one run.
+mod on_ray {
+    use super::*;
+    use zenflow::stacks::orchestrator::ray::api::{JobStatus, JobsApi, Submission};
+
+    fn var(name: &str) -> Result<String, String> {
+        std::env::var(name)
+            .map_err(|_| format!("{name} is not set: run `bash benches/w8.sh`, which starts the servers"))
+    }
+
+    /// A project whose `ray` and `ray_fused` stacks run on the head, with a
+    /// fresh database each and one S3 prefix.
+    fn project(rt: &tokio::runtime::Runtime) -> Result<tempfile::TempDir, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let address = var("ZENFLOW_BENCH_RAY_ADDRESS")?;
+        let mut toml = String::new();
+        for (n, (name, fuse)) in [("ray", false), ("ray_fused", true)].into_iter().enumerate() {
+            let db = staging::fresh_database(rt, 100 + n)?;
+            toml.push_str(&format!(
+                "[stacks.{name}]\norchestrator = {{ kind = \"ray\", address = \"{address}\", parallelism = 8, \
+                 fuse_chains = {fuse} }}\nmetadata_store = \"{db}\"\n[stacks.{name}.artifact_store]\n\
+                 url = \"s3://{bucket}/bench-ray-{pid}-{n}\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+                 access_key_id = \"{key}\"\nsecret_access_key = \"{secret}\"\nallow_http = true\n\n",
+                bucket = var("ZENFLOW_BENCH_S3_BUCKET")?,
+                pid = std::process::id(),
+                endpoint = var("ZENFLOW_BENCH_S3_ENDPOINT")?,
+                key = var("ZENFLOW_BENCH_S3_ACCESS_KEY")?,
+                secret = var("ZENFLOW_BENCH_S3_SECRET_KEY")?,
+            ));
+        }
+        std::fs::write(dir.path().join("zenflow.toml"), toml).map_err(|e| e.to_string())?;
+        Ok(dir)
+    }
+
+    /// `n` bare jobs (`true`, one CPU each) submitted at once and polled
+    /// every 50 ms until all succeeded: seconds from the first submission.
+    fn bare_jobs(rt: &tokio::runtime::Runtime, api: &JobsApi, n: usize, tag: &str) -> Result<f64, String> {
+        rt.block_on(async {
+            let t = Instant::now();
+            let ids: Vec<String> =
+                (0..n).map(|i| format!("zenflow-bench-bare-{tag}-{i}-{}", std::process::id())).collect();
+            for id in &ids {
+                let job = Submission {
+                    entrypoint: "true".into(),
+                    submission_id: id.clone(),
+                    runtime_env: Default::default(),
+                    metadata: Default::default(),
+                    entrypoint_num_cpus: 1.0,
+                    entrypoint_num_gpus: None,
+                    entrypoint_memory: None,
+                };
+                api.submit(&job).await.map_err(|e| e.to_string())?;
+            }
+            let mut left = ids.clone();
+            while !left.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let mut still = Vec::new();
+                for id in left {
+                    match api.job(&id).await.map_err(|e| e.to_string())?.status {
+                        JobStatus::Succeeded => {}
+                        s if s.is_terminal() => return Err(format!("bare job {id} ended {s:?}")),
+                        _ => still.push(id),
+                    }
+                }
+                left = still;
+            }
+            let secs = t.elapsed().as_secs_f64();
+            for id in &ids {
+                let _ = api.delete(id).await;
+            }
+            Ok(secs)
+        })
+    }
+
+    pub fn w8(repeats: usize) -> Result<String, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let dir = project(&rt)?;
+        let stacks = zenflow::stacks::config::Stacks::load(dir.path()).map_err(|e| e.to_string())?;
+        let ray = stacks.open("ray").map_err(|e| e.to_string())?;
+        let fused = stacks.open("ray_fused").map_err(|e| e.to_string())?;
+        let api = JobsApi::new(&var("ZENFLOW_BENCH_RAY_ADDRESS")?)?;
+        // Ships the package (once) and warms the head.
+        run(&chain, &ray, &2, no_cache())?;
+        let mut lines = Vec::new();
+        // Alternating with the bare jobs, so that both see the same head.
+        let (mut single, mut batch, mut w1, mut w2, mut w1_fused) = (vec![], vec![], vec![], vec![], vec![]);
+        for r in 0..repeats {
+            single.push(bare_jobs(&rt, &api, 1, &format!("single{r}"))?);
+            batch.push(bare_jobs(&rt, &api, 32, &format!("batch{r}"))? / 32.0);
+            let t = Instant::now();
+            run(&chain, &ray, &10, no_cache())?;
+            w1.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            run(&fan, &ray, &32, no_cache())?;
+            w2.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            run(&chain, &fused, &10, no_cache())?;
+            w1_fused.push(t.elapsed().as_secs_f64());
+        }
+        let (single, batch) = (stats(single), stats(batch));
+        let (w1, w2, w1_fused) = (stats(w1), stats(w2), stats(w1_fused));
+        // A chain runs one job at a time: its per-step cost against one bare
+        // job. The fan's 32 branches run at once (up to the head's CPUs):
+        // against bare jobs submitted 32 at once. Overlap: how many steps ran
+        // at once, on average, compared with running them one after another.
+        let w1_step = w1.median / 10.0;
+        let w2_step = w2.median / 34.0;
+        lines.push(line(
+            "W8_W1_10",
+            10,
+            &w1,
+            json!({
+                "stack": "ray+postgres+s3",
+                "bare_job_median_s": single.median,
+                "bare_job_min_s": single.min,
+                "bare_job_max_s": single.max,
+                "ratio_to_bare_job": w1_step / single.median,
+            }),
+        ));
+        lines.push(line(
+            "W8_W2",
+            34,
+            &w2,
+            json!({
+                "stack": "ray+postgres+s3",
+                "bare_job_32_at_once_per_job_s": batch.median,
+                "ratio_to_bare_job": w2_step / batch.median,
+                "steps_overlap": 34.0 * w1_step / w2.median,
+                "bare_jobs_overlap": single.median / batch.median,
+            }),
+        ));
+        lines.push(line(
+            "W8_W1_10_fused",
+            10,
+            &w1_fused,
+            json!({
+                "stack": "ray+postgres+s3, fuse_chains = true",
+                "unfused_median_s": w1.median,
+                "speedup_over_unfused": w1.median / w1_fused.median,
+                "ratio_to_bare_job": (w1_fused.median / 10.0) / single.median,
+            }),
+        ));
+        Ok(lines.join("\n"))
+    }
+}
+
 /// W7: the staging stack beside the local one.
 mod staging {
     use super::*;
@@ -302,7 +466,7 @@ mod staging {
     }
 
     /// A fresh database on the benchmark's server; its URL.
-    fn fresh_database(rt: &tokio::runtime::Runtime, n: usize) -> Result<String, String> {
+    pub(super) fn fresh_database(rt: &tokio::runtime::Runtime, n: usize) -> Result<String, String> {
         let admin = var("ZENFLOW_BENCH_POSTGRES_URL")?;
         let name = format!("zf_bench_{}_{n}", std::process::id());
         rt.block_on(async {

@@ -108,6 +108,9 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
 
     /// Runs `attempt` to its end (or its deadline) and reports how it ended.
     async fn launch(&self, attempt: &Attempt<'_>) -> Report;
+
+    /// Called once per run after the last attempt ended (tidy the engine).
+    async fn finish(&self) {}
 }
 
 /// An [`Orchestrator`] that runs each step attempt through a [`Launcher`].
@@ -310,6 +313,7 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
                 }
             }
         }
+        self.launcher.finish().await;
         let error = lock(&schedule).first_error.take();
         error.map_or(Ok(()), Err)
     }

@@ -3,9 +3,11 @@
 //! - [`LocalOrchestrator`]: tasks in this process.
 //! - [`SubprocessOrchestrator`]: each step attempt as a child process.
 //! - `RayOrchestrator` (feature `ray`): each step attempt as a Ray job.
+//! - [`argo`]: a run as an Argo `Workflow` for Kubernetes to run.
 //! - [`external`]: the driver shared by orchestrators that run attempts
 //!   outside this process, through the step entrypoint.
 
+pub mod argo;
 pub mod external;
 mod local;
 #[cfg(feature = "ray")]

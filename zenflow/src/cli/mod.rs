@@ -3,7 +3,7 @@
 //! ```text
 //! <pipeline> [run] [--stack NAME] [--config FILE] [--set key=value]... [--no-cache] [--run-name NAME]
 //!                [--report FILE.md] [--json FILE] [--junit FILE.xml] [--dry-run] [--warnings-as-errors]
-//! <pipeline> dag [--format mermaid|dot|json]
+//! <pipeline> dag [--format mermaid|dot|json|argo] [--image IMAGE --stack NAME]
 //! <pipeline> runs list | runs show RUN [--logs]
 //! <pipeline> artifacts list | artifacts show ID | artifacts export ID --output FILE
 //! <pipeline> models list | show NAME[@VERSION|@ALIAS] | versions NAME | promote NAME VERSION --to ALIAS --expect V|none
@@ -150,6 +150,15 @@ enum Command {
     /// Execute exactly one step of an existing run (used by distributed orchestrators).
     #[command(hide = true)]
     StepEntrypoint(EntrypointArgs),
+    /// Close a run its engine has finished with (an Argo exit handler).
+    #[command(hide = true)]
+    CloseRun {
+        /// Run id (or name).
+        #[arg(long)]
+        run: String,
+        #[command(flatten)]
+        stack: StackArg,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -208,6 +217,9 @@ enum DagFormat {
     Dot,
     /// The plan as JSON.
     Json,
+    /// An Argo `Workflow` (YAML) for a new pending run on `--stack`: one pod
+    /// per step through the step entrypoint.
+    Argo,
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +229,34 @@ struct DagArgs {
     format: DagFormat,
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    argo: ArgoArgs,
+}
+
+/// Settings of `dag --format argo`.
+#[derive(Args, Debug)]
+struct ArgoArgs {
+    /// The stack the pods use (its metadata store records the run).
+    #[arg(long, env = "ZENFLOW_STACK", default_value = "local")]
+    stack: String,
+    /// Container image with the pipeline binary and zenflow.toml (default: the stack's `image`).
+    #[arg(long)]
+    image: Option<String>,
+    /// The pipeline binary's path in the image (default: /app/<this binary's name>).
+    #[arg(long)]
+    binary: Option<String>,
+    /// The folder of zenflow.toml in the image.
+    #[arg(long, default_value = "/app")]
+    workdir: String,
+    /// The Kubernetes secret with the values of the stack's `${VAR}` references.
+    #[arg(long, default_value = "zenflow")]
+    secret: String,
+    /// Pods at once.
+    #[arg(long)]
+    parallelism: Option<usize>,
+    /// The pods' Kubernetes service account.
+    #[arg(long)]
+    service_account: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -460,6 +500,12 @@ where
         Command::Stacks(cmd) => stacks(cmd),
         Command::Report(ReportCommand::GithubComment { report }) => github_comment(pipeline, &report),
         Command::StepEntrypoint(args) => step_entrypoint(args),
+        Command::CloseRun { run, stack } => {
+            let stack = resolve_stack(&stack.stack)?;
+            let status = stack.block_on(zenflow_core::lifecycle::close_ended(&stack, &run, "the workflow"))??;
+            eprintln!("[zenflow] run {run}: {status}");
+            Ok(exit::SUCCESS)
+        }
     }
 }
 
@@ -602,8 +648,52 @@ where
         DagFormat::Mermaid => print!("{}", report::mermaid(&plan, None)),
         DagFormat::Dot => print!("{}", report::dot(&plan)),
         DagFormat::Json => println!("{}", plan.to_json()),
+        DagFormat::Argo => print!("{}", argo_workflow(plan, &args.argo)?),
     }
     Ok(exit::SUCCESS)
+}
+
+/// Records a pending run of `plan` on the stack and writes its workflow.
+fn argo_workflow(plan: zenflow_core::Plan, args: &ArgoArgs) -> CliResult<String> {
+    use zenflow_stacks::orchestrator::argo;
+    let stacks = project_stacks()?;
+    let config = stacks.config(&args.stack).map_err(|e| CliError::usage(e.to_string()))?;
+    let image = args.image.clone().or(config.image.clone()).ok_or_else(|| {
+        CliError::usage(format!(
+            "no container image: pass --image, or set `image = \"...\"` in stack `{}` of zenflow.toml",
+            args.stack
+        ))
+    })?;
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| CliError::usage(format!("cannot find this binary: {e}")))?;
+            let name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            format!("{}/{name}", args.workdir.trim_end_matches('/'))
+        }
+    };
+    let options = argo::ArgoOptions {
+        image,
+        binary,
+        workdir: args.workdir.clone(),
+        stack: args.stack.clone(),
+        secret: args.secret.clone(),
+        env: stacks.references(&args.stack).map_err(|e| CliError::usage(e.to_string()))?,
+        parallelism: args.parallelism,
+        service_account: args.service_account.clone(),
+    };
+    let stack = resolve_stack(&args.stack)?;
+    let run = stack.block_on(zenflow_core::lifecycle::start_run(
+        &stack,
+        plan,
+        &zenflow_core::RunOptions::default(),
+        zenflow_core::metadata::RunStatus::Pending,
+    ))??;
+    let plan = run.plan().map_err(|e| CliError::usage(e.to_string()))?;
+    let doc = argo::workflow(&plan, &run, &options).map_err(|e| CliError::usage(e.to_string()))?;
+    stack.block_on(stack.metadata().flush())??;
+    eprintln!("recorded pending run {} ({}) on stack `{}`", run.name, run.id, args.stack);
+    serde_saphyr::to_string(&doc).map_err(|e| CliError::usage(format!("cannot write the workflow as YAML: {e}")))
 }
 
 fn run<P>(pipeline: &P, args: RunArgs, quiet: bool) -> CliResult

@@ -17,8 +17,11 @@
 //! - At most `parallelism` jobs at once, since Ray has no queue; a job
 //!   pending longer than `pending_timeout` (15 minutes) is stopped and its
 //!   step fails.
-//! - Status is polled with backoff; a job past its step's timeout is
-//!   stopped; ended jobs are deleted (Ray keeps every record otherwise).
+//! - Status is polled every 50 ms for 3 s, then backing off to once a
+//!   second; a job past its step's timeout is stopped. Ended jobs' records
+//!   are deleted (Ray keeps every one otherwise) 2 s after they end, when
+//!   Ray's own monitor is done with them; each run also sweeps the records
+//!   of zenflow jobs that ended more than 10 s before.
 //! - A job that failed, was stopped or vanished while its step is recorded
 //!   as running is reconciled by the driver ([`super::external`]) with
 //!   Ray's message, and the job log's tail.
@@ -48,6 +51,20 @@ pub const DEFAULT_PARALLELISM: usize = 8;
 /// is failed (the job's fate is unknown; its step is not waited on).
 pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(30);
 
+/// How long after a job ended its record is deleted. Ray's job monitor
+/// checks the job's supervisor once a second; deleted before the monitor
+/// saw the job end, the record comes back as FAILED ("Job supervisor actor
+/// died").
+const DELETE_AFTER: Duration = Duration::from_secs(2);
+
+/// Finished zenflow jobs older than this are deleted by any run's sweep
+/// (the last jobs of a run, left for [`DELETE_AFTER`], and records that
+/// came back).
+const SWEEP_AFTER_MS: i64 = 10_000;
+
+/// How long after submission a job's status is polled every 50 ms.
+const FAST_POLL_FOR: Duration = Duration::from_secs(3);
+
 /// Launches step attempts as Ray jobs.
 #[derive(Debug)]
 pub struct Ray {
@@ -58,6 +75,8 @@ pub struct Ray {
     unreachable_after: Duration,
     /// The `gcs://` URI of the package, once shipped by this process.
     package: tokio::sync::OnceCell<String>,
+    /// Ended jobs whose records wait for [`DELETE_AFTER`].
+    ended: std::sync::Mutex<Vec<(String, Instant)>>,
 }
 
 impl Ray {
@@ -72,6 +91,7 @@ impl Ray {
             pending_timeout: Duration::from_secs(15 * 60),
             unreachable_after: UNREACHABLE_AFTER,
             package: tokio::sync::OnceCell::new(),
+            ended: std::sync::Mutex::default(),
         })
     }
 
@@ -244,10 +264,19 @@ impl Ray {
         let submitted = Instant::now();
         let mut running_since: Option<Instant> = None;
         let mut unreachable_since: Option<Instant> = None;
-        let mut delay = Duration::from_millis(50);
         loop {
+            // Every 50 ms while a short step may end (a job takes ~0.7 s on
+            // an idle head, and each poll past its end is the step's cost),
+            // then backing off to once a second for long ones.
+            let waited = submitted.elapsed();
+            let delay = if waited < FAST_POLL_FOR {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_millis(50)
+                    .mul_f64(1.5f64.powf((waited - FAST_POLL_FOR).as_secs_f64()))
+                    .min(Duration::from_secs(1))
+            };
             tokio::time::sleep(delay).await;
-            delay = (delay.mul_f64(1.5)).min(Duration::from_secs(1));
             let info = match self.api.job(id).await {
                 Ok(info) => {
                     unreachable_since = None;
@@ -317,6 +346,47 @@ impl Ray {
         }
     }
 
+    /// Deletes the records of ended jobs that have waited [`DELETE_AFTER`]
+    /// (all of them when `all`), keeping the others.
+    async fn delete_ended(&self, all: bool) {
+        let due: Vec<String> = {
+            let mut ended = self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (due, keep): (Vec<_>, Vec<_>) =
+                ended.drain(..).partition(|(_, at)| all || at.elapsed() >= DELETE_AFTER);
+            *ended = keep;
+            due.into_iter().map(|(id, _)| id).collect()
+        };
+        for id in due {
+            if let Err(e) = self.api.delete(&id).await {
+                tracing::warn!(job = %id, "could not delete an ended job's record: {e}");
+            }
+        }
+    }
+
+    /// Deletes the records of every zenflow job that ended more than 10 s
+    /// ago: the last jobs of earlier runs, and records Ray brought back.
+    /// Returns how many it deleted.
+    pub async fn sweep(&self) -> Result<usize, ApiError> {
+        let jobs = self.api.jobs().await?;
+        // The head stamps jobs with its clock; ours is close enough (NTP) for
+        // a margin of seconds, and a record deleted a little early only
+        // comes back to be swept next time.
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut deleted = 0;
+        for j in jobs.as_array().into_iter().flatten() {
+            let ours = j["metadata"]["zenflow.run"].is_string();
+            let ended = j["end_time"].as_i64().is_some_and(|e| now - e > SWEEP_AFTER_MS);
+            let terminal = matches!(j["status"].as_str(), Some("SUCCEEDED" | "FAILED" | "STOPPED"));
+            if let (true, true, true, Some(id)) = (ours, ended, terminal, j["submission_id"].as_str()) {
+                if self.api.delete(id).await.is_ok() {
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// The last lines of a job's log.
     async fn tail(&self, id: &str) -> Vec<String> {
         match self.api.logs(id).await {
@@ -348,7 +418,17 @@ impl Launcher for Ray {
                 )));
             }
         }
-        self.package.get_or_try_init(|| self.ship()).await.map(drop)
+        self.package.get_or_try_init(|| self.ship()).await?;
+        if let Err(e) = self.sweep().await {
+            tracing::warn!("could not delete the records of finished jobs: {e}");
+        }
+        Ok(())
+    }
+
+    async fn finish(&self) {
+        // Those not due yet stay for the next run's sweep: waiting for them
+        // would add seconds to every run.
+        self.delete_ended(false).await;
     }
 
     async fn launch(&self, attempt: &Attempt<'_>) -> Report {
@@ -358,6 +438,7 @@ impl Launcher for Ray {
                 tail: Vec::new(),
             };
         };
+        self.delete_ended(false).await;
         let job = submission(attempt, working_dir);
         if let Err(ended) = self.submit(&job).await {
             return Report { ended, tail: Vec::new() };
@@ -367,9 +448,10 @@ impl Launcher for Ray {
         let tail = if clean { Vec::new() } else { self.tail(&job.submission_id).await };
         let lost = matches!(&ended, Ended::Died(m) if m.starts_with("lost contact") || m.starts_with("Ray has no job"));
         if !lost {
-            if let Err(e) = self.api.delete(&job.submission_id).await {
-                tracing::warn!(job = %job.submission_id, "could not delete an ended job's record: {e}");
-            }
+            self.ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((job.submission_id, Instant::now()));
         }
         Report { ended, tail }
     }
