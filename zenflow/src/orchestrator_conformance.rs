@@ -3,8 +3,9 @@
 //! failures that skip exactly their dependents, fan-in, ordering without data,
 //! and the cache. Each check panics with a message naming the broken promise.
 //!
-//! A backend's test calls [`run_all`] with a function that builds a fresh
-//! stack around the orchestrator under test.
+//! A backend's test calls
+//! [`run_all`](crate::orchestrator_conformance::run_all) with a function
+//! that builds a fresh stack around the orchestrator under test.
 
 use crate::metadata::StepStatus;
 use crate::prelude::*;
