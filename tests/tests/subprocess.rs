@@ -54,6 +54,20 @@ fn subprocess_orchestrator_conforms() {
 }
 
 #[test]
+fn an_unchanged_rerun_starts_no_process() {
+    let p = project(WORKER, "");
+    let stack = open(&p, "sub");
+    let shape = zenflow::orchestrator_conformance::Shape { width: 2, fail_on: -1 };
+    zenflow::orchestrator_conformance::conformance_pipeline.run(&stack, &shape).unwrap();
+    let again = zenflow::orchestrator_conformance::conformance_pipeline.run(&stack, &shape).unwrap();
+    assert_eq!(again.cached().len(), again.plan().steps.len(), "{}", again.summary());
+    for r in stack.step_runs(again.id()).unwrap() {
+        assert_eq!(r.status, StepStatus::Cached);
+        assert!(!r.metadata.contains_key("zenflow.worker"), "served by this process, not a worker: {r:?}");
+    }
+}
+
+#[test]
 fn fused_chains_run_in_one_process_and_each_step_keeps_its_record() {
     let p = project(WORKER, "");
     let stack = open(&p, "sub");

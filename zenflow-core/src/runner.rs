@@ -138,6 +138,16 @@ fn same_code(spec: &step::StepSpec, step: &PlanStep, run: &str) -> std::result::
     }
 }
 
+/// A step about to run: its record (running), resolved inputs, and how
+/// its model inputs were resolved.
+struct Prepared {
+    write: StepRunWrite,
+    inputs: Vec<Vec<ArtifactVersion>>,
+    models: Vec<(String, serde_json::Value)>,
+    started: std::time::Instant,
+    step_run_id: String,
+}
+
 /// What executing a step (all its attempts) produced.
 struct Execution {
     outcome: std::result::Result<Vec<EncodedValue>, String>,
@@ -333,18 +343,34 @@ impl StepRunner {
         self.run_attempts(pos, attempt.max(1), attempt.max(1)).await
     }
 
-    async fn run_attempts(&self, pos: usize, first: u32, last: u32) -> Result<Arc<StepResult>> {
+    /// Serves the step at `pos` from the cache if it may be (cache on, a
+    /// hit for its inputs), recording it as cached; `None` when it must
+    /// run, with nothing recorded. What an orchestrator that runs steps
+    /// elsewhere calls first, so an unchanged step costs no process or job.
+    pub async fn serve_cached(&self, pos: usize) -> Result<Option<Arc<StepResult>>> {
         let step = &self.plan.steps[pos];
-        self.emit(RunEvent::StepStarted { invocation: &step.id });
+        if !step.options.cache || self.options.no_cache {
+            return Ok(None);
+        }
+        match self.prepare(pos, 1).await? {
+            // Its inputs cannot be resolved: the step's own outcome.
+            Err(failed) => Ok(Some(failed)),
+            Ok(mut prepared) => self.try_cache(pos, &mut prepared).await,
+        }
+    }
+
+    /// Resolves the step's inputs and builds its record; `Err` holds the
+    /// result of a step that failed before it could start (recorded).
+    async fn prepare(&self, pos: usize, first: u32) -> Result<std::result::Result<Prepared, Arc<StepResult>>> {
+        let step = &self.plan.steps[pos];
         let started = std::time::Instant::now();
         let started_at = metadata::now();
         let step_run_id = uuid::Uuid::now_v7().to_string();
-
         let (inputs, models) = match self.resolve_inputs(step).await {
             Ok(resolved) => resolved,
             // A model input that cannot be resolved fails the step, not the run's records.
             Err(Error::Registry(e)) if !matches!(e, crate::registry::RegistryError::Store(_)) => {
-                return self.fail_early(pos, step_run_id, started, started_at, e.to_string()).await
+                return self.fail_early(pos, step_run_id, started, started_at, e.to_string()).await.map(Err)
             }
             Err(e) => return Err(e),
         };
@@ -397,33 +423,53 @@ impl StepRunner {
             );
         }
 
-        if step.options.cache && !self.options.no_cache {
-            if let Some(hit) = self.cache_lookup(&key).await? {
-                let sr = &mut write.step_run;
-                sr.status = StepStatus::Cached;
-                sr.original_step_run = Some(hit.step_run);
-                sr.ended_at = Some(metadata::now());
-                sr.outputs = hit.outputs;
-                let outputs = self.stack.metadata().write_step_run(&write).await?;
-                if let Err(e) = self.register_model(step, &write, &outputs, &inputs).await {
-                    return self.refuse_registration(pos, write, started, e).await;
-                }
-                return Ok(self.finish(
-                    pos,
-                    StepResult {
-                        invocation: step.id.clone(),
-                        status: StepStatus::Cached,
-                        step_run_id,
-                        outputs,
-                        error: None,
-                        attempts: 0,
-                        duration: started.elapsed(),
-                        permanent: false,
-                    },
-                ));
-            }
-        }
+        Ok(Ok(Prepared { write, inputs, models, started, step_run_id }))
+    }
 
+    /// Records the step as served from cache if the cache holds its key.
+    async fn try_cache(&self, pos: usize, prepared: &mut Prepared) -> Result<Option<Arc<StepResult>>> {
+        let step = &self.plan.steps[pos];
+        let Some(key) = prepared.write.step_run.cache_key.clone() else { return Ok(None) };
+        if !step.options.cache || self.options.no_cache {
+            return Ok(None);
+        }
+        let Some(hit) = self.cache_lookup(&key).await? else { return Ok(None) };
+        let mut write = prepared.write.clone();
+        let sr = &mut write.step_run;
+        sr.status = StepStatus::Cached;
+        sr.original_step_run = Some(hit.step_run);
+        sr.ended_at = Some(metadata::now());
+        sr.outputs = hit.outputs;
+        let outputs = self.stack.metadata().write_step_run(&write).await?;
+        if let Err(e) = self.register_model(step, &write, &outputs, &prepared.inputs).await {
+            return self.refuse_registration(pos, write, prepared.started, e).await.map(Some);
+        }
+        Ok(Some(self.finish(
+            pos,
+            StepResult {
+                invocation: step.id.clone(),
+                status: StepStatus::Cached,
+                step_run_id: prepared.step_run_id.clone(),
+                outputs,
+                error: None,
+                attempts: 0,
+                duration: prepared.started.elapsed(),
+                permanent: false,
+            },
+        )))
+    }
+
+    async fn run_attempts(&self, pos: usize, first: u32, last: u32) -> Result<Arc<StepResult>> {
+        self.emit(RunEvent::StepStarted { invocation: &self.plan.steps[pos].id });
+        let mut prepared = match self.prepare(pos, first).await? {
+            Ok(p) => p,
+            Err(failed) => return Ok(failed),
+        };
+        if let Some(hit) = self.try_cache(pos, &mut prepared).await? {
+            return Ok(hit);
+        }
+        let Prepared { mut write, inputs, models, started, step_run_id } = prepared;
+        let step = &self.plan.steps[pos];
         self.stack.metadata().write_step_run(&write).await?;
         if self.verify_code {
             // A worker: whoever watches it (its orchestrator, an engine's

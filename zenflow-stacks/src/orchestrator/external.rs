@@ -1,6 +1,7 @@
 //! The driver every orchestrator that runs steps outside this process
-//! shares (child processes, Ray jobs): it schedules ready steps, launches
-//! each attempt through the step entrypoint, reads back what the attempt
+//! shares (child processes, Ray jobs): it schedules ready steps, serves
+//! unchanged ones from the cache itself, launches each other attempt
+//! through the step entrypoint, reads back what the attempt
 //! recorded, retries per the step's policy, and closes the books on
 //! attempts that died without recording. What differs between engines is
 //! only how one attempt is launched and watched: a [`Launcher`].
@@ -344,6 +345,20 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
     let mut attempt = 1;
     for &p in unit {
         runner.announce(p);
+    }
+    // Unchanged steps are served from cache here: no process, no job.
+    while from < unit.len() {
+        match runner.serve_cached(unit[from]).await? {
+            Some(result) if result.status.is_success() => from += 1,
+            Some(_) => {
+                runner.stack().metadata().flush().await?;
+                return Ok(false);
+            }
+            None => break,
+        }
+    }
+    if from == unit.len() {
+        return Ok(true);
     }
     loop {
         let steps: Vec<&PlanStep> = unit[from..].iter().map(|&p| &plan.steps[p]).collect();
