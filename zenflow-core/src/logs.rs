@@ -196,9 +196,9 @@ impl std::io::Write for OriginalStderr {
 #[cfg(unix)]
 mod unix {
     use std::fs::File;
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     use std::os::fd::{FromRawFd, RawFd};
-    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
     use std::sync::{Mutex, OnceLock, PoisonError};
     use std::time::{Duration, Instant};
 
@@ -218,9 +218,15 @@ mod unix {
         Ok(r)
     }
 
-    /// While a capture runs: per stream, the pipe's read end and a copy of
+    /// While a capture runs: per stream, the socket's read end and a copy of
     /// where the stream pointed, for [`on_crash`] (-1: none).
     static DRAIN: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
+
+    /// Per stream: bytes the reader has passed on, and bytes it has taken
+    /// from the socket. The difference is still in the socket but already
+    /// passed on: [`on_crash`] skips it.
+    static PASSED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+    static TAKEN: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
     /// The signals of a crash, whose handler passes on what the capture
     /// still holds before the process dies.
@@ -252,24 +258,33 @@ mod unix {
     }
 
     /// On a crash, a line the step printed just before it may still sit in
-    /// the capture's pipe, which dies with this process: copy what is there
+    /// the capture's socket, which dies with this process: copy what is there
     /// to where the stream pointed (the orchestrator reads it), then let
     /// the previous handler (or the default action) have the signal. Only
-    /// async-signal-safe calls (fcntl, read, write, sigaction, raise).
+    /// async-signal-safe calls (recv, write, sigaction, raise).
     extern "C" fn on_crash(signal: libc::c_int, _info: *mut libc::siginfo_t, _context: *mut libc::c_void) {
-        let mut buf = [0u8; 4096];
-        for pair in DRAIN.chunks(2) {
-            let (read, out) = (pair[0].load(Ordering::Relaxed), pair[1].load(Ordering::Relaxed));
+        // Small: the handler may run on the signal stack (a few KiB), and
+        // an unoptimised build's frames are large.
+        let mut buf = [0u8; 256];
+        for (i, pair) in DRAIN.chunks(2).enumerate() {
+            let (read, out) = (pair[0].load(Ordering::Acquire), pair[1].load(Ordering::Acquire));
             if read < 0 || out < 0 {
                 continue;
             }
+            let mut skip = PASSED[i].load(Ordering::Acquire).saturating_sub(TAKEN[i].load(Ordering::Acquire));
             // SAFETY: descriptors this process owns while the capture runs;
             // the buffer is on this handler's stack.
             unsafe {
-                let flags = libc::fcntl(read, libc::F_GETFL);
-                libc::fcntl(read, libc::F_SETFL, flags | libc::O_NONBLOCK);
+                while skip > 0 {
+                    let n =
+                        libc::recv(read, buf.as_mut_ptr().cast(), (skip as usize).min(buf.len()), libc::MSG_DONTWAIT);
+                    if n <= 0 {
+                        break;
+                    }
+                    skip -= n as u64;
+                }
                 loop {
-                    let n = libc::read(read, buf.as_mut_ptr().cast(), buf.len());
+                    let n = libc::recv(read, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT);
                     if n <= 0 {
                         break;
                     }
@@ -291,11 +306,11 @@ mod unix {
         }
     }
 
-    /// `fd` (1 or 2) pointed at a pipe whose reader keeps and forwards lines.
+    /// `fd` (1 or 2) pointed at a socket whose reader keeps and forwards lines.
     struct Stream {
         fd: RawFd,
         saved: RawFd,
-        /// The pipe's read end (owned by the reader thread).
+        /// The socket's read end (owned by the reader thread).
         read: RawFd,
         reader: std::thread::JoinHandle<()>,
     }
@@ -318,8 +333,8 @@ mod unix {
             let copy = check(unsafe { libc::dup(redirect.streams[1].saved) }, "dup")?;
             *ORIGINAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner) = Some(unsafe { File::from_raw_fd(copy) });
             for (i, s) in redirect.streams.iter().enumerate() {
-                DRAIN[2 * i].store(s.read, Ordering::Relaxed);
-                DRAIN[2 * i + 1].store(s.saved, Ordering::Relaxed);
+                DRAIN[2 * i].store(s.read, Ordering::Release);
+                DRAIN[2 * i + 1].store(s.saved, Ordering::Release);
             }
             install_crash_handler();
             Ok(redirect)
@@ -334,17 +349,17 @@ mod unix {
             let _ = std::io::stderr().flush();
             ORIGINAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner).take();
             for d in &DRAIN {
-                d.store(-1, Ordering::Relaxed);
+                d.store(-1, Ordering::Release);
             }
             let deadline = Instant::now() + Duration::from_millis(500);
             for s in self.streams.drain(..) {
                 // SAFETY: puts back the descriptor saved by `Stream::start`;
-                // this also closes the pipe's write end held at `fd`.
+                // this also closes the socket's write end held at `fd`.
                 unsafe {
                     libc::dup2(s.saved, s.fd);
                     libc::close(s.saved);
                 }
-                // The reader ends at the pipe's end of file, unless a process
+                // The reader ends at the socket's end of file, unless a process
                 // the step started still holds it: then it is left behind.
                 while !s.reader.is_finished() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(2));
@@ -368,7 +383,11 @@ mod unix {
             // SAFETY: plain descriptor calls; each new descriptor is closed
             // below or owned by a `File`.
             unsafe {
-                check(libc::pipe(ends.as_mut_ptr()), "pipe")?;
+                // A socket, not a pipe: its reader can peek (see `forward`).
+                check(
+                    libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, ends.as_mut_ptr()),
+                    "socketpair",
+                )?;
                 let (read, write) = (ends[0], ends[1]);
                 libc::fcntl(read, libc::F_SETFD, libc::FD_CLOEXEC);
                 let saved = match check(libc::dup(fd), "dup") {
@@ -395,29 +414,54 @@ mod unix {
                         return Err(redirected.err().or(tee.err()).unwrap_or_else(std::io::Error::last_os_error));
                     }
                 };
-                let pipe = File::from_raw_fd(read);
+                let socket = File::from_raw_fd(read);
                 let tee = File::from_raw_fd(tee);
                 let step_run = step_run.to_string();
                 let reader = std::thread::Builder::new()
                     .name(format!("zenflow-{tag}"))
-                    .spawn(move || forward(pipe, tee, tag, &step_run))?;
+                    .spawn(move || forward(socket, tee, usize::from(fd == 2), tag, &step_run))?;
                 Ok(Stream { fd, saved, read, reader })
             }
         }
     }
 
-    /// Copies each line to `tee` and keeps it with the step run.
-    fn forward(pipe: File, mut tee: File, tag: &str, step_run: &str) {
-        let mut reader = BufReader::new(pipe);
+    /// Copies what the step writes to `tee` and keeps it, line by line,
+    /// with the step run. Bytes are peeked, passed on, and only then taken
+    /// from the socket: until they reached `tee` they are still in the
+    /// socket, where [`on_crash`] finds them if the process dies (passed on
+    /// twice, at worst, rather than lost).
+    fn forward(socket: File, mut tee: File, stream: usize, tag: &str, step_run: &str) {
+        use std::os::fd::AsRawFd as _;
+        let fd = socket.as_raw_fd();
+        let mut buf = [0u8; 8192];
         let mut line = Vec::new();
-        loop {
+        let keep = |line: &mut Vec<u8>| {
+            let text = String::from_utf8_lossy(line);
+            super::append(step_run, format!("[{tag}] {}", text.trim_end_matches(['\n', '\r'])));
             line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let _ = tee.write_all(&line);
-                    let text = String::from_utf8_lossy(&line);
-                    super::append(step_run, format!("[{tag}] {}", text.trim_end_matches(['\n', '\r'])));
+        };
+        loop {
+            // SAFETY: `fd` is the socket this thread owns; `buf` is ours.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n <= 0 {
+                if !line.is_empty() {
+                    keep(&mut line);
+                }
+                return;
+            }
+            let n = n as usize;
+            let _ = tee.write_all(&buf[..n]);
+            PASSED[stream].fetch_add(n as u64, Ordering::Release);
+            // SAFETY: as above; takes exactly the bytes just peeked.
+            unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), n, 0) };
+            TAKEN[stream].fetch_add(n as u64, Ordering::Release);
+            for &b in &buf[..n] {
+                line.push(b);
+                if b == b'\n' {
+                    keep(&mut line);
                 }
             }
         }
