@@ -343,6 +343,30 @@ impl StepRunner {
         self.run_attempts(pos, attempt.max(1), attempt.max(1)).await
     }
 
+    /// A record of the step at `pos` with nothing in it yet: what every
+    /// write of this runner starts from.
+    fn bare_record(&self, pos: usize, id: String, status: StepStatus, started_at: metadata::Timestamp) -> StepRunRecord {
+        let step = &self.plan.steps[pos];
+        StepRunRecord {
+            id,
+            run_id: self.run.id.clone(),
+            invocation: step.id.clone(),
+            step: step.step.clone(),
+            status,
+            cache_key: None,
+            original_step_run: None,
+            started_at,
+            ended_at: None,
+            error: None,
+            attempts: 0,
+            logs: Vec::new(),
+            metadata: Default::default(),
+            checks: Vec::new(),
+            outputs: Vec::new(),
+            inputs: Vec::new(),
+        }
+    }
+
     /// Serves the step at `pos` from the cache if it may be (cache on, a
     /// hit for its inputs), recording it as cached; `None` when it must
     /// run, with nothing recorded. What an orchestrator that runs steps
@@ -390,27 +414,10 @@ impl StepRunner {
             })
             .collect();
 
-        let mut write = StepRunWrite {
-            step_run: StepRunRecord {
-                id: step_run_id.clone(),
-                run_id: self.run.id.clone(),
-                invocation: step.id.clone(),
-                step: step.step.clone(),
-                status: StepStatus::Running,
-                cache_key: Some(key.clone()),
-                original_step_run: None,
-                started_at,
-                ended_at: None,
-                error: None,
-                attempts: 0,
-                logs: Vec::new(),
-                metadata: Default::default(),
-                checks: Vec::new(),
-                outputs: Vec::new(),
-                inputs: input_links,
-            },
-            new_outputs: Vec::new(),
-        };
+        let mut record = self.bare_record(pos, step_run_id.clone(), StepStatus::Running, started_at);
+        record.cache_key = Some(key.clone());
+        record.inputs = input_links;
+        let mut write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
         for (input, resolved) in &models {
             write.step_run.metadata.insert(format!("{MODEL_INPUT_PREFIX}{input}"), resolved.clone());
         }
@@ -581,27 +588,10 @@ impl StepRunner {
             drop(self.take_handed(r, None));
         }
         let now = metadata::now();
-        let write = StepRunWrite {
-            step_run: StepRunRecord {
-                id: uuid::Uuid::now_v7().to_string(),
-                run_id: self.run.id.clone(),
-                invocation: step.id.clone(),
-                step: step.step.clone(),
-                status: StepStatus::Skipped,
-                cache_key: None,
-                original_step_run: None,
-                started_at: now,
-                ended_at: Some(now),
-                error: Some(reason.to_string()),
-                attempts: 0,
-                logs: Vec::new(),
-                metadata: Default::default(),
-                checks: Vec::new(),
-                outputs: Vec::new(),
-                inputs: Vec::new(),
-            },
-            new_outputs: Vec::new(),
-        };
+        let mut record = self.bare_record(pos, uuid::Uuid::now_v7().to_string(), StepStatus::Skipped, now);
+        record.ended_at = Some(now);
+        record.error = Some(reason.to_string());
+        let write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
         self.stack.metadata().write_step_run(&write).await?;
         Ok(self.finish(
             pos,
@@ -642,24 +632,7 @@ impl StepRunner {
         let now = metadata::now();
         let mut record = match running {
             Some(r) if r.status == StepStatus::Running => r.clone(),
-            _ => StepRunRecord {
-                id: uuid::Uuid::now_v7().to_string(),
-                run_id: self.run.id.clone(),
-                invocation: step.id.clone(),
-                step: step.step.clone(),
-                status: StepStatus::Running,
-                cache_key: None,
-                original_step_run: None,
-                started_at: now,
-                ended_at: None,
-                error: None,
-                attempts: 0,
-                logs: Vec::new(),
-                metadata: Default::default(),
-                checks: Vec::new(),
-                outputs: Vec::new(),
-                inputs: Vec::new(),
-            },
+            _ => self.bare_record(pos, uuid::Uuid::now_v7().to_string(), StepStatus::Running, now),
         };
         record.status = StepStatus::Failed;
         record.error = Some(error.to_string());
@@ -882,27 +855,9 @@ impl StepRunner {
         error: String,
     ) -> Result<Arc<StepResult>> {
         let step = &self.plan.steps[pos];
-        let write = StepRunWrite {
-            step_run: StepRunRecord {
-                id: step_run_id,
-                run_id: self.run.id.clone(),
-                invocation: step.id.clone(),
-                step: step.step.clone(),
-                status: StepStatus::Failed,
-                cache_key: None,
-                original_step_run: None,
-                started_at,
-                ended_at: Some(metadata::now()),
-                error: None,
-                attempts: 0,
-                logs: Vec::new(),
-                metadata: Default::default(),
-                checks: Vec::new(),
-                outputs: Vec::new(),
-                inputs: Vec::new(),
-            },
-            new_outputs: Vec::new(),
-        };
+        let mut record = self.bare_record(pos, step_run_id, StepStatus::Failed, started_at);
+        record.ended_at = Some(metadata::now());
+        let write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
         self.refuse_registration(pos, write, started, error).await
     }
 

@@ -346,13 +346,13 @@ impl Ray {
         }
     }
 
-    /// Deletes the records of ended jobs that have waited [`DELETE_AFTER`]
-    /// (all of them when `all`), keeping the others.
-    async fn delete_ended(&self, all: bool) {
+    /// Deletes the records of ended jobs that have waited [`DELETE_AFTER`],
+    /// keeping the others.
+    async fn delete_ended(&self) {
         let due: Vec<String> = {
             let mut ended = self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let (due, keep): (Vec<_>, Vec<_>) =
-                ended.drain(..).partition(|(_, at)| all || at.elapsed() >= DELETE_AFTER);
+                ended.drain(..).partition(|(_, at)| at.elapsed() >= DELETE_AFTER);
             *ended = keep;
             due.into_iter().map(|(id, _)| id).collect()
         };
@@ -428,7 +428,7 @@ impl Launcher for Ray {
     async fn finish(&self) {
         // Those not due yet stay for the next run's sweep: waiting for them
         // would add seconds to every run.
-        self.delete_ended(false).await;
+        self.delete_ended().await;
     }
 
     async fn launch(&self, attempt: &Attempt<'_>) -> Report {
@@ -438,7 +438,7 @@ impl Launcher for Ray {
                 tail: Vec::new(),
             };
         };
-        self.delete_ended(false).await;
+        self.delete_ended().await;
         let job = submission(attempt, working_dir);
         if let Err(ended) = self.submit(&job).await {
             return Report { ended, tail: Vec::new() };
