@@ -11,11 +11,14 @@
 //! and serves every downstream step from cache. `cargo run --example
 //! quickstart -- --help` shows the rest of its command line: `models
 //! promote iris-softmax 1 --to production --expect none`, `models history
-//! iris-softmax`, `runs show latest`, ...
+//! iris-softmax`, `runs show latest`, ... and `serve --model iris-softmax
+//! --alias production` serves the promoted version over the Open Inference
+//! Protocol on 127.0.0.1:8080.
 
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 use zenflow::prelude::*;
+use zenflow::serve::{Inputs, Outputs, Predict, PredictError, Signature, TensorSpec};
 
 /// A table of 4-feature samples with class labels.
 #[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
@@ -284,8 +287,29 @@ fn quickstart(cfg: &Config) -> Handle<Model> {
     register(best, test_set)
 }
 
+/// The model served: rows of 4 features in; a class label (and the
+/// probability of each class) out.
+impl Predict for Model {
+    fn signature(&self) -> Signature {
+        Signature::new(
+            [TensorSpec::rows_f64("features", 4)],
+            [TensorSpec::labels("label"), TensorSpec::probabilities("probabilities", self.classes.len())],
+        )
+    }
+
+    fn predict(&self, inputs: &Inputs) -> Result<Outputs, PredictError> {
+        let rows: Vec<[f64; 4]> = inputs.rows_f64("features", 4)?.map(|r| std::array::from_fn(|j| r[j])).collect();
+        Outputs::new().labels("label", rows.iter().map(|x| predict(self, x) as i64)).probabilities(
+            "probabilities",
+            self.classes.len(),
+            rows.iter().map(|x| self.probabilities(x)),
+        )
+    }
+}
+
 /// The pipeline's command line: `run` (the default), `dag`, `runs`,
-/// `artifacts`, `models`, `stacks`.
+/// `artifacts`, `models`, `stacks`, and `serve` for the model
+/// (`serve --model iris-softmax --alias production`).
 fn main() -> ExitCode {
-    zenflow::cli::main(quickstart)
+    zenflow::cli::Main::new(quickstart).serve::<Model>().run()
 }

@@ -345,7 +345,13 @@ impl StepRunner {
 
     /// A record of the step at `pos` with nothing in it yet: what every
     /// write of this runner starts from.
-    fn bare_record(&self, pos: usize, id: String, status: StepStatus, started_at: metadata::Timestamp) -> StepRunRecord {
+    fn bare_record(
+        &self,
+        pos: usize,
+        id: String,
+        status: StepStatus,
+        started_at: metadata::Timestamp,
+    ) -> StepRunRecord {
         let step = &self.plan.steps[pos];
         StepRunRecord {
             id,
@@ -628,7 +634,6 @@ impl StepRunner {
         error: &str,
         logs: Vec<String>,
     ) -> Result<StepRunRecord> {
-        let step = &self.plan.steps[pos];
         let now = metadata::now();
         let mut record = match running {
             Some(r) if r.status == StepStatus::Running => r.clone(),
@@ -854,7 +859,6 @@ impl StepRunner {
         started_at: metadata::Timestamp,
         error: String,
     ) -> Result<Arc<StepResult>> {
-        let step = &self.plan.steps[pos];
         let mut record = self.bare_record(pos, step_run_id, StepStatus::Failed, started_at);
         record.ended_at = Some(metadata::now());
         let write = StepRunWrite { step_run: record, new_outputs: Vec::new() };

@@ -28,9 +28,33 @@ struct Inner {
     inline_limit: usize,
     /// Aliases that move only with a run whose quality gate passed.
     protected_aliases: Vec<String>,
+    /// The model server that deployments on this stack drive.
+    deployer: Option<Deployer>,
     runtime: OnceLock<tokio::runtime::Runtime>,
     /// When this stack last closed the runs whose process died.
     stale_checked: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// A stack's deployer: the model server it deploys to, and the admin
+/// token of that server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Deployer {
+    /// The server's base URL (`http://127.0.0.1:8080`).
+    pub url: String,
+    /// Its admin token (from the environment; never printed).
+    pub token: String,
+    /// How long a deployment waits for the server to load and serve a version.
+    pub wait: std::time::Duration,
+}
+
+impl std::fmt::Debug for Deployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployer")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("wait", &self.wait)
+            .finish()
+    }
 }
 
 /// Artifacts up to this size are kept in the metadata store's record of the
@@ -84,6 +108,7 @@ impl Stack {
                 project_root: None,
                 inline_limit: DEFAULT_INLINE_LIMIT,
                 protected_aliases: Vec::new(),
+                deployer: None,
                 runtime: OnceLock::new(),
                 stale_checked: std::sync::Mutex::new(None),
             }),
@@ -137,6 +162,25 @@ impl Stack {
         self.rebuilt(self.inner.project_root.clone(), bytes, self.inner.protected_aliases.clone())
     }
 
+    /// Deployments on this stack drive the model server `deployer`
+    /// (`[stacks.NAME.deployer]` in `zenflow.toml`).
+    pub fn with_deployer(self, deployer: Deployer) -> Self {
+        let mut stack = self.rebuilt(
+            self.inner.project_root.clone(),
+            self.inner.inline_limit,
+            self.inner.protected_aliases.clone(),
+        );
+        if let Some(inner) = Arc::get_mut(&mut stack.inner) {
+            inner.deployer = Some(deployer);
+        }
+        stack
+    }
+
+    /// The model server deployments on this stack drive, if it has one.
+    pub fn deployer(&self) -> Option<&Deployer> {
+        self.inner.deployer.as_ref()
+    }
+
     fn rebuilt(&self, project_root: Option<PathBuf>, inline_limit: usize, protected_aliases: Vec<String>) -> Self {
         let inner = &self.inner;
         Stack {
@@ -148,6 +192,7 @@ impl Stack {
                 project_root,
                 inline_limit,
                 protected_aliases,
+                deployer: inner.deployer.clone(),
                 runtime: OnceLock::new(),
                 stale_checked: std::sync::Mutex::new(None),
             }),

@@ -296,11 +296,54 @@ struct StackTable {
     image: Option<String>,
     artifact_store: Decl<ArtifactStoreConfig>,
     metadata_store: Decl<MetadataStoreConfig>,
-    /// Later components, accepted so that files can declare them already.
+    /// The model server deployments drive.
     #[serde(default)]
-    deployer: Option<toml::Value>,
+    deployer: Option<DeployerTable>,
+    /// A later component, accepted so that files can declare it already.
     #[serde(default)]
     tracker: Option<toml::Value>,
+}
+
+/// `[stacks.NAME.deployer]`: `url`, `token` (from `${VAR}`), `wait`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployerTable {
+    url: String,
+    token: String,
+    /// How long a deployment waits for the server (`"2m"`; default 2 minutes).
+    #[serde(default)]
+    wait: Option<String>,
+}
+
+impl std::fmt::Debug for DeployerTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeployerTable").field("url", &self.url).field("wait", &self.wait).finish_non_exhaustive()
+    }
+}
+
+impl DeployerTable {
+    fn resolve(self, stack: &str) -> Result<zenflow_core::stack::Deployer> {
+        let bad = |what: String| usage(format!("stack `{stack}`, deployer: {what}"));
+        let url = url::Url::parse(&self.url).map_err(|e| {
+            bad(format!("`url` {:?} is not a URL ({e}); write e.g. \"http://127.0.0.1:8080\"", self.url))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!("`url` must be http:// or https://, not {}://", url.scheme())));
+        }
+        if self.token.trim().is_empty() {
+            return Err(
+                bad("`token` is empty; write token = \"${ZENFLOW_DEPLOY_TOKEN}\" and set that variable".into()),
+            );
+        }
+        let wait = match self.wait.as_deref() {
+            None => std::time::Duration::from_secs(120),
+            Some(t) => std::time::Duration::from_millis(
+                zenflow_core::step::parse_duration_ms(t)
+                    .ok_or_else(|| bad(format!("`wait` `{t}` is not a duration such as \"2m\" or \"30s\"")))?,
+            ),
+        };
+        Ok(zenflow_core::stack::Deployer { url: self.url.trim_end_matches('/').to_string(), token: self.token, wait })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,8 +364,10 @@ pub struct StackConfig {
     pub artifact_store: ArtifactStoreConfig,
     /// The metadata store.
     pub metadata_store: MetadataStoreConfig,
-    /// Whether a deployer / tracker table is declared.
+    /// Whether a tracker table is declared.
     pub extras: Vec<String>,
+    /// The model server deployments drive.
+    pub deployer: Option<zenflow_core::stack::Deployer>,
     /// Durability of the local stores (SQLite, local artifacts).
     pub durability: crate::artifact_store::Durability,
     /// Largest output kept inline in the metadata store (bytes).
@@ -388,6 +433,7 @@ impl Stacks {
                     },
                     metadata_store: MetadataStoreConfig { url: "sqlite://.zenflow/zenflow.db".into(), pool_size: None },
                     extras: Vec::new(),
+                    deployer: None,
                     durability: Default::default(),
                     inline_limit: zenflow_core::stack::DEFAULT_INLINE_LIMIT,
                     protected_aliases: Vec::new(),
@@ -415,9 +461,7 @@ impl Stacks {
             Decl::Table(t) => t,
         };
         let mut extras = Vec::new();
-        if table.deployer.is_some() {
-            extras.push("deployer".into());
-        }
+        let deployer = table.deployer.map(|d| d.resolve(name)).transpose()?;
         if table.tracker.is_some() {
             extras.push("tracker".into());
         }
@@ -442,6 +486,7 @@ impl Stacks {
             artifact_store,
             metadata_store,
             extras,
+            deployer,
             durability,
             inline_limit,
             protected_aliases: table.protected_aliases,
@@ -497,10 +542,14 @@ impl Stacks {
         let artifacts = self.open_artifacts(&config).map_err(|e| context("artifact store", e))?;
         let metadata = self.open_metadata(&config).map_err(|e| context("metadata store", e))?;
         let orchestrator = self.open_orchestrator(&config).map_err(|e| context("orchestrator", e))?;
-        Ok(Stack::new(name, orchestrator, artifacts, metadata)
+        let stack = Stack::new(name, orchestrator, artifacts, metadata)
             .with_project_root(&self.root)
             .with_inline_limit(config.inline_limit)
-            .with_protected_aliases(config.protected_aliases.clone()))
+            .with_protected_aliases(config.protected_aliases.clone());
+        Ok(match config.deployer.clone() {
+            Some(d) => stack.with_deployer(d),
+            None => stack,
+        })
     }
 
     /// Builds the orchestrator of a stack.
@@ -624,6 +673,9 @@ impl StackConfig {
         }
         if self.durability == crate::artifact_store::Durability::Relaxed {
             out.push(("durability".into(), "relaxed (local stores do not fsync)".into()));
+        }
+        if let Some(d) = &self.deployer {
+            out.push(("deployer".into(), format!("{} (token ***, wait {:?})", redact_url(&d.url), d.wait)));
         }
         for e in &self.extras {
             out.push((e.clone(), "declared (not used by this build)".into()));

@@ -52,6 +52,8 @@
 //! - `cli` (default): [`cli::main`], the command line of pipeline binaries,
 //!   with clap, a progress display, the GitHub client and log output; it
 //!   turns on `log-capture`.
+//! - `serve` (default): [`serve`], an Open Inference Protocol model server
+//!   (the `serve` command), and [`deploy`], its deployer (`models deploy`).
 //! - `log-capture`: [`logs`], the `tracing` layer that keeps what steps log.
 //! - `testing`: `zenflow::testing`, throwaway stacks and run assertions.
 //! - `postgres`, `s3`: the shared-stack backends.
@@ -65,6 +67,8 @@ extern crate self as zenflow;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "serve")]
+pub mod deploy;
 #[cfg(feature = "log-capture")]
 pub mod logs;
 /// Behind the `conformance` feature: its fixture steps are registered in every
@@ -72,6 +76,8 @@ pub mod logs;
 #[cfg(feature = "conformance")]
 pub mod orchestrator_conformance;
 pub mod report;
+#[cfg(feature = "serve")]
+pub mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -25,6 +25,8 @@ pub mod config;
 pub mod github;
 mod models;
 pub mod progress;
+#[cfg(feature = "serve")]
+mod serve;
 
 use crate::report::{self, Gate, RunReport};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -147,6 +149,10 @@ enum Command {
     /// Publish a report.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Serve a registered model over the Open Inference Protocol (KServe
+    /// V2): the version holding an alias, swapped without downtime.
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
     /// Execute exactly one step of an existing run (used by distributed orchestrators).
     #[command(hide = true)]
     StepEntrypoint(EntrypointArgs),
@@ -374,7 +380,7 @@ where
     P: Pipeline,
     P::Config: Default,
 {
-    main_from(pipeline, std::env::args_os())
+    Main::new(pipeline).run()
 }
 
 /// [`main`] with explicit arguments (the first is the program name).
@@ -385,31 +391,90 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let parse = |args: &[OsString]| {
-        Cli::command().name(pipeline.name()).try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m))
-    };
-    let cli = match parse(&args) {
-        // No command: the binary runs its pipeline (`cargo run --example quickstart`).
-        Ok(Cli { command: None, .. }) => {
-            args.insert(1.min(args.len()), "run".into());
-            parse(&args)
-        }
-        other => other,
-    };
-    let cli = match cli {
-        Ok(cli) => cli,
-        // --help and --version exit 0, usage errors 2: clap's own contract.
-        Err(e) => e.exit(),
-    };
-    init_tracing(cli.verbose, cli.quiet);
-    match dispatch(&pipeline, cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            ExitCode::from(e.code)
+    Main::new(pipeline).run_from(args)
+}
+
+/// A pipeline binary's command line, with what it adds to [`main`]: the
+/// model type its `serve` command serves.
+///
+/// `fn main() -> ExitCode { zenflow::cli::Main::new(training).serve::<Model>().run() }`
+#[derive(Debug)]
+pub struct Main<P> {
+    pipeline: P,
+    #[cfg(feature = "serve")]
+    loader: Option<crate::serve::Loader>,
+}
+
+impl<P> Main<P>
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    /// The command line of `pipeline`.
+    pub fn new(pipeline: P) -> Self {
+        Main {
+            pipeline,
+            #[cfg(feature = "serve")]
+            loader: None,
         }
     }
+
+    /// `serve` loads registered versions as `M` (the type the step that
+    /// registers the model returns) and answers with its [`Predict`](crate::serve::Predict).
+    #[cfg(feature = "serve")]
+    pub fn serve<M: crate::serve::Predict + crate::Materialize>(mut self) -> Self {
+        self.loader = Some(crate::serve::Loader::of::<M>());
+        self
+    }
+
+    /// Runs it with this process's arguments.
+    pub fn run(self) -> ExitCode {
+        self.run_from(std::env::args_os())
+    }
+
+    /// Runs it with explicit arguments (the first is the program name).
+    pub fn run_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let pipeline = self.pipeline;
+        let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let parse = |args: &[OsString]| {
+            Cli::command().name(pipeline.name()).try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m))
+        };
+        let cli = match parse(&args) {
+            // No command: the binary runs its pipeline (`cargo run --example quickstart`).
+            Ok(Cli { command: None, .. }) => {
+                args.insert(1.min(args.len()), "run".into());
+                parse(&args)
+            }
+            other => other,
+        };
+        let cli = match cli {
+            Ok(cli) => cli,
+            // --help and --version exit 0, usage errors 2: clap's own contract.
+            Err(e) => e.exit(),
+        };
+        init_tracing(cli.verbose, cli.quiet);
+        let extras = Extras {
+            #[cfg(feature = "serve")]
+            loader: self.loader,
+        };
+        match dispatch(&pipeline, &extras, cli) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                ExitCode::from(e.code)
+            }
+        }
+    }
+}
+
+/// What [`Main`] adds to the commands.
+struct Extras {
+    #[cfg(feature = "serve")]
+    loader: Option<crate::serve::Loader>,
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -432,7 +497,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::registry().with(print).with(crate::logs::layer()).try_init();
 }
 
-fn dispatch<P>(pipeline: &P, cli: Cli) -> CliResult
+fn dispatch<P>(pipeline: &P, extras: &Extras, cli: Cli) -> CliResult
 where
     P: Pipeline,
     P::Config: Default,
@@ -499,6 +564,8 @@ where
         Command::Models(cmd) => models::run(cmd),
         Command::Stacks(cmd) => stacks(cmd),
         Command::Report(ReportCommand::GithubComment { report }) => github_comment(pipeline, &report),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::serve(extras.loader.as_ref(), pipeline.name(), args),
         Command::StepEntrypoint(args) => step_entrypoint(args),
         Command::CloseRun { run, stack } => {
             let stack = resolve_stack(&stack.stack)?;

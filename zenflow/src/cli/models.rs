@@ -37,6 +37,11 @@ pub(super) enum ModelsCommand {
     /// Move an alias to a version, if the expected version still holds it
     /// (compare-and-swap). Exit 4 when another promotion got there first.
     Promote(PromoteArgs),
+    /// Promote a version and have the stack's model server serve it
+    /// (`[stacks.NAME.deployer]`); on a failed load or warm-up, the alias
+    /// moves back and the command exits 4.
+    #[cfg(feature = "serve")]
+    Deploy(super::serve::DeployArgs),
     /// The alias changes of a model, newest first.
     History {
         /// Model name.
@@ -215,6 +220,8 @@ pub(super) fn run(cmd: ModelsCommand) -> CliResult {
             Ok(exit::SUCCESS)
         }
         ModelsCommand::Promote(args) => promote(args),
+        #[cfg(feature = "serve")]
+        ModelsCommand::Deploy(args) => super::serve::deploy(args),
         ModelsCommand::History { model, alias, limit, stack, out } => {
             let stack = resolve_stack(&stack.stack)?;
             let events = stack.block_on(stack.registry()?.history(&model, alias.as_deref(), limit))??;
@@ -299,7 +306,7 @@ fn promote(args: PromoteArgs) -> CliResult {
     Ok(exit::SUCCESS)
 }
 
-fn parse_version(text: &str) -> Result<i64, CliError> {
+pub(super) fn parse_version(text: &str) -> Result<i64, CliError> {
     text.trim_start_matches('v')
         .parse::<i64>()
         .ok()

@@ -351,8 +351,7 @@ impl Ray {
     async fn delete_ended(&self) {
         let due: Vec<String> = {
             let mut ended = self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (due, keep): (Vec<_>, Vec<_>) =
-                ended.drain(..).partition(|(_, at)| at.elapsed() >= DELETE_AFTER);
+            let (due, keep): (Vec<_>, Vec<_>) = ended.drain(..).partition(|(_, at)| at.elapsed() >= DELETE_AFTER);
             *ended = keep;
             due.into_iter().map(|(id, _)| id).collect()
         };
