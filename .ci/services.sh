@@ -138,6 +138,18 @@ svc_s3() {
     echo "s3s-fs on 127.0.0.1:$port"
 }
 
+# A standard Open Inference Protocol client from PyPI (tritonclient[http],
+# pinned) in a virtualenv under target/ci-tools, for the serving test that
+# drives `serve` with it.
+svc_oip_client() {
+    local venv="$SVC_TOOLS/oip-client-venv"
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import tritonclient.http' 2>/dev/null; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http]==2.73.0' >/dev/null
+    fi
+    export ZENFLOW_TEST_OIP_PYTHON="$venv/bin/python"
+}
+
 # A Ray head from PyPI (ray[default], pinned) in a virtualenv under
 # target/ci-tools, bound to 127.0.0.1, with 2 CPUs. Its fixed ports follow
 # the dashboard's (8265: GCS 6380, client 10001, agent 52365). The head is driven

@@ -498,3 +498,63 @@ fn serve_without_a_model_type_says_how_to_add_one() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains(".serve::<YourModel>()"), "{}", stderr(&out));
 }
+
+/// tritonclient[http], a standard Open Inference Protocol client from
+/// PyPI, against `serve` unchanged. Service tier: `.ci/run` installs the
+/// client into a virtual environment and names its Python in
+/// `ZENFLOW_TEST_OIP_PYTHON`.
+#[test]
+#[ignore = "needs tritonclient[http]: ZENFLOW_TEST_OIP_PYTHON (.ci/run sets it)"]
+fn a_standard_client_works_unchanged() {
+    let python = std::env::var("ZENFLOW_TEST_OIP_PYTHON")
+        .expect("ZENFLOW_TEST_OIP_PYTHON names a Python with tritonclient[http]");
+    let p = project();
+    let v1 = register(&p, &["cut=0.5"]);
+    promote_first(&p, v1);
+    let server = Server::start(&p, &[], None);
+    server.wait_ready();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/oip_client.py");
+    let host = server.url.trim_start_matches("http://");
+    let out = Command::new(python).args([script, host, "toy", &v1.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let answers: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(answers["live"], json!([0, 1]));
+    assert_eq!(answers["1"], json!([0, 1]));
+    assert_eq!(answers["bad"], "input `x` must have shape [n, 2] (rows of 2 features), not [1, 3]");
+}
+
+#[test]
+fn a_pipeline_step_deploys_and_a_rolled_back_deployment_exits_4() {
+    let p = project();
+    let v1 = register(&p, &["cut=0.5"]);
+    promote_first(&p, v1);
+    let server = Server::start(&p, &[], Some(TOKEN));
+    server.wait_ready();
+    let run = |sets: &[&str]| {
+        let mut args = vec!["run", "--stack", "prod", "--set", "deploy=true", "--report", "report.md"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        p.cmd(&args).env("SERVE_URL", &server.url).env("ZENFLOW_DEPLOY_TOKEN", TOKEN).output().unwrap()
+    };
+    let out = run(&["cut=0.4"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(holder(&p), Some(2));
+    let (_, body) = post(&agent(), &server.url, "/v2/models/toy/infer", &infer_body(0.45), None);
+    assert!(body.contains("\"model_version\":\"2\""), "{body}");
+    let report = std::fs::read_to_string(p.path("report.md")).unwrap();
+    assert!(report.contains("v2 of `toy` serves as `production` (before: v1)"), "{report}");
+    // A version whose warm-up fails: the step fails, the alias is back, exit 4.
+    let out = run(&["cut=0.3", "lie=true"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deployment rolled back: deploying v3 of `toy` failed, so `production` is back on v2"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(holder(&p), Some(2));
+    let report = std::fs::read_to_string(p.path("report.md")).unwrap();
+    assert!(report.contains("is back on v2") && report.contains("warm-up"), "{report}");
+    let (_, body) = post(&agent(), &server.url, "/v2/models/toy/infer", &infer_body(0.45), None);
+    assert!(body.contains("\"model_version\":\"2\""), "{body}");
+}

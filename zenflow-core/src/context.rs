@@ -26,14 +26,26 @@ struct Inner {
     logs: SharedBuffer,
     metadata: Mutex<BTreeMap<String, serde_json::Value>>,
     checks: Mutex<Vec<Check>>,
-    /// The versions model inputs resolved to, by input name.
-    models: BTreeMap<String, Option<i64>>,
+    /// What the run resolved for this attempt.
+    env: AttemptEnv,
+}
+
+/// What a step's run resolved before the attempt: the versions its model
+/// inputs resolved to, the artifact versions of its inputs, and the stack.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AttemptEnv {
+    /// Model input versions, by input name.
+    pub(crate) models: BTreeMap<String, Option<i64>>,
+    /// The artifact versions it consumes.
+    pub(crate) inputs: Vec<crate::metadata::InputLink>,
+    /// The stack it runs on.
+    pub(crate) stack: Option<crate::Stack>,
 }
 
 impl StepContext {
     /// A context for step `invocation` (of step `step`) in run `run_id`.
     pub fn new(run_id: &str, pipeline: &str, invocation: &str, step: &str, attempt: u32) -> Self {
-        Self::for_attempt(run_id, pipeline, invocation, step, attempt, BTreeMap::new(), SharedBuffer::default())
+        Self::for_attempt(run_id, pipeline, invocation, step, attempt, AttemptEnv::default(), SharedBuffer::default())
     }
 
     /// The context of one attempt in a run: it knows which versions its
@@ -45,7 +57,7 @@ impl StepContext {
         invocation: &str,
         step: &str,
         attempt: u32,
-        models: BTreeMap<String, Option<i64>>,
+        env: AttemptEnv,
         logs: SharedBuffer,
     ) -> Self {
         StepContext {
@@ -58,7 +70,7 @@ impl StepContext {
                 logs,
                 metadata: Mutex::default(),
                 checks: Mutex::default(),
-                models,
+                env,
             }),
         }
     }
@@ -68,7 +80,20 @@ impl StepContext {
     /// started; `None` when no version held the alias, or the input is not
     /// a model input.
     pub fn model_version(&self, input: &str) -> Option<i64> {
-        self.inner.models.get(input).copied().flatten()
+        self.inner.env.models.get(input).copied().flatten()
+    }
+
+    /// The id of the artifact version input `input` consumed (the first,
+    /// for a fan-in list); `None` outside a run or for no such input.
+    pub fn input_artifact(&self, input: &str) -> Option<&str> {
+        self.inner.env.inputs.iter().find(|l| l.input == input).map(|l| l.artifact_version.as_str())
+    }
+
+    /// The stack the step runs on (`None` for a detached context): for
+    /// steps that act on it, such as a deployment
+    /// (`zenflow::deploy::deploy_input`).
+    pub fn stack(&self) -> Option<&crate::Stack> {
+        self.inner.env.stack.as_ref()
     }
 
     /// A context outside any run, for calling a step function directly in tests.

@@ -492,7 +492,14 @@ impl StepRunner {
         let model_versions: std::collections::BTreeMap<String, Option<i64>> =
             models.iter().map(|(input, resolved)| (input.clone(), resolved["version"].as_i64())).collect();
         let execution = match self.load_inputs(step, &inputs).await {
-            Ok(loaded) => self.execute_attempts(step, loaded, &model_versions, &step_run_id, first, last).await,
+            Ok(loaded) => {
+                let env = crate::context::AttemptEnv {
+                    models: model_versions,
+                    inputs: write.step_run.inputs.clone(),
+                    stack: Some(self.stack.clone()),
+                };
+                self.execute_attempts(step, loaded, &env, &step_run_id, first, last).await
+            }
             Err(e) => Execution::failed(e.to_string()),
         };
         let attempts = execution.attempts;
@@ -975,7 +982,7 @@ impl StepRunner {
         &self,
         step: &PlanStep,
         inputs: Vec<LoadedInput>,
-        model_versions: &std::collections::BTreeMap<String, Option<i64>>,
+        env: &crate::context::AttemptEnv,
         step_run_id: &str,
         first: u32,
         last: u32,
@@ -1001,7 +1008,7 @@ impl StepRunner {
                 &step.id,
                 &step.step,
                 attempt,
-                model_versions.clone(),
+                env.clone(),
                 capture.buffer().clone(),
             );
             let call = StepCall::new(spec, inputs.clone(), params.clone(), ctx.clone())

@@ -832,17 +832,28 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join(STACK_FILE),
-            "[stacks.ci]\norchestrator = { kind = \"local\", parallelism = 3 }\ndurability = \"relaxed\"\ninline_limit = 0\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n[stacks.ci.deployer]\nkind = \"none\"\n\n[stacks.bad]\nartifact_store = \"ftp://x\"\nmetadata_store = \"sqlite::memory:\"\n",
+            "[stacks.ci]\norchestrator = { kind = \"local\", parallelism = 3 }\ndurability = \"relaxed\"\ninline_limit = 0\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n[stacks.ci.deployer]\nurl = \"http://127.0.0.1:8080/\"\ntoken = \"t0k3n\"\nwait = \"30s\"\n\n[stacks.bad]\nartifact_store = \"ftp://x\"\nmetadata_store = \"sqlite::memory:\"\n",
         )
         .unwrap();
         let stacks = Stacks::load(&dir).unwrap();
         assert_eq!(stacks.names(), ["local", "bad", "ci"]);
         let ci = stacks.config("ci").unwrap();
         assert_eq!(ci.orchestrator, OrchestratorConfig::Local { parallelism: Some(3) });
-        assert_eq!(ci.extras, ["deployer"]);
+        assert!(ci.extras.is_empty());
+        assert_eq!(
+            ci.deployer,
+            Some(zenflow_core::stack::Deployer {
+                url: "http://127.0.0.1:8080".into(),
+                token: "t0k3n".into(),
+                wait: std::time::Duration::from_secs(30)
+            })
+        );
+        assert!(!format!("{ci:?}").contains("t0k3n"), "the token is not printed");
+        assert!(!ci.describe().iter().any(|(_, v)| v.contains("t0k3n")));
         assert_eq!(ci.durability, crate::artifact_store::Durability::Relaxed);
         assert_eq!(ci.inline_limit, 0);
         let stack = stacks.open("ci").unwrap();
+        assert_eq!(stack.deployer().map(|d| d.url.as_str()), Some("http://127.0.0.1:8080"));
         assert_eq!(stack.name(), "ci");
         assert_eq!(stack.inline_limit(), 0);
         assert_eq!(stack.artifacts().url(), "memory://");
@@ -856,6 +867,28 @@ mod tests {
         std::fs::write(dir.join(STACK_FILE), "[stacks.x]\nartifact_store = \"memory://\"\n").unwrap();
         let e = Stacks::load(&dir).unwrap().config("x").unwrap_err().to_string();
         assert!(e.contains("stack `x`") && e.contains("metadata_store"), "{e}");
+        let deployer = |table: &str| {
+            let file = format!("[stacks.d]\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n[stacks.d.deployer]\n{table}");
+            std::fs::write(dir.join(STACK_FILE), file).unwrap();
+            Stacks::load(&dir).unwrap().config("d").unwrap_err().to_string()
+        };
+        assert_eq!(
+            deployer("url = \"ftp://h:1\"\ntoken = \"x\"\n"),
+            "stack `d`, deployer: `url` must be http:// or https://, not ftp://"
+        );
+        assert_eq!(
+            deployer("url = \"127.0.0.1:8080\"\ntoken = \"x\"\n"),
+            "stack `d`, deployer: `url` \"127.0.0.1:8080\" is not a URL (relative URL without a base); write e.g. \"http://127.0.0.1:8080\""
+        );
+        assert_eq!(
+            deployer("url = \"http://h:1\"\ntoken = \"\"\n"),
+            "stack `d`, deployer: `token` is empty; write token = \"${ZENFLOW_DEPLOY_TOKEN}\" and set that variable"
+        );
+        assert_eq!(
+            deployer("url = \"http://h:1\"\ntoken = \"x\"\nwait = \"soon\"\n"),
+            "stack `d`, deployer: `wait` `soon` is not a duration such as \"2m\" or \"30s\""
+        );
+        assert!(deployer("url = \"http://h:1\"\n").contains("missing field `token`"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,6 +20,11 @@ use crate::Stack;
 use std::time::{Duration, Instant};
 pub use zenflow_core::stack::Deployer;
 
+/// The check [`deploy_input`] records on its step: passed when the version
+/// serves, failed (with the reason) when the deployment was rolled back or
+/// lost its compare-and-swap. A run with this check failed exits 4.
+pub const DEPLOYMENT_CHECK: &str = "deployment";
+
 /// What to deploy, and on whose behalf.
 #[derive(Clone, Debug)]
 pub struct DeployOptions {
@@ -100,19 +105,94 @@ pub enum DeployError {
     Store(#[from] crate::Error),
 }
 
+/// Runs `f` where the stack's blocking calls may run: on a thread of its
+/// own when called from a step (or other async code).
+fn outside_runtime<T: Send>(f: impl FnOnce() -> Result<T, DeployError> + Send) -> Result<T, DeployError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|_| Err(DeployError::Store(crate::Error::usage("the deployment thread panicked"))))
+    })
+}
+
+/// Deploys, from a step, the version of `model` registered from what the
+/// step's input `input` consumed (the output of the step with `model =
+/// "..."`), on behalf of the step's run: its checks so far are the quality
+/// gate of a protected alias. Records the [`DEPLOYMENT_CHECK`] on the step.
+///
+/// ```no_run
+/// # use zenflow::prelude::*;
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize, Artifact)] struct Model;
+/// #[step]
+/// fn deploy(model: Model, appraised: bool, ctx: &StepContext) -> Result<String, BoxError> {
+///     if !appraised {
+///         return Ok("not deployed: the appraisal failed".into());
+///     }
+///     let d = zenflow::deploy::deploy_input(ctx, "model", "breast-cancer", &Default::default())?;
+///     Ok(format!("v{} serves", d.to))
+/// }
+/// ```
+pub fn deploy_input(
+    ctx: &crate::StepContext,
+    input: &str,
+    model: &str,
+    options: &DeployOptions,
+) -> Result<Deployed, DeployError> {
+    let stack = ctx
+        .stack()
+        .ok_or_else(|| DeployError::Store(crate::Error::usage("a detached step context has no stack to deploy on")))?;
+    let artifact = ctx.input_artifact(input).ok_or_else(|| {
+        DeployError::Store(crate::Error::usage(format!(
+            "step `{}` has no input `{input}` to deploy",
+            ctx.invocation_id()
+        )))
+    })?;
+    let mut options = options.clone();
+    options.run_id.get_or_insert_with(|| ctx.run_id().to_string());
+    let result = outside_runtime(|| {
+        let registry = stack.registry()?;
+        let versions = stack.block_on(registry.versions(model))??;
+        let version = versions.iter().find(|v| v.artifact_version == artifact).map(|v| v.version).ok_or_else(|| {
+            DeployError::Store(crate::Error::usage(format!(
+                "input `{input}` (artifact {artifact}) is no version of model `{model}`: it must come from the step \
+                 with `model = \"{model}\"`"
+            )))
+        })?;
+        deploy_here(stack, model, version, &options)
+    });
+    use crate::{Check, CheckStatus};
+    match &result {
+        Ok(d) => {
+            let from = d.from.map_or("no version".into(), |v| format!("v{v}"));
+            ctx.check(Check::new(
+                DEPLOYMENT_CHECK,
+                CheckStatus::Pass,
+                format!("v{} of `{model}` serves as `{}` (before: {from})", d.to, options.alias),
+            ));
+        }
+        Err(
+            e @ (DeployError::RolledBack { .. }
+            | DeployError::RollbackFailed { .. }
+            | DeployError::Registry(RegistryError::Conflict { .. })),
+        ) => {
+            ctx.check(Check::new(DEPLOYMENT_CHECK, CheckStatus::Fail, e.to_string()));
+        }
+        Err(_) => {}
+    }
+    result
+}
+
 /// Deploys `version` of `model` through the stack's deployer (see the
-/// module docs). Blocking; callable from a step, which runs it on a thread
+/// module docs). Blocking; callable from a step, where it runs on a thread
 /// of its own.
 pub fn deploy(stack: &Stack, model: &str, version: i64, options: &DeployOptions) -> Result<Deployed, DeployError> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        // Inside a step (or other async code): the stack's blocking calls
-        // need a thread outside the runtime.
-        return std::thread::scope(|s| {
-            s.spawn(|| deploy(stack, model, version, options))
-                .join()
-                .unwrap_or_else(|_| Err(DeployError::Store(crate::Error::usage("the deployment thread panicked"))))
-        });
-    }
+    outside_runtime(|| deploy_here(stack, model, version, options))
+}
+
+fn deploy_here(stack: &Stack, model: &str, version: i64, options: &DeployOptions) -> Result<Deployed, DeployError> {
     let deployer = stack.deployer().ok_or_else(|| DeployError::NoDeployer { stack: stack.name().into() })?.clone();
     let registry = stack.registry()?;
     let alias = options.alias.as_str();

@@ -43,7 +43,7 @@
 //! The guides in [`docs`]: [steps](docs::steps), [pipelines](docs::pipelines)
 //! (handles, fan-out, typed outputs, invocation ids, helper calls),
 //! [stacks and runs](docs::stacks) (caching, shared stacks, durability),
-//! [the model registry](docs::registry), and [the pipeline binary](docs::cli)
+//! [the model registry](docs::registry), [serving](docs::serving), and [the pipeline binary](docs::cli)
 //! (its commands, run configuration, exit codes and CI reports). Testing
 //! helpers are in `zenflow::testing` (feature `testing`).
 //!
@@ -126,6 +126,9 @@ pub mod docs {
     pub mod stacks {}
     #[doc = include_str!("docs/registry.md")]
     pub mod registry {}
+    #[cfg(feature = "serve")]
+    #[doc = include_str!("docs/serving.md")]
+    pub mod serving {}
     #[doc = include_str!("docs/cli.md")]
     pub mod cli {}
 }

@@ -51,11 +51,13 @@ struct Config {
     fail_above: Option<f64>,
     delay_ms: u64,
     lie: bool,
+    /// Deploy the version from the pipeline (a step after the registration).
+    deploy: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { cut: 0.5, width: 2, fail_above: None, delay_ms: 0, lie: false }
+        Config { cut: 0.5, width: 2, fail_above: None, delay_ms: 0, lie: false, deploy: false }
     }
 }
 
@@ -76,9 +78,21 @@ fn train(#[param] cfg: Config, ctx: &StepContext) -> Toy {
     model
 }
 
+/// Deploys the version just registered, through the stack's deployer.
+#[step]
+fn ship(model: Toy, ctx: &StepContext) -> Result<i64, BoxError> {
+    let _ = model;
+    let deployed = zenflow::deploy::deploy_input(ctx, "model", "toy", &Default::default())?;
+    Ok(deployed.to)
+}
+
 #[pipeline]
 fn servable(cfg: &Config) -> Handle<Toy> {
-    train(cfg.clone())
+    let model = train(cfg.clone());
+    if cfg.deploy {
+        ship(model);
+    }
+    model
 }
 
 fn main() -> ExitCode {

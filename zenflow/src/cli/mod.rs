@@ -853,6 +853,18 @@ where
             exit::STEP_FAILED
         }
     };
+    #[cfg(feature = "serve")]
+    let code = match report
+        .checks
+        .iter()
+        .find(|c| c.name == crate::deploy::DEPLOYMENT_CHECK && c.status == zenflow_core::CheckStatus::Fail)
+    {
+        Some(c) if code != exit::SUCCESS => {
+            eprintln!("deployment rolled back: {}", c.message);
+            exit::CONFLICT
+        }
+        _ => code,
+    };
     // The run's own outcome wins; a missing report fails an otherwise green run.
     Ok(if code == exit::SUCCESS && !report_errors.is_empty() { exit::STEP_FAILED } else { code })
 }
