@@ -500,14 +500,18 @@ fn the_report_becomes_one_sticky_pr_comment() {
     };
     let report = std::fs::read_to_string(p.path("report.md")).unwrap();
 
+    let me = r#"{"login": "zenflow-bot"}"#.to_string();
     // First time: no comment with the marker yet, so one is created.
     let (api, requests) = fake_github(vec![
-        (200, r#"[{"id": 5, "body": "an unrelated comment"}]"#.into()),
+        (200, me.clone()),
+        (200, r#"[{"id": 5, "body": "an unrelated comment", "user": {"login": "alice"}}]"#.into()),
         (201, r#"{"id": 99}"#.into()),
     ]);
     let o = comment(&api);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "created comment 99 on pull request #17");
+    let user = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((user.method.as_str(), user.path.as_str()), ("GET", "/user"));
     let list = requests.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(
         (list.method.as_str(), list.path.as_str()),
@@ -519,16 +523,48 @@ fn the_report_becomes_one_sticky_pr_comment() {
     let body: serde_json::Value = serde_json::from_str(&create.body).unwrap();
     assert_eq!(body["body"], report.as_str());
 
-    // Next time: the marked comment is found and updated in place.
-    let existing = serde_json::json!([{"id": 5, "body": "hi"}, {"id": 99, "body": report}]).to_string();
-    let (api, requests) = fake_github(vec![(200, existing), (200, r#"{"id": 99}"#.into())]);
+    // Next time: the marked comment is found and updated in place; one
+    // that someone else wrote with the marker in it is left alone.
+    let existing = serde_json::json!([
+        {"id": 5, "body": "hi", "user": {"login": "alice"}},
+        {"id": 7, "body": format!("copied: {report}"), "user": {"login": "mallory"}},
+        {"id": 99, "body": report, "user": {"login": "zenflow-bot"}},
+    ])
+    .to_string();
+    let (api, requests) = fake_github(vec![(200, me.clone()), (200, existing), (200, r#"{"id": 99}"#.into())]);
     let o = comment(&api);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "updated comment 99 on pull request #17");
     requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    requests.recv_timeout(Duration::from_secs(5)).unwrap();
     let update = requests.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!((update.method.as_str(), update.path.as_str()), ("PATCH", "/repos/acme/models/issues/comments/99"));
     assert_eq!(serde_json::from_str::<serde_json::Value>(&update.body).unwrap()["body"], report.as_str());
+
+    // The workflow's own token cannot read /user: its comments are
+    // github-actions[bot]'s, and only those are taken.
+    let existing = serde_json::json!([
+        {"id": 7, "body": report, "user": {"login": "mallory"}},
+        {"id": 42, "body": report, "user": {"login": "github-actions[bot]"}},
+    ])
+    .to_string();
+    let (api, requests) = fake_github(vec![
+        (403, r#"{"message": "Resource not accessible by integration"}"#.into()),
+        (200, existing),
+        (200, r#"{"id": 42}"#.into()),
+    ]);
+    let o = comment(&api);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "updated comment 42 on pull request #17");
+    for _ in 0..2 {
+        requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+    assert_eq!(requests.recv_timeout(Duration::from_secs(5)).unwrap().path, "/repos/acme/models/issues/comments/42");
+    // Only a marked comment by someone else: a new one is created.
+    let existing = serde_json::json!([{"id": 7, "body": report, "user": {"login": "mallory"}}]).to_string();
+    let (api, _requests) = fake_github(vec![(200, me.clone()), (200, existing), (201, r#"{"id": 100}"#.into())]);
+    let o = comment(&api);
+    assert_eq!(stdout(&o).trim(), "created comment 100 on pull request #17", "{}", stderr(&o));
 
     // A refused token: exit 1, a hint, and never the token itself.
     let (api, _requests) = fake_github(vec![(401, r#"{"message": "Bad credentials"}"#.into())]);

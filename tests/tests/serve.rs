@@ -224,7 +224,23 @@ fn a_swap_under_load_drops_nothing_and_each_client_moves_once() {
     let server = Server::start(&p, &[], Some(TOKEN));
     server.wait_ready();
     let v2 = register(&p, &["cut=0.4"]);
+    // Readiness is watched through the swap, too.
+    let watching = Arc::new(AtomicBool::new(true));
+    let ready = {
+        let (url, watching) = (server.url.clone(), watching.clone());
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                statuses.push(get(&url, "/v2/health/ready").0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            statuses
+        })
+    };
     let (clients, out) = under_load(&server.url, 10, 0.45, || deploy(&p, &server, v2));
+    watching.store(false, Ordering::Relaxed);
+    let ready = ready.join().unwrap();
+    assert!(ready.len() > 100 && ready.iter().all(|s| *s == 200), "readiness during the swap: {ready:?}");
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains(&format!("moved from v{v1} to v{v2}")), "{}", stdout(&out));
     for seen in &clients {
@@ -489,6 +505,14 @@ fn deploying_needs_a_deployer_and_a_known_version() {
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert!(stderr(&out).contains("did not answer"), "{}", stderr(&out));
     assert_eq!(holder(&p), None);
+}
+
+#[test]
+fn serve_listens_on_this_machine_only_by_default() {
+    let p = Project::new(env!("CARGO_BIN_EXE_servable"));
+    let help = stdout(&p.run(&["serve", "--help"]));
+    assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
+    assert!(zenflow::serve::ServeOptions::new("m", "production").bind.ip().is_loopback());
 }
 
 #[test]

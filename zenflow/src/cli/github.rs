@@ -4,8 +4,13 @@
 //! from the event JSON at `GITHUB_EVENT_PATH`, and `GITHUB_API_URL`
 //! (default `https://api.github.com`, so tests can use a local server). The
 //! comment is found again by the hidden marker the markdown report starts
-//! with; it is updated in place, or created when there is none. The token
-//! never appears in output or errors.
+//! with *and* its author, the token's own user: anyone can write the marker
+//! into a comment of their own, and that one must be neither edited (it
+//! would fail) nor taken for the report. The author is
+//! `ZENFLOW_GITHUB_COMMENT_AUTHOR` if set, else the login `GET /user`
+//! answers for the token, else `github-actions[bot]` (the Actions token may
+//! not read `/user`). It is updated in place, or created when there is
+//! none. The token never appears in output or errors.
 
 use serde_json::Value;
 use std::time::Duration;
@@ -34,7 +39,11 @@ pub struct GithubEnv {
     repository: String,
     api: String,
     pr: u64,
+    author: Option<String>,
 }
+
+/// Who posts with the workflow's own `GITHUB_TOKEN`.
+pub const ACTIONS_BOT: &str = "github-actions[bot]";
 
 fn usage(message: impl Into<String>) -> CommentError {
     CommentError { usage: true, message: message.into() }
@@ -79,7 +88,8 @@ impl GithubEnv {
             })?;
         let api =
             get("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()).trim_end_matches('/').to_string();
-        Ok(GithubEnv { token, repository, api, pr })
+        let author = get("ZENFLOW_GITHUB_COMMENT_AUTHOR").filter(|a| !a.trim().is_empty());
+        Ok(GithubEnv { token, repository, api, pr, author })
     }
 
     /// The pull request number.
@@ -106,6 +116,36 @@ impl GithubEnv {
 
     fn fail(&self, what: &str, detail: impl std::fmt::Display) -> CommentError {
         CommentError { usage: false, message: self.redact(&format!("GitHub API: {what} failed: {detail}")) }
+    }
+
+    /// The login the token comments as.
+    fn author(&self) -> Result<String, CommentError> {
+        if let Some(a) = &self.author {
+            return Ok(a.clone());
+        }
+        let url = format!("{}/user", self.api);
+        let mut response = self
+            .agent()
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Accept", "application/vnd.github+json")
+            .call()
+            .map_err(|e| self.fail("GET /user", e))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().map_err(|e| self.fail("GET /user", e))?;
+        match status {
+            200 => serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|u| u["login"].as_str().map(String::from))
+                .ok_or_else(|| self.fail("GET /user", "the answer has no `login`")),
+            // An installation token (the workflow's GITHUB_TOKEN) cannot read /user.
+            403 | 404 => Ok(ACTIONS_BOT.to_string()),
+            _ => {
+                let hint = if status == 401 { " (the token was refused)" } else { "" };
+                let short: String = text.chars().take(300).collect();
+                Err(self.fail("GET /user", format!("HTTP {status}{hint}: {short}")))
+            }
+        }
     }
 
     fn send(&self, method: &str, url: &str, body: Option<&Value>) -> Result<Value, CommentError> {
@@ -144,9 +184,11 @@ impl GithubEnv {
         serde_json::from_str(&text).map_err(|e| self.fail(&what, format!("the answer is not JSON: {e}")))
     }
 
-    /// Creates the comment, or updates the earlier one carrying `marker`.
+    /// Creates the comment, or updates the earlier one this token's user
+    /// wrote carrying `marker`.
     pub fn upsert_comment(&self, marker: &str, body: &str) -> Result<Posted, CommentError> {
         let base = format!("{}/repos/{}", self.api, self.repository);
+        let author = self.author()?;
         let mut existing = None;
         for page in 1..=50 {
             let url = format!("{base}/issues/{}/comments?per_page=100&page={page}", self.pr);
@@ -154,6 +196,7 @@ impl GithubEnv {
             let list = comments.as_array().ok_or_else(|| self.fail("listing comments", "expected a JSON array"))?;
             existing = list
                 .iter()
+                .filter(|c| c["user"]["login"].as_str() == Some(author.as_str()))
                 .find_map(|c| c["body"].as_str().filter(|b| b.contains(marker)).and_then(|_| c["id"].as_u64()));
             if existing.is_some() || list.len() < 100 {
                 break;
