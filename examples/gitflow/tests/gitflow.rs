@@ -1,0 +1,184 @@
+//! The template's loop on one machine, driven as its workflows drive it:
+//! the pipeline binary on a local stack with a deployer, and its own
+//! `serve` answering. (The same loop on PostgreSQL, S3 and Ray runs in the
+//! service tier.)
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gitflow");
+const TOKEN: &str = "gitflow-test-token";
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        std::fs::create_dir(dir.path().join("configs")).unwrap();
+        for f in ["local.yaml", "staging.yaml", "production.yaml"] {
+            std::fs::copy(configs.join(f), dir.path().join("configs").join(f)).unwrap();
+        }
+        // The template's stacks, on this machine's stores.
+        std::fs::write(
+            dir.path().join("zenflow.toml"),
+            r#"
+[stacks.staging]
+metadata_store = "sqlite://.zenflow/zenflow.db"
+artifact_store = "file://.zenflow/artifacts"
+
+[stacks.production]
+metadata_store = "sqlite://.zenflow/zenflow.db"
+artifact_store = "file://.zenflow/artifacts"
+protected_aliases = ["production"]
+
+[stacks.production.deployer]
+url = "${ZENFLOW_SERVER_URL:-http://127.0.0.1:9}"
+token = "${ZENFLOW_DEPLOY_TOKEN:-unset}"
+wait = "20s"
+"#,
+        )
+        .unwrap();
+        // A checkout with a commit, as in CI: run names carry {git_sha}.
+        let git = |args: &[&str]| {
+            let ok = Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .env("GIT_AUTHOR_NAME", "ci")
+                .env("GIT_AUTHOR_EMAIL", "ci@example.invalid")
+                .env("GIT_COMMITTER_NAME", "ci")
+                .env("GIT_COMMITTER_EMAIL", "ci@example.invalid")
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "the template"]);
+        Project { dir }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("ZENFLOW_PROJECT_ROOT", self.dir.path())
+            .env("ZENFLOW_DEPLOY_TOKEN", TOKEN)
+            .env_remove("ZENFLOW_STACK")
+            .env_remove("RUST_LOG")
+            .env_remove("GITHUB_STEP_SUMMARY");
+        c
+    }
+
+    fn run(&self, args: &[&str], server: Option<&str>) -> Output {
+        let mut c = self.cmd(args);
+        if let Some(url) = server {
+            c.env("ZENFLOW_SERVER_URL", url);
+        }
+        c.output().unwrap()
+    }
+
+    fn production(&self) -> Option<i64> {
+        let out = self.run(&["models", "versions", "breast-cancer", "--stack", "production", "--json"], None);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        list.as_array()?
+            .iter()
+            .find(|v| v["aliases"].as_array().is_some_and(|a| a.iter().any(|a| a == "production")))
+            .and_then(|v| v["version"].as_i64())
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(p: &Project) -> Server {
+    let mut child = p
+        .cmd(&[
+            "serve",
+            "--stack",
+            "production",
+            "--model",
+            "breast-cancer",
+            "--bind",
+            "127.0.0.1:0",
+            "--poll",
+            "200ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    Server(child, url)
+}
+
+fn served_version(url: &str) -> Option<String> {
+    let body = serde_json::json!({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP64", "data": vec![10.0; 30]}]});
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.post(format!("{url}/v2/models/breast-cancer/infer")).send_json(&body).ok()?;
+    let v: serde_json::Value = r.body_mut().read_json().ok()?;
+    v["model_version"].as_str().map(String::from)
+}
+
+#[test]
+fn from_a_laptop_to_production() {
+    let p = Project::new();
+    // Experiment locally: exit 0, a first version, nothing deployed.
+    let o = p.run(&["run", "--config", "configs/local.yaml"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // The first merge: production data, every check passes, so it is
+    // promoted and deployed; the server (waiting for a version) serves it.
+    let server = serve(&p);
+    let o = p.run(
+        &["run", "--stack", "production", "--config", "configs/production.yaml", "--report", "main.md"],
+        Some(&server.1),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let first = p.production().expect("the merge promoted a version");
+    assert_eq!(served_version(&server.1), Some(first.to_string()));
+    let report = std::fs::read_to_string(p.dir.path().join("main.md")).unwrap();
+    assert!(report.contains(&format!("v{first} of `breast-cancer` serves as `production`")), "{report}");
+
+    // A PR on staging, appraised against production: passes, deploys nothing.
+    let o = p.run(&["run", "--stack", "staging", "--config", "configs/staging.yaml", "--junit", "junit.xml"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(std::fs::read_to_string(p.dir.path().join("junit.xml")).unwrap().contains("<testsuite"));
+    assert_eq!(p.production(), Some(first));
+
+    // A PR with a worse model (noisy labels): the gate fails, exit 3.
+    let o =
+        p.run(&["run", "--stack", "staging", "--config", "configs/staging.yaml", "--set", "label_noise=0.35"], None);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("accuracy"), "{}", text(&o));
+
+    // A PR with drifted data: the drift check fails, exit 3.
+    let o = p.run(&["run", "--stack", "staging", "--config", "configs/staging.yaml", "--set", "dataset=drifted"], None);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("drift"), "{}", text(&o));
+
+    // A worse model merged anyway: nothing moves, the old version serves.
+    let o = p.run(
+        &["run", "--stack", "production", "--config", "configs/production.yaml", "--set", "label_noise=0.35"],
+        Some(&server.1),
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(p.production(), Some(first));
+    assert_eq!(served_version(&server.1), Some(first.to_string()));
+}
