@@ -25,6 +25,7 @@
 //! | `dag_mermaid` | string | the plan as a mermaid flowchart |
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use zenflow_core::check::CheckStatus;
 use zenflow_core::metadata::{RunRecord, RunStatus, StepRunRecord, StepStatus};
@@ -36,6 +37,85 @@ pub const REPORT_SCHEMA: u32 = 1;
 /// The hidden marker that identifies a pipeline's report in a PR comment.
 pub fn marker(pipeline: &str) -> String {
     format!("<!-- zenflow-report pipeline={pipeline} -->")
+}
+
+/// The most characters GitHub takes in one comment.
+pub const GITHUB_COMMENT_LIMIT: usize = 65_536;
+
+/// The markdown report cut to at most `limit` characters, for a PR comment.
+///
+/// What goes first is what matters least: the artifact and log details,
+/// then the pipeline diagram, the metrics table and the steps table. The
+/// verdict, the checks and the model tables stay as long as they fit;
+/// past that the text is cut at a line, with any open code fence closed.
+/// A report that was cut says so, naming what it left out.
+pub fn fit_comment(markdown: &str, limit: usize) -> String {
+    let len = |s: &str| s.chars().count();
+    if len(markdown) <= limit {
+        return markdown.to_string();
+    }
+    // Sections: the head, then each `### ` section (with what follows it).
+    let mut parts: Vec<String> = Vec::new();
+    for line in markdown.split_inclusive('\n') {
+        match parts.last_mut() {
+            Some(last) if !line.starts_with("### ") => last.push_str(line),
+            _ => parts.push(line.to_string()),
+        }
+    }
+    let mut left_out: Vec<String> = Vec::new();
+    let note = |left_out: &[String]| {
+        format!(
+            "\n> ✂️ Cut to fit GitHub's {limit}-character comment limit: {} left out. The job summary and the \
+             report artifact hold all of it.\n",
+            left_out.join(", ")
+        )
+    };
+    let total =
+        |parts: &[String], left_out: &[String]| parts.iter().map(|p| len(p)).sum::<usize>() + len(&note(left_out));
+    // Details blocks first (artifact lists, logs).
+    for part in parts.iter_mut() {
+        while let (Some(start), Some(end)) = (part.find("<details>"), part.find("</details>")) {
+            if end < start {
+                break;
+            }
+            let summary = part[start..end]
+                .split("<summary>")
+                .nth(1)
+                .and_then(|s| s.split("</summary>").next())
+                .unwrap_or("details")
+                .replace("<code>", "`")
+                .replace("</code>", "`");
+            left_out.push(summary);
+            part.replace_range(start..end + "</details>".len(), "");
+        }
+    }
+    for heading in ["### Pipeline", "### Metrics", "### Steps"] {
+        if total(&parts, &left_out) <= limit {
+            break;
+        }
+        if let Some(i) = parts.iter().position(|p| p.starts_with(heading)) {
+            parts.remove(i);
+            left_out.push(format!("the {} section", heading.trim_start_matches("### ").to_lowercase()));
+        }
+    }
+    let mut out: String = parts.concat();
+    if total(&parts, &left_out) > limit {
+        left_out.push("the end of the report".into());
+        let budget = limit.saturating_sub(len(&note(&left_out)) + 8);
+        let mut kept = String::new();
+        for line in out.split_inclusive('\n') {
+            if len(&kept) + len(line) > budget {
+                break;
+            }
+            kept.push_str(line);
+        }
+        if kept.lines().filter(|l| l.starts_with("```")).count() % 2 == 1 {
+            kept.push_str("```\n");
+        }
+        out = kept;
+    }
+    out.push_str(&note(&left_out));
+    out
 }
 
 /// Everything a report says about one run.
@@ -53,6 +133,9 @@ pub struct RunReport {
     pub stack: String,
     /// Git commit, when known.
     pub git_commit: Option<String>,
+    /// The CI job that ran it (GitHub Actions run, GitLab job), when known.
+    #[serde(default)]
+    pub ci_job_url: Option<String>,
     /// Run status.
     pub status: RunStatus,
     /// Quality gate outcome.
@@ -74,6 +157,128 @@ pub struct RunReport {
     pub models: Vec<ModelReport>,
     /// The plan as a mermaid flowchart.
     pub dag_mermaid: String,
+    /// What differs from a baseline run (for a PR: the latest run from main).
+    #[serde(default)]
+    pub baseline: Option<Baseline>,
+}
+
+/// How a run differs from a baseline run: code and parameters, step by step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// The baseline's run id.
+    pub run_id: String,
+    /// Its name.
+    pub run_name: String,
+    /// Its git commit.
+    pub git_commit: Option<String>,
+    /// Steps (invocations) whose code hash differs from the baseline's.
+    pub code_changed: Vec<String>,
+    /// Steps the baseline did not have.
+    pub added: Vec<String>,
+    /// Steps of the baseline this run does not have.
+    pub removed: Vec<String>,
+    /// Parameters that differ.
+    pub params: Vec<ParamChange>,
+}
+
+/// One parameter of one step that differs from the baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamChange {
+    /// The step (invocation).
+    pub step: String,
+    /// The parameter.
+    pub param: String,
+    /// Its value in the baseline (JSON), `None` when it had none.
+    pub before: Option<String>,
+    /// Its value in this run (JSON), `None` when it has none.
+    pub after: Option<String>,
+}
+
+impl Baseline {
+    /// Compares this run's plan with the baseline run's.
+    pub fn compare(baseline: &RunRecord, baseline_plan: &Plan, plan: &Plan) -> Baseline {
+        let before: BTreeMap<&str, &zenflow_core::plan::PlanStep> =
+            baseline_plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
+        let now: BTreeMap<&str, &zenflow_core::plan::PlanStep> =
+            plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
+        let mut out = Baseline {
+            run_id: baseline.id.clone(),
+            run_name: baseline.name.clone(),
+            git_commit: baseline.git_commit.clone(),
+            code_changed: Vec::new(),
+            added: Vec::new(),
+            removed: baseline_plan
+                .steps
+                .iter()
+                .filter(|s| !now.contains_key(s.id.as_str()))
+                .map(|s| s.id.clone())
+                .collect(),
+            params: Vec::new(),
+        };
+        for step in &plan.steps {
+            let Some(old) = before.get(step.id.as_str()) else {
+                out.added.push(step.id.clone());
+                continue;
+            };
+            if old.code_hash != step.code_hash {
+                out.code_changed.push(step.id.clone());
+            }
+            let keys: std::collections::BTreeSet<&String> = old.params.keys().chain(step.params.keys()).collect();
+            for key in keys {
+                let (b, a) = (old.params.get(key), step.params.get(key));
+                if b != a {
+                    out.params.push(ParamChange {
+                        step: step.id.clone(),
+                        param: key.clone(),
+                        before: b.map(|v| v.to_string()),
+                        after: a.map(|v| v.to_string()),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn to_markdown(&self, md: &mut String, steps: &[StepReport]) {
+        let commit =
+            self.git_commit.as_deref().map_or(String::new(), |c| format!(" (commit `{}`)", &c[..c.len().min(12)]));
+        let _ = writeln!(md, "\n### Against `{}`{commit}\n", code(&self.run_name));
+        let list = |ids: &[String]| ids.iter().map(|i| format!("`{}`", code(i))).collect::<Vec<_>>().join(", ");
+        if self.code_changed.is_empty() && self.added.is_empty() && self.removed.is_empty() {
+            let _ = writeln!(md, "- **Code:** no step's code changed.");
+        } else {
+            if !self.code_changed.is_empty() {
+                let _ = writeln!(md, "- **Code changed:** {}", list(&self.code_changed));
+            }
+            if !self.added.is_empty() {
+                let _ = writeln!(md, "- **New steps:** {}", list(&self.added));
+            }
+            if !self.removed.is_empty() {
+                let _ = writeln!(md, "- **Steps gone:** {}", list(&self.removed));
+            }
+        }
+        let cached: Vec<String> = steps.iter().filter(|s| s.status == "cached").map(|s| s.id.clone()).collect();
+        let _ = if cached.is_empty() {
+            writeln!(md, "- **From the shared cache:** none")
+        } else {
+            writeln!(md, "- **From the shared cache:** {} of {} steps: {}", cached.len(), steps.len(), list(&cached))
+        };
+        if self.params.is_empty() {
+            let _ = writeln!(md, "- **Parameters:** the same.");
+        } else {
+            let _ = writeln!(md, "\n| Step | Parameter | `{}` | this run |\n|---|---|---|---|", code(&self.run_name));
+            for p in &self.params {
+                let _ = writeln!(
+                    md,
+                    "| `{}` | {} | {} | {} |",
+                    code(&p.step),
+                    text(&p.param),
+                    p.before.as_deref().map_or("—".into(), |v| format!("`{}`", code(v))),
+                    p.after.as_deref().map_or("—".into(), |v| format!("`{}`", code(v)))
+                );
+            }
+        }
+    }
 }
 
 /// An appraisal in a report: the candidate against production, per metric.
@@ -298,6 +503,7 @@ impl RunReport {
             run_name: run.name.clone(),
             stack: run.stack.clone(),
             git_commit: run.git_commit.clone(),
+            ci_job_url: None,
             status: run.status,
             gate,
             started_at: zenflow_core::time::rfc3339(run.started_at),
@@ -308,7 +514,21 @@ impl RunReport {
             metrics,
             checks,
             models,
+            baseline: None,
         }
+    }
+
+    /// Adds what differs from `baseline` (see [`Baseline::compare`]).
+    pub fn with_baseline(mut self, baseline: Baseline) -> Self {
+        self.baseline = Some(baseline);
+        self
+    }
+
+    /// Links the report to the CI job that ran the run (GitHub's
+    /// `actions/runs/ID`, GitLab's `$CI_JOB_URL`).
+    pub fn with_ci_job(mut self, url: Option<String>) -> Self {
+        self.ci_job_url = url;
+        self
     }
 
     /// Fills in the candidate version of each appraisal: the version the
@@ -364,9 +584,10 @@ impl RunReport {
             Gate::Passed => "quality gate passed",
             Gate::Failed => "quality gate **failed**",
         };
+        let job = self.ci_job_url.as_deref().map_or(String::new(), |u| format!(" · [CI job]({u})"));
         let _ = writeln!(
             md,
-            "**Run** `{}` · stack `{}` · {commit} · **{}** in {} · {gate}  ",
+            "**Run** `{}` · stack `{}` · {commit} · **{}** in {} · {gate}{job}  ",
             code(&self.run_name),
             code(&self.stack),
             self.status,
@@ -474,6 +695,10 @@ impl RunReport {
                     status_icon(r.status)
                 );
             }
+        }
+
+        if let Some(b) = &self.baseline {
+            b.to_markdown(&mut md, &self.steps);
         }
 
         let _ = writeln!(md, "\n### Pipeline\n\n```mermaid\n{}```", self.dag_mermaid);
@@ -836,6 +1061,142 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod baseline_pipeline {
+        use crate::prelude::*;
+
+        #[step]
+        pub fn make(#[param] n: u32) -> u32 {
+            n
+        }
+
+        #[step]
+        pub fn double(x: u32) -> u32 {
+            x * 2
+        }
+
+        #[pipeline]
+        pub fn twice(n: &u32) -> Handle<u32> {
+            double(make(*n))
+        }
+    }
+
+    #[test]
+    fn a_baseline_names_changed_code_and_parameters() {
+        use crate::Pipeline;
+        let run = |name: &str| RunRecord {
+            id: format!("{name}-id"),
+            name: name.into(),
+            pipeline: "twice".into(),
+            stack: "local".into(),
+            status: RunStatus::Completed,
+            started_at: 0,
+            ended_at: Some(1),
+            git_commit: Some("0123456789abcdef".into()),
+            error: None,
+            config: serde_json::Value::Null,
+            plan_json: String::new(),
+        };
+        let mut main_plan = baseline_pipeline::twice.plan(&3).unwrap();
+        let pr_plan = baseline_pipeline::twice.plan(&4).unwrap();
+        main_plan.steps[1].code_hash = "an older version of double".into();
+        main_plan.steps.push(main_plan.steps[0].clone());
+        main_plan.steps[2].id = "gone".into();
+        let b = Baseline::compare(&run("main-7"), &main_plan, &pr_plan);
+        assert_eq!(b.code_changed, vec!["double".to_string()]);
+        assert_eq!(b.removed, vec!["gone".to_string()]);
+        assert!(b.added.is_empty());
+        assert_eq!(
+            b.params,
+            vec![ParamChange {
+                step: "make".into(),
+                param: "n".into(),
+                before: Some("3".into()),
+                after: Some("4".into())
+            }]
+        );
+        let mut md = String::new();
+        let steps = vec![StepReport {
+            id: "make".into(),
+            step: "make".into(),
+            status: "cached".into(),
+            duration_ms: None,
+            attempts: 1,
+            error: None,
+            outputs: Vec::new(),
+            logs: Vec::new(),
+        }];
+        b.to_markdown(&mut md, &steps);
+        assert!(md.contains("### Against `main-7` (commit `0123456789ab`)"), "{md}");
+        assert!(md.contains("- **Code changed:** `double`"), "{md}");
+        assert!(md.contains("- **Steps gone:** `gone`"), "{md}");
+        assert!(md.contains("- **From the shared cache:** 1 of 1 steps: `make`"), "{md}");
+        assert!(md.contains("| `make` | n | `3` | `4` |"), "{md}");
+        let same = Baseline::compare(&run("main-8"), &pr_plan, &pr_plan);
+        let mut md = String::new();
+        same.to_markdown(&mut md, &[]);
+        assert!(md.contains("no step's code changed") && md.contains("**Parameters:** the same."), "{md}");
+    }
+
+    /// A report shaped like `to_markdown`'s, with `rows` rows per table.
+    fn long_report(rows: usize) -> String {
+        let mut md = format!("{}\n## ⚠️ zenflow · `p` — quality gate failed\n\n**Run** `r`\n\n", marker("p"));
+        md.push_str("### Steps\n\n| Step | Status |\n|---|---|\n");
+        (0..rows).for_each(|i| md.push_str(&format!("| `step_{i}` | ✅ completed |\n")));
+        md.push_str("\n<details><summary>Log of <code>train</code> (40 lines)</summary>\n\n```text\n");
+        (0..rows).for_each(|i| md.push_str(&format!("log line {i}\n")));
+        md.push_str("```\n</details>\n");
+        md.push_str("\n### Metrics\n\n| Step | Metric | Value |\n|---|---|---:|\n");
+        (0..rows).for_each(|i| md.push_str(&format!("| `evaluate_{i}` | accuracy | 0.9{i} |\n")));
+        md.push_str("\n### Checks\n\n| | Check |\n|---|---|\n| ❌ fail | appraisal.accuracy |\n");
+        md.push_str("\n### Model `m` — ❌ failed\n\n| Metric | Candidate |\n|---|---:|\n| `accuracy` | 0.9 |\n");
+        md.push_str("\n### Pipeline\n\n```mermaid\nflowchart LR\n");
+        (0..rows).for_each(|i| md.push_str(&format!("  s{i}[\"s{i}\"]\n")));
+        md.push_str("```\n\n<details><summary>Artifacts (3)</summary>\n\n| a |\n</details>\n");
+        md
+    }
+
+    fn fences_balanced(s: &str) -> bool {
+        s.lines().filter(|l| l.starts_with("```")).count() % 2 == 0
+    }
+
+    #[test]
+    fn a_report_that_fits_is_left_alone() {
+        let md = long_report(10);
+        assert_eq!(fit_comment(&md, GITHUB_COMMENT_LIMIT), md);
+    }
+
+    #[test]
+    fn a_long_report_is_cut_by_section_and_says_so() {
+        let md = long_report(3_000);
+        assert!(md.chars().count() > GITHUB_COMMENT_LIMIT);
+        let cut = fit_comment(&md, GITHUB_COMMENT_LIMIT);
+        assert!(cut.chars().count() <= GITHUB_COMMENT_LIMIT, "{} chars", cut.chars().count());
+        assert!(cut.starts_with(&marker("p")), "the marker stays first: the comment is found by it");
+        for kept in ["quality gate failed", "### Checks", "appraisal.accuracy", "### Model `m`"] {
+            assert!(cut.contains(kept), "{kept} was cut");
+        }
+        assert!(!cut.contains("log line 1\n") && !cut.contains("flowchart"), "details and the diagram go first");
+        assert!(cut.contains("Cut to fit GitHub's 65536-character comment limit"), "{}", &cut[cut.len() - 400..]);
+        assert!(
+            cut.contains("Log of `train` (40 lines)") && cut.contains("Artifacts (3)"),
+            "it names what it left out"
+        );
+        assert!(fences_balanced(&cut));
+    }
+
+    #[test]
+    fn a_report_too_long_even_without_its_details_is_cut_at_a_line_with_fences_closed() {
+        let mut md = format!("{}\n## verdict\n\n### Checks\n\n```text\n", marker("p"));
+        (0..20_000).for_each(|i| md.push_str(&format!("check output line {i}\n")));
+        md.push_str("```\n");
+        let cut = fit_comment(&md, 10_000);
+        assert!(cut.chars().count() <= 10_000);
+        assert!(cut.starts_with(&marker("p")) && cut.contains("## verdict"));
+        assert!(fences_balanced(&cut), "an open fence would swallow the note");
+        assert!(cut.trim_end().ends_with("report artifact hold all of it."), "{}", &cut[cut.len() - 300..]);
+        assert!(cut.contains("the end of the report left out"));
+    }
 
     #[test]
     fn formatting_helpers() {

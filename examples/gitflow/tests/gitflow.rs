@@ -147,7 +147,17 @@ fn from_a_laptop_to_production() {
     // promoted and deployed; the server (waiting for a version) serves it.
     let server = serve(&p);
     let o = p.run(
-        &["run", "--stack", "production", "--config", "configs/production.yaml", "--report", "main.md"],
+        &[
+            "run",
+            "--stack",
+            "production",
+            "--config",
+            "configs/production.yaml",
+            "--run-name",
+            "main-1",
+            "--report",
+            "main.md",
+        ],
         Some(&server.1),
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -157,8 +167,19 @@ fn from_a_laptop_to_production() {
     assert!(report.contains(&format!("v{first} of `breast-cancer` serves as `production`")), "{report}");
 
     // A PR on staging, appraised against production: passes, deploys nothing.
-    let o = p.run(&["run", "--stack", "staging", "--config", "configs/staging.yaml", "--junit", "junit.xml"], None);
+    let o = p.run(
+        &["run", "--stack", "staging", "--config", "configs/staging.yaml", "--junit", "junit.xml"]
+            .into_iter()
+            .chain(["--compare-with", "latest:main-", "--report", "pr.md"])
+            .collect::<Vec<_>>(),
+        None,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let pr = std::fs::read_to_string(p.dir.path().join("pr.md")).unwrap();
+    assert!(pr.contains("### Against `main-1`"), "{}\n{pr}", text(&o));
+    assert!(pr.contains("| `load` | dataset | `\"production\"` | `\"staging\"` |"), "{pr}");
+    // The PR has the same code; only the production config deploys.
+    assert!(pr.contains("- **Steps gone:** `deploy`") && !pr.contains("Code changed"), "{pr}");
     assert!(std::fs::read_to_string(p.dir.path().join("junit.xml")).unwrap().contains("<testsuite"));
     assert_eq!(p.production(), Some(first));
 

@@ -213,6 +213,12 @@ struct RunArgs {
     /// A check that warns fails the quality gate.
     #[arg(long)]
     warnings_as_errors: bool,
+    /// Compare the report with a past run: its name or id, or
+    /// `latest:PREFIX`, the newest completed run whose name starts with
+    /// PREFIX (a PR: `latest:main-`). The report lists the steps whose code
+    /// changed, the parameters that differ, and what came from the cache.
+    #[arg(long, value_name = "RUN|latest:PREFIX")]
+    compare_with: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -821,8 +827,24 @@ where
 
     let step_runs = stack.step_runs(result.id())?;
     let originals = RunReport::originals(&stack, &step_runs)?;
+    let ci_job = zenflow_core::registry::CiContext::from_env(|k| std::env::var(k).ok()).job_url;
     let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors)
-        .with_candidate_versions(&stack, result.plan());
+        .with_candidate_versions(&stack, result.plan())
+        .with_ci_job(ci_job);
+    let report = match &args.compare_with {
+        None => report,
+        Some(selector) => match baseline_run(&stack, pipeline.name(), selector, result.id()) {
+            Ok(Some((run, plan))) => report.with_baseline(report::Baseline::compare(&run, &plan, result.plan())),
+            Ok(None) => {
+                eprintln!("note: no run matches --compare-with {selector}: the report compares with nothing");
+                report
+            }
+            Err(e) => {
+                eprintln!("warning: --compare-with {selector}: {}", e.message);
+                report
+            }
+        },
+    };
     let report_errors = write_report_texts(
         args,
         [report.to_markdown(), report.to_json() + "\n", report.to_junit(args.warnings_as_errors)],
@@ -867,6 +889,27 @@ where
     };
     // The run's own outcome wins; a missing report fails an otherwise green run.
     Ok(if code == exit::SUCCESS && !report_errors.is_empty() { exit::STEP_FAILED } else { code })
+}
+
+/// The run `--compare-with` names, with its plan: a name or id, or
+/// `latest:PREFIX` (the newest completed run of `pipeline` but `this_run`
+/// whose name starts with PREFIX).
+fn baseline_run(
+    stack: &Stack,
+    pipeline: &str,
+    selector: &str,
+    this_run: &str,
+) -> CliResult<Option<(zenflow_core::metadata::RunRecord, zenflow_core::Plan)>> {
+    let run = match selector.strip_prefix("latest:") {
+        Some(prefix) => stack
+            .list_runs(Some(pipeline), 1000)?
+            .into_iter()
+            .find(|r| r.id != this_run && r.status == RunStatus::Completed && r.name.starts_with(prefix)),
+        None => stack.get_run(selector)?,
+    };
+    let Some(run) = run else { return Ok(None) };
+    let plan = run.plan().map_err(|e| CliError::usage(format!("the plan of run {}: {e}", run.name)))?;
+    Ok(Some((run, plan)))
 }
 
 /// `model NAME: vN (the output of step S)` for each step of the plan that
@@ -1106,6 +1149,7 @@ fn github_comment<P: Pipeline>(pipeline: &P, path: &PathBuf) -> CliResult {
         .map(str::to_string)
         .unwrap_or_else(|| report::marker(pipeline.name()));
     let body = if body.contains(&marker) { body } else { format!("{marker}\n{body}") };
+    let body = report::fit_comment(&body, report::GITHUB_COMMENT_LIMIT);
     let env = github::GithubEnv::from_env(|k| std::env::var(k).ok()).map_err(|e| CliError::usage(e.message))?;
     match env.upsert_comment(&marker, &body) {
         Ok(github::Posted::Created(id)) => println!("created comment {id} on pull request #{}", env.pr()),
