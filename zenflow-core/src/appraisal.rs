@@ -180,8 +180,10 @@ impl Appraisal {
                 }
                 (Some(c), Some(_), Some(p)) => {
                     let threshold = rule.direction.worst_allowed(p, rule.tolerance);
-                    let gain = rule.direction.improvement(c, p);
-                    if !rule.direction.at_least_as_good(c, threshold) {
+                    let (c, p, value, reference) = (shown(c), shown(p), c, p);
+                    let (c_raw, p_raw) = (value, reference);
+                    let gain = rule.direction.improvement(c_raw, p_raw);
+                    if !rule.direction.at_least_as_good(c_raw, threshold) {
                         row(
                             failed,
                             Some(threshold),
@@ -234,6 +236,16 @@ impl AppraisalResult {
     }
 }
 
+/// A metric as messages show it: four decimals, trailing zeros dropped
+/// (the tables keep the exact values).
+fn shown(v: f64) -> String {
+    let s = format!("{v:.4}");
+    match s.contains('.') {
+        true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +276,14 @@ mod tests {
         let row = &r.rows[0];
         assert_eq!((row.candidate, row.production), (Some(0.85), Some(0.90)));
         assert!((row.delta.unwrap() + 0.05).abs() < 1e-9 && (row.threshold.unwrap() - 0.89).abs() < 1e-9);
+        assert_eq!(row.message, "0.85 is worse than production's 0.9 by more than 0.01 (higher is better)");
+        let long =
+            a.evaluate(&m(&[("accuracy", 0.9047619047619048), ("loss", 0.2), ("recall", 0.8)]), Some((3, &prod)));
+        assert_eq!(
+            long.rows[0].message, "0.9048 vs production's 0.9: not worse",
+            "messages round; tables keep the values"
+        );
+        assert_eq!(long.rows[0].candidate, Some(0.9047619047619048));
         let checks = r.checks();
         assert_eq!(checks[0].name, "appraisal.accuracy");
         assert_eq!(checks[0].status, CheckStatus::Fail);

@@ -44,11 +44,24 @@ use zenflow_core::{ArtifactStore, Error, MetadataStore, Result, Stack};
 pub const STACK_FILE: &str = "zenflow.toml";
 
 /// A string, or a table with more settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug)]
 enum Decl<T> {
     Url(String),
     Table(T),
+}
+
+/// By hand, not `untagged`: a table's own error (an unknown field, a
+/// wrong type) reaches the user instead of "did not match any variant".
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Decl<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(Decl::Url(s)),
+            other => other
+                .try_into()
+                .map(Decl::Table)
+                .map_err(|e: toml::de::Error| serde::de::Error::custom(e.message().to_string())),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -237,9 +250,29 @@ pub struct ArtifactStoreConfig {
     /// S3 session token (default: `AWS_SESSION_TOKEN`).
     #[serde(default)]
     pub session_token: Option<String>,
-    /// Allow `http://` endpoints (local test servers).
-    #[serde(default)]
+    /// Allow `http://` endpoints (local test servers): `true`, or a string
+    /// `"true"`/`"false"`, so that `"${S3_ALLOW_HTTP:-false}"` works.
+    #[serde(default, deserialize_with = "bool_or_text")]
     pub allow_http: Option<bool>,
+}
+
+/// A boolean written as one or as text (what `${VAR}` substitution gives).
+fn bool_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Option::<Flag>::deserialize(d)? {
+        None => Ok(None),
+        Some(Flag::Bool(b)) => Ok(Some(b)),
+        Some(Flag::Text(t)) => match t.trim() {
+            "true" => Ok(Some(true)),
+            "false" | "" => Ok(Some(false)),
+            other => Err(serde::de::Error::custom(format!("`{other}` is not true or false"))),
+        },
+    }
 }
 
 /// Settings of a metadata store.
@@ -889,6 +922,19 @@ mod tests {
             "stack `d`, deployer: `wait` `soon` is not a duration such as \"2m\" or \"30s\""
         );
         assert!(deployer("url = \"http://h:1\"\n").contains("missing field `token`"));
+        // allow_http as text, as `${VAR:-false}` gives it.
+        let s3 = |flag: &str| {
+            let file = format!(
+                "[stacks.s]\nmetadata_store = \"sqlite::memory:\"\n[stacks.s.artifact_store]\nurl = \"s3://b/p\"\nallow_http = {flag}\n"
+            );
+            std::fs::write(dir.join(STACK_FILE), file).unwrap();
+            Stacks::load(&dir).unwrap().config("s").map(|c| c.artifact_store.allow_http)
+        };
+        assert_eq!(s3("true").unwrap(), Some(true));
+        assert_eq!(s3("\"${ZF_UNSET_ALLOW_HTTP:-true}\"").unwrap(), Some(true));
+        assert_eq!(s3("\"${ZF_UNSET_ALLOW_HTTP:-false}\"").unwrap(), Some(false));
+        let e = s3("\"maybe\"").unwrap_err().to_string();
+        assert!(e.contains("`maybe` is not true or false"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
