@@ -197,17 +197,13 @@ fn deploy_here(stack: &Stack, model: &str, version: i64, options: &DeployOptions
     let registry = stack.registry()?;
     let alias = options.alias.as_str();
     let (from, moved) = stack.block_on(async {
-        if registry.version(model, version).await?.is_none() {
-            let known = registry.versions(model).await?.iter().map(|v| v.version).collect();
-            return Err(RegistryError::UnknownVersion { model: model.into(), version, known });
-        }
         let holder = registry.resolve(model, alias).await?.map(|v| v.version);
         let expect = options.expect.unwrap_or_else(|| holder.into());
         let mut p = stack.promotion(model, alias, Some(version), expect);
         p.run_id = options.run_id.clone();
         p.reason = options.reason.clone();
         let moved = matches!(registry.promote(&p).await?, Promoted::Moved(_));
-        Ok((holder, moved))
+        Ok::<_, RegistryError>((holder, moved))
     })??;
     match serve_version(&deployer, model, version) {
         Ok(()) => Ok(Deployed { model: model.into(), from, to: version, promoted: moved }),
