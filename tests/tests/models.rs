@@ -214,3 +214,42 @@ fn a_protected_alias_moves_only_with_a_passing_run_or_forced_with_a_reason() {
     assert_eq!(events[0]["reason"], "incident 42");
     assert_eq!(events[1]["run_id"], good_run.as_str());
 }
+
+/// Two stacks on one metadata store but separate artifact stores: the
+/// second cannot read the version the first registered. The step that
+/// needs it fails with an error that says so, recorded by the step's own
+/// process (a worker of the subprocess orchestrator), not reported as a
+/// process that died without a record.
+#[test]
+fn a_stack_reading_another_stores_artifact_says_they_must_share_it() {
+    let p = Project::new();
+    let bin = BIN;
+    std::fs::write(
+        p.path("zenflow.toml"),
+        format!(
+            "[stacks.a]\nmetadata_store = \"sqlite://.zenflow/shared.db\"\nartifact_store = \"file://.zenflow/a\"\n\
+             inline_limit = 0\n\n\
+             [stacks.b]\norchestrator = {{ kind = \"subprocess\", program = {bin:?} }}\n\
+             metadata_store = \"sqlite://.zenflow/shared.db\"\nartifact_store = \"file://.zenflow/b\"\ninline_limit = 0\n"
+        ),
+    )
+    .unwrap();
+    p.ok(&["run", "-q", "--stack", "a"], 0);
+    p.ok(&["models", "promote", "demo-model", "1", "--to", "production", "--expect", "none", "--stack", "a"], 0);
+
+    // A different model (its bytes are not in store `b` already).
+    let o = p.run(&["run", "--stack", "b", "--set", "cut=0.7", "--json", "b.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", out(&o), err(&o));
+    let report = json(&p.path("b.json"));
+    let appraise = report["steps"].as_array().unwrap().iter().find(|s| s["id"] == "appraise").unwrap();
+    assert_eq!(appraise["status"], "failed");
+    let error = appraise["error"].as_str().unwrap();
+    assert!(
+        error.contains("is not in this stack's artifact store (file://")
+            && error.contains("Stacks that share a metadata store must share their artifact store too"),
+        "{error}"
+    );
+    assert!(error.contains("/.zenflow/a/"), "it names where the record says it is: {error}");
+    // Nothing was lost: on its own stack the version still reads.
+    p.ok(&["run", "-q", "--stack", "a", "--no-cache"], 0);
+}

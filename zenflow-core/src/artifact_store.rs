@@ -32,6 +32,19 @@ pub enum StoreError {
         /// Where it was expected.
         uri: String,
     },
+    /// The object is not in this store, and its record says another store
+    /// wrote it.
+    #[error(
+        "artifact {uri} is not in this stack's artifact store ({store}): another artifact store wrote it. Stacks \
+         that share a metadata store must share their artifact store too (their runs read each other's \
+         artifacts: cached outputs, registered model versions); give them one artifact store URL"
+    )]
+    InAnotherStore {
+        /// Where its record says it is.
+        uri: String,
+        /// This stack's store (its URL).
+        store: String,
+    },
     /// The object's bytes do not match its content hash.
     #[error(
         "artifact {uri} is corrupted: its content hash is {actual}, expected {expected}; \
@@ -280,7 +293,12 @@ pub async fn read_version(
             }
             Ok(bytes.clone())
         }
-        None => get_verified(store, &version.content_hash).await,
+        None => match get_verified(store, &version.content_hash).await {
+            Err(StoreError::NotFound { uri }) if !version.uri.is_empty() && version.uri != uri => {
+                Err(StoreError::InAnotherStore { uri: version.uri.clone(), store: store.url() })
+            }
+            other => other,
+        },
     }
 }
 

@@ -160,10 +160,13 @@ struct Execution {
 }
 
 impl Execution {
-    fn failed(error: String) -> Self {
+    /// Failed before or at attempt `attempt` ran the step's code (its
+    /// record must count that attempt, or an orchestrator would take it
+    /// for one that died without recording).
+    fn failed(error: String, attempt: u32) -> Self {
         Execution {
             outcome: Err(error),
-            attempts: 0,
+            attempts: attempt,
             logs: Vec::new(),
             metadata: Default::default(),
             checks: Vec::new(),
@@ -171,8 +174,8 @@ impl Execution {
         }
     }
 
-    fn permanent(error: String) -> Self {
-        Execution { permanent: true, ..Execution::failed(error) }
+    fn permanent(error: String, attempt: u32) -> Self {
+        Execution { permanent: true, ..Execution::failed(error, attempt) }
     }
 }
 
@@ -500,7 +503,7 @@ impl StepRunner {
                 };
                 self.execute_attempts(step, loaded, &env, &step_run_id, first, last).await
             }
-            Err(e) => Execution::failed(e.to_string()),
+            Err(e) => Execution::failed(e.to_string(), first),
         };
         let attempts = execution.attempts;
         write.step_run.attempts = attempts;
@@ -888,11 +891,23 @@ impl StepRunner {
         Ok(match crate::lifecycle::look_up(&self.stack, key).await? {
             crate::lifecycle::Lookup::Hit(hit) => Some(hit),
             crate::lifecycle::Lookup::Gone(artifact) => {
-                tracing::warn!(
-                    artifact = %artifact.name,
-                    "cached artifact {} is gone from the artifact store; the step will run again",
-                    artifact.uri
-                );
+                let store = self.stack.artifacts();
+                if artifact.uri == store.uri(&artifact.content_hash) {
+                    tracing::warn!(
+                        artifact = %artifact.name,
+                        "cached artifact {} is gone from the artifact store; the step will run again",
+                        artifact.uri
+                    );
+                } else {
+                    // Not lost: another stack on this metadata store wrote it.
+                    tracing::warn!(
+                        artifact = %artifact.name,
+                        "cached artifact {} is not in this stack's artifact store ({}); the step will run again \
+                         (stacks that share a metadata store should share their artifact store)",
+                        artifact.uri,
+                        store.url()
+                    );
+                }
                 None
             }
             crate::lifecycle::Lookup::Miss => None,
@@ -989,11 +1004,11 @@ impl StepRunner {
     ) -> Execution {
         let spec = match step::lookup(&step.step) {
             Ok(spec) => spec,
-            Err(e) => return Execution::permanent(e.to_string()),
+            Err(e) => return Execution::permanent(e.to_string(), first),
         };
         if self.verify_code {
             if let Err(e) = same_code(spec, step, &self.run.name) {
-                return Execution::permanent(e);
+                return Execution::permanent(e, first);
             }
         }
         let params: Vec<serde_json::Value> =

@@ -455,6 +455,12 @@ impl Stacks {
 
     /// The resolved configuration of stack `name`.
     pub fn config(&self, name: &str) -> Result<StackConfig> {
+        self.resolve_config(name, false)
+    }
+
+    /// `in_place`: the orchestrator table is neither read nor checked (see
+    /// [`Stacks::open_in_place`]).
+    fn resolve_config(&self, name: &str, in_place: bool) -> Result<StackConfig> {
         let Some(raw) = self.raw.get(name) else {
             if name == "local" {
                 return Ok(StackConfig {
@@ -476,6 +482,11 @@ impl Stacks {
             return Err(usage(format!("unknown stack `{name}`; available stacks: {}", self.names().join(", "))));
         };
         let mut value = raw.clone();
+        if in_place {
+            if let Some(table) = value.as_table_mut() {
+                table.remove("orchestrator");
+            }
+        }
         substitute(&mut value, name, "")?;
         let table: StackTable = value
             .try_into()
@@ -570,7 +581,21 @@ impl Stacks {
 
     /// Opens stack `name`: connects to its stores (creating schemas as needed).
     pub fn open(&self, name: &str) -> Result<Stack> {
-        let config = self.config(name)?;
+        self.open_with(self.config(name)?)
+    }
+
+    /// Opens stack `name` for a process that runs its steps in place (an
+    /// orchestrator's worker, `step-entrypoint`): its stores and deployer,
+    /// with the local orchestrator. The orchestrator table is the driver's
+    /// and is not read: on an engine's node its variables may mean
+    /// something else (inside a Ray job, `RAY_ADDRESS` is the cluster's
+    /// GCS address, not the dashboard URL the driver submits to).
+    pub fn open_in_place(&self, name: &str) -> Result<Stack> {
+        self.open_with(self.resolve_config(name, true)?)
+    }
+
+    fn open_with(&self, config: StackConfig) -> Result<Stack> {
+        let name = config.name.as_str();
         let context = |component: &str, e: Error| usage(format!("stack `{name}`, {component}: {e}"));
         let artifacts = self.open_artifacts(&config).map_err(|e| context("artifact store", e))?;
         let metadata = self.open_metadata(&config).map_err(|e| context("metadata store", e))?;
@@ -857,6 +882,27 @@ mod tests {
         // A password with a `/` that was not percent-encoded: hidden whole.
         let r = redact_url("postgres://zen:ab/cd@host/db");
         assert!(!r.contains("ab/cd") && !r.contains("cd@host"), "{r}");
+    }
+
+    /// Inside a Ray job `RAY_ADDRESS` is the GCS address (`host:port`): a
+    /// stack file that reads it for the dashboard URL must still open on
+    /// the worker, which runs its step in place.
+    #[test]
+    fn a_worker_opens_its_stack_without_the_drivers_orchestrator() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(STACK_FILE),
+            "[stacks.ray]\norchestrator = { kind = \"ray\", address = \"127.0.0.1:6380\" }\n\
+             artifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\nprotected_aliases = [\"production\"]\n",
+        )
+        .unwrap();
+        let stacks = Stacks::load(dir.path()).unwrap();
+        let Err(e) = stacks.open("ray") else { panic!("the driver checks its orchestrator") };
+        let e = e.to_string();
+        assert!(e.contains("ray `address` `127.0.0.1:6380` must be an http:// or https:// URL"), "{e}");
+        let worker = stacks.open_in_place("ray").unwrap();
+        assert_eq!((worker.name(), worker.orchestrator().name()), ("ray", "local"));
+        assert!(worker.is_protected("production"), "the rest of the stack is as declared");
     }
 
     #[test]

@@ -538,16 +538,24 @@ impl RunReport {
         for m in &mut self.models {
             let model = &m.appraisal.model;
             let registering = plan.steps.iter().filter(|s| s.options.model.as_deref() == Some(model.as_str()));
-            let produced: Vec<&String> = registering
+            let produced: Vec<&OutputReport> = registering
                 .filter_map(|s| self.steps.iter().find(|r| r.id == s.id))
-                .flat_map(|r| r.outputs.iter().map(|o| &o.artifact_id))
+                .flat_map(|r| r.outputs.iter())
                 .collect();
             if produced.is_empty() {
                 continue;
             }
+            // Registering bytes registered before names that version (its
+            // artifact is the earlier one): match by content too.
             if let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) {
-                m.appraisal.candidate_version =
-                    versions.iter().find(|v| produced.contains(&&v.artifact_version)).map(|v| v.version);
+                m.appraisal.candidate_version = versions
+                    .iter()
+                    .find(|v| {
+                        produced
+                            .iter()
+                            .any(|o| o.artifact_id == v.artifact_version || o.content_hash == v.content_hash.to_hex())
+                    })
+                    .map(|v| v.version);
             }
         }
         self
@@ -603,7 +611,65 @@ impl RunReport {
             count("skipped")
         );
 
-        let _ = writeln!(md, "### Steps\n\n| Step | Status | Time | Cached | Note |\n|---|---|---:|:---:|---|");
+        // What a reviewer decides on first: the gate, the checks, what
+        // changed against main; then the details.
+        for m in &self.models {
+            let a = &m.appraisal;
+            let verdict = if a.passed { "✅ passed" } else { "❌ failed" };
+            let version = |v: Option<i64>| v.map_or("—".to_string(), |v| format!("v{v}"));
+            let _ = writeln!(
+                md,
+                "\n### Model `{}` — {verdict}\n\ncandidate {} · production {} · appraised by `{}`\n",
+                code(&a.model),
+                version(a.candidate_version),
+                a.production_version.map_or("none yet".to_string(), |v| format!("v{v}")),
+                code(&m.step)
+            );
+            if let Some(note) = &a.note {
+                let _ = writeln!(md, "_{}_\n", text(note));
+            }
+            let _ = writeln!(
+                md,
+                "| Metric | Candidate | Production | Δ | Threshold | Status |\n|---|---:|---:|---:|---:|---|"
+            );
+            for r in &a.rows {
+                let _ = writeln!(
+                    md,
+                    "| `{}` | {} | {} | {} | {} | {} |",
+                    code(&r.metric),
+                    r.candidate.map_or("—".into(), number),
+                    r.production.map_or("—".into(), number),
+                    r.delta.map_or("—".into(), number),
+                    r.threshold.map_or("—".into(), number),
+                    status_icon(r.status)
+                );
+            }
+        }
+
+        if !self.checks.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n### Checks\n\n| | Check | Step | Value | Threshold | Message |\n|---|---|---|---:|---:|---|"
+            );
+            for c in &self.checks {
+                let icon = status_icon(c.status);
+                let _ = writeln!(
+                    md,
+                    "| {icon} | {} | `{}` | {} | {} | {} |",
+                    text(&c.name),
+                    code(&c.step),
+                    c.value.map_or("—".into(), number),
+                    c.threshold.map_or("—".into(), number),
+                    text(&c.message)
+                );
+            }
+        }
+
+        if let Some(b) = &self.baseline {
+            b.to_markdown(&mut md, &self.steps);
+        }
+
+        let _ = writeln!(md, "\n### Steps\n\n| Step | Status | Time | Cached | Note |\n|---|---|---:|:---:|---|");
         for s in &self.steps {
             let status_icon = match s.status.as_str() {
                 "completed" => "✅",
@@ -643,62 +709,6 @@ impl RunReport {
             for m in &self.metrics {
                 let _ = writeln!(md, "| `{}` | {} | {} |", code(&m.step), text(&m.name), number(m.value));
             }
-        }
-
-        if !self.checks.is_empty() {
-            let _ = writeln!(
-                md,
-                "\n### Checks\n\n| | Check | Step | Value | Threshold | Message |\n|---|---|---|---:|---:|---|"
-            );
-            for c in &self.checks {
-                let icon = status_icon(c.status);
-                let _ = writeln!(
-                    md,
-                    "| {icon} | {} | `{}` | {} | {} | {} |",
-                    text(&c.name),
-                    code(&c.step),
-                    c.value.map_or("—".into(), number),
-                    c.threshold.map_or("—".into(), number),
-                    text(&c.message)
-                );
-            }
-        }
-
-        for m in &self.models {
-            let a = &m.appraisal;
-            let verdict = if a.passed { "✅ passed" } else { "❌ failed" };
-            let version = |v: Option<i64>| v.map_or("—".to_string(), |v| format!("v{v}"));
-            let _ = writeln!(
-                md,
-                "\n### Model `{}` — {verdict}\n\ncandidate {} · production {} · appraised by `{}`\n",
-                code(&a.model),
-                version(a.candidate_version),
-                a.production_version.map_or("none yet".to_string(), |v| format!("v{v}")),
-                code(&m.step)
-            );
-            if let Some(note) = &a.note {
-                let _ = writeln!(md, "_{}_\n", text(note));
-            }
-            let _ = writeln!(
-                md,
-                "| Metric | Candidate | Production | Δ | Threshold | Status |\n|---|---:|---:|---:|---:|---|"
-            );
-            for r in &a.rows {
-                let _ = writeln!(
-                    md,
-                    "| `{}` | {} | {} | {} | {} | {} |",
-                    code(&r.metric),
-                    r.candidate.map_or("—".into(), number),
-                    r.production.map_or("—".into(), number),
-                    r.delta.map_or("—".into(), number),
-                    r.threshold.map_or("—".into(), number),
-                    status_icon(r.status)
-                );
-            }
-        }
-
-        if let Some(b) = &self.baseline {
-            b.to_markdown(&mut md, &self.steps);
         }
 
         let _ = writeln!(md, "\n### Pipeline\n\n```mermaid\n{}```", self.dag_mermaid);

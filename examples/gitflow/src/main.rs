@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use zenflow::appraisal::Appraisal;
 use zenflow::prelude::*;
+use zenflow::registry::Expect;
 use zenflow::serve::{Inputs, Outputs, Predict, PredictError, Signature, TensorSpec};
 
 /// The registered model's name.
@@ -39,6 +40,8 @@ struct Dataset {
 #[derive(Debug, Serialize, Deserialize, Artifact)]
 struct TreeModel {
     max_depth: u16,
+    /// The data set's columns it reads, in order: a request row has these.
+    features: Vec<usize>,
     width: usize,
     tree: DecisionTreeClassifier<f64, u32, DenseMatrix<f64>, Vec<u32>>,
     /// Each feature's training values, sorted (capped): the reference of
@@ -47,6 +50,17 @@ struct TreeModel {
 }
 
 impl TreeModel {
+    /// Rows of the full data set, cut to the columns this model reads.
+    fn project(&self, rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        project(&self.features, rows)
+    }
+
+    /// Classifies rows of the data set (every column).
+    fn classify_data(&self, rows: &[Vec<f64>]) -> Result<Vec<u32>, String> {
+        self.classify(&self.project(rows))
+    }
+
+    /// Classifies request rows (the model's own columns).
     fn classify(&self, rows: &[Vec<f64>]) -> Result<Vec<u32>, String> {
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -67,6 +81,11 @@ impl Predict for TreeModel {
         let labels = self.classify(&rows).map_err(PredictError::Failed)?;
         Ok(Outputs::new().labels("label", labels.into_iter().map(i64::from)))
     }
+}
+
+/// `rows` cut to the columns `features` (a missing one reads as NaN).
+fn project(features: &[usize], rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    rows.iter().map(|r| features.iter().map(|&f| r.get(f).copied().unwrap_or(f64::NAN)).collect()).collect()
 }
 
 /// Held-out quality of one model.
@@ -111,6 +130,10 @@ struct Config {
     max_depths: Vec<u16>,
     /// Share of training labels flipped (to try a worse model).
     label_noise: f64,
+    /// Features the model leaves out. Its requests then have fewer
+    /// columns, so the server refuses it while a version with the old
+    /// inputs serves: clients would break.
+    drop_features: Vec<String>,
     data: DataRules,
     /// The largest Kolmogorov–Smirnov statistic a feature may show
     /// against the production version's reference data.
@@ -131,6 +154,7 @@ impl Default for Config {
             test_fraction: 0.3,
             max_depths: vec![2, 3, 5, 8],
             label_noise: 0.0,
+            drop_features: Vec::new(),
             data: DataRules::default(),
             max_drift: 0.3,
             tolerance: 0.02,
@@ -266,12 +290,13 @@ fn drift(data: Dataset, production: Option<TreeModel>, #[param] max_drift: f64, 
         ctx.check(Check::pass("drift", "no production version yet: nothing to compare with"));
         return Verdict { passed: true, summary: "no reference".into() };
     };
-    let current = sorted_columns(&data.rows, production.width, 1000);
+    // The columns the production version read, as it saw them in training.
+    let current = sorted_columns(&production.project(&data.rows), production.width, 1000);
     let mut stats: Vec<(f64, &str)> = current
         .iter()
         .zip(&production.reference)
-        .zip(&data.feature_names)
-        .map(|((c, r), name)| (ks(c, r), name.as_str()))
+        .zip(production.features.iter().map(|&f| data.feature_names.get(f).map_or("?", String::as_str)))
+        .map(|((c, r), name)| (ks(c, r), name))
         .collect();
     stats.sort_by(|a, b| b.0.total_cmp(&a.0));
     let over: Vec<String> =
@@ -315,9 +340,19 @@ fn train(
     train: Dataset,
     #[param] max_depth: u16,
     #[param] label_noise: f64,
+    #[param] drop_features: Vec<String>,
     #[param] seed: u64,
 ) -> Result<TreeModel, BoxError> {
-    let width = train.feature_names.len();
+    for name in &drop_features {
+        if !train.feature_names.contains(name) {
+            return Err(
+                format!("drop_features: no feature `{name}`; the data set has {:?}", train.feature_names).into()
+            );
+        }
+    }
+    let features: Vec<usize> =
+        (0..train.feature_names.len()).filter(|&f| !drop_features.contains(&train.feature_names[f])).collect();
+    let width = features.len();
     let mut labels = train.labels.clone();
     let mut rng = Rng(seed.wrapping_add(u64::from(max_depth)) | 1);
     for l in &mut labels {
@@ -325,16 +360,17 @@ fn train(
             *l = 1 - *l;
         }
     }
-    let flat: Vec<f64> = train.rows.iter().flatten().copied().collect();
-    let x = DenseMatrix::new(train.rows.len(), width, flat, false)?;
+    let rows = project(&features, &train.rows);
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let x = DenseMatrix::new(rows.len(), width, flat, false)?;
     let mut params = DecisionTreeClassifierParameters::default().with_max_depth(max_depth);
     params.seed = Some(seed);
     let tree = DecisionTreeClassifier::fit(&x, &labels, params)?;
-    Ok(TreeModel { max_depth, width, tree, reference: sorted_columns(&train.rows, width, 200) })
+    Ok(TreeModel { max_depth, features, width, tree, reference: sorted_columns(&rows, width, 200) })
 }
 
 fn score(model: &TreeModel, test: &Dataset) -> Result<BTreeMap<String, f64>, BoxError> {
-    let predicted = model.classify(&test.rows)?;
+    let predicted = model.classify_data(&test.rows)?;
     let n = test.labels.len().max(1) as f64;
     let correct = predicted.iter().zip(&test.labels).filter(|(p, y)| p == y).count() as f64;
     let tp = predicted.iter().zip(&test.labels).filter(|(p, y)| **p == 1 && **y == 1).count() as f64;
@@ -370,6 +406,16 @@ struct Rules {
     max_jump: f64,
 }
 
+/// What the appraisal decided, and against which version.
+#[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
+struct Appraised {
+    passed: bool,
+    /// The version that held `production` (none yet: `None`). A deployment
+    /// replaces only this one: a merge appraised against v3 must not
+    /// replace the v4 another merge deployed meanwhile.
+    against: Option<i64>,
+}
+
 /// The candidate and the version holding `production`, both scored on
 /// this run's held-out data: worse by more than the tolerance fails, a
 /// jump past `max_jump` warns.
@@ -380,28 +426,33 @@ fn appraise(
     test: Dataset,
     #[param] rules: Rules,
     ctx: &StepContext,
-) -> Result<bool, BoxError> {
+) -> Result<Appraised, BoxError> {
     let appraisal = Appraisal::new(MODEL)
         .metric("accuracy", Direction::HigherIsBetter, rules.tolerance)
         .metric("f1", Direction::HigherIsBetter, rules.tolerance)
         .max_jump("accuracy", rules.max_jump);
     let candidate_scores = score(&candidate, &test)?;
     let production_scores = production.as_ref().map(|p| score(p, &test)).transpose()?;
-    let version = ctx.model_version("production").unwrap_or(0);
-    let result = appraisal.evaluate(&candidate_scores, production_scores.as_ref().map(|s| (version, s)));
+    let against = production.as_ref().and(ctx.model_version("production"));
+    let result = appraisal.evaluate(&candidate_scores, production_scores.as_ref().map(|s| (against.unwrap_or(0), s)));
     ctx.record_appraisal(&result);
-    Ok(result.passed)
+    Ok(Appraised { passed: result.passed, against })
 }
 
-/// Registers the candidate, with four held-out rows and its answers as the
-/// server's warm-up.
+/// Registers the candidate once appraised (its tags say how it fared),
+/// with four held-out rows and its answers as the server's warm-up.
 #[step(model = "breast-cancer")]
-fn register(candidate: TreeModel, test: Dataset, ctx: &StepContext) -> Result<TreeModel, BoxError> {
+fn register(
+    candidate: TreeModel,
+    appraised: Appraised,
+    test: Dataset,
+    ctx: &StepContext,
+) -> Result<TreeModel, BoxError> {
     let s = score(&candidate, &test)?;
     ctx.log_metadata("accuracy", s["accuracy"]);
     ctx.log_metadata("f1", s["f1"]);
     ctx.log_metadata("max_depth", candidate.max_depth);
-    let rows: Vec<Vec<f64>> = test.rows.iter().take(4).cloned().collect();
+    let rows = candidate.project(&test.rows[..test.rows.len().min(4)]);
     let answers = candidate.classify(&rows)?;
     for (row, answer) in rows.iter().zip(answers) {
         ctx.model_sample(
@@ -410,6 +461,8 @@ fn register(candidate: TreeModel, test: Dataset, ctx: &StepContext) -> Result<Tr
         );
     }
     ctx.model_tag("algorithm", "decision-tree");
+    ctx.model_tag("appraisal", if appraised.passed { "passed" } else { "failed" });
+    ctx.model_tag("appraised_against", appraised.against.map_or("none".into(), |v| format!("v{v}")));
     Ok(candidate)
 }
 
@@ -419,16 +472,21 @@ fn register(candidate: TreeModel, test: Dataset, ctx: &StepContext) -> Result<Tr
 #[step]
 fn deploy(
     model: TreeModel,
-    appraised: bool,
+    appraised: Appraised,
     data: Verdict,
     drifted: Verdict,
     ctx: &StepContext,
 ) -> Result<String, BoxError> {
     let _ = model;
-    if !(appraised && data.passed && drifted.passed) {
+    if !(appraised.passed && data.passed && drifted.passed) {
         return Ok("not deployed: a check failed".into());
     }
-    let d = zenflow::deploy::deploy_input(ctx, "model", MODEL, &Default::default())?;
+    let expect = match appraised.against {
+        Some(v) => Expect::Version(v),
+        None => Expect::Nobody,
+    };
+    let options = zenflow::deploy::DeployOptions { expect: Some(expect), ..Default::default() };
+    let d = zenflow::deploy::deploy_input(ctx, "model", MODEL, &options)?;
     Ok(format!("v{} serves", d.to))
 }
 
@@ -443,14 +501,15 @@ fn gitflow(cfg: &Config) -> Handle<TreeModel> {
     let mut models = Vec::new();
     let mut metrics = Vec::new();
     for &depth in &cfg.max_depths {
-        let model = train(train_set, depth, cfg.label_noise, cfg.seed).id(format!("train_depth_{depth}"));
+        let model = train(train_set, depth, cfg.label_noise, cfg.drop_features.clone(), cfg.seed)
+            .id(format!("train_depth_{depth}"));
         metrics.push(evaluate(model, test_set).id(format!("evaluate_depth_{depth}")));
         models.push(model);
     }
     let best = select(models, metrics);
     let rules = Rules { tolerance: cfg.tolerance, max_jump: cfg.max_jump };
     let appraised = appraise(best, production(), test_set, rules);
-    let registered = register(best, test_set);
+    let registered = register(best, appraised, test_set);
     if cfg.deploy {
         deploy(registered, appraised, valid, drifted);
     }

@@ -177,6 +177,13 @@ fn from_a_laptop_to_production() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let pr = std::fs::read_to_string(p.dir.path().join("pr.md")).unwrap();
     assert!(pr.contains("### Against `main-1`"), "{}\n{pr}", text(&o));
+    // A reviewer reads the verdict and the gate first, the step list last.
+    let at = |s: &str| pr.find(s).unwrap_or_else(|| panic!("no {s:?} in {pr}"));
+    assert!(at("## ✅") < at("### Model `breast-cancer`") && at("### Model") < at("### Checks"), "{pr}");
+    assert!(at("### Checks") < at("### Against") && at("### Against") < at("### Steps"), "{pr}");
+    // The candidate is the version this run registered: the same tree as
+    // the local experiment's (same data, same code), so that one, v1.
+    assert!(pr.contains(&format!("candidate v1 · production v{first}")), "{pr}");
     assert!(pr.contains("| `load` | dataset | `\"production\"` | `\"staging\"` |"), "{pr}");
     // The PR has the same code; only the production config deploys.
     assert!(pr.contains("- **Steps gone:** `deploy`") && !pr.contains("Code changed"), "{pr}");

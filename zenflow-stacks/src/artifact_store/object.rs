@@ -231,7 +231,8 @@ impl ArtifactStore for ObjectArtifactStore {
     }
 
     fn uri(&self, hash: &ContentHash) -> String {
-        format!("{}/{}", self.url.trim_end_matches('/'), self.location(hash))
+        // The URL names the prefix already (`s3://bucket/prefix`).
+        format!("{}/{}", self.url.trim_end_matches('/'), object_key(hash))
     }
 
     async fn put(&self, hash: &ContentHash, bytes: Bytes) -> Result<(), StoreError> {

@@ -595,10 +595,14 @@ fn project_stacks() -> CliResult<zenflow_stacks::config::Stacks> {
 
 /// The stack named `name`, as `zenflow.toml` declares it (`local` is built in).
 pub(crate) fn resolve_stack(name: &str) -> CliResult<Stack> {
-    project_stacks()?.open(name).map_err(|e| match e {
+    project_stacks()?.open(name).map_err(|e| stack_error(name, e))
+}
+
+fn stack_error(name: &str, e: Error) -> CliError {
+    match e {
         Error::Usage(m) => CliError::usage(m),
         other => CliError::usage(format!("stack `{name}`: {other}")),
-    })
+    }
 }
 
 fn stacks(cmd: StacksCommand) -> CliResult {
@@ -1012,7 +1016,9 @@ fn step_entrypoint(args: EntrypointArgs) -> ! {
     use std::io::Write as _;
     use zenflow_core::entrypoint::{self, Request};
     let code = (|| -> CliResult {
-        let stack = resolve_stack(&args.stack.stack)?;
+        // The step runs here, whatever orchestrator sent it.
+        let name = &args.stack.stack;
+        let stack = project_stacks()?.open_in_place(name).map_err(|e| stack_error(name, e))?;
         let request = Request {
             run: args.run,
             steps: args.step,

@@ -151,6 +151,18 @@ pub fn submission_id(run_id: &str, steps: &[&str], attempt: u32) -> String {
     format!("zenflow-{run_id}-{first}{more}-{}-a{attempt}", &key.finish().to_hex()[..8])
 }
 
+/// How long to wait before polling a job submitted `waited` ago: every
+/// 50 ms while a short step may end (a job takes ~0.7 s on an idle head,
+/// and each poll past its end is the step's cost), then backing off to
+/// once a second for long ones.
+fn poll_delay(waited: Duration) -> Duration {
+    let Some(past) = waited.checked_sub(FAST_POLL_FOR) else {
+        return Duration::from_millis(50);
+    };
+    // Capped before it becomes a Duration: 1.5^x overflows one within minutes.
+    Duration::from_secs_f64((0.05 * 1.5f64.powf(past.as_secs_f64().min(60.0))).min(1.0))
+}
+
 /// `s` quoted for the shell Ray runs the entrypoint in.
 fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@".contains(c)) {
@@ -265,18 +277,7 @@ impl Ray {
         let mut running_since: Option<Instant> = None;
         let mut unreachable_since: Option<Instant> = None;
         loop {
-            // Every 50 ms while a short step may end (a job takes ~0.7 s on
-            // an idle head, and each poll past its end is the step's cost),
-            // then backing off to once a second for long ones.
-            let waited = submitted.elapsed();
-            let delay = if waited < FAST_POLL_FOR {
-                Duration::from_millis(50)
-            } else {
-                Duration::from_millis(50)
-                    .mul_f64(1.5f64.powf((waited - FAST_POLL_FOR).as_secs_f64()))
-                    .min(Duration::from_secs(1))
-            };
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(poll_delay(submitted.elapsed())).await;
             let info = match self.api.job(id).await {
                 Ok(info) => {
                     unreachable_since = None;
@@ -460,6 +461,26 @@ impl Launcher for Ray {
 mod tests {
     use super::*;
     use zenflow_core::plan::PlanStep;
+
+    /// A step that runs for minutes (or a day) is polled once a second; the
+    /// back-off once overflowed a Duration after about two minutes and
+    /// panicked the driver.
+    #[test]
+    fn polls_back_off_to_once_a_second_and_stay_there() {
+        assert_eq!(poll_delay(Duration::ZERO), Duration::from_millis(50));
+        assert_eq!(poll_delay(FAST_POLL_FOR - Duration::from_millis(1)), Duration::from_millis(50));
+        let d = poll_delay(FAST_POLL_FOR + Duration::from_secs(2));
+        assert!(d > Duration::from_millis(100) && d < Duration::from_millis(120), "{d:?}");
+        for waited in [130, 3_600, 86_400 * 365] {
+            assert_eq!(poll_delay(Duration::from_secs(waited)), Duration::from_secs(1), "after {waited} s");
+        }
+        let mut last = Duration::ZERO;
+        for ms in (0..20_000).step_by(250) {
+            let d = poll_delay(Duration::from_millis(ms));
+            assert!(d >= last, "never faster again");
+            last = d;
+        }
+    }
 
     fn step(id: &str, resources: serde_json::Value) -> PlanStep {
         serde_json::from_value(serde_json::json!({
