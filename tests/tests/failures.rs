@@ -124,6 +124,15 @@ fn failed_run(result: zenflow::Result<RunResult>) -> RunResult {
     }
 }
 
+/// [`failed_run`] for a pipeline with an output, typed again.
+fn failed_run_of<O>(result: zenflow::Result<RunResult<O>>) -> RunResult<O> {
+    match result {
+        Err(Error::RunFailed(f)) => f.0.into_typed(),
+        Err(other) => panic!("expected a failed run, got the error {other}"),
+        Ok(run) => panic!("expected a failed run, got {}", run.summary()),
+    }
+}
+
 fn statuses(run: &RunResult) -> Vec<(&str, StepStatus)> {
     run.steps().iter().map(|s| (s.invocation.as_str(), s.status)).collect()
 }
@@ -283,79 +292,23 @@ mod store_failures {
     use zenflow::prelude::*;
     use zenflow::stacks::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
 
-    /// A SQLite store that refuses the final record of one step (as a full
-    /// disk or a lost database connection would).
-    #[derive(Debug)]
-    struct Refusing {
-        inner: SqliteMetadataStore,
-        invocation: &'static str,
+    use zenflow::testing::faults::{Faults, FaultyArtifacts, FaultyMetadata, Rule};
+
+    /// A stack on SQLite and memory whose stores `faults` may break; every
+    /// artifact goes to the artifact store (none inline in the record).
+    fn faulty_stack(faults: &Faults) -> zenflow::Stack {
+        zenflow::Stack::new(
+            "faulty",
+            Arc::new(LocalOrchestrator::new(1)),
+            Arc::new(FaultyArtifacts::new(ObjectArtifactStore::memory(), faults.clone())),
+            Arc::new(FaultyMetadata::new(SqliteMetadataStore::in_memory().unwrap(), faults.clone())),
+        )
+        .with_inline_limit(0)
     }
 
-    #[async_trait::async_trait]
-    impl MetadataStore for Refusing {
-        fn url(&self) -> String {
-            self.inner.url()
-        }
-        async fn create_run(&self, run: &NewRun) -> Result<RunRecord, MetadataError> {
-            self.inner.create_run(run).await
-        }
-        async fn set_run_status(
-            &self,
-            run_id: &str,
-            status: RunStatus,
-            error: Option<&str>,
-            ended_at: Option<Timestamp>,
-        ) -> Result<(), MetadataError> {
-            self.inner.set_run_status(run_id, status, error, ended_at).await
-        }
-        async fn heartbeat(&self, run_id: &str, at: Timestamp) -> Result<(), MetadataError> {
-            self.inner.heartbeat(run_id, at).await
-        }
-        async fn fail_stale_runs(&self, before: Timestamp) -> Result<Vec<String>, MetadataError> {
-            self.inner.fail_stale_runs(before).await
-        }
-        async fn write_step_run(&self, write: &StepRunWrite) -> Result<Vec<OutputLink>, MetadataError> {
-            let w = &write.step_run;
-            if w.invocation == self.invocation && w.status != StepStatus::Running {
-                return Err(MetadataError::Backend { location: self.url(), message: "disk full (simulated)".into() });
-            }
-            self.inner.write_step_run(write).await
-        }
-        async fn find_cached(&self, cache_key: &str) -> Result<Option<CacheHit>, MetadataError> {
-            self.inner.find_cached(cache_key).await
-        }
-        async fn get_run(&self, id_or_name: &str) -> Result<Option<RunRecord>, MetadataError> {
-            self.inner.get_run(id_or_name).await
-        }
-        async fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, MetadataError> {
-            self.inner.list_runs(pipeline, limit).await
-        }
-        async fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>, MetadataError> {
-            self.inner.step_runs(run_id).await
-        }
-        async fn step_run(&self, id: &str) -> Result<Option<StepRunRecord>, MetadataError> {
-            self.inner.step_run(id).await
-        }
-        async fn artifact_version(&self, id: &str) -> Result<Option<ArtifactVersion>, MetadataError> {
-            self.inner.artifact_version(id).await
-        }
-        async fn artifact_versions(
-            &self,
-            name: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<ArtifactVersion>, MetadataError> {
-            self.inner.artifact_versions(name, limit).await
-        }
-        async fn artifact_version_named(
-            &self,
-            name: &str,
-            version: Option<i64>,
-        ) -> Result<Option<ArtifactVersion>, MetadataError> {
-            self.inner.artifact_version_named(name, version).await
-        }
-        async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError> {
-            self.inner.lineage(artifact_version).await
-        }
+    /// The final (not `running`) record of step `id`.
+    fn final_record_of(id: &'static str) -> impl Fn(&zenflow::testing::faults::Call<'_>) -> bool {
+        move |c| c.step_run.is_some_and(|w| w.invocation == id && w.status != StepStatus::Running)
     }
 
     #[step(cache = false)]
@@ -383,12 +336,9 @@ mod store_failures {
     /// and a branch beside it still finishes and is recorded.
     #[test]
     fn a_store_that_cannot_record_a_step_fails_the_run_and_starts_nothing_after_it() {
-        let stack = zenflow::Stack::new(
-            "refusing",
-            Arc::new(LocalOrchestrator::new(1)),
-            Arc::new(ObjectArtifactStore::memory()),
-            Arc::new(Refusing { inner: SqliteMetadataStore::in_memory().unwrap(), invocation: "then_2" }),
-        );
+        let faults = Faults::new()
+            .with(Rule::on("write_step_run").when(final_record_of("then_2")).fail("disk full (simulated)"));
+        let stack = faulty_stack(&faults);
         let run = super::failed_run(chain_and_branch.run(&stack, &()));
         assert_eq!(run.status(), RunStatus::Failed);
         let error = run.record().error.clone().unwrap_or_default();
@@ -406,5 +356,129 @@ mod store_failures {
         assert_eq!(stored("then_4"), Some(StepStatus::Completed));
         let reread = stack.block_on(stack.metadata().get_run(run.id())).unwrap().unwrap().unwrap();
         assert_eq!(reread.status, RunStatus::Failed);
+    }
+
+    #[step]
+    fn source(#[param] n: i64) -> Vec<i64> {
+        (0..n).collect()
+    }
+
+    #[step]
+    fn square(xs: Vec<i64>) -> Vec<i64> {
+        xs.iter().map(|x| x * x).collect()
+    }
+
+    #[step]
+    fn total(xs: Vec<i64>, #[param] offset: i64) -> i64 {
+        xs.iter().sum::<i64>() + offset
+    }
+
+    /// source -> square -> total(offset): a new `offset` re-runs only
+    /// `total`, which then reads `square`'s output from the store.
+    #[pipeline]
+    fn sums(offset: &i64) -> Handle<i64> {
+        total(square(source(100)), *offset)
+    }
+
+    /// What `source`, `square` and `total` did in `run`, against `expected`.
+    fn assert_statuses<O>(run: &zenflow::RunResult<O>, expected: [StepStatus; 3], why: &str) {
+        let got: Vec<StepStatus> =
+            ["source", "square", "total"].iter().map(|id| run.step(id).unwrap().status).collect();
+        assert_eq!(got, expected, "{why}: {}", run.summary());
+    }
+
+    /// The artifact store fails a write: the run fails saying so, the step
+    /// has no output recorded, and the next run resumes from cache.
+    #[test]
+    fn an_artifact_write_that_fails_fails_its_step_and_the_next_run_resumes() {
+        let faults = Faults::new()
+            .with(Rule::on("*").when(|c| c.op.starts_with("put")).nth(2).fail("no space left on device (simulated)"));
+        let stack = faulty_stack(&faults);
+        // The second write: `square`'s output.
+        let run = super::failed_run_of(sums.run(&stack, &0));
+        let square = run.step("square").unwrap();
+        assert_eq!(square.status, StepStatus::Failed);
+        assert!(square.error.as_deref().unwrap().contains("no space left on device (simulated)"), "{square:?}");
+        assert!(square.outputs.is_empty(), "nothing half-written is visible");
+        assert_eq!(run.step("total").unwrap().status, StepStatus::Skipped);
+        assert_eq!(faults.injected().len(), 1);
+
+        faults.clear();
+        let again = sums.run(&stack, &0).unwrap();
+        assert_statuses(
+            &again,
+            [StepStatus::Cached, StepStatus::Completed, StepStatus::Completed],
+            "the next run resumes",
+        );
+        assert_eq!(again.output().unwrap(), (0..100).map(|x| x * x).sum::<i64>());
+    }
+
+    /// A read that fails, and a read of corrupted bytes: the step that
+    /// reads fails with a clear error; nothing it would have written is
+    /// recorded; with the store healthy again the next run resumes.
+    #[test]
+    fn a_failed_or_corrupted_read_fails_the_reader_and_the_next_run_resumes() {
+        for (rule, says) in [
+            (
+                Rule::on("*").when(|c| c.op.starts_with("get")).fail("connection reset (simulated)"),
+                "connection reset (simulated)",
+            ),
+            (Rule::on("*").when(|c| c.op.starts_with("get")).corrupt(), "is corrupted: its content hash is"),
+        ] {
+            let faults = Faults::new();
+            let stack = faulty_stack(&faults);
+            sums.run(&stack, &0).unwrap();
+            let faults = faults.with(rule);
+            // A new offset: `total` runs again and reads `square` from the store.
+            let run = super::failed_run_of(sums.run(&stack, &1));
+            let total = run.step("total").unwrap();
+            assert_eq!(total.status, StepStatus::Failed, "{says}");
+            assert!(total.error.as_deref().unwrap().contains(says), "{total:?}");
+            assert!(total.outputs.is_empty());
+            assert!(!faults.injected().is_empty());
+
+            faults.clear();
+            let again = sums.run(&stack, &1).unwrap();
+            assert_statuses(&again, [StepStatus::Cached, StepStatus::Cached, StepStatus::Completed], says);
+            assert_eq!(again.output().unwrap(), (0..100).map(|x| x * x).sum::<i64>() + 1);
+        }
+    }
+
+    /// The step's artifact is written, then its record cannot be: the run
+    /// fails, nothing points at the object (no output, no version, no cache
+    /// entry), and the next run executes the step again (writing the same
+    /// object is a no-op) and goes on.
+    #[test]
+    fn a_commit_that_fails_after_the_artifact_was_written_leaves_nothing_visible() {
+        let faults = Faults::new().with(
+            Rule::on("write_step_run").when(final_record_of("square")).times(1).fail("database is locked (simulated)"),
+        );
+        let stack = faulty_stack(&faults);
+        let run = super::failed_run_of(sums.run(&stack, &0));
+        assert!(
+            run.record().error.clone().unwrap_or_default().contains("database is locked (simulated)"),
+            "{}",
+            run.summary()
+        );
+        let recorded = stack.block_on(stack.metadata().step_runs(run.id())).unwrap().unwrap();
+        assert!(
+            recorded
+                .iter()
+                .filter(|r| r.invocation == "square")
+                .all(|r| r.status != StepStatus::Completed && r.outputs.is_empty()),
+            "{recorded:?}"
+        );
+        let versions = stack.block_on(stack.metadata().artifact_versions(None, 100)).unwrap().unwrap();
+        assert!(
+            versions.iter().all(|v| !v.name.ends_with("square.output")),
+            "no version of square's output: {versions:?}"
+        );
+
+        let again = sums.run(&stack, &0).unwrap();
+        assert_statuses(
+            &again,
+            [StepStatus::Cached, StepStatus::Completed, StepStatus::Completed],
+            "the next run resumes",
+        );
     }
 }

@@ -17,6 +17,7 @@
 
 use std::process::Command;
 use std::sync::Arc;
+use zenflow::artifact_store::StoreError;
 use zenflow::metadata::{MetadataError, MetadataStore, RunStatus};
 use zenflow::stacks::config::ArtifactStoreConfig;
 use zenflow::stacks::metadata::PostgresMetadataStore;
@@ -67,7 +68,108 @@ fn s3_config(prefix: &str) -> ArtifactStoreConfig {
         secret_access_key: Some(env("ZENFLOW_TEST_S3_SECRET_KEY")),
         session_token: None,
         allow_http: Some(true),
+        ..Default::default()
     }
+}
+
+/// A proxy in front of the S3 server that answers the first `failures`
+/// requests with HTTP 503 (as S3 does when it sheds load), then forwards.
+/// Returns its URL and the count of 503s it gave.
+fn flaky_proxy(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let target = env("ZENFLOW_TEST_S3_ENDPOINT").trim_start_matches("http://").trim_end_matches('/').to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = refused.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            if count.fetch_add(1, Ordering::SeqCst) < failures {
+                // Read the whole request, then refuse it and close.
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let _ = std::io::copy(&mut reader.by_ref().take(length as u64), &mut std::io::sink());
+                let mut client = client;
+                let _ = client.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: 60\r\n\
+                      Connection: close\r\n\r\n<Error><Code>SlowDown</Code><Message>busy</Message></Error>\n",
+                );
+                continue;
+            }
+            count.fetch_sub(1, Ordering::SeqCst);
+            let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_read, &mut c_write);
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (url, refused)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn transient_s3_failures_are_retried_as_the_stack_file_says() {
+    use std::sync::atomic::Ordering;
+    let rt = runtime();
+    let payload = bytes::Bytes::from(format!("retried {}", zenflow::testing::unique_id()));
+    let hash = zenflow::ContentHash::of(&payload);
+    // Set in zenflow.toml, read as the CLI reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let (url, refused) = flaky_proxy(3);
+    let stack_file = |endpoint: &str, retries: u32| {
+        format!(
+            "[stacks.s3]\nmetadata_store = \"sqlite::memory:\"\n[stacks.s3.artifact_store]\n\
+             url = \"s3://${{ZENFLOW_TEST_S3_BUCKET}}/retries\"\nendpoint = \"{endpoint}\"\n\
+             access_key_id = \"${{ZENFLOW_TEST_S3_ACCESS_KEY}}\"\nsecret_access_key = \"${{ZENFLOW_TEST_S3_SECRET_KEY}}\"\n\
+             allow_http = true\nretries = {retries}\nretry_backoff = \"10ms\"\nretry_timeout = \"20s\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("zenflow.toml"), stack_file(&url, 3)).unwrap();
+    let stacks = zenflow::stacks::config::Stacks::load(dir.path()).unwrap();
+    let config = stacks.config("s3").unwrap();
+    assert_eq!(
+        (config.artifact_store.retries, config.artifact_store.retry_backoff.as_deref()),
+        (Some(3), Some("10ms"))
+    );
+    let store = ObjectArtifactStore::s3(&config.artifact_store).unwrap();
+    rt.block_on(store.put(&hash, payload.clone())).expect("three 503s, three retries: stored");
+    assert_eq!(refused.load(Ordering::SeqCst), 3, "every refusal was retried");
+    assert_eq!(rt.block_on(zenflow::artifact_store::get_verified(&store, &hash)).unwrap(), payload);
+
+    // One retry fewer: the fourth answer is still a 503, and the error
+    // says what the server said. Nothing was stored.
+    let (url, _) = flaky_proxy(3);
+    std::fs::write(dir.path().join("zenflow.toml"), stack_file(&url, 2)).unwrap();
+    let config = zenflow::stacks::config::Stacks::load(dir.path()).unwrap().config("s3").unwrap();
+    let store = ObjectArtifactStore::s3(&config.artifact_store).unwrap();
+    let other = zenflow::ContentHash::of(b"never stored: retries ran out");
+    let err = rt.block_on(store.put(&other, bytes::Bytes::from_static(b"never stored: retries ran out"))).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Backend { .. }) && text.contains("503"), "{text}");
+    let direct = ObjectArtifactStore::s3(&s3_config("retries")).unwrap();
+    assert!(!rt.block_on(direct.exists(&other)).unwrap());
+
+    // A setting that is not a duration names itself.
+    std::fs::write(dir.path().join("zenflow.toml"), stack_file(&url, 2).replace("\"20s\"", "\"soon\"")).unwrap();
+    let e = zenflow::stacks::config::Stacks::load(dir.path()).unwrap().config("s3").err().unwrap().to_string();
+    assert!(e.contains("stack `s3`, artifact_store: `retry_timeout` `soon` is not a duration"), "{e}");
 }
 
 #[test]
@@ -201,10 +303,20 @@ fn wrong_s3_credentials_are_a_clear_error() {
     let mut bad = s3_config("creds");
     bad.secret_access_key = Some("not-the-secret".into());
     let store = ObjectArtifactStore::s3(&bad).unwrap();
-    let err = rt.block_on(store.put(&hash, bytes::Bytes::from_static(b"probe"))).unwrap_err().to_string();
-    assert!(err.contains("s3://") && err.contains("failed"), "{err}");
+    let err = rt.block_on(store.put(&hash, bytes::Bytes::from_static(b"probe"))).unwrap_err();
+    match &err {
+        StoreError::AccessDenied { bucket, code, .. } => {
+            assert_eq!(bucket, &env("ZENFLOW_TEST_S3_BUCKET"));
+            assert_eq!(code, "SignatureDoesNotMatch", "the server's own code: {err}");
+        }
+        other => panic!("expected AccessDenied, got {other:?}"),
+    }
+    let err = err.to_string();
+    assert!(err.contains("check the access key and secret") && err.contains("s3:ListBucket"), "{err}");
     assert!(!err.contains("not-the-secret"), "the secret never appears: {err}");
-    assert!(err.contains("403") || err.contains("privileges"), "{err}");
+    // Reads and writes after the check are refused the same way.
+    let err = rt.block_on(store.get(&hash)).unwrap_err();
+    assert!(matches!(err, StoreError::AccessDenied { .. }), "{err:?}");
 }
 
 #[test]
@@ -215,10 +327,12 @@ fn a_missing_bucket_is_a_clear_error_and_is_not_created() {
     missing.url = "s3://no-such-bucket-zf/x".into();
     let store = ObjectArtifactStore::s3(&missing).unwrap();
     let hash = zenflow::ContentHash::of(b"probe");
-    let err = rt.block_on(store.put(&hash, bytes::Bytes::from_static(b"probe"))).unwrap_err().to_string();
+    let err = rt.block_on(store.put(&hash, bytes::Bytes::from_static(b"probe"))).unwrap_err();
+    assert!(matches!(&err, StoreError::NoSuchBucket { bucket, .. } if bucket == "no-such-bucket-zf"), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("the bucket `no-such-bucket-zf` does not exist"), "{err}");
     let stream = futures_stream(b"probe");
-    let err = rt.block_on(store.put_stream(&hash, stream)).unwrap_err().to_string();
+    let err = rt.block_on(store.put_stream(&hash, 5, stream)).unwrap_err().to_string();
     assert!(err.contains("does not exist"), "{err}");
     // Nothing was written: the bucket still does not exist.
     let again = ObjectArtifactStore::s3(&missing).unwrap();
@@ -534,4 +648,32 @@ fn two_processes_race_on_a_postgres_registry() {
     zenflow_tests::registry_race::races_hold(env!("CARGO_BIN_EXE_registry_race"), &url, || {
         Arc::new(PostgresMetadataStore::open(&url, Some(2)).unwrap())
     });
+}
+
+/// Hosts whose clocks disagree share one PostgreSQL store: heartbeats are
+/// recorded and judged by the database's clock, so a host an hour behind
+/// keeps its run alive, and the run is taken for dead only when the
+/// database has seen no heartbeat for the whole window.
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn heartbeats_are_judged_by_the_databases_clock_not_the_hosts() {
+    use zenflow::conformance::metadata::new_run;
+    let rt = runtime();
+    let store = PostgresMetadataStore::open(&fresh_database(&rt), None).unwrap();
+    let hour = 3_600_000_000i64;
+    // Started on a host whose clock is an hour behind the database's.
+    let mut behind = new_run("skew", "skewed-host");
+    behind.started_at = zenflow::testing::now() - hour;
+    rt.block_on(store.create_run(&behind)).unwrap();
+    rt.block_on(store.set_run_status(&behind.id, RunStatus::Running, None, None)).unwrap();
+    rt.block_on(store.heartbeat(&behind.id, zenflow::testing::now() - hour)).unwrap();
+    rt.block_on(store.flush()).unwrap();
+    let window = std::time::Duration::from_secs(180);
+    assert_eq!(rt.block_on(store.fail_stale_runs(window)).unwrap(), Vec::<String>::new(), "a live run is not failed");
+    assert_eq!(rt.block_on(store.get_run(&behind.id)).unwrap().unwrap().status, RunStatus::Running);
+    // By the database's clock it beat just now: stale only after a second
+    // of a one-second window has passed with no heartbeat.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let marked = rt.block_on(store.fail_stale_runs(std::time::Duration::from_secs(1))).unwrap();
+    assert_eq!(marked, vec![behind.id.clone()]);
 }

@@ -58,6 +58,29 @@ pub enum StoreError {
         /// The hash of the bytes found.
         actual: ContentHash,
     },
+    /// The store's bucket does not exist.
+    #[error("artifact store {store}: the bucket `{bucket}` does not exist; create it, or fix the stack's artifact_store URL")]
+    NoSuchBucket {
+        /// The store (its URL).
+        store: String,
+        /// The bucket.
+        bucket: String,
+    },
+    /// The store refused the credentials, or they lack a permission.
+    #[error(
+        "artifact store {store}: access denied ({code}): check the access key and secret (a wrong one is \
+         refused too), and that they may list the bucket `{bucket}` (s3:ListBucket) and read and write \
+         objects in it (s3:GetObject, s3:PutObject)"
+    )]
+    AccessDenied {
+        /// The store (its URL).
+        store: String,
+        /// The bucket.
+        bucket: String,
+        /// What the server said: its error code when it gave one (e.g.
+        /// `SignatureDoesNotMatch`), else the HTTP status.
+        code: String,
+    },
     /// The store could not be reached or failed.
     #[error("artifact store {store} failed: {message}")]
     Backend {
@@ -93,14 +116,17 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     /// Deletes the object; deleting a missing object is not an error.
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError>;
 
-    /// Stores the bytes of `stream` under `hash` without holding them all in
-    /// memory (backends override the default, which collects them). Same
-    /// promises as [`ArtifactStore::put`]: atomic, idempotent.
-    async fn put_stream(&self, hash: &ContentHash, mut stream: ByteStream) -> Result<(), StoreError> {
+    /// Stores the `len` bytes of `stream` under `hash` without holding them
+    /// all in memory (backends override the default, which collects them).
+    /// Same promises as [`ArtifactStore::put`]: atomic, idempotent. An object
+    /// already under `hash` is kept only if it has `len` bytes (a truncated
+    /// one is replaced); a stream of another length fails and stores nothing.
+    async fn put_stream(&self, hash: &ContentHash, len: u64, mut stream: ByteStream) -> Result<(), StoreError> {
         let mut all = BytesMut::new();
         while let Some(chunk) = stream.next().await {
             all.extend_from_slice(&chunk?);
         }
+        check_streamed_len(&self.url(), len, all.len() as u64)?;
         self.put(hash, all.freeze()).await
     }
 
@@ -180,6 +206,17 @@ pub fn checked_write(write: StreamFn, hash: ContentHash, len: u64) -> WriteFn {
     })
 }
 
+/// The error of a stream that did not have the length it was put with.
+pub fn check_streamed_len(store: &str, expected: u64, streamed: u64) -> Result<(), StoreError> {
+    if expected == streamed {
+        return Ok(());
+    }
+    Err(StoreError::Backend {
+        store: store.to_string(),
+        message: format!("the stream had {streamed} bytes, not the {expected} it was put with: nothing was stored"),
+    })
+}
+
 /// [`ArtifactStore::put_writer`] through [`ArtifactStore::put_stream`]: `write`
 /// runs on a blocking thread and hands over 8 MiB chunks (at most two in
 /// flight), so memory stays bounded whatever the size.
@@ -230,7 +267,7 @@ pub async fn put_written<S: ArtifactStore + ?Sized>(
         let _ = tx.blocking_send(Err(StoreError::Backend { store: uri, message: format!("writing failed: {failed}") }));
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
-    let stored = store.put_stream(hash, stream).await;
+    let stored = store.put_stream(hash, len, stream).await;
     let _ = producer.await;
     stored
 }

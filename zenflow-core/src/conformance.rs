@@ -140,7 +140,7 @@ pub mod artifact_store {
         }
         let hash = ContentHash::from_bytes(*hasher.finalize().as_bytes());
         let stream = futures::stream::iter(chunks(size).map(Ok)).boxed();
-        store.put_stream(&hash, stream).await.expect("streamed put");
+        store.put_stream(&hash, size as u64, stream).await.expect("streamed put");
         assert!(store.exists(&hash).await.unwrap());
         let mut read = get_verified_stream(store, &hash).await.unwrap();
         let mut total = 0usize;
@@ -149,8 +149,26 @@ pub mod artifact_store {
         }
         assert_eq!(total, size, "every byte comes back");
         // A second streamed put of the same content is a no-op that succeeds.
-        store.put_stream(&hash, futures::stream::iter(chunks(size).map(Ok)).boxed()).await.unwrap();
+        store.put_stream(&hash, size as u64, futures::stream::iter(chunks(size).map(Ok)).boxed()).await.unwrap();
         store.delete(&hash).await.unwrap();
+
+        // A truncated object under the right key (an upload cut short by
+        // hand, a broken copy) does not pass for the real one: replaced.
+        // (A smaller object, still of several chunks.)
+        let size = size.min(9 << 20);
+        let all: Vec<u8> = chunks(size).flat_map(|c| c.to_vec()).collect();
+        let hash = ContentHash::of(&all);
+        let stream = || futures::stream::iter(chunks(size).map(Ok)).boxed();
+        store.put(&hash, Bytes::copy_from_slice(&all[..size / 2])).await.unwrap();
+        store.put_stream(&hash, size as u64, stream()).await.unwrap();
+        assert_eq!(get_verified(store, &hash).await.unwrap().len(), size, "the truncated object was replaced");
+        store.delete(&hash).await.unwrap();
+
+        // A stream shorter than announced stores nothing.
+        let short = futures::stream::iter(chunks(size).take(1).map(Ok)).boxed();
+        let err = store.put_stream(&hash, size as u64, short).await.expect_err("a short stream fails");
+        assert!(err.to_string().contains("nothing was stored"), "{err}");
+        assert!(!store.exists(&hash).await.unwrap(), "nothing half-written is visible");
 
         let claimed = ContentHash::of(b"claimed");
         store.put(&claimed, Bytes::from_static(b"other bytes")).await.unwrap();
@@ -366,7 +384,8 @@ pub mod metadata {
         store.create_run(&done).await.unwrap();
         store.set_run_status(&done.id, RunStatus::Completed, None, Some(now() - hour)).await.unwrap();
 
-        let marked = store.fail_stale_runs(now() - hour).await.unwrap();
+        let window = std::time::Duration::from_secs(3600);
+        let marked = store.fail_stale_runs(window).await.unwrap();
         assert_eq!(marked, vec![dead.id.clone()]);
         let run = store.get_run(&dead.id).await.unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Failed);
@@ -376,7 +395,7 @@ pub mod metadata {
         assert_eq!(steps[0].status, StepStatus::Failed, "its running step is closed too");
         assert_eq!(store.get_run(&alive.id).await.unwrap().unwrap().status, RunStatus::Running);
         assert_eq!(store.get_run(&done.id).await.unwrap().unwrap().status, RunStatus::Completed);
-        assert!(store.fail_stale_runs(now() - hour).await.unwrap().is_empty(), "idempotent");
+        assert!(store.fail_stale_runs(window).await.unwrap().is_empty(), "idempotent");
     }
 
     fn plan(pipeline: &str) -> Plan {
@@ -625,7 +644,7 @@ pub mod metadata {
         // A finished run leaves no step "running"; a run set running gets a heartbeat.
         store.write_step_run(&step_write(&first.id, "orphan", StepStatus::Running)).await.unwrap();
         store.set_run_status(&first.id, RunStatus::Running, None, None).await.unwrap();
-        assert_eq!(store.fail_stale_runs(now() - 60_000_000).await.unwrap(), Vec::<String>::new());
+        assert_eq!(store.fail_stale_runs(std::time::Duration::from_secs(60)).await.unwrap(), Vec::<String>::new());
         store.set_run_status(&first.id, RunStatus::Failed, Some("x"), Some(now())).await.unwrap();
         let orphan = store.step_runs(&first.id).await.unwrap().remove(0);
         assert_eq!(orphan.status, StepStatus::Failed);

@@ -165,7 +165,8 @@ pub async fn close_if_done(stack: &Stack, run_id: &str) -> Result<Option<RunStat
     }
     let records = stack.metadata().step_runs(run_id).await?;
     let states = states_from_records(runner.plan(), &records);
-    let Outcome::Done { status, error, blocked } = outcome(runner.plan(), &states) else { return Ok(None) };
+    let Outcome::Done { status, mut error, blocked } = outcome(runner.plan(), &states) else { return Ok(None) };
+    crate::redact::option_in_place(&mut error);
     for pos in blocked {
         runner.skip(pos, "an upstream step failed").await?;
     }
@@ -228,12 +229,13 @@ pub async fn close_ended(stack: &Stack, run_id: &str, engine: &str) -> Result<Ru
         Outcome::Done { status, error, .. } => (status, error),
         Outcome::Open => (RunStatus::Failed, Some(format!("{engine} ended with steps left to run"))),
     };
-    let error = match (status, error) {
+    let mut error = match (status, error) {
         (RunStatus::Completed, None) if states.contains(&StepState::Skipped) => {
             Some(format!("{engine} ended before every step ran"))
         }
         (_, e) => e,
     };
+    crate::redact::option_in_place(&mut error);
     let status = if error.is_some() { RunStatus::Failed } else { status };
     stack.metadata().set_run_status(&runner.run().id, status, error.as_deref(), Some(metadata::now())).await?;
     stack.metadata().flush().await?;

@@ -179,13 +179,39 @@ pub fn stderr() -> impl std::io::Write {
 
 struct OriginalStderr;
 
-impl std::io::Write for OriginalStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+impl OriginalStderr {
+    fn write_raw(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         #[cfg(unix)]
         if let Some(n) = unix::write_original_stderr(buf) {
             return n;
         }
-        std::io::stderr().write(buf)
+        std::io::Write::write(&mut std::io::stderr(), buf)
+    }
+
+    fn write_all_raw(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match self.write_raw(buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Write for OriginalStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A formatter writes an event whole: redact it as text (see
+        // `crate::redact`), and report the caller's bytes as written.
+        if let Ok(text) = std::str::from_utf8(buf) {
+            if let std::borrow::Cow::Owned(hidden) = crate::redact::text(text) {
+                self.write_all_raw(hidden.as_bytes())?;
+                return Ok(buf.len());
+            }
+        }
+        self.write_raw(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -453,7 +479,16 @@ mod unix {
                 return;
             }
             let n = n as usize;
-            let _ = tee.write_all(&buf[..n]);
+            // What reaches the terminal (a CI log) hides secrets too; the
+            // kept lines are redacted with the step's record.
+            match std::str::from_utf8(&buf[..n]).map(crate::redact::text) {
+                Ok(std::borrow::Cow::Owned(hidden)) => {
+                    let _ = tee.write_all(hidden.as_bytes());
+                }
+                _ => {
+                    let _ = tee.write_all(&buf[..n]);
+                }
+            }
             PASSED[stream].fetch_add(n as u64, Ordering::Release);
             // SAFETY: as above; takes exactly the bytes just peeked.
             unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), n, 0) };

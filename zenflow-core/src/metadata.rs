@@ -419,14 +419,18 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
         ended_at: Option<Timestamp>,
     ) -> Result<(), MetadataError>;
 
-    /// Records that the process running `run_id` is alive.
+    /// Records that the process running `run_id` is alive; `at` is this
+    /// host's time. A store shared by hosts with a clock of its own (a
+    /// database server) records its own time instead, so that the hosts'
+    /// clocks need not agree.
     async fn heartbeat(&self, run_id: &str, at: Timestamp) -> Result<(), MetadataError>;
 
     /// Marks runs still `running` whose last sign of life (heartbeat, or
-    /// start) is older than `before` as failed, with their `running` step
+    /// start) is older than `stale_after`, by the store's clock (see
+    /// [`MetadataStore::heartbeat`]), as failed, with their `running` step
     /// runs: their process died (killed, crashed, machine lost). Returns the
     /// ids of the runs marked.
-    async fn fail_stale_runs(&self, before: Timestamp) -> Result<Vec<String>, MetadataError>;
+    async fn fail_stale_runs(&self, stale_after: std::time::Duration) -> Result<Vec<String>, MetadataError>;
 
     /// Inserts or replaces a step run together with its outputs, input links
     /// and metadata, atomically. Returns the step run's outputs (new versions

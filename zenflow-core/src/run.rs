@@ -18,6 +18,13 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     let plan = Arc::new(record.plan()?);
     let id = record.id.clone();
     let runner = Arc::new(StepRunner::new(stack.clone(), record, plan.clone(), options));
+    // Held until this function returns: if the process dies first, the
+    // next command on this machine sees it at once (`run_lock`).
+    let _lock = stack.project_root().and_then(|root| {
+        crate::run_lock::hold(root, &id)
+            .map_err(|e| tracing::warn!("no run lock (a crash is noticed by the heartbeat only): {e}"))
+            .ok()
+    });
     let heartbeat = spawn_heartbeat(stack, &id);
     let outcome = stack.orchestrator().execute(runner.clone()).await;
     heartbeat.abort();
@@ -44,6 +51,8 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
         (Ok(()), Outcome::Open) => Some(format!("only {} of {} steps finished", steps.len(), plan.steps.len())),
     };
     let status = if error.is_some() { RunStatus::Failed } else { RunStatus::Completed };
+    let mut error = error;
+    crate::redact::option_in_place(&mut error);
     let ended_at = metadata::now();
     stack.metadata().set_run_status(&id, status, error.as_deref(), Some(ended_at)).await?;
     let mut run = runner.run().clone();

@@ -346,6 +346,14 @@ impl StepRunner {
         self.run_attempts(pos, attempt.max(1), attempt.max(1)).await
     }
 
+    /// Writes a step run record, its error, logs and check messages
+    /// redacted first (see [`crate::redact`]): every record of this runner
+    /// goes through here.
+    async fn record(&self, write: &mut StepRunWrite) -> Result<Vec<OutputLink>> {
+        crate::redact::step_run(&mut write.step_run);
+        Ok(self.stack.metadata().write_step_run(write).await?)
+    }
+
     /// A record of the step at `pos` with nothing in it yet: what every
     /// write of this runner starts from.
     fn bare_record(
@@ -456,7 +464,7 @@ impl StepRunner {
         sr.original_step_run = Some(hit.step_run);
         sr.ended_at = Some(metadata::now());
         sr.outputs = hit.outputs;
-        let outputs = self.stack.metadata().write_step_run(&write).await?;
+        let outputs = self.record(&mut write).await?;
         if let Err(e) = self.register_model(step, &write, &outputs, &prepared.inputs).await {
             return self.refuse_registration(pos, write, prepared.started, e).await.map(Some);
         }
@@ -486,7 +494,7 @@ impl StepRunner {
         }
         let Prepared { mut write, inputs, models, started, step_run_id } = prepared;
         let step = &self.plan.steps[pos];
-        self.stack.metadata().write_step_run(&write).await?;
+        self.record(&mut write).await?;
         if self.verify_code {
             // A worker: whoever watches it (its orchestrator, an engine's
             // exit handler) must see that it runs, even if it dies mid-step.
@@ -540,8 +548,10 @@ impl StepRunner {
             Err(e) => (StepStatus::Failed, Some(e)),
         };
         write.step_run.status = status;
-        write.step_run.error = error.clone();
-        let outputs = self.stack.metadata().write_step_run(&write).await?;
+        write.step_run.error = error;
+        let outputs = self.record(&mut write).await?;
+        // As recorded, secrets hidden: what the run's result shows too.
+        let error = write.step_run.error.clone();
         if error.is_none() {
             if let Err(e) = self.register_model(step, &write, &outputs, &inputs).await {
                 return self.refuse_registration(pos, write, started, e).await;
@@ -607,8 +617,8 @@ impl StepRunner {
         let mut record = self.bare_record(pos, uuid::Uuid::now_v7().to_string(), StepStatus::Skipped, now);
         record.ended_at = Some(now);
         record.error = Some(reason.to_string());
-        let write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
-        self.stack.metadata().write_step_run(&write).await?;
+        let mut write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
+        self.record(&mut write).await?;
         Ok(self.finish(
             pos,
             StepResult {
@@ -655,8 +665,8 @@ impl StepRunner {
         record.attempts = attempt;
         record.logs.extend(logs);
         record.outputs.clear();
-        let write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
-        self.stack.metadata().write_step_run(&write).await?;
+        let mut write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
+        self.record(&mut write).await?;
         Ok(write.step_run)
     }
 
@@ -840,10 +850,10 @@ impl StepRunner {
         error: String,
     ) -> Result<Arc<StepResult>> {
         write.step_run.status = StepStatus::Failed;
-        write.step_run.error = Some(error.clone());
+        write.step_run.error = Some(error);
         write.step_run.outputs.clear();
         write.new_outputs.clear();
-        self.stack.metadata().write_step_run(&write).await?;
+        self.record(&mut write).await?;
         Ok(self.finish(
             pos,
             StepResult {
@@ -851,7 +861,7 @@ impl StepRunner {
                 status: StepStatus::Failed,
                 step_run_id: write.step_run.id.clone(),
                 outputs: Vec::new(),
-                error: Some(error),
+                error: write.step_run.error.clone(),
                 attempts: write.step_run.attempts,
                 duration: started.elapsed(),
                 permanent: false,

@@ -253,8 +253,10 @@ impl Stack {
         Ok(rt.block_on(future))
     }
 
-    /// Marks runs whose process died as failed (see
-    /// [`MetadataStore::fail_stale_runs`]), at most once per
+    /// Marks runs whose process died as failed: at once for a run driven
+    /// from this project on this machine whose process no longer holds its
+    /// lock ([`crate::run_lock`]), else when its heartbeat lapsed (see
+    /// [`MetadataStore::fail_stale_runs`]); at most once per
     /// [`HEARTBEAT_INTERVAL`](crate::metadata::HEARTBEAT_INTERVAL) per stack:
     /// a run is taken for dead only after several missed heartbeats, so
     /// looking more often finds nothing new. Returns the ids of the runs marked.
@@ -267,8 +269,36 @@ impl Stack {
             }
             *checked = Some(now);
         }
-        let before = crate::metadata::now() - crate::metadata::STALE_AFTER.as_micros() as i64;
-        Ok(self.metadata().fail_stale_runs(before).await?)
+        let mut marked = Vec::new();
+        if let Some(root) = self.project_root() {
+            for id in crate::run_lock::abandoned(root) {
+                let run = self.metadata().get_run(&id).await?;
+                if run.as_ref().is_some_and(|r| r.status == crate::metadata::RunStatus::Running) {
+                    // Its steps that were running died with it.
+                    for mut step in self.metadata().step_runs(&id).await? {
+                        if step.status == crate::metadata::StepStatus::Running {
+                            step.status = crate::metadata::StepStatus::Failed;
+                            step.error = Some("its run's process stopped while the step was running".into());
+                            step.ended_at = Some(crate::metadata::now());
+                            let write = crate::metadata::StepRunWrite { step_run: step, new_outputs: Vec::new() };
+                            self.metadata().write_step_run(&write).await?;
+                        }
+                    }
+                    let error = Some(crate::run_lock::DEAD_ERROR);
+                    self.metadata()
+                        .set_run_status(&id, crate::metadata::RunStatus::Failed, error, Some(crate::metadata::now()))
+                        .await?;
+                    marked.push(id.clone());
+                }
+                // A run of another stack of this project is left for a
+                // command on that stack.
+                if run.is_some() {
+                    crate::run_lock::forget(root, &id);
+                }
+            }
+        }
+        marked.extend(self.metadata().fail_stale_runs(crate::metadata::STALE_AFTER).await?);
+        Ok(marked)
     }
 
     /// A run by id or name.

@@ -38,6 +38,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use zenflow_core::{ArtifactStore, Error, MetadataStore, Result, Stack};
 
 /// The stack file's name, at the project root.
@@ -254,6 +255,33 @@ pub struct ArtifactStoreConfig {
     /// `"true"`/`"false"`, so that `"${S3_ALLOW_HTTP:-false}"` works.
     #[serde(default, deserialize_with = "bool_or_text")]
     pub allow_http: Option<bool>,
+    /// S3: how often a request that failed transiently (HTTP 5xx, 429 or
+    /// 408, a dropped connection) is retried before the error is reported
+    /// (default 10; 0: never). A number, or text (`"${S3_RETRIES:-10}"`).
+    #[serde(default, deserialize_with = "retry_count")]
+    pub retries: Option<u32>,
+    /// S3: how long a request keeps being retried from its first try, e.g.
+    /// `"30s"` (default `"3m"`).
+    #[serde(default)]
+    pub retry_timeout: Option<String>,
+    /// S3: the first wait before a retry, e.g. `"100ms"` (the default);
+    /// each next one is up to twice as long, at most 15 s.
+    #[serde(default)]
+    pub retry_backoff: Option<String>,
+}
+
+impl ArtifactStoreConfig {
+    /// The retry durations (`retry_timeout`, `retry_backoff`), parsed;
+    /// `None` where not set. The error names the setting.
+    pub fn retry_durations(&self) -> std::result::Result<(Option<Duration>, Option<Duration>), String> {
+        let parse = |name: &str, v: &Option<String>| match v.as_deref() {
+            None => Ok(None),
+            Some(t) => zenflow_core::step::parse_duration_ms(t)
+                .map(|ms| Some(Duration::from_millis(ms)))
+                .ok_or_else(|| format!("`{name}` `{t}` is not a duration such as \"30s\" or \"100ms\"")),
+        };
+        Ok((parse("retry_timeout", &self.retry_timeout)?, parse("retry_backoff", &self.retry_backoff)?))
+    }
 }
 
 /// A boolean written as one or as text (what `${VAR}` substitution gives).
@@ -270,8 +298,24 @@ fn bool_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<O
         Some(Flag::Text(t)) => match t.trim() {
             "true" => Ok(Some(true)),
             "false" | "" => Ok(Some(false)),
-            other => Err(serde::de::Error::custom(format!("`{other}` is not true or false"))),
+            other => Err(serde::de::Error::custom(format!("`allow_http` is true or false, not `{other}`"))),
         },
+    }
+}
+
+/// `retries`, written as a number or as text; the error names the setting.
+fn retry_count<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Int(i64),
+        Text(String),
+    }
+    let bad = |v: String| serde::de::Error::custom(format!("`retries` is a whole number (0 or more), not {v}"));
+    match Option::<Count>::deserialize(d)? {
+        None => Ok(None),
+        Some(Count::Int(n)) => u32::try_from(n).map(Some).map_err(|_| bad(n.to_string())),
+        Some(Count::Text(t)) => t.trim().parse::<u32>().map(Some).map_err(|_| bad(format!("`{t}`"))),
     }
 }
 
@@ -500,6 +544,7 @@ impl Stacks {
             Decl::Url(url) => ArtifactStoreConfig { url, ..Default::default() },
             Decl::Table(t) => t,
         };
+        artifact_store.retry_durations().map_err(|e| usage(format!("stack `{name}`, artifact_store: {e}")))?;
         let metadata_store = match table.metadata_store {
             Decl::Url(url) => MetadataStoreConfig { url, pool_size: None },
             Decl::Table(t) => t,
@@ -790,7 +835,19 @@ fn substitute(value: &mut toml::Value, stack: &str, at: &str) -> Result<()> {
 }
 
 fn expand(s: &str, stack: &str, at: &str) -> Result<String> {
-    expand_with(s, stack, at, |k, _| std::env::var(k).ok())
+    // Every secret resolved from the environment is hidden in what this
+    // process records and prints from now on (`zenflow_core::redact`).
+    let field = at.rsplit('.').next().unwrap_or(at);
+    let secret_field = zenflow_core::redact::is_secret_name(field);
+    expand_with(s, stack, at, |k, _| {
+        let value = std::env::var(k).ok();
+        if let Some(v) = &value {
+            if secret_field || zenflow_core::redact::is_secret_name(k) {
+                zenflow_core::redact::register_secret(v);
+            }
+        }
+        value
+    })
 }
 
 /// Expands the `${VAR}` references of `s`; `get` is given each variable's
@@ -980,7 +1037,7 @@ mod tests {
         assert_eq!(s3("\"${ZF_UNSET_ALLOW_HTTP:-true}\"").unwrap(), Some(true));
         assert_eq!(s3("\"${ZF_UNSET_ALLOW_HTTP:-false}\"").unwrap(), Some(false));
         let e = s3("\"maybe\"").unwrap_err().to_string();
-        assert!(e.contains("`maybe` is not true or false"), "{e}");
+        assert!(e.contains("`allow_http` is true or false, not `maybe`"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -86,7 +86,8 @@ pub use zenflow_core::metadata::{RunStatus, StepStatus};
 pub use zenflow_core::petgraph;
 pub use zenflow_core::pipeline::Outputs;
 pub use zenflow_core::{
-    appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, registry, runner, step,
+    appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, redact, registry, runner,
+    step,
 };
 pub use zenflow_core::{
     model_alias, ArtifactStore, BoxError, Check, CheckStatus, ContentHash, Direction, Error, Handle, IntoInput,

@@ -138,6 +138,10 @@ pub struct RunReport {
     pub ci_job_url: Option<String>,
     /// Run status.
     pub status: RunStatus,
+    /// Why the run failed, beyond its steps' errors (its process died, the
+    /// orchestrator failed), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Quality gate outcome.
     pub gate: Gate,
     /// Start time (RFC 3339).
@@ -503,6 +507,7 @@ impl RunReport {
             run_name: run.name.clone(),
             stack: run.stack.clone(),
             git_commit: run.git_commit.clone(),
+            error: run.error.clone(),
             ci_job_url: None,
             status: run.status,
             gate,

@@ -25,6 +25,8 @@
 
 use crate::{Error, Pipeline, Result, RunResult, Stack, StepStatus};
 
+pub mod faults;
+
 /// A stack in a temporary folder (`.zenflow/` inside it), removed when
 /// dropped: what [`crate::local_stack`] gives, isolated per test.
 pub struct TestStack {

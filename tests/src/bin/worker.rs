@@ -17,6 +17,9 @@ struct Work {
     crash: Option<String>,
     /// Lines `loud` prints (0: none).
     lines: u32,
+    /// An environment variable: adds a `leaky` step that puts its value in
+    /// its log, a check and its error, as a backend's error might.
+    leak: Option<String>,
 }
 
 /// Prints to stdout and stderr and logs through `tracing`.
@@ -91,6 +94,17 @@ fn crash(#[param] how: String) -> u32 {
     }
 }
 
+/// Fails with the value of `var` in everything it leaves behind.
+#[step]
+fn leaky(#[param] var: String, ctx: &StepContext) -> Result<u32, String> {
+    let value = std::env::var(&var).unwrap_or_default();
+    ctx.log(format!("connecting with {value}"));
+    tracing::warn!("retrying with token={value}");
+    println!("the secret on stdout: {value}");
+    ctx.check(Check::warn("backend", format!("the backend echoed {value}")));
+    Err(format!("HTTP 401 from https://admin:{value}@api.internal/v1: {{\"error\": \"bad token {value}\"}}"))
+}
+
 unsafe fn libc_raise(signal: i32) -> u32 {
     extern "C" {
         fn raise(sig: i32) -> i32;
@@ -114,11 +128,53 @@ fn work(cfg: &Work) {
     if let Some(how) = &cfg.crash {
         crash(how.clone());
     }
+    if let Some(var) = &cfg.leak {
+        leaky(var.clone());
+    }
+}
+
+/// What the crash drill runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Drill {
+    /// Changes every step's output (a fresh run per value).
+    seed: u64,
+    /// How long each step takes, in milliseconds.
+    ms: u64,
+}
+
+/// One slow step of the drill's chain.
+#[step]
+fn tick(prev: u64, #[param] ms: u64) -> Vec<u64> {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    // Some bytes to write, so a kill can land mid-write.
+    (0..20_000).map(|i| prev.wrapping_mul(31).wrapping_add(i)).collect()
+}
+
+/// Its last element, for the next tick.
+#[step]
+fn tock(values: Vec<u64>) -> u64 {
+    values.last().copied().unwrap_or(0)
+}
+
+/// seed -> (tick -> tock) x 6: a chain of slow steps for the crash drill.
+#[pipeline]
+fn drill(cfg: &Drill) {
+    let mut x = seed_of(cfg.seed);
+    for i in 0..6 {
+        let values = tick(x, cfg.ms).id(format!("tick_{i}"));
+        x = tock(values).id(format!("tock_{i}"));
+    }
+}
+
+#[step]
+fn seed_of(#[param] seed: u64) -> u64 {
+    seed
 }
 
 fn main() -> ExitCode {
     match std::env::var("ZENFLOW_WORKER_PIPELINE").as_deref() {
         Ok("conformance") => zenflow::cli::main(zenflow::orchestrator_conformance::conformance_pipeline),
+        Ok("drill") => zenflow::cli::main(drill),
         _ => zenflow::cli::main(work),
     }
 }

@@ -76,7 +76,8 @@ impl ObjectArtifactStore {
     /// A store in an S3 bucket (AWS or an S3-compatible server), under the
     /// prefix of `s3://bucket/prefix`. Credentials not given in the config
     /// come from the usual `AWS_*` environment variables. Transient errors are
-    /// retried with backoff by `object_store`.
+    /// retried with backoff by `object_store`, as `retries`, `retry_timeout`
+    /// and `retry_backoff` say.
     #[cfg(feature = "s3")]
     pub fn s3(config: &crate::config::ArtifactStoreConfig) -> Result<Self, StoreError> {
         use object_store::aws::AmazonS3Builder;
@@ -105,6 +106,20 @@ impl ObjectArtifactStore {
         }
         if config.allow_http.unwrap_or(false) {
             b = b.with_allow_http(true);
+        }
+        let (timeout, backoff) = config.retry_durations().map_err(backend)?;
+        if config.retries.is_some() || timeout.is_some() || backoff.is_some() {
+            let mut retry = object_store::RetryConfig::default();
+            if let Some(n) = config.retries {
+                retry.max_retries = n as usize;
+            }
+            if let Some(t) = timeout {
+                retry.retry_timeout = t;
+            }
+            if let Some(first) = backoff {
+                retry.backoff = object_store::BackoffConfig { init_backoff: first, ..retry.backoff };
+            }
+            b = b.with_retry(retry);
         }
         let store = b.build().map_err(|e| backend(e.to_string()))?;
         let url = format!("s3://{bucket}/{}", prefix.trim_matches('/'));
@@ -165,14 +180,14 @@ impl ObjectArtifactStore {
         let Some((bucket, checked)) = &self.bucket else { return Ok(()) };
         checked
             .get_or_try_init(|| async {
+                // A list needs s3:ListBucket, which the store needs anyway:
+                // without it S3 answers 403 for a missing object, not 404.
                 match self.store.list_with_delimiter(Some(&self.prefix)).await {
                     Ok(_) => Ok(()),
-                    Err(e) if e.to_string().contains("NoSuchBucket") => Err(StoreError::Backend {
-                        store: self.url.clone(),
-                        message: format!(
-                            "the bucket `{bucket}` does not exist; create it, or fix the stack's artifact_store URL"
-                        ),
-                    }),
+                    // A 404 of a list is the bucket's, whatever the body says.
+                    Err(object_store::Error::NotFound { .. }) => {
+                        Err(StoreError::NoSuchBucket { store: self.url.clone(), bucket: bucket.clone() })
+                    }
                     Err(e) => Err(self.err(e)),
                 }
             })
@@ -219,9 +234,48 @@ impl ObjectArtifactStore {
         Ok(ContentHash::of(&stored) == *hash)
     }
 
+    /// An `object_store` error as a store error: for S3, by the error code
+    /// the server sent (object_store reports many as `Generic`), so that a
+    /// missing bucket and refused credentials are told apart.
     fn err(&self, e: object_store::Error) -> StoreError {
-        StoreError::Backend { store: self.url.clone(), message: e.to_string() }
+        let text = e.to_string();
+        if let Some((bucket, _)) = &self.bucket {
+            let (store, bucket) = (self.url.clone(), bucket.clone());
+            let code = s3_error_code(&text);
+            match code.as_deref() {
+                Some("NoSuchBucket") => return StoreError::NoSuchBucket { store, bucket },
+                Some(
+                    c @ ("AccessDenied"
+                    | "SignatureDoesNotMatch"
+                    | "InvalidAccessKeyId"
+                    | "ExpiredToken"
+                    | "InvalidToken"
+                    | "AllAccessDisabled"
+                    | "AccountProblem"),
+                ) => return StoreError::AccessDenied { store, bucket, code: c.to_string() },
+                _ => {}
+            }
+            let status = match e {
+                object_store::Error::PermissionDenied { .. } => Some("HTTP 403"),
+                object_store::Error::Unauthenticated { .. } => Some("HTTP 401"),
+                _ if text.contains("403 Forbidden") => Some("HTTP 403"),
+                _ => None,
+            };
+            if let Some(status) = status {
+                return StoreError::AccessDenied { store, bucket, code: code.unwrap_or_else(|| status.into()) };
+            }
+        }
+        StoreError::Backend { store: self.url.clone(), message: text }
     }
+}
+
+/// The `<Code>` of an S3 error body quoted in `text` (`AccessDenied`,
+/// `SignatureDoesNotMatch`, `InvalidAccessKeyId`, ...).
+fn s3_error_code(text: &str) -> Option<String> {
+    let start = text.find("<Code>")? + "<Code>".len();
+    let len = text[start..].find("</Code>")?;
+    let code = &text[start..start + len];
+    (!code.is_empty() && code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric())).then(|| code.to_string())
 }
 
 #[async_trait]
@@ -332,17 +386,19 @@ impl ArtifactStore for ObjectArtifactStore {
         result.bytes().await.map_err(|e| self.err(e))
     }
 
-    async fn put_stream(&self, hash: &ContentHash, mut stream: ByteStream) -> Result<(), StoreError> {
+    async fn put_stream(&self, hash: &ContentHash, len: u64, mut stream: ByteStream) -> Result<(), StoreError> {
         let location = self.location(hash);
         self.ensure_bucket().await?;
-        // Content addressed: an object already there is these bytes.
-        if self.exists(hash).await? {
+        // Content addressed: an intact object already there is these bytes
+        // (one of another size is not: a truncated copy is replaced).
+        if self.intact(&location, hash, usize::try_from(len).unwrap_or(usize::MAX)).await? {
             return Ok(());
         }
         // Parts go to a staging upload (a temporary file locally, a multipart
         // upload on S3); the object appears only when `finish` completes it.
         let upload = self.store.put_multipart(&location).await.map_err(|e| self.err(e))?;
         let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut streamed = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -355,7 +411,14 @@ impl ArtifactStore for ObjectArtifactStore {
                 let _ = writer.abort().await;
                 return Err(self.err(e));
             }
+            streamed += chunk.len() as u64;
             writer.put(chunk);
+        }
+        // Only `finish` makes the object visible: a stream of the wrong
+        // length is abandoned before it.
+        if let Err(e) = zenflow_core::artifact_store::check_streamed_len(&self.url, len, streamed) {
+            let _ = writer.abort().await;
+            return Err(e);
         }
         writer.finish().await.map_err(|e| self.err(e))?;
         Ok(())
@@ -453,4 +516,20 @@ fn publish(staging: &std::path::Path, path: &std::path::Path, durability: Durabi
         let _ = std::fs::remove_file(staging);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::s3_error_code;
+
+    #[test]
+    fn the_s3_error_code_is_read_from_the_quoted_body_only_when_it_is_one() {
+        let body = "403 Forbidden: <?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code></Error>";
+        assert_eq!(s3_error_code(body).as_deref(), Some("SignatureDoesNotMatch"));
+        assert_eq!(s3_error_code("no body"), None);
+        assert_eq!(s3_error_code("<Code></Code>"), None);
+        assert_eq!(s3_error_code("<Code>not a code</Code>"), None);
+        assert_eq!(s3_error_code("<Code>Unclosed"), None);
+        assert_eq!(s3_error_code(&format!("<Code>{}</Code>", "A".repeat(65))), None);
+    }
 }

@@ -33,6 +33,18 @@ pub enum Posted {
     Updated(u64),
 }
 
+/// Of one page of `GET /repos/{repo}/issues/{pr}/comments` (what the API
+/// answered, untrusted): the id of the comment `author` wrote whose body
+/// carries `marker`, and how many comments the page had.
+pub fn marked_comment(page: &Value, author: &str, marker: &str) -> Result<(Option<u64>, usize), String> {
+    let list = page.as_array().ok_or("expected a JSON array of comments")?;
+    let found = list
+        .iter()
+        .filter(|c| c["user"]["login"].as_str() == Some(author))
+        .find_map(|c| c["body"].as_str().filter(|b| b.contains(marker)).and_then(|_| c["id"].as_u64()));
+    Ok((found, list.len()))
+}
+
 /// The settings read from the environment.
 pub struct GithubEnv {
     token: String,
@@ -193,12 +205,10 @@ impl GithubEnv {
         for page in 1..=50 {
             let url = format!("{base}/issues/{}/comments?per_page=100&page={page}", self.pr);
             let comments = self.send("GET", &url, None)?;
-            let list = comments.as_array().ok_or_else(|| self.fail("listing comments", "expected a JSON array"))?;
-            existing = list
-                .iter()
-                .filter(|c| c["user"]["login"].as_str() == Some(author.as_str()))
-                .find_map(|c| c["body"].as_str().filter(|b| b.contains(marker)).and_then(|_| c["id"].as_u64()));
-            if existing.is_some() || list.len() < 100 {
+            let (found, len) =
+                marked_comment(&comments, &author, marker).map_err(|e| self.fail("listing comments", e))?;
+            existing = found;
+            if existing.is_some() || len < 100 {
                 break;
             }
         }

@@ -470,7 +470,7 @@ where
         match dispatch(&pipeline, &extras, cli) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
-                eprintln!("error: {}", e.message);
+                eprintln!("error: {}", zenflow_core::redact::text(&e.message));
                 ExitCode::from(e.code)
             }
         }
@@ -584,8 +584,7 @@ where
 
 /// Runs whose process died are shown as failed, not "running" forever.
 fn close_stale_runs(stack: &Stack) -> CliResult<()> {
-    let before = zenflow_core::metadata::now() - zenflow_core::metadata::STALE_AFTER.as_micros() as i64;
-    stack.block_on(stack.metadata().fail_stale_runs(before))??;
+    stack.block_on(stack.close_stale_runs())??;
     Ok(())
 }
 
@@ -956,7 +955,9 @@ fn check_report_paths(args: &RunArgs) -> CliResult<()> {
 /// Writes every requested report (`[markdown, json, junit]`) and appends
 /// the markdown to `GITHUB_STEP_SUMMARY`; a report that cannot be written is
 /// an error, but the others are still written.
-fn write_report_texts(args: &RunArgs, [markdown, json, junit]: [String; 3]) -> Vec<String> {
+fn write_report_texts(args: &RunArgs, texts: [String; 3]) -> Vec<String> {
+    // What CI publishes shows no secret (see `zenflow::redact`).
+    let [markdown, json, junit] = texts.map(|t| zenflow_core::redact::text(&t).into_owned());
     let mut errors = Vec::new();
     let mut write = |path: &PathBuf, text: &str, what: &str| {
         if let Err(e) = std::fs::write(path, text) {
@@ -1042,7 +1043,7 @@ fn step_entrypoint(args: EntrypointArgs) -> ! {
         Ok(report.exit.code())
     })()
     .unwrap_or_else(|e| {
-        eprintln!("error: {}", e.message);
+        eprintln!("error: {}", zenflow_core::redact::text(&e.message));
         e.code
     });
     let _ = std::io::stdout().flush();
@@ -1190,6 +1191,9 @@ fn text_report(r: &RunReport) -> String {
         r.started_at,
         r.duration_ms.map_or("—".into(), report::duration)
     );
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "error:    {e}");
+    }
     let _ = writeln!(out, "\n{:<28} {:<10} {:>10} {:>8}  NOTE", "STEP", "STATUS", "TIME", "ATTEMPTS");
     for s in &r.steps {
         let _ = writeln!(

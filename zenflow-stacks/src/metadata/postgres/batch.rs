@@ -46,6 +46,24 @@ const TRY_LOCK: &str = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)
 /// Waits for the version lock `$1`.
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 
+/// The server's clock, in the store's microseconds: what heartbeats are
+/// recorded and judged by, so that hosts whose clocks disagree do not take
+/// each other's live runs for dead.
+const DB_NOW_QUERY: &str = "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT";
+/// [`q::SET_RUN_STATUS`] with the heartbeat by the server's clock.
+const SET_RUN_STATUS_DB_CLOCK: &str = concat!(
+    "UPDATE runs SET status = $1, error = $2, ended_at = $3, heartbeat_at = CASE WHEN $4::BIGINT IS NULL \
+     THEN heartbeat_at ELSE ",
+    "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+    " END WHERE id = $5"
+);
+/// [`q::HEARTBEAT`] by the server's clock (`$1`, the host's time, unused).
+const HEARTBEAT_DB_CLOCK: &str = concat!(
+    "UPDATE runs SET heartbeat_at = ",
+    "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+    " WHERE id = $2 AND $1::BIGINT IS NOT NULL"
+);
+
 /// The lock under which version numbers of artifact `name` are taken: one
 /// per pipeline (artifact names are `<pipeline>.<invocation>.<output>`, and
 /// neither an invocation id nor an output name holds a dot), so a batch
@@ -883,7 +901,7 @@ impl Batcher {
         let beat = (status == RunStatus::Running).then_some(now);
         let mut ops = Ops::default();
         ops.push(
-            q::SET_RUN_STATUS,
+            SET_RUN_STATUS_DB_CLOCK,
             Returns::Count,
             &[status.as_str().into(), error.into(), ended_at.into(), beat.into(), run_id.into()],
         );
@@ -909,7 +927,7 @@ impl Batcher {
         self.open(store, &mut state).await?;
         state.log.touched(run_id);
         let mut ops = Ops::default();
-        ops.push(q::HEARTBEAT, Returns::Nothing, &[at.into(), run_id.into()]);
+        ops.push(HEARTBEAT_DB_CLOCK, Returns::Nothing, &[at.into(), run_id.into()]);
         if let Err(e) = self.send(&mut state, &ops).await {
             return Err(self.lose(&mut state, e).await);
         }
@@ -919,11 +937,18 @@ impl Batcher {
     pub(super) async fn fail_stale_runs(
         self: &Arc<Self>,
         store: &PostgresMetadataStore,
-        before: Timestamp,
+        stale_after: std::time::Duration,
     ) -> PgResult<Vec<String>> {
         let mut state = self.state.lock().await;
         self.open(store, &mut state).await?;
         let now = now();
+        let c = state.conn.as_ref().expect("an open batch has a connection");
+        let db_now = match query(c, DB_NOW_QUERY, &[], |r| r.int(0)).await {
+            Ok(v) => v.first().copied().unwrap_or(now),
+            Err(Failure::Store(e)) => return Err(e),
+            Err(Failure::Pg(e)) => return Err(self.lose(&mut state, e).await),
+        };
+        let before = db_now - i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX);
         let c = state.conn.as_ref().expect("an open batch has a connection");
         let found = query(c, q::FAIL_STALE_RUNS, &[STALE_ERROR.into(), now.into(), before.into()], |r| r.text(0)).await;
         let ids = match found {

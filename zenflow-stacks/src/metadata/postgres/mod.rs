@@ -328,8 +328,8 @@ impl MetadataStore for PostgresMetadataStore {
         self.batch.heartbeat(self, run_id, at).await
     }
 
-    async fn fail_stale_runs(&self, before: Timestamp) -> PgResult<Vec<String>> {
-        self.batch.fail_stale_runs(self, before).await
+    async fn fail_stale_runs(&self, stale_after: std::time::Duration) -> PgResult<Vec<String>> {
+        self.batch.fail_stale_runs(self, stale_after).await
     }
 
     async fn write_step_run(&self, write: &StepRunWrite) -> PgResult<Vec<OutputLink>> {

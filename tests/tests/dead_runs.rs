@@ -1,0 +1,150 @@
+//! Runs whose process is killed (`kill -9`, as the OOM killer does): the
+//! next command on the machine shows them failed at once, and a crash drill
+//! kills a run at random points, checking each time that the store is whole
+//! and that a re-run serves every step that had completed from the cache.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use zenflow::metadata::StepStatus;
+use zenflow::stacks::config::Stacks;
+use zenflow::RunStatus;
+use zenflow_tests::project::{code, stderr, stdout, Project};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+
+/// The worker's drill pipeline (a chain of slow steps).
+fn drill(p: &Project, args: &[&str]) -> Command {
+    let mut c = p.cmd(args);
+    c.env("ZENFLOW_WORKER_PIPELINE", "drill");
+    c
+}
+
+fn status_of(p: &Project, name: &str) -> Option<RunStatus> {
+    let stack = Stacks::load(p.dir()).unwrap().open("local").unwrap();
+    stack.get_run(name).unwrap().map(|r| r.status)
+}
+
+#[test]
+fn a_run_killed_with_sigkill_shows_as_failed_at_once() {
+    let p = Project::new(WORKER);
+    let mut child = drill(&p, &["run", "-q", "--set", "ms=300", "--run-name", "doomed"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_of(&p, "doomed") != Some(RunStatus::Running) {
+        assert!(Instant::now() < deadline, "the run never showed as running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    child.kill().unwrap(); // SIGKILL: no handler, no cleanup
+    child.wait().unwrap();
+
+    // Right after, not three minutes later.
+    let listed = drill(&p, &["runs", "list"]).output().unwrap();
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let line = stdout(&listed).lines().find(|l| l.starts_with("doomed")).map(String::from).unwrap_or_default();
+    assert!(line.contains("failed"), "runs list: {}", stdout(&listed));
+    let shown = stdout(&drill(&p, &["runs", "show", "doomed"]).output().unwrap());
+    assert!(shown.contains("stopped without finishing (killed or crashed)"), "{shown}");
+    // Its running step is closed too; the lock file is gone.
+    let stack = Stacks::load(p.dir()).unwrap().open("local").unwrap();
+    let run = stack.get_run("doomed").unwrap().unwrap();
+    let steps = stack.step_runs(&run.id).unwrap();
+    assert!(steps.iter().all(|s| s.status != StepStatus::Running), "{steps:?}");
+    for s in steps.iter().filter(|s| s.status == StepStatus::Failed) {
+        assert_eq!(s.error.as_deref(), Some("its run's process stopped while the step was running"));
+    }
+    assert_eq!(std::fs::read_dir(p.path(".zenflow/runs")).unwrap().count(), 0);
+
+    // A live run is not touched by the same look.
+    let mut live = drill(&p, &["run", "-q", "--set", "ms=300", "--set", "seed=9", "--run-name", "alive"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while status_of(&p, "alive") != Some(RunStatus::Running) {
+        assert!(Instant::now() < deadline + Duration::from_secs(30), "the live run never showed as running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listed = stdout(&drill(&p, &["runs", "list"]).output().unwrap());
+    assert!(listed.lines().any(|l| l.starts_with("alive") && l.contains("running")), "{listed}");
+    assert!(live.wait().unwrap().success());
+    assert_eq!(status_of(&p, "alive"), Some(RunStatus::Completed));
+}
+
+#[test]
+fn crash_drill_the_store_stays_whole_and_every_completed_step_is_cached() {
+    let p = Project::new(WORKER);
+    let seed = std::env::var("ZENFLOW_DRILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("crash drill seed {seed} (ZENFLOW_DRILL_SEED={seed} replays it)");
+    let mut killed_mid_run = 0;
+    for i in 0..20u64 {
+        let name = format!("drill-{i}");
+        let set_seed = format!("seed={i}");
+        let mut child = drill(&p, &["run", "-q", "--set", &set_seed, "--set", "ms=80", "--run-name", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Anywhere from process start to past the end of the run (a
+        // multiplicative hash of the seed and the round: replayable).
+        let spread = seed.wrapping_add(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+        std::thread::sleep(Duration::from_millis(20 + spread % 900));
+        let _ = child.kill();
+        let ended = child.wait().unwrap();
+
+        // The store is whole: SQLite's own check, every recorded artifact
+        // is there and intact.
+        let db = rusqlite::Connection::open(p.path(".zenflow/zenflow.db")).unwrap();
+        let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok", "kill {i} (seed {seed})");
+        drop(db);
+        let stack = Stacks::load(p.dir()).unwrap().open("local").unwrap();
+        let versions = stack.block_on(stack.metadata().artifact_versions(None, 100_000)).unwrap().unwrap();
+        for v in versions.iter().filter(|v| v.inline.is_none()) {
+            let bytes = stack.block_on(zenflow::artifact_store::read_version(stack.artifacts().as_ref(), v));
+            assert!(bytes.unwrap().is_ok(), "kill {i}: artifact {} is recorded but not readable", v.uri);
+        }
+
+        // `runs list` shows nothing running, and what had completed is
+        // served from the cache by a re-run.
+        let listed = stdout(&drill(&p, &["runs", "list", "--limit", "100"]).output().unwrap());
+        assert!(!listed.lines().any(|l| l.contains(" running ")), "kill {i}: {listed}");
+        let completed: BTreeSet<String> = match stack.get_run(&name).unwrap() {
+            None => BTreeSet::new(), // killed before it was recorded
+            Some(run) => {
+                if run.status == RunStatus::Failed {
+                    killed_mid_run += 1;
+                }
+                stack
+                    .step_runs(&run.id)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|s| s.status.is_success())
+                    .map(|s| s.invocation)
+                    .collect()
+            }
+        };
+        let again = format!("{name}-again");
+        let o = drill(&p, &["run", "-q", "--set", &set_seed, "--set", "ms=80", "--run-name", &again])
+            .args(["--json", "again.json"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "kill {i} ({ended}): {}", stderr(&o));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p.path("again.json")).unwrap()).unwrap();
+        for step in report["steps"].as_array().unwrap() {
+            let id = step["id"].as_str().unwrap();
+            if completed.contains(id) {
+                assert_eq!(step["status"], "cached", "kill {i} (seed {seed}): `{id}` had completed");
+            }
+        }
+    }
+    // Most kills land mid-run (the runs take about half the window).
+    assert!(killed_mid_run >= 5, "only {killed_mid_run} of 20 kills landed mid-run (seed {seed})");
+}
