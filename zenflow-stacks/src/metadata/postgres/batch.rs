@@ -49,20 +49,22 @@ const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 /// The server's clock, in the store's microseconds: what heartbeats are
 /// recorded and judged by, so that hosts whose clocks disagree do not take
 /// each other's live runs for dead.
-const DB_NOW_QUERY: &str = "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT";
+macro_rules! db_now {
+    () => {
+        "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT"
+    };
+}
+const DB_NOW_QUERY: &str = concat!("SELECT ", db_now!());
 /// [`q::SET_RUN_STATUS`] with the heartbeat by the server's clock.
 const SET_RUN_STATUS_DB_CLOCK: &str = concat!(
-    "UPDATE runs SET status = $1, error = $2, ended_at = $3, heartbeat_at = CASE WHEN $4::BIGINT IS NULL \
-     THEN heartbeat_at ELSE ",
-    "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+    "UPDATE runs SET status = $1, error = $2, ended_at = $3, ",
+    "heartbeat_at = CASE WHEN $4::BIGINT IS NULL THEN heartbeat_at ELSE ",
+    db_now!(),
     " END WHERE id = $5"
 );
 /// [`q::HEARTBEAT`] by the server's clock (`$1`, the host's time, unused).
-const HEARTBEAT_DB_CLOCK: &str = concat!(
-    "UPDATE runs SET heartbeat_at = ",
-    "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
-    " WHERE id = $2 AND $1::BIGINT IS NOT NULL"
-);
+const HEARTBEAT_DB_CLOCK: &str =
+    concat!("UPDATE runs SET heartbeat_at = ", db_now!(), " WHERE id = $2 AND $1::BIGINT IS NOT NULL");
 
 /// The lock under which version numbers of artifact `name` are taken: one
 /// per pipeline (artifact names are `<pipeline>.<invocation>.<output>`, and
@@ -948,7 +950,7 @@ impl Batcher {
             Err(Failure::Store(e)) => return Err(e),
             Err(Failure::Pg(e)) => return Err(self.lose(&mut state, e).await),
         };
-        let before = db_now - i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX);
+        let before = db_now.saturating_sub(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX));
         let c = state.conn.as_ref().expect("an open batch has a connection");
         let found = query(c, q::FAIL_STALE_RUNS, &[STALE_ERROR.into(), now.into(), before.into()], |r| r.text(0)).await;
         let ids = match found {

@@ -440,7 +440,7 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn fail_stale_runs(&self, stale_after: std::time::Duration) -> SqlResult<Vec<String>> {
         // One host's file: its clock is the store's.
-        let before = now() - i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX);
+        let before = now().saturating_sub(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX));
         self.write(Commit::Batched, |state| {
             atomically(&state.conn, |c| {
                 let now = now();
