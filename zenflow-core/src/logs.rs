@@ -480,8 +480,15 @@ mod unix {
             }
             let n = n as usize;
             // What reaches the terminal (a CI log) hides secrets too; the
-            // kept lines are redacted with the step's record.
-            match std::str::from_utf8(&buf[..n]).map(crate::redact::text) {
+            // kept lines are redacted with the step's record. Cheaply: until
+            // `PASSED` counts these bytes, a crash handler passes them on
+            // again, so this window stays short.
+            let hidden = if crate::redact::may_hide(&buf[..n]) {
+                std::str::from_utf8(&buf[..n]).map(crate::redact::text)
+            } else {
+                Ok(std::borrow::Cow::Borrowed(""))
+            };
+            match hidden {
                 Ok(std::borrow::Cow::Owned(hidden)) => {
                     let _ = tee.write_all(hidden.as_bytes());
                 }

@@ -22,6 +22,8 @@ pub const HIDDEN: &str = "***";
 pub const MIN_SECRET_LEN: usize = 4;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+/// Whether any secret is registered (read without the lock).
+static ANY_SECRET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Words that make a `key=value` pair's value a secret.
 const SECRET_KEYS: [&str; 4] = ["password", "passwd", "token", "secret"];
@@ -37,7 +39,17 @@ pub fn register_secret(value: &str) {
         secrets.push(value.to_string());
         // Longest first: a secret that contains another is hidden whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        ANY_SECRET.store(true, std::sync::atomic::Ordering::Release);
     }
+}
+
+/// Whether [`text`] could hide anything in `bytes`: a cheap test, for the
+/// paths where even a lock or a UTF-8 check per write is too much (the
+/// crash-safe passing on of a step's output).
+pub fn may_hide(bytes: &[u8]) -> bool {
+    ANY_SECRET.load(std::sync::atomic::Ordering::Acquire)
+        || bytes.contains(&b'=')
+        || bytes.windows(3).any(|w| w == b"://")
 }
 
 /// Whether an environment variable's name says it holds a secret
