@@ -179,25 +179,20 @@ pub fn stderr() -> impl std::io::Write {
 
 struct OriginalStderr;
 
-impl OriginalStderr {
-    fn write_raw(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+/// The stream underneath, unredacted.
+struct RawStderr;
+
+impl std::io::Write for RawStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         #[cfg(unix)]
         if let Some(n) = unix::write_original_stderr(buf) {
             return n;
         }
-        std::io::Write::write(&mut std::io::stderr(), buf)
+        std::io::stderr().write(buf)
     }
 
-    fn write_all_raw(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
-        while !buf.is_empty() {
-            match self.write_raw(buf) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -207,15 +202,15 @@ impl std::io::Write for OriginalStderr {
         // `crate::redact`), and report the caller's bytes as written.
         if let Ok(text) = std::str::from_utf8(buf) {
             if let std::borrow::Cow::Owned(hidden) = crate::redact::text(text) {
-                self.write_all_raw(hidden.as_bytes())?;
+                RawStderr.write_all(hidden.as_bytes())?;
                 return Ok(buf.len());
             }
         }
-        self.write_raw(buf)
+        RawStderr.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        RawStderr.flush()
     }
 }
 

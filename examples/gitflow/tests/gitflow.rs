@@ -3,8 +3,10 @@
 //! `serve` answering. (The same loop on PostgreSQL, S3 and Ray runs in the
 //! service tier.)
 
+mod common;
+
+use common::text;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gitflow");
@@ -16,15 +18,8 @@ struct Project {
 
 impl Project {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-        std::fs::create_dir(dir.path().join("configs")).unwrap();
-        for f in ["local.yaml", "staging.yaml", "production.yaml"] {
-            std::fs::copy(configs.join(f), dir.path().join("configs").join(f)).unwrap();
-        }
         // The template's stacks, on this machine's stores.
-        std::fs::write(
-            dir.path().join("zenflow.toml"),
+        let dir = common::checkout(
             r#"
 [stacks.staging]
 metadata_store = "sqlite://.zenflow/zenflow.db"
@@ -40,25 +35,7 @@ url = "${ZENFLOW_SERVER_URL:-http://127.0.0.1:9}"
 token = "${ZENFLOW_DEPLOY_TOKEN:-unset}"
 wait = "20s"
 "#,
-        )
-        .unwrap();
-        // A checkout with a commit, as in CI: run names carry {git_sha}.
-        let git = |args: &[&str]| {
-            let ok = Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .env("GIT_AUTHOR_NAME", "ci")
-                .env("GIT_AUTHOR_EMAIL", "ci@example.invalid")
-                .env("GIT_COMMITTER_NAME", "ci")
-                .env("GIT_COMMITTER_EMAIL", "ci@example.invalid")
-                .output()
-                .unwrap()
-                .status
-                .success();
-            assert!(ok, "git {args:?}");
-        };
-        git(&["init", "-q"]);
-        git(&["commit", "-q", "--allow-empty", "-m", "the template"]);
+        );
         Project { dir }
     }
 
@@ -90,10 +67,6 @@ wait = "20s"
             .find(|v| v["aliases"].as_array().is_some_and(|a| a.iter().any(|a| a == "production")))
             .and_then(|v| v["version"].as_i64())
     }
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 struct Server(Child, String);

@@ -17,6 +17,9 @@
 //! stack file from their own environment. `.ci/run` does both. The test
 //! (re)creates database `PGDATABASE`, so point it at a throwaway one.
 
+mod common;
+
+use common::text;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -37,10 +40,6 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: this test needs the template's services (see examples/gitflow/tests/services.rs)")
     })
-}
-
-fn text(o: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// A runtime with a worker thread, so that a connection kept open (the
@@ -74,29 +73,8 @@ struct Checkout {
 
 impl Checkout {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let template = Path::new(env!("CARGO_MANIFEST_DIR"));
-        std::fs::create_dir(dir.path().join("configs")).unwrap();
-        for f in ["local.yaml", "staging.yaml", "production.yaml"] {
-            std::fs::copy(template.join("configs").join(f), dir.path().join("configs").join(f)).unwrap();
-        }
-        std::fs::copy(template.join("zenflow.toml"), dir.path().join("zenflow.toml")).unwrap();
-        let git = |args: &[&str]| {
-            let ok = Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .env("GIT_AUTHOR_NAME", "ci")
-                .env("GIT_AUTHOR_EMAIL", "ci@example.invalid")
-                .env("GIT_COMMITTER_NAME", "ci")
-                .env("GIT_COMMITTER_EMAIL", "ci@example.invalid")
-                .output()
-                .unwrap()
-                .status
-                .success();
-            assert!(ok, "git {args:?}");
-        };
-        git(&["init", "-q"]);
-        git(&["commit", "-q", "--allow-empty", "-m", "the template"]);
+        let stack_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("zenflow.toml");
+        let dir = common::checkout(&std::fs::read_to_string(stack_file).unwrap());
         Checkout { dir }
     }
 
