@@ -148,3 +148,47 @@ fn crash_drill_the_store_stays_whole_and_every_completed_step_is_cached() {
     // Most kills land mid-run (the runs take about half the window).
     assert!(killed_mid_run >= 5, "only {killed_mid_run} of 20 kills landed mid-run (seed {seed})");
 }
+
+/// One thread serves the heartbeats of every run of the process: each run
+/// beats at its own pace, a failing beat does not stop the next, and a
+/// run's beats stop when its guard is dropped.
+#[test]
+fn heartbeats_beat_until_dropped_and_survive_failing_beats() {
+    use std::sync::Arc;
+    use zenflow::conformance::metadata::new_run;
+    use zenflow::metadata::MetadataStore;
+    use zenflow::stacks::SqliteMetadataStore;
+    use zenflow::testing::faults::{Faults, FaultyMetadata, Rule};
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = |faults: &Faults| -> Arc<dyn MetadataStore> {
+        Arc::new(FaultyMetadata::new(SqliteMetadataStore::in_memory().unwrap(), faults.clone()))
+    };
+    let (a, b) = (Faults::new(), Faults::new().with(Rule::on("heartbeat").times(3).fail("the database is away")));
+    let (store_a, store_b) = (store(&a), store(&b));
+    let (run_a, run_b) = (new_run("beats", "beats-a"), new_run("beats", "beats-b"));
+    rt.block_on(async {
+        store_a.create_run(&run_a).await.unwrap();
+        store_b.create_run(&run_b).await.unwrap();
+    });
+    let beat_a = zenflow::heartbeat::start(store_a, &run_a.id, Duration::from_millis(20));
+    let beat_b = zenflow::heartbeat::start(store_b, &run_b.id, Duration::from_millis(20));
+    let until = |faults: &Faults, n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while faults.calls("heartbeat") < n {
+            assert!(Instant::now() < deadline, "only {} heartbeats", faults.calls("heartbeat"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    until(&a, 5);
+    until(&b, 6); // three failed, and it went on
+    assert_eq!(b.injected().len(), 3, "{:?}", b.injected());
+
+    drop(beat_a);
+    std::thread::sleep(Duration::from_millis(50)); // a beat under way lands
+    let stopped_at = a.calls("heartbeat");
+    let b_then = b.calls("heartbeat");
+    until(&b, b_then + 5);
+    assert_eq!(a.calls("heartbeat"), stopped_at, "a dropped heartbeat went on beating");
+    drop(beat_b);
+}

@@ -184,6 +184,15 @@ fn postgres_metadata_store_conforms() {
 
 #[test]
 #[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn postgres_heartbeats_outlive_starved_steps() {
+    let url = fresh_database(&runtime());
+    conformance::metadata::heartbeats_outlive_starved_steps(|| -> Arc<dyn MetadataStore> {
+        Arc::new(PostgresMetadataStore::open(&url, Some(4)).unwrap())
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
 fn postgres_store_is_a_conforming_model_registry() {
     let rt = runtime();
     let url = fresh_database(&rt);

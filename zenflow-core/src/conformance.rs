@@ -442,6 +442,52 @@ pub mod metadata {
         }
     }
 
+    /// A run's heartbeat goes on while its steps block every worker thread
+    /// of the runtime that runs them (as an `async` step that calls
+    /// blocking code does): another handle judging heartbeats meanwhile
+    /// leaves the run alone, and fails one with no heartbeat started the
+    /// same moment. Call it outside any runtime: it makes its own, as a
+    /// process running a pipeline and one judging it would.
+    pub fn heartbeats_outlive_starved_steps(open: impl Fn() -> Arc<dyn MetadataStore>) {
+        use std::time::Duration;
+        const WORKERS: usize = 2;
+        let beat = Duration::from_millis(50);
+        let stale_after = Duration::from_millis(600);
+        let steps = tokio::runtime::Builder::new_multi_thread().worker_threads(WORKERS).enable_all().build().unwrap();
+        let store = open();
+        let alive = new_run("starved", "starved-alive");
+        let silent = new_run("starved", "starved-silent");
+        let heartbeat = steps.block_on(async {
+            store.create_run(&alive).await.unwrap();
+            store.create_run(&silent).await.unwrap();
+            store.flush().await.unwrap();
+            // Started on the steps' runtime, as a run starts it.
+            crate::heartbeat::start(store.clone(), &alive.id, beat)
+        });
+        // Every worker blocks, and this thread knows when they all do.
+        let blocked = Arc::new(std::sync::Barrier::new(WORKERS + 1));
+        let blocking = stale_after * 3;
+        for _ in 0..WORKERS {
+            let blocked = blocked.clone();
+            steps.spawn(async move {
+                blocked.wait();
+                std::thread::sleep(blocking);
+            });
+        }
+        blocked.wait();
+        std::thread::sleep(stale_after + 10 * beat);
+
+        let judge = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let other = open();
+        let failed = judge.block_on(other.fail_stale_runs(stale_after)).unwrap();
+        assert_eq!(failed, vec![silent.id.clone()], "only the run without a heartbeat is taken for dead");
+        let status = |id: &str| judge.block_on(other.get_run(id)).unwrap().unwrap().status;
+        assert_eq!(status(&alive.id), RunStatus::Running);
+        assert_eq!(status(&silent.id), RunStatus::Failed);
+        drop(heartbeat);
+        steps.shutdown_timeout(blocking);
+    }
+
     /// A fresh run named `name` of pipeline `pipeline`.
     pub fn new_run(pipeline: &str, name: &str) -> NewRun {
         NewRun {

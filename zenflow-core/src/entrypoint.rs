@@ -159,7 +159,7 @@ pub async fn run(stack: &Stack, request: &Request) -> Result<Report, EntrypointE
     // This worker's step keeps the run alive while it lasts.
     let heartbeat = crate::run::spawn_heartbeat(stack, &run.id);
     let outcome = run_chain(&runner, &positions, request.attempt).await;
-    heartbeat.abort();
+    drop(heartbeat);
     // The step's record must be durable before this worker reports it.
     stack.metadata().flush().await.map_err(Error::from)?;
     let (steps, exit) = outcome?;

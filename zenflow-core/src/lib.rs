@@ -18,6 +18,7 @@ pub mod error;
 pub mod git;
 pub mod handle;
 pub mod hash;
+pub mod heartbeat;
 pub mod lifecycle;
 pub mod logs;
 pub mod materializer;

@@ -27,7 +27,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     });
     let heartbeat = spawn_heartbeat(stack, &id);
     let outcome = stack.orchestrator().execute(runner.clone()).await;
-    heartbeat.abort();
+    drop(heartbeat);
     let steps = runner.results();
     let states: Vec<StepState> = plan
         .steps
@@ -71,21 +71,12 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
 }
 
 /// Records a heartbeat for `run_id` every [`metadata::HEARTBEAT_INTERVAL`]
-/// until the returned task is aborted: what keeps a long run (or a worker's
-/// step) from being taken for dead.
-pub fn spawn_heartbeat(stack: &Stack, run_id: &str) -> tokio::task::JoinHandle<()> {
-    let metadata = stack.metadata().clone();
-    let id = run_id.to_string();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(metadata::HEARTBEAT_INTERVAL);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = metadata.heartbeat(&id, metadata::now()).await {
-                tracing::warn!("could not record the run's heartbeat: {e}");
-            }
-        }
-    })
+/// until the returned guard is dropped: what keeps a long run (or a
+/// worker's step) from being taken for dead. It beats on a thread of its
+/// own, so steps that block every worker of the runtime do not stop it
+/// ([`heartbeat`](crate::heartbeat)).
+pub fn spawn_heartbeat(stack: &Stack, run_id: &str) -> crate::heartbeat::Heartbeat {
+    crate::heartbeat::start(stack.metadata().clone(), run_id, metadata::HEARTBEAT_INTERVAL)
 }
 
 /// The outcome of a run: its record, each step's result, and typed access to

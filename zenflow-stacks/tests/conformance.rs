@@ -27,6 +27,15 @@ async fn sqlite_file_store_conforms() {
     .await;
 }
 
+#[test]
+fn sqlite_heartbeats_outlive_starved_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zenflow.db");
+    conformance::metadata::heartbeats_outlive_starved_steps(|| -> Arc<dyn MetadataStore> {
+        Arc::new(SqliteMetadataStore::open(&path).unwrap())
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_memory_store_conforms_single_handle() {
     // An in-memory database is private to its connection, so every "handle"

@@ -111,6 +111,12 @@ pub mod run {
     pub use zenflow_core::run::{execute_plan, spawn_heartbeat, RunFailed, RunResult};
 }
 
+/// The heartbeats that keep running runs from being taken for dead, on a
+/// thread of their own.
+pub mod heartbeat {
+    pub use zenflow_core::heartbeat::{start, Heartbeat};
+}
+
 /// A runtime for blocking calls outside a stack (e.g. checking a store).
 #[cfg(feature = "cli")]
 pub(crate) fn stack_runtime() -> Result<tokio::runtime::Runtime> {

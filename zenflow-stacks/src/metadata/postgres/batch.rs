@@ -63,7 +63,7 @@ const SET_RUN_STATUS_DB_CLOCK: &str = concat!(
     " END WHERE id = $5"
 );
 /// [`q::HEARTBEAT`] by the server's clock (`$1`, the host's time, unused).
-const HEARTBEAT_DB_CLOCK: &str =
+pub(super) const HEARTBEAT_DB_CLOCK: &str =
     concat!("UPDATE runs SET heartbeat_at = ", db_now!(), " WHERE id = $2 AND $1::BIGINT IS NOT NULL");
 
 /// The lock under which version numbers of artifact `name` are taken: one
@@ -916,24 +916,6 @@ impl Batcher {
             return Err(MetadataError::NotFound(format!("run `{run_id}`")));
         }
         Ok(())
-    }
-
-    pub(super) async fn heartbeat(
-        self: &Arc<Self>,
-        store: &PostgresMetadataStore,
-        run_id: &str,
-        at: Timestamp,
-    ) -> PgResult<()> {
-        let mut state = self.state.lock().await;
-        state.lost.check(run_id, &self.location)?;
-        self.open(store, &mut state).await?;
-        state.log.touched(run_id);
-        let mut ops = Ops::default();
-        ops.push(HEARTBEAT_DB_CLOCK, Returns::Nothing, &[at.into(), run_id.into()]);
-        if let Err(e) = self.send(&mut state, &ops).await {
-            return Err(self.lose(&mut state, e).await);
-        }
-        self.commit_if_due(&mut state).await
     }
 
     pub(super) async fn fail_stale_runs(

@@ -32,6 +32,11 @@ use zenflow_core::registry::{
 /// The PostgreSQL implementation of [`MetadataStore`].
 pub struct PostgresMetadataStore {
     pool: Pool,
+    /// The connection heartbeats are recorded on: their own, made by the
+    /// heartbeat thread, because the batch's and the pool's connections are
+    /// driven by tasks on the steps' runtime, which blocking steps can
+    /// starve ([`zenflow_core::heartbeat`]).
+    beats: Pool,
     location: String,
     ready: OnceCell<()>,
     tls: tls::TlsSettings,
@@ -183,26 +188,37 @@ impl PostgresMetadataStore {
         let tls = tls::settings(url).map_err(backend)?;
         let config: tokio_postgres::Config =
             tls.url.parse().map_err(|e: tokio_postgres::Error| backend(format!("not a valid PostgreSQL URL: {e}")))?;
-        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let tls_used = Arc::new(AtomicBool::new(false));
-        let manager = match tls::client_config(&tls).map_err(backend)? {
-            None => Manager::from_config(config, NoTls, manager_config),
-            Some(rustls) => Manager::from_config(
-                config,
-                tls::Observed { inner: tokio_postgres_rustls::MakeRustlsConnect::new(rustls), used: tls_used.clone() },
-                manager_config,
-            ),
+        let rustls = tls::client_config(&tls).map_err(backend)?;
+        let manager = |config: tokio_postgres::Config| {
+            let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+            match &rustls {
+                None => Manager::from_config(config, NoTls, manager_config),
+                Some(rustls) => Manager::from_config(
+                    config,
+                    tls::Observed {
+                        inner: tokio_postgres_rustls::MakeRustlsConnect::new(rustls.clone()),
+                        used: tls_used.clone(),
+                    },
+                    manager_config,
+                ),
+            }
+        };
+        let pool = |manager: Manager, size: usize| {
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(std::time::Duration::from_secs(60)))
+                .create_timeout(Some(std::time::Duration::from_secs(10)))
+                .build()
+                .map_err(|e| MetadataError::Backend { location: location.clone(), message: e.to_string() })
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.unwrap_or((2 * cores).max(4)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(std::time::Duration::from_secs(60)))
-            .create_timeout(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(|e| MetadataError::Backend { location: location.clone(), message: e.to_string() })?;
+        let beats = pool(manager(config.clone()), 1)?;
+        let pool = pool(manager(config), pool_size.unwrap_or((2 * cores).max(4)))?;
         Ok(PostgresMetadataStore {
             pool,
+            beats,
             batch: Arc::new(batch::Batcher::new(location.clone())),
             location,
             ready: OnceCell::new(),
@@ -325,7 +341,22 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn heartbeat(&self, run_id: &str, at: Timestamp) -> PgResult<()> {
-        self.batch.heartbeat(self, run_id, at).await
+        // Not in the batch: see `beats`. The run's row is committed (a
+        // batch is, within its window), and nothing in a batch holds a
+        // lock on it that this update waits for.
+        let mut c = self.beats.get().await.map_err(|e| self.connect_error(e))?;
+        let stmt = c.prepare_cached(batch::HEARTBEAT_DB_CLOCK).await.map_err(|e| self.pg(e))?;
+        let beat = async {
+            let tx = c.transaction().await?;
+            // One stuck behind a lock is given up by the server too, not
+            // only by the heartbeat thread, so the next does not queue
+            // behind it. (Per transaction, not in the connection's startup
+            // options, which connection poolers may refuse.)
+            tx.batch_execute("SET LOCAL statement_timeout = '10s'").await?;
+            tx.execute(&stmt, &bind(&[at.into(), run_id.into()])).await?;
+            tx.commit().await
+        };
+        beat.await.map_err(|e| self.pg(e))
     }
 
     async fn fail_stale_runs(&self, stale_after: std::time::Duration) -> PgResult<Vec<String>> {
