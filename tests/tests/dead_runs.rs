@@ -185,8 +185,18 @@ fn heartbeats_beat_until_dropped_and_survive_failing_beats() {
     assert_eq!(b.injected().len(), 3, "{:?}", b.injected());
 
     drop(beat_a);
-    std::thread::sleep(Duration::from_millis(50)); // a beat under way lands
-    let stopped_at = a.calls("heartbeat");
+    // A beat under way may still land: wait until none has for a while.
+    let mut stopped_at = a.calls("heartbeat");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "a dropped heartbeat went on beating");
+        std::thread::sleep(Duration::from_millis(100));
+        let now = a.calls("heartbeat");
+        if now == stopped_at {
+            break;
+        }
+        stopped_at = now;
+    }
     let b_then = b.calls("heartbeat");
     until(&b, b_then + 5);
     assert_eq!(a.calls("heartbeat"), stopped_at, "a dropped heartbeat went on beating");

@@ -378,6 +378,7 @@ pub mod metadata {
         let mut alive = new_run("stale", "stale-alive");
         alive.started_at = now() - 2 * hour;
         store.create_run(&alive).await.unwrap();
+        store.flush().await.unwrap(); // see `heartbeat`: the run must be committed
         store.heartbeat(&alive.id, now()).await.unwrap();
         let mut done = new_run("stale", "stale-done");
         done.started_at = now() - 2 * hour;

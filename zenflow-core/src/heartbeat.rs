@@ -8,7 +8,10 @@
 //! quick last time and is not now) can occupy every worker of that runtime
 //! for as long as it likes; a heartbeat task there would stop with it, and
 //! other processes would then fail a run that is still working. One thread
-//! serves every run of the process.
+//! serves every run of the process; the beats due together are recorded
+//! together, so a store whose `heartbeat` blocks the thread (SQLite waiting
+//! for a lock another process holds) holds up that round of beats, never
+//! the steps.
 
 use crate::metadata::{self, MetadataStore};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -34,7 +37,15 @@ impl std::fmt::Debug for Heartbeat {
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            BEATS.runs().retain(|r| r.key != key);
+            // Dropped outside the lock: the last handle of a store may do
+            // blocking work as it goes (join a commit thread).
+            let gone: Vec<Beating> = {
+                let mut runs = BEATS.runs();
+                let (gone, kept) = std::mem::take(&mut *runs).into_iter().partition(|r| r.key == key);
+                *runs = kept;
+                gone
+            };
+            drop(gone);
             // A beat of this run under way may still land: harmless, the
             // run's status says whether it is over.
         }
@@ -51,7 +62,8 @@ pub fn start(metadata: Arc<dyn MetadataStore>, run_id: &str, every: Duration) ->
     let key = {
         let mut runs = beats.runs();
         let key = beats.next_key();
-        runs.push(Beating { key, metadata, run_id: run_id.to_string(), every, due: Instant::now() + every });
+        let due = Instant::now().checked_add(every).unwrap_or_else(far_future);
+        runs.push(Beating { key, metadata, run_id: run_id.to_string(), every, due });
         key
     };
     beats.changed.notify_one();
@@ -101,7 +113,7 @@ impl Beats {
                 runs.iter_mut()
                     .filter(|r| r.due <= now)
                     .map(|r| {
-                        r.due = now + r.every;
+                        r.due = now.checked_add(r.every).unwrap_or_else(far_future);
                         (r.metadata.clone(), r.run_id.clone(), r.every)
                     })
                     .collect()
@@ -121,6 +133,12 @@ impl Beats {
             })));
         }
     }
+}
+
+/// A time that does not come (for an interval too long to add to now).
+fn far_future() -> Instant {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    Instant::now().checked_add(year * 100).unwrap_or_else(|| Instant::now() + year)
 }
 
 /// Every run's heartbeat in this process.

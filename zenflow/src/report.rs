@@ -615,6 +615,9 @@ impl RunReport {
             count("failed"),
             count("skipped")
         );
+        if let Some(error) = self.error.as_deref().filter(|_| self.status == RunStatus::Failed) {
+            let _ = writeln!(md, "> **Why it failed:** {}\n", text(error));
+        }
 
         // What a reviewer decides on first: the gate, the checks, what
         // changed against main; then the details.
@@ -819,6 +822,19 @@ impl RunReport {
                 _ => {}
             }
             cases.push_str("</testcase>\n");
+        }
+        let step_failed = self.steps.iter().any(|s| matches!(s.status.as_str(), "failed" | "running"));
+        if self.status == RunStatus::Failed && !step_failed {
+            // Failed outside its steps (the orchestrator, the process): a
+            // test report with no failure would show the run green.
+            tests += 1;
+            failures += 1;
+            let _ = writeln!(
+                cases,
+                "    <testcase classname=\"{}\" name=\"run\" time=\"0\"><failure message=\"{}\" type=\"run\"/></testcase>",
+                xml(&self.pipeline),
+                xml(self.error.as_deref().unwrap_or("the run failed")),
+            );
         }
         let suite = JunitSuite {
             name: &format!("{} / {}", self.pipeline, self.run_name),
@@ -1211,6 +1227,51 @@ mod tests {
         assert!(fences_balanced(&cut), "an open fence would swallow the note");
         assert!(cut.trim_end().ends_with("report artifact hold all of it."), "{}", &cut[cut.len() - 300..]);
         assert!(cut.contains("the end of the report left out"));
+    }
+
+    /// A run that failed outside its steps (here the orchestrator, before
+    /// any step ran) says why at the top of the comment, and its JUnit has
+    /// a failure, so a test report does not show it green.
+    #[test]
+    fn a_run_failed_outside_its_steps_says_why_and_fails_its_junit() {
+        use crate::Pipeline;
+        let plan = baseline_pipeline::twice.plan(&3).unwrap();
+        let run = RunRecord {
+            id: "r-id".into(),
+            name: "r".into(),
+            pipeline: "twice".into(),
+            stack: "ray".into(),
+            status: RunStatus::Failed,
+            started_at: 0,
+            ended_at: Some(1),
+            git_commit: None,
+            error: Some("the orchestrator failed: the Ray head at <http://127.0.0.1:8265> refused".into()),
+            config: serde_json::Value::Null,
+            plan_json: String::new(),
+        };
+        let report = RunReport::new(&run, &plan, &[], &[], false);
+        let md = report.to_markdown();
+        assert!(
+            md.contains(
+                "> **Why it failed:** the orchestrator failed: the Ray head at &lt;http://127.0.0.1:8265&gt; refused"
+            ),
+            "{md}"
+        );
+        let junit = report.to_junit(false);
+        assert!(junit.contains("tests=\"3\" failures=\"1\" skipped=\"2\""), "{junit}");
+        assert!(
+            junit.contains(
+                "name=\"run\" time=\"0\"><failure message=\"the orchestrator failed: the Ray head at \
+                            &lt;http://127.0.0.1:8265&gt; refused\" type=\"run\"/>"
+            ),
+            "{junit}"
+        );
+
+        // A completed run has neither; a failed step is its own failure.
+        let done =
+            RunReport::new(&RunRecord { status: RunStatus::Completed, error: None, ..run }, &plan, &[], &[], false);
+        assert!(!done.to_markdown().contains("Why it failed"));
+        assert!(!done.to_junit(false).contains("name=\"run\""));
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub(super) struct ServeArgs {
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     max_body: usize,
+    /// After SIGTERM, how long to go on serving while readiness answers 503
+    /// (`5s` behind a Kubernetes Service: longer than its readiness probe's
+    /// period), so no request meets a closed port.
+    #[arg(long, default_value = "0s")]
+    drain_delay: String,
     /// The environment variable holding the admin token (unset: admin calls off).
     #[arg(long, default_value = crate::serve::TOKEN_ENV)]
     token_env: String,
@@ -80,6 +85,7 @@ pub(super) fn serve(loader: Option<&Loader>, pipeline: &str, args: ServeArgs) ->
         },
         admin_token: std::env::var(&args.token_env).ok().filter(|t| !t.is_empty()),
         max_body: args.max_body,
+        drain_delay: duration("drain-delay", &args.drain_delay)?,
     };
     let stack = resolve_stack(&args.stack.stack)?;
     let (model, alias, admin) = (options.model.clone(), options.alias.clone(), options.admin_token.is_some());

@@ -38,6 +38,12 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// The largest request body.
     pub max_body: usize,
+    /// After the shutdown signal, how long it goes on serving while
+    /// `/v2/health/ready` answers 503, before it stops accepting
+    /// connections: the time a load balancer (a Kubernetes Service) takes
+    /// to see it not ready and stop sending it requests. Zero: it stops
+    /// accepting at once.
+    pub drain_delay: Duration,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -50,6 +56,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("bake", &self.bake)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("max_body", &self.max_body)
+            .field("drain_delay", &self.drain_delay)
             .finish()
     }
 }
@@ -57,7 +64,7 @@ impl std::fmt::Debug for ServeOptions {
 impl ServeOptions {
     /// Serves the version of `model` holding `alias` on 127.0.0.1:8080,
     /// polling every 30 s, with the default bake window, the admin token
-    /// from `ZENFLOW_DEPLOY_TOKEN` and an 8 MiB body limit.
+    /// from `ZENFLOW_DEPLOY_TOKEN`, an 8 MiB body limit and no drain delay.
     pub fn new(model: impl Into<String>, alias: impl Into<String>) -> Self {
         ServeOptions {
             model: model.into(),
@@ -67,6 +74,7 @@ impl ServeOptions {
             bake: BakePolicy::default(),
             admin_token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
             max_body: 8 << 20,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -83,6 +91,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     poll: Option<Duration>,
+    drain_delay: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -110,6 +119,7 @@ impl Server {
                 draining: AtomicBool::new(false),
             }),
             poll: options.poll,
+            drain_delay: options.drain_delay,
         })
     }
 
@@ -119,18 +129,26 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves (SIGTERM or Ctrl-C for the `serve`
-    /// command): readiness turns false, requests in flight finish, then it
-    /// returns. The alias's version is loaded first thing; until it has
+    /// command): readiness turns false, it goes on serving for the drain
+    /// delay ([`ServeOptions::drain_delay`]), stops accepting connections,
+    /// finishes the requests in flight, then returns. The alias's version is loaded first thing; until it has
     /// passed warm-up, `/v2/health/ready` answers 503.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> crate::Result<()> {
         let shared = self.shared.clone();
         let poller = tokio::spawn(poll(shared.slot.clone(), self.poll));
         let app = router(shared.clone());
         let draining = shared.clone();
+        let delay = self.drain_delay;
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 draining.draining.store(true, Ordering::SeqCst);
+                if !delay.is_zero() {
+                    tracing::info!(
+                        "shutting down: not ready; serving {delay:?} more, until load balancers have seen it"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
                 tracing::info!("shutting down: not ready, finishing the requests in flight");
             })
             .await;

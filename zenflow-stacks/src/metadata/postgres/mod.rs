@@ -341,22 +341,30 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn heartbeat(&self, run_id: &str, at: Timestamp) -> PgResult<()> {
-        // Not in the batch: see `beats`. The run's row is committed (a
-        // batch is, within its window), and nothing in a batch holds a
-        // lock on it that this update waits for.
+        // Not in the batch: see `beats`. A run's row is visible here once
+        // its batch commits (within the commit window; see the trait), and
+        // nothing in a batch holds a lock on it that this update waits for.
         let mut c = self.beats.get().await.map_err(|e| self.connect_error(e))?;
-        let stmt = c.prepare_cached(batch::HEARTBEAT_DB_CLOCK).await.map_err(|e| self.pg(e))?;
         let beat = async {
+            let stmt = c.prepare_cached(batch::HEARTBEAT_DB_CLOCK).await?;
             let tx = c.transaction().await?;
             // One stuck behind a lock is given up by the server too, not
-            // only by the heartbeat thread, so the next does not queue
-            // behind it. (Per transaction, not in the connection's startup
-            // options, which connection poolers may refuse.)
+            // only here, so the next does not queue behind it. (Per
+            // transaction, not in the connection's startup options, which
+            // connection poolers may refuse.)
             tx.batch_execute("SET LOCAL statement_timeout = '10s'").await?;
             tx.execute(&stmt, &bind(&[at.into(), run_id.into()])).await?;
             tx.commit().await
         };
-        beat.await.map_err(|e| self.pg(e))
+        let result = match tokio::time::timeout(std::time::Duration::from_secs(10), beat).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => self.pg(e),
+            Err(_) => self.err("the heartbeat got no answer within 10 s"),
+        };
+        // The connection may be dead without the client knowing (a
+        // dropped network path): the next beat makes a new one.
+        drop(Object::take(c));
+        Err(result)
     }
 
     async fn fail_stale_runs(&self, stale_after: std::time::Duration) -> PgResult<Vec<String>> {
