@@ -55,7 +55,7 @@ fn a_run_killed_with_sigkill_shows_as_failed_at_once() {
     let steps = stack.step_runs(&run.id).unwrap();
     assert!(steps.iter().all(|s| s.status != StepStatus::Running), "{steps:?}");
     for s in steps.iter().filter(|s| s.status == StepStatus::Failed) {
-        assert_eq!(s.error.as_deref(), Some("its run's process stopped while the step was running"));
+        assert_eq!(s.error.as_deref(), Some(zenflow::metadata::DEAD_STEP_ERROR));
     }
     assert_eq!(std::fs::read_dir(p.path(".zenflow/runs")).unwrap().count(), 0);
 

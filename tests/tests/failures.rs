@@ -455,6 +455,8 @@ mod store_failures {
         );
         let stack = faulty_stack(&faults);
         let run = super::failed_run_of(sums.run(&stack, &0));
+        let writes: u64 = ["put", "put_stream", "put_writer", "put_hashed"].iter().map(|op| faults.calls(op)).sum();
+        assert!(writes >= 2, "base's and square's artifacts were written before the commit failed ({writes} writes)");
         assert!(
             run.record().error.clone().unwrap_or_default().contains("database is locked (simulated)"),
             "{}",

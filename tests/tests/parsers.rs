@@ -86,10 +86,14 @@ proptest! {
         };
         let assignment = format!("{key}={value}");
         if let Err(e) = cfg.set(&assignment, &check) {
-            prop_assert!(e.to_string().contains("--set") || e.to_string().contains(key.trim()), "{e} (for {assignment})");
+            let e = e.to_string();
+            prop_assert!(e.contains("--set"), "{e} (for {assignment})");
+            if !key.trim().is_empty() {
+                prop_assert!(e.contains(key.trim()), "{e} names no key (for {assignment})");
+            }
         }
-        // And without `=`.
-        prop_assert!(cfg.set(&key.replace('=', ""), &check).is_err());
+        // And without `=` (the key strategy holds none).
+        prop_assert!(cfg.set(&key, &check).is_err());
     }
 
     #[test]
@@ -148,7 +152,6 @@ proptest! {
     #[test]
     fn inference_requests_never_panic_or_allocate_without_bound(req in infer_request()) {
         let body = serde_json::to_vec(&req).unwrap();
-        let started = std::time::Instant::now();
         if let Ok(parsed) = InferRequest::parse(&body) {
             // What parses is consistent: every input's data fits its shape.
             for t in &parsed.inputs {
@@ -156,7 +159,6 @@ proptest! {
                 prop_assert_eq!(n, Some(t.data.len() as u64));
             }
         }
-        prop_assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

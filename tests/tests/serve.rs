@@ -389,12 +389,12 @@ fn a_drain_delay_keeps_serving_while_not_ready() {
     let p = project();
     let v1 = register(&p, &["cut=0.5"]);
     promote_first(&p, v1);
-    let mut server = Server::start(&p, &["--drain-delay", "1500ms"], None);
+    let mut server = Server::start(&p, &["--drain-delay", "4s"], None);
     server.wait_ready();
     let url = server.url.clone();
     let termed = Instant::now();
     assert!(Command::new("kill").args(["-TERM", &server.pid()]).status().unwrap().success());
-    let deadline = termed + Duration::from_secs(1);
+    let deadline = termed + Duration::from_secs(2);
     while get(&url, "/v2/health/ready").0 != 503 {
         assert!(Instant::now() < deadline, "still ready after SIGTERM; log:\n{}", server.log());
         std::thread::sleep(Duration::from_millis(10));
@@ -404,12 +404,12 @@ fn a_drain_delay_keeps_serving_while_not_ready() {
     let (status, body) = post(&agent(), &url, "/v2/models/toy/infer", &infer_body(0.7), None);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"model_version\":\"1\""), "{body}");
-    assert!(termed.elapsed() < Duration::from_millis(1500), "the checks above took the whole delay");
+    assert!(termed.elapsed() < Duration::from_secs(4), "the checks above took the whole delay");
 
     let status = server.child.wait().unwrap();
     assert!(status.success(), "serve exited with {status}; log:\n{}", server.log());
-    assert!(termed.elapsed() >= Duration::from_millis(1500), "it stopped before the drain delay was over");
-    assert!(server.log().contains("serving 1.5s more"), "{}", server.log());
+    assert!(termed.elapsed() >= Duration::from_secs(4), "it stopped before the drain delay was over");
+    assert!(server.log().contains("serving 4s more"), "{}", server.log());
     assert_eq!(get(&url, "/v2/health/live").0, 0, "it stopped listening");
 }
 

@@ -53,8 +53,10 @@ impl Drop for Heartbeat {
 }
 
 /// Records a heartbeat for `run_id` in `metadata` every `every`, first
-/// `every` from now, until the returned guard is dropped. A beat that takes
-/// longer than `every` and 10 s is abandoned with a warning.
+/// `every` from now, until the returned guard is dropped. A beat still
+/// waiting after `every` (and at least 10 s) is abandoned with a warning;
+/// a store that blocks inside `heartbeat` (see the module docs) cannot be
+/// cut short.
 pub fn start(metadata: Arc<dyn MetadataStore>, run_id: &str, every: Duration) -> Heartbeat {
     let Some(beats) = beats() else {
         return Heartbeat { key: None };

@@ -200,13 +200,10 @@ impl std::io::Write for OriginalStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // A formatter writes an event whole: redact it as text (see
         // `crate::redact`), and report the caller's bytes as written.
-        if let Ok(text) = std::str::from_utf8(buf) {
-            if let std::borrow::Cow::Owned(hidden) = crate::redact::text(text) {
-                RawStderr.write_all(hidden.as_bytes())?;
-                return Ok(buf.len());
-            }
+        match crate::redact::bytes(buf) {
+            Some(hidden) => RawStderr.write_all(hidden.as_bytes()).map(|()| buf.len()),
+            None => RawStderr.write(buf),
         }
-        RawStderr.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -478,19 +475,10 @@ mod unix {
             // kept lines are redacted with the step's record. Cheaply: until
             // `PASSED` counts these bytes, a crash handler passes them on
             // again, so this window stays short.
-            let hidden = if crate::redact::may_hide(&buf[..n]) {
-                std::str::from_utf8(&buf[..n]).map(crate::redact::text)
-            } else {
-                Ok(std::borrow::Cow::Borrowed(""))
+            let _ = match crate::redact::bytes(&buf[..n]) {
+                Some(hidden) => tee.write_all(hidden.as_bytes()),
+                None => tee.write_all(&buf[..n]),
             };
-            match hidden {
-                Ok(std::borrow::Cow::Owned(hidden)) => {
-                    let _ = tee.write_all(hidden.as_bytes());
-                }
-                _ => {
-                    let _ = tee.write_all(&buf[..n]);
-                }
-            }
             PASSED[stream].fetch_add(n as u64, Ordering::Release);
             // SAFETY: as above; takes exactly the bytes just peeked.
             unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), n, 0) };

@@ -26,6 +26,9 @@ pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(180)
 pub const STALE_ERROR: &str = "the process running it stopped without finishing (no heartbeat for 3 minutes); \
                                run the pipeline again to resume from cache";
 
+/// The error recorded on the step runs still running in a run found dead.
+pub const DEAD_STEP_ERROR: &str = "its run's process stopped while the step was running";
+
 /// A new, time-ordered unique id (UUID v7) for runs, step runs and artifact versions.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -7,9 +7,9 @@
 //! - the values of the secrets registered with [`register_secret`] (the
 //!   stack file registers every secret it resolved from the environment);
 //! - the password of a URL (`postgres://user:pw@host`);
-//! - the value of a `password=`, `token=` or `secret=` pair (any key that
-//!   contains one of those words, in any case: `PGPASSWORD=`,
-//!   `access_token=`, `aws_secret_access_key=`).
+//! - the value of a `key=value` pair whose key names a secret as
+//!   [`is_secret_name`] judges (`PGPASSWORD=`, `access_token=`,
+//!   `aws_secret_access_key=`, `api_key=`).
 
 use std::borrow::Cow;
 use std::sync::{PoisonError, RwLock};
@@ -46,7 +46,7 @@ pub fn register_secret(value: &str) {
 /// Whether [`text`] could hide anything in `bytes`: a cheap test, for the
 /// paths where even a lock or a UTF-8 check per write is too much (the
 /// crash-safe passing on of a step's output).
-pub fn may_hide(bytes: &[u8]) -> bool {
+fn may_hide(bytes: &[u8]) -> bool {
     ANY_SECRET.load(std::sync::atomic::Ordering::Acquire)
         || bytes.contains(&b'=')
         || bytes.windows(3).any(|w| w == b"://")
@@ -63,7 +63,7 @@ pub fn is_secret_name(name: &str) -> bool {
 /// Borrows when there is nothing to hide.
 pub fn text(s: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(s);
-    {
+    if ANY_SECRET.load(std::sync::atomic::Ordering::Acquire) {
         let secrets = SECRETS.read().unwrap_or_else(PoisonError::into_inner);
         for secret in secrets.iter() {
             if out.contains(secret.as_str()) {
@@ -82,6 +82,18 @@ pub fn text(s: &str) -> Cow<'_, str> {
         }
     }
     out
+}
+
+/// `bytes` redacted, when they are UTF-8 text that shows a secret (`None`:
+/// pass them on as they are). For writers of raw output.
+pub fn bytes(bytes: &[u8]) -> Option<String> {
+    if !may_hide(bytes) {
+        return None;
+    }
+    match text(std::str::from_utf8(bytes).ok()?) {
+        Cow::Owned(hidden) => Some(hidden),
+        Cow::Borrowed(_) => None,
+    }
 }
 
 /// Redacts `s` in place.
@@ -155,7 +167,6 @@ fn secret_pairs(s: &str) -> Option<String> {
         let key = &before[key_start.map_or(0, |k| k + 1)..];
         out.push_str(before);
         out.push('=');
-        let lower = key.to_ascii_lowercase();
         // A quoted value runs to its closing quote, kept around `***`.
         let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'');
         let (start, end) = match quote {
@@ -163,7 +174,7 @@ fn secret_pairs(s: &str) -> Option<String> {
             None => (0, after.find(ends_value).unwrap_or(after.len())),
         };
         let value = &after[start..end];
-        if !key.is_empty() && !value.is_empty() && value != HIDDEN && SECRET_KEYS.iter().any(|k| lower.contains(k)) {
+        if !key.is_empty() && !value.is_empty() && value != HIDDEN && is_secret_name(key) {
             out.push_str(&after[..start]);
             out.push_str(HIDDEN);
             changed = true;
@@ -191,6 +202,9 @@ mod tests {
         // A password with `@` in it: the userinfo ends at the last `@`.
         assert_eq!(text("redis://u:p@ss@cache:6379"), "redis://u:***@cache:6379");
         assert!(matches!(text("nothing here"), Cow::Borrowed(_)));
+        assert_eq!(bytes(b"at https://u:pw@host/x").as_deref(), Some("at https://u:***@host/x"));
+        assert_eq!(bytes(b"plain output"), None);
+        assert_eq!(bytes(b"https://u:pw@host \xff"), None, "not UTF-8: passed on as it is");
     }
 
     #[test]
@@ -202,6 +216,7 @@ mod tests {
         assert_eq!(text("secret='x y"), "secret='***", "an unclosed quote hides the rest");
         assert_eq!(text("max_depth=5 token= x"), "max_depth=5 token= x");
         assert_eq!(text("a == b"), "a == b");
+        assert_eq!(text("api_key=k-123 keyboard=yes"), "api_key=*** keyboard=yes", "the names' rule, in text too");
     }
 
     #[test]

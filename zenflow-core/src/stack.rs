@@ -3,7 +3,7 @@
 use crate::artifact_store::{self, ArtifactStore};
 use crate::error::{Error, Result};
 use crate::materializer::{self, Encoded, Materialize, Materializer};
-use crate::metadata::{ArtifactVersion, MetadataStore, RunRecord, StepRunRecord};
+use crate::metadata::{ArtifactVersion, MetadataStore, RunRecord, RunStatus, StepRunRecord};
 use crate::orchestrator::Orchestrator;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -272,33 +272,33 @@ impl Stack {
         let mut marked = Vec::new();
         if let Some(root) = self.project_root() {
             for id in crate::run_lock::abandoned(root) {
-                let run = self.metadata().get_run(&id).await?;
-                if run.as_ref().is_some_and(|r| r.status == crate::metadata::RunStatus::Running) {
-                    // Its steps that were running died with it.
-                    for mut step in self.metadata().step_runs(&id).await? {
-                        if step.status == crate::metadata::StepStatus::Running {
-                            step.status = crate::metadata::StepStatus::Failed;
-                            step.error = Some("its run's process stopped while the step was running".into());
-                            step.ended_at = Some(crate::metadata::now());
-                            let write = crate::metadata::StepRunWrite { step_run: step, new_outputs: Vec::new() };
-                            self.metadata().write_step_run(&write).await?;
-                        }
-                    }
-                    let error = Some(crate::run_lock::DEAD_ERROR);
-                    self.metadata()
-                        .set_run_status(&id, crate::metadata::RunStatus::Failed, error, Some(crate::metadata::now()))
-                        .await?;
+                let Some(run) = self.metadata().get_run(&id).await? else {
+                    continue; // a run of another stack of this project: left for a command on it
+                };
+                if run.status == RunStatus::Running {
+                    self.fail_dead_run(&id).await?;
                     marked.push(id.clone());
                 }
-                // A run of another stack of this project is left for a
-                // command on that stack.
-                if run.is_some() {
-                    crate::run_lock::forget(root, &id);
-                }
+                crate::run_lock::forget(root, &id);
             }
         }
         marked.extend(self.metadata().fail_stale_runs(crate::metadata::STALE_AFTER).await?);
         Ok(marked)
+    }
+
+    /// Fails run `id`, whose process died, and its step runs that were
+    /// still running (they died with it).
+    async fn fail_dead_run(&self, id: &str) -> Result<()> {
+        use crate::metadata::{StepRunWrite, StepStatus};
+        for mut step in self.metadata().step_runs(id).await?.into_iter().filter(|s| s.status == StepStatus::Running) {
+            step.status = StepStatus::Failed;
+            step.error = Some(crate::metadata::DEAD_STEP_ERROR.into());
+            step.ended_at = Some(crate::metadata::now());
+            self.metadata().write_step_run(&StepRunWrite { step_run: step, new_outputs: Vec::new() }).await?;
+        }
+        let ended = Some(crate::metadata::now());
+        self.metadata().set_run_status(id, RunStatus::Failed, Some(crate::run_lock::DEAD_ERROR), ended).await?;
+        Ok(())
     }
 
     /// A run by id or name.

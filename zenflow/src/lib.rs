@@ -102,7 +102,8 @@ pub use zenflow_stacks::local::{local_stack, local_stack_at, memory_stack, proje
 pub mod metadata {
     pub use zenflow_core::metadata::{
         ArtifactVersion, CacheHit, InputLink, Lineage, MetadataError, MetadataStore, NewArtifact, NewRun, OutputLink,
-        RunRecord, RunStatus, StepRunRecord, StepRunWrite, StepStatus, Timestamp, HEARTBEAT_INTERVAL, STALE_AFTER,
+        RunRecord, RunStatus, StepRunRecord, StepRunWrite, StepStatus, Timestamp, DEAD_STEP_ERROR, HEARTBEAT_INTERVAL,
+        STALE_AFTER,
     };
 }
 

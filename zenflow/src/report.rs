@@ -1267,7 +1267,14 @@ mod tests {
             "{junit}"
         );
 
-        // A completed run has neither; a failed step is its own failure.
+        // A failed step is its own failure: no `run` case besides it.
+        let mut failed_step = crate::conformance::metadata::step_write("r-id", "make", StepStatus::Failed).step_run;
+        failed_step.error = Some("boom".into());
+        let junit = RunReport::new(&run, &plan, &[failed_step], &[], false).to_junit(false);
+        assert!(junit.contains("failures=\"1\"") && junit.contains("message=\"boom\" type=\"step\""), "{junit}");
+        assert!(!junit.contains("name=\"run\""), "{junit}");
+
+        // A completed run has neither.
         let done =
             RunReport::new(&RunRecord { status: RunStatus::Completed, error: None, ..run }, &plan, &[], &[], false);
         assert!(!done.to_markdown().contains("Why it failed"));

@@ -946,8 +946,7 @@ impl Batcher {
                 let stmt = c.prepare_cached(q::FAIL_STALE_STEPS).await?;
                 let stmt = &stmt;
                 futures::future::try_join_all(ids.iter().map(|id| async move {
-                    let params =
-                        [Value::from("its run's process stopped while the step was running"), now.into(), id.into()];
+                    let params = [Value::from(DEAD_STEP_ERROR), now.into(), id.into()];
                     c.execute(stmt, &bind(&params)).await
                 }))
                 .await

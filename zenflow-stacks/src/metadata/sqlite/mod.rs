@@ -447,11 +447,7 @@ impl MetadataStore for SqliteMetadataStore {
                 let ids: Vec<String> =
                     query(c, q::FAIL_STALE_RUNS, &[STALE_ERROR.into(), now.into(), before.into()], |r| r.text(0))?;
                 for id in &ids {
-                    execute(
-                        c,
-                        q::FAIL_STALE_STEPS,
-                        &["its run's process stopped while the step was running".into(), now.into(), id.into()],
-                    )?;
+                    execute(c, q::FAIL_STALE_STEPS, &[DEAD_STEP_ERROR.into(), now.into(), id.into()])?;
                 }
                 Ok(ids)
             })
