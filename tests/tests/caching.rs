@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use zenflow::metadata::StepStatus;
 use zenflow::prelude::*;
 use zenflow::testing::TestStack;
+use zenflow::why::{Change, Reason, Scope};
 use zenflow::RunOptions;
 
 static SOURCE_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -47,6 +48,16 @@ fn uncached(x: i64) -> i64 {
     x + 1
 }
 
+#[step(cache_ttl = "1ms")]
+fn fleeting(#[param] n: i64) -> i64 {
+    n
+}
+
+#[pipeline]
+fn short_lived(n: &i64) {
+    describe(fleeting(*n));
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Clone)]
 struct Branches {
     left: i64,
@@ -86,11 +97,22 @@ fn statuses(run: &zenflow::RunResult) -> Vec<(&str, StepStatus)> {
     run.steps().iter().map(|s| (s.invocation.as_str(), s.status)).collect()
 }
 
+/// What the run recorded about why `step` ran (or where it came from).
+fn why(stack: &TestStack, run: &zenflow::RunResult, step: &str) -> Vec<Reason> {
+    let records = stack.step_runs(run.id()).unwrap();
+    let record = records.iter().find(|r| r.invocation == step).expect("the step ran");
+    let original = record.original_step_run.as_ref().map(|id| stack.block_on(stack.metadata().step_run(id)));
+    let original = original.map(|o| o.unwrap().unwrap().expect("the original step run"));
+    let plan_step = run.plan().steps.iter().find(|s| s.id == step).expect("in the plan");
+    zenflow::why::reasons(record, plan_step, run.plan().no_cache, original.as_ref())
+}
+
 #[test]
 fn an_unchanged_rerun_is_served_entirely_from_cache() {
     let stack = TestStack::new();
     let first = counted.run(&stack, &1001).unwrap();
     assert_eq!(first.executed(), ["counted_source", "counted_square", "describe"]);
+    assert_eq!(why(&stack, &first, "counted_square"), [Reason::NoEarlierRun]);
     let (sources, squares) = (SOURCE_CALLS.load(SeqCst), SQUARE_CALLS.load(SeqCst));
     assert_eq!((sources, squares), (1, 1));
 
@@ -106,6 +128,8 @@ fn an_unchanged_rerun_is_served_entirely_from_cache() {
     let recorded = stack.step_runs(second.id()).unwrap();
     for (cached, original) in recorded.iter().zip(stack.step_runs(first.id()).unwrap()) {
         assert_eq!(cached.status, StepStatus::Cached);
+        let from = Reason::Cached { run: first.id().to_string(), step_run: original.id.clone() };
+        assert_eq!(why(&stack, &second, &cached.invocation), [from], "a cached step names the run it came from");
         assert_eq!(cached.original_step_run.as_deref(), Some(original.id.as_str()));
         assert_eq!(cached.outputs, original.outputs);
     }
@@ -126,6 +150,12 @@ fn a_changed_parameter_reruns_that_step_and_what_depends_on_it() {
         ]
     );
     assert_eq!(run.artifact::<i64>("square", "output").unwrap(), 2003 * 2003);
+    let change = Change { name: "n".into(), old: Some("2002".into()), new: Some("2003".into()) };
+    assert_eq!(why(&stack, &run, "source"), [Reason::ParameterChanged { changes: vec![change] }]);
+    assert_eq!(
+        why(&stack, &run, "square"),
+        [Reason::InputChanged { input: "x".into(), upstream: vec!["source".into()] }]
+    );
 }
 
 #[test]
@@ -152,6 +182,7 @@ fn a_changed_step_version_reruns_the_step() {
         [("source", StepStatus::Cached), ("square", StepStatus::Completed), ("describe", StepStatus::Cached)],
         "square re-runs; its bytes are unchanged, so describe stays cached"
     );
+    assert_eq!(why(&stack, &run, "square"), [Reason::VersionChanged { old: None, new: Some("2".into()) }]);
 }
 
 #[test]
@@ -167,6 +198,11 @@ fn an_artifact_deleted_from_the_store_turns_a_hit_into_a_miss() {
         [("source", StepStatus::Cached), ("square", StepStatus::Completed), ("describe", StepStatus::Cached)]
     );
     assert!(stack.block_on(stack.artifacts().exists(&gone)).unwrap().unwrap(), "the artifact is written again");
+    let reasons = why(&stack, &run, "square");
+    assert!(
+        matches!(&reasons[..], [Reason::ArtifactUnusable { detail, .. }] if detail.contains("is gone from the artifact store")),
+        "{reasons:?}"
+    );
 }
 
 #[test]
@@ -179,8 +215,31 @@ fn cache_false_and_the_per_run_switch_disable_the_cache() {
         [("parity", StepStatus::Cached), ("uncached", StepStatus::Completed), ("describe", StepStatus::Cached)],
         "cache = false re-runs the step; same bytes keep describe cached"
     );
+    assert_eq!(why(&stack, &run, "uncached"), [Reason::CacheOff { scope: Scope::Step }]);
     let run = with_uncached.run_with(&stack, &(), RunOptions { no_cache: true, ..Default::default() }).unwrap();
     assert_eq!(run.executed(), ["parity", "uncached", "describe"]);
+    assert_eq!(why(&stack, &run, "parity"), [Reason::CacheOff { scope: Scope::Run }]);
+}
+
+#[test]
+fn cached_results_expire_per_step_and_per_run() {
+    let stack = TestStack::new();
+    short_lived.run(&stack, &7007).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // `fleeting` lives 1 ms; `describe` has no limit (and gets the same bytes).
+    let run = short_lived.run(&stack, &7007).unwrap();
+    assert_eq!(statuses(&run), [("fleeting", StepStatus::Completed), ("describe", StepStatus::Cached)]);
+    assert!(matches!(why(&stack, &run, "fleeting")[..], [Reason::Expired { ttl_secs: 0, .. }]));
+    // A run's limit applies to every step.
+    let run = chain.run(&stack, &7007).unwrap();
+    assert_eq!(run.executed().len(), 3);
+    let day = RunOptions { cache_ttl: Some(std::time::Duration::from_secs(86_400)), ..Default::default() };
+    assert_eq!(chain.run_with(&stack, &7007, day).unwrap().cached().len(), 3, "younger than a day");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let instant = RunOptions { cache_ttl: Some(std::time::Duration::from_millis(1)), ..Default::default() };
+    let run = chain.run_with(&stack, &7007, instant).unwrap();
+    assert_eq!(run.executed(), ["source", "square", "describe"]);
+    assert!(matches!(why(&stack, &run, "source")[..], [Reason::Expired { .. }]), "{:?}", why(&stack, &run, "source"));
 }
 
 #[test]

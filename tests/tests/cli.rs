@@ -180,7 +180,8 @@ fn bad_usage_and_configuration_exit_2_with_the_key_and_the_choices() {
         (&["run", "--stack", "prod"], "unknown stack `prod`; available stacks: local"),
         (&["run", "--set", "nope=1"], "unknown parameter `nope`; valid keys here: fail_step, label, nested, size, threshold"),
         (&["run", "--set", "nested.sclae=2"], "unknown parameter `sclae`; valid keys here: scale"),
-        (&["run", "--set", "size=many"], "`--set parameters.size=many`: the value does not fit: invalid type: string \"many\", expected usize"),
+        (&["run", "--set", "size=many"], "`--set parameters.size=many`: the value does not fit: `parameters.size`: invalid type: string \"many\", expected usize"),
+        (&["run", "--cache-ttl", "a week"], "`a week` is not a duration: write one such as 30m, 12h or 7d"),
         (&["run", "--set", "size"], "expected key=value"),
         (&["run", "--set", "steps.scorer.retries=2"], "`steps.scorer`: pipeline `demo` has no step or invocation named `scorer`; its steps are: generate, score, publish"),
         (&["run", "--set", "steps.score.parameters.treshold=2"], "step `score` has no parameter `treshold`; its parameters are: threshold, fail"),
@@ -209,10 +210,31 @@ fn bad_usage_and_configuration_exit_2_with_the_key_and_the_choices() {
     let o = p.run(&["run", "--config", "typo.yaml"]);
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("unknown key `paramters`"), "{}", stderr(&o));
-    std::fs::write(p.path("wrong.toml"), "[parameters]\nsize = \"ten\"\n").unwrap();
-    let o = p.run(&["run", "--config", "wrong.toml"]);
-    assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("wrong.toml: `parameters` do not fit"), "{}", stderr(&o));
+    // Every wrong type is named by its full key, at any depth, in any format.
+    let wrong_types = [
+        (
+            "wrong.toml",
+            "[parameters]\nsize = \"ten\"\n",
+            "`parameters.size`: invalid type: string \"ten\", expected usize",
+        ),
+        (
+            "wrong.yaml",
+            "parameters:\n  threshold: high\n",
+            "`parameters.threshold`: invalid type: string \"high\", expected f64",
+        ),
+        (
+            "nested.yaml",
+            "parameters:\n  nested:\n    scale: lots\n",
+            "`parameters.nested.scale`: invalid type: string \"lots\"",
+        ),
+        ("ttl.yaml", "cache_ttl: soon\n", "`cache_ttl` must be a duration"),
+    ];
+    for (file, text, expected) in wrong_types {
+        std::fs::write(p.path(file), text).unwrap();
+        let o = p.run(&["run", "--config", file]);
+        assert_eq!(code(&o), 2, "{file}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("{file}: {expected}")), "{file}: {}", stderr(&o));
+    }
 
     let list = p.run(&["runs", "list"]);
     assert_eq!(code(&list), 0);
@@ -617,4 +639,35 @@ fn a_run_that_cannot_start_still_writes_every_report_saying_why() {
             assert!(!text.contains("hunter2"), "the password leaked: {text}");
         }
     }
+}
+
+#[test]
+fn runs_show_why_says_what_changed_and_where_cached_steps_came_from() {
+    let p = Project::new();
+    let first = p.run(&["run", "-q", "--run-name", "first"]);
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let o = p.run(&["run", "-q", "--set", "size=11", "--set", "label=other", "--json", "r.json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = p.run(&["runs", "show", "latest", "--why"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    let why: Vec<&str> = out.lines().skip_while(|l| !l.ends_with(" WHY")).take_while(|l| !l.is_empty()).collect();
+    let line = |step: &str| why.iter().find(|l| l.starts_with(step)).copied().unwrap_or_default().to_string();
+    assert!(line("generate").ends_with("parameter changed: size 10 -> 11"), "{out}");
+    assert!(line("score").ends_with("input `values` changed (new bytes from generate)"), "{out}");
+    assert!(line("publish").contains("parameter changed: label \"demo\" -> \"other\""), "{out}");
+    // The JSON report carries the same reasons, as data.
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["steps"][0]["why"][0]["kind"], "parameter_changed", "{report}");
+
+    // Unchanged: every step names the run it came from; an expiry of 0s re-runs them all.
+    let o = p.run(&["run", "-q", "--set", "size=11", "--set", "label=other"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&p.run(&["runs", "show", "latest", "--why"]));
+    let named = report["run_name"].as_str().unwrap();
+    assert_eq!(out.matches(&format!("cached, from run {named}")).count(), 3, "{out}");
+    let o = p.run(&["run", "-q", "--cache-ttl", "0s"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&p.run(&["runs", "show", "latest", "--why"]));
+    assert!(out.contains("cache entry expired"), "{out}");
 }

@@ -191,13 +191,18 @@ fn a_protected_alias_moves_only_with_a_passing_run_or_forced_with_a_reason() {
     .unwrap();
     p.ok(&["run", "-q", "--json", "good.json"], 0);
     let good_run = json(&p.path("good.json"))["run_id"].as_str().unwrap().to_string();
+    // Runs are cited by name, as every other command takes them.
+    let good_name = json(&p.path("good.json"))["run_name"].as_str().unwrap().to_string();
     let o = p.run(&["models", "promote", "demo-model", "1", "--to", "production", "--expect", "none"]);
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("protected") && err(&o).contains("--force"), "{}", err(&o));
     // A run whose gate failed does not unlock it.
     std::fs::write(p.path("worse.yaml"), "parameters:\n  cut: 0.4\n").unwrap();
     p.ok(&["models", "promote", "demo-model", "1", "--to", "staging", "--expect", "none"], 0);
-    p.ok(&["models", "promote", "demo-model", "1", "--to", "production", "--expect", "none", "--run", &good_run], 0);
+    let o = p.run(&["models", "promote", "demo-model", "1", "--to", "production", "--expect", "none", "--run", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("--run nope: no run `nope`"), "{}", err(&o));
+    p.ok(&["models", "promote", "demo-model", "1", "--to", "production", "--expect", "none", "--run", &good_name], 0);
     let o = p.run(&["run", "-q", "--config", "worse.yaml", "--json", "bad.json"]);
     assert_eq!(o.status.code(), Some(3));
     let bad_run = json(&p.path("bad.json"))["run_id"].as_str().unwrap().to_string();

@@ -191,6 +191,99 @@ fn postgres_heartbeats_outlive_starved_steps() {
     });
 }
 
+/// The two CI roles of `ROLES_SQL`: a pull request's role records runs,
+/// registers versions and moves `staging`, but the database itself refuses
+/// it `production` once protected, through zenflow (even forced) and
+/// through raw SQL; main's role moves it with evidence.
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn a_pull_requests_role_cannot_move_a_protected_alias_even_with_raw_sql() {
+    use zenflow::registry::{Expect, ModelRegistry, Promoted, Promotion, Protection, RegistryError};
+    let rt = runtime();
+    let owner_url = fresh_database(&rt);
+    let owner = PostgresMetadataStore::open(&owner_url, Some(2)).unwrap();
+    let (run, arts) = rt.block_on(conformance::registry::artifacts(&owner, "roles", 2));
+    let password = password_of(&owner_url);
+    let (pr, main) = (unique("ci_pr"), unique("ci_main"));
+    let admin = |sql: String| {
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&owner_url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await
+        })
+    };
+    admin(zenflow::stacks::metadata::ROLES_SQL.to_string()).expect("the roles script applies");
+    admin(zenflow::stacks::metadata::ROLES_SQL.to_string()).expect("and applies again (idempotent)");
+    admin(format!(
+        "CREATE ROLE {pr} LOGIN PASSWORD '{password}'; GRANT zenflow_pr TO {pr}; \
+         CREATE ROLE {main} LOGIN PASSWORD '{password}'; GRANT zenflow_release TO {main};"
+    ))
+    .unwrap();
+    let as_role = |role: &str| {
+        let (scheme, rest) = owner_url.split_once("://").unwrap();
+        let host = rest.split_once('@').unwrap().1;
+        format!("{scheme}://{role}:{password}@{host}")
+    };
+    let pr_store = PostgresMetadataStore::open(&as_role(&pr), Some(2)).unwrap();
+    let main_store = PostgresMetadataStore::open(&as_role(&main), Some(2)).unwrap();
+    fn reg(s: &PostgresMetadataStore) -> &dyn ModelRegistry {
+        s.registry().expect("PostgreSQL keeps a registry")
+    }
+    let promotion = |alias: &str, to: i64, expect: Expect| Promotion {
+        run_id: Some(run.clone()),
+        ..Promotion::new("roles-model", alias, Some(to), expect)
+    };
+    rt.block_on(async {
+        // The pull request's role registers and moves an unprotected alias.
+        for a in &arts {
+            reg(&pr_store).register(&conformance::registry::version_of("roles-model", &run, a)).await.unwrap();
+        }
+        reg(&pr_store).promote(&promotion("staging", 1, Expect::Nobody)).await.unwrap();
+        // It may not protect or unprotect; main's role may.
+        let protect = Protection::new("roles-model", "production", true);
+        let err = reg(&pr_store).set_protection(&protect).await.unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{err}");
+        reg(&main_store).set_protection(&protect).await.unwrap().expect("protected");
+        // Main's role moves production with evidence.
+        let moved = reg(&main_store).promote(&promotion("production", 1, Expect::Nobody)).await.unwrap();
+        assert!(matches!(moved, Promoted::Moved(_)));
+        // The pull request's role: refused by zenflow without a reason, and by
+        // the database with --force and a reason.
+        let forced = Promotion {
+            force: true,
+            reason: Some("trust me".into()),
+            ..promotion("production", 2, Expect::Version(1))
+        };
+        let err = reg(&pr_store).promote(&forced).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Store(_)), "{err}");
+        assert!(err.to_string().contains("is protected: role") && err.to_string().contains("zenflow_pr"), "{err}");
+        assert_eq!(reg(&owner).resolve("roles-model", "production").await.unwrap().map(|v| v.version), Some(1));
+    });
+    // Raw SQL with the pull request's credentials changes nothing either.
+    let raw = |sql: &str| {
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&as_role(&pr), tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(sql)
+                .await
+                .map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().into()))
+        })
+    };
+    for sql in [
+        "UPDATE model_aliases SET version = 2 WHERE model = 'roles-model' AND alias = 'production'",
+        "DELETE FROM model_aliases WHERE model = 'roles-model' AND alias = 'production'",
+        "DELETE FROM model_protections",
+    ] {
+        let err = raw(sql).expect_err(sql);
+        assert!(err.contains("protected") || err.contains("permission denied"), "{sql}: {err}");
+    }
+    raw("UPDATE model_aliases SET version = 2 WHERE model = 'roles-model' AND alias = 'staging'")
+        .expect("staging moves");
+    let holder = rt.block_on(reg(&owner).resolve("roles-model", "production")).unwrap().map(|v| v.version);
+    assert_eq!(holder, Some(1), "production never moved");
+}
+
 #[test]
 #[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
 fn postgres_store_is_a_conforming_model_registry() {

@@ -48,16 +48,19 @@ pub fn canonical(value: serde_json::Value) -> serde_json::Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::plan::{OutputRef, PlanInput, PlanOutput};
     use crate::step::StepOptions;
 
-    fn step() -> PlanStep {
+    /// A step `train` with a parameter `depth`, an input `data` from `load`
+    /// and one output: the fixture of the cache's and the reasons' tests.
+    pub(crate) fn step() -> PlanStep {
         PlanStep {
             id: "train".into(),
             step: "train".into(),
             code_hash: "abc".into(),
+            code_items: Default::default(),
             version: None,
             params: [("depth".to_string(), serde_json::json!(3))].into_iter().collect(),
             inputs: vec![PlanInput {

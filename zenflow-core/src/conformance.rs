@@ -415,6 +415,7 @@ pub mod metadata {
                     id: "load".into(),
                     step: "load".into(),
                     code_hash: "c1".into(),
+                    code_items: Default::default(),
                     version: None,
                     params: Default::default(),
                     inputs: vec![],
@@ -426,6 +427,7 @@ pub mod metadata {
                     id: "train".into(),
                     step: "train".into(),
                     code_hash: "c2".into(),
+                    code_items: Default::default(),
                     version: None,
                     params: Default::default(),
                     inputs: vec![PlanInput {
@@ -440,6 +442,8 @@ pub mod metadata {
                 },
             ],
             outputs: vec![OutputRef { step: "train".into(), output: "output".into() }],
+            build: Default::default(),
+            no_cache: false,
         }
     }
 
@@ -673,6 +677,11 @@ pub mod metadata {
         store.write_step_run(&ok).await.unwrap();
         let hit = store.find_cached("key-x").await.unwrap().expect("a completed step run is a hit");
         assert_eq!(hit.step_run, ok.step_run.id);
+        assert_eq!(
+            (hit.run_id.as_str(), Some(hit.ended_at)),
+            (run.id.as_str(), ok.step_run.ended_at),
+            "where and when"
+        );
         assert_eq!(hit.outputs.len(), 1);
         assert_eq!(hit.outputs[0].artifact.content_hash, ContentHash::of(b"1"));
     }
@@ -809,6 +818,7 @@ pub mod registry {
         promotion_is_compare_and_swap(store.as_ref()).await;
         history_and_rollback(store.as_ref()).await;
         protected_aliases(store.as_ref()).await;
+        protection_is_kept_by_the_registry(store.as_ref()).await;
         bad_input(store.as_ref()).await;
         racing_promotions(&open, 8).await;
         racing_registrations(&open, 8).await;
@@ -1032,6 +1042,83 @@ pub mod registry {
         assert_eq!(reg.history("prot-model", Some(PRODUCTION), 1).await.unwrap()[0], e);
     }
 
+    /// A run that output the bytes of one version, and records its checks.
+    async fn version_with_run(store: &dyn MetadataStore, model: &str, failed_check: bool) -> (String, i64) {
+        let (run, arts) = artifacts(store, &format!("{model}-run"), 1).await;
+        if failed_check {
+            let mut appraisal = step_write(&run, "appraise", StepStatus::Completed);
+            appraisal.step_run.checks = vec![crate::check::Check::fail("accuracy", "worse than production")];
+            store.write_step_run(&appraisal).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        let v = registry(store).register(&version_of(model, &run, &arts[0])).await.unwrap();
+        (run, v.version)
+    }
+
+    /// Protection kept by the registry holds for every client, even one
+    /// that does not declare it (another stack on the same store): a
+    /// protected alias moves only to a version whose own evidence passed:
+    /// the run that produced its bytes, with no failed check. Citing any
+    /// other run, or rolling back onto a version that never passed, is
+    /// refused with what is missing; `force` with a reason still moves it.
+    pub async fn protection_is_kept_by_the_registry(store: &dyn MetadataStore) {
+        let reg = registry(store);
+        let m = "kept-model";
+        let change = |protect: bool, reason: Option<&str>| Protection {
+            reason: reason.map(str::to_string),
+            actor: "conformance".into(),
+            ..Protection::new(m, PRODUCTION, protect)
+        };
+        // Protecting a model with no version yet declares the model.
+        let event = reg.set_protection(&change(true, Some("the gate guards production"))).await.unwrap();
+        let event = event.expect("protecting changes something");
+        assert_eq!((event.kind, event.from, event.to), (EventKind::Protect, None, None));
+        assert_eq!(reg.set_protection(&change(true, None)).await.unwrap(), None, "protecting twice changes nothing");
+        assert_eq!(reg.protections(Some(m)).await.unwrap(), [(m.to_string(), PRODUCTION.to_string())]);
+        let (good, v1) = version_with_run(store, m, false).await;
+        let (bad, v2) = version_with_run(store, m, true).await;
+        let (other_green, v3) = version_with_run(store, m, false).await;
+        // The client does not declare the alias protected (a staging stack).
+        let cite = |to: i64, expect: Expect, run: Option<&str>| Promotion {
+            run_id: run.map(str::to_string),
+            ..promotion(m, PRODUCTION, Some(to), expect)
+        };
+        let refused = |err: RegistryError, says: &str| {
+            assert!(matches!(&err, RegistryError::Protected { why, .. } if why.contains(says)), "{says}: {err}");
+        };
+        refused(reg.promote(&cite(v1, Expect::Nobody, None)).await.unwrap_err(), "no run was given");
+        refused(reg.promote(&cite(v2, Expect::Nobody, Some(&other_green))).await.unwrap_err(), "is no evidence for v2");
+        refused(reg.promote(&cite(v2, Expect::Nobody, Some(&bad))).await.unwrap_err(), "appraise.accuracy");
+        assert!(reg.resolve(m, PRODUCTION).await.unwrap().is_none(), "refusals change nothing");
+        assert!(matches!(reg.promote(&cite(v1, Expect::Nobody, Some(&good))).await.unwrap(), Promoted::Moved(_)));
+        let forced =
+            Promotion { force: true, reason: Some("incident 7".into()), ..cite(v2, Expect::Version(v1), None) };
+        let Promoted::Moved(e) = reg.promote(&forced).await.unwrap() else { panic!("a forced move moves") };
+        assert!(e.forced && e.reason.as_deref() == Some("incident 7"), "{e:?}");
+        reg.promote(&cite(v3, Expect::Version(v2), Some(&other_green))).await.unwrap();
+        // Back onto v2, whose own run failed a check: refused; forced: moves.
+        let back = promotion("", "", None, Expect::Nobody);
+        refused(rollback(reg, m, PRODUCTION, back.clone()).await.unwrap_err(), "appraise.accuracy");
+        assert_eq!(reg.resolve(m, PRODUCTION).await.unwrap().map(|v| v.version), Some(v3));
+        let forced_back = Promotion { force: true, reason: Some("v3 misbehaves".into()), ..back.clone() };
+        rollback(reg, m, PRODUCTION, forced_back).await.unwrap();
+        assert_eq!(reg.resolve(m, PRODUCTION).await.unwrap().map(|v| v.version), Some(v2));
+        // Protection events move nothing: holders and rollbacks skip them.
+        assert_eq!(reg.holder_at(m, PRODUCTION, now()).await.unwrap(), Some(v2));
+        let err = reg.set_protection(&change(false, None)).await.unwrap_err();
+        assert!(matches!(err, RegistryError::UnprotectReasonRequired { .. }), "{err}");
+        let lifted = reg.set_protection(&change(false, Some("retiring the model"))).await.unwrap().expect("lifted");
+        assert_eq!((lifted.kind, lifted.reason.as_deref()), (EventKind::Unprotect, Some("retiring the model")));
+        assert_eq!(reg.holder_at(m, PRODUCTION, now()).await.unwrap(), Some(v2));
+        assert!(reg.protections(Some(m)).await.unwrap().is_empty());
+        assert!(matches!(reg.promote(&cite(v1, Expect::Version(v2), None)).await.unwrap(), Promoted::Moved(_)));
+        let kinds: Vec<EventKind> = reg.history(m, None, 20).await.unwrap().iter().map(|e| e.kind).collect();
+        use EventKind::*;
+        assert_eq!(kinds, [Promote, Unprotect, Rollback, Promote, Promote, Promote, Protect], "newest first");
+        let diff = compare_protection(reg, &[PRODUCTION.to_string()]).await.unwrap();
+        assert!(diff.unprotected.contains(&(m.to_string(), PRODUCTION.to_string())), "{diff:?}");
+    }
+
     /// Bad names, unknown models and versions: exact errors, nothing changed.
     pub async fn bad_input(store: &dyn MetadataStore) {
         let reg = registry(store);
@@ -1040,7 +1127,12 @@ pub mod registry {
         for alias in ["", "Production", "prod uction", &"x".repeat(65)] {
             let err = reg.promote(&promotion("bad-model", alias, Some(1), Expect::Nobody)).await.unwrap_err();
             assert!(matches!(err, RegistryError::InvalidName { what: "alias", .. }), "{alias:?}: {err}");
+            let err = reg.set_protection(&Protection::new("bad-model", alias, true)).await.unwrap_err();
+            assert!(matches!(err, RegistryError::InvalidName { what: "alias", .. }), "{alias:?}: {err}");
         }
+        let err = reg.set_protection(&Protection::new("-bad", PRODUCTION, true)).await.unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidName { what: "model", .. }), "{err}");
+        assert!(reg.protections(None).await.unwrap().iter().all(|(m, _)| m != "bad-model" && m != "-bad"));
         let err = reg.promote(&promotion("no-such-model", PRODUCTION, Some(1), Expect::Nobody)).await.unwrap_err();
         assert!(
             matches!(&err, RegistryError::UnknownModel { known, .. } if known.contains(&"bad-model".to_string())),

@@ -35,6 +35,7 @@ pub mod stack;
 pub mod step;
 #[doc(hidden)]
 pub mod time;
+pub mod why;
 
 pub use artifact_store::ArtifactStore;
 pub use check::{Check, CheckStatus, Direction};
@@ -63,7 +64,7 @@ pub mod __private {
     pub use crate::plan::builder::record;
     pub use crate::step::{
         encode_output, parse_size, run_blocking, user_result, ExecuteFn, IoSpec, ParamSpec, Resources, StepCall,
-        StepError, StepOptions, StepRegistration,
+        StepCode, StepError, StepOptions, StepRegistration,
     };
     pub use futures::future::BoxFuture;
     pub use inventory;

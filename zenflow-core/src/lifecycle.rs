@@ -22,13 +22,10 @@ use std::collections::HashMap;
 /// after closing runs whose process died.
 ///
 /// With [`RunOptions::no_cache`], the recorded plan turns the cache off for
-/// every step, so that workers reading the run from the store run them too.
+/// every step, and with [`RunOptions::cache_ttl`] it shortens each step's
+/// time to live, so that workers reading the run from the store do the same.
 pub async fn start_run(stack: &Stack, mut plan: Plan, options: &RunOptions, status: RunStatus) -> Result<RunRecord> {
-    if options.no_cache {
-        for step in &mut plan.steps {
-            step.options.cache = false;
-        }
-    }
+    apply_run_options(&mut plan, options);
     let id = uuid::Uuid::now_v7().to_string();
     let started_at = metadata::now();
     let name = options.run_name.clone().unwrap_or_else(|| default_run_name(&plan.pipeline, started_at, &id));
@@ -47,6 +44,24 @@ pub async fn start_run(stack: &Stack, mut plan: Plan, options: &RunOptions, stat
         tracing::warn!(run = %id, "marked a run whose process died as failed");
     }
     Ok(stack.metadata().create_run(&new_run).await?)
+}
+
+/// Writes the run's cache switches into its plan: `no_cache` turns every
+/// step's cache off (and is noted, so a step can tell whose switch it was),
+/// `cache_ttl` caps every step's time to live.
+pub fn apply_run_options(plan: &mut Plan, options: &RunOptions) {
+    if options.no_cache {
+        plan.no_cache = true;
+        for step in &mut plan.steps {
+            step.options.cache = false;
+        }
+    }
+    if let Some(ttl) = options.cache_ttl {
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        for step in &mut plan.steps {
+            step.options.cache_ttl_ms = Some(step.options.cache_ttl_ms.map_or(ttl, |t| t.min(ttl)));
+        }
+    }
 }
 
 /// `<pipeline>-<YYYYMMDD>-<HHMMSS>-<6 hex of the id>`.
@@ -249,14 +264,28 @@ pub enum Lookup {
     Hit(metadata::CacheHit),
     /// A step run whose output (this one) is gone from the artifact store.
     Gone(Box<metadata::ArtifactVersion>),
+    /// A step run older than the time to live.
+    Expired {
+        /// Its age, in seconds.
+        age_secs: u64,
+        /// The time to live, in seconds.
+        ttl_secs: u64,
+    },
     /// No step run has the key.
     Miss,
 }
 
 /// Looks `key` up as the runner does: the latest completed step run with
-/// it, if every one of its artifacts is still in the store.
-pub async fn look_up(stack: &Stack, key: &str) -> Result<Lookup> {
+/// it, if it is younger than `ttl_ms` (when set) and every one of its
+/// artifacts is still in the store.
+pub async fn look_up(stack: &Stack, key: &str, ttl_ms: Option<u64>) -> Result<Lookup> {
     let Some(hit) = stack.metadata().find_cached(key).await? else { return Ok(Lookup::Miss) };
+    if let Some(ttl_ms) = ttl_ms {
+        let age_ms = u64::try_from((metadata::now() - hit.ended_at) / 1000).unwrap_or(0);
+        if age_ms > ttl_ms {
+            return Ok(Lookup::Expired { age_secs: age_ms / 1000, ttl_secs: ttl_ms / 1000 });
+        }
+    }
     for o in &hit.outputs {
         if !artifact_store::version_available(stack.artifacts().as_ref(), &o.artifact).await? {
             return Ok(Lookup::Gone(Box::new(o.artifact.clone())));
@@ -289,6 +318,8 @@ pub enum RunReason {
     NoCachedResult,
     /// The cached result's artifacts are gone from the store.
     ArtifactsGone,
+    /// The cached result is older than the step's time to live.
+    Expired,
 }
 
 impl std::fmt::Display for Prediction {
@@ -299,6 +330,7 @@ impl std::fmt::Display for Prediction {
             Prediction::Run(RunReason::CacheOff) => "run (cache off)",
             Prediction::Run(RunReason::NoCachedResult) => "run (no cached result)",
             Prediction::Run(RunReason::ArtifactsGone) => "run (cached artifacts are gone)",
+            Prediction::Run(RunReason::Expired) => "run (cached result expired)",
         })
     }
 }
@@ -333,16 +365,19 @@ pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<P
         let prediction = match hashes {
             None => Prediction::Run(RunReason::NewInput),
             Some(_) if no_cache || !step.options.cache => Prediction::Run(RunReason::CacheOff),
-            Some(hashes) => match look_up(stack, &cache_key(step, &hashes).to_hex()).await? {
-                Lookup::Miss => Prediction::Run(RunReason::NoCachedResult),
-                Lookup::Gone(_) => Prediction::Run(RunReason::ArtifactsGone),
-                Lookup::Hit(hit) => {
-                    for o in &hit.outputs {
-                        known.insert((step.id.clone(), o.output.clone()), o.artifact.content_hash);
+            Some(hashes) => {
+                match look_up(stack, &cache_key(step, &hashes).to_hex(), step.options.cache_ttl_ms).await? {
+                    Lookup::Miss => Prediction::Run(RunReason::NoCachedResult),
+                    Lookup::Gone(_) => Prediction::Run(RunReason::ArtifactsGone),
+                    Lookup::Expired { .. } => Prediction::Run(RunReason::Expired),
+                    Lookup::Hit(hit) => {
+                        for o in &hit.outputs {
+                            known.insert((step.id.clone(), o.output.clone()), o.artifact.content_hash);
+                        }
+                        Prediction::Cached { step_run: hit.step_run }
                     }
-                    Prediction::Cached { step_run: hit.step_run }
                 }
-            },
+            }
         };
         out.push(prediction);
     }
@@ -362,6 +397,7 @@ mod tests {
             id: id.into(),
             step: id.into(),
             code_hash: "0".into(),
+            code_items: Default::default(),
             version: None,
             params: Default::default(),
             inputs: Vec::new(),
@@ -375,6 +411,8 @@ mod tests {
             config: serde_json::Value::Null,
             steps: vec![step("a", &[]), step("b", &["a"]), step("c", &["b"]), step("d", &[])],
             outputs: Vec::new(),
+            build: Default::default(),
+            no_cache: false,
         }
     }
 

@@ -340,6 +340,10 @@ pub struct StepRunRecord {
 pub struct CacheHit {
     /// The step run that produced the outputs.
     pub step_run: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// When it ended (what a cache's time to live is measured from).
+    pub ended_at: Timestamp,
     /// Its outputs.
     pub outputs: Vec<OutputLink>,
 }

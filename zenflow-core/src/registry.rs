@@ -129,6 +129,18 @@ pub struct ModelVersion {
     pub aliases: Vec<String>,
 }
 
+/// The version among `versions` that holds the artifact `artifact_id` with
+/// content `content_hash`: that very artifact version, or the same bytes
+/// stored again (registering bytes registered before returns the earlier
+/// version, whose artifact is the earlier one).
+pub fn version_holding<'a>(
+    versions: &'a [ModelVersion],
+    artifact_id: &str,
+    content_hash: &ContentHash,
+) -> Option<&'a ModelVersion> {
+    versions.iter().find(|v| v.artifact_version == artifact_id || v.content_hash == *content_hash)
+}
+
 /// Who a promotion expects to hold the alias now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,7 +166,7 @@ impl From<Option<i64>> for Expect {
     }
 }
 
-/// Why an alias moved.
+/// What changed about an alias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -162,6 +174,11 @@ pub enum EventKind {
     Promote,
     /// A move back to the previous holder ([`rollback`]).
     Rollback,
+    /// The alias became protected ([`ModelRegistry::set_protection`]); it
+    /// did not move.
+    Protect,
+    /// The alias stopped being protected; it did not move.
+    Unprotect,
 }
 
 impl EventKind {
@@ -170,6 +187,8 @@ impl EventKind {
         match self {
             EventKind::Promote => "promote",
             EventKind::Rollback => "rollback",
+            EventKind::Protect => "protect",
+            EventKind::Unprotect => "unprotect",
         }
     }
 
@@ -178,7 +197,49 @@ impl EventKind {
         match s {
             "promote" => Ok(EventKind::Promote),
             "rollback" => Ok(EventKind::Rollback),
+            "protect" => Ok(EventKind::Protect),
+            "unprotect" => Ok(EventKind::Unprotect),
             other => Err(MetadataError::Corrupt(format!("unknown alias event kind `{other}`"))),
+        }
+    }
+
+    /// Whether the event moved the alias (a promotion or a rollback).
+    pub fn moves(&self) -> bool {
+        matches!(self, EventKind::Promote | EventKind::Rollback)
+    }
+}
+
+/// Protecting an alias of a model, or lifting its protection: a rule the
+/// registry keeps and enforces for every client, recorded in the model's
+/// alias history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Protection {
+    /// The model (it need not have a version yet).
+    pub model: String,
+    /// The alias.
+    pub alias: String,
+    /// Protect (`true`) or lift the protection (`false`).
+    pub protect: bool,
+    /// Who asks.
+    pub actor: String,
+    /// Why (required to lift a protection).
+    pub reason: Option<String>,
+    /// The CI job, when run in CI.
+    pub ci_job_url: Option<String>,
+}
+
+impl Protection {
+    /// Protects (or, with `protect` false, unprotects) `alias` of `model`
+    /// on behalf of the CI job or user this process runs as.
+    pub fn new(model: impl Into<String>, alias: impl Into<String>, protect: bool) -> Self {
+        let ci = CiContext::from_env(|k| std::env::var(k).ok());
+        Protection {
+            model: model.into(),
+            alias: alias.into(),
+            protect,
+            actor: ci.actor,
+            reason: None,
+            ci_job_url: ci.job_url,
         }
     }
 }
@@ -202,10 +263,11 @@ pub struct Promotion {
     pub run_id: Option<String>,
     /// The CI job, when run in CI.
     pub ci_job_url: Option<String>,
-    /// Moves a protected alias without a run whose gate passed (needs a reason).
+    /// Moves a protected alias without evidence (needs a reason).
     pub force: bool,
-    /// Whether the alias only moves with a run whose quality gate passed
-    /// (from the stack's `protected_aliases`), unless forced.
+    /// Whether the client declares the alias protected (the stack's
+    /// `protected_aliases`). The registry also protects the aliases it was
+    /// told to ([`ModelRegistry::set_protection`]), whatever the client says.
     pub protected: bool,
     /// What kind of change this is.
     pub kind: EventKind,
@@ -338,10 +400,11 @@ pub enum RegistryError {
         /// The actual holder and since when (`None`: nobody).
         holder: Option<(i64, Timestamp)>,
     },
-    /// A protected alias moves only with a run whose quality gate passed.
+    /// A protected alias moves only to a version with evidence: a run
+    /// that produced its bytes and passed every check.
     #[error(
-        "alias `{alias}` of model `{model}` is protected: it moves only with a run whose quality gate passed \
-         ({why}); to move it anyway, pass --force with a --reason, which the history records"
+        "alias `{alias}` of model `{model}` is protected: it moves only to a version whose own run passed its \
+         quality gate ({why}); to move it anyway, pass --force with a --reason, which the history records"
     )]
     Protected {
         /// The model.
@@ -354,6 +417,14 @@ pub enum RegistryError {
     /// A forced move without a reason.
     #[error("forcing alias `{alias}` of model `{model}` needs a reason (--reason TEXT), for the history")]
     ReasonRequired {
+        /// The model.
+        model: String,
+        /// The alias.
+        alias: String,
+    },
+    /// Lifting a protection without a reason.
+    #[error("unprotecting alias `{alias}` of model `{model}` needs a reason (--reason TEXT), for the history")]
+    UnprotectReasonRequired {
         /// The model.
         model: String,
         /// The alias.
@@ -559,6 +630,16 @@ pub trait ModelRegistry: Send + Sync + fmt::Debug {
 
     /// The version that held `alias` at time `at` (`None`: nobody).
     async fn holder_at(&self, model: &str, alias: &str, at: Timestamp) -> Result<Option<i64>, RegistryError>;
+
+    /// Protects an alias, or lifts its protection, appending the event to
+    /// the model's history in the same transaction (the model is created
+    /// when it has no version yet). `None` when it already was so. Errors:
+    /// [`RegistryError::InvalidName`], and
+    /// [`RegistryError::UnprotectReasonRequired`] without a reason to lift.
+    async fn set_protection(&self, change: &Protection) -> Result<Option<AliasEvent>, RegistryError>;
+
+    /// The protected aliases as `(model, alias)`, of one model or of all.
+    async fn protections(&self, model: Option<&str>) -> Result<Vec<(String, String)>, RegistryError>;
 }
 
 /// Moves `alias` back to the version that held it before the current one
@@ -572,7 +653,8 @@ pub async fn rollback(
     template: Promotion,
 ) -> Result<Promoted, RegistryError> {
     validate_alias(alias)?;
-    let last = registry.history(model, Some(alias), 1).await?.into_iter().next();
+    // Protection changes are in the history too; they move nothing.
+    let last = registry.history(model, Some(alias), usize::MAX).await?.into_iter().find(|e| e.kind.moves());
     let Some(last) = last else {
         if registry.model(model).await?.is_none() {
             return Err(RegistryError::UnknownModel { model: model.into(), known: model_names(registry).await? });
@@ -590,6 +672,37 @@ pub async fn rollback(
     registry.promote(&promotion).await
 }
 
+/// How the aliases a stack declares protected (`protected_aliases`) differ
+/// from the ones the registry protects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProtectionDiff {
+    /// `(model, alias)` the stack declares but the registry does not
+    /// protect: other stacks on the same store can move them.
+    pub unprotected: Vec<(String, String)>,
+    /// `(model, alias)` the registry protects but the stack does not declare
+    /// (still protected: the registry's rule holds for every client).
+    pub undeclared: Vec<(String, String)>,
+}
+
+/// Compares the aliases a stack declares protected with what the registry
+/// protects, for every registered model.
+pub async fn compare_protection(
+    registry: &dyn ModelRegistry,
+    declared: &[String],
+) -> Result<ProtectionDiff, RegistryError> {
+    let kept = registry.protections(None).await?;
+    let mut diff = ProtectionDiff::default();
+    for model in model_names(registry).await? {
+        for alias in declared {
+            if !kept.iter().any(|(m, a)| *m == model && a == alias) {
+                diff.unprotected.push((model.clone(), alias.clone()));
+            }
+        }
+    }
+    diff.undeclared = kept.into_iter().filter(|(_, a)| !declared.contains(a)).collect();
+    Ok(diff)
+}
+
 /// The names of every model, for error messages.
 pub async fn model_names(registry: &dyn ModelRegistry) -> Result<Vec<String>, RegistryError> {
     Ok(registry.models().await?.into_iter().map(|m| m.name).collect())
@@ -599,13 +712,14 @@ pub async fn model_names(registry: &dyn ModelRegistry) -> Result<Vec<String>, Re
 pub type Move = (Option<i64>, Option<i64>);
 
 /// What a store decides about a promotion, given what holds the alias now
-/// and what the run on whose behalf it moves recorded: written once, for
-/// every store.
+/// and, for a protected alias, whether the target version's evidence
+/// passed (`None`: the alias is not protected): written once, for every
+/// store.
 #[doc(hidden)]
 pub fn decide(
     p: &Promotion,
     holder: Option<(i64, Timestamp)>,
-    gate: Option<Result<(), String>>,
+    evidence: Option<Result<(), String>>,
 ) -> Result<Option<Move>, RegistryError> {
     let current = holder.map(|(v, _)| v);
     if current == p.to {
@@ -626,18 +740,50 @@ pub fn decide(
     if p.force && p.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
         return Err(RegistryError::ReasonRequired { model: p.model.clone(), alias: p.alias.clone() });
     }
-    if p.protected && !p.force && p.kind == EventKind::Promote {
-        let why = match (&p.run_id, gate) {
-            (None, _) => Some("no run was given".to_string()),
-            (Some(_), Some(Err(why))) => Some(why),
-            (Some(run), None) => Some(format!("run `{run}` does not exist")),
-            (Some(_), Some(Ok(()))) => None,
-        };
-        if let Some(why) = why {
-            return Err(RegistryError::Protected { model: p.model.clone(), alias: p.alias.clone(), why });
-        }
+    if let (false, Some(Err(why))) = (p.force, evidence) {
+        return Err(RegistryError::Protected { model: p.model.clone(), alias: p.alias.clone(), why });
     }
     Ok(Some((current, p.to)))
+}
+
+/// What a run recorded, as the evidence for moving a protected alias to a
+/// version needs it.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct RunEvidence {
+    /// The run's status, if the run exists.
+    pub status: Option<crate::metadata::RunStatus>,
+    /// `step.check` of each check of the run that failed.
+    pub failed_checks: Vec<String>,
+    /// Whether one of its steps output the version's bytes.
+    pub produced: bool,
+}
+
+/// Whether `run` is evidence for `version` (with content `hash`): it exists,
+/// did not fail, failed no check, and one of its steps output exactly those
+/// bytes (it produced the version, or re-made and appraised the same bytes
+/// later). The reason, naming what is missing, when it is not. Written
+/// once, for every store.
+#[doc(hidden)]
+pub fn judge_evidence(run: &str, version: i64, hash: &ContentHash, found: &RunEvidence) -> Result<(), String> {
+    use crate::metadata::RunStatus;
+    match found.status {
+        None => return Err(format!("run `{run}` does not exist")),
+        Some(RunStatus::Failed) => return Err(format!("run `{run}` failed")),
+        Some(RunStatus::Pending) => return Err(format!("run `{run}` has not run")),
+        Some(RunStatus::Running | RunStatus::Completed) => {}
+    }
+    if !found.failed_checks.is_empty() {
+        return Err(format!("checks of run `{run}` failed: {}", found.failed_checks.join(", ")));
+    }
+    if !found.produced {
+        return Err(format!(
+            "run `{run}` is no evidence for v{version}: none of its steps output its bytes ({}); cite the run \
+             that produced v{version}, or a later run that appraised exactly it",
+            hash.short()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -723,6 +869,26 @@ mod tests {
         let forced = Promotion { force: true, ..protected.clone() };
         assert!(matches!(decide(&forced, Some((5, 1)), None).unwrap_err(), RegistryError::ReasonRequired { .. }));
         let forced = Promotion { reason: Some("hotfix".into()), ..forced };
-        assert!(decide(&forced, Some((5, 1)), None).unwrap().is_some());
+        assert!(decide(&forced, Some((5, 1)), Some(Err("no evidence".into()))).unwrap().is_some());
+    }
+
+    #[test]
+    fn evidence_names_what_is_missing() {
+        use crate::metadata::RunStatus;
+        let hash = ContentHash::of(b"v3");
+        let judge = |found: RunEvidence| judge_evidence("r", 3, &hash, &found);
+        let ok = RunEvidence { status: Some(RunStatus::Completed), failed_checks: vec![], produced: true };
+        assert_eq!(judge(ok.clone()), Ok(()));
+        assert_eq!(
+            judge(RunEvidence { status: Some(RunStatus::Running), ..ok.clone() }),
+            Ok(()),
+            "a run deploying itself"
+        );
+        assert_eq!(judge(RunEvidence::default()), Err("run `r` does not exist".into()));
+        assert_eq!(judge(RunEvidence { status: Some(RunStatus::Failed), ..ok.clone() }), Err("run `r` failed".into()));
+        let failed = RunEvidence { failed_checks: vec!["appraise.accuracy".into()], ..ok.clone() };
+        assert_eq!(judge(failed), Err("checks of run `r` failed: appraise.accuracy".into()));
+        let other = judge(RunEvidence { produced: false, ..ok }).unwrap_err();
+        assert!(other.starts_with("run `r` is no evidence for v3: none of its steps output its bytes"), "{other}");
     }
 }

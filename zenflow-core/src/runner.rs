@@ -63,6 +63,9 @@ pub struct RunOptions {
     /// descriptors are the process's, so this is for processes that run one
     /// step at a time: what the step entrypoint sets.
     pub capture_stdio: bool,
+    /// Reuse no cached result older than this (`--cache-ttl`), whatever the
+    /// step allows.
+    pub cache_ttl: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -72,6 +75,7 @@ impl std::fmt::Debug for RunOptions {
             .field("run_name", &self.run_name)
             .field("observer", &self.observer.is_some())
             .field("capture_stdio", &self.capture_stdio)
+            .field("cache_ttl", &self.cache_ttl)
             .finish()
     }
 }
@@ -110,11 +114,11 @@ impl StepResult {
 /// built from another commit, a step edited since `run --dry-run`).
 fn same_code(spec: &step::StepSpec, step: &PlanStep, run: &str) -> std::result::Result<(), String> {
     let names = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(", ");
-    let differs = if spec.code_hash != step.code_hash {
+    let differs = if spec.code.hash != step.code_hash {
         Some(format!(
             "its code changed (code hash {} in the plan, {} in this binary)",
             &step.code_hash[..12.min(step.code_hash.len())],
-            &spec.code_hash[..12]
+            &spec.code.hash[..12]
         ))
     } else if spec.version != step.version.as_deref() {
         Some(format!("its version changed ({:?} in the plan, {:?} in this binary)", step.version, spec.version))
@@ -141,6 +145,8 @@ fn same_code(spec: &step::StepSpec, step: &PlanStep, run: &str) -> std::result::
 /// A step about to run: its record (running), resolved inputs, and how
 /// its model inputs were resolved.
 struct Prepared {
+    /// Why the cache could not serve the step, when its lookup said.
+    miss: Option<crate::why::Reason>,
     write: StepRunWrite,
     inputs: Vec<Vec<ArtifactVersion>>,
     models: Vec<(String, serde_json::Value)>,
@@ -187,6 +193,10 @@ pub const PERMANENT_KEY: &str = "zenflow.permanent";
 /// the step entrypoint: `{host, pid, attempt}`.
 pub const WORKER_KEY: &str = "zenflow.worker";
 
+/// How many earlier runs a step that executes is compared with, at most,
+/// to say why it did.
+const EARLIER_RUNS: usize = 10;
+
 /// Runs the steps of one run.
 pub struct StepRunner {
     stack: Stack,
@@ -205,6 +215,9 @@ pub struct StepRunner {
     /// Outputs produced by this runner that steps still to run will read:
     /// they get the bytes (or the value) from memory, not from the store.
     handoffs: Mutex<HashMap<(usize, String), Handed>>,
+    /// The latest earlier runs of the pipeline with their step runs, read
+    /// once, when a step first has to say why it ran.
+    earlier_runs: tokio::sync::OnceCell<Vec<(Arc<Plan>, Vec<StepRunRecord>)>>,
 }
 
 /// An output kept in memory for the steps of this run that read it.
@@ -255,6 +268,7 @@ impl StepRunner {
             verify_code: false,
             consumers,
             handoffs: Mutex::default(),
+            earlier_runs: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -447,7 +461,7 @@ impl StepRunner {
             );
         }
 
-        Ok(Ok(Prepared { write, inputs, models, started, step_run_id }))
+        Ok(Ok(Prepared { miss: None, write, inputs, models, started, step_run_id }))
     }
 
     /// Records the step as served from cache if the cache holds its key.
@@ -457,7 +471,13 @@ impl StepRunner {
         if !step.options.cache || self.options.no_cache {
             return Ok(None);
         }
-        let Some(hit) = self.cache_lookup(&key).await? else { return Ok(None) };
+        let hit = match self.cache_lookup(&key, step.options.cache_ttl_ms).await? {
+            Ok(hit) => hit,
+            Err(miss) => {
+                prepared.miss = miss;
+                return Ok(None);
+            }
+        };
         let mut write = prepared.write.clone();
         let sr = &mut write.step_run;
         sr.status = StepStatus::Cached;
@@ -492,8 +512,12 @@ impl StepRunner {
         if let Some(hit) = self.try_cache(pos, &mut prepared).await? {
             return Ok(hit);
         }
-        let Prepared { mut write, inputs, models, started, step_run_id } = prepared;
+        let why = self.why_executed(pos, &prepared).await;
+        let Prepared { mut write, inputs, models, started, step_run_id, .. } = prepared;
         let step = &self.plan.steps[pos];
+        if !why.is_empty() {
+            write.step_run.metadata.insert(crate::why::WHY_KEY.into(), serde_json::to_value(why).unwrap_or_default());
+        }
         self.record(&mut write).await?;
         if self.verify_code {
             // A worker: whoever watches it (its orchestrator, an engine's
@@ -896,10 +920,19 @@ impl StepRunner {
         Ok(map)
     }
 
-    /// A cache hit whose artifacts are all still in the store.
-    async fn cache_lookup(&self, key: &str) -> Result<Option<metadata::CacheHit>> {
-        Ok(match crate::lifecycle::look_up(&self.stack, key).await? {
-            crate::lifecycle::Lookup::Hit(hit) => Some(hit),
+    /// A cache hit younger than `ttl_ms` whose artifacts are all still in
+    /// the store; or why there is none, when the lookup can tell.
+    async fn cache_lookup(
+        &self,
+        key: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<std::result::Result<metadata::CacheHit, Option<crate::why::Reason>>> {
+        use crate::why::Reason;
+        Ok(match crate::lifecycle::look_up(&self.stack, key, ttl_ms).await? {
+            crate::lifecycle::Lookup::Hit(hit) => Ok(hit),
+            crate::lifecycle::Lookup::Expired { age_secs, ttl_secs } => {
+                Err(Some(Reason::Expired { age_secs, ttl_secs }))
+            }
             crate::lifecycle::Lookup::Gone(artifact) => {
                 let store = self.stack.artifacts();
                 if artifact.uri == store.uri(&artifact.content_hash) {
@@ -918,10 +951,80 @@ impl StepRunner {
                         store.url()
                     );
                 }
-                None
+                let detail = if artifact.uri == store.uri(&artifact.content_hash) {
+                    format!("{} is gone from the artifact store", artifact.uri)
+                } else {
+                    format!("{} is in another stack's artifact store", artifact.uri)
+                };
+                Err(Some(Reason::ArtifactUnusable {
+                    artifact: format!("{}@{}", artifact.name, artifact.version),
+                    detail,
+                }))
             }
-            crate::lifecycle::Lookup::Miss => None,
+            crate::lifecycle::Lookup::Miss => Err(None),
         })
+    }
+
+    /// Why the step at `pos` executes although the cache is on for it (the
+    /// plan says when it is off: [`crate::why::reasons`] reads that there,
+    /// so nothing is recorded then). Best effort: a store that cannot say
+    /// costs the reason, not the step.
+    async fn why_executed(&self, pos: usize, prepared: &Prepared) -> Vec<crate::why::Reason> {
+        use crate::why::Reason;
+        let step = &self.plan.steps[pos];
+        if !step.options.cache || self.options.no_cache {
+            return Vec::new();
+        }
+        if let Some(miss) = &prepared.miss {
+            return vec![miss.clone()];
+        }
+        let inputs: Vec<Vec<ContentHash>> =
+            prepared.inputs.iter().map(|links| links.iter().map(|a| a.content_hash).collect()).collect();
+        match self.earlier(&step.id).await {
+            Ok(Some((plan, sr))) => {
+                let Some(old) = plan.steps.iter().find(|s| s.id == step.id) else { return vec![Reason::NoEarlierRun] };
+                let mut hashes: std::collections::BTreeMap<String, Vec<ContentHash>> = Default::default();
+                for link in &sr.inputs {
+                    match self.stack.metadata().artifact_version(&link.artifact_version).await {
+                        Ok(Some(v)) => hashes.entry(link.input.clone()).or_default().push(v.content_hash),
+                        _ => return vec![Reason::NoCacheEntry],
+                    }
+                }
+                let earlier = crate::why::Earlier { step: old, build: &plan.build, inputs: hashes };
+                crate::why::compare(&earlier, step, &self.plan.build, &inputs)
+            }
+            Ok(None) => vec![Reason::NoEarlierRun],
+            Err(e) => {
+                tracing::debug!(step = %step.id, "could not look up the step's earlier run: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The plan of the latest earlier run of this pipeline in which
+    /// `invocation` succeeded (executed or cached), with that step run.
+    async fn earlier(&self, invocation: &str) -> Result<Option<(Arc<Plan>, StepRunRecord)>> {
+        let runs = self
+            .earlier_runs
+            .get_or_try_init(|| async {
+                let store = self.stack.metadata();
+                let mut runs = Vec::new();
+                for run in store.list_runs(Some(&self.plan.pipeline), EARLIER_RUNS + 1).await? {
+                    if run.id == self.run.id || run.started_at > self.run.started_at {
+                        continue;
+                    }
+                    let Ok(plan) = run.plan() else { continue };
+                    runs.push((Arc::new(plan), store.step_runs(&run.id).await?));
+                }
+                Ok::<_, Error>(runs)
+            })
+            .await?;
+        Ok(runs.iter().find_map(|(plan, steps)| {
+            let ok = |s: &&StepRunRecord| {
+                s.invocation == invocation && matches!(s.status, StepStatus::Completed | StepStatus::Cached)
+            };
+            steps.iter().rev().find(ok).map(|sr| (Arc::clone(plan), sr.clone()))
+        }))
     }
 
     /// The in-memory copy of output `from` for one reading input, if this

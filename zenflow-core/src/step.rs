@@ -34,6 +34,10 @@ pub struct StepOptions {
     /// "4GiB", gpus = 1)`): what distributed orchestrators reserve for it.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    /// How long a cached result may be reused, in milliseconds
+    /// (`cache_ttl = "7d"`); older results are executed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_ms: Option<u64>,
 }
 
 impl Default for StepOptions {
@@ -45,6 +49,7 @@ impl Default for StepOptions {
             timeout_ms: None,
             model: None,
             resources: Resources::default(),
+            cache_ttl_ms: None,
         }
     }
 }
@@ -126,7 +131,7 @@ impl StepOptions {
     }
 }
 
-/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"` into milliseconds.
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"` into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
@@ -136,6 +141,7 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
         "s" => 1000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return None,
     };
     n.checked_mul(unit)
@@ -193,14 +199,39 @@ pub fn check_param<T: DeserializeOwned>(value: &serde_json::Value) -> Result<(),
 /// The signature of a step's generated execute function.
 pub type ExecuteFn = fn(StepCall) -> BoxFuture<'static, Result<Vec<EncodedValue>, StepError>>;
 
+/// A step's code fingerprint (DESIGN.md §5): its own code, every item of
+/// its workspace it can reach, its package's locked dependencies and the
+/// compiler, as `#[step]` found them when it compiled the step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepCode {
+    /// blake3 (hex) of all of it: what the cache key holds.
+    pub hash: &'static str,
+    /// Each code item the step can reach with a short hash of its tokens,
+    /// as [`crate::plan::Pairs`] text ("`kept_features` in src/features.rs"
+    /// TAB "3f2a…" lines).
+    pub items: &'static str,
+    /// Name and exact version of every package the step's package depends
+    /// on, as [`crate::plan::Pairs`] text.
+    pub dependencies: &'static str,
+    /// The compiler's version (`rustc -V`).
+    pub compiler: &'static str,
+}
+
+impl StepCode {
+    /// A fingerprint of the hash alone, for steps described by hand.
+    pub const fn of_hash(hash: &'static str) -> StepCode {
+        StepCode { hash, items: "", dependencies: "", compiler: "" }
+    }
+}
+
 /// Everything known about a step at compile time.
 pub struct StepSpec {
     /// Registered name (the function name unless `name = "..."`).
     pub name: &'static str,
     /// Module that defines the step.
     pub module_path: &'static str,
-    /// blake3 of the step function's tokens, computed by the macro.
-    pub code_hash: &'static str,
+    /// The step's code fingerprint, computed by the macro.
+    pub code: StepCode,
     /// Manual cache bust: `#[step(version = "...")]`.
     pub version: Option<&'static str>,
     /// Artifact inputs in argument order.
@@ -224,7 +255,7 @@ impl StepSpec {
     pub fn __new(
         name: &'static str,
         module_path: &'static str,
-        code_hash: &'static str,
+        code: StepCode,
         version: Option<&'static str>,
         inputs: Vec<IoSpec>,
         params: Vec<ParamSpec>,
@@ -232,18 +263,7 @@ impl StepSpec {
         options: StepOptions,
         execute: ExecuteFn,
     ) -> StepSpec {
-        StepSpec {
-            name,
-            module_path,
-            code_hash,
-            version,
-            inputs,
-            params,
-            outputs,
-            options,
-            execute,
-            pace: Pace::default(),
-        }
+        StepSpec { name, module_path, code, version, inputs, params, outputs, options, execute, pace: Pace::default() }
     }
 }
 
@@ -284,7 +304,7 @@ impl std::fmt::Debug for StepSpec {
         f.debug_struct("StepSpec")
             .field("name", &self.name)
             .field("module_path", &self.module_path)
-            .field("code_hash", &self.code_hash)
+            .field("code", &self.code)
             .field("version", &self.version)
             .field("inputs", &self.inputs)
             .field("params", &self.params)
@@ -571,7 +591,7 @@ mod tests {
         let spec: &'static StepSpec = Box::leak(Box::new(StepSpec {
             name: "s",
             module_path: "m",
-            code_hash: "0000000000000000",
+            code: StepCode::of_hash("0000000000000000"),
             version: None,
             inputs: Vec::new(),
             params: Vec::new(),

@@ -6,6 +6,7 @@
 //! error points at the user's code.
 
 mod artifact;
+mod code;
 mod outputs;
 mod pipeline;
 mod step;

@@ -11,6 +11,7 @@ struct Options {
     retries: Option<u32>,
     retry_backoff_ms: Option<u64>,
     timeout_ms: Option<u64>,
+    cache_ttl_ms: Option<u64>,
     outputs: Option<Vec<Ident>>,
     model: Option<LitStr>,
     resources: Resources,
@@ -24,7 +25,7 @@ struct Resources {
     gpus: Option<u32>,
 }
 
-const OPTIONS: &str = "name, version, cache, retries, retry_backoff, timeout, outputs, model, resources";
+const OPTIONS: &str = "name, version, cache, cache_ttl, retries, retry_backoff, timeout, outputs, model, resources";
 
 fn parse_options(attr: TokenStream) -> syn::Result<Options> {
     let mut o = Options::default();
@@ -47,6 +48,7 @@ fn parse_options(attr: TokenStream) -> syn::Result<Options> {
             "retries" => o.retries = Some(meta.value()?.parse::<LitInt>()?.base10_parse()?),
             "retry_backoff" => o.retry_backoff_ms = Some(parse_duration(&meta.value()?.parse()?)?),
             "timeout" => o.timeout_ms = Some(parse_duration(&meta.value()?.parse()?)?),
+            "cache_ttl" => o.cache_ttl_ms = Some(parse_duration(&meta.value()?.parse()?)?),
             "model" => {
                 let lit: LitStr = meta.value()?.parse()?;
                 let name = lit.value();
@@ -120,9 +122,10 @@ fn parse_options(attr: TokenStream) -> syn::Result<Options> {
     Ok(o)
 }
 
-/// `"250ms"`, `"30s"`, `"5m"`, `"2h"`, or an integer literal of seconds.
+/// `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`, or an integer literal of seconds.
 fn parse_duration(lit: &syn::Lit) -> syn::Result<u64> {
-    let bad = || syn::Error::new(lit.span(), "expected a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\"");
+    let bad =
+        || syn::Error::new(lit.span(), "expected a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or \"7d\"");
     match lit {
         syn::Lit::Int(i) => Ok(i.base10_parse::<u64>()? * 1000),
         syn::Lit::Str(s) => {
@@ -134,6 +137,7 @@ fn parse_duration(lit: &syn::Lit) -> syn::Result<u64> {
                 "s" => 1000,
                 "m" | "min" => 60_000,
                 "h" => 3_600_000,
+                "d" => 86_400_000,
                 _ => return Err(bad()),
             };
             Ok(n * unit)
@@ -276,11 +280,15 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let fn_ident = func.sig.ident.clone();
     let vis = func.vis.clone();
     let step_name = options.name.as_ref().map_or_else(|| fn_ident.to_string(), LitStr::value);
-    let code_hash = {
+    let code = {
         let sig = &func.sig;
         let block = &func.block;
-        blake3::hash(quote!(#sig #block).to_string().as_bytes()).to_hex().to_string()
+        crate::code::fingerprint(&fn_ident.to_string(), quote!(#sig #block))
     };
+    let code_hash = &code.hash;
+    let code_items = zenflow_fingerprint::pairs_text(code.items.iter().map(|(l, h)| (l, h)));
+    let dependencies = zenflow_fingerprint::pairs_text(&code.dependencies);
+    let compiler = &code.compiler;
     let version = match &options.version {
         Some(v) => quote!(::core::option::Option::Some(#v)),
         None => quote!(::core::option::Option::None),
@@ -289,6 +297,10 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let retries = options.retries.unwrap_or(0);
     let backoff = options.retry_backoff_ms.unwrap_or(200);
     let timeout = match options.timeout_ms {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
+    };
+    let cache_ttl = match options.cache_ttl_ms {
         Some(t) => quote!(::core::option::Option::Some(#t)),
         None => quote!(::core::option::Option::None),
     };
@@ -441,7 +453,12 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     ::zenflow::StepSpec::__new(
                         #step_name,
                         ::core::module_path!(),
-                        #code_hash,
+                        #zf::StepCode {
+                            hash: #code_hash,
+                            items: #code_items,
+                            dependencies: #dependencies,
+                            compiler: #compiler,
+                        },
                         #version,
                         ::std::vec![#(#input_specs),*],
                         ::std::vec![#(#param_specs),*],
@@ -453,6 +470,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                             timeout_ms: #timeout,
                             model: #model,
                             resources: #zf::Resources { cpus: #cpus, memory_bytes: #memory, gpus: #gpus },
+                            cache_ttl_ms: #cache_ttl,
                         },
                         #step_ident::#execute_ident,
                     )

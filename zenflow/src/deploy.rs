@@ -56,6 +56,9 @@ pub struct Deployed {
     pub to: i64,
     /// Whether the alias moved (false: it held the version already).
     pub promoted: bool,
+    /// Nothing was done: the alias held the version and the server served
+    /// it already (a merge that changed no model).
+    pub unchanged: bool,
 }
 
 /// Why a deployment did not finish.
@@ -155,16 +158,27 @@ pub fn deploy_input(
     let result = outside_runtime(|| {
         let registry = stack.registry()?;
         let versions = stack.block_on(registry.versions(model))??;
-        let version = versions.iter().find(|v| v.artifact_version == artifact).map(|v| v.version).ok_or_else(|| {
-            DeployError::Store(crate::Error::usage(format!(
-                "input `{input}` (artifact {artifact}) is no version of model `{model}`: it must come from the step \
-                 with `model = \"{model}\"`"
-            )))
-        })?;
+        let consumed = stack.block_on(stack.metadata().artifact_version(artifact))?.map_err(crate::Error::from)?;
+        let version = consumed
+            .and_then(|a| crate::registry::version_holding(&versions, artifact, &a.content_hash))
+            .map(|v| v.version)
+            .ok_or_else(|| {
+                DeployError::Store(crate::Error::usage(format!(
+                    "input `{input}` (artifact {artifact}) is no version of model `{model}`: it must come from the \
+                     step with `model = \"{model}\"`"
+                )))
+            })?;
         deploy_here(stack, model, version, &options)
     });
     use crate::{Check, CheckStatus};
     match &result {
+        Ok(d) if d.unchanged => {
+            ctx.check(Check::new(
+                DEPLOYMENT_CHECK,
+                CheckStatus::Pass,
+                format!("v{} of `{model}` already serves as `{}`: nothing to deploy", d.to, options.alias),
+            ));
+        }
         Ok(d) => {
             let from = d.from.map_or("no version".into(), |v| format!("v{v}"));
             ctx.check(Check::new(
@@ -205,8 +219,12 @@ fn deploy_here(stack: &Stack, model: &str, version: i64, options: &DeployOptions
         let moved = matches!(registry.promote(&p).await?, Promoted::Moved(_));
         Ok::<_, RegistryError>((holder, moved))
     })??;
+    if !moved && serving(&deployer, model).ok().flatten() == Some(version) {
+        // Asking for a load would swap in the same version: leave it be.
+        return Ok(Deployed { model: model.into(), from, to: version, promoted: false, unchanged: true });
+    }
     match serve_version(&deployer, model, version) {
-        Ok(()) => Ok(Deployed { model: model.into(), from, to: version, promoted: moved }),
+        Ok(()) => Ok(Deployed { model: model.into(), from, to: version, promoted: moved, unchanged: false }),
         Err(reason) if !moved => Err(DeployError::RollbackFailed {
             model: model.into(),
             alias: alias.into(),
@@ -242,6 +260,23 @@ fn deploy_here(stack: &Stack, model: &str, version: i64, options: &DeployOptions
             }
         }
     }
+}
+
+/// The version the server serves now, if any; `Err` when it does not answer.
+fn serving(deployer: &Deployer, model: &str) -> Result<Option<i64>, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(deployer.wait.min(Duration::from_secs(10))))
+        .http_status_as_error(false)
+        .user_agent("zenflow-deployer")
+        .build()
+        .into();
+    let metadata = format!("{}/v2/models/{model}", deployer.url);
+    let mut response = agent.get(&metadata).call().map_err(|e| e.to_string())?;
+    if response.status().as_u16() != 200 {
+        return Ok(None);
+    }
+    let m = response.body_mut().read_json::<super::serve::ModelMetadata>().map_err(|e| e.to_string())?;
+    Ok(m.versions.first().and_then(|v| v.parse().ok()))
 }
 
 /// Asks the server to load `version` and waits until it serves it.
@@ -280,16 +315,9 @@ fn serve_version(deployer: &Deployer, model: &str, version: i64) -> Result<(), S
     }
     // The load answered once the swap was done; a server behind a load
     // balancer may take longer to show it on every replica.
-    let metadata = format!("{base}/v2/models/{model}");
     loop {
-        let serving = agent
-            .get(&metadata)
-            .call()
-            .ok()
-            .filter(|r| r.status().as_u16() == 200)
-            .and_then(|mut r| r.body_mut().read_json::<super::serve::ModelMetadata>().ok())
-            .and_then(|m| m.versions.first().cloned());
-        if serving.as_deref() == Some(version.to_string().as_str()) {
+        let serving = serving(deployer, model).ok().flatten();
+        if serving == Some(version) {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -87,7 +87,7 @@ pub use zenflow_core::petgraph;
 pub use zenflow_core::pipeline::Outputs;
 pub use zenflow_core::{
     appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, redact, registry, runner,
-    step,
+    step, why,
 };
 pub use zenflow_core::{
     model_alias, ArtifactStore, BoxError, Check, CheckStatus, ContentHash, Direction, Error, Handle, IntoInput,
@@ -132,6 +132,8 @@ pub mod docs {
     pub mod pipelines {}
     #[doc = include_str!("docs/stacks.md")]
     pub mod stacks {}
+    #[doc = include_str!("docs/caching.md")]
+    pub mod caching {}
     #[doc = include_str!("docs/registry.md")]
     pub mod registry {}
     #[cfg(feature = "serve")]

@@ -248,6 +248,14 @@ impl Baseline {
             self.git_commit.as_deref().map_or(String::new(), |c| format!(" (commit `{}`)", &c[..c.len().min(12)]));
         let _ = writeln!(md, "\n### Against `{}`{commit}\n", code(&self.run_name));
         let list = |ids: &[String]| ids.iter().map(|i| format!("`{}`", code(i))).collect::<Vec<_>>().join(", ");
+        // Why what ran ran: the first thing a reviewer of a change asks.
+        let ran: Vec<&StepReport> = steps.iter().filter(|s| s.status != "cached" && !s.why.is_empty()).collect();
+        if !ran.is_empty() {
+            let _ = writeln!(md, "- **Why steps ran:**");
+            for s in ran {
+                let _ = writeln!(md, "  - `{}`: {}", code(&s.id), text(&zenflow_core::why::line(&s.why)));
+            }
+        }
         if self.code_changed.is_empty() && self.added.is_empty() && self.removed.is_empty() {
             let _ = writeln!(md, "- **Code:** no step's code changed.");
         } else {
@@ -325,6 +333,10 @@ pub struct StepReport {
     /// What the step logged (empty for a cached step: it ran nothing).
     #[serde(default)]
     pub logs: Vec<String>,
+    /// Why it executed, or which run it came from when cached (in a loaded
+    /// report that run is named by its name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<zenflow_core::why::Reason>,
 }
 
 /// The most lines of a failed step's log a markdown report shows (the end
@@ -393,7 +405,22 @@ impl RunReport {
         let steps = stack.step_runs(&run.id)?;
         let originals = RunReport::originals(stack, &steps)?;
         let plan = run.plan()?;
-        Ok(RunReport::new(&run, &plan, &steps, &originals, warnings_as_errors).with_candidate_versions(stack, &plan))
+        let report = RunReport::new(&run, &plan, &steps, &originals, warnings_as_errors);
+        Ok(report.with_candidate_versions(stack, &plan).with_run_names(stack))
+    }
+
+    /// Names the runs cached steps came from by their names, not their ids.
+    fn with_run_names(mut self, stack: &Stack) -> Self {
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for reason in self.steps.iter_mut().flat_map(|s| s.why.iter_mut()) {
+            let zenflow_core::why::Reason::Cached { run, .. } = reason else { continue };
+            if !names.contains_key(run.as_str()) {
+                let name = stack.get_run(run).ok().flatten().map_or_else(|| run.clone(), |r| r.name);
+                names.insert(run.clone(), name);
+            }
+            *run = names[run.as_str()].clone();
+        }
+        self
     }
 
     /// The step runs that cached step runs in `step_runs` reuse (their
@@ -434,6 +461,7 @@ impl RunReport {
                     error: None,
                     outputs: Vec::new(),
                     logs: Vec::new(),
+                    why: Vec::new(),
                 });
                 continue;
             };
@@ -459,6 +487,12 @@ impl RunReport {
                     })
                     .collect(),
                 logs: sr.logs.clone(),
+                why: zenflow_core::why::reasons(
+                    sr,
+                    ps,
+                    plan.no_cache,
+                    originals.iter().find(|o| sr.original_step_run.as_ref() == Some(&o.id)),
+                ),
             });
             // A cached step run logged nothing itself: its metrics and checks
             // are those of the step run it reuses, which the report shows too.
@@ -550,17 +584,11 @@ impl RunReport {
             if produced.is_empty() {
                 continue;
             }
-            // Registering bytes registered before names that version (its
-            // artifact is the earlier one): match by content too.
             if let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) {
-                m.appraisal.candidate_version = versions
-                    .iter()
-                    .find(|v| {
-                        produced
-                            .iter()
-                            .any(|o| o.artifact_id == v.artifact_version || o.content_hash == v.content_hash.to_hex())
-                    })
-                    .map(|v| v.version);
+                m.appraisal.candidate_version = produced.iter().find_map(|o| {
+                    let hash = zenflow_core::hash::ContentHash::from_hex(&o.content_hash).ok()?;
+                    zenflow_core::registry::version_holding(&versions, &o.artifact_id, &hash).map(|v| v.version)
+                });
             }
         }
         self
@@ -677,7 +705,7 @@ impl RunReport {
             b.to_markdown(&mut md, &self.steps);
         }
 
-        let _ = writeln!(md, "\n### Steps\n\n| Step | Status | Time | Cached | Note |\n|---|---|---:|:---:|---|");
+        let _ = writeln!(md, "\n### Steps\n\n| Step | Status | Time | Why | Note |\n|---|---|---:|---|---|");
         for s in &self.steps {
             let status_icon = match s.status.as_str() {
                 "completed" => "✅",
@@ -692,7 +720,7 @@ impl RunReport {
                 code(&s.id),
                 s.status,
                 s.duration_ms.map_or("—".into(), duration),
-                if s.status == "cached" { "yes" } else { "" },
+                text(&zenflow_core::why::line(&s.why)),
                 s.error.as_deref().map(text).unwrap_or_default()
             );
         }
@@ -1092,6 +1120,7 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zenflow_core::why::Reason;
 
     mod baseline_pipeline {
         use crate::prelude::*;
@@ -1147,21 +1176,39 @@ mod tests {
             }]
         );
         let mut md = String::new();
-        let steps = vec![StepReport {
-            id: "make".into(),
-            step: "make".into(),
-            status: "cached".into(),
-            duration_ms: None,
-            attempts: 1,
-            error: None,
-            outputs: Vec::new(),
-            logs: Vec::new(),
-        }];
+        let why = |reason| vec![reason];
+        let steps = vec![
+            StepReport {
+                id: "make".into(),
+                step: "make".into(),
+                status: "cached".into(),
+                duration_ms: None,
+                attempts: 1,
+                error: None,
+                outputs: Vec::new(),
+                logs: Vec::new(),
+                why: why(Reason::Cached { run: "main-7".into(), step_run: "s".into() }),
+            },
+            StepReport {
+                id: "double".into(),
+                step: "double".into(),
+                status: "completed".into(),
+                duration_ms: None,
+                attempts: 1,
+                error: None,
+                outputs: Vec::new(),
+                logs: Vec::new(),
+                why: why(Reason::CodeChanged { items: vec!["`helper` in src/main.rs".into()] }),
+            },
+        ];
         b.to_markdown(&mut md, &steps);
         assert!(md.contains("### Against `main-7` (commit `0123456789ab`)"), "{md}");
+        let lead = md.lines().find(|l| l.starts_with("- ")).unwrap_or_default();
+        assert_eq!(lead, "- **Why steps ran:**", "the reasons lead what changed: {md}");
+        assert!(md.contains("  - `double`: code changed: `helper` in src/main.rs\n"), "{md}");
         assert!(md.contains("- **Code changed:** `double`"), "{md}");
         assert!(md.contains("- **Steps gone:** `gone`"), "{md}");
-        assert!(md.contains("- **From the shared cache:** 1 of 1 steps: `make`"), "{md}");
+        assert!(md.contains("- **From the shared cache:** 1 of 2 steps: `make`"), "{md}");
         assert!(md.contains("| `make` | n | `3` | `4` |"), "{md}");
         let same = Baseline::compare(&run("main-8"), &pr_plan, &pr_plan);
         let mut md = String::new();

@@ -59,6 +59,12 @@ wait = "20s"
         c.output().unwrap()
     }
 
+    fn newest_version(&self) -> i64 {
+        let out = self.run(&["models", "versions", "breast-cancer", "--stack", "production", "--json"], None);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        list.as_array().unwrap().iter().filter_map(|v| v["version"].as_i64()).max().unwrap()
+    }
+
     fn production(&self) -> Option<i64> {
         let out = self.run(&["models", "versions", "breast-cancer", "--stack", "production", "--json"], None);
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -116,6 +122,10 @@ fn from_a_laptop_to_production() {
     let o = p.run(&["run", "--config", "configs/local.yaml"], None);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
+    // As the main workflow does first: the registry guards production.
+    let o = p.run(&["models", "protect", "breast-cancer", "--alias", "production", "--stack", "production"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
     // The first merge: production data, every check passes, so it is
     // promoted and deployed; the server (waiting for a version) serves it.
     let server = serve(&p);
@@ -139,6 +149,27 @@ fn from_a_laptop_to_production() {
     let report = std::fs::read_to_string(p.dir.path().join("main.md")).unwrap();
     assert!(report.contains(&format!("v{first} of `breast-cancer` serves as `production`")), "{report}");
 
+    // A merge that changes no model (a docs-only commit): registration finds
+    // the same bytes, the deployment finds them serving, and the run is green
+    // without touching the server.
+    let o = p.run(
+        &["run", "--stack", "production", "--config", "configs/production.yaml"]
+            .into_iter()
+            .chain(["--run-name", "main-2", "--report", "main-2.md"])
+            .collect::<Vec<_>>(),
+        Some(&server.1),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report = std::fs::read_to_string(p.dir.path().join("main-2.md")).unwrap();
+    assert!(
+        report.contains(&format!("v{first} of `breast-cancer` already serves as `production`: nothing to deploy")),
+        "{report}"
+    );
+    assert_eq!(p.production(), Some(first));
+    assert_eq!(served_version(&server.1), Some(first.to_string()));
+    let history = p.run(&["models", "history", "breast-cancer", "--stack", "production"], None);
+    assert_eq!(text(&history).matches("-> v").count(), 1, "one promotion, not two: {}", text(&history));
+
     // A PR on staging, appraised against production: passes, deploys nothing.
     let o = p.run(
         &["run", "--stack", "staging", "--config", "configs/staging.yaml", "--junit", "junit.xml"]
@@ -149,7 +180,7 @@ fn from_a_laptop_to_production() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let pr = std::fs::read_to_string(p.dir.path().join("pr.md")).unwrap();
-    assert!(pr.contains("### Against `main-1`"), "{}\n{pr}", text(&o));
+    assert!(pr.contains("### Against `main-2`"), "{}\n{pr}", text(&o));
     // A reviewer reads the verdict and the gate first, the step list last.
     let at = |s: &str| pr.find(s).unwrap_or_else(|| panic!("no {s:?} in {pr}"));
     assert!(at("## ✅") < at("### Model `breast-cancer`") && at("### Model") < at("### Checks"), "{pr}");
@@ -182,4 +213,21 @@ fn from_a_laptop_to_production() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert_eq!(p.production(), Some(first));
     assert_eq!(served_version(&server.1), Some(first.to_string()));
+
+    // That worse version cannot be moved into production around the gate:
+    // not through the staging stack, whose file declares no protection,
+    // and not by citing another run whose checks passed.
+    let worse = p.newest_version();
+    assert!(worse > first, "the worse run registered its own version");
+    let (v, from) = (worse.to_string(), first.to_string());
+    let promote = ["models", "promote", "breast-cancer", v.as_str(), "--to", "production", "--expect", from.as_str()];
+    let o = p.run(&[&promote[..], &["--stack", "staging"]].concat(), None);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is protected") && text(&o).contains("no run was given"), "{}", text(&o));
+    let o = p.run(&[&promote[..], &["--stack", "staging", "--run", "main-2"]].concat(), None);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains(&format!("is no evidence for v{worse}")), "{}", text(&o));
+    let o = p.run(&["stacks", "check", "staging"], None);
+    assert!(text(&o).contains("protection"), "{}", text(&o));
+    assert_eq!(p.production(), Some(first), "production never moved");
 }

@@ -120,6 +120,10 @@ impl Checkout {
     }
 
     fn merge(&self, sha: &str, report: &str, set: &[&str]) -> Output {
+        // The main workflow protects production in the registry first.
+        let protect = ["models", "protect", "breast-cancer", "--alias", "production", "--reason", "main's gate"];
+        let o = self.cmd("production", &protect).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         self.merge_command(sha, report, set).output().unwrap()
     }
 

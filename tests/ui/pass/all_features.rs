@@ -31,7 +31,7 @@ async fn split(table: Table, #[param] at: usize, ctx: &StepContext) -> (Table, T
     (Table { rows }, Table { rows: right })
 }
 
-#[step(timeout = 30, resources(cpus = 0.5, memory = "512MiB", gpus = 1))]
+#[step(timeout = 30, cache_ttl = "7d", resources(cpus = 0.5, memory = "512MiB", gpus = 1))]
 fn count(table: Table) -> Wrapper<usize> {
     Wrapper { inner: table.rows.len() }
 }

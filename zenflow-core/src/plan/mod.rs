@@ -8,6 +8,9 @@
 //! stored with a run and handed to another process.
 
 pub(crate) mod builder;
+mod pairs;
+
+pub use pairs::Pairs;
 
 use crate::handle::InputBinding;
 use crate::hash::{ContentHash, FieldHasher};
@@ -35,6 +38,51 @@ pub struct Plan {
     /// [`crate::pipeline::Outputs`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<OutputRef>,
+    /// What the steps were built with (their packages' locked dependencies
+    /// and the compiler), to say which of them changed between two runs.
+    #[serde(default, skip_serializing_if = "Build::is_empty")]
+    pub build: Build,
+    /// The run turned the cache off for every step (`--no-cache`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
+}
+
+/// The build of a plan's steps: what their code fingerprints cover besides
+/// the code itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Build {
+    /// The compiler's version (`rustc -V`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub compiler: String,
+    /// Name to exact version of every package the steps' packages depend on
+    /// (several versions of one name joined with `, `).
+    #[serde(default, skip_serializing_if = "Pairs::is_empty")]
+    pub dependencies: Pairs,
+}
+
+impl Build {
+    /// Whether nothing is known about the build (a plan written by hand).
+    pub fn is_empty(&self) -> bool {
+        self.compiler.is_empty() && self.dependencies.is_empty()
+    }
+
+    /// The build of steps whose fingerprints are `codes` (one per package
+    /// is enough: steps of one package share their dependencies).
+    fn of(codes: &[&crate::step::StepCode]) -> Build {
+        let compiler = codes.iter().map(|c| c.compiler).find(|c| !c.is_empty()).unwrap_or_default().to_string();
+        let dependencies = match codes {
+            [one] => Pairs::from_text(one.dependencies),
+            _ => {
+                let lists: Vec<Pairs> = codes.iter().map(|c| Pairs::from_text(c.dependencies)).collect();
+                let mut all: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+                for (name, versions) in lists.iter().flat_map(Pairs::iter) {
+                    all.entry(name).or_default().extend(versions.split(", "));
+                }
+                all.into_iter().map(|(n, v)| (n, v.into_iter().collect::<Vec<_>>().join(", "))).collect()
+            }
+        };
+        Build { compiler, dependencies }
+    }
 }
 
 /// One step invocation in a plan.
@@ -44,8 +92,12 @@ pub struct PlanStep {
     pub id: String,
     /// Registered step name.
     pub step: String,
-    /// Hash of the step function's code.
+    /// The step's code fingerprint ([`crate::step::StepCode`]).
     pub code_hash: String,
+    /// Each code item the fingerprint covers, with a short hash of it: what
+    /// names the items that changed when the fingerprint did.
+    #[serde(default, skip_serializing_if = "Pairs::is_empty")]
+    pub code_items: Pairs,
     /// Manual version from `#[step(version = "...")]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -315,9 +367,14 @@ pub(crate) fn compile_with_nodes<P: Pipeline + ?Sized>(
     })?;
 
     let mut steps = Vec::with_capacity(n);
+    // Steps of one package share their dependencies: each list is taken once.
+    let mut packages: Vec<&crate::step::StepCode> = Vec::new();
     for i in order {
         let node = &b.nodes[i];
         let spec = node.spec;
+        if !packages.iter().any(|c| c.dependencies == spec.code.dependencies) {
+            packages.push(&spec.code);
+        }
         let out_ref = |&(n, o): &(usize, usize)| OutputRef {
             step: b.nodes[n].id.clone(),
             output: b.nodes[n].spec.outputs.get(o).map_or_else(|| o.to_string(), |s| s.name.to_string()),
@@ -359,7 +416,8 @@ pub(crate) fn compile_with_nodes<P: Pipeline + ?Sized>(
         steps.push(PlanStep {
             id: node.id.clone(),
             step: spec.name.to_string(),
-            code_hash: spec.code_hash.to_string(),
+            code_hash: spec.code.hash.to_string(),
+            code_items: Pairs::from_text(spec.code.items),
             version: spec.version.map(str::to_string),
             params,
             inputs,
@@ -386,7 +444,18 @@ pub(crate) fn compile_with_nodes<P: Pipeline + ?Sized>(
         })
         .collect();
     let nodes = b.nodes.iter().map(|n| n.id.clone()).collect();
-    Ok((Plan { format: PLAN_FORMAT, pipeline: name.to_string(), config: config_json, steps, outputs }, nodes))
+    Ok((
+        Plan {
+            format: PLAN_FORMAT,
+            pipeline: name.to_string(),
+            config: config_json,
+            steps,
+            outputs,
+            build: Build::of(&packages),
+            no_cache: false,
+        },
+        nodes,
+    ))
 }
 
 /// Refuses two invocations with one id, and ids `.id(...)` left empty.

@@ -192,6 +192,29 @@ CREATE TABLE model_alias_events (
 CREATE INDEX model_alias_events_by_alias ON model_alias_events(model, alias, seq);
 "#,
     ),
+    (
+        8,
+        // A cache hit names its run (why a cached step is cached: "from run
+        // X"): the index still covers the whole lookup.
+        r#"
+DROP INDEX step_runs_cache_hits;
+CREATE INDEX step_runs_cache_hits ON step_runs(cache_key, ended_at, id, run_id) WHERE status = 'completed';
+"#,
+    ),
+    (
+        9,
+        // Protection is a rule of the registry: the aliases it names move
+        // only to versions with evidence, whichever client asks. Changes
+        // are events in model_alias_events (kinds protect, unprotect).
+        r#"
+CREATE TABLE model_protections (
+    model TEXT NOT NULL REFERENCES models(name),
+    alias TEXT NOT NULL,
+    since BIGINT NOT NULL,
+    PRIMARY KEY (model, alias)
+);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.

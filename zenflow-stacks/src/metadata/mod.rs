@@ -8,5 +8,5 @@ pub(crate) mod sql;
 mod sqlite;
 
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresMetadataStore;
+pub use postgres::{PostgresMetadataStore, ROLES_SQL};
 pub use sqlite::{SqliteMetadataStore, Synchronous, COMMIT_WINDOW};

@@ -25,8 +25,21 @@ use serde_json::{Map, Value};
 use std::path::Path;
 use zenflow_core::plan::Plan;
 
-const TOP_LEVEL: [&str; 4] = ["run_name", "cache", "parameters", "steps"];
-const STEP_FIELDS: [&str; 6] = ["parameters", "cache", "retries", "timeout", "retry_backoff", "resources"];
+const TOP_LEVEL: [&str; 5] = ["run_name", "cache", "cache_ttl", "parameters", "steps"];
+const STEP_FIELDS: [&str; 7] = ["parameters", "cache", "cache_ttl", "retries", "timeout", "retry_backoff", "resources"];
+
+/// The pipeline's configuration read from the `parameters` of a run
+/// config; a value that does not fit is named by its full key
+/// (`parameters.data.min_rows`), wherever it sits.
+pub fn typed_parameters<C: serde::de::DeserializeOwned>(parameters: &Value) -> Result<C, String> {
+    serde_path_to_error::deserialize(parameters).map_err(|e| {
+        let key = match e.path().to_string().as_str() {
+            "." => "parameters".to_string(),
+            path => format!("parameters.{path}"),
+        };
+        format!("`{key}`: {}", e.inner())
+    })
+}
 
 /// A configuration error: bad file, unknown key, wrong type. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +66,7 @@ impl RunConfig {
         let mut doc = Map::new();
         doc.insert("run_name".into(), Value::Null);
         doc.insert("cache".into(), Value::Bool(true));
+        doc.insert("cache_ttl".into(), Value::Null);
         doc.insert("parameters".into(), parameters);
         doc.insert("steps".into(), Value::Object(Map::new()));
         RunConfig { doc: Value::Object(doc), raw: Default::default() }
@@ -91,8 +105,7 @@ impl RunConfig {
             let slot = &mut self.doc[key.as_str()];
             merge(slot, value, &key).map_err(|e| ConfigError(format!("{shown}: {}", e.0)))?;
         }
-        check_params(&self.doc["parameters"])
-            .map_err(|e| ConfigError(format!("{shown}: `parameters` do not fit the pipeline's configuration: {e}")))?;
+        check_params(&self.doc["parameters"]).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
         self.check_top_level_types().map_err(|e| ConfigError(format!("{shown}: {}", e.0)))
     }
 
@@ -207,6 +220,9 @@ impl RunConfig {
         if !self.doc["cache"].is_boolean() {
             return err("`cache` must be true or false");
         }
+        if !self.doc["cache_ttl"].is_null() {
+            duration_ms(&self.doc["cache_ttl"], "cache_ttl")?;
+        }
         if !self.doc["steps"].is_object() {
             return err("`steps` must be a mapping of step names to settings");
         }
@@ -221,6 +237,13 @@ impl RunConfig {
     /// Whether the cache is on for this run.
     pub fn cache(&self) -> bool {
         self.doc["cache"].as_bool().unwrap_or(true)
+    }
+
+    /// How long a cached result may be reused in this run, if the run
+    /// config limits it (`cache_ttl: 7d`).
+    pub fn cache_ttl(&self) -> Option<std::time::Duration> {
+        let v = &self.doc["cache_ttl"];
+        (!v.is_null()).then(|| duration_ms(v, "cache_ttl").ok()).flatten().map(std::time::Duration::from_millis)
     }
 
     /// The run name template, if any.
@@ -281,6 +304,7 @@ fn apply_settings(
                     .ok_or_else(|| ConfigError(format!("`{at}` must be a whole number of retries, got {value}")))?
             }
             "timeout" => step.options.timeout_ms = Some(duration_ms(value, &at)?),
+            "cache_ttl" => step.options.cache_ttl_ms = Some(duration_ms(value, &at)?),
             "retry_backoff" => step.options.retry_backoff_ms = duration_ms(value, &at)?,
             "parameters" => {
                 let Some(params) = value.as_object() else {
@@ -357,8 +381,11 @@ fn apply_settings(
 }
 
 fn duration_ms(value: &Value, at: &str) -> Result<u64, ConfigError> {
-    let bad =
-        || ConfigError(format!("`{at}` must be a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\", got {value}"));
+    let bad = || {
+        ConfigError(format!(
+            "`{at}` must be a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or \"7d\", got {value}"
+        ))
+    };
     match value {
         Value::Number(n) => n.as_u64().map(|s| s * 1000).ok_or_else(bad),
         Value::String(s) => zenflow_core::step::parse_duration_ms(s).ok_or_else(bad),

@@ -194,6 +194,10 @@ struct RunArgs {
     /// Execute every step; take nothing from cache.
     #[arg(long)]
     no_cache: bool,
+    /// Reuse no cached result older than this (`12h`, `7d`), whatever the
+    /// steps allow; `cache_ttl` in the run config does the same.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    cache_ttl: Option<std::time::Duration>,
     /// Name of the run (placeholders {date}, {time}, {git_sha}, {pipeline}).
     #[arg(long, value_name = "NAME")]
     run_name: Option<String>,
@@ -293,6 +297,10 @@ enum RunsCommand {
         /// Also print each step's log lines.
         #[arg(long)]
         logs: bool,
+        /// Say why each step ran (what changed since its last run), or
+        /// which run a cached step came from.
+        #[arg(long)]
+        why: bool,
     },
 }
 
@@ -345,6 +353,11 @@ enum StacksCommand {
         /// Stack name.
         name: String,
     },
+    /// Print the SQL that gives a team's CI two PostgreSQL roles, enforced
+    /// by the database: `zenflow_pr` for pull requests (cannot move a
+    /// protected alias, even with raw SQL) and `zenflow_release` for `main`.
+    #[cfg(feature = "postgres")]
+    RolesSql,
 }
 
 #[derive(Subcommand, Debug)]
@@ -508,6 +521,9 @@ where
     P: Pipeline,
     P::Config: Default,
 {
+    // Only `serve` reads the extras (the model loader).
+    #[cfg(not(feature = "serve"))]
+    let _ = extras;
     let quiet = cli.quiet;
     let Some(command) = cli.command else {
         return Err(CliError::usage("no command given; see --help"));
@@ -533,7 +549,7 @@ where
             }
             Ok(exit::SUCCESS)
         }
-        Command::Runs(RunsCommand::Show { run, stack, logs }) => {
+        Command::Runs(RunsCommand::Show { run, stack, logs, why }) => {
             let stack = resolve_stack(&stack.stack)?;
             close_stale_runs(&stack)?;
             let id = if run == "latest" {
@@ -548,7 +564,7 @@ where
                 return Err(CliError::usage(format!("no run `{id}` in {}", stack.metadata().url())));
             }
             let report = RunReport::load(&stack, &id, false)?;
-            print!("{}", text_report(&report));
+            print!("{}", text_report(&report, why));
             if logs {
                 for sr in stack.step_runs(&report.run_id)? {
                     println!("\n--- logs of {} ({}) ---", sr.invocation, sr.status);
@@ -607,6 +623,11 @@ fn stack_error(name: &str, e: Error) -> CliError {
 fn stacks(cmd: StacksCommand) -> CliResult {
     let stacks = project_stacks()?;
     match cmd {
+        #[cfg(feature = "postgres")]
+        StacksCommand::RolesSql => {
+            print!("{}", zenflow_stacks::metadata::ROLES_SQL);
+            Ok(exit::SUCCESS)
+        }
         StacksCommand::List => {
             println!("{:<12} {:<10} {:<48} METADATA", "STACK", "RUNS ON", "ARTIFACTS");
             for name in stacks.names() {
@@ -671,9 +692,40 @@ fn stacks(cmd: StacksCommand) -> CliResult {
             };
             report("artifact store", artifact_result);
             report("orchestrator", Ok(config.orchestrator.to_string()));
+            if let Ok(store) = &metadata {
+                report("protection", protection_check(&rt, store.as_ref(), &config.protected_aliases));
+            }
             Ok(if ok { exit::SUCCESS } else { exit::STEP_FAILED })
         }
     }
+}
+
+/// Whether the registry protects what the stack file declares protected.
+fn protection_check(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn zenflow_core::MetadataStore,
+    declared: &[String],
+) -> Result<String, String> {
+    let Some(registry) = store.registry() else { return Ok("no model registry in this store".into()) };
+    let diff =
+        rt.block_on(zenflow_core::registry::compare_protection(registry, declared)).map_err(|e| e.to_string())?;
+    let list =
+        |pairs: &[(String, String)]| pairs.iter().map(|(m, a)| format!("{m}@{a}")).collect::<Vec<_>>().join(", ");
+    if !diff.unprotected.is_empty() {
+        let (m, a) = &diff.unprotected[0];
+        return Err(format!(
+            "declared protected in zenflow.toml but not by the registry, so any stack on this store can move them: \
+             {}; protect them with `models protect {m} --alias {a}`",
+            list(&diff.unprotected)
+        ));
+    }
+    Ok(match (declared.is_empty(), diff.undeclared.is_empty()) {
+        (_, false) => {
+            format!("the registry protects {} (this stack file does not declare them)", list(&diff.undeclared))
+        }
+        (true, true) => "no protected alias".into(),
+        (false, true) => format!("the registry protects what zenflow.toml declares ({})", declared.join(", ")),
+    })
 }
 
 fn bytes_probe() -> Vec<u8> {
@@ -688,9 +740,7 @@ where
 {
     let defaults = serde_json::to_value(P::Config::default())
         .map_err(|e| CliError::usage(format!("the pipeline's default configuration does not serialise: {e}")))?;
-    let check = |v: &serde_json::Value| {
-        <P::Config as serde::Deserialize>::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
-    };
+    let check = |v: &serde_json::Value| config::typed_parameters::<P::Config>(v).map(|_| ());
     let mut doc = RunConfig::with_defaults(defaults);
     if let Some(path) = &args.config {
         doc.merge_file(path, &check)?;
@@ -698,7 +748,7 @@ where
     for assignment in &args.set {
         doc.set(assignment, &check)?;
     }
-    let config = <P::Config as serde::Deserialize>::deserialize(doc.parameters())
+    let config = config::typed_parameters::<P::Config>(doc.parameters())
         .map_err(|e| CliError::usage(format!("the pipeline configuration is invalid: {e}")))?;
     Ok((doc, config))
 }
@@ -803,13 +853,9 @@ where
         None => None,
     };
     let no_cache = args.no_cache || !doc.cache();
-    let mut plan = plan;
-    if no_cache {
-        // In the plan, so that workers running a planned run's steps honour it.
-        plan.steps.iter_mut().for_each(|s| s.options.cache = false);
-    }
+    let cache_ttl = args.cache_ttl.or(doc.cache_ttl());
     if args.dry_run {
-        return dry_run(&stack, plan, run_name, no_cache);
+        return dry_run(&stack, plan, run_name, no_cache, cache_ttl);
     }
 
     let mode = if quiet {
@@ -820,7 +866,8 @@ where
         progress::Mode::Plain
     };
     let progress = progress::Progress::new(mode, plan.steps.len());
-    let options = RunOptions { no_cache, run_name, observer: Some(progress.observer()), ..RunOptions::default() };
+    let options =
+        RunOptions { no_cache, cache_ttl, run_name, observer: Some(progress.observer()), ..RunOptions::default() };
     let result = stack.block_on(zenflow_core::run::execute_plan(&stack, plan, options))?.map_err(|e| {
         let mut e = CliError::from(e);
         e.message = format!("stack `{}`: {}", stack.name(), e.message);
@@ -925,8 +972,9 @@ fn registered_models(stack: &Stack, plan: &Plan, report: &RunReport) -> Vec<Stri
         let Some(output) = report.steps.iter().find(|s| s.id == step.id).and_then(|s| s.outputs.first()) else {
             continue;
         };
+        let Ok(hash) = zenflow_core::hash::ContentHash::from_hex(&output.content_hash) else { continue };
         if let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) {
-            if let Some(v) = versions.iter().find(|v| v.artifact_version == output.artifact_id) {
+            if let Some(v) = zenflow_core::registry::version_holding(&versions, &output.artifact_id, &hash) {
                 let aliases =
                     if v.aliases.is_empty() { String::new() } else { format!(", holds {}", v.aliases.join(", ")) };
                 lines.push(format!("model {model}: v{} (the output of step `{}`{aliases})", v.version, step.id));
@@ -990,11 +1038,25 @@ fn write_report_texts(args: &RunArgs, texts: [String; 3]) -> Vec<String> {
     errors
 }
 
+/// `--cache-ttl`: a duration such as `12h` or `7d`.
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    zenflow_core::step::parse_duration_ms(text)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is not a duration: write one such as 30m, 12h or 7d"))
+}
+
 /// Records a pending run and prints what would run and what would come from cache.
-fn dry_run(stack: &Stack, plan: Plan, run_name: Option<String>, no_cache: bool) -> CliResult {
+fn dry_run(
+    stack: &Stack,
+    mut plan: Plan,
+    run_name: Option<String>,
+    no_cache: bool,
+    cache_ttl: Option<std::time::Duration>,
+) -> CliResult {
+    let options = RunOptions { run_name, no_cache, cache_ttl, ..RunOptions::default() };
+    zenflow_core::lifecycle::apply_run_options(&mut plan, &options);
     let predictions = stack.block_on(zenflow_core::lifecycle::predict(stack, &plan, no_cache))??;
     let steps: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), s.step.clone())).collect();
-    let options = RunOptions { run_name, ..RunOptions::default() };
     let record = stack.block_on(zenflow_core::lifecycle::start_run(stack, plan, &options, RunStatus::Pending))??;
     println!("{:<28} {:<24} PREDICTION", "STEP", "FUNCTION");
     for ((id, step), prediction) in steps.iter().zip(&predictions) {
@@ -1169,7 +1231,7 @@ fn github_comment<P: Pipeline>(pipeline: &P, path: &PathBuf) -> CliResult {
 }
 
 /// `runs show`: the report as plain text.
-fn text_report(r: &RunReport) -> String {
+fn text_report(r: &RunReport, why: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "run:      {} ({})", r.run_name, r.run_id);
@@ -1205,6 +1267,13 @@ fn text_report(r: &RunReport) -> String {
             s.attempts,
             s.error.as_deref().unwrap_or("")
         );
+    }
+    if why {
+        let _ = writeln!(out, "\n{:<28} WHY", "STEP");
+        for s in &r.steps {
+            let line = zenflow_core::why::line(&s.why);
+            let _ = writeln!(out, "{:<28} {}", s.id, if line.is_empty() { "—" } else { &line });
+        }
     }
     if !r.checks.is_empty() {
         let _ = writeln!(out, "\n{:<6} {:<24} {:<20} MESSAGE", "CHECK", "NAME", "STEP");

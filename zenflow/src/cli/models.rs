@@ -4,7 +4,7 @@
 use super::{exit, resolve_stack, CliError, CliResult, StackArg};
 use clap::{Args, Subcommand};
 use zenflow_core::registry::{
-    self, find_version, AliasEvent, Expect, ModelVersion, Promoted, RegistryError, VersionRef,
+    self, find_version, AliasEvent, Expect, ModelVersion, Promoted, Protection, RegistryError, VersionRef,
 };
 
 #[derive(Subcommand, Debug)]
@@ -58,18 +58,28 @@ pub(super) enum ModelsCommand {
         out: Json,
     },
     /// Move an alias back to the version that held it before (compare-and-swap).
+    /// A protected alias moves back only to a version whose own run passed.
     Rollback {
         /// Model name.
         model: String,
         /// The alias to move back.
         #[arg(long)]
         alias: String,
-        /// Why, for the history.
+        /// Why, for the history (required with --force).
         #[arg(long)]
         reason: Option<String>,
+        /// Move a protected alias back to a version without evidence.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         stack: StackArg,
     },
+    /// Protect an alias in the registry: from now on it moves, through any
+    /// stack, only to a version whose own run passed its quality gate (or
+    /// with --force and a --reason). The history records who and when.
+    Protect(ProtectArgs),
+    /// Lift an alias's protection (a --reason is required; the history records it).
+    Unprotect(ProtectArgs),
     /// Two versions side by side: metrics, lineage, data hashes.
     Compare {
         /// Model name.
@@ -83,6 +93,20 @@ pub(super) enum ModelsCommand {
         #[command(flatten)]
         out: Json,
     },
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ProtectArgs {
+    /// Model name (it need not have a version yet).
+    model: String,
+    /// The alias (`production`).
+    #[arg(long)]
+    alias: String,
+    /// Why, for the history.
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    stack: StackArg,
 }
 
 #[derive(Args, Debug)]
@@ -232,10 +256,11 @@ pub(super) fn run(cmd: ModelsCommand) -> CliResult {
             }
             Ok(exit::SUCCESS)
         }
-        ModelsCommand::Rollback { model, alias, reason, stack } => {
+        ModelsCommand::Rollback { model, alias, reason, force, stack } => {
             let stack = resolve_stack(&stack.stack)?;
             let mut template = stack.promotion(&model, &alias, None, Expect::Nobody);
             template.reason = reason;
+            template.force = force;
             let outcome = stack.block_on(registry::rollback(stack.registry()?, &model, &alias, template))??;
             match outcome {
                 Promoted::Moved(e) => println!("{}", moved_text(&e)),
@@ -243,6 +268,8 @@ pub(super) fn run(cmd: ModelsCommand) -> CliResult {
             }
             Ok(exit::SUCCESS)
         }
+        ModelsCommand::Protect(args) => set_protection(args, true),
+        ModelsCommand::Unprotect(args) => set_protection(args, false),
         ModelsCommand::Compare { model, a, b, stack, out } => {
             let stack = resolve_stack(&stack.stack)?;
             let reg = stack.registry()?;
@@ -277,6 +304,18 @@ fn promote(args: PromoteArgs) -> CliResult {
             )))
         }
     };
+    // Cited by name or id; recorded by id.
+    let run_id = match &args.run {
+        Some(reference) => Some(
+            stack
+                .get_run(reference)?
+                .ok_or_else(|| {
+                    CliError::usage(format!("--run {reference}: no run `{reference}` in {}", stack.metadata().url()))
+                })?
+                .id,
+        ),
+        None => None,
+    };
     let outcome = stack.block_on(async {
         let expect = match expect {
             Some(e) => e,
@@ -286,7 +325,7 @@ fn promote(args: PromoteArgs) -> CliResult {
         let mut p = stack.promotion(&args.model, &args.to, Some(to), expect);
         p.reason = args.reason.clone();
         p.force = args.force;
-        p.run_id = args.run.clone();
+        p.run_id = run_id;
         reg.promote(&p).await
     })??;
     if args.out.json {
@@ -357,6 +396,19 @@ fn version_text(v: &ModelVersion) -> String {
     }
     let _ = writeln!(out, "samples:      {} request(s) replayed before it serves", v.samples.len());
     out
+}
+
+fn set_protection(args: ProtectArgs, protect: bool) -> CliResult {
+    let ProtectArgs { model, alias, reason, stack } = args;
+    let stack = resolve_stack(&stack.stack)?;
+    let change = Protection { reason, ..Protection::new(&model, &alias, protect) };
+    let event = stack.block_on(stack.registry()?.set_protection(&change))??;
+    let state = if protect { "protected" } else { "not protected" };
+    match event {
+        Some(e) => println!("alias `{alias}` of `{model}` is now {state} (event {}, by {})", e.seq, e.actor),
+        None => println!("alias `{alias}` of `{model}` was already {state}; nothing changed"),
+    }
+    Ok(exit::SUCCESS)
 }
 
 fn moved_text(e: &AliasEvent) -> String {

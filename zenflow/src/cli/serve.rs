@@ -135,7 +135,9 @@ pub(super) fn deploy(args: DeployArgs) -> CliResult {
     match crate::deploy::deploy(&stack, &args.model, version, &options) {
         Ok(d) => {
             let from = d.from.map_or("no version".into(), |v| format!("v{v}"));
-            if d.promoted {
+            if d.unchanged {
+                println!("v{} of `{}` already serves as {}: nothing to do", d.to, d.model, options.alias);
+            } else if d.promoted {
                 println!(
                     "`{}`@{} moved from {from} to v{}, and the server serves v{}",
                     d.model, options.alias, d.to, d.to

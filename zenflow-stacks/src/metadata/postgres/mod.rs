@@ -13,6 +13,14 @@ mod batch;
 mod schema;
 mod tls;
 
+/// The SQL that gives a team's CI two roles on this store, enforced by the
+/// database: `zenflow_pr` (a pull request's CI: record runs, register
+/// versions, move unprotected aliases) and `zenflow_release` (the CI of
+/// `main`: also moves protected aliases and changes protections). Run by the
+/// tables' owner after zenflow created them; idempotent. The file explains
+/// the grants to make.
+pub const ROLES_SQL: &str = include_str!("roles.sql");
+
 use crate::metadata::sql::registry as registry_sql;
 use crate::metadata::sql::rows::{self, StepRunParts};
 use crate::metadata::sql::statements::{self as q, StepRunQueries};
@@ -26,7 +34,8 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 use zenflow_core::metadata::*;
 use zenflow_core::registry::{
-    AliasEvent, AliasHolder, Model, ModelRegistry, ModelVersion, NewModelVersion, Promoted, Promotion, RegistryError,
+    AliasEvent, AliasHolder, Model, ModelRegistry, ModelVersion, NewModelVersion, Promoted, Promotion, Protection,
+    RegistryError,
 };
 
 /// The PostgreSQL implementation of [`MetadataStore`].
@@ -537,5 +546,13 @@ impl ModelRegistry for PostgresMetadataStore {
 
     async fn holder_at(&self, model: &str, alias: &str, at: Timestamp) -> Result<Option<i64>, RegistryError> {
         self.registry_read(async |tx| registry_sql::holder_at(tx, model, alias, at).await).await
+    }
+
+    async fn set_protection(&self, change: &Protection) -> Result<Option<AliasEvent>, RegistryError> {
+        self.batch.registry_write(self, &change.model, async |tx| registry_sql::set_protection(tx, change).await).await
+    }
+
+    async fn protections(&self, model: Option<&str>) -> Result<Vec<(String, String)>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::protections(tx, model).await).await
     }
 }

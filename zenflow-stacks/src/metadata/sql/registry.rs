@@ -86,8 +86,18 @@ const HISTORY: &str = concat!(
      ORDER BY seq DESC LIMIT $3"
 );
 const HOLDER_AT: &str = "SELECT to_version FROM model_alias_events WHERE model = $1 AND alias = $2 AND at <= $3 \
-     ORDER BY seq DESC LIMIT 1";
-const RUN_EXISTS: &str = "SELECT EXISTS(SELECT 1 FROM runs WHERE id = $1)";
+     AND kind IN ('promote', 'rollback') ORDER BY seq DESC LIMIT 1";
+const RUN_STATUS: &str = "SELECT status FROM runs WHERE id = $1";
+/// Whether a step of run `$1` output an artifact with content hash `$2`
+/// (cached steps' outputs are linked to them too).
+const RUN_OUTPUT_HASH: &str = "SELECT EXISTS(SELECT 1 FROM step_runs sr \
+     JOIN step_run_outputs o ON o.step_run_id = sr.id JOIN artifact_versions av ON av.id = o.artifact_version_id \
+     WHERE sr.run_id = $1 AND av.content_hash = $2)";
+const IS_PROTECTED: &str = "SELECT EXISTS(SELECT 1 FROM model_protections WHERE model = $1 AND alias = $2)";
+const PROTECTIONS: &str = "SELECT model, alias FROM model_protections \
+     WHERE (CAST($1 AS TEXT) IS NULL OR model = $1) ORDER BY model, alias";
+const PROTECT: &str = "INSERT INTO model_protections (model, alias, since) VALUES ($1, $2, $3)";
+const UNPROTECT: &str = "DELETE FROM model_protections WHERE model = $1 AND alias = $2";
 const ARTIFACT_EXISTS: &str = "SELECT EXISTS(SELECT 1 FROM artifact_versions WHERE id = $1)";
 /// The failed checks of run `$1`, its cached steps' included (they keep
 /// the checks of the step runs they reuse).
@@ -116,7 +126,12 @@ pub(crate) fn all() -> Vec<&'static str> {
         LAST_EVENT,
         HISTORY,
         HOLDER_AT,
-        RUN_EXISTS,
+        RUN_STATUS,
+        RUN_OUTPUT_HASH,
+        IS_PROTECTED,
+        PROTECTIONS,
+        PROTECT,
+        UNPROTECT,
         ARTIFACT_EXISTS,
         RUN_FAILED_CHECKS,
     ]
@@ -188,6 +203,10 @@ fn bool_row(r: &dyn SqlRow) -> Result<bool, MetadataError> {
 
 fn pair_row(r: &dyn SqlRow) -> Result<(String, String), MetadataError> {
     Ok((r.text(0)?, r.text(1)?))
+}
+
+fn text_row(r: &dyn SqlRow) -> Result<String, MetadataError> {
+    r.text(0)
 }
 
 /// Fills in the aliases each version holds.
@@ -355,6 +374,92 @@ pub(crate) async fn holder_at(
     Ok(found.into_iter().next().flatten())
 }
 
+/// Whether the alias `p` moves is protected (by the client's declaration
+/// or by the registry's own rule) and, if so, whether the target version's
+/// evidence passed: the cited run (for a rollback without one, the run that
+/// produced the version) exists, did not fail, failed no check, and output
+/// the version's bytes. `None`: not protected, or forced.
+async fn evidence(tx: &mut impl Tx, p: &Promotion) -> Result<Option<Result<(), String>>, RegistryError> {
+    if p.force {
+        return Ok(None);
+    }
+    let kept = tx.query(IS_PROTECTED, &[(&p.model).into(), (&p.alias).into()], bool_row).await?;
+    if !(p.protected || kept.first().copied().unwrap_or(false)) {
+        return Ok(None);
+    }
+    let Some(to) = p.to else { return Ok(Some(Err("it cannot be taken off every version".into()))) };
+    let version = tx.query(VERSION, &[(&p.model).into(), to.into()], version_row).await?;
+    let Some(version) = version.into_iter().next() else { return Ok(Some(Err(format!("v{to} does not exist")))) };
+    let run = match (&p.run_id, p.kind, &version.run_id) {
+        (Some(run), _, _) => run.clone(),
+        (None, EventKind::Rollback, Some(producer)) => producer.clone(),
+        (None, EventKind::Rollback, None) => return Ok(Some(Err(format!("v{to} records no run that produced it")))),
+        (None, _, _) => {
+            return Ok(Some(Err(format!(
+            "no run was given: pass --run with the run that produced v{to}, or a later run that appraised exactly it"
+        ))))
+        }
+    };
+    let status = tx.query(RUN_STATUS, &[(&run).into()], text_row).await?;
+    let status = status.first().map(|s| zenflow_core::metadata::RunStatus::parse(s)).transpose()?;
+    let failed = tx.query(RUN_FAILED_CHECKS, &[(&run).into()], pair_row).await?;
+    let hash = version.content_hash.to_hex();
+    let produced = tx.query(RUN_OUTPUT_HASH, &[(&run).into(), (&hash).into()], bool_row).await?;
+    let found = RunEvidence {
+        status,
+        failed_checks: failed.iter().map(|(step, check)| format!("{step}.{check}")).collect(),
+        produced: produced.first().copied().unwrap_or(false),
+    };
+    Ok(Some(judge_evidence(&run, to, &version.content_hash, &found)))
+}
+
+/// [`ModelRegistry::set_protection`], in the model's write transaction.
+pub(crate) async fn set_protection(tx: &mut impl Tx, c: &Protection) -> Result<Option<AliasEvent>, RegistryError> {
+    validate_model_name(&c.model)?;
+    validate_alias(&c.alias)?;
+    if !c.protect && c.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(RegistryError::UnprotectReasonRequired { model: c.model.clone(), alias: c.alias.clone() });
+    }
+    let at = now();
+    tx.execute(CREATE_MODEL, &[(&c.model).into(), at.into()]).await?;
+    let is = tx.query(IS_PROTECTED, &[(&c.model).into(), (&c.alias).into()], bool_row).await?;
+    if is.first().copied().unwrap_or(false) == c.protect {
+        return Ok(None);
+    }
+    let (sql, kind) = if c.protect { (PROTECT, EventKind::Protect) } else { (UNPROTECT, EventKind::Unprotect) };
+    let params: Vec<Value<'_>> = if c.protect {
+        vec![(&c.model).into(), (&c.alias).into(), at.into()]
+    } else {
+        vec![(&c.model).into(), (&c.alias).into()]
+    };
+    tx.execute(sql, &params).await?;
+    let none: Option<i64> = None;
+    let no_run: Option<String> = None;
+    tx.execute(
+        APPEND_EVENT,
+        &[
+            (&c.model).into(),
+            (&c.alias).into(),
+            none.into(),
+            none.into(),
+            kind.as_str().into(),
+            (&c.actor).into(),
+            (&c.reason).into(),
+            (&no_run).into(),
+            (&c.ci_job_url).into(),
+            0i64.into(),
+            at.into(),
+        ],
+    )
+    .await?;
+    Ok(tx.query(LAST_EVENT, &[(&c.model).into()], event_row).await?.into_iter().next())
+}
+
+/// [`ModelRegistry::protections`].
+pub(crate) async fn protections(tx: &mut impl Tx, model: Option<&str>) -> Result<Vec<(String, String)>, RegistryError> {
+    Ok(tx.query(PROTECTIONS, &[model.into()], pair_row).await?)
+}
+
 /// [`ModelRegistry::promote`], in the model's write transaction: checks,
 /// the compare-and-swap, and the event, or nothing.
 pub(crate) async fn promote(tx: &mut impl Tx, p: &Promotion) -> Result<Promoted, RegistryError> {
@@ -373,24 +478,8 @@ pub(crate) async fn promote(tx: &mut impl Tx, p: &Promotion) -> Result<Promoted,
         .into_iter()
         .next()
         .map(|h| (h.version, h.since));
-    let gate = match (&p.run_id, p.protected && !p.force) {
-        (Some(run), true) => {
-            let exists = tx.query(RUN_EXISTS, &[run.into()], bool_row).await?.first().copied().unwrap_or(false);
-            if exists {
-                let failed = tx.query(RUN_FAILED_CHECKS, &[run.into()], pair_row).await?;
-                Some(if failed.is_empty() {
-                    Ok(())
-                } else {
-                    let names: Vec<String> = failed.iter().map(|(step, check)| format!("{step}.{check}")).collect();
-                    Err(format!("checks of run `{run}` failed: {}", names.join(", ")))
-                })
-            } else {
-                None
-            }
-        }
-        _ => None,
-    };
-    let Some((from, to)) = decide(p, holder, gate)? else {
+    let evidence = evidence(tx, p).await?;
+    let Some((from, to)) = decide(p, holder, evidence)? else {
         return Ok(Promoted::AlreadyHeld);
     };
     let at = now();

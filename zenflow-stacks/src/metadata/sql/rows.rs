@@ -71,25 +71,28 @@ pub(crate) fn step_run(r: &impl SqlRow) -> Result<StepRunRecord> {
     })
 }
 
+/// The step run of a cache hit: id, run id, end.
+pub(crate) type HitRun = (String, String, i64);
+
 /// A row of [`super::statements::CACHE_HIT`]: the step run, and one of its
 /// outputs with its position (none for a step run without outputs).
-pub(crate) fn cache_hit_row(r: &impl SqlRow) -> Result<(String, Option<(i64, OutputLink)>)> {
-    let id = r.text(0)?;
-    let output = match r.opt_int(1)? {
+pub(crate) fn cache_hit_row(r: &impl SqlRow) -> Result<(HitRun, Option<(i64, OutputLink)>)> {
+    let run = (r.text(0)?, r.text(1)?, r.opt_int(2)?.unwrap_or_default());
+    let output = match r.opt_int(3)? {
         None => None,
-        Some(position) => Some((position, OutputLink { output: r.text(2)?, artifact: artifact_version(r, 3)? })),
+        Some(position) => Some((position, OutputLink { output: r.text(4)?, artifact: artifact_version(r, 5)? })),
     };
-    Ok((id, output))
+    Ok((run, output))
 }
 
 /// The rows of [`super::statements::CACHE_HIT`] as a hit, outputs in order.
-pub(crate) fn cache_hit(rows: Vec<(String, Option<(i64, OutputLink)>)>) -> Option<CacheHit> {
-    let step_run = rows.first()?.0.clone();
+pub(crate) fn cache_hit(rows: Vec<(HitRun, Option<(i64, OutputLink)>)>) -> Option<CacheHit> {
+    let (step_run, run_id, ended_at) = rows.first()?.0.clone();
     // Sorted here: an ORDER BY in the query built a temporary B-tree for
     // every hit in SQLite.
     let mut outputs: Vec<(i64, OutputLink)> = rows.into_iter().filter_map(|(_, o)| o).collect();
     outputs.sort_unstable_by_key(|(position, _)| *position);
-    Some(CacheHit { step_run, outputs: outputs.into_iter().map(|(_, o)| o).collect() })
+    Some(CacheHit { step_run, run_id, ended_at, outputs: outputs.into_iter().map(|(_, o)| o).collect() })
 }
 
 /// What the five queries of [`super::statements::StepRunQueries`] return.

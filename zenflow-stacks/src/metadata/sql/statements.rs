@@ -143,9 +143,9 @@ pub(crate) const ARTIFACT_EXISTS: &str = "SELECT EXISTS(SELECT 1 FROM artifact_v
 /// outputs), in one round trip. The step run comes from the partial index
 /// `step_runs_cache_hits` alone, in its order.
 pub(crate) const CACHE_HIT: &str = concat!(
-    "SELECT hit.id, o.position, o.output, ",
+    "SELECT hit.id, hit.run_id, hit.ended_at, o.position, o.output, ",
     av_cols!(),
-    " FROM (SELECT id FROM step_runs WHERE cache_key = $1 AND status = 'completed' \
+    " FROM (SELECT id, run_id, ended_at FROM step_runs WHERE cache_key = $1 AND status = 'completed' \
      ORDER BY ended_at DESC, id DESC LIMIT 1) hit \
      LEFT JOIN step_run_outputs o ON o.step_run_id = hit.id \
      LEFT JOIN artifact_versions av ON av.id = o.artifact_version_id"

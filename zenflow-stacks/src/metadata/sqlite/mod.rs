@@ -31,7 +31,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 use zenflow_core::metadata::*;
 use zenflow_core::registry::{
-    AliasEvent, AliasHolder, Model, ModelRegistry, ModelVersion, NewModelVersion, Promoted, Promotion, RegistryError,
+    AliasEvent, AliasHolder, Model, ModelRegistry, ModelVersion, NewModelVersion, Promoted, Promotion, Protection,
+    RegistryError,
 };
 
 pub use commit::{Synchronous, COMMIT_WINDOW};
@@ -739,5 +740,13 @@ impl ModelRegistry for SqliteMetadataStore {
 
     async fn holder_at(&self, model: &str, alias: &str, at: Timestamp) -> Result<Option<i64>, RegistryError> {
         self.registry_read(async |tx| registry_sql::holder_at(tx, model, alias, at).await)
+    }
+
+    async fn set_protection(&self, change: &Protection) -> Result<Option<AliasEvent>, RegistryError> {
+        self.registry_write(async |tx| registry_sql::set_protection(tx, change).await)
+    }
+
+    async fn protections(&self, model: Option<&str>) -> Result<Vec<(String, String)>, RegistryError> {
+        self.registry_read(async |tx| registry_sql::protections(tx, model).await)
     }
 }

@@ -108,9 +108,10 @@ fn last_line(body: &str) -> String {
 impl JobsApi {
     /// A client of the head at `address` (`http://127.0.0.1:8265`).
     pub fn new(address: &str) -> Result<Self, String> {
-        if address.starts_with("https://") {
-            crate::install_crypto_provider();
-        }
+        // reqwest's rustls needs the provider to build any client, plain
+        // `http://` included: without it, opening a Ray stack panicked
+        // unless another component (an S3 store) had installed one first.
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))

@@ -1,0 +1,4 @@
+/// The columns `train` uses.
+pub fn kept_features() -> Vec<usize> {
+    vec![0, 1]
+}
