@@ -254,20 +254,23 @@ fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_rerunning_its_p
     let err = first.artifact::<i64>("square", "output").unwrap_err().to_string();
     assert!(err.contains("corrupted") && err.contains(&version.uri) && err.contains("delete the object"), "{err}");
 
-    // A step that must read it fails, names the artifact, and the rest is kept.
+    // A run that needs it takes the damaged cache entry for a miss: the
+    // producer runs again, says why, and replaces the object.
     let mut plan = chain.plan(&5005).unwrap();
-    plan.steps[2].version = Some("2".into()); // describe re-runs; square comes from cache
+    plan.steps[2].version = Some("2".into()); // describe re-runs, and reads square's output
     let run = stack.block_on(zenflow::run::execute_plan(&stack, plan, RunOptions::default())).unwrap().unwrap();
-    let describe = run.step("describe").unwrap();
-    assert_eq!(run.step("square").unwrap().status, StepStatus::Cached);
-    assert_eq!(describe.status, StepStatus::Failed);
-    assert!(describe.error.as_deref().unwrap().contains("corrupted"), "{:?}", describe.error);
-    assert_eq!(std::fs::read(&path).unwrap(), b"garbage", "a failed read changes nothing");
-
-    // Re-running the producer writes the object again.
-    let run = chain.run_with(&stack, &5005, RunOptions { no_cache: true, ..Default::default() }).unwrap();
+    assert_eq!(
+        statuses(&run),
+        [("source", StepStatus::Cached), ("square", StepStatus::Completed), ("describe", StepStatus::Completed)]
+    );
+    let reasons = why(&stack, &run, "square");
+    assert!(
+        matches!(&reasons[..], [Reason::ArtifactUnusable { detail, .. }] if detail.contains("corrupted")),
+        "{reasons:?}"
+    );
     assert_eq!(run.artifact::<String>("describe", "output").unwrap(), "value 25050025");
     assert_eq!(first.artifact::<i64>("square", "output").unwrap(), 25050025, "the old run's artifact is whole again");
+    assert_eq!(chain.run(&stack, &5005).unwrap().cached().len(), 3, "repaired: every step is a hit again");
 }
 
 #[test]

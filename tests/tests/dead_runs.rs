@@ -202,3 +202,49 @@ fn heartbeats_beat_until_dropped_and_survive_failing_beats() {
     assert_eq!(a.calls("heartbeat"), stopped_at, "a dropped heartbeat went on beating");
     drop(beat_b);
 }
+
+/// A run whose final status cannot be written (its database went away just
+/// then) leaves its lock behind: the next command on the machine, with the
+/// database back, shows the run failed at once, not minutes later.
+#[test]
+fn a_run_whose_end_cannot_be_recorded_is_closed_by_the_next_command() {
+    use std::sync::Arc;
+    use zenflow::prelude::*;
+    use zenflow::stacks::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
+    use zenflow::testing::faults::{Faults, FaultyMetadata, Rule};
+
+    #[step(cache = false)]
+    fn one() -> i64 {
+        1
+    }
+
+    #[pipeline]
+    fn single() {
+        one();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(".zenflow/zenflow.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let stack = |faults: Faults| {
+        zenflow::Stack::new(
+            "local",
+            Arc::new(LocalOrchestrator::new(1)),
+            Arc::new(ObjectArtifactStore::local(dir.path().join(".zenflow/artifacts")).unwrap()),
+            Arc::new(FaultyMetadata::new(SqliteMetadataStore::open(&db).unwrap(), faults)),
+        )
+        .with_project_root(dir.path())
+    };
+    let away = Faults::new().with(Rule::on("set_run_status").fail("connection refused (simulated)"));
+    let options = zenflow::RunOptions { run_name: Some("cut".into()), ..Default::default() };
+    let err = single.run_with(&stack(away), &(), options);
+    assert!(err.is_err(), "the run cannot say it ended");
+    assert_eq!(std::fs::read_dir(dir.path().join(".zenflow/runs")).unwrap().count(), 1, "its lock file stays");
+
+    let back = stack(Faults::new());
+    assert_eq!(back.get_run("cut").unwrap().unwrap().status, RunStatus::Running);
+    let closed = back.block_on(back.close_stale_runs()).unwrap().unwrap();
+    let run = back.get_run("cut").unwrap().unwrap();
+    assert_eq!((closed, run.status), (vec![run.id.clone()], RunStatus::Failed));
+    assert_eq!(std::fs::read_dir(dir.path().join(".zenflow/runs")).unwrap().count(), 0, "and is gone once closed");
+}

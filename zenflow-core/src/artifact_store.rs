@@ -339,14 +339,41 @@ pub async fn read_version(
     }
 }
 
-/// Whether an artifact version's bytes are still there (inline ones always are).
-pub async fn version_available(
+/// Artifacts up to this size are read back and hashed before a cache hit
+/// reuses them; larger ones are checked for presence only (reading them on
+/// every hit would cost more than most steps).
+pub const VERIFY_ON_HIT: u64 = 8 << 20;
+
+/// Whether a cache hit may reuse an artifact version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Usable {
+    /// Its bytes are there (and, up to [`VERIFY_ON_HIT`], hash right).
+    Yes,
+    /// Its bytes are gone from the store.
+    Gone,
+    /// Its bytes are there but damaged: what [`StoreError::Corrupted`] says.
+    Corrupted(String),
+}
+
+/// Whether a cache hit may reuse `version`: inline bytes and objects up to
+/// [`VERIFY_ON_HIT`] are verified against the content hash, larger objects
+/// must exist. A damaged object is then replaced by the step that runs
+/// again (the store rewrites an object that is not intact). A read that
+/// fails for another reason (the store is unreachable) leaves the verdict
+/// to presence, as for a large object: the step that reads the bytes
+/// reports that error.
+pub async fn version_usable(
     store: &dyn ArtifactStore,
     version: &crate::metadata::ArtifactVersion,
-) -> Result<bool, StoreError> {
-    match version.inline {
-        Some(_) => Ok(true),
-        None => store.exists(&version.content_hash).await,
+) -> Result<Usable, StoreError> {
+    if version.inline.is_none() && version.metadata.size > VERIFY_ON_HIT {
+        return Ok(if store.exists(&version.content_hash).await? { Usable::Yes } else { Usable::Gone });
+    }
+    match read_version(store, version).await {
+        Ok(_) => Ok(Usable::Yes),
+        Err(StoreError::NotFound { .. } | StoreError::InAnotherStore { .. }) => Ok(Usable::Gone),
+        Err(e @ StoreError::Corrupted { .. }) => Ok(Usable::Corrupted(e.to_string())),
+        Err(_) => Ok(if store.exists(&version.content_hash).await? { Usable::Yes } else { Usable::Gone }),
     }
 }
 

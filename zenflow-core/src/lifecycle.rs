@@ -264,6 +264,13 @@ pub enum Lookup {
     Hit(metadata::CacheHit),
     /// A step run whose output (this one) is gone from the artifact store.
     Gone(Box<metadata::ArtifactVersion>),
+    /// A step run whose output (this one) is damaged in the store.
+    Corrupted {
+        /// The output.
+        artifact: Box<metadata::ArtifactVersion>,
+        /// What the store says about it.
+        detail: String,
+    },
     /// A step run older than the time to live.
     Expired {
         /// Its age, in seconds.
@@ -277,7 +284,8 @@ pub enum Lookup {
 
 /// Looks `key` up as the runner does: the latest completed step run with
 /// it, if it is younger than `ttl_ms` (when set) and every one of its
-/// artifacts is still in the store.
+/// artifacts is still in the store, intact
+/// ([`artifact_store::version_usable`]).
 pub async fn look_up(stack: &Stack, key: &str, ttl_ms: Option<u64>) -> Result<Lookup> {
     let Some(hit) = stack.metadata().find_cached(key).await? else { return Ok(Lookup::Miss) };
     if let Some(ttl_ms) = ttl_ms {
@@ -287,8 +295,12 @@ pub async fn look_up(stack: &Stack, key: &str, ttl_ms: Option<u64>) -> Result<Lo
         }
     }
     for o in &hit.outputs {
-        if !artifact_store::version_available(stack.artifacts().as_ref(), &o.artifact).await? {
-            return Ok(Lookup::Gone(Box::new(o.artifact.clone())));
+        match artifact_store::version_usable(stack.artifacts().as_ref(), &o.artifact).await? {
+            artifact_store::Usable::Yes => {}
+            artifact_store::Usable::Gone => return Ok(Lookup::Gone(Box::new(o.artifact.clone()))),
+            artifact_store::Usable::Corrupted(detail) => {
+                return Ok(Lookup::Corrupted { artifact: Box::new(o.artifact.clone()), detail })
+            }
         }
     }
     Ok(Lookup::Hit(hit))
@@ -318,6 +330,8 @@ pub enum RunReason {
     NoCachedResult,
     /// The cached result's artifacts are gone from the store.
     ArtifactsGone,
+    /// A cached result's artifact is damaged in the store.
+    ArtifactCorrupted,
     /// The cached result is older than the step's time to live.
     Expired,
 }
@@ -330,6 +344,7 @@ impl std::fmt::Display for Prediction {
             Prediction::Run(RunReason::CacheOff) => "run (cache off)",
             Prediction::Run(RunReason::NoCachedResult) => "run (no cached result)",
             Prediction::Run(RunReason::ArtifactsGone) => "run (cached artifacts are gone)",
+            Prediction::Run(RunReason::ArtifactCorrupted) => "run (a cached artifact is damaged)",
             Prediction::Run(RunReason::Expired) => "run (cached result expired)",
         })
     }
@@ -369,6 +384,7 @@ pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<P
                 match look_up(stack, &cache_key(step, &hashes).to_hex(), step.options.cache_ttl_ms).await? {
                     Lookup::Miss => Prediction::Run(RunReason::NoCachedResult),
                     Lookup::Gone(_) => Prediction::Run(RunReason::ArtifactsGone),
+                    Lookup::Corrupted { .. } => Prediction::Run(RunReason::ArtifactCorrupted),
                     Lookup::Expired { .. } => Prediction::Run(RunReason::Expired),
                     Lookup::Hit(hit) => {
                         for o in &hit.outputs {

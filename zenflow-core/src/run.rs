@@ -20,7 +20,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     let runner = Arc::new(StepRunner::new(stack.clone(), record, plan.clone(), options));
     // Held until this function returns: if the process dies first, the
     // next command on this machine sees it at once (`run_lock`).
-    let _lock = stack.project_root().and_then(|root| {
+    let lock = stack.project_root().and_then(|root| {
         crate::run_lock::hold(root, &id)
             .map_err(|e| tracing::warn!("no run lock (a crash is noticed by the heartbeat only): {e}"))
             .ok()
@@ -54,7 +54,15 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     let mut error = error;
     crate::redact::option_in_place(&mut error);
     let ended_at = metadata::now();
-    stack.metadata().set_run_status(&id, status, error.as_deref(), Some(ended_at)).await?;
+    if let Err(e) = stack.metadata().set_run_status(&id, status, error.as_deref(), Some(ended_at)).await {
+        // The run's end is not recorded: leave the evidence that its driver
+        // is gone, so that the next command on this machine closes it.
+        if let Some(lock) = lock {
+            lock.abandon();
+        }
+        return Err(e.into());
+    }
+    drop(lock);
     let mut run = runner.run().clone();
     run.status = status;
     run.error = error;

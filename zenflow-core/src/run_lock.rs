@@ -26,11 +26,25 @@ pub const DEAD_ERROR: &str = "the process running it on this machine stopped wit
 pub struct RunLock {
     path: PathBuf,
     _file: File,
+    /// Leave the file when dropped ([`RunLock::abandon`]).
+    keep_file: bool,
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !self.keep_file {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl RunLock {
+    /// Lets go of the lock but leaves its file, as a process that dies
+    /// does: for a run whose end could not be recorded (the database was
+    /// away), so that the next command on this machine finds the run
+    /// [`abandoned`] and closes it at once instead of leaving it `running`.
+    pub fn abandon(mut self) {
+        self.keep_file = true;
     }
 }
 
@@ -51,7 +65,7 @@ pub fn hold(root: &Path, run_id: &str) -> io::Result<RunLock> {
     }
     let path = lock_path(root, run_id);
     std::fs::rename(&staging, &path)?;
-    Ok(RunLock { path, _file: file })
+    Ok(RunLock { path, _file: file, keep_file: false })
 }
 
 /// The runs whose lock file no process holds: their driver died (or
@@ -108,6 +122,15 @@ pub fn forget(root: &Path, run_id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abandoned_lock_is_left_for_the_next_command() {
+        let dir = tempfile::tempdir().unwrap();
+        hold(dir.path(), "run-c").unwrap().abandon();
+        assert_eq!(abandoned(dir.path()), ["run-c"], "free, and its file is still there");
+        forget(dir.path(), "run-c");
+        assert!(abandoned(dir.path()).is_empty());
+    }
 
     #[test]
     fn a_held_lock_is_alive_and_a_dropped_one_is_abandoned_until_forgotten() {

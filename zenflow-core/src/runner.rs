@@ -961,6 +961,13 @@ impl StepRunner {
                     detail,
                 }))
             }
+            crate::lifecycle::Lookup::Corrupted { artifact, detail } => {
+                tracing::warn!(artifact = %artifact.name, "{detail}; the step will run again and rewrite it");
+                Err(Some(Reason::ArtifactUnusable {
+                    artifact: format!("{}@{}", artifact.name, artifact.version),
+                    detail,
+                }))
+            }
             crate::lifecycle::Lookup::Miss => Err(None),
         })
     }
