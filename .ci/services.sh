@@ -155,6 +155,10 @@ svc_oip_client() {
 # the dashboard's (8265: GCS 6380, client 10001, agent 52365). The head is driven
 # through a small control script (stop by PID, start again) that tests use
 # to stop it mid-run; svc_stop_all stops whichever head runs at the end.
+# Its fixed ports derive from the dashboard port (the GCS at port - 1885,
+# Ray Client at port + 1736, the dashboard agent at port + 44100); workers
+# take ports in [port + 2000, port + 9000], which holds none of them for any
+# port (Ray's default range, 10002-19999, held Ray Client's for 8267).
 svc_ray() {
     local port=${1:-8265}
     local venv="$SVC_TOOLS/ray-venv"
@@ -174,6 +178,7 @@ case "\$1" in
 start)
     setsid "$venv/bin/ray" start --head --block --node-ip-address=127.0.0.1 --port=$((port - 1885)) \\
         --ray-client-server-port=$((port + 1736)) --dashboard-agent-listen-port=$((port + 44100)) \\
+        --min-worker-port=$((port + 2000)) --max-worker-port=$((port + 9000)) \\
         --dashboard-host=127.0.0.1 --dashboard-port=$port --num-cpus=2 --include-dashboard=true \\
         --temp-dir="$dir" --disable-usage-stats >>"$dir/head.log" 2>&1 &
     echo \$! >"$dir/head.pid"
