@@ -935,27 +935,18 @@ impl StepRunner {
             }
             crate::lifecycle::Lookup::Gone(artifact) => {
                 let store = self.stack.artifacts();
-                if artifact.uri == store.uri(&artifact.content_hash) {
-                    tracing::warn!(
-                        artifact = %artifact.name,
-                        "cached artifact {} is gone from the artifact store; the step will run again",
-                        artifact.uri
-                    );
-                } else {
-                    // Not lost: another stack on this metadata store wrote it.
-                    tracing::warn!(
-                        artifact = %artifact.name,
-                        "cached artifact {} is not in this stack's artifact store ({}); the step will run again \
-                         (stacks that share a metadata store should share their artifact store)",
-                        artifact.uri,
-                        store.url()
-                    );
-                }
                 let detail = if artifact.uri == store.uri(&artifact.content_hash) {
                     format!("{} is gone from the artifact store", artifact.uri)
                 } else {
-                    format!("{} is in another stack's artifact store", artifact.uri)
+                    // Not lost: another stack on this metadata store wrote it.
+                    format!(
+                        "{} is not in this stack's artifact store ({}); stacks that share a metadata store \
+                         should share their artifact store",
+                        artifact.uri,
+                        store.url()
+                    )
                 };
+                tracing::warn!(artifact = %artifact.name, "cached artifact {detail}; the step will run again");
                 Err(Some(Reason::ArtifactUnusable {
                     artifact: format!("{}@{}", artifact.name, artifact.version),
                     detail,

@@ -219,7 +219,7 @@ fn deploy_here(stack: &Stack, model: &str, version: i64, options: &DeployOptions
         let moved = matches!(registry.promote(&p).await?, Promoted::Moved(_));
         Ok::<_, RegistryError>((holder, moved))
     })??;
-    if !moved && serving(&deployer, model).ok().flatten() == Some(version) {
+    if !moved && serving(&agent(&deployer), &deployer, model).ok().flatten() == Some(version) {
         // Asking for a load would swap in the same version: leave it be.
         return Ok(Deployed { model: model.into(), from, to: version, promoted: false, unchanged: true });
     }
@@ -262,14 +262,18 @@ fn deploy_here(stack: &Stack, model: &str, version: i64, options: &DeployOptions
     }
 }
 
-/// The version the server serves now, if any; `Err` when it does not answer.
-fn serving(deployer: &Deployer, model: &str) -> Result<Option<i64>, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(deployer.wait.min(Duration::from_secs(10))))
+/// The deployer's HTTP client: statuses as values, bounded by its wait.
+fn agent(deployer: &Deployer) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(deployer.wait))
         .http_status_as_error(false)
         .user_agent("zenflow-deployer")
         .build()
-        .into();
+        .into()
+}
+
+/// The version the server serves now, if any; `Err` when it does not answer.
+fn serving(agent: &ureq::Agent, deployer: &Deployer, model: &str) -> Result<Option<i64>, String> {
     let metadata = format!("{}/v2/models/{model}", deployer.url);
     let mut response = agent.get(&metadata).call().map_err(|e| e.to_string())?;
     if response.status().as_u16() != 200 {
@@ -282,12 +286,7 @@ fn serving(deployer: &Deployer, model: &str) -> Result<Option<i64>, String> {
 /// Asks the server to load `version` and waits until it serves it.
 fn serve_version(deployer: &Deployer, model: &str, version: i64) -> Result<(), String> {
     let deadline = Instant::now() + deployer.wait;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(deployer.wait))
-        .http_status_as_error(false)
-        .user_agent("zenflow-deployer")
-        .build()
-        .into();
+    let agent = agent(deployer);
     let base = &deployer.url;
     let load = format!("{base}/v2/repository/models/{model}/load");
     let auth = format!("Bearer {}", deployer.token);
@@ -316,7 +315,7 @@ fn serve_version(deployer: &Deployer, model: &str, version: i64) -> Result<(), S
     // The load answered once the swap was done; a server behind a load
     // balancer may take longer to show it on every replica.
     loop {
-        let serving = serving(deployer, model).ok().flatten();
+        let serving = serving(&agent, deployer, model).ok().flatten();
         if serving == Some(version) {
             return Ok(());
         }

@@ -227,7 +227,11 @@ fn from_a_laptop_to_production() {
     let o = p.run(&[&promote[..], &["--stack", "staging", "--run", "main-2"]].concat(), None);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains(&format!("is no evidence for v{worse}")), "{}", text(&o));
+    // The staging stack declares nothing; the registry's rule holds anyway.
     let o = p.run(&["stacks", "check", "staging"], None);
-    assert!(text(&o).contains("protection"), "{}", text(&o));
+    let expected = "the registry protects breast-cancer@production (this stack file does not declare them)";
+    assert!(text(&o).contains(expected), "{}", text(&o));
+    let o = p.run(&["stacks", "check", "production"], None);
+    assert!(text(&o).contains("the registry protects what zenflow.toml declares (production)"), "{}", text(&o));
     assert_eq!(p.production(), Some(first), "production never moved");
 }

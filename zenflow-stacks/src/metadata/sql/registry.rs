@@ -433,26 +433,44 @@ pub(crate) async fn set_protection(tx: &mut impl Tx, c: &Protection) -> Result<O
         vec![(&c.model).into(), (&c.alias).into()]
     };
     tx.execute(sql, &params).await?;
-    let none: Option<i64> = None;
-    let no_run: Option<String> = None;
-    tx.execute(
-        APPEND_EVENT,
-        &[
-            (&c.model).into(),
-            (&c.alias).into(),
-            none.into(),
-            none.into(),
-            kind.as_str().into(),
-            (&c.actor).into(),
-            (&c.reason).into(),
-            (&no_run).into(),
-            (&c.ci_job_url).into(),
-            0i64.into(),
-            at.into(),
-        ],
-    )
-    .await?;
-    Ok(tx.query(LAST_EVENT, &[(&c.model).into()], event_row).await?.into_iter().next())
+    let event = AliasEvent {
+        model: c.model.clone(),
+        seq: 0,
+        alias: c.alias.clone(),
+        from: None,
+        to: None,
+        kind,
+        actor: c.actor.clone(),
+        reason: c.reason.clone(),
+        run_id: None,
+        ci_job_url: c.ci_job_url.clone(),
+        forced: false,
+        at,
+    };
+    append_event(tx, &event).await.map(Some)
+}
+
+/// Appends `event` to its model's log (the store numbers it: `seq` is
+/// ignored) and returns it as recorded.
+async fn append_event(tx: &mut impl Tx, e: &AliasEvent) -> Result<AliasEvent, RegistryError> {
+    let params = [
+        (&e.model).into(),
+        (&e.alias).into(),
+        e.from.into(),
+        e.to.into(),
+        e.kind.as_str().into(),
+        (&e.actor).into(),
+        (&e.reason).into(),
+        (&e.run_id).into(),
+        (&e.ci_job_url).into(),
+        i64::from(e.forced).into(),
+        e.at.into(),
+    ];
+    tx.execute(APPEND_EVENT, &params).await?;
+    let event = tx.query(LAST_EVENT, &[(&e.model).into()], event_row).await?;
+    event.into_iter().next().ok_or_else(|| {
+        MetadataError::Corrupt(format!("model `{}`: the event just appended is not there", e.model)).into()
+    })
 }
 
 /// [`ModelRegistry::protections`].
@@ -487,27 +505,21 @@ pub(crate) async fn promote(tx: &mut impl Tx, p: &Promotion) -> Result<Promoted,
         Some(v) => tx.execute(SET_ALIAS, &[(&p.model).into(), (&p.alias).into(), v.into(), at.into()]).await?,
         None => tx.execute(DROP_ALIAS, &[(&p.model).into(), (&p.alias).into()]).await?,
     };
-    tx.execute(
-        APPEND_EVENT,
-        &[
-            (&p.model).into(),
-            (&p.alias).into(),
-            from.into(),
-            to.into(),
-            p.kind.as_str().into(),
-            (&p.actor).into(),
-            (&p.reason).into(),
-            (&p.run_id).into(),
-            (&p.ci_job_url).into(),
-            i64::from(p.force).into(),
-            at.into(),
-        ],
-    )
-    .await?;
-    let event = tx.query(LAST_EVENT, &[(&p.model).into()], event_row).await?;
-    event.into_iter().next().map(Promoted::Moved).ok_or_else(|| {
-        MetadataError::Corrupt(format!("model `{}`: the event just appended is not there", p.model)).into()
-    })
+    let event = AliasEvent {
+        model: p.model.clone(),
+        seq: 0,
+        alias: p.alias.clone(),
+        from,
+        to,
+        kind: p.kind,
+        actor: p.actor.clone(),
+        reason: p.reason.clone(),
+        run_id: p.run_id.clone(),
+        ci_job_url: p.ci_job_url.clone(),
+        forced: p.force,
+        at,
+    };
+    append_event(tx, &event).await.map(Promoted::Moved)
 }
 
 #[cfg(test)]
