@@ -7,7 +7,8 @@
 #
 #   source .ci/services.sh
 #   svc_init                 # a temporary folder; stops everything on exit
-#   svc_postgres             # ZENFLOW_TEST_POSTGRES_URL, ..._TLS_URL, ..._CA, ..._OTHER_CA
+#   svc_postgres             # ZENFLOW_TEST_POSTGRES_URL, ..._TLS_URL, ..._CA, ..._OTHER_CA,
+#                            # ZENFLOW_TEST_POSTGRES_CTL (crash/start the server)
 #   svc_s3                   # ZENFLOW_TEST_S3_ENDPOINT, _BUCKET, _ACCESS_KEY, _SECRET_KEY
 #   svc_ray                  # ZENFLOW_TEST_RAY_ADDRESS, ZENFLOW_TEST_RAY_CTL (stop/start the head)
 #
@@ -101,9 +102,19 @@ svc_postgres() {
         cat "$pg/data/pg_hba.conf"
     } >"$pg/hba" && mv "$pg/hba" "$pg/data/pg_hba.conf" && chown postgres "$pg/data/pg_hba.conf"
     SVC_PG_DATA="$pg/data"
-    runuser -u postgres -- "$SVC_PG_BIN/pg_ctl" -D "$SVC_PG_DATA" -l "$pg/log" -w \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $pg -c ssl=on \
-            -c ssl_cert_file=$pg/server.pem -c ssl_key_file=$pg/server.key" start >/dev/null
+    # `ctl stop` crashes the server as a power cut would (no shutdown
+    # checkpoint, every session cut); `ctl start` brings it back as it was.
+    cat >"$pg/ctl" <<EOF
+#!/bin/sh
+set -e
+case "\$1" in
+stop) exec runuser -u postgres -- "$SVC_PG_BIN/pg_ctl" -D "$SVC_PG_DATA" -m immediate stop >/dev/null ;;
+start) exec runuser -u postgres -- "$SVC_PG_BIN/pg_ctl" -D "$SVC_PG_DATA" -l "$pg/log" -w -o "-c listen_addresses=127.0.0.1 -p $port -k $pg -c ssl=on -c ssl_cert_file=$pg/server.pem -c ssl_key_file=$pg/server.key" start >/dev/null ;;
+*) echo "usage: \$0 stop|start" >&2; exit 2 ;;
+esac
+EOF
+    chmod 755 "$pg/ctl"
+    "$pg/ctl" start
     local password="pw-$RANDOM-$RANDOM"
     runuser -u postgres -- psql -q -h "$pg" -p "$port" -U postgres \
         -c "ALTER USER postgres PASSWORD '$password'" \
@@ -113,6 +124,7 @@ svc_postgres() {
     export ZENFLOW_TEST_POSTGRES_TLS_URL="postgres://tls_only:$password@localhost:$port/postgres"
     export ZENFLOW_TEST_POSTGRES_CA="$pg/ca.pem"
     export ZENFLOW_TEST_POSTGRES_OTHER_CA="$pg/other-ca.pem"
+    export ZENFLOW_TEST_POSTGRES_CTL="$pg/ctl"
     echo "PostgreSQL $("$SVC_PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 }
 

@@ -63,6 +63,44 @@ pub mod project {
     }
 }
 
+/// What the service tier's tests share: the servers `.ci/services.sh`
+/// started, found through the variables it exported.
+pub mod services {
+    /// The variable `name`, which `.ci/services.sh` exports.
+    pub fn env(name: &str) -> String {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: this service test needs it (see .ci/services.sh)"))
+    }
+
+    /// A runtime of two workers.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    /// `prefix` and a suffix no other call on this machine gives, valid as
+    /// an SQL name.
+    pub fn unique(prefix: &str) -> String {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        format!("{prefix}_{}_{nanos}_{n}", std::process::id())
+    }
+
+    /// A fresh, empty database on the service tier's server; its URL.
+    pub fn fresh_database(rt: &tokio::runtime::Runtime) -> String {
+        let admin = env("ZENFLOW_TEST_POSTGRES_URL");
+        let name = unique("zf");
+        rt.block_on(async {
+            let (client, conn) =
+                tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect as admin");
+            tokio::spawn(conn);
+            client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        });
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
+        format!("{base}/{name}")
+    }
+}
+
 /// Races on the model registry between two processes of the `registry_race`
 /// binary, for the SQLite test and the PostgreSQL service test.
 pub mod registry_race {

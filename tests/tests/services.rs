@@ -23,32 +23,7 @@ use zenflow::stacks::config::ArtifactStoreConfig;
 use zenflow::stacks::metadata::PostgresMetadataStore;
 use zenflow::stacks::ObjectArtifactStore;
 use zenflow::{conformance, ArtifactStore};
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: this service test needs it (see tests/tests/services.rs)"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &zenflow::testing::unique_id().replace('-', "")[20..])
-}
-
-/// A fresh, empty database; returns its URL.
-fn fresh_database(rt: &tokio::runtime::Runtime) -> String {
-    let admin = env("ZENFLOW_TEST_POSTGRES_URL");
-    let name = unique("zf");
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect as admin");
-        tokio::spawn(conn);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    });
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
-    format!("{base}/{name}")
-}
+use zenflow_tests::services::{env, fresh_database, runtime, unique};
 
 /// The password in `postgres://user:password@host/...` (the service tier
 /// runs PostgreSQL with password authentication over TCP).
@@ -370,20 +345,26 @@ fn postgres_migrates_once_under_concurrent_first_use_and_refuses_foreign_or_newe
 #[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
 fn an_unreachable_or_refusing_database_is_a_clear_error() {
     let rt = runtime();
-    let store = PostgresMetadataStore::open("postgres://zen:hunter2@127.0.0.1:1/zenflow", None).unwrap();
+    // Nothing listens: waited for, as a restarting server is, for the window.
+    let store = PostgresMetadataStore::open("postgres://zen:hunter2@127.0.0.1:1/zenflow", None)
+        .unwrap()
+        .with_retry_window(std::time::Duration::from_millis(300));
     let err = rt.block_on(store.list_runs(None, 1)).unwrap_err().to_string();
     assert!(err.contains("postgres://zen:***@127.0.0.1:1/zenflow") && err.contains("cannot connect"), "{err}");
+    assert!(err.contains("the database did not come back within 300ms ("), "{err}");
     assert!(!err.contains("hunter2"), "the password never appears: {err}");
+    // What no wait mends fails at once, with the default window of 30 s.
     let admin = env("ZENFLOW_TEST_POSTGRES_URL");
     let missing = format!("{}/no_such_database", admin.rsplit_once('/').unwrap().0);
     let err = rt.block_on(PostgresMetadataStore::open(&missing, None).unwrap().list_runs(None, 1)).unwrap_err();
     assert!(err.to_string().contains("no_such_database"), "{err}");
+    assert!(!err.to_string().contains("did not come back"), "not retried: {err}");
     // Wrong credentials: the server's refusal, never the password.
     let password = password_of(&admin);
     let wrong = admin.replacen(&format!(":{password}@"), ":not-the-password@", 1);
     let err =
         rt.block_on(PostgresMetadataStore::open(&wrong, None).unwrap().list_runs(None, 1)).unwrap_err().to_string();
-    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains("password authentication failed") && !err.contains("did not come back"), "{err}");
     assert!(!err.contains("not-the-password") && !err.contains(&password), "{err}");
 }
 
@@ -588,6 +569,7 @@ fn postgres_over_tls_checks_the_server_as_sslmode_asks() {
     let refused = |url: &str| {
         let err = connects(url).unwrap_err().to_string();
         assert!(!err.contains(&password), "the password leaked: {}", err.replace(&password, "***"));
+        assert!(!err.contains("did not come back"), "a refusal is not waited out: {err}");
         err
     };
     // The certificate names localhost, not 127.0.0.1.
@@ -696,24 +678,19 @@ fn a_lost_postgres_batch_fails_the_run_it_belonged_to() {
     use zenflow::metadata::StepStatus;
     let rt = runtime();
     let url = fresh_database(&rt);
-    // A long window: the batch stays open until the connection is cut.
-    let store =
-        PostgresMetadataStore::open(&url, Some(2)).unwrap().with_commit_window(std::time::Duration::from_secs(60));
-    let db = url.rsplit('/').next().unwrap().to_string();
+    // A long window: the batch stays open until the connection is cut; and
+    // no retry window: nothing waits for the connection to come back.
+    let store = PostgresMetadataStore::open(&url, Some(2))
+        .unwrap()
+        .with_commit_window(std::time::Duration::from_secs(60))
+        .with_retry_window(std::time::Duration::ZERO);
     rt.block_on(async {
         let run = store.create_run(&new_run("lost", "lost-run")).await.unwrap();
         store.flush().await.unwrap();
         // Reported done, not yet committed; the cached one is not even answered yet.
         store.write_step_run(&step_write(&run.id, "good", StepStatus::Completed)).await.unwrap();
         store.write_step_run(&step_write(&run.id, "skipped", StepStatus::Skipped)).await.unwrap();
-        // The server drops every connection of this database.
-        let (admin, conn) =
-            tokio_postgres::connect(&env("ZENFLOW_TEST_POSTGRES_URL"), tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        admin
-            .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&db])
-            .await
-            .unwrap();
+        terminate_sessions(&url).await;
         // The next write of the run finds the batch gone.
         let err = loop {
             match store.write_step_run(&step_write(&run.id, "later", StepStatus::Completed)).await {
@@ -734,6 +711,49 @@ fn a_lost_postgres_batch_fails_the_run_it_belonged_to() {
         store.write_step_run(&step_write(&other.id, "fine", StepStatus::Completed)).await.unwrap();
         store.set_run_status(&other.id, RunStatus::Completed, None, Some(zenflow::testing::now())).await.unwrap();
         assert_eq!(store.step_runs(&other.id).await.unwrap().len(), 1);
+    });
+}
+
+/// The server ends every session of the database at `url` (as a failover
+/// or an administrator does).
+async fn terminate_sessions(url: &str) {
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let (admin, conn) =
+        tokio_postgres::connect(&env("ZENFLOW_TEST_POSTGRES_URL"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&db]).await.unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn a_batch_whose_session_was_ended_is_replayed_and_nothing_is_lost() {
+    use zenflow::conformance::metadata::{artifact, new_run, step_write};
+    use zenflow::metadata::StepStatus;
+    let rt = runtime();
+    let url = fresh_database(&rt);
+    let store =
+        PostgresMetadataStore::open(&url, Some(2)).unwrap().with_commit_window(std::time::Duration::from_secs(60));
+    rt.block_on(async {
+        // Created, and written, in the batch the server is about to end.
+        let run = store.create_run(&new_run("ended", "ended-run")).await.unwrap();
+        let mut first = step_write(&run.id, "first", StepStatus::Completed);
+        first.new_outputs.push(artifact("ended", "first", b"1"));
+        let linked = store.write_step_run(&first).await.unwrap();
+        store.write_step_run(&step_write(&run.id, "skipped", StepStatus::Skipped)).await.unwrap();
+        terminate_sessions(&url).await;
+        let mut later = step_write(&run.id, "later", StepStatus::Completed);
+        later.new_outputs.push(artifact("ended", "first", b"2"));
+        let later = store.write_step_run(&later).await.unwrap();
+        assert_eq!(later[0].artifact.version, 2, "numbered after the replayed version");
+        store.set_run_status(&run.id, RunStatus::Completed, None, Some(zenflow::testing::now())).await.unwrap();
+
+        let other = PostgresMetadataStore::open(&url, None).unwrap();
+        let record = other.get_run(&run.id).await.unwrap().expect("the run's creation was replayed");
+        assert_eq!(record.status, RunStatus::Completed);
+        let steps: Vec<_> = other.step_runs(&run.id).await.unwrap().iter().map(|s| s.status).collect();
+        assert_eq!(steps, vec![StepStatus::Completed, StepStatus::Skipped, StepStatus::Completed]);
+        let kept = other.artifact_version(&linked[0].artifact.id).await.unwrap().expect("kept");
+        assert_eq!(kept.version, 1);
     });
 }
 

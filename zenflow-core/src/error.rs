@@ -45,6 +45,10 @@ pub enum Error {
     /// The async runtime could not be started.
     #[error("could not start the zenflow runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The run ended, but its end could not be recorded; what its steps
+    /// did, as the run saw it, is inside.
+    #[error(transparent)]
+    Unrecorded(Box<crate::run::Unrecorded>),
 }
 
 impl Error {

@@ -54,19 +54,20 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     let mut error = error;
     crate::redact::option_in_place(&mut error);
     let ended_at = metadata::now();
-    if let Err(e) = stack.metadata().set_run_status(&id, status, error.as_deref(), Some(ended_at)).await {
+    let recorded = stack.metadata().set_run_status(&id, status, error.as_deref(), Some(ended_at)).await;
+    let mut run = runner.run().clone();
+    run.status = status;
+    run.error = error;
+    run.ended_at = Some(ended_at);
+    if let Err(source) = recorded {
         // The run's end is not recorded: leave the evidence that its driver
         // is gone, so that the next command on this machine closes it.
         if let Some(lock) = lock {
             lock.abandon();
         }
-        return Err(e.into());
+        return Err(Error::Unrecorded(Box::new(Unrecorded { run, plan, steps, source })));
     }
     drop(lock);
-    let mut run = runner.run().clone();
-    run.status = status;
-    run.error = error;
-    run.ended_at = Some(ended_at);
     Ok(RunResult {
         stack: stack.clone(),
         run,
@@ -367,6 +368,35 @@ impl<O> RunResult<O> {
         out
     }
 }
+
+/// A run whose end could not be recorded (its metadata store failed at the
+/// last write): what it did, from the run's own memory, for a report. Its
+/// record says `running` until the next command on the machine marks it
+/// failed (the run leaves its lock behind for that).
+#[derive(Debug)]
+pub struct Unrecorded {
+    /// The run, with the status and error it would have recorded.
+    pub run: RunRecord,
+    /// Its plan.
+    pub plan: Arc<Plan>,
+    /// What each step that finished did.
+    pub steps: Vec<StepResult>,
+    /// Why its end could not be recorded.
+    pub source: metadata::MetadataError,
+}
+
+impl fmt::Display for Unrecorded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the end of run `{}` could not be recorded: {}. The next command on this machine marks it failed; \
+             run the pipeline again to resume from the cache",
+            self.run.name, self.source
+        )
+    }
+}
+
+impl std::error::Error for Unrecorded {}
 
 /// A run that did not complete; the result is kept so its steps can be inspected.
 #[derive(Debug)]

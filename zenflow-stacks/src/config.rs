@@ -274,13 +274,7 @@ impl ArtifactStoreConfig {
     /// The retry durations (`retry_timeout`, `retry_backoff`), parsed;
     /// `None` where not set. The error names the setting.
     pub fn retry_durations(&self) -> std::result::Result<(Option<Duration>, Option<Duration>), String> {
-        let parse = |name: &str, v: &Option<String>| match v.as_deref() {
-            None => Ok(None),
-            Some(t) => zenflow_core::step::parse_duration_ms(t)
-                .map(|ms| Some(Duration::from_millis(ms)))
-                .ok_or_else(|| format!("`{name}` `{t}` is not a duration such as \"30s\" or \"100ms\"")),
-        };
-        Ok((parse("retry_timeout", &self.retry_timeout)?, parse("retry_backoff", &self.retry_backoff)?))
+        Ok((parse_setting("retry_timeout", &self.retry_timeout)?, parse_setting("retry_backoff", &self.retry_backoff)?))
     }
 }
 
@@ -328,6 +322,29 @@ pub struct MetadataStoreConfig {
     /// Connections in the pool (PostgreSQL); default: 2 × cores, at least 4.
     #[serde(default)]
     pub pool_size: Option<usize>,
+    /// PostgreSQL: how long a read or write rides out an outage of the
+    /// database (a restart, a failover) from its first failure, e.g.
+    /// `"30s"` (the default; `"0s"`: fail at the first error).
+    #[serde(default)]
+    pub retry_timeout: Option<String>,
+}
+
+impl MetadataStoreConfig {
+    /// `retry_timeout`, parsed; `None` where not set. The error names the
+    /// setting.
+    pub fn retry_window(&self) -> std::result::Result<Option<Duration>, String> {
+        parse_setting("retry_timeout", &self.retry_timeout)
+    }
+}
+
+/// The duration setting `name`, written `value`, parsed.
+fn parse_setting(name: &str, value: &Option<String>) -> std::result::Result<Option<Duration>, String> {
+    match value.as_deref() {
+        None => Ok(None),
+        Some(t) => zenflow_core::step::parse_duration_ms(t)
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("`{name}` `{t}` is not a duration such as \"30s\" or \"100ms\"")),
+    }
 }
 
 // Secrets stay out of `{:?}` and tracing output.
@@ -350,6 +367,7 @@ impl std::fmt::Debug for MetadataStoreConfig {
         f.debug_struct("MetadataStoreConfig")
             .field("url", &redact_url(&self.url))
             .field("pool_size", &self.pool_size)
+            .field("retry_timeout", &self.retry_timeout)
             .finish()
     }
 }
@@ -514,7 +532,10 @@ impl Stacks {
                         url: "file://.zenflow/artifacts".into(),
                         ..Default::default()
                     },
-                    metadata_store: MetadataStoreConfig { url: "sqlite://.zenflow/zenflow.db".into(), pool_size: None },
+                    metadata_store: MetadataStoreConfig {
+                        url: "sqlite://.zenflow/zenflow.db".into(),
+                        ..Default::default()
+                    },
                     extras: Vec::new(),
                     deployer: None,
                     durability: Default::default(),
@@ -546,9 +567,16 @@ impl Stacks {
         };
         artifact_store.retry_durations().map_err(|e| usage(format!("stack `{name}`, artifact_store: {e}")))?;
         let metadata_store = match table.metadata_store {
-            Decl::Url(url) => MetadataStoreConfig { url, pool_size: None },
+            Decl::Url(url) => MetadataStoreConfig { url, ..Default::default() },
             Decl::Table(t) => t,
         };
+        metadata_store.retry_window().map_err(|e| usage(format!("stack `{name}`, metadata_store: {e}")))?;
+        if metadata_store.retry_timeout.is_some() && !metadata_store.url.starts_with("postgres") {
+            return Err(usage(format!(
+                "stack `{name}`, metadata_store: `retry_timeout` is for a PostgreSQL store; SQLite waits for its \
+                 own locks and has no server to wait for"
+            )));
+        }
         let mut extras = Vec::new();
         let deployer = table.deployer.map(|d| d.resolve(name)).transpose()?;
         if table.tracker.is_some() {
@@ -718,7 +746,13 @@ impl Stacks {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             #[cfg(feature = "postgres")]
-            return Ok(Arc::new(crate::metadata::PostgresMetadataStore::open(url, config.metadata_store.pool_size)?));
+            {
+                let store = crate::metadata::PostgresMetadataStore::open(url, config.metadata_store.pool_size)?;
+                return Ok(Arc::new(match config.metadata_store.retry_window().map_err(usage)? {
+                    Some(window) => store.with_retry_window(window),
+                    None => store,
+                }));
+            }
             #[cfg(not(feature = "postgres"))]
             return Err(usage(
                 "this binary was built without PostgreSQL support: enable the `postgres` feature of zenflow",
@@ -767,6 +801,9 @@ impl StackConfig {
         out.push(("metadata store".into(), redact_url(&self.metadata_store.url)));
         if let Some(n) = self.metadata_store.pool_size {
             out.push(("  pool size".into(), n.to_string()));
+        }
+        if let Some(t) = &self.metadata_store.retry_timeout {
+            out.push(("  retry timeout".into(), t.clone()));
         }
         if self.inline_limit != zenflow_core::stack::DEFAULT_INLINE_LIMIT {
             out.push(("inline limit".into(), format!("{} bytes", self.inline_limit)));
@@ -960,6 +997,26 @@ mod tests {
         let worker = stacks.open_in_place("ray").unwrap();
         assert_eq!((worker.name(), worker.orchestrator().name()), ("ray", "local"));
         assert!(worker.is_protected("production"), "the rest of the stack is as declared");
+    }
+
+    #[test]
+    fn a_metadata_stores_retry_timeout_is_checked_where_the_stack_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |store: &str| {
+            let file = format!("[stacks.s]\nartifact_store = \"memory://\"\n[stacks.s.metadata_store]\n{store}");
+            std::fs::write(dir.path().join(STACK_FILE), file).unwrap();
+            Stacks::load(dir.path()).unwrap().config("s")
+        };
+        let pg = load("url = \"postgres://u@127.0.0.1/db\"\nretry_timeout = \"45s\"\n").unwrap();
+        assert_eq!(pg.metadata_store.retry_window(), Ok(Some(Duration::from_secs(45))));
+        assert!(pg.describe().contains(&("  retry timeout".to_string(), "45s".to_string())));
+        let e = load("url = \"postgres://u@127.0.0.1/db\"\nretry_timeout = \"soon\"\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "stack `s`, metadata_store: `retry_timeout` `soon` is not a duration such as \"30s\" or \"100ms\""
+        );
+        let e = load("url = \"sqlite://z.db\"\nretry_timeout = \"5s\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("stack `s`, metadata_store: `retry_timeout` is for a PostgreSQL store"), "{e}");
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub mod metadata {
 
 /// Running a plan, and the result of a run.
 pub mod run {
-    pub use zenflow_core::run::{execute_plan, spawn_heartbeat, RunFailed, RunResult};
+    pub use zenflow_core::run::{execute_plan, spawn_heartbeat, RunFailed, RunResult, Unrecorded};
 }
 
 /// The heartbeats that keep running runs from being taken for dead, on a

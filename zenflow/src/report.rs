@@ -11,7 +11,7 @@
 //! | `schema` | int | layout version, 1 |
 //! | `pipeline`, `run_id`, `run_name`, `stack` | string | what ran where |
 //! | `git_commit` | string \| null | commit of the checkout |
-//! | `status` | `"completed"` \| `"failed"` \| `"running"` \| `"pending"` \| `"error"` | the run's status; `"error"`: it could not start or be recorded (then only `schema`, `pipeline`, `stack`, `status`, `error` and empty `steps`, `metrics`, `checks` are present) |
+//! | `status` | `"completed"` \| `"failed"` \| `"running"` \| `"pending"` \| `"error"` | the run's status; `"error"`: it could not start or be recorded (then only `schema`, `pipeline`, `stack`, `status`, `error`, empty `metrics` and `checks`, and `steps`: empty when it never started, else what its steps did as the run saw it, without logs) |
 //! | `error` | string | why the run could not start or be recorded (`status: "error"` only) |
 //! | `gate` | `"passed"` \| `"failed"` | quality gate: failed when a check failed (or warned, with warnings as errors) |
 //! | `started_at`, `ended_at` | RFC 3339 string \| null | UTC |
@@ -367,6 +367,21 @@ pub struct OutputReport {
     pub size: u64,
 }
 
+impl From<&zenflow_core::metadata::OutputLink> for OutputReport {
+    fn from(o: &zenflow_core::metadata::OutputLink) -> Self {
+        OutputReport {
+            output: o.output.clone(),
+            artifact_id: o.artifact.id.clone(),
+            name: o.artifact.name.clone(),
+            version: o.artifact.version,
+            type_name: o.artifact.type_name.clone(),
+            content_hash: o.artifact.content_hash.to_hex(),
+            uri: o.artifact.uri.clone(),
+            size: o.artifact.metadata.size,
+        }
+    }
+}
+
 /// A logged metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricReport {
@@ -472,20 +487,7 @@ impl RunReport {
                 duration_ms: sr.ended_at.map(|e| (e - sr.started_at) as f64 / 1000.0),
                 attempts: sr.attempts,
                 error: sr.error.clone(),
-                outputs: sr
-                    .outputs
-                    .iter()
-                    .map(|o| OutputReport {
-                        output: o.output.clone(),
-                        artifact_id: o.artifact.id.clone(),
-                        name: o.artifact.name.clone(),
-                        version: o.artifact.version,
-                        type_name: o.artifact.type_name.clone(),
-                        content_hash: o.artifact.content_hash.to_hex(),
-                        uri: o.artifact.uri.clone(),
-                        size: o.artifact.metadata.size,
-                    })
-                    .collect(),
+                outputs: sr.outputs.iter().map(OutputReport::from).collect(),
                 logs: sr.logs.clone(),
                 why: zenflow_core::why::reasons(
                     sr,
@@ -915,15 +917,54 @@ pub struct FailedToRun<'a> {
     pub stack: &'a str,
     /// What went wrong.
     pub error: &'a str,
+    /// What the run's steps did, as the run saw it, when it ran but its end
+    /// could not be recorded ([`FailedToRun::steps_of`]); empty when it
+    /// never started.
+    pub steps: &'a [StepReport],
+}
+
+impl FailedToRun<'_> {
+    /// The steps of `run` that finished, from its own memory, in plan order.
+    pub fn steps_of(run: &zenflow_core::run::Unrecorded) -> Vec<StepReport> {
+        run.plan
+            .steps
+            .iter()
+            .filter_map(|ps| {
+                let r = run.steps.iter().find(|r| r.invocation == ps.id)?;
+                Some(StepReport {
+                    id: ps.id.clone(),
+                    step: ps.step.clone(),
+                    status: r.status.as_str().into(),
+                    duration_ms: Some(r.duration.as_secs_f64() * 1000.0),
+                    attempts: r.attempts,
+                    error: r.error.clone(),
+                    outputs: r.outputs.iter().map(OutputReport::from).collect(),
+                    logs: Vec::new(),
+                    why: Vec::new(),
+                })
+            })
+            .collect()
+    }
 }
 
 impl FailedToRun<'_> {
     /// Markdown, with the same marker as a run's report (so it replaces the
     /// pipeline's earlier PR comment).
     pub fn to_markdown(&self) -> String {
+        let known = if self.steps.is_empty() {
+            "no step result is known.".to_string()
+        } else {
+            let mut s =
+                "as the run saw them, its steps did this:\n\n| step | status | error |\n|---|---|---|\n".to_string();
+            for step in self.steps {
+                let error = step.error.as_deref().map(text).unwrap_or_default();
+                let _ = writeln!(s, "| {} | {} | {error} |", code(&step.id), step.status);
+            }
+            s
+        };
         format!(
             "{}\n## ❌ zenflow · `{}` — could not run\n\nOn stack `{}` the run could not start or could not be \
-             recorded; no step result is known.\n\n> {}\n",
+             recorded; {known}\n\n> {}\n",
             marker(self.pipeline),
             code(self.pipeline),
             code(self.stack),
@@ -939,7 +980,7 @@ impl FailedToRun<'_> {
             "stack": self.stack,
             "status": "error",
             "error": self.error,
-            "steps": [],
+            "steps": self.steps,
             "metrics": [],
             "checks": [],
         });

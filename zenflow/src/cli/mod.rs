@@ -831,8 +831,14 @@ where
     // CI reads the reports: a run that cannot start or finish still gets
     // them, saying why, instead of leaving the PR comment and the test
     // report empty.
-    run_checked(pipeline, &args, quiet).inspect_err(|e| {
-        let report = report::FailedToRun { pipeline: pipeline.name(), stack: &args.stack.stack, error: &e.message };
+    let mut unrecorded = Vec::new();
+    run_checked(pipeline, &args, quiet, &mut unrecorded).inspect_err(|e| {
+        let report = report::FailedToRun {
+            pipeline: pipeline.name(),
+            stack: &args.stack.stack,
+            error: &e.message,
+            steps: &unrecorded,
+        };
         let texts = [report.to_markdown(), report.to_json() + "\n", report.to_junit()];
         for e in write_report_texts(&args, texts) {
             eprintln!("error: {e}");
@@ -840,7 +846,9 @@ where
     })
 }
 
-fn run_checked<P>(pipeline: &P, args: &RunArgs, quiet: bool) -> CliResult
+/// Runs the pipeline as `args` say, and reports; a run whose end could not
+/// be recorded leaves what its steps did in `unrecorded`.
+fn run_checked<P>(pipeline: &P, args: &RunArgs, quiet: bool, unrecorded: &mut Vec<report::StepReport>) -> CliResult
 where
     P: Pipeline,
     P::Config: Default,
@@ -869,6 +877,9 @@ where
     let options =
         RunOptions { no_cache, cache_ttl, run_name, observer: Some(progress.observer()), ..RunOptions::default() };
     let result = stack.block_on(zenflow_core::run::execute_plan(&stack, plan, options))?.map_err(|e| {
+        if let Error::Unrecorded(run) = &e {
+            *unrecorded = report::FailedToRun::steps_of(run);
+        }
         let mut e = CliError::from(e);
         e.message = format!("stack `{}`: {}", stack.name(), e.message);
         e

@@ -18,8 +18,9 @@
 //! wait for each other in a cycle, and no batch is lost to a deadlock.
 //! A new pipeline's row is committed at once, for the same reason.
 
+use super::retry::{self, Attempts};
 use super::{bind, pg_error, query, Failure, PgResult, PostgresMetadataStore};
-use crate::metadata::sql::batch::{BatchLog, KnownIds, Lost, RunRow};
+use crate::metadata::sql::batch::{BatchLog, KnownIds, Lost, LostRun, RunRow};
 use crate::metadata::sql::registry as registry_sql;
 use crate::metadata::sql::write::{
     marker_metadata, marker_params, metadata_params, references, Dialect, Ops, Prepared, Reference, Returns,
@@ -33,7 +34,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::MutexGuard;
 use zenflow_core::metadata::*;
-use zenflow_core::registry::RegistryError;
 
 /// How long writes may stay in the open transaction before they are
 /// committed: the most a crash of this process can take back of what a run
@@ -96,10 +96,43 @@ pub(super) struct Batcher {
     location: String,
     /// How long a batch stays open ([`COMMIT_WINDOW`] unless set).
     window: Duration,
+    /// Where a lost connection is replaced (the schema is current: the
+    /// batch's first connection came through the store).
+    pool: deadpool_postgres::Pool,
+    /// How long an operation rides out an outage ([`retry::DEFAULT_WINDOW`]
+    /// unless set).
+    pub(super) retry: Duration,
 }
 
 /// A write sent without waiting for its answer (see [`Batcher::send`]).
 type Unacknowledged = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
+
+/// A write of the open transaction whose caller has been answered: what a
+/// new transaction replays when the connection is lost before the commit.
+struct Entry {
+    sql: Arc<str>,
+    /// Shared with the write's own future, when it was sent without waiting.
+    params: Arc<[Owned]>,
+    /// The version numbers it returned, which its caller has been given: a
+    /// replay must return the same, or it cannot stand in for the write.
+    /// Empty for a statement whose answer nobody used.
+    versions: Vec<Option<i64>>,
+}
+
+impl Entry {
+    /// The write `ops`, sent as `sql`, which returned `returned`.
+    fn of(ops: &Ops<'_>, sql: Arc<str>, returned: &[i64]) -> Self {
+        let params = ops.ops.iter().flat_map(|op| ops.params(op).iter().map(Owned::from)).collect();
+        let kinds = ops.ops.iter().map(|op| op.returns).filter(|r| *r != Returns::Nothing);
+        let versions = kinds.zip(returned).map(|(r, v)| (r == Returns::Version).then_some(*v)).collect();
+        Entry { sql, params, versions }
+    }
+
+    /// Statement `sql` with `params`, whose answer nobody used.
+    fn statement(sql: &str, params: &[Value<'_>]) -> Self {
+        Entry { sql: sql.into(), params: params.iter().map(Owned::from).collect(), versions: Vec::new() }
+    }
+}
 
 pub(super) struct State {
     /// The connection of the batch, kept from one batch to the next.
@@ -111,13 +144,21 @@ pub(super) struct State {
     open: bool,
     /// When the oldest write not yet committed was made.
     since: Option<Instant>,
-    /// Number of the open batch.
+    /// Number of the open batch: one more with every commit.
     batch: u64,
     /// Artifact names whose version lock the open transaction holds.
     locks: HashSet<String>,
     /// `running` markers not yet written (see the SQLite store: a step that
     /// finishes within its batch never needs one).
     markers: HashMap<String, StepRunWrite>,
+    /// The open transaction's writes, for a replay.
+    journal: Vec<Entry>,
+    /// Why the open transaction was cut off by a failure that time may
+    /// mend: set from then until it is replayed, or given up.
+    pub(super) broken: Option<String>,
+    /// The transaction whose `COMMIT` went unanswered, by id: whether it
+    /// committed is asked before anything is replayed.
+    in_doubt: Option<i64>,
     log: BatchLog,
     lost: Lost,
 }
@@ -125,6 +166,10 @@ pub(super) struct State {
 impl State {
     fn take_pending(&mut self) -> Vec<Unacknowledged> {
         std::mem::take(self.pending.get_mut().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn conn(&self) -> Arc<Object> {
+        self.conn.clone().expect("an open batch has a connection")
     }
 }
 
@@ -145,16 +190,41 @@ impl Reader<'_> {
         }
     }
 
-    /// The read's outcome. A read that failed inside the batch aborted its
-    /// transaction: the batch is lost.
-    pub(super) async fn done<T>(&mut self, result: Result<T, Failure>) -> PgResult<T> {
-        match (result, self) {
-            (Ok(v), _) => Ok(v),
-            (Err(Failure::Store(e)), _) => Err(e),
-            (Err(Failure::Pg(e)), Reader::Pool(_, location)) => Err(pg_error(location, e)),
-            (Err(Failure::Pg(e)), Reader::Batch(state, batcher)) => Err(batcher.lose(state, e).await),
+    /// The read's outcome, or `None` when it met an outage, waited, and
+    /// is worth trying again. A read that failed inside the batch aborted
+    /// its transaction: the batch is replayed if time may mend the failure,
+    /// and lost if not.
+    pub(super) async fn done<T>(self, result: Result<T, Failure>, attempts: &mut Attempts) -> PgResult<Option<T>> {
+        let e = match result {
+            Ok(v) => return Ok(Some(v)),
+            Err(Failure::Store(e)) => return Err(e),
+            Err(Failure::Pg(e)) => e,
+        };
+        match self {
+            Reader::Pool(c, location) => {
+                let error = pg_error(location, &e);
+                if !retry::transient(&e) {
+                    return Err(error);
+                }
+                // Not back into the pool: it may be what broke.
+                drop(Object::take(*c));
+                attempts.pause(&error.to_string()).await.map_err(|why| backend(location, why))?;
+                Ok(None)
+            }
+            Reader::Batch(mut state, batcher) => {
+                let error = batcher.lose(&mut state, e).await;
+                if state.broken.is_none() {
+                    return Err(error);
+                }
+                batcher.recover(&mut state, attempts).await?;
+                Ok(None)
+            }
         }
     }
+}
+
+fn backend(location: &str, message: String) -> MetadataError {
+    MetadataError::Backend { location: location.to_string(), message }
 }
 
 /// The registry's transaction on a PostgreSQL connection.
@@ -163,9 +233,17 @@ pub(super) struct PgTx<'a> {
     pub location: &'a str,
     /// The database's error, when a statement failed (the transaction is
     /// then aborted).
-    pub failed: Option<String>,
+    pub failed: Option<tokio_postgres::Error>,
     /// Rows changed: an operation that changed none needs no commit.
     pub changed: u64,
+}
+
+impl PgTx<'_> {
+    fn failed(&mut self, e: tokio_postgres::Error) -> MetadataError {
+        let error = pg_error(self.location, &e);
+        self.failed = Some(e);
+        error
+    }
 }
 
 impl registry_sql::Tx for PgTx<'_> {
@@ -178,11 +256,7 @@ impl registry_sql::Tx for PgTx<'_> {
         match query(self.conn, sql, params, |r| map(r)).await {
             Ok(rows) => Ok(rows),
             Err(Failure::Store(e)) => Err(e),
-            Err(Failure::Pg(e)) => {
-                let error = pg_error(self.location, e);
-                self.failed = Some(error.to_string());
-                Err(error)
-            }
+            Err(Failure::Pg(e)) => Err(self.failed(e)),
         }
     }
 
@@ -192,14 +266,13 @@ impl registry_sql::Tx for PgTx<'_> {
             self.conn.execute(&stmt, &bind(params)).await
         }
         .await;
-        if let Ok(n) = done {
-            self.changed += n;
+        match done {
+            Ok(n) => {
+                self.changed += n;
+                Ok(n)
+            }
+            Err(e) => Err(self.failed(e)),
         }
-        done.map_err(|e| {
-            let error = pg_error(self.location, e);
-            self.failed = Some(error.to_string());
-            error
-        })
     }
 }
 
@@ -321,6 +394,59 @@ async fn each<T: for<'r> tokio_postgres::types::FromSql<'r>>(
     .await
 }
 
+/// Runs `$attempt` (an expression awaiting one try) until it succeeds or
+/// fails for good: after an outage cut it off, once the lost transaction is
+/// replayed ([`Batcher::recover`]); returns from the enclosing function when
+/// the retry window has passed. So an attempt must redo what it wrote
+/// before it failed, and journal what it wrote once it succeeds. (A macro:
+/// an async closure taking `&mut State` makes the store's futures lose `Send`.)
+macro_rules! retrying {
+    ($batcher:expr, $state:expr, $attempt:expr) => {{
+        let mut attempts = $crate::metadata::postgres::retry::Attempts::new($batcher.retry);
+        loop {
+            $batcher.recover($state, &mut attempts).await?;
+            match $attempt {
+                Err(_) if $state.broken.is_some() => continue,
+                done => break done,
+            }
+        }
+    }};
+}
+
+/// Runs the registry operation `$op`, which has the transaction as `$tx`,
+/// in the batch of `$store`, under the model's lock, and commits at once:
+/// durable and visible to others when it returns. A refusal wrote nothing
+/// (the operations check before they write). Cut off by an outage, the
+/// operation runs again, reading again what it checks, unless its commit
+/// turns out to have gone through.
+macro_rules! registry_write {
+    ($store:expr, $model:expr, |$tx:ident| $op:expr) => {{
+        let batcher = &$store.batch;
+        let mut guard = batcher.lock_state().await;
+        let state: &mut batch::State = &mut guard;
+        let mut in_doubt = None;
+        let done = retrying!(
+            batcher,
+            state,
+            async {
+                let c = match batcher.begin_registry($store, state, $model, &mut in_doubt).await? {
+                    Ok(c) => c,
+                    Err(outcome) => return Ok(outcome),
+                };
+                let mut tx = batch::PgTx { conn: &c, location: &$store.location, failed: None, changed: 0 };
+                let outcome = {
+                    let $tx = &mut tx;
+                    $op
+                };
+                let failed = tx.failed.take();
+                batcher.end_registry(state, failed, outcome, &mut in_doubt).await
+            }
+            .await
+        );
+        done?
+    }};
+}
+
 impl Drop for Batcher {
     fn drop(&mut self) {
         // The last holder is gone (the store, and the commit timer, whose
@@ -337,7 +463,9 @@ impl Drop for Batcher {
 }
 
 impl Batcher {
-    pub(super) fn new(location: String) -> Self {
+    /// The batch of a store at `location` whose connections come from
+    /// `pool`, committing within `window` and riding out outages of `retry`.
+    pub(super) fn new(location: String, pool: deadpool_postgres::Pool, window: Duration, retry: Duration) -> Self {
         Batcher {
             state: tokio::sync::Mutex::new(State {
                 conn: None,
@@ -347,20 +475,19 @@ impl Batcher {
                 batch: 0,
                 locks: HashSet::new(),
                 markers: HashMap::new(),
+                journal: Vec::new(),
+                broken: None,
+                in_doubt: None,
                 log: BatchLog::default(),
                 lost: Lost::default(),
             }),
             uncommitted: AtomicBool::new(false),
             known: Mutex::new(KnownIds::default()),
             location,
-            window: COMMIT_WINDOW,
+            window,
+            pool,
+            retry,
         }
-    }
-
-    /// The same batcher with batches open for `window` at most.
-    pub(super) fn with_window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
     }
 
     pub(super) fn has_uncommitted(&self) -> bool {
@@ -379,29 +506,99 @@ impl Batcher {
         }
     }
 
+    /// After an outage cut the open transaction off: waits, connects
+    /// again and replays the transaction, until it stands again or the
+    /// retry window has passed (then the batch is lost, with that reason).
+    pub(super) async fn recover(&self, state: &mut State, attempts: &mut Attempts) -> PgResult<()> {
+        while let Some(reason) = state.broken.take() {
+            if let Err(gave_up) = attempts.pause(&reason).await {
+                state.in_doubt = None;
+                return Err(self.lose_because(state, gave_up).await);
+            }
+            if let Err(e) = self.reopen(state).await {
+                if state.broken.is_none() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new connection with the open transaction as it was: whether an
+    /// unanswered commit went through is asked first; if not, the version
+    /// locks are taken again and the journal replayed.
+    async fn reopen(&self, state: &mut State) -> PgResult<()> {
+        let c = match self.pool.get().await {
+            Ok(c) => Arc::new(c),
+            Err(e) if retry::transient_pool(&e) => return Err(self.cut_off(state, format!("cannot connect: {e}"))),
+            Err(e) => return Err(self.backend(format!("cannot connect: {e}"))),
+        };
+        state.conn = Some(c.clone());
+        if let Some(xid) = state.in_doubt {
+            match c.query_one("SELECT txid_status($1)::TEXT", &[&xid]).await {
+                Err(e) => return Err(self.lose(state, e).await),
+                Ok(row) => match row.try_get::<_, Option<String>>(0).ok().flatten().as_deref() {
+                    Some("committed") => {
+                        self.committed(state);
+                        return Ok(());
+                    }
+                    Some("in progress") => {
+                        return Err(self.cut_off(state, "the commit cut off is still in progress".into()))
+                    }
+                    _ => state.in_doubt = None,
+                },
+            }
+        }
+        if state.journal.is_empty() && state.locks.is_empty() {
+            // Nothing to stand up again: the next write opens a transaction.
+            state.open = false;
+            return Ok(());
+        }
+        let replayed = async {
+            c.batch_execute("BEGIN").await?;
+            let mut locks: Vec<&String> = state.locks.iter().collect();
+            locks.sort_unstable();
+            for name in locks {
+                c.query_one(LOCK, &[name as &(dyn tokio_postgres::types::ToSql + Sync)]).await?;
+            }
+            replay(&c, &state.journal).await
+        }
+        .await;
+        match replayed {
+            Ok(None) => {
+                state.open = true;
+                tracing::info!("{}: the connection is back; {} write(s) replayed", self.location, state.journal.len());
+                Ok(())
+            }
+            Ok(Some(mismatch)) => Err(self.lose_because(state, mismatch).await),
+            Err(e) => Err(self.lose(state, e).await),
+        }
+    }
+
     /// Sends `ops` in the open batch without waiting for the answer: for
     /// writes whose answer the caller does not need (nothing the database
     /// assigns), so that the caller's next statement follows in the same
     /// round trip. Its references are checked first, so it fails only if
-    /// the database does; then the batch is lost, which the run's next
-    /// write or its commit reports, with this write's error.
+    /// the database does; then the batch is lost (or replayed), which the
+    /// run's next write or its commit reports.
     async fn send(&self, state: &mut State, ops: &Ops<'_>) -> Result<(), tokio_postgres::Error> {
-        let c = state.conn.clone().expect("an open batch has a connection");
+        let c = state.conn();
         // Prepared first (once per connection), so that the write itself is
         // one message, sent when its future is first polled, below.
-        let stmt = c.prepare_cached(&combine(ops)).await?;
-        let params: Vec<Owned> = ops.ops.iter().flat_map(|op| ops.params(op).iter().map(Owned::from)).collect();
+        let sql = combine(ops);
+        let stmt = c.prepare_cached(&sql).await?;
+        let entry = Entry::of(ops, sql, &[]);
+        let params = entry.params.clone();
         let mut write: Unacknowledged = Box::pin(async move {
             let values: Vec<Value<'_>> = params.iter().map(Owned::as_value).collect();
             c.execute(&stmt, &bind(&values)).await.map(|_| ())
         });
         match std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await {
-            std::task::Poll::Ready(done) => done,
-            std::task::Poll::Pending => {
-                state.pending.get_mut().unwrap_or_else(PoisonError::into_inner).push(write);
-                Ok(())
-            }
+            std::task::Poll::Ready(done) => done?,
+            std::task::Poll::Pending => state.pending.get_mut().unwrap_or_else(PoisonError::into_inner).push(write),
         }
+        state.journal.push(entry);
+        Ok(())
     }
 
     /// The answers of writes sent without waiting: the first error.
@@ -413,37 +610,40 @@ impl Batcher {
     }
 
     fn backend(&self, message: String) -> MetadataError {
-        MetadataError::Backend { location: self.location.clone(), message }
+        backend(&self.location, message)
     }
 
     /// The batch's connection for a read, with the pending markers written,
     /// if this handle has uncommitted writes.
     pub(super) async fn reader<'a>(self: &'a Arc<Self>, store: &PostgresMetadataStore) -> PgResult<Option<Reader<'a>>> {
-        let mut state = self.state.lock().await;
-        if !state.markers.is_empty() {
-            self.open(store, &mut state).await?;
-            self.write_markers(&mut state).await?;
-        }
+        let mut guard = self.state.lock().await;
+        let state: &mut State = &mut guard;
+        retrying!(
+            self,
+            state,
+            async {
+                if !state.markers.is_empty() {
+                    self.open(store, state).await?;
+                    self.write_markers(state).await?;
+                }
+                Ok(())
+            }
+            .await
+        )?;
         if !state.open {
             return Ok(None);
         }
-        Ok(Some(Reader::Batch(state, self)))
+        Ok(Some(Reader::Batch(guard, self)))
     }
 
     /// The connection of the batch (taken from the pool when there is none).
     async fn connect(&self, store: &PostgresMetadataStore, state: &mut State) -> PgResult<()> {
         if state.conn.as_ref().is_some_and(|c| c.is_closed()) {
-            state.conn = None;
-            if state.open || state.since.is_some() {
+            if state.open || !state.journal.is_empty() {
                 // The server rolled the open batch back when it lost it.
-                let reason = format!(
-                    "the connection to the database closed with a batch open; the writes of the last \
-                     {:?} were rolled back with it",
-                    self.window
-                );
-                self.forget(state, &reason);
-                return Err(self.backend(reason));
+                return Err(self.cut_off(state, "the connection to the database closed with a batch open".into()));
             }
+            state.conn = None;
         }
         if state.conn.is_none() {
             state.conn = Some(Arc::new(store.client().await?));
@@ -455,15 +655,14 @@ impl Batcher {
     async fn open(self: &Arc<Self>, store: &PostgresMetadataStore, state: &mut State) -> PgResult<()> {
         self.connect(store, state).await?;
         if !state.open {
-            let c = state.conn.as_ref().expect("connected");
+            let c = state.conn();
             // Sent now, answered with the batch's next statements: no
             // round trip of its own. (tokio-postgres sends a request when its
             // future is first polled, and discards the answer of one
             // dropped.) Should it fail, so do the statements after it, and
             // the batch is lost with their error.
             if c.batch_execute("BEGIN").now_or_never().is_some_and(|r| r.is_err()) {
-                state.conn = None;
-                return Err(self.backend("cannot start a transaction: the connection is closed".into()));
+                return Err(self.cut_off(state, "cannot start a transaction: the connection is closed".into()));
             }
             state.open = true;
             self.dirty(state);
@@ -498,16 +697,18 @@ impl Batcher {
         if state.markers.is_empty() {
             return Ok(());
         }
-        let markers: Vec<StepRunWrite> = state.markers.drain().map(|(_, m)| m).collect();
-        let c = state.conn.as_ref().expect("an open batch has a connection");
+        let markers: Vec<StepRunWrite> = state.markers.values().cloned().collect();
+        let conn = state.conn();
+        let c: &Object = &conn;
+        let mut entries = Vec::new();
         let written = async {
             let stmt = c.prepare_cached(q::UPSERT_MARKER).await?;
             let stmt = &stmt;
-            let counts = futures::future::try_join_all(markers.iter().map(|m| async move {
-                let params = marker_params(&m.step_run);
-                c.execute(stmt, &bind(&params)).await
-            }))
-            .await?;
+            let params: Vec<_> = markers.iter().map(|m| marker_params(&m.step_run)).collect();
+            let counts =
+                futures::future::try_join_all(params.iter().map(|p| async move { c.execute(stmt, &bind(p)).await }))
+                    .await?;
+            entries.extend(params.iter().map(|p| Entry::statement(q::UPSERT_MARKER, p)));
             // Their metadata (which worker runs them), for the markers written.
             let meta = c.prepare_cached(q::UPSERT_METADATA).await?;
             let meta = &meta;
@@ -517,31 +718,35 @@ impl Batcher {
                 .filter(|(_, n)| **n > 0)
                 .flat_map(|(m, _)| marker_metadata(&m.step_run).into_iter().map(move |(k, j)| (m, k, j)))
                 .collect();
-            futures::future::try_join_all(rows.iter().map(|(m, key, json)| async move {
-                c.execute(meta, &bind(&metadata_params(&m.step_run, key, json))).await
-            }))
-            .await?;
+            let params: Vec<_> = rows.iter().map(|(m, key, json)| metadata_params(&m.step_run, key, json)).collect();
+            futures::future::try_join_all(params.iter().map(|p| async move { c.execute(meta, &bind(p)).await }))
+                .await?;
+            entries.extend(params.iter().map(|p| Entry::statement(q::UPSERT_METADATA, p)));
             Ok::<_, tokio_postgres::Error>(counts)
         }
         .await;
-        match written {
-            Ok(counts) => {
-                for (m, n) in markers.iter().zip(counts) {
-                    let sr = &m.step_run;
-                    if n == 0 {
-                        tracing::warn!(step = %sr.invocation, "not recording that the step is running: run `{}` does not exist", sr.run_id);
-                    } else {
-                        state.log.wrote(sr);
-                    }
-                }
-                Ok(())
+        let counts = match written {
+            Ok(counts) => counts,
+            // The markers stay, to be written again after a replay.
+            Err(e) => return Err(self.lose(state, e).await),
+        };
+        state.markers.clear();
+        state.journal.extend(entries);
+        for (m, n) in markers.iter().zip(counts) {
+            let sr = &m.step_run;
+            if n == 0 {
+                tracing::warn!(step = %sr.invocation, "not recording that the step is running: run `{}` does not exist", sr.run_id);
+            } else {
+                state.log.wrote(sr);
             }
-            Err(e) => Err(self.lose(state, e).await),
         }
+        Ok(())
     }
 
-    /// A statement of the batch failed: PostgreSQL aborted its transaction,
-    /// so the batch is rolled back and its runs are lost.
+    /// A statement of the batch failed: PostgreSQL aborted its transaction.
+    /// If time may mend the failure, the batch is only cut off (to be
+    /// replayed, see [`Batcher::recover`]); if not, it is rolled back and
+    /// its runs are lost.
     async fn lose(&self, state: &mut State, e: tokio_postgres::Error) -> MetadataError {
         // An earlier write sent without waiting may be what failed (the
         // statements after it then only say the transaction is aborted).
@@ -549,14 +754,33 @@ impl Batcher {
             Err(first) => first,
             Ok(()) => e,
         };
-        let reason = match pg_error(&self.location, e) {
+        let reason = match pg_error(&self.location, &e) {
             MetadataError::Backend { message, .. } => message,
             other => other.to_string(),
         };
+        if retry::transient(&e) {
+            return self.cut_off(state, reason);
+        }
         self.lose_because(state, reason).await
     }
 
-    /// [`Batcher::lose`], with the database's error already in words.
+    /// The open transaction is gone to an outage; what it held is kept, to
+    /// be replayed on a new connection.
+    fn cut_off(&self, state: &mut State, reason: String) -> MetadataError {
+        state.take_pending();
+        if let Some(c) = state.conn.take() {
+            // Not back into the pool: it is closed, or inside an aborted
+            // transaction.
+            if let Ok(c) = Arc::try_unwrap(c) {
+                drop(Object::take(c));
+            }
+        }
+        state.open = false;
+        state.broken = Some(reason.clone());
+        self.backend(reason)
+    }
+
+    /// The batch is lost for `reason`: rolled back, and its runs marked lost.
     async fn lose_because(&self, state: &mut State, reason: String) -> MetadataError {
         let reason = format!("{reason}; the writes of the last {:?} were rolled back with it", self.window);
         if let Some(c) = &state.conn {
@@ -576,73 +800,100 @@ impl Batcher {
         state.batch += 1;
         state.locks.clear();
         state.markers.clear();
+        state.journal.clear();
+        state.broken = None;
+        state.in_doubt = None;
         let State { log, lost, .. } = state;
         lost.lose(log, reason);
         self.known_ids().clear();
         self.uncommitted.store(false, Ordering::Release);
     }
 
-    /// Writes the markers and commits the batch, if any. A failed commit
-    /// loses the batch's runs.
-    async fn commit(&self, state: &mut State) -> PgResult<()> {
-        if !state.markers.is_empty() {
-            match &state.conn {
-                // Markers are only added with a connection.
-                None => state.markers.clear(),
-                Some(c) => {
-                    if !state.open {
-                        if let Err(e) = c.batch_execute("BEGIN").await {
-                            return Err(self.lose(state, e).await);
-                        }
-                        state.open = true;
-                    }
-                    self.write_markers(state).await?;
-                }
-            }
-        }
+    /// The open batch is committed: durable, and nothing to replay.
+    fn committed(&self, state: &mut State) {
+        state.open = false;
         state.since = None;
-        if !state.open {
-            self.uncommitted.store(false, Ordering::Release);
-            return Ok(());
-        }
-        self.commit_with(state, None).await.map(|_| ())
+        state.batch += 1;
+        state.locks.clear();
+        state.journal.clear();
+        state.in_doubt = None;
+        state.log.clear();
+        self.uncommitted.store(!state.markers.is_empty(), Ordering::Release);
+    }
+
+    /// Writes the markers and commits the batch, if any; through an outage
+    /// within the retry window. A failed commit loses the batch's runs.
+    async fn commit(&self, state: &mut State) -> PgResult<()> {
+        retrying!(
+            self,
+            state,
+            async {
+                if !state.markers.is_empty() {
+                    match state.conn.clone() {
+                        // Markers are only added with a connection.
+                        None => state.markers.clear(),
+                        Some(c) => {
+                            if !state.open {
+                                if let Err(e) = c.batch_execute("BEGIN").await {
+                                    return Err(self.lose(state, e).await);
+                                }
+                                state.open = true;
+                            }
+                            self.write_markers(state).await?;
+                        }
+                    }
+                }
+                state.since = None;
+                if !state.open {
+                    self.uncommitted.store(false, Ordering::Release);
+                    return Ok(());
+                }
+                self.commit_with(state, None).await.map(|_| ())
+            }
+            .await
+        )
     }
 
     /// Sends `last` (when given) and `COMMIT` together, one round trip, and
     /// returns what `last` returned. The batch must be open.
+    ///
+    /// Cut off by an outage, the transaction is asked about on the next
+    /// connection: committed, or to be replayed and the caller's attempt
+    /// made again ([`Batcher::retrying`]).
     async fn commit_with(&self, state: &mut State, last: Option<&Ops<'_>>) -> PgResult<Vec<i64>> {
         state.since = None;
-        let c = state.conn.clone().expect("an open batch has a connection");
+        let c = state.conn();
         let pending = Self::acknowledge(state.take_pending());
-        // If anything before it failed, PostgreSQL takes this COMMIT as a ROLLBACK.
-        let (acknowledged, ran, committed) = match last {
-            None => {
-                let (a, c) = futures::future::join(pending, c.batch_execute("COMMIT")).await;
-                (a, Ok(Vec::new()), c)
+        // Its id, asked for in the same round trip: how to find out, should
+        // the answer to COMMIT be lost, whether it committed. (An answer
+        // comes before the next statement runs, so without the id, the
+        // COMMIT did not run.)
+        let xid = c.query_one("SELECT txid_current()", &[]);
+        let ran = async {
+            match last {
+                None => Ok(Vec::new()),
+                Some(ops) => run_ops(&c, ops).await,
             }
-            Some(ops) => futures::future::join3(pending, run_ops(&c, ops), c.batch_execute("COMMIT")).await,
         };
+        // If anything before it failed, PostgreSQL takes this COMMIT as a ROLLBACK.
+        let (acknowledged, xid, ran, committed) =
+            futures::future::join4(pending, xid, ran, c.batch_execute("COMMIT")).await;
         let failed = match (acknowledged, ran, committed) {
             (Ok(()), Ok(values), Ok(())) => {
-                state.open = false;
-                state.batch += 1;
-                state.locks.clear();
-                state.log.clear();
-                self.uncommitted.store(false, Ordering::Release);
+                self.committed(state);
                 return Ok(values);
             }
             (Err(e), _, _) | (Ok(()), Err(e), _) | (Ok(()), Ok(_), Err(e)) => e,
         };
-        let reason = match pg_error(&self.location, failed) {
+        if retry::transient(&failed) {
+            state.in_doubt = xid.ok().and_then(|row| row.try_get::<_, i64>(0).ok());
+            return Err(self.lose(state, failed).await);
+        }
+        let reason = match pg_error(&self.location, &failed) {
             MetadataError::Backend { message, .. } => message,
             other => other.to_string(),
         };
-        let reason = format!("committing them failed: {reason}");
-        if c.is_closed() || c.batch_execute("ROLLBACK").await.is_err() {
-            state.conn = None;
-        }
-        self.forget(state, &reason);
-        Err(self.backend(reason))
+        Err(self.lose_because(state, format!("committing them failed: {reason}")).await)
     }
 
     /// Commits if the window has passed.
@@ -673,7 +924,7 @@ impl Batcher {
         names.sort_unstable();
         names.dedup();
         if !unknown.is_empty() {
-            let c = state.conn.clone().expect("an open batch has a connection");
+            let c = state.conn();
             let runs: Vec<&str> =
                 unknown.iter().filter(|r| matches!(r, Reference::Run(_))).map(|r| r.exists_query().1).collect();
             let artifacts: Vec<&str> =
@@ -711,7 +962,7 @@ impl Batcher {
         if unlocked.is_empty() {
             return Ok(());
         }
-        let c = state.conn.clone().expect("an open batch has a connection");
+        let c = state.conn();
         let locked = match each::<bool>(&c, TRY_LOCK, &unlocked).await {
             Ok(v) => v,
             Err(e) => return Err(self.lose(state, e).await),
@@ -736,7 +987,7 @@ impl Batcher {
     ) -> PgResult<()> {
         self.commit(state).await?;
         self.open(store, state).await?;
-        let c = state.conn.clone().expect("an open batch has a connection");
+        let c = state.conn();
         for name in names {
             if let Err(e) = c.query_one(LOCK, &[name as &(dyn tokio_postgres::types::ToSql + Sync)]).await {
                 return Err(self.lose(state, e).await);
@@ -746,31 +997,55 @@ impl Batcher {
         Ok(())
     }
 
-    /// Runs a registry operation in the batch, under the model's lock, and
-    /// commits at once if it changed anything: durable and visible to others
-    /// when it returns. A refusal wrote nothing (the operations check before
-    /// they write).
-    pub(super) async fn registry_write<T>(
+    /// The batch's state, locked.
+    pub(super) async fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().await
+    }
+
+    /// The start of an attempt at a registry operation on `model`: the
+    /// batch open, under the model's lock; its connection. `None` with the
+    /// outcome when an earlier attempt's commit, unanswered, turned out to
+    /// have gone through (`in_doubt`).
+    pub(super) async fn begin_registry<T>(
         self: &Arc<Self>,
         store: &PostgresMetadataStore,
+        state: &mut State,
         model: &str,
-        op: impl AsyncFnOnce(&mut PgTx<'_>) -> Result<T, RegistryError>,
-    ) -> Result<T, RegistryError> {
-        let mut state = self.state.lock().await;
-        self.open(store, &mut state).await?;
-        self.lock(store, &mut state, &[model_lock(model)]).await?;
-        let c = state.conn.clone().expect("an open batch has a connection");
-        let mut tx = PgTx { conn: &c, location: &self.location, failed: None, changed: 0 };
-        let outcome = op(&mut tx).await;
-        if let Some(reason) = tx.failed.take() {
-            return Err(self.lose_because(&mut state, reason).await.into());
+        in_doubt: &mut Option<(u64, T)>,
+    ) -> PgResult<Result<Arc<Object>, T>> {
+        if let Some((batch, outcome)) = in_doubt.take() {
+            if state.batch > batch {
+                return Ok(Err(outcome));
+            }
         }
-        if tx.changed > 0 {
-            self.commit(&mut state).await?;
-        } else {
-            self.commit_if_due(&mut state).await?;
+        self.open(store, state).await?;
+        self.lock(store, state, &[model_lock(model)]).await?;
+        Ok(Ok(state.conn()))
+    }
+
+    /// The end of an attempt at a registry operation, whose statements
+    /// gave `outcome` (or failed, `failed`): committed at once, so durable
+    /// and visible to others when it returns. A commit cut off by an outage
+    /// leaves the outcome `in_doubt`, for the next attempt to return if it
+    /// went through.
+    pub(super) async fn end_registry<T>(
+        &self,
+        state: &mut State,
+        failed: Option<tokio_postgres::Error>,
+        outcome: T,
+        in_doubt: &mut Option<(u64, T)>,
+    ) -> PgResult<T> {
+        if let Some(e) = failed {
+            return Err(self.lose(state, e).await);
         }
-        outcome
+        let batch = state.batch;
+        match self.commit_with(state, None).await {
+            Ok(_) => Ok(outcome),
+            Err(e) => {
+                *in_doubt = Some((batch, outcome));
+                Err(e)
+            }
+        }
     }
 
     pub(super) async fn write_step_run(
@@ -781,35 +1056,43 @@ impl Batcher {
         if w.step_run.status == StepStatus::Running {
             // Written only if the step is still running when its batch
             // commits (or something reads first).
-            let mut state = self.state.lock().await;
+            let mut guard = self.state.lock().await;
+            let state: &mut State = &mut guard;
             state.lost.check(&w.step_run.run_id, &self.location)?;
-            self.connect(store, &mut state).await?;
+            retrying!(self, state, self.connect(store, state).await)?;
             state.markers.insert(w.step_run.id.clone(), w.clone());
-            self.dirty(&mut state);
+            self.dirty(state);
             return Ok(w.step_run.outputs.clone());
         }
         let prepared = Prepared::new(w)?;
         let ops = Ops::step_run(w, &prepared, Dialect::Postgres);
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let state: &mut State = &mut guard;
         state.lost.check(&w.step_run.run_id, &self.location)?;
         state.markers.remove(&w.step_run.id);
-        self.open(store, &mut state).await?;
-        self.prepare_write(store, &mut state, w).await?;
-        let c = state.conn.clone().expect("an open batch has a connection");
-        let versions = if w.new_outputs.is_empty() {
-            // Nothing for the database to assign: no need to wait.
-            self.send(&mut state, &ops).await.map(|()| Vec::new())
-        } else {
-            run_ops(&c, &ops).await
-        };
-        let versions = match versions {
-            Ok(v) => v,
-            Err(e) => return Err(self.lose(&mut state, e).await),
-        };
-        let outputs = prepared.outputs(w, &versions);
+        let outputs = retrying!(
+            self,
+            state,
+            async {
+                self.open(store, state).await?;
+                self.prepare_write(store, state, w).await?;
+                let versions = if w.new_outputs.is_empty() {
+                    // Nothing for the database to assign: no need to wait.
+                    self.send(state, &ops).await.map(|()| Vec::new())
+                } else {
+                    let c = state.conn();
+                    run_ops(&c, &ops).await.inspect(|v| state.journal.push(Entry::of(&ops, combine(&ops), v)))
+                };
+                match versions {
+                    Ok(v) => Ok(prepared.outputs(w, &v)),
+                    Err(e) => Err(self.lose(state, e).await),
+                }
+            }
+            .await
+        )?;
         state.log.wrote(&w.step_run);
         self.known(outputs.iter().map(|o| o.artifact.id.as_str()));
-        self.commit_if_due(&mut state).await?;
+        self.commit_if_due(state).await?;
         Ok(outputs)
     }
 
@@ -837,13 +1120,24 @@ impl Batcher {
                 run.started_at.into(),
             ],
         );
-        let mut state = self.state.lock().await;
-        self.open(store, &mut state).await?;
-        let c = state.conn.as_ref().expect("an open batch has a connection");
-        let (new_pipeline, inserted) = match run_ops(c, &ops).await {
-            Ok(counts) => (counts[0], counts[1]),
-            Err(e) => return Err(self.lose(&mut state, e).await),
-        };
+        let mut guard = self.state.lock().await;
+        let state: &mut State = &mut guard;
+        let (new_pipeline, inserted) = retrying!(
+            self,
+            state,
+            async {
+                self.open(store, state).await?;
+                let c = state.conn();
+                match run_ops(&c, &ops).await {
+                    Ok(counts) => {
+                        state.journal.push(Entry::of(&ops, combine(&ops), &counts));
+                        Ok((counts[0], counts[1]))
+                    }
+                    Err(e) => Err(self.lose(state, e).await),
+                }
+            }
+            .await
+        )?;
         if inserted == 1 {
             state.log.created(RunRow::new(run, &config, &plan));
             self.known(std::iter::once(run.id.as_str()));
@@ -851,9 +1145,9 @@ impl Batcher {
         // A planned run is for other processes to pick up; a new pipeline's
         // row must not stay locked while this batch waits for anything.
         if run.status == RunStatus::Pending || new_pipeline == 1 {
-            self.commit(&mut state).await?;
+            self.commit(state).await?;
         } else {
-            self.commit_if_due(&mut state).await?;
+            self.commit_if_due(state).await?;
         }
         if inserted == 0 {
             return Err(MetadataError::RunNameTaken(run.name.clone()));
@@ -869,53 +1163,77 @@ impl Batcher {
         error: Option<&str>,
         ended_at: Option<Timestamp>,
     ) -> PgResult<()> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let state: &mut State = &mut guard;
         if let Some(lost) = state.lost.take(run_id) {
-            // Records of this run were lost: it is failed, whatever the
-            // caller thought, and so are the steps whose records were lost.
-            let error = lost.error(&self.location);
-            let message = match &error {
-                MetadataError::Backend { message, .. } => message.clone(),
-                other => other.to_string(),
-            };
-            let now = now();
-            let recorded = async {
-                self.open(store, &mut state).await?;
-                let c = state.conn.as_ref().expect("an open batch has a connection");
-                if let Err(e) = run_ops(c, &lost.recovery(run_id, &message, &now)).await {
-                    return Err(self.lose(&mut state, e).await);
+            return self.record_loss(store, state, run_id, lost).await;
+        }
+        let changed = retrying!(
+            self,
+            state,
+            async {
+                self.open(store, state).await?;
+                self.write_markers(state).await?;
+                state.log.touched(run_id);
+                let now = now();
+                let beat = (status == RunStatus::Running).then_some(now);
+                let mut ops = Ops::default();
+                ops.push(
+                    SET_RUN_STATUS_DB_CLOCK,
+                    Returns::Count,
+                    &[status.as_str().into(), error.into(), ended_at.into(), beat.into(), run_id.into()],
+                );
+                if matches!(status, RunStatus::Completed | RunStatus::Failed) {
+                    ops.push(q::CLOSE_RUNNING_STEPS, Returns::Nothing, &[now.into(), run_id.into()]);
                 }
-                self.commit(&mut state).await
+                // The end of a run is the commit that makes all of it durable.
+                self.commit_with(state, Some(&ops)).await
             }
-            .await;
-            if let Err(e) = recorded {
-                state.lost.restore(run_id, lost);
-                return Err(e);
-            }
-            return Err(error);
-        }
-        self.open(store, &mut state).await?;
-        if !state.markers.is_empty() {
-            self.write_markers(&mut state).await?;
-        }
-        state.log.touched(run_id);
-        let now = now();
-        let beat = (status == RunStatus::Running).then_some(now);
-        let mut ops = Ops::default();
-        ops.push(
-            SET_RUN_STATUS_DB_CLOCK,
-            Returns::Count,
-            &[status.as_str().into(), error.into(), ended_at.into(), beat.into(), run_id.into()],
-        );
-        if matches!(status, RunStatus::Completed | RunStatus::Failed) {
-            ops.push(q::CLOSE_RUNNING_STEPS, Returns::Nothing, &[now.into(), run_id.into()]);
-        }
-        // The end of a run is the commit that makes all of it durable.
-        let changed = self.commit_with(&mut state, Some(&ops)).await?;
+            .await
+        )?;
         if changed.first().copied().unwrap_or(0) == 0 {
             return Err(MetadataError::NotFound(format!("run `{run_id}`")));
         }
         Ok(())
+    }
+
+    /// Records that run `run_id` lost records (`lost`): it is failed,
+    /// whatever its caller thought, and so are the steps whose records were
+    /// lost. Returns the loss as the error.
+    async fn record_loss(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        state: &mut State,
+        run_id: &str,
+        lost: LostRun,
+    ) -> PgResult<()> {
+        let error = lost.error(&self.location);
+        let message = match &error {
+            MetadataError::Backend { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        let now = now();
+        let recorded = async {
+            retrying!(
+                self,
+                state,
+                async {
+                    self.open(store, state).await?;
+                    let c = state.conn();
+                    if let Err(e) = run_ops(&c, &lost.recovery(run_id, &message, &now)).await {
+                        return Err(self.lose(state, e).await);
+                    }
+                    self.commit_with(state, None).await.map(drop)
+                }
+                .await
+            )
+        }
+        .await;
+        if let Err(e) = recorded {
+            state.lost.restore(run_id, lost);
+            return Err(e);
+        }
+        Err(error)
     }
 
     pub(super) async fn fail_stale_runs(
@@ -923,50 +1241,88 @@ impl Batcher {
         store: &PostgresMetadataStore,
         stale_after: std::time::Duration,
     ) -> PgResult<Vec<String>> {
-        let mut state = self.state.lock().await;
-        self.open(store, &mut state).await?;
-        let now = now();
-        let c = state.conn.as_ref().expect("an open batch has a connection");
-        let db_now = match query(c, DB_NOW_QUERY, &[], |r| r.int(0)).await {
-            Ok(v) => v.first().copied().unwrap_or(now),
-            Err(Failure::Store(e)) => return Err(e),
-            Err(Failure::Pg(e)) => return Err(self.lose(&mut state, e).await),
-        };
-        let before = db_now.saturating_sub(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX));
-        let c = state.conn.as_ref().expect("an open batch has a connection");
-        let found = query(c, q::FAIL_STALE_RUNS, &[STALE_ERROR.into(), now.into(), before.into()], |r| r.text(0)).await;
-        let ids = match found {
-            Ok(ids) => ids,
-            Err(Failure::Store(e)) => return Err(e),
-            Err(Failure::Pg(e)) => return Err(self.lose(&mut state, e).await),
-        };
-        if !ids.is_empty() {
-            let c = state.conn.as_ref().expect("an open batch has a connection");
-            let steps = async {
-                let stmt = c.prepare_cached(q::FAIL_STALE_STEPS).await?;
-                let stmt = &stmt;
-                futures::future::try_join_all(ids.iter().map(|id| async move {
-                    let params = [Value::from(DEAD_STEP_ERROR), now.into(), id.into()];
-                    c.execute(stmt, &bind(&params)).await
-                }))
-                .await
-            }
-            .await;
-            if let Err(e) = steps {
-                return Err(self.lose(&mut state, e).await);
-            }
-            // Others should see at once that these runs are over.
-            self.commit(&mut state).await?;
+        let mut guard = self.state.lock().await;
+        let state: &mut State = &mut guard;
+        let ids = retrying!(self, state, self.fail_stale_once(store, state, stale_after).await)?;
+        if ids.is_empty() {
+            self.commit_if_due(state).await?;
         } else {
-            self.commit_if_due(&mut state).await?;
+            // Others should see at once that these runs are over.
+            self.commit(state).await?;
         }
         Ok(ids)
     }
 
-    pub(super) async fn flush(self: &Arc<Self>, _store: &PostgresMetadataStore) -> PgResult<()> {
-        let mut state = self.state.lock().await;
-        self.commit(&mut state).await
+    /// Marks runs failed that gave no sign of life for `stale_after`, by the
+    /// server's clock, and their running steps with them; journaled.
+    async fn fail_stale_once(
+        self: &Arc<Self>,
+        store: &PostgresMetadataStore,
+        state: &mut State,
+        stale_after: std::time::Duration,
+    ) -> PgResult<Vec<String>> {
+        self.open(store, state).await?;
+        let now = now();
+        let c = state.conn();
+        let found = async {
+            let db_now = query(&c, DB_NOW_QUERY, &[], |r| r.int(0)).await?.first().copied().unwrap_or(now);
+            let before = db_now.saturating_sub(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX));
+            let params = [Value::from(STALE_ERROR), now.into(), before.into()];
+            let ids = query(&c, q::FAIL_STALE_RUNS, &params, |r| r.text(0)).await?;
+            let mut entries = vec![Entry::statement(q::FAIL_STALE_RUNS, &params)];
+            let stmt = c.prepare_cached(q::FAIL_STALE_STEPS).await?;
+            let (c, stmt) = (&c, &stmt);
+            let steps: Vec<[Value<'_>; 3]> =
+                ids.iter().map(|id| [DEAD_STEP_ERROR.into(), now.into(), id.into()]).collect();
+            futures::future::try_join_all(steps.iter().map(|p| async move { c.execute(stmt, &bind(p)).await })).await?;
+            entries.extend(steps.iter().map(|p| Entry::statement(q::FAIL_STALE_STEPS, p)));
+            Ok::<_, Failure>((ids, entries))
+        }
+        .await;
+        match found {
+            Ok((ids, entries)) => {
+                if !ids.is_empty() {
+                    state.journal.extend(entries);
+                }
+                Ok(ids)
+            }
+            Err(Failure::Store(e)) => Err(e),
+            Err(Failure::Pg(e)) => Err(self.lose(state, e).await),
+        }
     }
+
+    pub(super) async fn flush(self: &Arc<Self>, _store: &PostgresMetadataStore) -> PgResult<()> {
+        let mut guard = self.state.lock().await;
+        let state: &mut State = &mut guard;
+        self.commit(state).await
+    }
+}
+
+/// Runs the `journal` again on `c`, in one round trip: `Some` with the
+/// reason when a statement gave another version number than it gave the
+/// first time (another process took it while the database was away).
+async fn replay(c: &Object, journal: &[Entry]) -> Result<Option<String>, tokio_postgres::Error> {
+    let statements = futures::future::try_join_all(journal.iter().map(|e| c.prepare_cached(&e.sql))).await?;
+    let returned = futures::future::try_join_all(journal.iter().zip(&statements).map(|(e, stmt)| async move {
+        let values: Vec<Value<'_>> = e.params.iter().map(Owned::as_value).collect();
+        if e.versions.is_empty() {
+            c.execute(stmt, &bind(&values)).await.map(|_| Vec::new())
+        } else {
+            let row = c.query_one(stmt, &bind(&values)).await?;
+            (0..e.versions.len()).map(|i| row.try_get::<_, i64>(i)).collect()
+        }
+    }))
+    .await?;
+    for (e, got) in journal.iter().zip(returned) {
+        if e.versions.iter().zip(&got).any(|(want, got)| want.is_some_and(|w| w != *got)) {
+            return Ok(Some(
+                "while the database was away, another process took the version numbers this batch had \
+                 given its artifacts"
+                    .into(),
+            ));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

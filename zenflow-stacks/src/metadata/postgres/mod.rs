@@ -3,13 +3,17 @@
 //! The statements and the mapping of rows are the shared SQL layer's
 //! ([`crate::metadata::sql`]); this module holds what is PostgreSQL's:
 //! connections (a pool sized for parallel steps; TLS as libpq reads
-//! `sslmode`, [`tls`]), schema locking ([`schema`]), and group commit with
+//! `sslmode`, [`tls`]), schema locking ([`schema`]), group commit with
 //! pipelined, prepared statements ([`batch`]): the records of a run's steps
-//! join one transaction that is committed within [`COMMIT_WINDOW`], with
+//! join one transaction that is committed within [`batch::COMMIT_WINDOW`], with
 //! `synchronous_commit` as the server has it, and each write sends its
-//! statements in one round trip.
+//! statements in one round trip; and riding out a restart of the server
+//! ([`retry`]): reads and writes wait for it, within a window, and the
+//! batch a lost connection took with it is replayed.
 
+#[macro_use]
 mod batch;
+mod retry;
 mod schema;
 mod tls;
 
@@ -54,6 +58,10 @@ pub struct PostgresMetadataStore {
     /// Whether the plaintext warning was given.
     warned: AtomicBool,
     batch: Arc<batch::Batcher>,
+    /// How long batches stay open.
+    commit_window: std::time::Duration,
+    /// How long an operation rides out an outage.
+    retry: std::time::Duration,
 }
 
 impl std::fmt::Debug for PostgresMetadataStore {
@@ -176,6 +184,46 @@ async fn load_step_runs(c: &Object, queries: &StepRunQueries, arg: &str) -> Resu
     Ok(StepRunParts { runs, outputs, inputs, metadata, checks }.assemble())
 }
 
+/// Runs the read `$body`, which has the connection as `$c`, where reads
+/// run ([`PostgresMetadataStore::reader`]); again after an outage, within
+/// the retry window. (A macro: an async closure taking the connection makes
+/// the store's futures lose `Send`.)
+macro_rules! read {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        let mut attempts = retry::Attempts::new($store.retry);
+        loop {
+            let reader = $store.reader().await?;
+            let result = {
+                let $c: &Object = reader.client();
+                $body
+            };
+            if let Some(v) = reader.done(result, &mut attempts).await? {
+                break v;
+            }
+        }
+    }};
+}
+
+/// Runs the registry read `$op`, which has the transaction as `$tx`, where
+/// reads run ([`PostgresMetadataStore::reader`]), as [`read!`] does.
+macro_rules! registry_read {
+    ($store:expr, |$tx:ident| $op:expr) => {{
+        let outcome = read!($store, |c| async {
+            let mut tx = batch::PgTx { conn: c, location: &$store.location, failed: None, changed: 0 };
+            let outcome = {
+                let $tx = &mut tx;
+                $op
+            };
+            match tx.failed.take() {
+                Some(e) => Err(Failure::Pg(e)),
+                None => Ok(outcome),
+            }
+        }
+        .await);
+        outcome
+    }};
+}
+
 impl PostgresMetadataStore {
     /// A store for the database at `url` (`postgres://user:password@host:port/db`),
     /// with a pool of `pool_size` connections (default: 2 × cores, at least 4).
@@ -226,9 +274,16 @@ impl PostgresMetadataStore {
         let beats = pool(manager(config.clone()), 1)?;
         let pool = pool(manager(config), pool_size.unwrap_or((2 * cores).max(4)))?;
         Ok(PostgresMetadataStore {
+            batch: Arc::new(batch::Batcher::new(
+                location.clone(),
+                pool.clone(),
+                batch::COMMIT_WINDOW,
+                retry::DEFAULT_WINDOW,
+            )),
+            commit_window: batch::COMMIT_WINDOW,
+            retry: retry::DEFAULT_WINDOW,
             pool,
             beats,
-            batch: Arc::new(batch::Batcher::new(location.clone())),
             location,
             ready: OnceCell::new(),
             tls,
@@ -241,8 +296,26 @@ impl PostgresMetadataStore {
     /// (default 10 ms): the most a crash of this process takes back, and
     /// the longest another process waits for a version lock this one holds.
     pub fn with_commit_window(mut self, window: std::time::Duration) -> Self {
-        self.batch = Arc::new(batch::Batcher::new(self.location.clone()).with_window(window));
+        self.commit_window = window;
+        self.batch = self.new_batch();
         self
+    }
+
+    /// The same store, riding out an outage of the database for `window`
+    /// (default 30 s) from the first failure of each
+    /// read or write: connections refused, sessions ended by a restart or a
+    /// failover, serialization failures are retried with backoff, and a
+    /// batch whose connection was lost is replayed on a new one. Past the
+    /// window, the error says how long it tried. Errors that waiting cannot
+    /// mend (a password, a constraint) fail at once.
+    pub fn with_retry_window(mut self, window: std::time::Duration) -> Self {
+        self.retry = window;
+        self.batch = self.new_batch();
+        self
+    }
+
+    fn new_batch(&self) -> Arc<batch::Batcher> {
+        Arc::new(batch::Batcher::new(self.location.clone(), self.pool.clone(), self.commit_window, self.retry))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> MetadataError {
@@ -250,7 +323,7 @@ impl PostgresMetadataStore {
     }
 
     fn pg(&self, e: tokio_postgres::Error) -> MetadataError {
-        pg_error(&self.location, e)
+        pg_error(&self.location, &e)
     }
 
     /// Why no connection could be had, with the server's own words (e.g.
@@ -280,9 +353,20 @@ impl PostgresMetadataStore {
         }
     }
 
-    /// A pooled connection to a database with the current schema.
+    /// A pooled connection to a database with the current schema; through
+    /// an outage of the retry window.
     async fn client(&self) -> PgResult<Object> {
-        let mut client = self.pool.get().await.map_err(|e| self.connect_error(e))?;
+        let mut attempts = retry::Attempts::new(self.retry);
+        let mut client = loop {
+            match self.pool.get().await {
+                Ok(c) => break c,
+                Err(e) if retry::transient_pool(&e) => {
+                    let reason = message(self.connect_error(e));
+                    attempts.pause(&reason).await.map_err(|why| self.err(why))?;
+                }
+                Err(e) => return Err(self.connect_error(e)),
+            }
+        };
         if !self.warned.load(Ordering::Relaxed) {
             let used = self.tls_used.load(Ordering::Relaxed);
             if let Some(warning) = tls::plaintext_warning(&self.tls, used) {
@@ -311,14 +395,22 @@ impl PostgresMetadataStore {
     }
 }
 
+/// What `e` says, without the store's location.
+fn message(e: MetadataError) -> String {
+    match e {
+        MetadataError::Backend { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
 /// The database's own message (e.g. "password authentication failed"), or
 /// the client's with its causes.
-fn pg_error(location: &str, e: tokio_postgres::Error) -> MetadataError {
+fn pg_error(location: &str, e: &tokio_postgres::Error) -> MetadataError {
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => {
             let mut m = e.to_string();
-            let mut source = std::error::Error::source(&e);
+            let mut source = std::error::Error::source(e);
             while let Some(s) = source {
                 m.push_str(&format!(": {s}"));
                 source = s.source();
@@ -389,11 +481,8 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn find_cached(&self, cache_key: &str) -> PgResult<Option<CacheHit>> {
-        let mut c = self.reader().await?;
-        let rows = query(c.client(), q::CACHE_HIT, &[cache_key.into()], rows::cache_hit_row).await;
-        let hit = c.done(rows).await?;
-        drop(c);
-        let hit = rows::cache_hit(hit);
+        let rows = read!(self, |c| query(c, q::CACHE_HIT, &[cache_key.into()], rows::cache_hit_row).await);
+        let hit = rows::cache_hit(rows);
         if let Some(hit) = &hit {
             self.batch.known(hit.outputs.iter().map(|o| o.artifact.id.as_str()));
         }
@@ -401,50 +490,33 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn get_run(&self, id_or_name: &str) -> PgResult<Option<RunRecord>> {
-        let mut c = self.reader().await?;
-        let rows = query(c.client(), q::GET_RUN, &[id_or_name.into()], rows::run).await;
-        Ok(c.done(rows).await?.pop())
+        Ok(read!(self, |c| query(c, q::GET_RUN, &[id_or_name.into()], rows::run).await).pop())
     }
 
     async fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> PgResult<Vec<RunRecord>> {
-        let mut c = self.reader().await?;
-        let rows = query(c.client(), q::LIST_RUNS, &[pipeline.into(), limit.into()], rows::run).await;
-        c.done(rows).await
+        Ok(read!(self, |c| query(c, q::LIST_RUNS, &[pipeline.into(), limit.into()], rows::run).await))
     }
 
     async fn step_runs(&self, run_id: &str) -> PgResult<Vec<StepRunRecord>> {
-        let mut c = self.reader().await?;
-        let runs = load_step_runs(c.client(), &q::STEP_RUNS_OF_RUN, run_id).await;
-        c.done(runs).await
+        Ok(read!(self, |c| load_step_runs(c, &q::STEP_RUNS_OF_RUN, run_id).await))
     }
 
     async fn step_run(&self, id: &str) -> PgResult<Option<StepRunRecord>> {
-        let mut c = self.reader().await?;
-        let runs = load_step_runs(c.client(), &q::STEP_RUN_BY_ID, id).await;
-        Ok(c.done(runs).await?.pop())
+        Ok(read!(self, |c| load_step_runs(c, &q::STEP_RUN_BY_ID, id).await).pop())
     }
 
     async fn artifact_version(&self, id: &str) -> PgResult<Option<ArtifactVersion>> {
-        let mut c = self.reader().await?;
-        let rows = query(c.client(), q::ARTIFACT_VERSION, &[id.into()], |r| rows::artifact_version(r, 0)).await;
-        Ok(c.done(rows).await?.pop())
+        Ok(read!(self, |c| query(c, q::ARTIFACT_VERSION, &[id.into()], |r| rows::artifact_version(r, 0)).await).pop())
     }
 
     async fn artifact_versions(&self, name: Option<&str>, limit: usize) -> PgResult<Vec<ArtifactVersion>> {
-        let mut c = self.reader().await?;
-        let rows =
-            query(c.client(), q::ARTIFACT_VERSIONS, &[name.into(), limit.into()], |r| rows::artifact_version(r, 0))
-                .await;
-        c.done(rows).await
+        let params = [name.into(), limit.into()];
+        Ok(read!(self, |c| query(c, q::ARTIFACT_VERSIONS, &params, |r| rows::artifact_version(r, 0)).await))
     }
 
     async fn artifact_version_named(&self, name: &str, version: Option<i64>) -> PgResult<Option<ArtifactVersion>> {
-        let mut c = self.reader().await?;
-        let rows = query(c.client(), q::ARTIFACT_VERSION_NAMED, &[name.into(), version.into()], |r| {
-            rows::artifact_version(r, 0)
-        })
-        .await;
-        Ok(c.done(rows).await?.pop())
+        let params = [name.into(), version.into()];
+        Ok(read!(self, |c| query(c, q::ARTIFACT_VERSION_NAMED, &params, |r| rows::artifact_version(r, 0)).await).pop())
     }
 
     fn registry(&self) -> Option<&dyn ModelRegistry> {
@@ -452,9 +524,7 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn lineage(&self, artifact_version: &str) -> PgResult<Lineage> {
-        let mut c = self.reader().await?;
-        let found = async {
-            let client = c.client();
+        Ok(read!(self, |client| async {
             let artifact =
                 query(client, q::ARTIFACT_VERSION, &[artifact_version.into()], |r| rows::artifact_version(r, 0))
                     .await?
@@ -467,38 +537,14 @@ impl MetadataStore for PostgresMetadataStore {
             .await?;
             Ok(Lineage { artifact, producer: producer.into_iter().next(), consumers })
         }
-        .await;
-        c.done(found).await
-    }
-}
-
-impl PostgresMetadataStore {
-    /// Runs a registry read where reads run ([`PostgresMetadataStore::reader`]).
-    async fn registry_read<T>(
-        &self,
-        op: impl AsyncFnOnce(&mut batch::PgTx<'_>) -> Result<T, RegistryError>,
-    ) -> Result<T, RegistryError> {
-        let mut c = self.reader().await?;
-        let mut tx = batch::PgTx { conn: c.client(), location: &self.location, failed: None, changed: 0 };
-        let outcome = op(&mut tx).await;
-        if let Some(reason) = tx.failed.take() {
-            return Err(c
-                .done::<()>(Err(Failure::Store(MetadataError::Backend {
-                    location: self.location.clone(),
-                    message: reason,
-                })))
-                .await
-                .unwrap_err()
-                .into());
-        }
-        outcome
+        .await))
     }
 }
 
 #[async_trait]
 impl ModelRegistry for PostgresMetadataStore {
     async fn register(&self, version: &NewModelVersion) -> Result<ModelVersion, RegistryError> {
-        self.batch.registry_write(self, &version.model, async |tx| registry_sql::register(tx, version).await).await
+        registry_write!(self, &version.model, |tx| registry_sql::register(tx, version).await)
     }
 
     async fn describe_model(
@@ -507,52 +553,50 @@ impl ModelRegistry for PostgresMetadataStore {
         description: &str,
         tags: &std::collections::BTreeMap<String, String>,
     ) -> Result<Model, RegistryError> {
-        self.batch
-            .registry_write(self, model, async |tx| registry_sql::describe(tx, model, description, tags).await)
-            .await
+        registry_write!(self, model, |tx| registry_sql::describe(tx, model, description, tags).await)
     }
 
     async fn models(&self) -> Result<Vec<Model>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::models(tx).await).await
+        registry_read!(self, |tx| registry_sql::models(tx).await)
     }
 
     async fn model(&self, model: &str) -> Result<Option<Model>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::model(tx, model).await).await
+        registry_read!(self, |tx| registry_sql::model(tx, model).await)
     }
 
     async fn versions(&self, model: &str) -> Result<Vec<ModelVersion>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::versions(tx, model).await).await
+        registry_read!(self, |tx| registry_sql::versions(tx, model).await)
     }
 
     async fn version(&self, model: &str, version: i64) -> Result<Option<ModelVersion>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::version(tx, model, version).await).await
+        registry_read!(self, |tx| registry_sql::version(tx, model, version).await)
     }
 
     async fn aliases(&self, model: &str) -> Result<Vec<AliasHolder>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::aliases(tx, model).await).await
+        registry_read!(self, |tx| registry_sql::aliases(tx, model).await)
     }
 
     async fn resolve(&self, model: &str, alias: &str) -> Result<Option<ModelVersion>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::resolve(tx, model, alias).await).await
+        registry_read!(self, |tx| registry_sql::resolve(tx, model, alias).await)
     }
 
     async fn promote(&self, promotion: &Promotion) -> Result<Promoted, RegistryError> {
-        self.batch.registry_write(self, &promotion.model, async |tx| registry_sql::promote(tx, promotion).await).await
+        registry_write!(self, &promotion.model, |tx| registry_sql::promote(tx, promotion).await)
     }
 
     async fn history(&self, model: &str, alias: Option<&str>, limit: usize) -> Result<Vec<AliasEvent>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::history(tx, model, alias, limit).await).await
+        registry_read!(self, |tx| registry_sql::history(tx, model, alias, limit).await)
     }
 
     async fn holder_at(&self, model: &str, alias: &str, at: Timestamp) -> Result<Option<i64>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::holder_at(tx, model, alias, at).await).await
+        registry_read!(self, |tx| registry_sql::holder_at(tx, model, alias, at).await)
     }
 
     async fn set_protection(&self, change: &Protection) -> Result<Option<AliasEvent>, RegistryError> {
-        self.batch.registry_write(self, &change.model, async |tx| registry_sql::set_protection(tx, change).await).await
+        registry_write!(self, &change.model, |tx| registry_sql::set_protection(tx, change).await)
     }
 
     async fn protections(&self, model: Option<&str>) -> Result<Vec<(String, String)>, RegistryError> {
-        self.registry_read(async |tx| registry_sql::protections(tx, model).await).await
+        registry_read!(self, |tx| registry_sql::protections(tx, model).await)
     }
 }
