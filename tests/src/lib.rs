@@ -45,6 +45,32 @@ pub mod project {
         pub fn run(&self, args: &[&str]) -> Output {
             self.cmd(args).output().expect("the pipeline binary starts")
         }
+
+        /// [`Project::cmd`] as a user without privileges: `nobody` when
+        /// this process is root (root ignores file modes), else this user.
+        /// The folder is opened to everyone first.
+        pub fn cmd_unprivileged(&self, args: &[&str]) -> Command {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            if !is_root() {
+                return self.cmd(args);
+            }
+            let mut c = Command::new("runuser");
+            c.args(["-u", "nobody", "--"])
+                .arg(&self.bin)
+                .args(args)
+                .current_dir(self.dir.path())
+                .env("ZENFLOW_PROJECT_ROOT", self.dir.path())
+                .env_remove("ZENFLOW_STACK")
+                .env_remove("GITHUB_STEP_SUMMARY")
+                .env_remove("RUST_LOG");
+            c
+        }
+    }
+
+    /// Whether this process runs as root.
+    pub fn is_root() -> bool {
+        Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
     }
 
     /// The exit code (panics on a signal).

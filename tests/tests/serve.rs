@@ -74,16 +74,22 @@ struct Server {
 
 impl Server {
     fn start(p: &Project, extra: &[&str], token: Option<&str>) -> Server {
-        let log = p.path(&format!("serve-{}.log", std::process::id() ^ rand_suffix()));
         let mut cmd = p.cmd(&["-v", "serve", "--stack", "prod", "--model", "toy", "--bind", "127.0.0.1:0"]);
         if !extra.contains(&"--poll") {
             cmd.args(["--poll", "off"]);
         }
-        cmd.args(extra).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap());
+        cmd.args(extra);
         match token {
             Some(t) => cmd.env("ZENFLOW_DEPLOY_TOKEN", t),
             None => cmd.env_remove("ZENFLOW_DEPLOY_TOKEN"),
         };
+        Server::spawn(p, cmd)
+    }
+
+    /// `cmd` (a `serve` of `p`) started; its log in `p`'s folder.
+    fn spawn(p: &Project, mut cmd: Command) -> Server {
+        let log = p.path(&format!("serve-{}.log", std::process::id() ^ rand_suffix()));
+        cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap());
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
@@ -419,6 +425,54 @@ fn a_bad_drain_delay_is_refused() {
     let out = p.cmd(&["serve", "--stack", "prod", "--model", "toy", "--drain-delay", "soon"]).output().unwrap();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("--drain-delay soon: not a duration"), "{}", stderr(&out));
+}
+
+/// Every file under `dir`, with its size, in order.
+fn tree(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(tree(&path));
+        } else {
+            files.push((path.display().to_string(), std::fs::metadata(&path).unwrap().len()));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn serve_runs_from_a_read_only_copy_of_a_store() {
+    let p = project();
+    let v1 = register(&p, &["cut=0.5"]);
+    promote_first(&p, v1);
+    // A copy that nobody may write, served by a user who owns none of it.
+    let copy = project();
+    let status = Command::new("cp").arg("-a").arg(p.path(".zenflow")).arg(copy.path(".zenflow")).status().unwrap();
+    assert!(status.success());
+    assert!(Command::new("chmod").args(["-R", "a-w"]).arg(copy.path(".zenflow")).status().unwrap().success());
+    let before = tree(&copy.path(".zenflow"));
+    let cmd = copy.cmd_unprivileged(&[
+        "serve",
+        "--stack",
+        "prod",
+        "--model",
+        "toy",
+        "--bind",
+        "127.0.0.1:0",
+        "--poll",
+        "off",
+    ]);
+    let server = Server::spawn(&copy, cmd);
+    server.wait_ready();
+    let (s, r) = post(&agent(), &server.url, "/v2/models/toy/infer", &infer_body(0.9), None);
+    assert_eq!(s, 200, "{r}; log: {}", server.log());
+    let r: Value = serde_json::from_str(&r).unwrap();
+    assert_eq!((r["model_version"].as_str(), &r["outputs"][0]["data"]), (Some("1"), &json!([1])), "{r}");
+    drop(server);
+    assert_eq!(tree(&copy.path(".zenflow")), before, "serving wrote to the copy");
+    assert!(Command::new("chmod").args(["-R", "u+w"]).arg(copy.path(".zenflow")).status().unwrap().success());
 }
 
 #[test]

@@ -799,3 +799,42 @@ fn heartbeats_are_judged_by_the_databases_clock_not_the_hosts() {
     let marked = rt.block_on(store.fail_stale_runs(std::time::Duration::from_secs(1))).unwrap();
     assert_eq!(marked, vec![behind.id.clone()]);
 }
+
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn reading_an_empty_postgres_database_creates_nothing() {
+    let rt = runtime();
+    let db = fresh_database(&rt);
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("zenflow.toml"),
+        "[stacks.pg]\nmetadata_store = \"${ZF_DB}\"\nartifact_store = \"file://artifacts\"\n",
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_demo_pipeline"))
+            .args(args)
+            .current_dir(project.path())
+            .env("ZENFLOW_PROJECT_ROOT", project.path())
+            .env("ZF_DB", &db)
+            .output()
+            .unwrap()
+    };
+    let out = cmd(&["runs", "list", "--stack", "pg"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no runs yet here\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let tables = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let rows = client
+            .query("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'", &[])
+            .await
+            .unwrap();
+        rows[0].get::<_, i64>(0)
+    });
+    assert_eq!(tables, 0, "a read created the schema");
+    assert!(!project.path().join("artifacts").exists(), "a read created the artifact folder");
+    // A write creates it; then reads list what it wrote.
+    assert!(cmd(&["run", "-q", "--stack", "pg"]).status.success());
+    let listed = String::from_utf8_lossy(&cmd(&["runs", "list", "--stack", "pg"]).stdout).into_owned();
+    assert!(listed.lines().nth(1).is_some_and(|l| l.contains("completed")), "{listed}");
+}

@@ -359,6 +359,10 @@ pub struct Lineage {
     pub consumers: Vec<StepRunRecord>,
 }
 
+/// How [`MetadataError::Empty`] starts: what a listing says instead of an
+/// empty table.
+pub const NO_RUNS_YET: &str = "no runs yet here";
+
 /// Why the metadata store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -385,6 +389,26 @@ pub enum MetadataError {
         found: i64,
         /// Newest version this build knows.
         supported: i64,
+    },
+    /// The schema is older than this build's, and the store was opened
+    /// read-only, so it was not migrated.
+    #[error(
+        "{location} has metadata schema version {found}, older than this build's {supported}, and a command that \
+             only reads does not migrate it: run `stacks check STACK` (it migrates the schema), or any run, first"
+    )]
+    OlderSchema {
+        /// Path or URL.
+        location: String,
+        /// Version found.
+        found: i64,
+        /// The version this build writes.
+        supported: i64,
+    },
+    /// Opened to read, the store does not exist yet: nothing has run here.
+    #[error("{}: {location} does not exist yet (the first run creates it)", NO_RUNS_YET)]
+    Empty {
+        /// Path or URL.
+        location: String,
     },
     /// A record refers to something that does not exist.
     #[error("{0} was not found in the metadata store")]

@@ -313,6 +313,13 @@ fn retry_count<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Op
     }
 }
 
+/// Whether a stack is opened for commands that write or only read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
 /// Settings of a metadata store.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -654,7 +661,33 @@ impl Stacks {
 
     /// Opens stack `name`: connects to its stores (creating schemas as needed).
     pub fn open(&self, name: &str) -> Result<Stack> {
-        self.open_with(self.config(name)?)
+        self.open_with(self.config(name)?, Access::ReadWrite)
+    }
+
+    /// Opens stack `name` for a command that only reads: nothing is created
+    /// (no folder, no database, no schema), migrated or locked, so it works
+    /// on a store this process may not write, or a read-only copy of one.
+    /// A store that does not exist yet is
+    /// [`MetadataError::Empty`](zenflow_core::metadata::MetadataError::Empty),
+    /// one with an older schema
+    /// [`MetadataError::OlderSchema`](zenflow_core::metadata::MetadataError::OlderSchema).
+    pub fn open_read_only(&self, name: &str) -> Result<Stack> {
+        self.open_with(self.config(name)?, Access::ReadOnly)
+    }
+
+    /// Opens stack `name` read-write when this process may write its
+    /// metadata store (a SQLite file it can write; a PostgreSQL database,
+    /// whose grants decide), else as [`Stacks::open_read_only`]: for a
+    /// long-running reader that writes rarely, as the model server does
+    /// when a bake window moves an alias back, so that it also runs from a
+    /// read-only copy of a store.
+    pub fn open_writable_or_read_only(&self, name: &str) -> Result<Stack> {
+        let config = self.config(name)?;
+        let read_only = match config.metadata_store.url.strip_prefix("sqlite://") {
+            Some(path) => !SqliteMetadataStore::writable(self.resolve(path)),
+            None => false,
+        };
+        self.open_with(config, if read_only { Access::ReadOnly } else { Access::ReadWrite })
     }
 
     /// Opens stack `name` for a process that runs its steps in place (an
@@ -664,14 +697,18 @@ impl Stacks {
     /// something else (inside a Ray job, `RAY_ADDRESS` is the cluster's
     /// GCS address, not the dashboard URL the driver submits to).
     pub fn open_in_place(&self, name: &str) -> Result<Stack> {
-        self.open_with(self.resolve_config(name, true)?)
+        self.open_with(self.resolve_config(name, true)?, Access::ReadWrite)
     }
 
-    fn open_with(&self, config: StackConfig) -> Result<Stack> {
+    fn open_with(&self, config: StackConfig, access: Access) -> Result<Stack> {
         let name = config.name.as_str();
-        let context = |component: &str, e: Error| usage(format!("stack `{name}`, {component}: {e}"));
-        let artifacts = self.open_artifacts(&config).map_err(|e| context("artifact store", e))?;
-        let metadata = self.open_metadata(&config).map_err(|e| context("metadata store", e))?;
+        let context = |component: &str, e: Error| match e {
+            // Said as it is: the command line has its own words for it.
+            Error::Metadata(e @ zenflow_core::metadata::MetadataError::Empty { .. }) => Error::Metadata(e),
+            e => usage(format!("stack `{name}`, {component}: {e}")),
+        };
+        let artifacts = self.open_artifacts_with(&config, access).map_err(|e| context("artifact store", e))?;
+        let metadata = self.open_metadata_with(&config, access).map_err(|e| context("metadata store", e))?;
         let orchestrator = self.open_orchestrator(&config).map_err(|e| context("orchestrator", e))?;
         let stack = Stack::new(name, orchestrator, artifacts, metadata)
             .with_project_root(&self.root)
@@ -715,9 +752,17 @@ impl Stacks {
 
     /// Opens only the artifact store of a stack.
     pub fn open_artifacts(&self, config: &StackConfig) -> Result<Arc<dyn ArtifactStore>> {
+        self.open_artifacts_with(config, Access::ReadWrite)
+    }
+
+    fn open_artifacts_with(&self, config: &StackConfig, access: Access) -> Result<Arc<dyn ArtifactStore>> {
         let url = config.artifact_store.url.as_str();
         if let Some(path) = url.strip_prefix("file://") {
-            return Ok(Arc::new(ObjectArtifactStore::local_with(self.resolve(path), config.durability)?));
+            let path = self.resolve(path);
+            return Ok(Arc::new(match access {
+                Access::ReadWrite => ObjectArtifactStore::local_with(path, config.durability)?,
+                Access::ReadOnly => ObjectArtifactStore::local_read_only(path)?,
+            }));
         }
         if url == "memory://" || url == "memory:" {
             return Ok(Arc::new(ObjectArtifactStore::memory()));
@@ -733,9 +778,16 @@ impl Stacks {
 
     /// Opens only the metadata store of a stack.
     pub fn open_metadata(&self, config: &StackConfig) -> Result<Arc<dyn MetadataStore>> {
+        self.open_metadata_with(config, Access::ReadWrite)
+    }
+
+    fn open_metadata_with(&self, config: &StackConfig, access: Access) -> Result<Arc<dyn MetadataStore>> {
         let url = config.metadata_store.url.as_str();
         if url == "sqlite::memory:" {
             return Ok(Arc::new(SqliteMetadataStore::in_memory()?));
+        }
+        if let (Some(path), Access::ReadOnly) = (url.strip_prefix("sqlite://"), access) {
+            return Ok(Arc::new(SqliteMetadataStore::open_read_only(self.resolve(path))?));
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
             let sync = match config.durability {
@@ -747,11 +799,14 @@ impl Stacks {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             #[cfg(feature = "postgres")]
             {
-                let store = crate::metadata::PostgresMetadataStore::open(url, config.metadata_store.pool_size)?;
-                return Ok(Arc::new(match config.metadata_store.retry_window().map_err(usage)? {
-                    Some(window) => store.with_retry_window(window),
-                    None => store,
-                }));
+                let mut store = crate::metadata::PostgresMetadataStore::open(url, config.metadata_store.pool_size)?;
+                if let Some(window) = config.metadata_store.retry_window().map_err(usage)? {
+                    store = store.with_retry_window(window);
+                }
+                if access == Access::ReadOnly {
+                    store = store.read_only();
+                }
+                return Ok(Arc::new(store));
             }
             #[cfg(not(feature = "postgres"))]
             return Err(usage(

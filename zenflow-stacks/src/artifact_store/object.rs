@@ -161,6 +161,21 @@ impl ObjectArtifactStore {
         })
     }
 
+    /// A store in a local folder, to read only: neither the folder nor its
+    /// staging area is created or cleaned. A folder that does not exist
+    /// holds nothing.
+    pub fn local_read_only(dir: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        let url = format!("file://{}", dir.display());
+        if !dir.exists() {
+            return Ok(ObjectArtifactStore::new(Arc::new(InMemory::new()), Path::default(), url));
+        }
+        let backend = |message: String| StoreError::Backend { store: url.clone(), message };
+        let dir = dir.canonicalize().map_err(|e| backend(e.to_string()))?;
+        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| backend(e.to_string()))?;
+        Ok(ObjectArtifactStore::new(Arc::new(fs), Path::default(), format!("file://{}", dir.display())))
+    }
+
     /// A store in memory (tests, throwaway runs).
     pub fn memory() -> Self {
         ObjectArtifactStore::new(Arc::new(InMemory::new()), Path::default(), "memory://")

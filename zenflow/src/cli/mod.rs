@@ -532,9 +532,14 @@ where
         Command::Run(args) => run(pipeline, args, quiet),
         Command::Dag(args) => dag(pipeline, args),
         Command::Runs(RunsCommand::List { stack, limit, all }) => {
-            let stack = resolve_stack(&stack.stack)?;
-            close_stale_runs(&stack)?;
-            let runs = stack.list_runs((!all).then(|| pipeline.name()), limit)?;
+            let runs = read_stack(&stack.stack).and_then(|s| Ok(s.list_runs((!all).then(|| pipeline.name()), limit)?));
+            let runs = match runs {
+                Err(e) if e.message.contains(zenflow_core::metadata::NO_RUNS_YET) => {
+                    println!("{}", zenflow_core::metadata::NO_RUNS_YET);
+                    return Ok(exit::SUCCESS);
+                }
+                other => other?,
+            };
             println!("{:<44} {:<10} {:<20} {:>10}  PIPELINE", "RUN", "STATUS", "STARTED (UTC)", "DURATION");
             for r in runs {
                 let dur = r.ended_at.map_or("—".into(), |e| report::duration((e - r.started_at) as f64 / 1000.0));
@@ -550,8 +555,7 @@ where
             Ok(exit::SUCCESS)
         }
         Command::Runs(RunsCommand::Show { run, stack, logs, why }) => {
-            let stack = resolve_stack(&stack.stack)?;
-            close_stale_runs(&stack)?;
+            let stack = read_stack(&stack.stack)?;
             let id = if run == "latest" {
                 stack
                     .latest_run(pipeline.name())?
@@ -604,7 +608,7 @@ fn close_stale_runs(stack: &Stack) -> CliResult<()> {
     Ok(())
 }
 
-fn project_stacks() -> CliResult<zenflow_stacks::config::Stacks> {
+pub(crate) fn project_stacks() -> CliResult<zenflow_stacks::config::Stacks> {
     Ok(zenflow_stacks::config::Stacks::load(&crate::project_root()?)?)
 }
 
@@ -613,7 +617,25 @@ pub(crate) fn resolve_stack(name: &str) -> CliResult<Stack> {
     project_stacks()?.open(name).map_err(|e| stack_error(name, e))
 }
 
-fn stack_error(name: &str, e: Error) -> CliError {
+/// Stack `name` for a command that only reads: its stores opened read-only
+/// (nothing created, migrated or locked). Runs whose process is gone are
+/// closed first, through a writable handle, when there are any and the
+/// store can be written.
+pub(crate) fn read_stack(name: &str) -> CliResult<Stack> {
+    let stacks = project_stacks()?;
+    let stack = stacks.open_read_only(name).map_err(|e| stack_error(name, e))?;
+    let abandoned = stack.project_root().is_some_and(|root| !zenflow_core::run_lock::abandoned(root).is_empty());
+    let running = || stack.list_runs(None, 100).is_ok_and(|runs| runs.iter().any(|r| r.status == RunStatus::Running));
+    if abandoned || running() {
+        match stacks.open(name) {
+            Ok(writable) => close_stale_runs(&writable)?,
+            Err(e) => tracing::debug!("runs whose process is gone stay open: the store cannot be written: {e}"),
+        }
+    }
+    Ok(stack)
+}
+
+pub(crate) fn stack_error(name: &str, e: Error) -> CliError {
     match e {
         Error::Usage(m) => CliError::usage(m),
         other => CliError::usage(format!("stack `{name}`: {other}")),
@@ -1126,7 +1148,7 @@ fn step_entrypoint(args: EntrypointArgs) -> ! {
 fn artifacts(cmd: ArtifactsCommand) -> CliResult {
     match cmd {
         ArtifactsCommand::List { stack, name, limit } => {
-            let stack = resolve_stack(&stack.stack)?;
+            let stack = read_stack(&stack.stack)?;
             let versions = stack.block_on(stack.metadata().artifact_versions(name.as_deref(), limit))??;
             println!("{:<38} {:<44} {:>4} {:>10} {:<14} TYPE", "ID", "NAME", "VER", "SIZE", "HASH");
             for v in versions {
@@ -1143,7 +1165,7 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
             Ok(exit::SUCCESS)
         }
         ArtifactsCommand::Show { id, stack } => {
-            let stack = resolve_stack(&stack.stack)?;
+            let stack = read_stack(&stack.stack)?;
             let v = stack.artifact_version(&id)?;
             let lineage = stack.block_on(stack.metadata().lineage(&v.id))??;
             let v = &lineage.artifact;
@@ -1164,7 +1186,7 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
             Ok(exit::SUCCESS)
         }
         ArtifactsCommand::Export { id, output, stack } => {
-            let stack = resolve_stack(&stack.stack)?;
+            let stack = read_stack(&stack.stack)?;
             let v = stack.artifact_version(&id)?;
             let written = stack.block_on(export(stack.artifacts().as_ref(), &v, &output))??;
             eprintln!("wrote {written} bytes of {} v{} ({}) to {}", v.name, v.version, v.format, output.display());

@@ -1,7 +1,7 @@
 //! `models ...`: the model registry from the command line. Each command
 //! parses, calls the registry, and prints (a table, or JSON with `--json`).
 
-use super::{exit, resolve_stack, CliError, CliResult, StackArg};
+use super::{exit, read_stack, resolve_stack, CliError, CliResult, StackArg};
 use clap::{Args, Subcommand};
 use zenflow_core::registry::{
     self, find_version, AliasEvent, Expect, ModelVersion, Promoted, Protection, RegistryError, VersionRef,
@@ -158,7 +158,7 @@ impl From<RegistryError> for CliError {
 pub(super) fn run(cmd: ModelsCommand) -> CliResult {
     match cmd {
         ModelsCommand::List { stack, out } => {
-            let stack = resolve_stack(&stack.stack)?;
+            let stack = read_stack(&stack.stack)?;
             let reg = stack.registry()?;
             let rows = stack.block_on(async {
                 let mut rows = Vec::new();
@@ -190,7 +190,7 @@ pub(super) fn run(cmd: ModelsCommand) -> CliResult {
             Ok(exit::SUCCESS)
         }
         ModelsCommand::Show { reference, stack, out } => {
-            let stack = resolve_stack(&stack.stack)?;
+            let stack = read_stack(&stack.stack)?;
             let reg = stack.registry()?;
             let (model, which) = VersionRef::parse(&reference)?;
             if which == VersionRef::Latest && !reference.contains('@') {
@@ -224,7 +224,7 @@ pub(super) fn run(cmd: ModelsCommand) -> CliResult {
             Ok(exit::SUCCESS)
         }
         ModelsCommand::Versions { model, stack, out } => {
-            let stack = resolve_stack(&stack.stack)?;
+            let stack = read_stack(&stack.stack)?;
             let versions = stack.block_on(stack.registry()?.versions(&model))??;
             if out.json {
                 println!("{}", pretty(&versions));
@@ -247,7 +247,7 @@ pub(super) fn run(cmd: ModelsCommand) -> CliResult {
         #[cfg(feature = "serve")]
         ModelsCommand::Deploy(args) => super::serve::deploy(args),
         ModelsCommand::History { model, alias, limit, stack, out } => {
-            let stack = resolve_stack(&stack.stack)?;
+            let stack = read_stack(&stack.stack)?;
             let events = stack.block_on(stack.registry()?.history(&model, alias.as_deref(), limit))??;
             if out.json {
                 println!("{}", pretty(&events));
@@ -271,7 +271,7 @@ pub(super) fn run(cmd: ModelsCommand) -> CliResult {
         ModelsCommand::Protect(args) => set_protection(args, true),
         ModelsCommand::Unprotect(args) => set_protection(args, false),
         ModelsCommand::Compare { model, a, b, stack, out } => {
-            let stack = resolve_stack(&stack.stack)?;
+            let stack = read_stack(&stack.stack)?;
             let reg = stack.registry()?;
             let which = |s: &str| VersionRef::parse(&format!("{model}@{s}")).map(|(_, w)| w);
             let (wa, wb) = (which(&a)?, which(&b)?);

@@ -62,6 +62,8 @@ pub struct PostgresMetadataStore {
     commit_window: std::time::Duration,
     /// How long an operation rides out an outage.
     retry: std::time::Duration,
+    /// Opened to read: the schema is checked, never created or migrated.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for PostgresMetadataStore {
@@ -282,6 +284,7 @@ impl PostgresMetadataStore {
             )),
             commit_window: batch::COMMIT_WINDOW,
             retry: retry::DEFAULT_WINDOW,
+            read_only: false,
             pool,
             beats,
             location,
@@ -311,6 +314,16 @@ impl PostgresMetadataStore {
     pub fn with_retry_window(mut self, window: std::time::Duration) -> Self {
         self.retry = window;
         self.batch = self.new_batch();
+        self
+    }
+
+    /// The same store, for commands that only read: a database without
+    /// zenflow's schema is [`MetadataError::Empty`] and one with an older
+    /// schema [`MetadataError::OlderSchema`], instead of being created or
+    /// migrated. (Writes are not refused here: the database's grants are
+    /// what make a role read-only.)
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
         self
     }
 

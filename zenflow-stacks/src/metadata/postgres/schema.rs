@@ -60,6 +60,15 @@ impl PostgresMetadataStore {
             if self.check_version(version)? {
                 return Ok(());
             }
+            if self.read_only {
+                return Err(MetadataError::OlderSchema {
+                    location: self.location.clone(),
+                    found: version,
+                    supported: latest(),
+                });
+            }
+        } else if self.read_only {
+            return Err(MetadataError::Empty { location: self.location.clone() });
         }
         let tx = client.transaction().await.map_err(|e| self.pg(e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| self.pg(e))?;

@@ -13,6 +13,7 @@
 //! lost on power failure) and must be chosen explicitly.
 
 mod commit;
+mod files;
 mod schema;
 
 use crate::metadata::sql::batch::RunRow;
@@ -179,9 +180,20 @@ impl SqliteMetadataStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| backend(format!("cannot create folder {}: {e}", parent.display())))?;
         }
+        // SQLite would open it read-only, and create the `-wal` and `-shm`
+        // files with its read-only mode, which every writer after this one
+        // then fails on.
+        if path.exists() && !files::writable(path) {
+            return Err(backend(format!("cannot write the database: {}", files::not_writable(path))));
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| backend(e.to_string()))?;
-        let mut store = Self::init(conn, location.clone(), synchronous, Some(path))?;
+        let mut store = Self::init(conn, location.clone(), synchronous, Some(path), false).map_err(|e| match e {
+            MetadataError::Backend { location, message } if message.contains("readonly database") => {
+                MetadataError::Backend { location, message: format!("{message}: {}", files::not_writable(path)) }
+            }
+            other => other,
+        })?;
         let reader =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .and_then(|c| {
@@ -195,23 +207,62 @@ impl SqliteMetadataStore {
         Ok(store)
     }
 
+    /// Opens the database at `path` to read only: nothing written, no
+    /// schema migrated, no lock taken, no file or folder created (not even
+    /// the `-wal` and `-shm` files: a database this process may not write,
+    /// and that no writer has open, is read as immutable, since SQLite would
+    /// create them with its read-only mode). A store that does not exist
+    /// is [`MetadataError::Empty`]; one whose schema is older than this
+    /// build's is [`MetadataError::OlderSchema`]; writes fail.
+    pub fn open_read_only(path: impl AsRef<Path>) -> SqlResult<Self> {
+        let path = path.as_ref();
+        let location = format!("sqlite://{}", path.display());
+        if !path.exists() {
+            return Err(MetadataError::Empty { location });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(files::read_only_uri(path), flags)
+            .map_err(|e| MetadataError::Backend { location: location.clone(), message: e.to_string() })?;
+        Self::init(conn, location, Synchronous::Full, Some(path), true)
+    }
+
+    /// Whether this process may write the database at `path` (and the
+    /// `-wal` and `-shm` files beside it): whether
+    /// [`SqliteMetadataStore::open_with`] can work on it without leaving
+    /// files another writer cannot open.
+    pub fn writable(path: impl AsRef<Path>) -> bool {
+        files::writable(path.as_ref())
+    }
+
     /// A private in-memory database (tests, throwaway runs).
     pub fn in_memory() -> SqlResult<Self> {
         let conn = Connection::open_in_memory()
             .map_err(|e| MetadataError::Backend { location: "sqlite::memory:".into(), message: e.to_string() })?;
-        Self::init(conn, "sqlite::memory:".into(), Synchronous::Full, None)
+        Self::init(conn, "sqlite::memory:".into(), Synchronous::Full, None, false)
     }
 
-    fn init(mut conn: Connection, location: String, synchronous: Synchronous, path: Option<&Path>) -> SqlResult<Self> {
+    /// The store on `conn`, migrated to the current schema (`read_only`:
+    /// checked to be current instead, and left in whatever journal mode
+    /// its writers chose).
+    fn init(
+        mut conn: Connection,
+        location: String,
+        synchronous: Synchronous,
+        path: Option<&Path>,
+        read_only: bool,
+    ) -> SqlResult<Self> {
         let fail = |e: rusqlite::Error| MetadataError::Backend { location: location.clone(), message: e.to_string() };
         conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
         // Room for every statement the store uses (rusqlite keeps 16).
         conn.set_prepared_statement_cache_capacity(64);
         schema::check_identity(&conn, &location)?;
-        // Switching to WAL needs a moment of exclusive access, and SQLite does
-        // not wait for it with the busy handler: retry while others hold locks.
-        schema::retry_busy(|| conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)))
-            .map_err(fail)?;
+        if !read_only {
+            // Switching to WAL needs a moment of exclusive access, and SQLite
+            // does not wait for it with the busy handler: retry while others
+            // hold locks.
+            schema::retry_busy(|| conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)))
+                .map_err(fail)?;
+        }
         // NORMAL: COMMIT does not wait for the disk; the store syncs the WAL
         // itself after the commit, outside its lock ([`commit`]).
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
@@ -220,12 +271,12 @@ impl SqliteMetadataStore {
         // A WAL that starts over keeps its file (overwriting is cheaper than
         // growing it); one huge batch must not leave a huge file behind.
         conn.pragma_update(None, "journal_size_limit", CHECKPOINT_AFTER_PAGES * 4096).map_err(fail)?;
-        schema::migrate(&mut conn, &location)?;
-        let wal = path.map(|p| {
-            let mut name = p.as_os_str().to_owned();
-            name.push("-wal");
-            PathBuf::from(name)
-        });
+        if read_only {
+            schema::require_current(&conn, &location)?;
+        } else {
+            schema::migrate(&mut conn, &location)?;
+        }
+        let wal = path.map(|p| files::companion(p, "-wal"));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 conn,

@@ -54,6 +54,21 @@ fn read_identity(conn: &Connection, location: &str) -> SqlResult<()> {
     Ok(())
 }
 
+/// Refuses, without writing, a store that is empty (nothing has run) or
+/// whose schema is older than this build's: opened to read, it is not
+/// migrated.
+pub(super) fn require_current(conn: &Connection, location: &str) -> SqlResult<()> {
+    let fail = |e: rusqlite::Error| MetadataError::Backend { location: location.to_string(), message: e.to_string() };
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(fail)?;
+    if version == 0 {
+        return Err(MetadataError::Empty { location: location.to_string() });
+    }
+    if version < latest() {
+        return Err(MetadataError::OlderSchema { location: location.to_string(), found: version, supported: latest() });
+    }
+    Ok(())
+}
+
 pub(super) fn migrate(conn: &mut Connection, location: &str) -> SqlResult<()> {
     let fail = |e: rusqlite::Error| MetadataError::Backend {
         location: location.to_string(),
