@@ -89,6 +89,34 @@ pub mod project {
     }
 }
 
+/// What a run did and recorded, as tests compare it.
+pub mod records {
+    use zenflow::metadata::{RunRecord, StepRunRecord, StepStatus};
+    use zenflow::{RunResult, Stack};
+
+    /// Each step of `run` with its final status, in the order they ended.
+    pub fn statuses<O>(run: &RunResult<O>) -> Vec<(&str, StepStatus)> {
+        run.steps().iter().map(|s| (s.invocation.as_str(), s.status)).collect()
+    }
+
+    /// The latest record of step `id` among `records`.
+    pub fn latest<'r>(records: &'r [StepRunRecord], id: &str) -> &'r StepRunRecord {
+        records.iter().rev().find(|r| r.invocation == id).unwrap_or_else(|| panic!("no record of `{id}`"))
+    }
+
+    /// The newest run on `stack`, with its step records.
+    pub fn latest_run(stack: &Stack) -> (RunRecord, Vec<StepRunRecord>) {
+        let run = stack.list_runs(None, 1).unwrap().remove(0);
+        let records = stack.step_runs(&run.id).unwrap();
+        (run, records)
+    }
+
+    /// The JSON document in file `path` (a report).
+    pub fn json(path: &std::path::Path) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+}
+
 /// What the service tier's tests share: the servers `.ci/services.sh`
 /// started, found through the variables it exported.
 pub mod services {

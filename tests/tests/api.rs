@@ -234,7 +234,7 @@ mod parallelism {
 
     fn peak_with<P: Pipeline<Config = ()>>(pipeline: &P, parallelism: usize) -> usize {
         PEAK.store(0, SeqCst);
-        let stack = zenflow::testing::memory_stack(parallelism);
+        let stack = zenflow::memory_stack(parallelism).unwrap();
         let run = pipeline.run(&stack, &()).unwrap();
         assert!(run.executed().len() >= 4);
         PEAK.load(SeqCst)

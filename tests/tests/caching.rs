@@ -6,6 +6,7 @@ use zenflow::prelude::*;
 use zenflow::testing::TestStack;
 use zenflow::why::{Change, Reason, Scope};
 use zenflow::RunOptions;
+use zenflow_tests::records::statuses;
 
 static SOURCE_CALLS: AtomicUsize = AtomicUsize::new(0);
 static SQUARE_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -91,10 +92,6 @@ fn with_uncached() {
     let s = parity(3);
     let u = uncached(s);
     describe(u);
-}
-
-fn statuses(run: &zenflow::RunResult) -> Vec<(&str, StepStatus)> {
-    run.steps().iter().map(|s| (s.invocation.as_str(), s.status)).collect()
 }
 
 /// What the run recorded about why `step` ran (or where it came from).

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 use zenflow_tests::project::{code, stderr, stdout};
+use zenflow_tests::records::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_demo_pipeline");
 
@@ -26,10 +27,6 @@ impl std::ops::Deref for Project {
     fn deref(&self) -> &Self::Target {
         &self.0
     }
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]

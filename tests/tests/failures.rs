@@ -6,6 +6,7 @@ use zenflow::metadata::{RunStatus, StepStatus};
 use zenflow::prelude::*;
 use zenflow::testing::TestStack;
 use zenflow::{Error, RunResult, StepRunner};
+use zenflow_tests::records::statuses;
 
 static BROKEN: AtomicBool = AtomicBool::new(true);
 static FLAKY_ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
@@ -131,10 +132,6 @@ fn failed_run_of<O>(result: zenflow::Result<RunResult<O>>) -> RunResult<O> {
         Err(other) => panic!("expected a failed run, got the error {other}"),
         Ok(run) => panic!("expected a failed run, got {}", run.summary()),
     }
-}
-
-fn statuses(run: &RunResult) -> Vec<(&str, StepStatus)> {
-    run.steps().iter().map(|s| (s.invocation.as_str(), s.status)).collect()
 }
 
 /// One test, because it flips the global switch that breaks `fragile`.

@@ -309,7 +309,7 @@ fn a_streamed_output_is_named_by_the_hash_of_what_was_written() {
 /// refuses an encoder whose second pass differs from its first.
 #[test]
 fn an_encoding_that_changes_between_passes_is_refused_where_two_passes_are_needed() {
-    let stack = zenflow::testing::memory_stack(2);
+    let stack = zenflow::memory_stack(2).unwrap();
     let err = unstable.run(&stack, &()).unwrap_err();
     assert!(err.to_string().contains("must write the same bytes every time"), "{err}");
 }

@@ -94,7 +94,7 @@ fn two_noisy() {
 #[test]
 fn steps_running_at_once_keep_only_their_own_events() {
     capture();
-    let stack = testing::memory_stack(2);
+    let stack = zenflow::memory_stack(2).unwrap();
     let run = testing::run(&stack, &two_noisy, &()).unwrap();
     for tag in ["a", "b"] {
         let logs = run.logs(tag).unwrap();
@@ -111,7 +111,7 @@ fn flood() {
 #[test]
 fn a_step_keeps_a_bounded_log_and_says_what_it_cut() {
     capture();
-    let stack = testing::memory_stack(1);
+    let stack = zenflow::memory_stack(1).unwrap();
     let run = testing::run(&stack, &flood, &()).unwrap();
     run.assert_step("noisy", StepStatus::Completed);
     let logs = run.logs("noisy").unwrap();

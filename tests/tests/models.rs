@@ -3,8 +3,9 @@
 //! the version in production, and `models ...` promotes, shows, compares,
 //! rolls back, with the exit codes CI relies on.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
+use zenflow_tests::records::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_model_pipeline");
 
@@ -51,10 +52,6 @@ fn out(o: &Output) -> String {
 
 fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn status_of(report: &serde_json::Value, step: &str) -> String {

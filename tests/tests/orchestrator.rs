@@ -3,16 +3,15 @@
 //! parallelisms.
 
 use std::sync::Mutex;
-use zenflow::testing::memory_stack;
 
 #[test]
 fn local_orchestrator_conforms_with_one_worker() {
-    zenflow::orchestrator_conformance::run_all(|| memory_stack(1));
+    zenflow::orchestrator_conformance::run_all(|| zenflow::memory_stack(1).unwrap());
 }
 
 #[test]
 fn local_orchestrator_conforms_with_four_workers() {
-    zenflow::orchestrator_conformance::run_all(|| memory_stack(4));
+    zenflow::orchestrator_conformance::run_all(|| zenflow::memory_stack(4).unwrap());
 }
 
 #[test]

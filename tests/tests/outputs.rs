@@ -165,7 +165,7 @@ fn a_lookup_by_name_that_matches_nothing_lists_what_there_is() {
 
 #[test]
 fn the_testing_helpers_run_and_assert() {
-    let stack = testing::memory_stack(2);
+    let stack = zenflow::memory_stack(2).unwrap();
     let run = testing::run(&stack, &both, &()).unwrap();
     run.assert_all(StepStatus::Completed).assert_step("best", StepStatus::Completed);
     let again = testing::run(&stack, &both, &()).unwrap();

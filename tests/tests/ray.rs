@@ -23,17 +23,11 @@ use zenflow::metadata::{StepRunRecord, StepStatus};
 use zenflow::stacks::config::Stacks;
 use zenflow::stacks::orchestrator::ray::api::JobsApi;
 use zenflow::{RunStatus, Stack};
+use zenflow_tests::records::{latest, latest_run};
+use zenflow_tests::services::{env, runtime};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 const STACKS: usize = 12;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: this Ray test needs it (see tests/tests/ray.rs)"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
 
 /// The shared project: its folder and the next free stack.
 struct Shared {
@@ -119,16 +113,6 @@ fn run_worker(stack: &str, args: &[&str]) -> Output {
 
 fn text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn latest_run(stack: &Stack) -> (zenflow::metadata::RunRecord, Vec<StepRunRecord>) {
-    let run = stack.list_runs(None, 1).unwrap().remove(0);
-    let records = stack.step_runs(&run.id).unwrap();
-    (run, records)
-}
-
-fn latest<'r>(records: &'r [StepRunRecord], id: &str) -> &'r StepRunRecord {
-    records.iter().rev().find(|r| r.invocation == id).unwrap_or_else(|| panic!("no record of `{id}`"))
 }
 
 fn api() -> JobsApi {

@@ -7,6 +7,7 @@ use zenflow::metadata::{StepRunRecord, StepStatus};
 use zenflow::stacks::config::Stacks;
 use zenflow::{Error, Pipeline as _, RunStatus, Stack};
 use zenflow_tests::project::{code, stderr, Project};
+use zenflow_tests::records::latest;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
@@ -35,10 +36,6 @@ fn latest_records(p: &Project) -> (zenflow::metadata::RunRecord, Vec<StepRunReco
     let run = stack.list_runs(None, 1).unwrap().remove(0);
     let records = stack.step_runs(&run.id).unwrap();
     (run, records)
-}
-
-fn latest<'r>(records: &'r [StepRunRecord], id: &str) -> &'r StepRunRecord {
-    records.iter().rev().find(|r| r.invocation == id).unwrap_or_else(|| panic!("no record of `{id}`"))
 }
 
 #[test]

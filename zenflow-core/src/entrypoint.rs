@@ -25,7 +25,7 @@
 
 use crate::error::Error;
 use crate::lifecycle::{self, StepState};
-use crate::metadata::{RunStatus, StepRunRecord, StepStatus};
+use crate::metadata::{latest_record, RunStatus, StepRunRecord, StepStatus};
 use crate::runner::{RunOptions, StepRunner, WORKER_KEY};
 use crate::stack::Stack;
 use std::time::Duration;
@@ -43,6 +43,73 @@ pub struct Request {
     /// orchestrator that drives the run itself (and may still retry) passes
     /// `false`; a lone worker (an Argo pod) passes `true`.
     pub close: bool,
+}
+
+/// The subcommand of a pipeline binary that runs a [`Request`].
+pub const COMMAND: &str = "step-entrypoint";
+
+impl Request {
+    /// The command line (after the program) that has a pipeline binary run
+    /// this request on stack `stack`.
+    pub fn to_args(&self, stack: &str) -> Vec<String> {
+        self.args(stack, "--attempt", self.attempt.to_string())
+    }
+
+    /// [`Request::to_args`] for an engine that counts the attempts itself:
+    /// `retries_done` is what it replaces with the number of attempts made
+    /// before this one (Argo's `{{retries}}`); the attempt is one more.
+    pub fn to_args_counted_by(&self, stack: &str, retries_done: &str) -> Vec<String> {
+        self.args(stack, "--retries-done", retries_done.to_string())
+    }
+
+    fn args(&self, stack: &str, attempt_flag: &str, attempt: String) -> Vec<String> {
+        let mut args = vec![COMMAND.to_string(), "--run".into(), self.run.clone()];
+        for step in &self.steps {
+            args.extend(["--step".into(), step.clone()]);
+        }
+        args.extend([attempt_flag.into(), attempt]);
+        if !self.close {
+            args.push("--no-close".into());
+        }
+        args.extend(["--stack".into(), stack.into()]);
+        args
+    }
+
+    /// The request, and the stack when one is named, of the arguments that
+    /// follow [`COMMAND`] on a command line [`Request::to_args`] made. The
+    /// error says what is wrong, for an exit with [`Exit::Permanent`].
+    pub fn from_args(args: &[String]) -> Result<(Request, Option<String>), String> {
+        let mut request = Request { run: String::new(), steps: Vec::new(), attempt: 1, close: true };
+        let (mut stack, mut attempt, mut retries_done) = (None, None, None);
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().cloned().ok_or_else(|| format!("`{flag}` needs a value"));
+            match flag.as_str() {
+                "--run" => request.run = value()?,
+                "--step" => request.steps.push(value()?),
+                "--attempt" => attempt = Some(number(flag, &value()?)?),
+                "--retries-done" => retries_done = Some(number(flag, &value()?)?),
+                "--stack" => stack = Some(value()?),
+                "--no-close" => request.close = false,
+                other => return Err(format!("`{other}` is not an argument of {COMMAND}")),
+            }
+        }
+        request.attempt = match (attempt, retries_done) {
+            (Some(_), Some(_)) => return Err("give `--attempt` or `--retries-done`, not both".into()),
+            // 0 is refused by `run`, which says which attempts there are.
+            (Some(n), None) => n,
+            (None, Some(done)) => done.saturating_add(1),
+            (None, None) => 1,
+        };
+        if request.run.is_empty() || request.steps.is_empty() {
+            return Err(format!("{COMMAND} needs `--run RUN` and at least one `--step STEP`"));
+        }
+        Ok((request, stack))
+    }
+}
+
+fn number(flag: &str, value: &str) -> Result<u32, String> {
+    value.parse().map_err(|_| format!("`{flag}` takes a whole number, not `{value}`"))
 }
 
 /// The exit code of the entrypoint.
@@ -147,7 +214,7 @@ pub async fn run(stack: &Stack, request: &Request) -> Result<Report, EntrypointE
         // A finished run is closed for good: its steps are as recorded.
         let records = stack.metadata().step_runs(&run.id).await.map_err(Error::from)?;
         let done = positions.iter().all(
-            |&p| matches!(latest(&records, &runner.plan().steps[p].id).map(|r| r.status), Some(s) if s.is_success()),
+            |&p| matches!(latest_record(&records, &runner.plan().steps[p].id).map(|r| r.status), Some(s) if s.is_success()),
         );
         if !done {
             return Err(EntrypointError::Permanent(format!(
@@ -179,7 +246,7 @@ async fn run_chain(
     for &pos in positions {
         let step = &plan.steps[pos];
         let records = stack.metadata().step_runs(&runner.run().id).await.map_err(Error::from)?;
-        let mine = latest(&records, &step.id);
+        let mine = latest_record(&records, &step.id);
         if let Some(r) = mine.filter(|r| r.status.is_success()) {
             reports.push(StepReport {
                 invocation: step.id.clone(),
@@ -209,7 +276,7 @@ async fn run_chain(
         }
         for &d in &runner.dependencies()[pos] {
             let up = &plan.steps[d];
-            let state = StepState::of(latest(&records, &up.id), up.options.retries);
+            let state = StepState::of(latest_record(&records, &up.id), up.options.retries);
             if state != StepState::Succeeded {
                 return Err(EntrypointError::Permanent(format!(
                     "step `{}` needs step `{}`, which has not completed in run `{}`; run it first",
@@ -242,10 +309,6 @@ async fn run_chain(
         attempt = 1;
     }
     Ok((reports, Exit::Done))
-}
-
-fn latest<'a>(records: &'a [StepRunRecord], invocation: &str) -> Option<&'a StepRunRecord> {
-    records.iter().rev().find(|r| r.invocation == invocation)
 }
 
 fn recorded_attempt(r: &StepRunRecord) -> Option<u32> {
@@ -300,5 +363,48 @@ fn alive(pid: u32) -> bool {
     {
         let _ = pid;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn a_request_survives_its_command_line() {
+        let chain = Request { run: "r1".into(), steps: vec!["a".into(), "b_0.1".into()], attempt: 3, close: false };
+        let line = chain.to_args("staging");
+        assert_eq!(
+            line.join(" "),
+            "step-entrypoint --run r1 --step a --step b_0.1 --attempt 3 --no-close --stack staging"
+        );
+        let (back, stack) = Request::from_args(&line[1..]).unwrap();
+        assert_eq!((back.run, back.steps, back.attempt, back.close), (chain.run, chain.steps, 3, false));
+        assert_eq!(stack.as_deref(), Some("staging"));
+
+        let pod = Request { run: "r2".into(), steps: vec!["train".into()], attempt: 1, close: true };
+        let line = pod.to_args_counted_by("prod", "{{retries}}");
+        assert_eq!(line.join(" "), "step-entrypoint --run r2 --step train --retries-done {{retries}} --stack prod");
+        // What the engine runs, its third attempt.
+        let line = line.join(" ").replace("{{retries}}", "2");
+        let (back, _) = Request::from_args(&args(&line)[1..]).unwrap();
+        assert_eq!((back.attempt, back.close), (3, true));
+    }
+
+    #[test]
+    fn a_bad_command_line_says_what_is_wrong() {
+        let bad = |line: &str| Request::from_args(&args(line)).unwrap_err();
+        assert_eq!(bad("--run r --step s --attempt x"), "`--attempt` takes a whole number, not `x`");
+        assert_eq!(
+            bad("--run r --step s --attempt 2 --retries-done 1"),
+            "give `--attempt` or `--retries-done`, not both"
+        );
+        assert_eq!(bad("--run r --step"), "`--step` needs a value");
+        assert_eq!(bad("--run r --steps s"), "`--steps` is not an argument of step-entrypoint");
+        assert_eq!(bad("--run r"), "step-entrypoint needs `--run RUN` and at least one `--step STEP`");
     }
 }

@@ -45,6 +45,10 @@ pub enum Error {
     /// The async runtime could not be started.
     #[error("could not start the zenflow runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A bug in zenflow, not in the pipeline: a task of its own panicked
+    /// (what it was doing, and the panic's message).
+    #[error("{0}: this is a bug in zenflow, please report it")]
+    Panicked(String),
     /// The run ended, but its end could not be recorded; what its steps
     /// did, as the run saw it, is inside.
     #[error(transparent)]

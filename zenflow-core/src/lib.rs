@@ -3,6 +3,33 @@
 //!
 //! Most users depend on the `zenflow` crate, which re-exports this one together
 //! with the macros and the built-in stacks.
+//!
+//! # Layout
+//!
+//! Modules stand in layers, and a module uses only the layers below its
+//! own (the renovation of issue 24 is bringing the crate there; the modules
+//! that still call each other in both directions are `run`, `runner`,
+//! `lifecycle`, `entrypoint`, `stack`, `pipeline` and `error`):
+//!
+//! 1. **Values**: `hash`, `time`, `redact`, `git`, `check`, `appraisal`.
+//! 2. **Records and contracts**: `metadata` (run records, `MetadataStore`),
+//!    `registry`, `artifact_store`, `materializer`, `step` (what a step
+//!    declares), `context` (what it sees while it runs), `logs`.
+//! 3. **Plans**: `plan`, `handle`, `cache` (keys), `why`; `pipeline` builds
+//!    plans.
+//! 4. **Stacks**: `stack` (an orchestrator and two stores), `orchestrator`
+//!    (the trait engines implement).
+//! 5. **Runs**, one folder `run/`: `start` (names, the plan, the lock),
+//!    `step/` (`inputs`, `cache`, `execute` with retries and timeouts,
+//!    `outputs`, `register`), `outcome` (step and run states, closing a
+//!    run: the one place that maps statuses), `liveness` (heartbeat, run
+//!    lock, stale runs), `entrypoint` (a step in a process of its own:
+//!    [`entrypoint::Request::to_args`] and `from_args` are its one
+//!    spelling).
+//! 6. **Errors**: `error`, the union of each layer's own error type.
+//!
+//! Conformance suites (`conformance`) test implementations of the layer-2
+//! and layer-4 traits; they use nothing above the trait they test.
 
 #![warn(missing_docs)]
 

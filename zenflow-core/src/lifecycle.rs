@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::hash::ContentHash;
 use crate::metadata::{self, NewRun, RunRecord, RunStatus, StepRunRecord, StepStatus};
 use crate::plan::Plan;
-use crate::runner::{RunOptions, StepRunner, PERMANENT_KEY};
+use crate::runner::{RunOptions, StepRunner};
 use crate::stack::Stack;
 use std::collections::HashMap;
 
@@ -105,9 +105,7 @@ impl StepState {
                 error: r.error.clone().unwrap_or_else(|| "unknown error".into()),
                 // A step that failed before any attempt (an input that could
                 // not be resolved) has `attempts` 0: that is its last word.
-                last: r.attempts == 0
-                    || r.attempts > retries
-                    || r.metadata.get(PERMANENT_KEY) == Some(&serde_json::Value::Bool(true)),
+                last: r.attempts == 0 || r.attempts > retries || r.is_permanent_failure(),
             },
         }
     }
@@ -163,10 +161,7 @@ pub fn outcome(plan: &Plan, states: &[StepState]) -> Outcome {
 
 /// The state of each step of `plan` from the records of its run.
 pub fn states_from_records(plan: &Plan, records: &[StepRunRecord]) -> Vec<StepState> {
-    plan.steps
-        .iter()
-        .map(|s| StepState::of(records.iter().rev().find(|r| r.invocation == s.id), s.options.retries))
-        .collect()
+    plan.steps.iter().map(|s| StepState::of(metadata::latest_record(records, &s.id), s.options.retries)).collect()
 }
 
 /// Closes run `run_id` if nothing can run any more: records the steps a
@@ -204,7 +199,7 @@ pub async fn close_ended(stack: &Stack, run_id: &str, engine: &str) -> Result<Ru
     let records = stack.metadata().step_runs(&runner.run().id).await?;
     let mut states = states_from_records(&plan, &records);
     for (pos, step) in plan.steps.iter().enumerate() {
-        let latest = records.iter().rev().find(|r| r.invocation == step.id);
+        let latest = metadata::latest_record(&records, &step.id);
         match (&states[pos], latest) {
             (StepState::Running, Some(r)) => {
                 let error = format!(

@@ -297,6 +297,42 @@ pub struct StepRunWrite {
     pub new_outputs: Vec<NewArtifact>,
 }
 
+/// Step-run metadata that marks a failure as permanent: another attempt
+/// would fail the same way.
+pub const PERMANENT_KEY: &str = "zenflow.permanent";
+
+/// The time from `started` to `ended`, or nothing while it goes on.
+fn elapsed(started: Timestamp, ended: Option<Timestamp>) -> Option<std::time::Duration> {
+    ended.map(|e| std::time::Duration::from_micros(u64::try_from(e - started).unwrap_or(0)))
+}
+
+impl RunRecord {
+    /// How long the run took; `None` while it runs.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        elapsed(self.started_at, self.ended_at)
+    }
+}
+
+impl StepRunRecord {
+    /// How long the step run took; `None` while it runs.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        elapsed(self.started_at, self.ended_at)
+    }
+
+    /// Whether it failed for good: another attempt would fail the same way
+    /// (the step is not in the binary, its code differs from the plan's).
+    pub fn is_permanent_failure(&self) -> bool {
+        self.metadata.get(PERMANENT_KEY) == Some(&serde_json::Value::Bool(true))
+    }
+}
+
+/// The latest record of step `invocation` among `records`, which are in
+/// the order the attempts started (as [`MetadataStore::step_runs`] gives
+/// them): the one that says what became of the step.
+pub fn latest_record<'a>(records: &'a [StepRunRecord], invocation: &str) -> Option<&'a StepRunRecord> {
+    records.iter().rev().find(|r| r.invocation == invocation)
+}
+
 /// A recorded step run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRunRecord {

@@ -52,8 +52,9 @@ fn may_hide(bytes: &[u8]) -> bool {
         || bytes.windows(3).any(|w| w == b"://")
 }
 
-/// Whether an environment variable's name says it holds a secret
-/// (`PGPASSWORD`, `AWS_SECRET_ACCESS_KEY`, `ZENFLOW_DEPLOY_TOKEN`, ...).
+/// Whether a name (an environment variable's, a `key=value`'s) says its
+/// value is a secret (`PGPASSWORD`, `AWS_SECRET_ACCESS_KEY`,
+/// `ZENFLOW_DEPLOY_TOKEN`, ...).
 pub fn is_secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     SECRET_KEYS.iter().any(|k| lower.contains(k)) || lower.ends_with("_key") || lower.contains("credential")

@@ -137,7 +137,7 @@ impl RunResult {
         let steps = plan
             .steps
             .iter()
-            .filter_map(|s| records.iter().rev().find(|r| r.invocation == s.id))
+            .filter_map(|s| metadata::latest_record(&records, &s.id))
             .map(|r| StepResult {
                 invocation: r.invocation.clone(),
                 status: r.status,
@@ -145,15 +145,11 @@ impl RunResult {
                 outputs: r.outputs.clone(),
                 error: r.error.clone(),
                 attempts: r.attempts,
-                permanent: r.metadata.get(crate::runner::PERMANENT_KEY) == Some(&serde_json::Value::Bool(true)),
-                duration: r.ended_at.map_or(std::time::Duration::ZERO, |e| {
-                    std::time::Duration::from_micros((e - r.started_at).max(0) as u64)
-                }),
+                permanent: r.is_permanent_failure(),
+                duration: r.duration().unwrap_or_default(),
             })
             .collect();
-        let duration = run.ended_at.map_or(std::time::Duration::ZERO, |e| {
-            std::time::Duration::from_micros((e - run.started_at).max(0) as u64)
-        });
+        let duration = run.duration().unwrap_or_default();
         Ok(RunResult {
             stack: stack.clone(),
             run,

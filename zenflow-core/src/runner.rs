@@ -185,9 +185,7 @@ impl Execution {
     }
 }
 
-/// The step-run metadata key that marks a failure as permanent (another
-/// attempt would fail the same way): `true`.
-pub const PERMANENT_KEY: &str = "zenflow.permanent";
+pub use crate::metadata::PERMANENT_KEY;
 
 /// The step-run metadata key of the process that runs a step started by
 /// the step entrypoint: `{host, pid, attempt}`.
@@ -699,8 +697,7 @@ impl StepRunner {
     /// what an orchestrator calls once the attempt has ended, so that
     /// [`StepRunner::results`] and [`StepRunner::skip_dependents`] see it.
     pub fn record_external(&self, pos: usize, record: &StepRunRecord) -> Arc<StepResult> {
-        let duration =
-            record.ended_at.map_or(Duration::ZERO, |e| Duration::from_micros((e - record.started_at).max(0) as u64));
+        let duration = record.duration().unwrap_or_default();
         self.finish(
             pos,
             StepResult {
@@ -711,7 +708,7 @@ impl StepRunner {
                 error: record.error.clone(),
                 attempts: record.attempts,
                 duration,
-                permanent: record.metadata.get(PERMANENT_KEY) == Some(&serde_json::Value::Bool(true)),
+                permanent: record.is_permanent_failure(),
             },
         )
     }

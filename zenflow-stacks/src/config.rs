@@ -897,7 +897,8 @@ pub fn redact_url(raw: &str) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let secret = ["password", "secret", "token", "key"].iter().any(|s| k.to_ascii_lowercase().contains(s));
+                // In a URL, a parameter named like a key (`key=`, `apikey=`) is one too.
+                let secret = zenflow_core::redact::is_secret_name(&k) || k.to_ascii_lowercase().ends_with("key");
                 (k.into_owned(), if secret { "***".to_string() } else { v.into_owned() })
             })
             .collect();

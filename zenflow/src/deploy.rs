@@ -115,9 +115,9 @@ fn outside_runtime<T: Send>(f: impl FnOnce() -> Result<T, DeployError> + Send) -
         return f();
     }
     std::thread::scope(|s| {
-        s.spawn(f)
-            .join()
-            .unwrap_or_else(|_| Err(DeployError::Store(crate::Error::usage("the deployment thread panicked"))))
+        s.spawn(f).join().unwrap_or_else(|_| {
+            Err(DeployError::Store(crate::Error::Panicked("the deployment thread panicked".into())))
+        })
     })
 }
 

@@ -460,7 +460,7 @@ impl RunReport {
         warnings_as_errors: bool,
     ) -> RunReport {
         // The latest record of each invocation (a step may be re-run by a worker).
-        let latest = |id: &str| step_runs.iter().rev().find(|s| s.invocation == id);
+        let latest = |id: &str| zenflow_core::metadata::latest_record(step_runs, id);
         let mut steps = Vec::new();
         let mut metrics = Vec::new();
         let mut checks = Vec::new();
@@ -484,7 +484,7 @@ impl RunReport {
                 id: ps.id.clone(),
                 step: ps.step.clone(),
                 status: sr.status.as_str().into(),
-                duration_ms: sr.ended_at.map(|e| (e - sr.started_at) as f64 / 1000.0),
+                duration_ms: sr.duration().map(|d| d.as_secs_f64() * 1000.0),
                 attempts: sr.attempts,
                 error: sr.error.clone(),
                 outputs: sr.outputs.iter().map(OutputReport::from).collect(),
@@ -549,7 +549,7 @@ impl RunReport {
             gate,
             started_at: zenflow_core::time::rfc3339(run.started_at),
             ended_at: run.ended_at.map(zenflow_core::time::rfc3339),
-            duration_ms: run.ended_at.map(|e| (e - run.started_at) as f64 / 1000.0),
+            duration_ms: run.duration().map(|d| d.as_secs_f64() * 1000.0),
             dag_mermaid: mermaid(plan, Some(&steps)),
             steps,
             metrics,

@@ -78,16 +78,6 @@ impl std::ops::Deref for TestStack {
     }
 }
 
-/// [`crate::memory_stack`], for a test: a stack whose stores live in memory
-/// only, running steps on `parallelism` local workers.
-///
-/// # Panics
-///
-/// When the in-memory database cannot be made (out of memory).
-pub fn memory_stack(parallelism: usize) -> Stack {
-    crate::memory_stack(parallelism).expect("an in-memory SQLite database")
-}
-
 /// Runs `pipeline` with `config` on `stack`, and gives back its result
 /// whether or not a step failed (a failed run is still a result to assert
 /// on); other errors (the plan, the stores) are errors.

@@ -184,18 +184,15 @@ pub fn workflow(plan: &Plan, run: &RunRecord, options: &ArgoOptions) -> Result<V
         }).collect::<Vec<_>>()},
     })];
     for step in &plan.steps {
-        let args = vec![
-            "step-entrypoint".to_string(),
-            "--run".into(),
-            run.id.clone(),
-            "--step".into(),
-            step.id.clone(),
-            // Argo's retry count of this pod: 0 on the first attempt.
-            "--retries-done".into(),
-            "{{retries}}".into(),
-            "--stack".into(),
-            options.stack.clone(),
-        ];
+        // A lone pod closes the run when nothing can run after it; Argo
+        // counts its retries (`{{retries}}`: 0 on the first attempt).
+        let request = zenflow_core::entrypoint::Request {
+            run: run.id.clone(),
+            steps: vec![step.id.clone()],
+            attempt: 1,
+            close: true,
+        };
+        let args = request.to_args_counted_by(&options.stack, "{{retries}}");
         let mut t = json!({
             "name": names[step.id.as_str()],
             "metadata": {"labels": {"zenflow.io/run": sanitize(&run.id, 63), "zenflow.io/step": names[step.id.as_str()]}},

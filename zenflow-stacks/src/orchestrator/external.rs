@@ -12,14 +12,13 @@
 //! lost with its node) is recorded as failed with the engine's reason, so a
 //! run never waits on a step nobody runs any more.
 
+use super::ready::ReadyQueue;
 use async_trait::async_trait;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use zenflow_core::metadata::{StepRunRecord, StepStatus};
 use zenflow_core::plan::PlanStep;
-use zenflow_core::runner::PERMANENT_KEY;
 use zenflow_core::{Error, Orchestrator, StepRunner};
 
 /// How long past a step's timeout the driver waits for the attempt to stop
@@ -53,14 +52,14 @@ pub struct Attempt<'a> {
 impl Attempt<'_> {
     /// The step-entrypoint arguments of this attempt (after the program).
     pub fn entrypoint_args(&self) -> Vec<String> {
-        let mut args = vec!["step-entrypoint".to_string(), "--run".into(), self.run_id.to_string()];
-        for s in &self.steps {
-            args.push("--step".into());
-            args.push(s.id.clone());
-        }
-        args.extend(["--attempt".into(), self.attempt.to_string(), "--no-close".into()]);
-        args.extend(["--stack".into(), self.stack.to_string()]);
-        args
+        // The driver closes the run: the worker leaves it open.
+        let request = zenflow_core::entrypoint::Request {
+            run: self.run_id.to_string(),
+            steps: self.steps.iter().map(|s| s.id.clone()).collect(),
+            attempt: self.attempt,
+            close: false,
+        };
+        request.to_args(self.stack)
     }
 }
 
@@ -220,9 +219,8 @@ fn lock(s: &Mutex<Schedule>) -> std::sync::MutexGuard<'_, Schedule> {
 }
 
 struct Schedule {
-    /// Per unit: unit dependencies that have not succeeded.
-    waiting: Vec<usize>,
-    ready: VecDeque<usize>,
+    /// Of units.
+    ready: ReadyQueue,
     first_error: Option<Error>,
 }
 
@@ -247,15 +245,7 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
         // Unit-level dependencies: those of each unit's first step.
         let unit_deps: Vec<Vec<usize>> =
             units.iter().map(|steps| runner.dependencies()[steps[0]].iter().map(|&d| unit_of[d]).collect()).collect();
-        let mut unit_dependents = vec![Vec::new(); units.len()];
-        for (u, deps) in unit_deps.iter().enumerate() {
-            for &d in deps {
-                unit_dependents[d].push(u);
-            }
-        }
-        let waiting: Vec<usize> = unit_deps.iter().map(Vec::len).collect();
-        let ready = (0..units.len()).filter(|&u| waiting[u] == 0).collect();
-        let schedule = Mutex::new(Schedule { waiting, ready, first_error: None });
+        let schedule = Mutex::new(Schedule { ready: ReadyQueue::new(&unit_deps), first_error: None });
         // Tasks, not futures polled by this one: a unit must make progress
         // (and release what it holds in the store) while this task awaits
         // the store itself.
@@ -264,7 +254,7 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
             {
                 let mut s = lock(&schedule);
                 while running.len() < self.parallelism {
-                    let Some(u) = s.ready.pop_front() else { break };
+                    let Some(u) = s.ready.next() else { break };
                     let runner = runner.clone();
                     let steps = units[u].clone();
                     let launcher = self.launcher.clone();
@@ -277,9 +267,10 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
                 Err(e) => {
                     // A bug (a panic in the driver): what that unit would
                     // have run next never starts.
-                    lock(&schedule)
-                        .first_error
-                        .get_or_insert(Error::usage(format!("a task of the {} orchestrator failed: {e}", self.name())));
+                    lock(&schedule).first_error.get_or_insert(Error::Panicked(format!(
+                        "a task of the {} orchestrator failed: {e}",
+                        self.name()
+                    )));
                     continue;
                 }
             };
@@ -292,13 +283,7 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
                 }
             };
             if succeeded {
-                let mut s = lock(&schedule);
-                for &d in &unit_dependents[u] {
-                    s.waiting[d] -= 1;
-                    if s.waiting[d] == 0 {
-                        s.ready.push_back(d);
-                    }
-                }
+                lock(&schedule).ready.succeeded(u);
             } else {
                 // The unit's failed step: the first without a success.
                 let results = runner.results();
@@ -318,11 +303,6 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
         let error = lock(&schedule).first_error.take();
         error.map_or(Ok(()), Err)
     }
-}
-
-/// The latest record of invocation `id` among `records`.
-fn latest<'r>(records: &'r [StepRunRecord], id: &str) -> Option<&'r StepRunRecord> {
-    records.iter().rev().find(|r| r.invocation == id)
 }
 
 /// Why an attempt that left no final record ended, for that record.
@@ -382,7 +362,7 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
         for (i, &p) in unit[from..].iter().enumerate() {
             let this_attempt = if i == 0 { attempt } else { 1 };
             let id = &plan.steps[p].id;
-            let record = latest(&records, id);
+            let record = zenflow_core::metadata::latest_record(&records, id);
             match record {
                 Some(r) if r.status.is_success() => {
                     runner.record_external(p, r);
@@ -410,7 +390,7 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
         };
         let options = &plan.steps[unit[at]].options;
         let permanent = matches!(report.ended, Ended::Exited(2) | Ended::NotLaunched { permanent: true, .. })
-            || record.metadata.get(PERMANENT_KEY) == Some(&serde_json::Value::Bool(true));
+            || record.is_permanent_failure();
         if permanent || made > options.retries {
             runner.record_external(unit[at], &record);
             runner.stack().metadata().flush().await?;

@@ -1,8 +1,8 @@
 //! Runs steps in this process, in parallel, as soon as their inputs are ready.
 
+use super::ready::ReadyQueue;
 use async_trait::async_trait;
 use futures::FutureExt;
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
@@ -40,11 +40,7 @@ impl LocalOrchestrator {
 
 /// What the tasks of one run share.
 struct Schedule {
-    /// Dependencies of each step that have not succeeded. A step downstream
-    /// of a failure never reaches 0, so it never starts.
-    waiting: Vec<usize>,
-    /// Steps whose dependencies all succeeded, not yet started.
-    ready: VecDeque<usize>,
+    ready: ReadyQueue,
     first_error: Option<Error>,
 }
 
@@ -70,7 +66,7 @@ impl Shared {
             let outcome = AssertUnwindSafe(runner.run_step(pos)).catch_unwind().await.unwrap_or_else(|payload| {
                 // A bug, not a step failure: still skip what depends on that step.
                 let message = zenflow_core::context::panic_payload_message(payload);
-                Err(Error::usage(format!("the step runner panicked: {message}")))
+                Err(Error::Panicked(format!("the step runner panicked: {message}")))
             });
             let succeeded = match outcome {
                 Ok(result) => matches!(result.status, StepStatus::Completed | StepStatus::Cached),
@@ -89,15 +85,10 @@ impl Shared {
             let next = {
                 let mut schedule = self.schedule();
                 if succeeded {
-                    for &d in &runner.dependents()[pos] {
-                        schedule.waiting[d] -= 1;
-                        if schedule.waiting[d] == 0 {
-                            schedule.ready.push_back(d);
-                        }
-                    }
+                    schedule.ready.succeeded(pos);
                 }
-                let next = schedule.ready.pop_front();
-                if !schedule.ready.is_empty() {
+                let next = schedule.ready.next();
+                if schedule.ready.has_ready() {
                     self.more_ready.notify_one();
                 }
                 next
@@ -117,12 +108,10 @@ impl Orchestrator for LocalOrchestrator {
     }
 
     async fn execute(&self, runner: Arc<StepRunner>) -> Result<(), Error> {
-        let n = runner.plan().steps.len();
-        let waiting: Vec<usize> = runner.dependencies().iter().map(Vec::len).collect();
-        let ready = (0..n).filter(|&i| waiting[i] == 0).collect();
+        let ready = ReadyQueue::new(runner.dependencies());
         let shared = Arc::new(Shared {
             runner,
-            schedule: Mutex::new(Schedule { waiting, ready, first_error: None }),
+            schedule: Mutex::new(Schedule { ready, first_error: None }),
             more_ready: Notify::new(),
         });
         let mut tasks = JoinSet::new();
@@ -130,7 +119,7 @@ impl Orchestrator for LocalOrchestrator {
             {
                 let mut schedule = shared.schedule();
                 while tasks.len() < self.parallelism {
-                    let Some(pos) = schedule.ready.pop_front() else { break };
+                    let Some(pos) = schedule.ready.next() else { break };
                     tasks.spawn(shared.clone().run_from(pos));
                 }
             }
@@ -142,9 +131,10 @@ impl Orchestrator for LocalOrchestrator {
                     if let Some(Err(e)) = joined {
                         // Scheduling itself failed (a bug): what that task
                         // would have run next never starts.
-                        shared.schedule().first_error.get_or_insert(Error::usage(format!(
-                            "a task of the local orchestrator failed: {e}"
-                        )));
+                        shared
+                            .schedule()
+                            .first_error
+                            .get_or_insert(Error::Panicked(format!("a task of the local orchestrator failed: {e}")));
                     }
                 }
                 () = shared.more_ready.notified() => {}

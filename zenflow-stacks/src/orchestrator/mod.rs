@@ -12,6 +12,7 @@ pub mod external;
 mod local;
 #[cfg(feature = "ray")]
 pub mod ray;
+mod ready;
 mod subprocess;
 
 pub use external::ExternalOrchestrator;

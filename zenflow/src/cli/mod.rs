@@ -153,9 +153,16 @@ enum Command {
     /// V2): the version holding an alias, swapped without downtime.
     #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
-    /// Execute exactly one step of an existing run (used by distributed orchestrators).
+    /// Execute exactly one step (or a chain) of an existing run (used by
+    /// distributed orchestrators): `--run RUN --step STEP... [--attempt N |
+    /// --retries-done N] [--no-close] [--stack NAME]`, as
+    /// `zenflow::entrypoint::Request::to_args` writes them.
     #[command(hide = true)]
-    StepEntrypoint(EntrypointArgs),
+    StepEntrypoint {
+        /// The request's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Close a run its engine has finished with (an Argo exit handler).
     #[command(hide = true)]
     CloseRun {
@@ -370,29 +377,6 @@ enum ReportCommand {
     },
 }
 
-#[derive(Args, Debug)]
-struct EntrypointArgs {
-    /// Run id (or name).
-    #[arg(long)]
-    run: String,
-    /// Invocation id of the step to execute; repeated, a chain run in order.
-    #[arg(long, required = true)]
-    step: Vec<String>,
-    /// Attempt number of the (first) step, from 1.
-    #[arg(long, default_value_t = 1, conflicts_with = "retries_done")]
-    attempt: u32,
-    /// The attempts made before this one (attempt = this + 1): what an
-    /// engine that counts retries (Argo's `{{retries}}`) passes.
-    #[arg(long, value_name = "N")]
-    retries_done: Option<u32>,
-    /// Leave the run open afterwards: an orchestrator that drives the run
-    /// (and may retry) closes it itself.
-    #[arg(long)]
-    no_close: bool,
-    #[command(flatten)]
-    stack: StackArg,
-}
-
 /// Runs the pipeline binary's command line: `fn main() -> ExitCode { zenflow::cli::main(training) }`.
 pub fn main<P>(pipeline: P) -> ExitCode
 where
@@ -542,7 +526,7 @@ where
             };
             println!("{:<44} {:<10} {:<20} {:>10}  PIPELINE", "RUN", "STATUS", "STARTED (UTC)", "DURATION");
             for r in runs {
-                let dur = r.ended_at.map_or("—".into(), |e| report::duration((e - r.started_at) as f64 / 1000.0));
+                let dur = r.duration().map_or("—".into(), |d| report::duration(d.as_secs_f64() * 1000.0));
                 println!(
                     "{:<44} {:<10} {:<20} {:>10}  {}",
                     r.name,
@@ -592,7 +576,7 @@ where
         Command::Report(ReportCommand::GithubComment { report }) => github_comment(pipeline, &report),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::serve(extras.loader.as_ref(), pipeline.name(), args),
-        Command::StepEntrypoint(args) => step_entrypoint(args),
+        Command::StepEntrypoint { args } => step_entrypoint(&args),
         Command::CloseRun { run, stack } => {
             let stack = resolve_stack(&stack.stack)?;
             let status = stack.block_on(zenflow_core::lifecycle::close_ended(&stack, &run, "the workflow"))??;
@@ -1108,19 +1092,15 @@ fn dry_run(
 /// Runs one attempt of a step (or a chain) of an existing run, then ends the
 /// process at once: a timed-out sync step may still hold a thread, which
 /// must not keep the process alive.
-fn step_entrypoint(args: EntrypointArgs) -> ! {
+fn step_entrypoint(args: &[String]) -> ! {
     use std::io::Write as _;
-    use zenflow_core::entrypoint::{self, Request};
+    use zenflow_core::entrypoint::{self, Exit, Request};
     let code = (|| -> CliResult {
+        let (request, stack) = Request::from_args(args)
+            .map_err(|e| CliError { code: Exit::Permanent.code(), message: format!("{e}; see --help") })?;
+        let name = stack.or_else(|| std::env::var("ZENFLOW_STACK").ok()).unwrap_or_else(|| "local".into());
         // The step runs here, whatever orchestrator sent it.
-        let name = &args.stack.stack;
-        let stack = project_stacks()?.open_in_place(name).map_err(|e| stack_error(name, e))?;
-        let request = Request {
-            run: args.run,
-            steps: args.step,
-            attempt: args.retries_done.map_or(args.attempt, |r| r.saturating_add(1)),
-            close: !args.no_close,
-        };
+        let stack = project_stacks()?.open_in_place(&name).map_err(|e| stack_error(&name, e))?;
         let report = stack
             .block_on(entrypoint::run(&stack, &request))?
             .map_err(|e| CliError { code: e.exit().code(), message: e.to_string() })?;

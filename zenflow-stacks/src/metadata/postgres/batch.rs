@@ -1103,23 +1103,10 @@ impl Batcher {
     ) -> PgResult<RunRecord> {
         let config = serde_json::to_string(&run.plan.config).map_err(crate::metadata::sql::corrupt)?;
         let plan = run.plan.to_json_compact();
+        let row = RunRow::new(run, &config, &plan);
         let mut ops = Ops::default();
         ops.push(q::CREATE_PIPELINE, Returns::Count, &[(&run.pipeline).into(), run.started_at.into()]);
-        ops.push(
-            q::CREATE_RUN,
-            Returns::Count,
-            &[
-                (&run.id).into(),
-                (&run.pipeline).into(),
-                (&run.name).into(),
-                run.status.as_str().into(),
-                (&run.stack).into(),
-                (&config).into(),
-                (&plan).into(),
-                (&run.git_commit).into(),
-                run.started_at.into(),
-            ],
-        );
+        ops.push(q::CREATE_RUN, Returns::Count, &row.create_params(run.status.as_str()));
         let mut guard = self.state.lock().await;
         let state: &mut State = &mut guard;
         let (new_pipeline, inserted) = retrying!(
@@ -1139,7 +1126,7 @@ impl Batcher {
             .await
         )?;
         if inserted == 1 {
-            state.log.created(RunRow::new(run, &config, &plan));
+            state.log.created(row.clone());
             self.known(std::iter::once(run.id.as_str()));
         }
         // A planned run is for other processes to pick up; a new pipeline's

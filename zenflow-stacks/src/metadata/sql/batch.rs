@@ -40,6 +40,21 @@ impl RunRow {
             started_at: run.started_at,
         }
     }
+
+    /// The parameters of [`q::CREATE_RUN`] that record this run with `status`.
+    pub(crate) fn create_params<'a>(&'a self, status: &'a str) -> [super::Value<'a>; 9] {
+        [
+            (&self.id).into(),
+            (&self.pipeline).into(),
+            (&self.name).into(),
+            status.into(),
+            (&self.stack).into(),
+            (&self.config).into(),
+            (&self.plan).into(),
+            (&self.git_commit).into(),
+            self.started_at.into(),
+        ]
+    }
 }
 
 /// A step run recorded in a batch.
@@ -170,21 +185,7 @@ impl LostRun {
         let mut ops = Ops::default();
         if let Some(r) = &self.created {
             ops.push(q::CREATE_PIPELINE, Returns::Nothing, &[(&r.pipeline).into(), r.started_at.into()]);
-            ops.push(
-                q::CREATE_RUN,
-                Returns::Nothing,
-                &[
-                    (&r.id).into(),
-                    (&r.pipeline).into(),
-                    (&r.name).into(),
-                    "failed".into(),
-                    (&r.stack).into(),
-                    (&r.config).into(),
-                    (&r.plan).into(),
-                    (&r.git_commit).into(),
-                    r.started_at.into(),
-                ],
-            );
+            ops.push(q::CREATE_RUN, Returns::Nothing, &r.create_params("failed"));
         }
         for s in &self.steps {
             ops.push(

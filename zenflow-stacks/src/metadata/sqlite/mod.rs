@@ -399,29 +399,15 @@ impl MetadataStore for SqliteMetadataStore {
         // A planned run (`run --dry-run`) is for other processes to pick up:
         // commit it now. A running one joins the batch.
         let commit = if run.status == RunStatus::Pending { Commit::Now } else { Commit::Batched };
+        let row = RunRow::new(run, &config, &plan);
         let created = self.write(commit, |state| {
             atomically(&state.conn, |c| {
                 execute(c, q::CREATE_PIPELINE, &[(&run.pipeline).into(), run.started_at.into()])?;
-                let inserted = execute(
-                    c,
-                    q::CREATE_RUN,
-                    &[
-                        (&run.id).into(),
-                        (&run.pipeline).into(),
-                        (&run.name).into(),
-                        run.status.as_str().into(),
-                        (&run.stack).into(),
-                        (&config).into(),
-                        (&plan).into(),
-                        (&run.git_commit).into(),
-                        run.started_at.into(),
-                    ],
-                )?;
-                Ok(inserted == 1)
+                Ok(execute(c, q::CREATE_RUN, &row.create_params(run.status.as_str()))? == 1)
             })
             .inspect(|&created| {
                 if created {
-                    state.log.created(RunRow::new(run, &config, &plan));
+                    state.log.created(row.clone());
                     state.known.insert(&run.id);
                 }
             })
