@@ -21,6 +21,7 @@
 //! | `steps[].outputs[]` | object | `output`, `artifact_id`, `name`, `version`, `type_name`, `content_hash`, `uri`, `size` |
 //! | `metrics[]` | object | `step`, `name`, `value`: numeric metadata logged with `StepContext::log_metadata` |
 //! | `checks[]` | object | `step`, `name`, `status` (`pass`, `warn`, `fail`, `skip`), `value`, `threshold`, `message` |
+//! | `registered[]` | object | model versions the run's steps registered: `step`, `model`, `version`, `aliases` (omitted when none) |
 //! | `models[]` | object | appraisals: `step`, `model`, `candidate_version` (int \| null), `production_version` (int \| null: none yet), `passed`, `note`, `rows[]` of `metric`, `direction`, `candidate`, `production`, `delta`, `threshold`, `status`, `message` |
 //! | `dag_mermaid` | string | the plan as a mermaid flowchart |
 
@@ -159,6 +160,9 @@ pub struct RunReport {
     /// Appraisals of candidate models against production.
     #[serde(default)]
     pub models: Vec<ModelReport>,
+    /// The model versions its steps registered ([`RunReport::with_registered`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registered: Vec<RegisteredReport>,
     /// The plan as a mermaid flowchart.
     pub dag_mermaid: String,
     /// What differs from a baseline run (for a PR: the latest run from main).
@@ -382,6 +386,65 @@ impl From<&zenflow_core::metadata::OutputLink> for OutputReport {
     }
 }
 
+/// A model version a step of the run registered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredReport {
+    /// The step (invocation id) whose output it is.
+    pub step: String,
+    /// The model.
+    pub model: String,
+    /// Its version number.
+    pub version: i64,
+    /// The aliases it held when the report was made.
+    pub aliases: Vec<String>,
+}
+
+impl RegisteredReport {
+    /// `model NAME: vN (the output of step `S`, holds ALIASES)`.
+    pub fn line(&self) -> String {
+        let aliases =
+            if self.aliases.is_empty() { String::new() } else { format!(", holds {}", self.aliases.join(", ")) };
+        format!("model {}: v{} (the output of step `{}`{aliases})", self.model, self.version, self.step)
+    }
+}
+
+/// How a run ended, as a process reports it: the command line's exit codes
+/// ([`crate::cli::exit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It completed and every quality gate passed: exit 0.
+    Passed,
+    /// A step failed, or the run did not finish (why, when known): exit 1.
+    Failed(Option<String>),
+    /// It completed, but these checks (`step.check (message)`) failed the
+    /// quality gate: exit 3.
+    GateFailed(Vec<String>),
+    /// A deployment it made was rolled back (why): exit 4.
+    RolledBack(String),
+}
+
+impl Verdict {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Verdict::Passed => 0,
+            Verdict::Failed(_) => 1,
+            Verdict::GateFailed(_) => 3,
+            Verdict::RolledBack(_) => 4,
+        }
+    }
+
+    /// What to tell the person who ran it; nothing when it passed.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Verdict::Passed | Verdict::Failed(None) => None,
+            Verdict::Failed(Some(e)) => Some(format!("run failed: {e}")),
+            Verdict::GateFailed(checks) => Some(format!("quality gate failed: {}", checks.join("; "))),
+            Verdict::RolledBack(why) => Some(format!("deployment rolled back: {why}")),
+        }
+    }
+}
+
 /// A logged metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricReport {
@@ -421,7 +484,7 @@ impl RunReport {
         let originals = RunReport::originals(stack, &steps)?;
         let plan = run.plan()?;
         let report = RunReport::new(&run, &plan, &steps, &originals, warnings_as_errors);
-        Ok(report.with_candidate_versions(stack, &plan).with_run_names(stack))
+        Ok(report.with_registered(stack, &plan).with_run_names(stack))
     }
 
     /// Names the runs cached steps came from by their names, not their ids.
@@ -555,6 +618,7 @@ impl RunReport {
             metrics,
             checks,
             models,
+            registered: Vec::new(),
             baseline: None,
         }
     }
@@ -572,33 +636,123 @@ impl RunReport {
         self
     }
 
-    /// Fills in the candidate version of each appraisal: the version the
-    /// run registered of that model (none if it registered none).
-    pub fn with_candidate_versions(mut self, stack: &Stack, plan: &Plan) -> Self {
-        let Ok(registry) = stack.registry() else { return self };
-        for m in &mut self.models {
-            let model = &m.appraisal.model;
-            let registering = plan.steps.iter().filter(|s| s.options.model.as_deref() == Some(model.as_str()));
-            let produced: Vec<&OutputReport> = registering
-                .filter_map(|s| self.steps.iter().find(|r| r.id == s.id))
-                .flat_map(|r| r.outputs.iter())
-                .collect();
-            if produced.is_empty() {
-                continue;
-            }
-            if let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) {
-                m.appraisal.candidate_version = produced.iter().find_map(|o| {
-                    let hash = zenflow_core::hash::ContentHash::from_hex(&o.content_hash).ok()?;
-                    zenflow_core::registry::version_holding(&versions, &o.artifact_id, &hash).map(|v| v.version)
-                });
-            }
-        }
-        self
-    }
-
     /// The checks that fail the quality gate.
     pub fn gate_failures(&self, warnings_as_errors: bool) -> impl Iterator<Item = &CheckReport> {
         self.checks.iter().filter(move |c| fails_gate(c.status, warnings_as_errors))
+    }
+
+    /// The report as plain text for a terminal: the run, its steps (with
+    /// why each ran when `why`), its checks and its metrics.
+    pub fn to_text(&self, why: bool) -> String {
+        let r = self;
+        let mut out = String::new();
+        let _ = writeln!(out, "run:      {} ({})", r.run_name, r.run_id);
+        let _ = writeln!(
+            out,
+            "pipeline: {}   stack: {}   commit: {}",
+            r.pipeline,
+            r.stack,
+            r.git_commit.as_deref().unwrap_or("—")
+        );
+        let _ = writeln!(
+            out,
+            "status:   {}   gate: {}   started: {}   duration: {}",
+            r.status,
+            match r.gate {
+                Gate::Passed => "passed",
+                Gate::Failed => "failed",
+            },
+            r.started_at,
+            r.duration_ms.map_or("—".into(), duration)
+        );
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "error:    {e}");
+        }
+        let _ = writeln!(out, "\n{:<28} {:<10} {:>10} {:>8}  NOTE", "STEP", "STATUS", "TIME", "ATTEMPTS");
+        for s in &r.steps {
+            let _ = writeln!(
+                out,
+                "{:<28} {:<10} {:>10} {:>8}  {}",
+                s.id,
+                s.status,
+                s.duration_ms.map_or("—".into(), duration),
+                s.attempts,
+                s.error.as_deref().unwrap_or("")
+            );
+        }
+        if why {
+            let _ = writeln!(out, "\n{:<28} WHY", "STEP");
+            for s in &r.steps {
+                let line = zenflow_core::why::line(&s.why);
+                let _ = writeln!(out, "{:<28} {}", s.id, if line.is_empty() { "—" } else { &line });
+            }
+        }
+        if !r.checks.is_empty() {
+            let _ = writeln!(out, "\n{:<6} {:<24} {:<20} MESSAGE", "CHECK", "NAME", "STEP");
+            for c in &r.checks {
+                let _ = writeln!(out, "{:<6} {:<24} {:<20} {}", c.status, c.name, c.step, c.message);
+            }
+        }
+        if !r.metrics.is_empty() {
+            let _ = writeln!(out, "\n{:<24} {:<24} VALUE", "STEP", "METRIC");
+            for m in &r.metrics {
+                let _ = writeln!(out, "{:<24} {:<24} {}", m.step, m.name, m.value);
+            }
+        }
+        out
+    }
+
+    /// The verdict on this run: its status, its quality gate (failed by a
+    /// warning too when `warnings_as_errors`), and a deployment it rolled
+    /// back.
+    pub fn verdict(&self, warnings_as_errors: bool) -> Verdict {
+        let verdict = match (self.status, self.gate) {
+            (RunStatus::Completed, Gate::Passed) => return Verdict::Passed,
+            (RunStatus::Completed, Gate::Failed) => Verdict::GateFailed(
+                self.gate_failures(warnings_as_errors)
+                    .map(|c| format!("{}.{} ({})", c.step, c.name, c.message))
+                    .collect(),
+            ),
+            _ => Verdict::Failed(self.error.clone()),
+        };
+        #[cfg(feature = "serve")]
+        if let Some(c) =
+            self.checks.iter().find(|c| c.name == crate::deploy::DEPLOYMENT_CHECK && c.status == CheckStatus::Fail)
+        {
+            return Verdict::RolledBack(c.message.clone());
+        }
+        verdict
+    }
+
+    /// The model versions this run's steps registered, read from the
+    /// registry once per model, and each appraisal's candidate version set
+    /// to the one it registered of that model (none if it registered none).
+    pub fn with_registered(mut self, stack: &Stack, plan: &Plan) -> Self {
+        let Ok(registry) = stack.registry() else { return self };
+        let mut models: Vec<&str> = plan.steps.iter().filter_map(|s| s.options.model.as_deref()).collect();
+        models.sort_unstable();
+        models.dedup();
+        for model in models {
+            let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) else { continue };
+            for step in plan.steps.iter().filter(|s| s.options.model.as_deref() == Some(model)) {
+                let outputs = self.steps.iter().filter(|r| r.id == step.id).flat_map(|r| r.outputs.first());
+                let held = outputs.filter_map(|o| {
+                    let hash = zenflow_core::hash::ContentHash::from_hex(&o.content_hash).ok()?;
+                    zenflow_core::registry::version_holding(&versions, &o.artifact_id, &hash)
+                });
+                self.registered.extend(held.map(|v| RegisteredReport {
+                    step: step.id.clone(),
+                    model: model.to_string(),
+                    version: v.version,
+                    aliases: v.aliases.clone(),
+                }));
+            }
+        }
+        for m in &mut self.models {
+            m.appraisal.candidate_version =
+                self.registered.iter().find(|r| r.model == m.appraisal.model).map(|r| r.version);
+        }
+        self
     }
 
     /// The report as pretty JSON (see the module docs for the schema).

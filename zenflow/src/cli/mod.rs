@@ -28,7 +28,7 @@ pub mod progress;
 #[cfg(feature = "serve")]
 mod serve;
 
-use crate::report::{self, Gate, RunReport};
+use crate::report::{self, RunReport};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use config::{expand_run_name, ConfigError, RunConfig};
 use std::ffi::OsString;
@@ -552,7 +552,7 @@ where
                 return Err(CliError::usage(format!("no run `{id}` in {}", stack.metadata().url())));
             }
             let report = RunReport::load(&stack, &id, false)?;
-            print!("{}", text_report(&report, why));
+            print!("{}", report.to_text(why));
             if logs {
                 for sr in stack.step_runs(&report.run_id)? {
                     println!("\n--- logs of {} ({}) ---", sr.invocation, sr.status);
@@ -896,7 +896,7 @@ where
     let originals = RunReport::originals(&stack, &step_runs)?;
     let ci_job = zenflow_core::registry::CiContext::from_env(|k| std::env::var(k).ok()).job_url;
     let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors)
-        .with_candidate_versions(&stack, result.plan())
+        .with_registered(&stack, result.plan())
         .with_ci_job(ci_job);
     let report = match &args.compare_with {
         None => report,
@@ -921,39 +921,15 @@ where
     }
     if !quiet {
         println!("{}", result.summary());
-        for line in registered_models(&stack, result.plan(), &report) {
-            println!("{line}");
+        for registered in &report.registered {
+            println!("{}", registered.line());
         }
     }
-    let code = match (report.status, report.gate) {
-        (RunStatus::Completed, Gate::Passed) => exit::SUCCESS,
-        (RunStatus::Completed, Gate::Failed) => {
-            let failed: Vec<String> = report
-                .gate_failures(args.warnings_as_errors)
-                .map(|c| format!("{}.{} ({})", c.step, c.name, c.message))
-                .collect();
-            eprintln!("quality gate failed: {}", failed.join("; "));
-            exit::GATE_FAILED
-        }
-        _ => {
-            if let Some(e) = &result.record().error {
-                eprintln!("run failed: {e}");
-            }
-            exit::STEP_FAILED
-        }
-    };
-    #[cfg(feature = "serve")]
-    let code = match report
-        .checks
-        .iter()
-        .find(|c| c.name == crate::deploy::DEPLOYMENT_CHECK && c.status == zenflow_core::CheckStatus::Fail)
-    {
-        Some(c) if code != exit::SUCCESS => {
-            eprintln!("deployment rolled back: {}", c.message);
-            exit::CONFLICT
-        }
-        _ => code,
-    };
+    let verdict = report.verdict(args.warnings_as_errors);
+    if let Some(message) = verdict.message() {
+        eprintln!("{message}");
+    }
+    let code = verdict.exit_code();
     // The run's own outcome wins; a missing report fails an otherwise green run.
     Ok(if code == exit::SUCCESS && !report_errors.is_empty() { exit::STEP_FAILED } else { code })
 }
@@ -977,28 +953,6 @@ fn baseline_run(
     let Some(run) = run else { return Ok(None) };
     let plan = run.plan().map_err(|e| CliError::usage(format!("the plan of run {}: {e}", run.name)))?;
     Ok(Some((run, plan)))
-}
-
-/// `model NAME: vN (the output of step S)` for each step of the plan that
-/// registers its output.
-fn registered_models(stack: &Stack, plan: &Plan, report: &RunReport) -> Vec<String> {
-    let Ok(registry) = stack.registry() else { return Vec::new() };
-    let mut lines = Vec::new();
-    for step in plan.steps.iter().filter(|s| s.options.model.is_some()) {
-        let model = step.options.model.as_deref().unwrap_or_default();
-        let Some(output) = report.steps.iter().find(|s| s.id == step.id).and_then(|s| s.outputs.first()) else {
-            continue;
-        };
-        let Ok(hash) = zenflow_core::hash::ContentHash::from_hex(&output.content_hash) else { continue };
-        if let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) {
-            if let Some(v) = zenflow_core::registry::version_holding(&versions, &output.artifact_id, &hash) {
-                let aliases =
-                    if v.aliases.is_empty() { String::new() } else { format!(", holds {}", v.aliases.join(", ")) };
-                lines.push(format!("model {model}: v{} (the output of step `{}`{aliases})", v.version, step.id));
-            }
-        }
-    }
-    lines
 }
 
 /// Refuses, before anything runs, report paths whose folder does not exist.
@@ -1241,64 +1195,4 @@ fn github_comment<P: Pipeline>(pipeline: &P, path: &PathBuf) -> CliResult {
         }
     }
     Ok(exit::SUCCESS)
-}
-
-/// `runs show`: the report as plain text.
-fn text_report(r: &RunReport, why: bool) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(out, "run:      {} ({})", r.run_name, r.run_id);
-    let _ = writeln!(
-        out,
-        "pipeline: {}   stack: {}   commit: {}",
-        r.pipeline,
-        r.stack,
-        r.git_commit.as_deref().unwrap_or("—")
-    );
-    let _ = writeln!(
-        out,
-        "status:   {}   gate: {}   started: {}   duration: {}",
-        r.status,
-        match r.gate {
-            Gate::Passed => "passed",
-            Gate::Failed => "failed",
-        },
-        r.started_at,
-        r.duration_ms.map_or("—".into(), report::duration)
-    );
-    if let Some(e) = &r.error {
-        let _ = writeln!(out, "error:    {e}");
-    }
-    let _ = writeln!(out, "\n{:<28} {:<10} {:>10} {:>8}  NOTE", "STEP", "STATUS", "TIME", "ATTEMPTS");
-    for s in &r.steps {
-        let _ = writeln!(
-            out,
-            "{:<28} {:<10} {:>10} {:>8}  {}",
-            s.id,
-            s.status,
-            s.duration_ms.map_or("—".into(), report::duration),
-            s.attempts,
-            s.error.as_deref().unwrap_or("")
-        );
-    }
-    if why {
-        let _ = writeln!(out, "\n{:<28} WHY", "STEP");
-        for s in &r.steps {
-            let line = zenflow_core::why::line(&s.why);
-            let _ = writeln!(out, "{:<28} {}", s.id, if line.is_empty() { "—" } else { &line });
-        }
-    }
-    if !r.checks.is_empty() {
-        let _ = writeln!(out, "\n{:<6} {:<24} {:<20} MESSAGE", "CHECK", "NAME", "STEP");
-        for c in &r.checks {
-            let _ = writeln!(out, "{:<6} {:<24} {:<20} {}", c.status, c.name, c.step, c.message);
-        }
-    }
-    if !r.metrics.is_empty() {
-        let _ = writeln!(out, "\n{:<24} {:<24} VALUE", "STEP", "METRIC");
-        for m in &r.metrics {
-            let _ = writeln!(out, "{:<24} {:<24} {}", m.step, m.name, m.value);
-        }
-    }
-    out
 }
