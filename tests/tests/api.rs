@@ -249,3 +249,22 @@ mod parallelism {
         assert_eq!(peak_with(&fanned, 2), 2, "steps a finishing step makes ready run in parallel too");
     }
 }
+
+/// A program that runs pipelines itself reads run-config files as the
+/// command line does: defaults, then the file, then `key=value` overrides.
+#[test]
+fn a_program_plans_a_pipeline_from_a_run_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.yaml");
+    std::fs::write(&file, "parameters: 7\nsteps:\n  count:\n    retries: 2\n").unwrap();
+    let (doc, plan) = zenflow::run_config::plan(&counting, Some(&file), &[]).unwrap();
+    assert_eq!(doc.parameters(), &serde_json::json!(7));
+    assert_eq!(plan.steps[0].options.retries, 2);
+    let (_, plan) = zenflow::run_config::plan(&counting, Some(&file), &["steps.count.retries=4".into()]).unwrap();
+    assert_eq!(plan.steps[0].options.retries, 4, "an override wins over the file");
+    let e = zenflow::run_config::plan(&counting, Some(&file), &["steps.count.retries=-1".into()]).unwrap_err();
+    assert!(
+        matches!(&e, zenflow::Error::Usage(m) if m.contains("`steps.count.retries` must be a whole number")),
+        "{e}"
+    );
+}

@@ -7,8 +7,8 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use zenflow::cli::config::RunConfig;
 use zenflow::cli::github::{marked_comment, GithubEnv};
+use zenflow::run_config::RunConfig;
 use zenflow::serve::InferRequest;
 use zenflow::stacks::config::Stacks;
 

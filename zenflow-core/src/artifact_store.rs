@@ -316,6 +316,65 @@ pub async fn get_verified(store: &dyn ArtifactStore, hash: &ContentHash) -> Resu
     Ok(bytes)
 }
 
+/// Why [`export_version`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading the artifact failed (it is missing, or its bytes do not
+    /// match its content hash).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Writes the bytes of artifact `version` to the file `path`, verified
+/// against its content hash as they stream: the file appears whole, or not
+/// at all (it is written beside `path` and renamed when every byte
+/// matched). Returns how many bytes it wrote.
+pub async fn export_version(
+    store: &dyn ArtifactStore,
+    version: &crate::metadata::ArtifactVersion,
+    path: &std::path::Path,
+) -> Result<u64, ExportError> {
+    use std::io::Write;
+    let fail = |source: std::io::Error| ExportError::Write { path: path.to_path_buf(), source };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("export");
+    let tmp = path.with_file_name(format!(".{name}.zenflow-partial"));
+    let mut stream = match &version.inline {
+        // A small artifact kept in the record: verified in one piece.
+        Some(_) => {
+            let bytes = read_version(store, version).await?;
+            futures::stream::once(async move { Ok(bytes) }).boxed()
+        }
+        None => get_verified_stream(store, &version.content_hash).await?,
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(fail)?);
+    let mut written = 0u64;
+    let result: Result<(), ExportError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).map_err(fail)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().map_err(fail)
+    }
+    .await;
+    drop(file);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(fail)?;
+    Ok(written)
+}
+
 /// The bytes of an artifact version, verified against its content hash:
 /// from the record itself for small inline artifacts, else from the store.
 pub async fn read_version(

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod artifact_store;
+pub mod check;
 pub mod config;
 pub mod local;
 pub mod metadata;

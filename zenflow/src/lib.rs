@@ -76,6 +76,8 @@ pub mod logs;
 #[cfg(feature = "conformance")]
 pub mod orchestrator_conformance;
 pub mod report;
+#[cfg(feature = "config-files")]
+pub mod run_config;
 #[cfg(feature = "serve")]
 pub mod serve;
 #[cfg(feature = "testing")]
@@ -116,12 +118,6 @@ pub mod run {
 /// thread of their own.
 pub mod heartbeat {
     pub use zenflow_core::heartbeat::{start, Heartbeat};
-}
-
-/// A runtime for blocking calls outside a stack (e.g. checking a store).
-#[cfg(feature = "cli")]
-pub(crate) fn stack_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)
 }
 
 /// Guides, with examples that are compiled and run as tests.

@@ -21,7 +21,6 @@
 //! defaults in code (`Default` of the pipeline's config type). See
 //! [`config`] for the file format.
 
-pub mod config;
 pub mod github;
 mod models;
 pub mod progress;
@@ -29,8 +28,8 @@ pub mod progress;
 mod serve;
 
 use crate::report::{self, RunReport};
+use crate::run_config::{self, expand_run_name, ConfigError, RunConfig};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use config::{expand_run_name, ConfigError, RunConfig};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -661,102 +660,16 @@ fn stacks(cmd: StacksCommand) -> CliResult {
             Ok(exit::SUCCESS)
         }
         StacksCommand::Check { name } => {
-            let config = stacks.config(&name)?;
-            let mut ok = true;
-            let mut report = |component: &str, result: Result<String, String>| match result {
-                Ok(detail) => println!("ok      {component:<16} {detail}"),
-                Err(e) => {
-                    ok = false;
-                    println!("FAILED  {component:<16} {e}");
+            let probes = stacks.check(&name)?;
+            for p in &probes {
+                match &p.result {
+                    Ok(detail) => println!("ok      {:<16} {detail}", p.component),
+                    Err(e) => println!("FAILED  {:<16} {e}", p.component),
                 }
-            };
-            let rt = crate::stack_runtime()?;
-            let metadata = stacks.open_metadata(&config).map_err(|e| e.to_string());
-            let metadata_result = match &metadata {
-                Ok(store) => {
-                    let runs = rt.block_on(store.list_runs(None, 1));
-                    runs.map(|_| format!("{} (schema current)", store.url())).map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.clone()),
-            };
-            report("metadata store", metadata_result);
-            let artifact_result = match stacks.open_artifacts(&config) {
-                Ok(store) => rt.block_on(async {
-                    let probe = bytes_probe();
-                    let hash = zenflow_core::ContentHash::of(&probe);
-                    store.put(&hash, probe.clone().into()).await.map_err(|e| e.to_string())?;
-                    let back = zenflow_core::artifact_store::get_verified(store.as_ref(), &hash)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    store.delete(&hash).await.map_err(|e| e.to_string())?;
-                    if back.as_ref() != probe.as_slice() {
-                        return Err("the probe object read back differently".to_string());
-                    }
-                    Ok(format!("{} (wrote, read back and deleted a probe object)", store.url()))
-                }),
-                Err(e) => Err(e.to_string()),
-            };
-            report("artifact store", artifact_result);
-            report("orchestrator", Ok(config.orchestrator.to_string()));
-            if let Ok(store) = &metadata {
-                report("protection", protection_check(&rt, store.as_ref(), &config.protected_aliases));
             }
-            Ok(if ok { exit::SUCCESS } else { exit::STEP_FAILED })
+            Ok(if probes.iter().all(|p| p.result.is_ok()) { exit::SUCCESS } else { exit::STEP_FAILED })
         }
     }
-}
-
-/// Whether the registry protects what the stack file declares protected.
-fn protection_check(
-    rt: &tokio::runtime::Runtime,
-    store: &dyn zenflow_core::MetadataStore,
-    declared: &[String],
-) -> Result<String, String> {
-    let Some(registry) = store.registry() else { return Ok("no model registry in this store".into()) };
-    let diff =
-        rt.block_on(zenflow_core::registry::compare_protection(registry, declared)).map_err(|e| e.to_string())?;
-    let list =
-        |pairs: &[(String, String)]| pairs.iter().map(|(m, a)| format!("{m}@{a}")).collect::<Vec<_>>().join(", ");
-    if !diff.unprotected.is_empty() {
-        let (m, a) = &diff.unprotected[0];
-        return Err(format!(
-            "declared protected in zenflow.toml but not by the registry, so any stack on this store can move them: \
-             {}; protect them with `models protect {m} --alias {a}`",
-            list(&diff.unprotected)
-        ));
-    }
-    Ok(match (declared.is_empty(), diff.undeclared.is_empty()) {
-        (_, false) => {
-            format!("the registry protects {} (this stack file does not declare them)", list(&diff.undeclared))
-        }
-        (true, true) => "no protected alias".into(),
-        (false, true) => format!("the registry protects what zenflow.toml declares ({})", declared.join(", ")),
-    })
-}
-
-fn bytes_probe() -> Vec<u8> {
-    format!("zenflow stack check {}", zenflow_core::metadata::new_id()).into_bytes()
-}
-
-/// Code defaults, then the file, then `--set`; returns the document and the typed config.
-fn load_config<P>(args: &ConfigArgs) -> CliResult<(RunConfig, P::Config)>
-where
-    P: Pipeline,
-    P::Config: Default,
-{
-    let defaults = serde_json::to_value(P::Config::default())
-        .map_err(|e| CliError::usage(format!("the pipeline's default configuration does not serialise: {e}")))?;
-    let check = |v: &serde_json::Value| config::typed_parameters::<P::Config>(v).map(|_| ());
-    let mut doc = RunConfig::with_defaults(defaults);
-    if let Some(path) = &args.config {
-        doc.merge_file(path, &check)?;
-    }
-    for assignment in &args.set {
-        doc.set(assignment, &check)?;
-    }
-    let config = config::typed_parameters::<P::Config>(doc.parameters())
-        .map_err(|e| CliError::usage(format!("the pipeline configuration is invalid: {e}")))?;
-    Ok((doc, config))
 }
 
 fn plan_for<P>(pipeline: &P, args: &ConfigArgs) -> CliResult<(RunConfig, Plan)>
@@ -764,10 +677,7 @@ where
     P: Pipeline,
     P::Config: Default,
 {
-    let (doc, config) = load_config::<P>(args)?;
-    let mut plan = pipeline.plan(&config)?;
-    doc.apply_step_settings(&mut plan)?;
-    Ok((doc, plan))
+    Ok(run_config::plan(pipeline, args.config.as_deref(), &args.set)?)
 }
 
 fn dag<P>(pipeline: &P, args: DagArgs) -> CliResult
@@ -1122,57 +1032,15 @@ fn artifacts(cmd: ArtifactsCommand) -> CliResult {
         ArtifactsCommand::Export { id, output, stack } => {
             let stack = read_stack(&stack.stack)?;
             let v = stack.artifact_version(&id)?;
-            let written = stack.block_on(export(stack.artifacts().as_ref(), &v, &output))??;
+            let exported = zenflow_core::artifact_store::export_version(stack.artifacts().as_ref(), &v, &output);
+            let written = stack.block_on(exported)?.map_err(|e| match e {
+                zenflow_core::artifact_store::ExportError::Store(e) => CliError::from(e),
+                write => CliError { code: exit::STEP_FAILED, message: write.to_string() },
+            })?;
             eprintln!("wrote {written} bytes of {} v{} ({}) to {}", v.name, v.version, v.format, output.display());
             Ok(exit::SUCCESS)
         }
     }
-}
-
-/// Streams an artifact into `output` through a temporary file beside it,
-/// renamed into place only once every byte is verified.
-async fn export(
-    store: &dyn zenflow_core::ArtifactStore,
-    version: &zenflow_core::metadata::ArtifactVersion,
-    output: &std::path::Path,
-) -> CliResult<u64> {
-    use futures::StreamExt;
-    use std::io::Write;
-    use zenflow_core::artifact_store::get_verified_stream;
-    let fail = |e: std::io::Error| CliError {
-        code: exit::STEP_FAILED,
-        message: format!("cannot write {}: {e}", output.display()),
-    };
-    let tmp = output.with_file_name(format!(
-        ".{}.zenflow-partial",
-        output.file_name().and_then(|n| n.to_str()).unwrap_or("export")
-    ));
-    let mut stream = match &version.inline {
-        // A small artifact kept in the record: verified in one piece.
-        Some(_) => {
-            let bytes = zenflow_core::artifact_store::read_version(store, version).await?;
-            futures::stream::once(async move { Ok(bytes) }).boxed()
-        }
-        None => get_verified_stream(store, &version.content_hash).await?,
-    };
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(fail)?);
-    let mut written = 0u64;
-    let result: CliResult<()> = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            file.write_all(&chunk).map_err(fail)?;
-            written += chunk.len() as u64;
-        }
-        file.flush().map_err(fail)
-    }
-    .await;
-    drop(file);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, output).map_err(fail)?;
-    Ok(written)
 }
 
 fn github_comment<P: Pipeline>(pipeline: &P, path: &PathBuf) -> CliResult {

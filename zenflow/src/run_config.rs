@@ -24,6 +24,28 @@
 use serde_json::{Map, Value};
 use std::path::Path;
 use zenflow_core::plan::Plan;
+use zenflow_core::Pipeline;
+
+/// The run config of `pipeline` (its defaults in code, then the file at
+/// `file` when given, then each `key=value` of `set`, each checked against
+/// the pipeline's configuration type) and the plan it makes: the pipeline's
+/// plan with the config's parameters, then its per-step settings.
+pub fn plan<P>(pipeline: &P, file: Option<&Path>, set: &[String]) -> Result<(RunConfig, Plan), crate::Error>
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    let (doc, config) = RunConfig::load::<P>(file, set)?;
+    let mut plan = pipeline.plan(&config)?;
+    doc.apply_step_settings(&mut plan)?;
+    Ok((doc, plan))
+}
+
+impl From<ConfigError> for crate::Error {
+    fn from(e: ConfigError) -> Self {
+        crate::Error::Usage(e.0)
+    }
+}
 
 const TOP_LEVEL: [&str; 5] = ["run_name", "cache", "cache_ttl", "parameters", "steps"];
 const STEP_FIELDS: [&str; 7] = ["parameters", "cache", "cache_ttl", "retries", "timeout", "retry_backoff", "resources"];
@@ -61,6 +83,29 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The run config of pipeline `P` (its defaults in code, then the file
+    /// at `file` when given, then each `key=value` of `set`) and the typed
+    /// configuration it makes.
+    pub fn load<P>(file: Option<&Path>, set: &[String]) -> Result<(RunConfig, P::Config), ConfigError>
+    where
+        P: Pipeline,
+        P::Config: Default,
+    {
+        let defaults = serde_json::to_value(P::Config::default())
+            .map_err(|e| ConfigError(format!("the pipeline's default configuration does not serialise: {e}")))?;
+        let check = |v: &Value| typed_parameters::<P::Config>(v).map(|_| ());
+        let mut doc = RunConfig::with_defaults(defaults);
+        if let Some(path) = file {
+            doc.merge_file(path, &check)?;
+        }
+        for assignment in set {
+            doc.set(assignment, &check)?;
+        }
+        let config = typed_parameters::<P::Config>(doc.parameters())
+            .map_err(|e| ConfigError(format!("the pipeline configuration is invalid: {e}")))?;
+        Ok((doc, config))
+    }
+
     /// The document with the pipeline's code defaults.
     pub fn with_defaults(parameters: Value) -> Self {
         let mut doc = Map::new();
