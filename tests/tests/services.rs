@@ -206,7 +206,7 @@ fn a_pull_requests_role_cannot_move_a_protected_alias_even_with_raw_sql() {
     }
     let promotion = |alias: &str, to: i64, expect: Expect| Promotion {
         run_id: Some(run.clone()),
-        ..Promotion::new("roles-model", alias, Some(to), expect)
+        ..Promotion::new("roles-model", alias, Some(to), expect, &zenflow::registry::CiContext::unknown())
     };
     rt.block_on(async {
         // The pull request's role registers and moves an unprotected alias.
@@ -215,7 +215,7 @@ fn a_pull_requests_role_cannot_move_a_protected_alias_even_with_raw_sql() {
         }
         reg(&pr_store).promote(&promotion("staging", 1, Expect::Nobody)).await.unwrap();
         // It may not protect or unprotect; main's role may.
-        let protect = Protection::new("roles-model", "production", true);
+        let protect = Protection::new("roles-model", "production", true, &zenflow::registry::CiContext::unknown());
         let err = reg(&pr_store).set_protection(&protect).await.unwrap_err();
         assert!(err.to_string().contains("permission denied"), "{err}");
         reg(&main_store).set_protection(&protect).await.unwrap().expect("protected");

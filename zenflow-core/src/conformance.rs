@@ -863,6 +863,11 @@ pub mod registry {
         }
     }
 
+    /// Who the conformance suite acts as.
+    fn actor() -> crate::registry::CiContext {
+        crate::registry::CiContext { actor: "conformance".into(), job_url: None }
+    }
+
     fn promotion(model: &str, alias: &str, to: Option<i64>, expect: Expect) -> Promotion {
         Promotion {
             model: model.into(),
@@ -1067,7 +1072,7 @@ pub mod registry {
         let change = |protect: bool, reason: Option<&str>| Protection {
             reason: reason.map(str::to_string),
             actor: "conformance".into(),
-            ..Protection::new(m, PRODUCTION, protect)
+            ..Protection::new(m, PRODUCTION, protect, &actor())
         };
         // Protecting a model with no version yet declares the model.
         let event = reg.set_protection(&change(true, Some("the gate guards production"))).await.unwrap();
@@ -1127,10 +1132,10 @@ pub mod registry {
         for alias in ["", "Production", "prod uction", &"x".repeat(65)] {
             let err = reg.promote(&promotion("bad-model", alias, Some(1), Expect::Nobody)).await.unwrap_err();
             assert!(matches!(err, RegistryError::InvalidName { what: "alias", .. }), "{alias:?}: {err}");
-            let err = reg.set_protection(&Protection::new("bad-model", alias, true)).await.unwrap_err();
+            let err = reg.set_protection(&Protection::new("bad-model", alias, true, &actor())).await.unwrap_err();
             assert!(matches!(err, RegistryError::InvalidName { what: "alias", .. }), "{alias:?}: {err}");
         }
-        let err = reg.set_protection(&Protection::new("-bad", PRODUCTION, true)).await.unwrap_err();
+        let err = reg.set_protection(&Protection::new("-bad", PRODUCTION, true, &actor())).await.unwrap_err();
         assert!(matches!(err, RegistryError::InvalidName { what: "model", .. }), "{err}");
         assert!(reg.protections(None).await.unwrap().iter().all(|(m, _)| m != "bad-model" && m != "-bad"));
         let err = reg.promote(&promotion("no-such-model", PRODUCTION, Some(1), Expect::Nobody)).await.unwrap_err();

@@ -230,9 +230,9 @@ pub struct Protection {
 
 impl Protection {
     /// Protects (or, with `protect` false, unprotects) `alias` of `model`
-    /// on behalf of the CI job or user this process runs as.
-    pub fn new(model: impl Into<String>, alias: impl Into<String>, protect: bool) -> Self {
-        let ci = CiContext::from_env(|k| std::env::var(k).ok());
+    /// on behalf of `ci`.
+    pub fn new(model: impl Into<String>, alias: impl Into<String>, protect: bool, ci: &CiContext) -> Self {
+        let ci = ci.clone();
         Protection {
             model: model.into(),
             alias: alias.into(),
@@ -275,9 +275,15 @@ pub struct Promotion {
 
 impl Promotion {
     /// Moves `alias` of `model` to version `to` if `expect` holds it now,
-    /// on behalf of the CI job or user this process runs as ([`CiContext`]).
-    pub fn new(model: impl Into<String>, alias: impl Into<String>, to: Option<i64>, expect: Expect) -> Self {
-        let ci = CiContext::from_env(|k| std::env::var(k).ok());
+    /// on behalf of `ci`.
+    pub fn new(
+        model: impl Into<String>,
+        alias: impl Into<String>,
+        to: Option<i64>,
+        expect: Expect,
+        ci: &CiContext,
+    ) -> Self {
+        let ci = ci.clone();
         Promotion {
             model: model.into(),
             alias: alias.into(),
@@ -506,6 +512,11 @@ pub struct CiContext {
 }
 
 impl CiContext {
+    /// Nobody known: actor `unknown`, no job.
+    pub fn unknown() -> Self {
+        CiContext { actor: "unknown".into(), job_url: None }
+    }
+
     /// Reads the context from environment variables (through `get`).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Self {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());

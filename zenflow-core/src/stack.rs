@@ -30,6 +30,8 @@ struct Inner {
     protected_aliases: Vec<String>,
     /// The model server that deployments on this stack drive.
     deployer: Option<Deployer>,
+    /// On whose behalf registry changes are made.
+    ci: crate::registry::CiContext,
     runtime: OnceLock<tokio::runtime::Runtime>,
     /// When this stack last closed the runs whose process died.
     stale_checked: std::sync::Mutex<Option<std::time::Instant>>,
@@ -109,6 +111,7 @@ impl Stack {
                 inline_limit: DEFAULT_INLINE_LIMIT,
                 protected_aliases: Vec::new(),
                 deployer: None,
+                ci: crate::registry::CiContext::unknown(),
                 runtime: OnceLock::new(),
                 stale_checked: std::sync::Mutex::new(None),
             }),
@@ -117,14 +120,15 @@ impl Stack {
 
     /// Sets the project root (used to record the git commit of each run).
     pub fn with_project_root(self, root: impl Into<PathBuf>) -> Self {
-        self.rebuilt(Some(root.into()), self.inner.inline_limit, self.inner.protected_aliases.clone())
+        let root = root.into();
+        self.rebuilt(|i| i.project_root = Some(root))
     }
 
     /// Protects `aliases` of every model: they move only with a run whose
     /// quality gate passed, or forced with a reason (`protected_aliases` in
     /// a stack of `zenflow.toml`).
     pub fn with_protected_aliases(self, aliases: Vec<String>) -> Self {
-        self.rebuilt(self.inner.project_root.clone(), self.inner.inline_limit, aliases)
+        self.rebuilt(|i| i.protected_aliases = aliases)
     }
 
     /// Whether `alias` is protected on this stack.
@@ -140,8 +144,7 @@ impl Stack {
     }
 
     /// A promotion of `alias` of `model` to `to`, expecting `expect` to hold
-    /// it, as this stack protects the alias, on behalf of this process's CI
-    /// job or user.
+    /// it, as this stack protects the alias, on behalf of [`Stack::ci`].
     pub fn promotion(
         &self,
         model: &str,
@@ -151,7 +154,7 @@ impl Stack {
     ) -> crate::registry::Promotion {
         crate::registry::Promotion {
             protected: self.is_protected(alias),
-            ..crate::registry::Promotion::new(model, alias, to, expect)
+            ..crate::registry::Promotion::new(model, alias, to, expect, &self.inner.ci)
         }
     }
 
@@ -159,21 +162,24 @@ impl Stack {
     /// instead of the artifact store (default [`DEFAULT_INLINE_LIMIT`]; 0
     /// puts every artifact in the artifact store).
     pub fn with_inline_limit(self, bytes: usize) -> Self {
-        self.rebuilt(self.inner.project_root.clone(), bytes, self.inner.protected_aliases.clone())
+        self.rebuilt(|i| i.inline_limit = bytes)
     }
 
     /// Deployments on this stack drive the model server `deployer`
     /// (`[stacks.NAME.deployer]` in `zenflow.toml`).
     pub fn with_deployer(self, deployer: Deployer) -> Self {
-        let mut stack = self.rebuilt(
-            self.inner.project_root.clone(),
-            self.inner.inline_limit,
-            self.inner.protected_aliases.clone(),
-        );
-        if let Some(inner) = Arc::get_mut(&mut stack.inner) {
-            inner.deployer = Some(deployer);
-        }
-        stack
+        self.rebuilt(|i| i.deployer = Some(deployer))
+    }
+
+    /// Makes registry changes on behalf of `ci` (a CI job, or the user this
+    /// process runs as; see [`CiContext::from_env`](crate::registry::CiContext::from_env)).
+    pub fn with_ci(self, ci: crate::registry::CiContext) -> Self {
+        self.rebuilt(|i| i.ci = ci)
+    }
+
+    /// On whose behalf this stack makes registry changes.
+    pub fn ci(&self) -> &crate::registry::CiContext {
+        &self.inner.ci
     }
 
     /// The model server deployments on this stack drive, if it has one.
@@ -181,22 +187,25 @@ impl Stack {
         self.inner.deployer.as_ref()
     }
 
-    fn rebuilt(&self, project_root: Option<PathBuf>, inline_limit: usize, protected_aliases: Vec<String>) -> Self {
-        let inner = &self.inner;
-        Stack {
-            inner: Arc::new(Inner {
-                name: inner.name.clone(),
-                artifacts: inner.artifacts.clone(),
-                metadata: inner.metadata.clone(),
-                orchestrator: inner.orchestrator.clone(),
-                project_root,
-                inline_limit,
-                protected_aliases,
-                deployer: inner.deployer.clone(),
-                runtime: OnceLock::new(),
-                stale_checked: std::sync::Mutex::new(None),
-            }),
-        }
+    /// A new stack with this one's components and settings, `edit`ed
+    /// (and a runtime of its own).
+    fn rebuilt(&self, edit: impl FnOnce(&mut Inner)) -> Self {
+        let i = &self.inner;
+        let mut inner = Inner {
+            name: i.name.clone(),
+            artifacts: i.artifacts.clone(),
+            metadata: i.metadata.clone(),
+            orchestrator: i.orchestrator.clone(),
+            project_root: i.project_root.clone(),
+            inline_limit: i.inline_limit,
+            protected_aliases: i.protected_aliases.clone(),
+            deployer: i.deployer.clone(),
+            ci: i.ci.clone(),
+            runtime: OnceLock::new(),
+            stale_checked: std::sync::Mutex::new(None),
+        };
+        edit(&mut inner);
+        Stack { inner: Arc::new(inner) }
     }
 
     /// The largest artifact kept inline in the metadata store.

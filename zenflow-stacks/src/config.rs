@@ -713,7 +713,8 @@ impl Stacks {
         let stack = Stack::new(name, orchestrator, artifacts, metadata)
             .with_project_root(&self.root)
             .with_inline_limit(config.inline_limit)
-            .with_protected_aliases(config.protected_aliases.clone());
+            .with_protected_aliases(config.protected_aliases.clone())
+            .with_ci(crate::local::ci_from_env());
         Ok(match config.deployer.clone() {
             Some(d) => stack.with_deployer(d),
             None => stack,

@@ -41,7 +41,8 @@ pub fn local_stack_at(root: impl AsRef<Path>) -> Result<Stack> {
     let artifacts = ObjectArtifactStore::local(state.join("artifacts"))?;
     let metadata = SqliteMetadataStore::open(state.join("zenflow.db"))?;
     Ok(Stack::new("local", Arc::new(LocalOrchestrator::default()), Arc::new(artifacts), Arc::new(metadata))
-        .with_project_root(root))
+        .with_project_root(root)
+        .with_ci(ci_from_env()))
 }
 
 /// A stack whose stores live in memory only (an in-memory SQLite database
@@ -55,5 +56,12 @@ pub fn memory_stack(parallelism: usize) -> Result<Stack> {
         Arc::new(LocalOrchestrator::new(parallelism)),
         Arc::new(ObjectArtifactStore::memory()),
         Arc::new(metadata),
-    ))
+    )
+    .with_ci(ci_from_env()))
+}
+
+/// The CI job or user this process runs as, from its environment: whom the
+/// stacks built here make registry changes for.
+pub fn ci_from_env() -> zenflow_core::registry::CiContext {
+    zenflow_core::registry::CiContext::from_env(|k| std::env::var(k).ok())
 }

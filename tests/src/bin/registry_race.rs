@@ -42,7 +42,8 @@ fn main() {
                     let n = first + i as i64;
                     match what.as_str() {
                         "promote" => {
-                            let p = Promotion::new(&model, "production", Some(n), Expect::Nobody);
+                            let ci = zenflow::stacks::local::ci_from_env();
+                            let p = Promotion::new(&model, "production", Some(n), Expect::Nobody, &ci);
                             match registry.promote(&p).await {
                                 Ok(Promoted::Moved(e)) => serde_json::json!({"moved": true, "to": e.to}),
                                 Ok(Promoted::AlreadyHeld) => serde_json::json!({"moved": false, "to": n}),

@@ -804,7 +804,7 @@ where
 
     let step_runs = stack.step_runs(result.id())?;
     let originals = RunReport::originals(&stack, &step_runs)?;
-    let ci_job = zenflow_core::registry::CiContext::from_env(|k| std::env::var(k).ok()).job_url;
+    let ci_job = stack.ci().job_url.clone();
     let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors)
         .with_registered(&stack, result.plan())
         .with_ci_job(ci_job);

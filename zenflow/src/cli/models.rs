@@ -401,7 +401,7 @@ fn version_text(v: &ModelVersion) -> String {
 fn set_protection(args: ProtectArgs, protect: bool) -> CliResult {
     let ProtectArgs { model, alias, reason, stack } = args;
     let stack = resolve_stack(&stack.stack)?;
-    let change = Protection { reason, ..Protection::new(&model, &alias, protect) };
+    let change = Protection { reason, ..Protection::new(&model, &alias, protect, stack.ci()) };
     let event = stack.block_on(stack.registry()?.set_protection(&change))??;
     let state = if protect { "protected" } else { "not protected" };
     match event {
