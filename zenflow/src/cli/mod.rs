@@ -19,7 +19,7 @@
 //!
 //! Configuration precedence: `--set` over the `--config` file over the
 //! defaults in code (`Default` of the pipeline's config type). See
-//! [`config`] for the file format.
+//! [`crate::run_config`] for the file format.
 
 pub mod github;
 mod models;
