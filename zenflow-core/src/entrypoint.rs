@@ -146,7 +146,7 @@ impl Exit {
 
 /// What happened to one step.
 #[derive(Clone, Debug)]
-pub struct StepReport {
+pub struct StepSummary {
     /// Invocation id.
     pub invocation: String,
     /// Its status now.
@@ -161,9 +161,9 @@ pub struct StepReport {
 
 /// What the entrypoint did.
 #[derive(Clone, Debug)]
-pub struct Report {
+pub struct Summary {
     /// The steps it got to, in order.
-    pub steps: Vec<StepReport>,
+    pub steps: Vec<StepSummary>,
     /// The exit code.
     pub exit: Exit,
     /// The run's final status, when this closed it.
@@ -202,7 +202,7 @@ impl From<Error> for EntrypointError {
 }
 
 /// Runs `request` against `stack` (see the module docs for the contract).
-pub async fn run(stack: &Stack, request: &Request) -> Result<Report, EntrypointError> {
+pub async fn run(stack: &Stack, request: &Request) -> Result<Summary, EntrypointError> {
     if request.steps.is_empty() {
         return Err(EntrypointError::Permanent("no step to run: pass --step".into()));
     }
@@ -231,14 +231,14 @@ pub async fn run(stack: &Stack, request: &Request) -> Result<Report, EntrypointE
     stack.metadata().flush().await.map_err(Error::from)?;
     let (steps, exit) = outcome?;
     let closed = if request.close { lifecycle::close_if_done(stack, &run.id).await? } else { None };
-    Ok(Report { steps, exit, closed })
+    Ok(Summary { steps, exit, closed })
 }
 
 async fn run_chain(
     runner: &StepRunner,
     positions: &[usize],
     first_attempt: u32,
-) -> Result<(Vec<StepReport>, Exit), EntrypointError> {
+) -> Result<(Vec<StepSummary>, Exit), EntrypointError> {
     let stack = runner.stack();
     let plan = runner.plan().clone();
     let mut reports = Vec::new();
@@ -248,7 +248,7 @@ async fn run_chain(
         let records = stack.metadata().step_runs(&runner.run().id).await.map_err(Error::from)?;
         let mine = latest_record(&records, &step.id);
         if let Some(r) = mine.filter(|r| r.status.is_success()) {
-            reports.push(StepReport {
+            reports.push(StepSummary {
                 invocation: step.id.clone(),
                 status: r.status,
                 already_done: true,
@@ -295,7 +295,7 @@ async fn run_chain(
                 .map_err(Error::from)?;
         }
         let result = runner.run_attempt(pos, attempt).await?;
-        reports.push(StepReport {
+        reports.push(StepSummary {
             invocation: step.id.clone(),
             status: result.status,
             already_done: false,

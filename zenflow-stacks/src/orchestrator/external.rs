@@ -86,7 +86,7 @@ pub enum Ended {
 
 /// What a launcher reports about an ended attempt.
 #[derive(Clone, Debug)]
-pub struct Report {
+pub struct AttemptEnd {
     /// How it ended.
     pub ended: Ended,
     /// The last lines of its output, for the record when it died without
@@ -107,7 +107,7 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Runs `attempt` to its end (or its deadline) and reports how it ended.
-    async fn launch(&self, attempt: &Attempt<'_>) -> Report;
+    async fn launch(&self, attempt: &Attempt<'_>) -> AttemptEnd;
 
     /// Called once per run after the last attempt ended (tidy the engine).
     async fn finish(&self) {}
@@ -410,7 +410,7 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
 }
 
 /// The tail of an attempt's output, introduced, for a record.
-fn tail_logs(report: &Report) -> Vec<String> {
+fn tail_logs(report: &AttemptEnd) -> Vec<String> {
     if report.tail.is_empty() {
         return vec!["[zenflow] the attempt's output had no lines".into()];
     }

@@ -8,7 +8,7 @@
 //! orchestrator = { kind = "subprocess", parallelism = 4 }   # program = "target/release/my-pipeline"
 //! ```
 
-use super::external::{Attempt, Ended, ExternalOrchestrator, Launcher, Report, TAIL_LINES};
+use super::external::{Attempt, AttemptEnd, Ended, ExternalOrchestrator, Launcher, TAIL_LINES};
 use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -128,7 +128,7 @@ impl Launcher for Subprocess {
         "subprocess"
     }
 
-    async fn launch(&self, attempt: &Attempt<'_>) -> Report {
+    async fn launch(&self, attempt: &Attempt<'_>) -> AttemptEnd {
         let tail: Tail = Arc::default();
         let mut command = tokio::process::Command::new(&self.program);
         command
@@ -144,7 +144,7 @@ impl Launcher for Subprocess {
             Ok(child) => child,
             Err(e) => {
                 let permanent = matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied);
-                return Report {
+                return AttemptEnd {
                     ended: Ended::NotLaunched {
                         reason: format!(
                             "cannot start `{}`: {e}; `program` of the subprocess orchestrator must be the pipeline binary",
@@ -184,7 +184,7 @@ impl Launcher for Subprocess {
             let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
         }
         let tail = tail.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
-        Report { ended, tail }
+        AttemptEnd { ended, tail }
     }
 }
 

@@ -32,7 +32,7 @@
 pub mod api;
 pub mod package;
 
-use super::external::{Attempt, Ended, ExternalOrchestrator, Launcher, Report, TAIL_LINES};
+use super::external::{Attempt, AttemptEnd, Ended, ExternalOrchestrator, Launcher, TAIL_LINES};
 use crate::config::RayConfig;
 use api::{ApiError, JobInfo, JobStatus, JobsApi, Submission};
 use async_trait::async_trait;
@@ -431,9 +431,9 @@ impl Launcher for Ray {
         self.delete_ended().await;
     }
 
-    async fn launch(&self, attempt: &Attempt<'_>) -> Report {
+    async fn launch(&self, attempt: &Attempt<'_>) -> AttemptEnd {
         let Some(working_dir) = self.package.get() else {
-            return Report {
+            return AttemptEnd {
                 ended: Ended::NotLaunched { reason: "the package was not shipped".into(), permanent: true },
                 tail: Vec::new(),
             };
@@ -441,7 +441,7 @@ impl Launcher for Ray {
         self.delete_ended().await;
         let job = submission(attempt, working_dir);
         if let Err(ended) = self.submit(&job).await {
-            return Report { ended, tail: Vec::new() };
+            return AttemptEnd { ended, tail: Vec::new() };
         }
         let ended = self.watch(&job.submission_id, attempt.deadline).await;
         let clean = matches!(ended, Ended::Exited(0));
@@ -453,7 +453,7 @@ impl Launcher for Ray {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push((job.submission_id, Instant::now()));
         }
-        Report { ended, tail }
+        AttemptEnd { ended, tail }
     }
 }
 
