@@ -19,7 +19,7 @@
 //! A new pipeline's row is committed at once, for the same reason.
 
 use super::retry::{self, Attempts};
-use super::{bind, pg_error, query, Failure, PgResult, PostgresMetadataStore};
+use super::{bind, message, pg_error, query, Failure, PgResult, PostgresMetadataStore};
 use crate::metadata::sql::batch::{BatchLog, KnownIds, Lost, LostRun, RunRow};
 use crate::metadata::sql::registry as registry_sql;
 use crate::metadata::sql::write::{
@@ -208,7 +208,7 @@ impl Reader<'_> {
                 }
                 // Not back into the pool: it may be what broke.
                 drop(Object::take(*c));
-                attempts.pause(&error.to_string()).await.map_err(|why| backend(location, why))?;
+                attempts.pause(&message(error)).await.map_err(|why| backend(location, why))?;
                 Ok(None)
             }
             Reader::Batch(mut state, batcher) => {
@@ -754,10 +754,7 @@ impl Batcher {
             Err(first) => first,
             Ok(()) => e,
         };
-        let reason = match pg_error(&self.location, &e) {
-            MetadataError::Backend { message, .. } => message,
-            other => other.to_string(),
-        };
+        let reason = message(pg_error(&self.location, &e));
         if retry::transient(&e) {
             return self.cut_off(state, reason);
         }
@@ -889,10 +886,7 @@ impl Batcher {
             state.in_doubt = xid.ok().and_then(|row| row.try_get::<_, i64>(0).ok());
             return Err(self.lose(state, failed).await);
         }
-        let reason = match pg_error(&self.location, &failed) {
-            MetadataError::Backend { message, .. } => message,
-            other => other.to_string(),
-        };
+        let reason = message(pg_error(&self.location, &failed));
         Err(self.lose_because(state, format!("committing them failed: {reason}")).await)
     }
 
