@@ -260,7 +260,7 @@ pub async fn put_written<S: ArtifactStore + ?Sized>(
         let failed = match written {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
-            Err(panic) => format!("it panicked: {}", crate::context::panic_payload_message(panic)),
+            Err(panic) => format!("it panicked: {}", crate::panic::message(panic)),
         };
         // Every unfinished write ends the stream in an error (never early),
         // so the store abandons the upload instead of keeping a short object.
@@ -340,7 +340,7 @@ pub enum ExportError {
 /// matched). Returns how many bytes it wrote.
 pub async fn export_version(
     store: &dyn ArtifactStore,
-    version: &crate::metadata::ArtifactVersion,
+    version: &crate::metadata::record::ArtifactVersion,
     path: &std::path::Path,
 ) -> Result<u64, ExportError> {
     use std::io::Write;
@@ -379,7 +379,7 @@ pub async fn export_version(
 /// from the record itself for small inline artifacts, else from the store.
 pub async fn read_version(
     store: &dyn ArtifactStore,
-    version: &crate::metadata::ArtifactVersion,
+    version: &crate::metadata::record::ArtifactVersion,
 ) -> Result<Bytes, StoreError> {
     match &version.inline {
         Some(bytes) => {
@@ -423,7 +423,7 @@ pub enum Usable {
 /// reports that error.
 pub async fn version_usable(
     store: &dyn ArtifactStore,
-    version: &crate::metadata::ArtifactVersion,
+    version: &crate::metadata::record::ArtifactVersion,
 ) -> Result<Usable, StoreError> {
     if version.inline.is_none() && version.metadata.size > VERIFY_ON_HIT {
         return Ok(if store.exists(&version.content_hash).await? { Usable::Yes } else { Usable::Gone });

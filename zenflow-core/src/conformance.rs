@@ -510,24 +510,7 @@ pub mod metadata {
     /// A write of a fresh step run of `run` (no outputs, inputs or logs).
     pub fn step_write(run: &str, invocation: &str, status: StepStatus) -> StepRunWrite {
         StepRunWrite {
-            step_run: StepRunRecord {
-                id: uuid::Uuid::now_v7().to_string(),
-                run_id: run.into(),
-                invocation: invocation.into(),
-                step: invocation.into(),
-                status,
-                cache_key: None,
-                original_step_run: None,
-                started_at: now(),
-                ended_at: None,
-                error: None,
-                attempts: 0,
-                logs: vec![],
-                metadata: Default::default(),
-                checks: Vec::new(),
-                outputs: vec![],
-                inputs: vec![],
-            },
+            step_run: StepRunRecord::empty(new_id(), run, invocation, invocation, status, now()),
             new_outputs: vec![],
         }
     }

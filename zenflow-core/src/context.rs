@@ -37,7 +37,7 @@ pub(crate) struct AttemptEnv {
     /// Model input versions, by input name.
     pub(crate) models: BTreeMap<String, Option<i64>>,
     /// The artifact versions it consumes.
-    pub(crate) inputs: Vec<crate::metadata::InputLink>,
+    pub(crate) inputs: Vec<crate::metadata::record::InputLink>,
     /// The stack it runs on.
     pub(crate) stack: Option<crate::Stack>,
 }
@@ -219,20 +219,3 @@ pub const MODEL_SAMPLES: &str = "zenflow.model.samples";
 
 /// The step-run metadata key of the tags of [`StepContext::model_tag`].
 pub const MODEL_TAGS: &str = "zenflow.model.tags";
-
-/// The message of a panic payload or a failed task.
-pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
-    if e.is_cancelled() {
-        return "the step was cancelled".into();
-    }
-    panic_payload_message(e.into_panic())
-}
-
-/// The message of a caught panic.
-pub fn panic_payload_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".into())
-}

@@ -6,8 +6,7 @@
 
 use std::fmt;
 
-/// A boxed error as returned by user step code.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::step::BoxError;
 
 /// Result alias used across the public API.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

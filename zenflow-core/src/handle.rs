@@ -14,7 +14,7 @@
 //! Characters other than `[A-Za-z0-9_-]` become `_`; two calls with one id
 //! are a plan error naming both call sites.
 
-use crate::plan::builder;
+use crate::plan::builder::{self, InputBinding};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -148,18 +148,6 @@ impl<A: Upstream, B: Upstream, C: Upstream> Upstream for (A, B, C) {
         n.extend(self.2.nodes());
         n
     }
-}
-
-/// Where one input of an invocation comes from, while a pipeline is being built.
-#[doc(hidden)]
-#[derive(Clone, Debug)]
-pub enum InputBinding {
-    /// One artifact.
-    Single { node: usize, output: usize },
-    /// Several artifacts of the same type, read as a `Vec` (fan-in).
-    List(Vec<(usize, usize)>),
-    /// The model version holding an alias when the step starts.
-    Model(crate::plan::ModelInput),
 }
 
 /// The version of a registered model that holds an alias, as an input of a

@@ -11,7 +11,8 @@
 //! that still call each other in both directions are `run`, `runner`,
 //! `lifecycle`, `entrypoint`, `stack`, `pipeline` and `error`):
 //!
-//! 1. **Values**: `hash`, `time`, `redact`, `git`, `check`, `appraisal`.
+//! 1. **Values**: `hash`, `time`, `redact`, `git`, `check`, `appraisal`,
+//!    `logs`, `panic`.
 //! 2. **Records and contracts**: `metadata` (run records, `MetadataStore`),
 //!    `registry`, `artifact_store`, `materializer`, `step` (what a step
 //!    declares), `context` (what it sees while it runs), `logs`.
@@ -51,6 +52,7 @@ pub mod logs;
 pub mod materializer;
 pub mod metadata;
 pub mod orchestrator;
+pub mod panic;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;
@@ -86,9 +88,9 @@ pub use step::{Step, StepSpec};
 /// Items used by the code `#[step]` and `#[pipeline]` generate. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::handle::InputBinding;
     pub use crate::materializer::EncodedValue;
     pub use crate::plan::builder::record;
+    pub use crate::plan::builder::InputBinding;
     pub use crate::step::{
         encode_output, parse_size, run_blocking, user_result, ExecuteFn, IoSpec, ParamSpec, Resources, StepCall,
         StepCode, StepError, StepOptions, StepRegistration,

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::materializer::Materialize;
-use crate::plan::{compile, compile_with_nodes, OutputRef, Plan};
+use crate::plan::{OutputRef, Plan, PlanError};
 use crate::run::{execute_plan, RunFailed, RunResult};
 use crate::runner::RunOptions;
 use crate::stack::Stack;
@@ -34,7 +34,7 @@ pub trait Pipeline: Send + Sync + 'static {
 
     /// Compiles the plan for `config`.
     fn plan(&self, config: &Self::Config) -> Result<Plan> {
-        Ok(compile(self, config)?)
+        Ok(compile(self, config)?.0)
     }
 
     /// Runs the pipeline on `stack` and waits for it. A run in which a step
@@ -45,7 +45,7 @@ pub trait Pipeline: Send + Sync + 'static {
 
     /// [`Pipeline::run`] with per-run options.
     fn run_with(&self, stack: &Stack, config: &Self::Config, options: RunOptions) -> Result<RunResult<Self::Output>> {
-        let (plan, nodes) = compile_with_nodes(self, config)?;
+        let (plan, nodes) = compile(self, config)?;
         let result = stack.block_on(run_plan(stack, plan, options))??;
         Ok(result.typed(nodes))
     }
@@ -57,7 +57,7 @@ pub trait Pipeline: Send + Sync + 'static {
         config: &Self::Config,
         options: RunOptions,
     ) -> impl std::future::Future<Output = Result<RunResult<Self::Output>>> + Send {
-        let compiled = compile_with_nodes(self, config);
+        let compiled = compile(self, config);
         let stack = stack.clone();
         async move {
             let (plan, nodes) = compiled?;
@@ -86,6 +86,15 @@ pub trait Pipeline: Send + Sync + 'static {
         }
         Ok(stack.block_on(RunResult::load(stack, run))??.typed(Vec::new()))
     }
+}
+
+/// Runs the body of `pipeline` in build mode and compiles it into a plan,
+/// with the invocation id of each node of the build.
+fn compile<P: Pipeline + ?Sized>(pipeline: &P, config: &P::Config) -> Result<(Plan, Vec<String>)> {
+    let name = pipeline.name();
+    let config_json = serde_json::to_value(config)
+        .map_err(|e| PlanError::Config { pipeline: name.to_string(), message: e.to_string() })?;
+    Ok(crate::plan::compile::compile(name, config_json, || pipeline.build(config).handles())?)
 }
 
 async fn run_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Result<RunResult> {

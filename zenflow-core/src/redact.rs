@@ -111,18 +111,6 @@ pub fn option_in_place(s: &mut Option<String>) {
     }
 }
 
-/// The texts of a step run record, redacted in place: its error, logs and
-/// check messages.
-pub fn step_run(record: &mut crate::metadata::StepRunRecord) {
-    option_in_place(&mut record.error);
-    for line in &mut record.logs {
-        in_place(line);
-    }
-    for check in &mut record.checks {
-        in_place(&mut check.message);
-    }
-}
-
 /// Characters that end a value in running text.
 fn ends_value(c: char) -> bool {
     c.is_whitespace() || matches!(c, '&' | ';' | ',' | '"' | '\'' | '\\' | ')' | ']' | '}' | '<' | '>' | '`')

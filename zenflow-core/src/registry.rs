@@ -24,7 +24,8 @@
 //! [`crate::conformance::registry`].
 
 use crate::hash::ContentHash;
-use crate::metadata::{MetadataError, Timestamp};
+use crate::metadata::error::MetadataError;
+use crate::time::Timestamp;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -763,7 +764,7 @@ pub fn decide(
 #[derive(Clone, Debug, Default)]
 pub struct RunEvidence {
     /// The run's status, if the run exists.
-    pub status: Option<crate::metadata::RunStatus>,
+    pub status: Option<crate::metadata::record::RunStatus>,
     /// `step.check` of each check of the run that failed.
     pub failed_checks: Vec<String>,
     /// Whether one of its steps output the version's bytes.
@@ -777,7 +778,7 @@ pub struct RunEvidence {
 /// once, for every store.
 #[doc(hidden)]
 pub fn judge_evidence(run: &str, version: i64, hash: &ContentHash, found: &RunEvidence) -> Result<(), String> {
-    use crate::metadata::RunStatus;
+    use crate::metadata::record::RunStatus;
     match found.status {
         None => return Err(format!("run `{run}` does not exist")),
         Some(RunStatus::Failed) => return Err(format!("run `{run}` failed")),
@@ -885,7 +886,7 @@ mod tests {
 
     #[test]
     fn evidence_names_what_is_missing() {
-        use crate::metadata::RunStatus;
+        use crate::metadata::record::RunStatus;
         let hash = ContentHash::of(b"v3");
         let judge = |found: RunEvidence| judge_evidence("r", 3, &hash, &found);
         let ok = RunEvidence { status: Some(RunStatus::Completed), failed_checks: vec![], produced: true };

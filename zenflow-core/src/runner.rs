@@ -362,7 +362,7 @@ impl StepRunner {
     /// redacted first (see [`crate::redact`]): every record of this runner
     /// goes through here.
     async fn record(&self, write: &mut StepRunWrite) -> Result<Vec<OutputLink>> {
-        crate::redact::step_run(&mut write.step_run);
+        write.step_run.redact();
         Ok(self.stack.metadata().write_step_run(write).await?)
     }
 
@@ -376,24 +376,7 @@ impl StepRunner {
         started_at: metadata::Timestamp,
     ) -> StepRunRecord {
         let step = &self.plan.steps[pos];
-        StepRunRecord {
-            id,
-            run_id: self.run.id.clone(),
-            invocation: step.id.clone(),
-            step: step.step.clone(),
-            status,
-            cache_key: None,
-            original_step_run: None,
-            started_at,
-            ended_at: None,
-            error: None,
-            attempts: 0,
-            logs: Vec::new(),
-            metadata: Default::default(),
-            checks: Vec::new(),
-            outputs: Vec::new(),
-            inputs: Vec::new(),
-        }
+        StepRunRecord::empty(id, &self.run.id, &step.id, &step.step, status, started_at)
     }
 
     /// Serves the step at `pos` from the cache if it may be (cache on, a
@@ -1154,7 +1137,7 @@ impl StepRunner {
             }
             let outcome = match joined {
                 Ok(r) => r,
-                Err(payload) => Err(StepError::Panicked(crate::context::panic_payload_message(payload))),
+                Err(payload) => Err(StepError::Panicked(crate::panic::message(payload))),
             };
             let outcome = match outcome {
                 Err(e) if attempt < last => {

@@ -6,10 +6,12 @@
 //! in a link-time registry, so a binary can run any of its steps by name.
 
 use crate::context::StepContext;
-use crate::error::BoxError;
 use crate::materializer::{self, Encoded, EncodedValue, Materialize, MaterializeError};
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// The error a step's code returns: any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -539,7 +541,7 @@ pub async fn run_blocking<R: Send + 'static>(
     let span = tracing::Span::current();
     match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(r) => Ok(r),
-        Err(e) => Err(StepError::Panicked(crate::context::panic_message(e))),
+        Err(e) => Err(StepError::Panicked(crate::panic::join_message(e))),
     }
 }
 

@@ -1,7 +1,13 @@
-//! Formatting of [`Timestamp`]s (UTC), without a
-//! date-time dependency.
+//! Time as zenflow records it ([`Timestamp`]: microseconds since the Unix
+//! epoch) and its formatting (UTC), without a date-time dependency.
 
-use crate::metadata::Timestamp;
+/// Microseconds since the Unix epoch.
+pub type Timestamp = i64;
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
 
 /// Calendar parts of a timestamp: (year, month, day, hour, minute, second).
 pub fn parts(ts: Timestamp) -> (i64, u32, u32, u32, u32, u32) {

@@ -381,8 +381,7 @@ mod tests {
         ];
         let json = serde_json::to_value(&reasons).expect("serialises");
         assert_eq!(json[1]["kind"], "expired");
-        let mut record =
-            crate::conformance::metadata::step_write("r", "i", crate::metadata::StepStatus::Completed).step_run;
+        let mut record = StepRunRecord::empty("s".into(), "r", "i", "i", crate::metadata::StepStatus::Completed, 0);
         assert!(of(&record).is_empty());
         record.metadata.insert(WHY_KEY.into(), json);
         assert_eq!(of(&record), reasons);

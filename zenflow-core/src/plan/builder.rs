@@ -3,10 +3,21 @@
 //! The builder is thread-local and only exists during [`super::compile`]; the
 //! body runs once, on the calling thread.
 
-use crate::handle::InputBinding;
 use crate::step::StepSpec;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+
+/// Where one input of an invocation comes from, while a pipeline is being built.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub enum InputBinding {
+    /// One artifact.
+    Single { node: usize, output: usize },
+    /// Several artifacts of the same type, read as a `Vec` (fan-in).
+    List(Vec<(usize, usize)>),
+    /// The model version holding an alias when the step starts.
+    Model(crate::plan::ModelInput),
+}
 
 pub(crate) struct Node {
     pub id: String,
@@ -43,7 +54,7 @@ pub(crate) fn with_builder<R>(body: impl FnOnce() -> R) -> (Builder, Result<R, S
     }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     let builder = BUILDER.with(|b| b.borrow_mut().take()).unwrap_or_default();
-    (builder, outcome.map_err(crate::context::panic_payload_message))
+    (builder, outcome.map_err(crate::panic::message))
 }
 
 fn with<R>(f: impl FnOnce(&mut Builder) -> R) -> R {

@@ -480,7 +480,7 @@ fn write_staging(
         let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&staging)?);
         // A panicking writer must not leave the staging file behind either.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&mut file))).map_err(|panic| {
-            let message = zenflow_core::context::panic_payload_message(panic);
+            let message = zenflow_core::panic::message(panic);
             std::io::Error::other(format!("writing panicked: {message}"))
         })??;
         file.flush()?;

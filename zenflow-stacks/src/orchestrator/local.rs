@@ -65,7 +65,7 @@ impl Shared {
             let runner = &self.runner;
             let outcome = AssertUnwindSafe(runner.run_step(pos)).catch_unwind().await.unwrap_or_else(|payload| {
                 // A bug, not a step failure: still skip what depends on that step.
-                let message = zenflow_core::context::panic_payload_message(payload);
+                let message = zenflow_core::panic::message(payload);
                 Err(Error::Panicked(format!("the step runner panicked: {message}")))
             });
             let succeeded = match outcome {

@@ -1,20 +1,13 @@
-//! The metadata store: pipelines, runs, step runs, artifact versions, lineage.
-//!
-//! One small trait, [`MetadataStore`]; every implementation runs the
-//! conformance suite in `zenflow_core::conformance`. Writes that belong
-//! together (a finished step run with its outputs, input links and logged
-//! metadata) are one call, so an implementation can make them one transaction.
+//! What a metadata store keeps: runs, step runs, artifact versions and the
+//! links between them, with their statuses.
 
+use super::error::MetadataError;
 use crate::hash::ContentHash;
 use crate::materializer::ArtifactMetadata;
-use crate::plan::Plan;
-use async_trait::async_trait;
+use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-
-/// Microseconds since the Unix epoch.
-pub type Timestamp = i64;
 
 /// How often a running run records a heartbeat.
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -32,11 +25,6 @@ pub const DEAD_STEP_ERROR: &str = "its run's process stopped while the step was 
 /// A new, time-ordered unique id (UUID v7) for runs, step runs and artifact versions.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-/// The current time as a [`Timestamp`].
-pub fn now() -> Timestamp {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 macro_rules! status_enum {
@@ -108,47 +96,6 @@ impl StepStatus {
     }
 }
 
-/// A run about to start.
-#[derive(Clone, Debug)]
-pub struct NewRun {
-    /// Run id (a UUID).
-    pub id: String,
-    /// Pipeline name.
-    pub pipeline: String,
-    /// Human-readable run name (unique per store).
-    pub name: String,
-    /// Name of the stack it runs on.
-    pub stack: String,
-    /// `Running`, or `Pending` for a planned run (`run --dry-run`).
-    pub status: RunStatus,
-    /// The plan (its config is the run config).
-    pub plan: Plan,
-    /// Commit of the project's git checkout, when there is one.
-    pub git_commit: Option<String>,
-    /// Start time.
-    pub started_at: Timestamp,
-}
-
-impl NewRun {
-    /// The record of this run once a store has created it, with the plan as
-    /// the store keeps it.
-    pub fn to_record(&self, plan_json: String) -> RunRecord {
-        RunRecord {
-            id: self.id.clone(),
-            pipeline: self.pipeline.clone(),
-            name: self.name.clone(),
-            status: self.status,
-            stack: self.stack.clone(),
-            config: self.plan.config.clone(),
-            plan_json,
-            git_commit: self.git_commit.clone(),
-            started_at: self.started_at,
-            ended_at: None,
-            error: None,
-        }
-    }
-}
-
 /// A recorded run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -174,13 +121,6 @@ pub struct RunRecord {
     pub ended_at: Option<Timestamp>,
     /// Why it failed.
     pub error: Option<String>,
-}
-
-impl RunRecord {
-    /// The run's plan.
-    pub fn plan(&self) -> Result<Plan, crate::plan::PlanError> {
-        Plan::from_json(&self.plan_json)
-    }
 }
 
 /// A recorded version of an artifact.
@@ -314,6 +254,36 @@ impl RunRecord {
 }
 
 impl StepRunRecord {
+    /// A record of step `step` (invocation `invocation`) of run `run_id`
+    /// with nothing in it yet: no attempts, outputs, logs or checks.
+    pub fn empty(
+        id: String,
+        run_id: &str,
+        invocation: &str,
+        step: &str,
+        status: StepStatus,
+        started_at: Timestamp,
+    ) -> Self {
+        StepRunRecord {
+            id,
+            run_id: run_id.into(),
+            invocation: invocation.into(),
+            step: step.into(),
+            status,
+            cache_key: None,
+            original_step_run: None,
+            started_at,
+            ended_at: None,
+            error: None,
+            attempts: 0,
+            logs: Vec::new(),
+            metadata: Default::default(),
+            checks: Vec::new(),
+            outputs: Vec::new(),
+            inputs: Vec::new(),
+        }
+    }
+
     /// How long the step run took; `None` while it runs.
     pub fn duration(&self) -> Option<std::time::Duration> {
         elapsed(self.started_at, self.ended_at)
@@ -323,6 +293,18 @@ impl StepRunRecord {
     /// (the step is not in the binary, its code differs from the plan's).
     pub fn is_permanent_failure(&self) -> bool {
         self.metadata.get(PERMANENT_KEY) == Some(&serde_json::Value::Bool(true))
+    }
+
+    /// Hides the secrets in its texts, in place: its error, logs and check
+    /// messages (the rules of [`crate::redact`]).
+    pub fn redact(&mut self) {
+        crate::redact::option_in_place(&mut self.error);
+        for line in &mut self.logs {
+            crate::redact::in_place(line);
+        }
+        for check in &mut self.checks {
+            crate::redact::in_place(&mut check.message);
+        }
     }
 }
 
@@ -393,170 +375,4 @@ pub struct Lineage {
     pub producer: Option<StepRunRecord>,
     /// Step runs that consumed it.
     pub consumers: Vec<StepRunRecord>,
-}
-
-/// How [`MetadataError::Empty`] starts: what a listing says instead of an
-/// empty table.
-pub const NO_RUNS_YET: &str = "no runs yet here";
-
-/// Why the metadata store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum MetadataError {
-    /// The database exists but is not a zenflow database.
-    #[error(
-        "{location} is not a zenflow metadata database ({detail}); \
-             point the stack at another database, or move the file away to start a fresh one"
-    )]
-    NotZenflow {
-        /// Path or URL.
-        location: String,
-        /// What was found instead.
-        detail: String,
-    },
-    /// The schema was written by a newer zenflow.
-    #[error(
-        "{location} has metadata schema version {found}, but this build of zenflow supports up to {supported}; \
-             upgrade zenflow to use this database (it was left unchanged)"
-    )]
-    NewerSchema {
-        /// Path or URL.
-        location: String,
-        /// Version found.
-        found: i64,
-        /// Newest version this build knows.
-        supported: i64,
-    },
-    /// The schema is older than this build's, and the store was opened
-    /// read-only, so it was not migrated.
-    #[error(
-        "{location} has metadata schema version {found}, older than this build's {supported}, and a command that \
-             only reads does not migrate it: run `stacks check STACK` (it migrates the schema), or any run, first"
-    )]
-    OlderSchema {
-        /// Path or URL.
-        location: String,
-        /// Version found.
-        found: i64,
-        /// The version this build writes.
-        supported: i64,
-    },
-    /// Opened to read, the store does not exist yet: nothing has run here.
-    #[error("{}: {location} does not exist yet (the first run creates it)", NO_RUNS_YET)]
-    Empty {
-        /// Path or URL.
-        location: String,
-    },
-    /// A record refers to something that does not exist.
-    #[error("{0} was not found in the metadata store")]
-    NotFound(String),
-    /// A run with that name exists already.
-    #[error("a run named `{0}` already exists; choose another run name")]
-    RunNameTaken(String),
-    /// A stored value could not be read back.
-    #[error("the metadata store holds an unreadable value: {0}")]
-    Corrupt(String),
-    /// The database failed.
-    #[error("metadata store {location} failed: {message}")]
-    Backend {
-        /// Path or URL.
-        location: String,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// Storage of pipelines, runs, step runs, artifact versions and lineage.
-#[async_trait]
-pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
-    /// The store's URL, e.g. `sqlite:///project/.zenflow/zenflow.db`.
-    fn url(&self) -> String;
-
-    /// Records a new run (with the status in `run`), creating its pipeline if needed.
-    async fn create_run(&self, run: &NewRun) -> Result<RunRecord, MetadataError>;
-
-    /// Sets a run's status, error and end time (`ended_at` is `None` while
-    /// it is not finished). Setting `running` also records a heartbeat;
-    /// finishing a run closes its step runs still marked `running` as failed
-    /// (a step whose final record could not be written).
-    async fn set_run_status(
-        &self,
-        run_id: &str,
-        status: RunStatus,
-        error: Option<&str>,
-        ended_at: Option<Timestamp>,
-    ) -> Result<(), MetadataError>;
-
-    /// Records that the process running `run_id` is alive; `at` is this
-    /// host's time. A store shared by hosts with a clock of its own (a
-    /// database server) records its own time instead, so that the hosts'
-    /// clocks need not agree. It may go over a connection of its own (see
-    /// [`crate::heartbeat`]), so one sent before the run's creation is
-    /// committed ([`MetadataStore::flush`], or the commit window) may not
-    /// find the run; heartbeats come every [`HEARTBEAT_INTERVAL`], far
-    /// apart from that window.
-    async fn heartbeat(&self, run_id: &str, at: Timestamp) -> Result<(), MetadataError>;
-
-    /// Marks runs still `running` whose last sign of life (heartbeat, or
-    /// start) is older than `stale_after`, by the store's clock (see
-    /// [`MetadataStore::heartbeat`]), as failed, with their `running` step
-    /// runs: their process died (killed, crashed, machine lost). Returns the
-    /// ids of the runs marked.
-    async fn fail_stale_runs(&self, stale_after: std::time::Duration) -> Result<Vec<String>, MetadataError>;
-
-    /// Inserts or replaces a step run together with its outputs, input links
-    /// and metadata, atomically. Returns the step run's outputs (new versions
-    /// with their assigned ids and version numbers, then linked ones).
-    ///
-    /// Durability: a store may group writes and commit them together (as a
-    /// database's group commit does), but everything written is durable, and
-    /// visible to other processes, once [`MetadataStore::set_run_status`] or
-    /// [`MetadataStore::flush`] has returned, and a store that groups writes
-    /// commits each group within a bounded window on its own (the SQLite
-    /// store: 10 ms). A store that cannot commit a group reports it from its
-    /// next call.
-    async fn write_step_run(&self, write: &StepRunWrite) -> Result<Vec<OutputLink>, MetadataError>;
-
-    /// Makes every earlier write durable and visible to other processes:
-    /// what a worker process calls before it exits. A no-op for stores that
-    /// commit each write on its own.
-    async fn flush(&self) -> Result<(), MetadataError> {
-        Ok(())
-    }
-
-    /// The latest completed step run with this cache key, if any.
-    async fn find_cached(&self, cache_key: &str) -> Result<Option<CacheHit>, MetadataError>;
-
-    /// A run by id, or by name.
-    async fn get_run(&self, id_or_name: &str) -> Result<Option<RunRecord>, MetadataError>;
-
-    /// Runs, newest first, optionally of one pipeline.
-    async fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, MetadataError>;
-
-    /// The step runs of a run, in the order they started.
-    async fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>, MetadataError>;
-
-    /// A step run by id (with its outputs, inputs, metadata and checks).
-    async fn step_run(&self, id: &str) -> Result<Option<StepRunRecord>, MetadataError>;
-
-    /// An artifact version by id.
-    async fn artifact_version(&self, id: &str) -> Result<Option<ArtifactVersion>, MetadataError>;
-
-    /// Artifact versions, newest first, optionally only those with `name`.
-    async fn artifact_versions(&self, name: Option<&str>, limit: usize) -> Result<Vec<ArtifactVersion>, MetadataError>;
-
-    /// Version `version` of the artifact named `name`, or its latest
-    /// version when `version` is `None`.
-    async fn artifact_version_named(
-        &self,
-        name: &str,
-        version: Option<i64>,
-    ) -> Result<Option<ArtifactVersion>, MetadataError>;
-
-    /// Producer and consumers of an artifact version.
-    async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError>;
-
-    /// The model registry kept in the same database, if this store has one.
-    fn registry(&self) -> Option<&dyn crate::registry::ModelRegistry> {
-        None
-    }
 }
