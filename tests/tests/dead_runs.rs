@@ -171,8 +171,8 @@ fn heartbeats_beat_until_dropped_and_survive_failing_beats() {
         store_a.create_run(&run_a).await.unwrap();
         store_b.create_run(&run_b).await.unwrap();
     });
-    let beat_a = zenflow::heartbeat::start(store_a, &run_a.id, Duration::from_millis(20));
-    let beat_b = zenflow::heartbeat::start(store_b, &run_b.id, Duration::from_millis(20));
+    let beat_a = zenflow::run::liveness::heartbeat::start(store_a, &run_a.id, Duration::from_millis(20));
+    let beat_b = zenflow::run::liveness::heartbeat::start(store_b, &run_b.id, Duration::from_millis(20));
     let until = |faults: &Faults, n: u64| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while faults.calls("heartbeat") < n {

@@ -467,7 +467,7 @@ pub mod metadata {
             store.create_run(&silent).await.unwrap();
             store.flush().await.unwrap();
             // Started on the steps' runtime, as a run starts it.
-            crate::heartbeat::start(store.clone(), &alive.id, beat)
+            crate::run::liveness::heartbeat::start(store.clone(), &alive.id, beat)
         });
         // Every worker blocks, and this thread knows when they all do.
         let blocked = Arc::new(std::sync::Barrier::new(WORKERS + 1));

@@ -34,7 +34,7 @@ pub enum Error {
     Step(#[from] crate::step::StepError),
     /// The run finished but a step failed; the result is inside.
     #[error(transparent)]
-    RunFailed(crate::run::RunFailed),
+    RunFailed(crate::run::result::RunFailed),
     /// An output of a run was requested that the run does not have.
     #[error("{0}")]
     NotFound(String),
@@ -51,7 +51,7 @@ pub enum Error {
     /// The run ended, but its end could not be recorded; what its steps
     /// did, as the run saw it, is inside.
     #[error(transparent)]
-    Unrecorded(Box<crate::run::Unrecorded>),
+    Unrecorded(Box<crate::run::result::Unrecorded>),
 }
 
 impl Error {

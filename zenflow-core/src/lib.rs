@@ -7,27 +7,32 @@
 //! # Layout
 //!
 //! Modules stand in layers, and a module uses only the layers below its
-//! own (the renovation of issue 24 is bringing the crate there; the modules
-//! that still call each other in both directions are `run`, `runner`,
-//! `lifecycle`, `entrypoint`, `stack`, `pipeline` and `error`):
+//! own; `.ci/module_graph.py` checks it, with every file a module (the
+//! renovation of issue 24 is bringing the crate there: `stack`,
+//! `orchestrator`, `error` and `run::{options, result, step}` still form
+//! one cycle, because a `RunResult` holds its `Stack` and `Error` holds a
+//! failed `RunResult`):
 //!
 //! 1. **Values**: `hash`, `time`, `redact`, `git`, `check`, `appraisal`,
 //!    `logs`, `panic`.
-//! 2. **Records and contracts**: `metadata` (run records, `MetadataStore`),
-//!    `registry`, `artifact_store`, `materializer`, `step` (what a step
-//!    declares), `context` (what it sees while it runs), `logs`.
-//! 3. **Plans**: `plan`, `handle`, `cache` (keys), `why`; `pipeline` builds
-//!    plans.
-//! 4. **Stacks**: `stack` (an orchestrator and two stores), `orchestrator`
+//! 2. **Records and contracts**: `materializer`, `metadata::record` and
+//!    `metadata::error` (what a store keeps), `registry`, `artifact_store`,
+//!    `context` (what a step sees while it runs), `step` (what a step
+//!    declares), then `metadata` (the store trait).
+//! 3. **Plans**: `plan`, `plan::builder`, `handle`, `cache` (keys), `why`.
+//! 4. **Errors**: `error`, the union of each layer's own error type.
+//! 5. **Stacks**: `stack` (an orchestrator and two stores), `orchestrator`
 //!    (the trait engines implement).
-//! 5. **Runs**, one folder `run/`: `start` (names, the plan, the lock),
-//!    `step/` (`inputs`, `cache`, `execute` with retries and timeouts,
-//!    `outputs`, `register`), `outcome` (step and run states, closing a
-//!    run: the one place that maps statuses), `liveness` (heartbeat, run
-//!    lock, stale runs), `entrypoint` (a step in a process of its own:
-//!    [`entrypoint::Request::to_args`] and `from_args` are its one
+//! 6. **Runs**, one folder `run/`, read top to bottom: `options`, `result`,
+//!    `liveness` (heartbeat, run lock), `step/` (the step runner:
+//!    `inputs`, `cache`, `execute` with retries and timeouts, `outputs`,
+//!    `register`), `outcome` (step and run states, closing a run: the one
+//!    place that maps statuses), `predict`, `start` (names, the plan, the
+//!    lock, driving a run), `entrypoint` (a step in a process of its own:
+//!    [`run::entrypoint::Request::to_args`] and `from_args` are its one
 //!    spelling).
-//! 6. **Errors**: `error`, the union of each layer's own error type.
+//! 7. **Pipelines**: `pipeline`, the trait `#[pipeline]` implements, which
+//!    compiles a body into a plan and runs it.
 //!
 //! Conformance suites (`conformance`) test implementations of the layer-2
 //! and layer-4 traits; they use nothing above the trait they test.
@@ -40,14 +45,11 @@ pub mod cache;
 pub mod check;
 pub mod conformance;
 pub mod context;
-pub mod entrypoint;
 pub mod error;
 #[doc(hidden)]
 pub mod git;
 pub mod handle;
 pub mod hash;
-pub mod heartbeat;
-pub mod lifecycle;
 pub mod logs;
 pub mod materializer;
 pub mod metadata;
@@ -58,8 +60,6 @@ pub mod plan;
 pub mod redact;
 pub mod registry;
 pub mod run;
-pub mod run_lock;
-pub mod runner;
 pub mod stack;
 pub mod step;
 #[doc(hidden)]
@@ -80,8 +80,7 @@ pub use petgraph;
 pub use pipeline::{Outputs, Pipeline};
 pub use plan::Plan;
 pub use registry::ModelRegistry;
-pub use run::RunResult;
-pub use runner::{RunOptions, StepRunner};
+pub use run::{RunOptions, RunResult, StepRunner};
 pub use stack::Stack;
 pub use step::{Step, StepSpec};
 

@@ -6,7 +6,7 @@
 //! [`StepRunner::skip_dependents`] marks what can no longer run.
 
 use crate::error::Error;
-use crate::runner::StepRunner;
+use crate::run::step::StepRunner;
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;

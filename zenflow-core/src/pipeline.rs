@@ -5,8 +5,8 @@ use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::materializer::Materialize;
 use crate::plan::{OutputRef, Plan, PlanError};
+use crate::run::options::RunOptions;
 use crate::run::{execute_plan, RunFailed, RunResult};
-use crate::runner::RunOptions;
 use crate::stack::Stack;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -27,7 +27,7 @@ pub trait Pipeline: Send + Sync + 'static {
     /// The pipeline's name.
     fn name(&self) -> &'static str;
 
-    /// Runs the body in build mode. Called by [`compile`], which installs the
+    /// Runs the body in build mode. [`Pipeline::plan`] calls it after installing the
     /// builder that step calls record into; calling it directly panics at the
     /// first step call.
     fn build(&self, config: &Self::Config) -> Self::Output;
@@ -103,6 +103,20 @@ async fn run_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Result<RunR
         Ok(result)
     } else {
         Err(Error::RunFailed(RunFailed(Box::new(result))))
+    }
+}
+
+impl<O: Outputs> RunResult<O> {
+    /// The values of what the pipeline's body returned (loaded from the
+    /// artifact store, verified).
+    ///
+    /// ```text
+    /// #[pipeline]
+    /// fn training(cfg: &Config) -> Handle<Selection> { ... }
+    /// let best: Selection = training.run(&stack, &cfg)?.output()?;
+    /// ```
+    pub fn output(&self) -> Result<O::Values> {
+        O::load(self, &mut self.plan().outputs.iter())
     }
 }
 

@@ -264,7 +264,7 @@ impl Stack {
 
     /// Marks runs whose process died as failed: at once for a run driven
     /// from this project on this machine whose process no longer holds its
-    /// lock ([`crate::run_lock`]), else when its heartbeat lapsed (see
+    /// lock ([`crate::run::liveness::lock`]), else when its heartbeat lapsed (see
     /// [`MetadataStore::fail_stale_runs`]); at most once per
     /// [`HEARTBEAT_INTERVAL`](crate::metadata::HEARTBEAT_INTERVAL) per stack:
     /// a run is taken for dead only after several missed heartbeats, so
@@ -280,7 +280,7 @@ impl Stack {
         }
         let mut marked = Vec::new();
         if let Some(root) = self.project_root() {
-            for id in crate::run_lock::abandoned(root) {
+            for id in crate::run::liveness::lock::abandoned(root) {
                 let Some(run) = self.metadata().get_run(&id).await? else {
                     continue; // a run of another stack of this project: left for a command on it
                 };
@@ -288,7 +288,7 @@ impl Stack {
                     self.fail_dead_run(&id).await?;
                     marked.push(id.clone());
                 }
-                crate::run_lock::forget(root, &id);
+                crate::run::liveness::lock::forget(root, &id);
             }
         }
         marked.extend(self.metadata().fail_stale_runs(crate::metadata::STALE_AFTER).await?);
@@ -306,7 +306,9 @@ impl Stack {
             self.metadata().write_step_run(&StepRunWrite { step_run: step, new_outputs: Vec::new() }).await?;
         }
         let ended = Some(crate::metadata::now());
-        self.metadata().set_run_status(id, RunStatus::Failed, Some(crate::run_lock::DEAD_ERROR), ended).await?;
+        self.metadata()
+            .set_run_status(id, RunStatus::Failed, Some(crate::run::liveness::lock::DEAD_ERROR), ended)
+            .await?;
         Ok(())
     }
 
@@ -318,14 +320,14 @@ impl Stack {
     /// A recorded run by id or name, or `"latest"` (the newest run in the
     /// store), as the result a fresh run gives (untyped: a pipeline's
     /// [`Pipeline::reopen`](crate::Pipeline::reopen) gives it typed).
-    pub fn run_result(&self, id_or_name: &str) -> Result<crate::run::RunResult> {
+    pub fn run_result(&self, id_or_name: &str) -> Result<crate::run::result::RunResult> {
         let run = if id_or_name == "latest" {
             self.list_runs(None, 1)?.into_iter().next()
         } else {
             self.get_run(id_or_name)?
         };
         let run = run.ok_or_else(|| Error::NotFound(format!("no run `{id_or_name}` in {}", self.metadata().url())))?;
-        self.block_on(crate::run::RunResult::load(self, run))?
+        self.block_on(crate::run::result::RunResult::load(self, run))?
     }
 
     /// The most recent run of `pipeline`.

@@ -88,8 +88,7 @@ pub use zenflow_core::metadata::{RunStatus, StepStatus};
 pub use zenflow_core::petgraph;
 pub use zenflow_core::pipeline::Outputs;
 pub use zenflow_core::{
-    appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, redact, registry, runner,
-    step, why,
+    appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, redact, registry, step, why,
 };
 pub use zenflow_core::{
     model_alias, ArtifactStore, BoxError, Check, CheckStatus, ContentHash, Direction, Error, Handle, IntoInput,
@@ -109,16 +108,7 @@ pub mod metadata {
     };
 }
 
-/// Running a plan, and the result of a run.
-pub mod run {
-    pub use zenflow_core::run::{execute_plan, spawn_heartbeat, RunFailed, RunResult, Unrecorded};
-}
-
-/// The heartbeats that keep running runs from being taken for dead, on a
-/// thread of their own.
-pub mod heartbeat {
-    pub use zenflow_core::heartbeat::{start, Heartbeat};
-}
+pub use zenflow_core::run;
 
 /// Guides, with examples that are compiled and run as tests.
 pub mod docs {

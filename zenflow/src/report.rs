@@ -579,7 +579,7 @@ impl RunReport {
                         appraisal.production_version = source
                             .metadata
                             .iter()
-                            .filter(|(k, _)| k.starts_with(zenflow_core::runner::MODEL_INPUT_PREFIX))
+                            .filter(|(k, _)| k.starts_with(zenflow_core::run::MODEL_INPUT_PREFIX))
                             .find_map(|(_, v)| {
                                 (v["model"] == appraisal.model).then(|| v["version"].as_i64()).flatten()
                             });

@@ -89,7 +89,7 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// host's time. A store shared by hosts with a clock of its own (a
     /// database server) records its own time instead, so that the hosts'
     /// clocks need not agree. It may go over a connection of its own (see
-    /// [`crate::heartbeat`]), so one sent before the run's creation is
+    /// [`crate::run::liveness::heartbeat`]), so one sent before the run's creation is
     /// committed ([`MetadataStore::flush`], or the commit window) may not
     /// find the run; heartbeats come every [`HEARTBEAT_INTERVAL`], far
     /// apart from that window.

@@ -309,7 +309,7 @@ impl StepRunRecord {
 }
 
 /// The latest record of step `invocation` among `records`, which are in
-/// the order the attempts started (as [`MetadataStore::step_runs`] gives
+/// the order the attempts started (as [`MetadataStore::step_runs`](crate::metadata::MetadataStore::step_runs) gives
 /// them): the one that says what became of the step.
 pub fn latest_record<'a>(records: &'a [StepRunRecord], invocation: &str) -> Option<&'a StepRunRecord> {
     records.iter().rev().find(|r| r.invocation == invocation)

@@ -186,7 +186,7 @@ pub fn workflow(plan: &Plan, run: &RunRecord, options: &ArgoOptions) -> Result<V
     for step in &plan.steps {
         // A lone pod closes the run when nothing can run after it; Argo
         // counts its retries (`{{retries}}`: 0 on the first attempt).
-        let request = zenflow_core::entrypoint::Request {
+        let request = zenflow_core::run::entrypoint::Request {
             run: run.id.clone(),
             steps: vec![step.id.clone()],
             attempt: 1,

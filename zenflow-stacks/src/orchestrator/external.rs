@@ -53,7 +53,7 @@ impl Attempt<'_> {
     /// The step-entrypoint arguments of this attempt (after the program).
     pub fn entrypoint_args(&self) -> Vec<String> {
         // The driver closes the run: the worker leaves it open.
-        let request = zenflow_core::entrypoint::Request {
+        let request = zenflow_core::run::entrypoint::Request {
             run: self.run_id.to_string(),
             steps: self.steps.iter().map(|s| s.id.clone()).collect(),
             attempt: self.attempt,
@@ -67,7 +67,7 @@ impl Attempt<'_> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ended {
     /// The entrypoint exited with this code (see
-    /// [`zenflow_core::entrypoint::Exit`]).
+    /// [`zenflow_core::run::entrypoint::Exit`]).
     Exited(i32),
     /// The process died without an exit code, or the engine ended it:
     /// why (the signal, the engine's message).

@@ -155,7 +155,7 @@ enum Command {
     /// Execute exactly one step (or a chain) of an existing run (used by
     /// distributed orchestrators): `--run RUN --step STEP... [--attempt N |
     /// --retries-done N] [--no-close] [--stack NAME]`, as
-    /// `zenflow::entrypoint::Request::to_args` writes them.
+    /// `zenflow::run::entrypoint::Request::to_args` writes them.
     #[command(hide = true)]
     StepEntrypoint {
         /// The request's arguments.
@@ -578,7 +578,7 @@ where
         Command::StepEntrypoint { args } => step_entrypoint(&args),
         Command::CloseRun { run, stack } => {
             let stack = resolve_stack(&stack.stack)?;
-            let status = stack.block_on(zenflow_core::lifecycle::close_ended(&stack, &run, "the workflow"))??;
+            let status = stack.block_on(zenflow_core::run::close_ended(&stack, &run, "the workflow"))??;
             eprintln!("[zenflow] run {run}: {status}");
             Ok(exit::SUCCESS)
         }
@@ -607,7 +607,8 @@ pub(crate) fn resolve_stack(name: &str) -> CliResult<Stack> {
 pub(crate) fn read_stack(name: &str) -> CliResult<Stack> {
     let stacks = project_stacks()?;
     let stack = stacks.open_read_only(name).map_err(|e| stack_error(name, e))?;
-    let abandoned = stack.project_root().is_some_and(|root| !zenflow_core::run_lock::abandoned(root).is_empty());
+    let abandoned =
+        stack.project_root().is_some_and(|root| !zenflow_core::run::liveness::lock::abandoned(root).is_empty());
     let running = || stack.list_runs(None, 100).is_ok_and(|runs| runs.iter().any(|r| r.status == RunStatus::Running));
     if abandoned || running() {
         match stacks.open(name) {
@@ -725,7 +726,7 @@ fn argo_workflow(plan: zenflow_core::Plan, args: &ArgoArgs) -> CliResult<String>
         service_account: args.service_account.clone(),
     };
     let stack = resolve_stack(&args.stack)?;
-    let run = stack.block_on(zenflow_core::lifecycle::start_run(
+    let run = stack.block_on(zenflow_core::run::start_run(
         &stack,
         plan,
         &zenflow_core::RunOptions::default(),
@@ -935,15 +936,15 @@ fn dry_run(
     cache_ttl: Option<std::time::Duration>,
 ) -> CliResult {
     let options = RunOptions { run_name, no_cache, cache_ttl, ..RunOptions::default() };
-    zenflow_core::lifecycle::apply_run_options(&mut plan, &options);
-    let predictions = stack.block_on(zenflow_core::lifecycle::predict(stack, &plan, no_cache))??;
+    zenflow_core::run::apply_run_options(&mut plan, &options);
+    let predictions = stack.block_on(zenflow_core::run::predict(stack, &plan, no_cache))??;
     let steps: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), s.step.clone())).collect();
-    let record = stack.block_on(zenflow_core::lifecycle::start_run(stack, plan, &options, RunStatus::Pending))??;
+    let record = stack.block_on(zenflow_core::run::start_run(stack, plan, &options, RunStatus::Pending))??;
     println!("{:<28} {:<24} PREDICTION", "STEP", "FUNCTION");
     for ((id, step), prediction) in steps.iter().zip(&predictions) {
         println!("{id:<28} {step:<24} {prediction}");
     }
-    let cached = predictions.iter().filter(|p| matches!(p, zenflow_core::lifecycle::Prediction::Cached { .. })).count();
+    let cached = predictions.iter().filter(|p| matches!(p, zenflow_core::run::Prediction::Cached { .. })).count();
     println!(
         "\nplanned run {} ({}): {} step(s), {cached} from cache; nothing was executed",
         record.name,
@@ -958,7 +959,7 @@ fn dry_run(
 /// must not keep the process alive.
 fn step_entrypoint(args: &[String]) -> ! {
     use std::io::Write as _;
-    use zenflow_core::entrypoint::{self, Exit, Request};
+    use zenflow_core::run::entrypoint::{self, Exit, Request};
     let code = (|| -> CliResult {
         let (request, stack) = Request::from_args(args)
             .map_err(|e| CliError { code: Exit::Permanent.code(), message: format!("{e}; see --help") })?;

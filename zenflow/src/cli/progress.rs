@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use zenflow_core::metadata::StepStatus;
-use zenflow_core::runner::{Observer, RunEvent};
+use zenflow_core::run::{Observer, RunEvent};
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,10 +23,11 @@
 //! run in order until one fails; `attempt` is the attempt number of the
 //! first step that runs, the ones after it run their first attempt.
 
-use crate::error::Error;
-use crate::lifecycle::{self, StepState};
+use crate::error::{Error, Result};
 use crate::metadata::{latest_record, RunStatus, StepRunRecord, StepStatus};
-use crate::runner::{RunOptions, StepRunner, WORKER_KEY};
+use crate::run::options::RunOptions;
+use crate::run::outcome::StepState;
+use crate::run::step::{StepRunner, WORKER_KEY};
 use crate::stack::Stack;
 use std::time::Duration;
 
@@ -224,13 +225,13 @@ pub async fn run(stack: &Stack, request: &Request) -> Result<Summary, Entrypoint
         }
     }
     // This worker's step keeps the run alive while it lasts.
-    let heartbeat = crate::run::spawn_heartbeat(stack, &run.id);
+    let heartbeat = crate::run::start::spawn_heartbeat(stack, &run.id);
     let outcome = run_chain(&runner, &positions, request.attempt).await;
     drop(heartbeat);
     // The step's record must be durable before this worker reports it.
     stack.metadata().flush().await.map_err(Error::from)?;
     let (steps, exit) = outcome?;
-    let closed = if request.close { lifecycle::close_if_done(stack, &run.id).await? } else { None };
+    let closed = if request.close { crate::run::outcome::close_if_done(stack, &run.id).await? } else { None };
     Ok(Summary { steps, exit, closed })
 }
 

@@ -1,91 +1,42 @@
-//! Starting a run of a plan on a stack, and its result.
+//! What a run did: each step's result, the run's record and plan, and the
+//! run's outputs.
 
 use crate::error::{Error, Result};
-use crate::lifecycle::{Outcome, StepState};
 use crate::materializer::Materialize;
-use crate::metadata::{self, ArtifactVersion, RunRecord, RunStatus, StepStatus};
+use crate::metadata::{self, ArtifactVersion, OutputLink, RunRecord, RunStatus, StepStatus};
 use crate::plan::Plan;
-use crate::runner::{RunOptions, StepResult, StepRunner};
 use crate::stack::Stack;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Runs `plan` on `stack`: records the run, lets the stack's orchestrator
-/// execute every step, and records the outcome.
-pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Result<RunResult> {
-    let started = std::time::Instant::now();
-    let record = crate::lifecycle::start_run(stack, plan, &options, RunStatus::Running).await?;
-    let plan = Arc::new(record.plan()?);
-    let id = record.id.clone();
-    let runner = Arc::new(StepRunner::new(stack.clone(), record, plan.clone(), options));
-    // Held until this function returns: if the process dies first, the
-    // next command on this machine sees it at once (`run_lock`).
-    let lock = stack.project_root().and_then(|root| {
-        crate::run_lock::hold(root, &id)
-            .map_err(|e| tracing::warn!("no run lock (a crash is noticed by the heartbeat only): {e}"))
-            .ok()
-    });
-    let heartbeat = spawn_heartbeat(stack, &id);
-    let outcome = stack.orchestrator().execute(runner.clone()).await;
-    drop(heartbeat);
-    let steps = runner.results();
-    let states: Vec<StepState> = plan
-        .steps
-        .iter()
-        .map(|p| match steps.iter().find(|r| r.invocation == p.id) {
-            None => StepState::NotStarted,
-            Some(r) => match r.status {
-                StepStatus::Completed | StepStatus::Cached => StepState::Succeeded,
-                StepStatus::Skipped => StepState::Skipped,
-                StepStatus::Running => StepState::Running,
-                // The orchestrator is done with it: no attempt follows.
-                StepStatus::Failed => {
-                    StepState::Failed { error: r.error.clone().unwrap_or_else(|| "unknown error".into()), last: true }
-                }
-            },
-        })
-        .collect();
-    let error = match (&outcome, crate::lifecycle::outcome(&plan, &states)) {
-        (Err(e), _) => Some(format!("the orchestrator failed: {e}")),
-        (Ok(()), Outcome::Done { error, .. }) => error,
-        (Ok(()), Outcome::Open) => Some(format!("only {} of {} steps finished", steps.len(), plan.steps.len())),
-    };
-    let status = if error.is_some() { RunStatus::Failed } else { RunStatus::Completed };
-    let mut error = error;
-    crate::redact::option_in_place(&mut error);
-    let ended_at = metadata::now();
-    let recorded = stack.metadata().set_run_status(&id, status, error.as_deref(), Some(ended_at)).await;
-    let mut run = runner.run().clone();
-    run.status = status;
-    run.error = error;
-    run.ended_at = Some(ended_at);
-    if let Err(source) = recorded {
-        // The run's end is not recorded: leave the evidence that its driver
-        // is gone, so that the next command on this machine closes it.
-        if let Some(lock) = lock {
-            lock.abandon();
-        }
-        return Err(Error::Unrecorded(Box::new(Unrecorded { run, plan, steps, source })));
-    }
-    drop(lock);
-    Ok(RunResult {
-        stack: stack.clone(),
-        run,
-        plan,
-        steps,
-        duration: started.elapsed(),
-        nodes: Arc::new(Vec::new()),
-        _output: std::marker::PhantomData,
-    })
+/// The final state of one step in a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepResult {
+    /// Invocation id.
+    pub invocation: String,
+    /// Final status: completed, cached, failed or skipped.
+    pub status: StepStatus,
+    /// The recorded step run.
+    pub step_run_id: String,
+    /// Outputs (empty unless completed or cached).
+    pub outputs: Vec<OutputLink>,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+    /// Attempts made (0 when cached or skipped).
+    pub attempts: u32,
+    /// Wall time spent on the step by the runner.
+    pub duration: Duration,
+    /// A failure that another attempt cannot fix (the step is not in this
+    /// binary, or its code differs from the plan's): not retried.
+    pub permanent: bool,
 }
 
-/// Records a heartbeat for `run_id` every [`metadata::HEARTBEAT_INTERVAL`]
-/// until the returned guard is dropped: what keeps a long run (or a
-/// worker's step) from being taken for dead. It beats on a thread of its
-/// own, so steps that block every worker of the runtime do not stop it
-/// ([`heartbeat`](crate::heartbeat)).
-pub fn spawn_heartbeat(stack: &Stack, run_id: &str) -> crate::heartbeat::Heartbeat {
-    crate::heartbeat::start(stack.metadata().clone(), run_id, metadata::HEARTBEAT_INTERVAL)
+impl StepResult {
+    /// The output named `name`.
+    pub fn output(&self, name: &str) -> Option<&ArtifactVersion> {
+        self.outputs.iter().find(|o| o.output == name).map(|o| &o.artifact)
+    }
 }
 
 /// The outcome of a run: its record, each step's result, and typed access to
@@ -93,15 +44,15 @@ pub fn spawn_heartbeat(stack: &Stack, run_id: &str) -> crate::heartbeat::Heartbe
 /// ([`Pipeline::Output`](crate::Pipeline::Output)): [`RunResult::output`]
 /// gives back its values.
 pub struct RunResult<O = ()> {
-    stack: Stack,
-    run: RunRecord,
-    plan: Arc<Plan>,
-    steps: Vec<StepResult>,
-    duration: std::time::Duration,
+    pub(super) stack: Stack,
+    pub(super) run: RunRecord,
+    pub(super) plan: Arc<Plan>,
+    pub(super) steps: Vec<StepResult>,
+    pub(super) duration: std::time::Duration,
     /// The invocation id of each node of the build the handles point at
     /// (empty for a reopened run).
-    nodes: Arc<Vec<String>>,
-    _output: std::marker::PhantomData<fn() -> O>,
+    pub(super) nodes: Arc<Vec<String>>,
+    pub(super) _output: std::marker::PhantomData<fn() -> O>,
 }
 
 impl<O> Clone for RunResult<O> {
@@ -172,20 +123,6 @@ impl RunResult {
     /// This result, typed by what the pipeline's body returned.
     pub(crate) fn typed<O>(self, nodes: Vec<String>) -> RunResult<O> {
         self.retyped(Arc::new(nodes))
-    }
-}
-
-impl<O: crate::pipeline::Outputs> RunResult<O> {
-    /// The values of what the pipeline's body returned (loaded from the
-    /// artifact store, verified).
-    ///
-    /// ```text
-    /// #[pipeline]
-    /// fn training(cfg: &Config) -> Handle<Selection> { ... }
-    /// let best: Selection = training.run(&stack, &cfg)?.output()?;
-    /// ```
-    pub fn output(&self) -> Result<O::Values> {
-        O::load(self, &mut self.plan.outputs.iter())
     }
 }
 
