@@ -79,9 +79,22 @@ def uses(src):
         flat = re.sub(r"\{[^{}]*\}", "", re.sub(r"\{[^{}]*\}", "", body))
         for item in flat.split(","):
             item = item.strip().split(" as ")[0].rstrip(":")
-            if item and item[0].islower() and item not in ("self",):
+            if item and item not in ("self",):
                 out.append(item.split("::"))
     return out
+
+# What the crate root re-exports (`pub use a::b::{C, D}`): a path
+# `crate::C` is an edge to module `a::b`.
+root_names = {}
+lib = strip(open(files[("lib",)]).read()) if ("lib",) in files else ""
+for m in re.finditer(r"pub use ((?:[a-z_][a-z0-9_]*::)+)(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)", lib):
+    module = m.group(1).rstrip(":").split("::")
+    if module[0] == "crate":
+        module = module[1:]
+    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", m.group(2)):
+        target = resolve(module)
+        if target:
+            root_names[name] = target
 
 graph = {}
 for mod, p in files.items():
@@ -90,8 +103,12 @@ for mod, p in files.items():
     src = strip(open(p).read())
     deps = set()
     for path in uses(src):
-        t = resolve(path)
+        t = root_names.get(path[0]) if path[0][:1].isupper() else resolve(path)
         if t and t != mod and t != ("lib",) and not (len(t) < len(mod) and mod[: len(t)] == t):
+            deps.add(t)
+    for m in re.finditer(r"crate::([A-Z][A-Za-z0-9_]*)", src):
+        t = root_names.get(m.group(1))
+        if t and t != mod:
             deps.add(t)
     for m in re.finditer(r"super::([a-z_][a-z0-9_]*)", src):
         base = mod[:-1] if files[mod].endswith("mod.rs") is False else mod

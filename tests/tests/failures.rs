@@ -191,7 +191,7 @@ fn a_failed_step_skips_its_dependents_keeps_everything_else_and_the_next_run_res
 
     // The step runner also runs one step of an existing run by id: what a
     // distributed worker does. Re-run `fragile` of the first (failed) run.
-    let runner = stack.block_on(StepRunner::attach(stack.clone(), record.id.as_str(), Default::default()));
+    let runner = stack.block_on(StepRunner::attach(stack.stores().clone(), record.id.as_str(), Default::default()));
     let runner = runner.unwrap().unwrap();
     let pos = runner.position("fragile").unwrap();
     let result = stack.block_on(runner.run_step(pos)).unwrap().unwrap();
@@ -222,7 +222,8 @@ fn a_worker_refuses_a_step_whose_code_differs_from_the_plan() {
         }))
         .unwrap()
         .unwrap();
-    let runner = stack.block_on(StepRunner::attach(stack.clone(), &run.id, Default::default())).unwrap().unwrap();
+    let runner =
+        stack.block_on(StepRunner::attach(stack.stores().clone(), &run.id, Default::default())).unwrap().unwrap();
     let base = stack.block_on(runner.run_step(0)).unwrap().unwrap();
     assert_eq!(base.status, StepStatus::Completed, "unchanged steps run");
     let changed = stack.block_on(runner.run_step(1)).unwrap().unwrap();

@@ -38,8 +38,8 @@ pub(crate) struct AttemptEnv {
     pub(crate) models: BTreeMap<String, Option<i64>>,
     /// The artifact versions it consumes.
     pub(crate) inputs: Vec<crate::metadata::record::InputLink>,
-    /// The stack it runs on.
-    pub(crate) stack: Option<crate::Stack>,
+    /// The stores of the stack it runs on.
+    pub(crate) stores: Option<crate::stack::stores::Stores>,
 }
 
 impl StepContext {
@@ -89,11 +89,11 @@ impl StepContext {
         self.inner.env.inputs.iter().find(|l| l.input == input).map(|l| l.artifact_version.as_str())
     }
 
-    /// The stack the step runs on (`None` for a detached context): for
+    /// The stores of the stack the step runs on (`None` for a detached context): for
     /// steps that act on it, such as a deployment
     /// (`zenflow::deploy::deploy_input`).
-    pub fn stack(&self) -> Option<&crate::Stack> {
-        self.inner.env.stack.as_ref()
+    pub fn stores(&self) -> Option<&crate::stack::stores::Stores> {
+        self.inner.env.stores.as_ref()
     }
 
     /// A context outside any run, for calling a step function directly in tests.

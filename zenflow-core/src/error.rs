@@ -60,3 +60,12 @@ impl Error {
         Error::Usage(msg.to_string())
     }
 }
+
+impl From<crate::stack::stores::BlockingError> for Error {
+    fn from(e: crate::stack::stores::BlockingError) -> Self {
+        match e {
+            crate::stack::stores::BlockingError::Runtime(io) => Error::Runtime(io),
+            e @ crate::stack::stores::BlockingError::InAsync => Error::usage(e),
+        }
+    }
+}

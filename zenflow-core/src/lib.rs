@@ -7,31 +7,32 @@
 //! # Layout
 //!
 //! Modules stand in layers, and a module uses only the layers below its
-//! own; `.ci/module_graph.py` checks it, with every file a module (the
-//! renovation of issue 24 is bringing the crate there: `stack`,
-//! `orchestrator`, `error` and `run::{options, result, step}` still form
-//! one cycle, because a `RunResult` holds its `Stack` and `Error` holds a
-//! failed `RunResult`):
+//! own: `.ci/module_graph.py` checks it in CI, with every file a module.
 //!
 //! 1. **Values**: `hash`, `time`, `redact`, `git`, `check`, `appraisal`,
 //!    `logs`, `panic`.
 //! 2. **Records and contracts**: `materializer`, `metadata::record` and
 //!    `metadata::error` (what a store keeps), `registry`, `artifact_store`,
-//!    `context` (what a step sees while it runs), `step` (what a step
-//!    declares), then `metadata` (the store trait).
-//! 3. **Plans**: `plan`, `plan::builder`, `handle`, `cache` (keys), `why`.
-//! 4. **Errors**: `error`, the union of each layer's own error type.
-//! 5. **Stacks**: `stack` (an orchestrator and two stores), `orchestrator`
-//!    (the trait engines implement).
-//! 6. **Runs**, one folder `run/`, read top to bottom: `options`, `result`,
-//!    `liveness` (heartbeat, run lock), `step/` (the step runner:
-//!    `inputs`, `cache`, `execute` with retries and timeouts, `outputs`,
-//!    `register`), `outcome` (step and run states, closing a run: the one
-//!    place that maps statuses), `predict`, `start` (names, the plan, the
-//!    lock, driving a run), `entrypoint` (a step in a process of its own:
+//!    `step::options` and `step::code` (what a step declares), `plan`,
+//!    `metadata` (the store trait), `stack::stores` (a stack's stores and
+//!    settings, its runtime), `context` (what a step sees while it runs),
+//!    `step` (a step and its call).
+//! 3. **Building plans**: `plan::builder`, `handle`, `plan::compile`,
+//!    `cache` (keys), `why`.
+//! 4. **Errors**: `error`, the union of each layer's own error type; it
+//!    holds a failed run's [`run::result`].
+//! 5. **Runs and stacks**, mostly in `run/`, read top to bottom:
+//!    `run::options`, `run::result`, `run::liveness` (heartbeat, run
+//!    lock), `run::step` (the step runner: `inputs`, `cache`, `execute`
+//!    with retries and timeouts, `outputs`, `register`), `orchestrator`
+//!    (the trait engines implement), `stack` (an orchestrator and its
+//!    stores), `run::read` (a run read back), `run::outcome` (step and run
+//!    states, closing a run: the one place that maps statuses),
+//!    `run::predict`, `run::start` (names, the plan, the lock, driving a
+//!    run), `run::entrypoint` (a step in a process of its own:
 //!    [`run::entrypoint::Request::to_args`] and `from_args` are its one
 //!    spelling).
-//! 7. **Pipelines**: `pipeline`, the trait `#[pipeline]` implements, which
+//! 6. **Pipelines**: `pipeline`, the trait `#[pipeline]` implements, which
 //!    compiles a body into a plan and runs it.
 //!
 //! Conformance suites (`conformance`) test implementations of the layer-2

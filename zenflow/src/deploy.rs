@@ -16,7 +16,7 @@
 //! stopped serving the previous version meanwhile.
 
 use crate::registry::{EventKind, Expect, Promoted, RegistryError};
-use crate::Stack;
+use crate::stack::Stores;
 use std::time::{Duration, Instant};
 pub use zenflow_core::stack::Deployer;
 
@@ -108,6 +108,12 @@ pub enum DeployError {
     Store(#[from] crate::Error),
 }
 
+impl From<crate::stack::BlockingError> for DeployError {
+    fn from(e: crate::stack::BlockingError) -> Self {
+        DeployError::Store(e.into())
+    }
+}
+
 /// Runs `f` where the stack's blocking calls may run: on a thread of its
 /// own when called from a step (or other async code).
 fn outside_runtime<T: Send>(f: impl FnOnce() -> Result<T, DeployError> + Send) -> Result<T, DeployError> {
@@ -145,7 +151,7 @@ pub fn deploy_input(
     options: &DeployOptions,
 ) -> Result<Deployed, DeployError> {
     let stack = ctx
-        .stack()
+        .stores()
         .ok_or_else(|| DeployError::Store(crate::Error::usage("a detached step context has no stack to deploy on")))?;
     let artifact = ctx.input_artifact(input).ok_or_else(|| {
         DeployError::Store(crate::Error::usage(format!(
@@ -202,11 +208,11 @@ pub fn deploy_input(
 /// Deploys `version` of `model` through the stack's deployer (see the
 /// module docs). Blocking; callable from a step, where it runs on a thread
 /// of its own.
-pub fn deploy(stack: &Stack, model: &str, version: i64, options: &DeployOptions) -> Result<Deployed, DeployError> {
+pub fn deploy(stack: &Stores, model: &str, version: i64, options: &DeployOptions) -> Result<Deployed, DeployError> {
     outside_runtime(|| deploy_here(stack, model, version, options))
 }
 
-fn deploy_here(stack: &Stack, model: &str, version: i64, options: &DeployOptions) -> Result<Deployed, DeployError> {
+fn deploy_here(stack: &Stores, model: &str, version: i64, options: &DeployOptions) -> Result<Deployed, DeployError> {
     let deployer = stack.deployer().ok_or_else(|| DeployError::NoDeployer { stack: stack.name().into() })?.clone();
     let registry = stack.registry()?;
     let alias = options.alias.as_str();

@@ -88,7 +88,8 @@ pub use zenflow_core::metadata::{RunStatus, StepStatus};
 pub use zenflow_core::petgraph;
 pub use zenflow_core::pipeline::Outputs;
 pub use zenflow_core::{
-    appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, redact, registry, step, why,
+    appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, redact, registry, stack,
+    step, why,
 };
 pub use zenflow_core::{
     model_alias, ArtifactStore, BoxError, Check, CheckStatus, ContentHash, Direction, Error, Handle, IntoInput,

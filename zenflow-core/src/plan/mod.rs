@@ -14,7 +14,7 @@ mod pairs;
 pub use pairs::Pairs;
 
 use crate::hash::{ContentHash, FieldHasher};
-use crate::step::StepOptions;
+use crate::step::options::StepOptions;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -67,7 +67,7 @@ impl Build {
 
     /// The build of steps whose fingerprints are `codes` (one per package
     /// is enough: steps of one package share their dependencies).
-    fn of(codes: &[&crate::step::StepCode]) -> Build {
+    fn of(codes: &[&crate::step::code::StepCode]) -> Build {
         let compiler = codes.iter().map(|c| c.compiler).find(|c| !c.is_empty()).unwrap_or_default().to_string();
         let dependencies = match codes {
             [one] => Pairs::from_text(one.dependencies),

@@ -208,7 +208,7 @@ pub async fn run(stack: &Stack, request: &Request) -> Result<Summary, Entrypoint
         return Err(EntrypointError::Permanent("no step to run: pass --step".into()));
     }
     let options = RunOptions { capture_stdio: true, ..RunOptions::default() };
-    let runner = StepRunner::attach(stack.clone(), &request.run, options).await?;
+    let runner = StepRunner::attach(stack.stores().clone(), &request.run, options).await?;
     let positions = request.steps.iter().map(|s| runner.position(s)).collect::<Result<Vec<_>, _>>()?;
     let run = runner.run().clone();
     if matches!(run.status, RunStatus::Completed | RunStatus::Failed) {
@@ -240,7 +240,7 @@ async fn run_chain(
     positions: &[usize],
     first_attempt: u32,
 ) -> Result<(Vec<StepSummary>, Exit), EntrypointError> {
-    let stack = runner.stack();
+    let stack = runner.stores();
     let plan = runner.plan().clone();
     let mut reports = Vec::new();
     let mut attempt = first_attempt;

@@ -4,7 +4,7 @@
 //! The files read top to bottom, each using only those before it:
 //! [`options`] (what a caller sets), [`result`] (what a run did),
 //! [`liveness`] (heartbeat and run lock), [`step`] (the [`StepRunner`]:
-//! inputs, cache, execution, outputs, model registration), [`outcome`](mod@outcome)
+//! inputs, cache, execution, outputs, model registration), [`read`] (a run read back), [`outcome`](mod@outcome)
 //! (step states, the run's status, closing a run), [`predict`](mod@predict) (what the
 //! cache would serve), [`start`] (starting and driving a run), and
 //! [`entrypoint`] (one step in a process of its own).
@@ -14,6 +14,7 @@ pub mod liveness;
 pub mod options;
 pub mod outcome;
 pub mod predict;
+pub mod read;
 pub mod result;
 pub mod start;
 pub mod step;

@@ -112,7 +112,7 @@ pub fn states_from_records(plan: &Plan, records: &[StepRunRecord]) -> Vec<StepSt
 /// status, or `None` while a step runs or can still start. What a worker
 /// that ran the last step, or an engine's exit hook, calls.
 pub async fn close_if_done(stack: &Stack, run_id: &str) -> Result<Option<RunStatus>> {
-    let runner = StepRunner::attach(stack.clone(), run_id, RunOptions::default()).await?;
+    let runner = StepRunner::attach(stack.stores().clone(), run_id, RunOptions::default()).await?;
     if matches!(runner.run().status, RunStatus::Completed | RunStatus::Failed) {
         return Ok(Some(runner.run().status));
     }
@@ -134,7 +134,7 @@ pub async fn close_if_done(stack: &Stack, run_id: &str) -> Result<Option<RunStat
 /// skipped, saying so, and the run gets its final status, which is
 /// returned. `engine` names who ended it, for those records.
 pub async fn close_ended(stack: &Stack, run_id: &str, engine: &str) -> Result<RunStatus> {
-    let runner = StepRunner::attach(stack.clone(), run_id, RunOptions::default()).await?;
+    let runner = StepRunner::attach(stack.stores().clone(), run_id, RunOptions::default()).await?;
     if matches!(runner.run().status, RunStatus::Completed | RunStatus::Failed) {
         return Ok(runner.run().status);
     }

@@ -1,11 +1,9 @@
 //! What a run did: each step's result, the run's record and plan, and the
 //! run's outputs.
 
-use crate::error::{Error, Result};
-use crate::materializer::Materialize;
 use crate::metadata::{self, ArtifactVersion, OutputLink, RunRecord, RunStatus, StepStatus};
 use crate::plan::Plan;
-use crate::stack::Stack;
+use crate::stack::stores::Stores;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +40,9 @@ impl StepResult {
 /// The outcome of a run: its record, each step's result, and typed access to
 /// the outputs. `O` is what the pipeline's body returned
 /// ([`Pipeline::Output`](crate::Pipeline::Output)): [`RunResult::output`]
-/// gives back its values.
+/// gives back its values. Reading its outputs back is in [`super::read`].
 pub struct RunResult<O = ()> {
-    pub(super) stack: Stack,
+    pub(super) stores: Stores,
     pub(super) run: RunRecord,
     pub(super) plan: Arc<Plan>,
     pub(super) steps: Vec<StepResult>,
@@ -58,7 +56,7 @@ pub struct RunResult<O = ()> {
 impl<O> Clone for RunResult<O> {
     fn clone(&self) -> Self {
         RunResult {
-            stack: self.stack.clone(),
+            stores: self.stores.clone(),
             run: self.run.clone(),
             plan: self.plan.clone(),
             steps: self.steps.clone(),
@@ -80,42 +78,10 @@ impl<O> fmt::Debug for RunResult<O> {
 }
 
 impl RunResult {
-    /// The result of a recorded run, read back from the stack's metadata store.
-    pub async fn load(stack: &Stack, run: RunRecord) -> Result<RunResult> {
-        let plan = Arc::new(run.plan()?);
-        let records = stack.metadata().step_runs(&run.id).await?;
-        // The latest record of each invocation, in plan order.
-        let steps = plan
-            .steps
-            .iter()
-            .filter_map(|s| metadata::latest_record(&records, &s.id))
-            .map(|r| StepResult {
-                invocation: r.invocation.clone(),
-                status: r.status,
-                step_run_id: r.id.clone(),
-                outputs: r.outputs.clone(),
-                error: r.error.clone(),
-                attempts: r.attempts,
-                permanent: r.is_permanent_failure(),
-                duration: r.duration().unwrap_or_default(),
-            })
-            .collect();
-        let duration = run.duration().unwrap_or_default();
-        Ok(RunResult {
-            stack: stack.clone(),
-            run,
-            plan,
-            steps,
-            duration,
-            nodes: Arc::new(Vec::new()),
-            _output: std::marker::PhantomData,
-        })
-    }
-
     /// This result typed by what a pipeline's body returns (`O` is its
     /// [`Pipeline::Output`](crate::Pipeline::Output)), so that
     /// [`RunResult::output`] gives back its values: what to do with the
-    /// result inside [`Error::RunFailed`].
+    /// result inside [`Error::RunFailed`](crate::Error::RunFailed).
     pub fn into_typed<O>(self) -> RunResult<O> {
         self.typed(Vec::new())
     }
@@ -135,7 +101,7 @@ impl<O> RunResult<O> {
 
     fn retyped<P>(self, nodes: Arc<Vec<String>>) -> RunResult<P> {
         RunResult {
-            stack: self.stack,
+            stores: self.stores,
             run: self.run,
             plan: self.plan,
             steps: self.steps,
@@ -203,79 +169,6 @@ impl<O> RunResult<O> {
     /// Invocation ids served from cache.
     pub fn cached(&self) -> Vec<&str> {
         self.with_status(StepStatus::Cached)
-    }
-
-    /// Every `step.output` of the plan, for error messages.
-    fn output_names(&self) -> String {
-        let all: Vec<String> = self
-            .plan
-            .steps
-            .iter()
-            .flat_map(|s| s.outputs.iter().map(move |o| format!("{}.{}", s.id, o.name)))
-            .collect();
-        if all.is_empty() {
-            "none".into()
-        } else {
-            all.join(", ")
-        }
-    }
-
-    /// The recorded version of output `output` of invocation `step`.
-    pub fn output_version(&self, step: &str, output: &str) -> Result<&ArtifactVersion> {
-        let result = self.step(step).ok_or_else(|| {
-            let planned = self.plan.step(step).is_some();
-            Error::NotFound(if planned {
-                format!("step `{step}` of run `{}` did not finish", self.run.name)
-            } else {
-                format!("run `{}` has no step `{step}`; its outputs are: {}", self.run.name, self.output_names())
-            })
-        })?;
-        result.output(output).ok_or_else(|| {
-            Error::NotFound(format!(
-                "step `{step}` of run `{}` has no output `{output}` (status {}); the run's outputs are: {}",
-                self.run.name,
-                result.status,
-                self.output_names()
-            ))
-        })
-    }
-
-    /// Loads output `output` of invocation `step` as a `T` (blocking): the
-    /// lookup by name, for dynamic use.
-    pub fn artifact<T: Materialize>(&self, step: &str, output: &str) -> Result<T> {
-        self.stack.load(self.output_version(step, output)?)
-    }
-
-    /// Async form of [`RunResult::artifact`].
-    pub async fn artifact_async<T: Materialize>(&self, step: &str, output: &str) -> Result<T> {
-        self.stack.load_async(self.output_version(step, output)?).await
-    }
-
-    /// The value behind `handle`, a handle of the build that planned this
-    /// run (one the body returned, or kept in its output struct).
-    pub fn get<T: Materialize>(&self, handle: &crate::handle::Handle<T>) -> Result<T> {
-        let (node, output) = handle.__position();
-        let step = self.nodes.get(node).ok_or_else(|| {
-            Error::usage(
-                "this handle is not from the build that planned this run (a reopened run has none): read \
-                 its outputs with `run.output()` or `run.artifact(step, output)`",
-            )
-        })?;
-        let spec = self.plan.step(step).ok_or_else(|| Error::NotFound(format!("step `{step}` of this run")))?;
-        let name = spec.outputs.get(output).map(|o| o.name.clone()).unwrap_or_else(|| output.to_string());
-        self.artifact(step, &name)
-    }
-
-    /// What invocation `step` logged, as stored with its step run
-    /// (`StepContext::log` lines and the `tracing` events a capture layer
-    /// kept, with a note of what the size cap cut). A cached step ran
-    /// nothing, so it logged nothing.
-    pub fn logs(&self, step: &str) -> Result<Vec<String>> {
-        let result = self
-            .step(step)
-            .ok_or_else(|| Error::NotFound(format!("run `{}` has no finished step `{step}`", self.run.name)))?;
-        let record = self.stack.block_on(self.stack.metadata().step_run(&result.step_run_id))??;
-        Ok(record.map(|r| r.logs).unwrap_or_default())
     }
 
     /// A few lines saying what ran, what came from cache, and what failed.

@@ -72,7 +72,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     let record = crate::run::start::start_run(stack, plan, &options, RunStatus::Running).await?;
     let plan = Arc::new(record.plan()?);
     let id = record.id.clone();
-    let runner = Arc::new(StepRunner::new(stack.clone(), record, plan.clone(), options));
+    let runner = Arc::new(StepRunner::new(stack.stores().clone(), record, plan.clone(), options));
     // Held until this function returns: if the process dies first, the
     // next command on this machine sees it at once (`run::liveness::lock`).
     let lock = stack.project_root().and_then(|root| {
@@ -124,7 +124,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
     }
     drop(lock);
     Ok(RunResult {
-        stack: stack.clone(),
+        stores: stack.stores().clone(),
         run,
         plan,
         steps,

@@ -153,7 +153,7 @@ impl<L: Launcher> ExternalOrchestrator<L> {
 
 /// Refuses stores that a process other than this one cannot open.
 fn shared_stores(runner: &StepRunner, orchestrator: &str) -> Result<(), Error> {
-    let stack = runner.stack();
+    let stack = runner.stores();
     let metadata = stack.metadata().url();
     let artifacts = stack.artifacts().url();
     let private = |url: &str| url.starts_with("sqlite::memory") || url.starts_with("memory:");
@@ -233,7 +233,7 @@ impl<L: Launcher> Orchestrator for ExternalOrchestrator<L> {
     async fn execute(&self, runner: Arc<StepRunner>) -> Result<(), Error> {
         shared_stores(&runner, self.launcher.name())?;
         // Workers read the run from the store: it must be there, not batched.
-        runner.stack().metadata().flush().await?;
+        runner.stores().metadata().flush().await?;
         self.launcher.prepare(&runner).await?;
         let units = Arc::new(units(&runner, self.fuse_chains));
         let mut unit_of = vec![0; runner.plan().steps.len()];
@@ -331,7 +331,7 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
         match runner.serve_cached(unit[from]).await? {
             Some(result) if result.status.is_success() => from += 1,
             Some(_) => {
-                runner.stack().metadata().flush().await?;
+                runner.stores().metadata().flush().await?;
                 return Ok(false);
             }
             None => break,
@@ -351,13 +351,13 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
         let job = Attempt {
             run_id: &runner.run().id,
             run_name: &runner.run().name,
-            stack: runner.stack().name(),
+            stack: runner.stores().name(),
             steps,
             attempt,
             deadline,
         };
         let report = launcher.launch(&job).await;
-        let records = runner.stack().metadata().step_runs(&runner.run().id).await?;
+        let records = runner.stores().metadata().step_runs(&runner.run().id).await?;
         let mut failed: Option<(usize, StepRunRecord, u32)> = None;
         for (i, &p) in unit[from..].iter().enumerate() {
             let this_attempt = if i == 0 { attempt } else { 1 };
@@ -385,7 +385,7 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
             }
         }
         let Some((at, record, made)) = failed else {
-            runner.stack().metadata().flush().await?;
+            runner.stores().metadata().flush().await?;
             return Ok(true);
         };
         let options = &plan.steps[unit[at]].options;
@@ -393,7 +393,7 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
             || record.is_permanent_failure();
         if permanent || made > options.retries {
             runner.record_external(unit[at], &record);
-            runner.stack().metadata().flush().await?;
+            runner.stores().metadata().flush().await?;
             return Ok(false);
         }
         let delay = options.backoff(made);

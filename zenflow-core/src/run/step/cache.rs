@@ -10,7 +10,7 @@ use crate::hash::ContentHash;
 use crate::metadata::{self, StepRunRecord, StepStatus};
 use crate::plan::Plan;
 use crate::run::result::StepResult;
-use crate::stack::Stack;
+use crate::stack::stores::Stores;
 use std::sync::Arc;
 
 /// How many earlier runs a step that executes is compared with, at most,
@@ -46,8 +46,8 @@ pub enum Lookup {
 /// it, if it is younger than `ttl_ms` (when set) and every one of its
 /// artifacts is still in the store, intact
 /// ([`artifact_store::version_usable`]).
-pub async fn look_up(stack: &Stack, key: &str, ttl_ms: Option<u64>) -> Result<Lookup> {
-    let Some(hit) = stack.metadata().find_cached(key).await? else { return Ok(Lookup::Miss) };
+pub async fn look_up(stores: &Stores, key: &str, ttl_ms: Option<u64>) -> Result<Lookup> {
+    let Some(hit) = stores.metadata().find_cached(key).await? else { return Ok(Lookup::Miss) };
     if let Some(ttl_ms) = ttl_ms {
         let age_ms = u64::try_from((metadata::now() - hit.ended_at) / 1000).unwrap_or(0);
         if age_ms > ttl_ms {
@@ -55,7 +55,7 @@ pub async fn look_up(stack: &Stack, key: &str, ttl_ms: Option<u64>) -> Result<Lo
         }
     }
     for o in &hit.outputs {
-        match artifact_store::version_usable(stack.artifacts().as_ref(), &o.artifact).await? {
+        match artifact_store::version_usable(stores.artifacts().as_ref(), &o.artifact).await? {
             artifact_store::Usable::Yes => {}
             artifact_store::Usable::Gone => return Ok(Lookup::Gone(Box::new(o.artifact.clone()))),
             artifact_store::Usable::Corrupted(detail) => {
@@ -130,13 +130,13 @@ impl StepRunner {
         ttl_ms: Option<u64>,
     ) -> Result<std::result::Result<metadata::CacheHit, Option<crate::why::Reason>>> {
         use crate::why::Reason;
-        Ok(match crate::run::step::cache::look_up(&self.stack, key, ttl_ms).await? {
+        Ok(match crate::run::step::cache::look_up(&self.stores, key, ttl_ms).await? {
             crate::run::step::cache::Lookup::Hit(hit) => Ok(hit),
             crate::run::step::cache::Lookup::Expired { age_secs, ttl_secs } => {
                 Err(Some(Reason::Expired { age_secs, ttl_secs }))
             }
             crate::run::step::cache::Lookup::Gone(artifact) => {
-                let store = self.stack.artifacts();
+                let store = self.stores.artifacts();
                 let detail = if artifact.uri == store.uri(&artifact.content_hash) {
                     format!("{} is gone from the artifact store", artifact.uri)
                 } else {
@@ -185,7 +185,7 @@ impl StepRunner {
                 let Some(old) = plan.steps.iter().find(|s| s.id == step.id) else { return vec![Reason::NoEarlierRun] };
                 let mut hashes: std::collections::BTreeMap<String, Vec<ContentHash>> = Default::default();
                 for link in &sr.inputs {
-                    match self.stack.metadata().artifact_version(&link.artifact_version).await {
+                    match self.stores.metadata().artifact_version(&link.artifact_version).await {
                         Ok(Some(v)) => hashes.entry(link.input.clone()).or_default().push(v.content_hash),
                         _ => return vec![Reason::NoCacheEntry],
                     }
@@ -207,7 +207,7 @@ impl StepRunner {
         let runs = self
             .earlier_runs
             .get_or_try_init(|| async {
-                let store = self.stack.metadata();
+                let store = self.stores.metadata();
                 let mut runs = Vec::new();
                 for run in store.list_runs(Some(&self.plan.pipeline), EARLIER_RUNS + 1).await? {
                     if run.id == self.run.id || run.started_at > self.run.started_at {

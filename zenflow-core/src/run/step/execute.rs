@@ -167,7 +167,7 @@ impl StepRunner {
         if self.verify_code {
             // A worker: whoever watches it (its orchestrator, an engine's
             // exit handler) must see that it runs, even if it dies mid-step.
-            self.stack.metadata().flush().await?;
+            self.stores.metadata().flush().await?;
         }
         let model_versions: std::collections::BTreeMap<String, Option<i64>> =
             models.iter().map(|(input, resolved)| (input.clone(), resolved["version"].as_i64())).collect();
@@ -176,7 +176,7 @@ impl StepRunner {
                 let env = crate::context::AttemptEnv {
                     models: model_versions,
                     inputs: write.step_run.inputs.clone(),
-                    stack: Some(self.stack.clone()),
+                    stores: Some(self.stores.clone()),
                 };
                 self.execute_attempts(step, loaded, &env, &step_run_id, first, last).await
             }

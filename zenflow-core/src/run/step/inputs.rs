@@ -69,7 +69,7 @@ impl StepRunner {
         &self,
         m: &crate::plan::ModelInput,
     ) -> Result<(Vec<ArtifactVersion>, serde_json::Value)> {
-        let registry = self.registry()?;
+        let registry = self.stores.registry()?;
         let Some(version) = registry
             .resolve(&m.model, &m.alias)
             .await
@@ -85,7 +85,7 @@ impl StepRunner {
         else {
             return Ok((Vec::new(), serde_json::json!({"model": m.model, "alias": m.alias, "version": null})));
         };
-        let artifact = self.stack.metadata().artifact_version(&version.artifact_version).await?.ok_or_else(|| {
+        let artifact = self.stores.metadata().artifact_version(&version.artifact_version).await?.ok_or_else(|| {
             Error::NotFound(format!(
                 "artifact version `{}` of model {} v{}",
                 version.artifact_version, version.model, version.version
@@ -98,7 +98,7 @@ impl StepRunner {
     /// Outputs of the completed or cached step runs of this run, by invocation.
     pub(super) async fn recorded_outputs(&self) -> Result<HashMap<String, Vec<OutputLink>>> {
         let mut map = HashMap::new();
-        for sr in self.stack.metadata().step_runs(&self.run.id).await? {
+        for sr in self.stores.metadata().step_runs(&self.run.id).await? {
             if matches!(sr.status, StepStatus::Completed | StepStatus::Cached) {
                 map.insert(sr.invocation, sr.outputs);
             }
@@ -134,7 +134,7 @@ impl StepRunner {
         step: &PlanStep,
         inputs: &[Vec<ArtifactVersion>],
     ) -> Result<Vec<LoadedInput>> {
-        let store = self.stack.artifacts().as_ref();
+        let store = self.stores.artifacts().as_ref();
         let mut loaded = Vec::with_capacity(inputs.len());
         for (spec, versions) in step.inputs.iter().zip(inputs) {
             if spec.model.is_some() {

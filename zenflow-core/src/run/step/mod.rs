@@ -20,7 +20,7 @@ use crate::metadata::{self, OutputLink, RunRecord, StepRunRecord, StepRunWrite, 
 use crate::plan::Plan;
 use crate::run::options::{RunEvent, RunOptions};
 use crate::run::result::StepResult;
-use crate::stack::Stack;
+use crate::stack::stores::Stores;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub const WORKER_KEY: &str = "zenflow.worker";
 
 /// Runs the steps of one run.
 pub struct StepRunner {
-    stack: Stack,
+    stores: Stores,
     run: RunRecord,
     plan: Arc<Plan>,
     index: HashMap<String, usize>,
@@ -69,13 +69,13 @@ struct Handed {
 
 impl std::fmt::Debug for StepRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepRunner").field("run", &self.run.id).field("stack", &self.stack.name()).finish()
+        f.debug_struct("StepRunner").field("run", &self.run.id).field("stack", &self.stores.name()).finish()
     }
 }
 
 impl StepRunner {
     /// A runner for a run that has just been created with this plan.
-    pub fn new(stack: Stack, run: RunRecord, plan: Arc<Plan>, options: RunOptions) -> Self {
+    pub fn new(stores: Stores, run: RunRecord, plan: Arc<Plan>, options: RunOptions) -> Self {
         let index: HashMap<String, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let dependencies = plan.dependencies();
         let mut dependents = vec![Vec::new(); plan.steps.len()];
@@ -94,7 +94,7 @@ impl StepRunner {
             }
         }
         StepRunner {
-            stack,
+            stores,
             run,
             plan,
             index,
@@ -111,13 +111,13 @@ impl StepRunner {
 
     /// A runner for an existing run, read back from the metadata store: what a
     /// worker process uses to execute one step of a run it did not start.
-    pub async fn attach(stack: Stack, run_id: &str, options: RunOptions) -> Result<Self> {
+    pub async fn attach(stores: Stores, run_id: &str, options: RunOptions) -> Result<Self> {
         let run =
-            stack.metadata().get_run(run_id).await?.ok_or_else(|| {
-                Error::NotFound(format!("run `{run_id}` does not exist in {}", stack.metadata().url()))
+            stores.metadata().get_run(run_id).await?.ok_or_else(|| {
+                Error::NotFound(format!("run `{run_id}` does not exist in {}", stores.metadata().url()))
             })?;
         let plan = Arc::new(run.plan()?);
-        let mut runner = StepRunner::new(stack, run, plan, options);
+        let mut runner = StepRunner::new(stores, run, plan, options);
         // The run was planned by some process, maybe another build.
         runner.verify_code = true;
         // Its other steps run elsewhere: nothing to hand over in memory.
@@ -135,9 +135,9 @@ impl StepRunner {
         &self.plan
     }
 
-    /// The stack.
-    pub fn stack(&self) -> &Stack {
-        &self.stack
+    /// The stores of the stack the run is on.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     /// Position of each step's direct dependencies in the plan.
@@ -202,7 +202,7 @@ impl StepRunner {
     /// goes through here.
     async fn record(&self, write: &mut StepRunWrite) -> Result<Vec<OutputLink>> {
         write.step_run.redact();
-        Ok(self.stack.metadata().write_step_run(write).await?)
+        Ok(self.stores.metadata().write_step_run(write).await?)
     }
 
     /// A record of the step at `pos` with nothing in it yet: what every

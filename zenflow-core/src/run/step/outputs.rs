@@ -13,8 +13,8 @@ impl StepRunner {
         step: &PlanStep,
         values: Vec<EncodedValue>,
     ) -> std::result::Result<Vec<NewArtifact>, StoreError> {
-        let store = self.stack.artifacts();
-        let limit = self.stack.inline_limit();
+        let store = self.stores.artifacts();
+        let limit = self.stores.inline_limit();
         // Streamed encodings (large by definition) always go to the store,
         // which hashes them as it writes them.
         let inline = |v: &EncodedValue| v.streamed.is_none() && v.encoded.bytes.len() <= limit;

@@ -8,16 +8,6 @@ use crate::run::result::StepResult;
 use std::sync::Arc;
 
 impl StepRunner {
-    /// The stack's model registry.
-    pub(super) fn registry(
-        &self,
-    ) -> std::result::Result<&dyn crate::registry::ModelRegistry, crate::registry::RegistryError> {
-        self.stack
-            .metadata()
-            .registry()
-            .ok_or_else(|| crate::registry::RegistryError::Unavailable { store: self.stack.metadata().url() })
-    }
-
     /// Registers the output of a step with `model = "..."` as a version of
     /// that model (a no-op when its bytes are already a version of it).
     pub(super) async fn register_model(
@@ -31,7 +21,7 @@ impl StepRunner {
         let Some(output) = outputs.first() else {
             return Err(format!("step `{}` registers model `{model}`, but recorded no output", step.id));
         };
-        let registry = self.registry().map_err(|e| e.to_string())?;
+        let registry = self.stores.registry().map_err(|e| e.to_string())?;
         let artifact = &output.artifact;
         // What the producing step run logged (for a cached step, the original).
         let produced_here = artifact.producer_step_run == write.step_run.id;
@@ -39,8 +29,8 @@ impl StepRunner {
             (write.step_run.metadata.clone(), self.run.git_commit.clone())
         } else {
             let original =
-                self.stack.metadata().step_run(&artifact.producer_step_run).await.map_err(|e| e.to_string())?;
-            let run = self.stack.metadata().get_run(&artifact.run_id).await.map_err(|e| e.to_string())?;
+                self.stores.metadata().step_run(&artifact.producer_step_run).await.map_err(|e| e.to_string())?;
+            let run = self.stores.metadata().get_run(&artifact.run_id).await.map_err(|e| e.to_string())?;
             (original.map(|o| o.metadata).unwrap_or_default(), run.and_then(|r| r.git_commit))
         };
         let mut tags: std::collections::BTreeMap<String, String> = metadata
@@ -48,7 +38,7 @@ impl StepRunner {
             .and_then(|t| serde_json::from_value(t.clone()).ok())
             .unwrap_or_default();
         tags.entry("pipeline".into()).or_insert_with(|| self.plan.pipeline.clone());
-        tags.entry("stack".into()).or_insert_with(|| self.stack.name().to_string());
+        tags.entry("stack".into()).or_insert_with(|| self.stores.name().to_string());
         let new = crate::registry::NewModelVersion {
             model: model.clone(),
             artifact_version: artifact.id.clone(),

@@ -406,15 +406,16 @@ impl Launcher for Ray {
     }
 
     async fn prepare(&self, runner: &StepRunner) -> Result<(), Error> {
-        for (what, url) in
-            [("metadata store", runner.stack().metadata().url()), ("artifact store", runner.stack().artifacts().url())]
-        {
+        for (what, url) in [
+            ("metadata store", runner.stores().metadata().url()),
+            ("artifact store", runner.stores().artifacts().url()),
+        ] {
             let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("file://"));
             if path.is_some_and(|p| !Path::new(p).is_absolute()) {
                 return Err(Error::usage(format!(
                     "stack `{}`: Ray workers run in a folder of their own, where the relative {what} `{url}` is \
                      another store; use postgres:// and s3:// (or an absolute path on a one-machine cluster)",
-                    runner.stack().name()
+                    runner.stores().name()
                 )));
             }
         }
