@@ -216,7 +216,7 @@ mod unix {
     use std::fs::File;
     use std::io::Write;
     use std::os::fd::{FromRawFd, RawFd};
-    use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
     use std::sync::{Mutex, OnceLock, PoisonError};
     use std::time::{Duration, Instant};
 
@@ -245,6 +245,15 @@ mod unix {
     /// passed on: [`on_crash`] skips it.
     static PASSED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
     static TAKEN: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+    /// Per stream: the reader is passing bytes on and has not counted them
+    /// in [`PASSED`] yet. It runs on while a crashing thread is in
+    /// [`on_crash`], which waits for it (briefly) rather than pass the same
+    /// bytes on a second time.
+    static PASSING: [AtomicBool; 2] = [const { AtomicBool::new(false) }; 2];
+
+    /// How long [`on_crash`] waits for a reader to finish passing bytes on.
+    const PASSING_WAIT: Duration = Duration::from_millis(200);
 
     /// The signals of a crash, whose handler passes on what the capture
     /// still holds before the process dies.
@@ -289,6 +298,7 @@ mod unix {
             if read < 0 || out < 0 {
                 continue;
             }
+            wait_while_passing(i);
             let mut skip = PASSED[i].load(Ordering::Acquire).saturating_sub(TAKEN[i].load(Ordering::Acquire));
             // SAFETY: descriptors this process owns while the capture runs;
             // the buffer is on this handler's stack.
@@ -321,6 +331,19 @@ mod unix {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits, in 1 ms sleeps and at most [`PASSING_WAIT`], while the reader
+    /// of stream `i` passes bytes on. Async-signal-safe (nanosleep).
+    fn wait_while_passing(i: usize) {
+        let step = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+        for _ in 0..PASSING_WAIT.as_millis() {
+            if !PASSING[i].load(Ordering::Acquire) {
+                return;
+            }
+            // SAFETY: nanosleep with a valid request and no remainder.
+            unsafe { libc::nanosleep(&step, std::ptr::null_mut()) };
         }
     }
 
@@ -446,8 +469,9 @@ mod unix {
     /// Copies what the step writes to `tee` and keeps it, line by line,
     /// with the step run. Bytes are peeked, passed on, and only then taken
     /// from the socket: until they reached `tee` they are still in the
-    /// socket, where [`on_crash`] finds them if the process dies (passed on
-    /// twice, at worst, rather than lost).
+    /// socket, where [`on_crash`] finds them if the process dies. While
+    /// they are being passed on, [`PASSING`] says so, and the handler waits
+    /// for them to be counted instead of passing them on again.
     fn forward(socket: File, mut tee: File, stream: usize, tag: &str, step_run: &str) {
         use std::os::fd::AsRawFd as _;
         let fd = socket.as_raw_fd();
@@ -472,14 +496,15 @@ mod unix {
             }
             let n = n as usize;
             // What reaches the terminal (a CI log) hides secrets too; the
-            // kept lines are redacted with the step's record. Cheaply: until
-            // `PASSED` counts these bytes, a crash handler passes them on
-            // again, so this window stays short.
+            // kept lines are redacted with the step's record. Cheaply: a
+            // crash handler waits while `PASSING` is set.
+            PASSING[stream].store(true, Ordering::Release);
             let _ = match crate::redact::bytes(&buf[..n]) {
                 Some(hidden) => tee.write_all(hidden.as_bytes()),
                 None => tee.write_all(&buf[..n]),
             };
             PASSED[stream].fetch_add(n as u64, Ordering::Release);
+            PASSING[stream].store(false, Ordering::Release);
             // SAFETY: as above; takes exactly the bytes just peeked.
             unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), n, 0) };
             TAKEN[stream].fetch_add(n as u64, Ordering::Release);
