@@ -225,3 +225,30 @@ impl GithubEnv {
         }
     }
 }
+
+/// `report github-comment`: posts (or updates) the run report as one
+/// sticky pull-request comment.
+pub(super) fn comment<P: zenflow_core::Pipeline>(pipeline: &P, path: &std::path::Path) -> super::CliResult {
+    let body = std::fs::read_to_string(path)
+        .map_err(|e| super::CliError::usage(format!("cannot read the report {}: {e}", path.display())))?;
+    let marker = body
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("<!-- zenflow-report"))
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::report::marker(pipeline.name()));
+    let body = if body.contains(&marker) { body } else { format!("{marker}\n{body}") };
+    let body = crate::report::fit_comment(&body, crate::report::GITHUB_COMMENT_LIMIT);
+    let env = GithubEnv::from_env(|k| std::env::var(k).ok()).map_err(|e| super::CliError::usage(e.message))?;
+    match env.upsert_comment(&marker, &body) {
+        Ok(Posted::Created(id)) => println!("created comment {id} on pull request #{}", env.pr()),
+        Ok(Posted::Updated(id)) => println!("updated comment {id} on pull request #{}", env.pr()),
+        Err(e) => {
+            return Err(super::CliError {
+                code: if e.usage { super::exit::USAGE } else { super::exit::STEP_FAILED },
+                message: e.message,
+            })
+        }
+    }
+    Ok(super::exit::SUCCESS)
+}

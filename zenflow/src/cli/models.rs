@@ -157,135 +157,157 @@ impl From<RegistryError> for CliError {
 
 pub(super) fn run(cmd: ModelsCommand) -> CliResult {
     match cmd {
-        ModelsCommand::List { stack, out } => {
-            let stack = read_stack(&stack.stack)?;
-            let reg = stack.registry()?;
-            let rows = stack.block_on(async {
-                let mut rows = Vec::new();
-                for m in reg.models().await? {
-                    let versions = reg.versions(&m.name).await?;
-                    rows.push((m, versions));
-                }
-                Ok::<_, RegistryError>(rows)
-            })??;
-            if out.json {
-                let list: Vec<serde_json::Value> = rows
-                    .iter()
-                    .map(|(m, v)| {
-                        serde_json::json!({
-                            "name": m.name, "description": m.description, "tags": m.tags,
-                            "versions": v.len(), "latest": v.first().map(|v| v.version),
-                            "aliases": aliases_of(v),
-                        })
-                    })
-                    .collect();
-                println!("{}", pretty(&list));
-            } else {
-                println!("{:<28} {:>8} {:>7}  ALIASES", "MODEL", "VERSIONS", "LATEST");
-                for (m, v) in &rows {
-                    let latest = v.first().map_or("—".into(), |v| format!("v{}", v.version));
-                    println!("{:<28} {:>8} {:>7}  {}", m.name, v.len(), latest, aliases_text(v));
-                }
-            }
-            Ok(exit::SUCCESS)
-        }
-        ModelsCommand::Show { reference, stack, out } => {
-            let stack = read_stack(&stack.stack)?;
-            let reg = stack.registry()?;
-            let (model, which) = VersionRef::parse(&reference)?;
-            if which == VersionRef::Latest && !reference.contains('@') {
-                let (m, versions) = stack.block_on(async {
-                    let m = reg.model(&model).await?.ok_or(RegistryError::UnknownModel {
-                        model: model.clone(),
-                        known: registry::model_names(reg).await?,
-                    })?;
-                    Ok::<_, RegistryError>((m, reg.versions(&model).await?))
-                })??;
-                if out.json {
-                    println!("{}", pretty(&serde_json::json!({"model": m, "versions": versions})));
-                } else {
-                    println!("model:       {}", m.name);
-                    println!("description: {}", if m.description.is_empty() { "—" } else { &m.description });
-                    for (k, v) in &m.tags {
-                        println!("tag:         {k}={v}");
-                    }
-                    println!("created:     {}", zenflow_core::time::human(m.created_at));
-                    println!("versions:    {}", versions.len());
-                    println!("aliases:     {}", aliases_text(&versions));
-                }
-                return Ok(exit::SUCCESS);
-            }
-            let v = stack.block_on(find_version(reg, &model, &which))??;
-            if out.json {
-                println!("{}", pretty(&v));
-            } else {
-                print!("{}", version_text(&v));
-            }
-            Ok(exit::SUCCESS)
-        }
-        ModelsCommand::Versions { model, stack, out } => {
-            let stack = read_stack(&stack.stack)?;
-            let versions = stack.block_on(stack.registry()?.versions(&model))??;
-            if out.json {
-                println!("{}", pretty(&versions));
-            } else {
-                println!("{:>7}  {:<20} {:<14} {:<24} METRICS", "VERSION", "REGISTERED (UTC)", "HASH", "ALIASES");
-                for v in &versions {
-                    println!(
-                        "{:>7}  {:<20} {:<14} {:<24} {}",
-                        format!("v{}", v.version),
-                        zenflow_core::time::human(v.created_at),
-                        v.content_hash.short(),
-                        if v.aliases.is_empty() { "—".into() } else { v.aliases.join(", ") },
-                        metrics_text(v)
-                    );
-                }
-            }
-            Ok(exit::SUCCESS)
-        }
+        ModelsCommand::List { stack, out } => list(&stack.stack, out.json),
+        ModelsCommand::Show { reference, stack, out } => show(&reference, &stack.stack, out.json),
+        ModelsCommand::Versions { model, stack, out } => versions(&model, &stack.stack, out.json),
         ModelsCommand::Promote(args) => promote(args),
         #[cfg(feature = "serve")]
         ModelsCommand::Deploy(args) => super::serve::deploy(args),
         ModelsCommand::History { model, alias, limit, stack, out } => {
-            let stack = read_stack(&stack.stack)?;
-            let events = stack.block_on(stack.registry()?.history(&model, alias.as_deref(), limit))??;
-            if out.json {
-                println!("{}", pretty(&events));
-            } else {
-                print!("{}", history_text(&events));
-            }
-            Ok(exit::SUCCESS)
+            history(&model, alias.as_deref(), limit, &stack.stack, out.json)
         }
         ModelsCommand::Rollback { model, alias, reason, force, stack } => {
-            let stack = resolve_stack(&stack.stack)?;
-            let mut template = stack.promotion(&model, &alias, None, Expect::Nobody);
-            template.reason = reason;
-            template.force = force;
-            let outcome = stack.block_on(registry::rollback(stack.registry()?, &model, &alias, template))??;
-            match outcome {
-                Promoted::Moved(e) => println!("{}", moved_text(&e)),
-                Promoted::AlreadyHeld => println!("alias `{alias}` of `{model}` was already there; nothing changed"),
-            }
-            Ok(exit::SUCCESS)
+            rollback(&model, &alias, reason, force, &stack.stack)
         }
         ModelsCommand::Protect(args) => set_protection(args, true),
         ModelsCommand::Unprotect(args) => set_protection(args, false),
-        ModelsCommand::Compare { model, a, b, stack, out } => {
-            let stack = read_stack(&stack.stack)?;
-            let reg = stack.registry()?;
-            let which = |s: &str| VersionRef::parse(&format!("{model}@{s}")).map(|(_, w)| w);
-            let (wa, wb) = (which(&a)?, which(&b)?);
-            let (va, vb) = stack.block_on(async {
-                Ok::<_, RegistryError>((find_version(reg, &model, &wa).await?, find_version(reg, &model, &wb).await?))
-            })??;
-            if out.json {
-                println!("{}", pretty(&serde_json::json!({"a": va, "b": vb})));
-            } else {
-                print!("{}", compare_text(&va, &vb));
-            }
-            Ok(exit::SUCCESS)
+        ModelsCommand::Compare { model, a, b, stack, out } => compare(&model, &a, &b, &stack.stack, out.json),
+    }
+}
+
+/// `models list`: every model, with its version count, latest and aliases.
+fn list(stack: &str, json: bool) -> CliResult {
+    let stack = read_stack(stack)?;
+    let reg = stack.registry()?;
+    let rows = stack.block_on(async {
+        let mut rows = Vec::new();
+        for m in reg.models().await? {
+            let versions = reg.versions(&m.name).await?;
+            rows.push((m, versions));
+        }
+        Ok::<_, RegistryError>(rows)
+    })??;
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(m, v)| {
+                serde_json::json!({
+                    "name": m.name, "description": m.description, "tags": m.tags,
+                    "versions": v.len(), "latest": v.first().map(|v| v.version),
+                    "aliases": aliases_of(v),
+                })
+            })
+            .collect();
+        println!("{}", pretty(&list));
+    } else {
+        println!("{:<28} {:>8} {:>7}  ALIASES", "MODEL", "VERSIONS", "LATEST");
+        for (m, v) in &rows {
+            let latest = v.first().map_or("—".into(), |v| format!("v{}", v.version));
+            println!("{:<28} {:>8} {:>7}  {}", m.name, v.len(), latest, aliases_text(v));
         }
     }
+    Ok(exit::SUCCESS)
+}
+
+/// `models show NAME[@VERSION|@ALIAS]`: a model, or one of its versions.
+fn show(reference: &str, stack: &str, json: bool) -> CliResult {
+    let stack = read_stack(stack)?;
+    let reg = stack.registry()?;
+    let (model, which) = VersionRef::parse(reference)?;
+    if which == VersionRef::Latest && !reference.contains('@') {
+        let (m, versions) = stack.block_on(async {
+            let m = reg.model(&model).await?.ok_or(RegistryError::UnknownModel {
+                model: model.clone(),
+                known: registry::model_names(reg).await?,
+            })?;
+            Ok::<_, RegistryError>((m, reg.versions(&model).await?))
+        })??;
+        if json {
+            println!("{}", pretty(&serde_json::json!({"model": m, "versions": versions})));
+        } else {
+            println!("model:       {}", m.name);
+            println!("description: {}", if m.description.is_empty() { "—" } else { &m.description });
+            for (k, v) in &m.tags {
+                println!("tag:         {k}={v}");
+            }
+            println!("created:     {}", zenflow_core::time::human(m.created_at));
+            println!("versions:    {}", versions.len());
+            println!("aliases:     {}", aliases_text(&versions));
+        }
+        return Ok(exit::SUCCESS);
+    }
+    let v = stack.block_on(find_version(reg, &model, &which))??;
+    if json {
+        println!("{}", pretty(&v));
+    } else {
+        print!("{}", version_text(&v));
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `models versions NAME`: every version, newest first.
+fn versions(model: &str, stack: &str, json: bool) -> CliResult {
+    let stack = read_stack(stack)?;
+    let versions = stack.block_on(stack.registry()?.versions(model))??;
+    if json {
+        println!("{}", pretty(&versions));
+    } else {
+        println!("{:>7}  {:<20} {:<14} {:<24} METRICS", "VERSION", "REGISTERED (UTC)", "HASH", "ALIASES");
+        for v in &versions {
+            println!(
+                "{:>7}  {:<20} {:<14} {:<24} {}",
+                format!("v{}", v.version),
+                zenflow_core::time::human(v.created_at),
+                v.content_hash.short(),
+                if v.aliases.is_empty() { "—".into() } else { v.aliases.join(", ") },
+                metrics_text(v)
+            );
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `models history NAME`: what happened to its aliases, newest first.
+fn history(model: &str, alias: Option<&str>, limit: usize, stack: &str, json: bool) -> CliResult {
+    let stack = read_stack(stack)?;
+    let events = stack.block_on(stack.registry()?.history(model, alias, limit))??;
+    if json {
+        println!("{}", pretty(&events));
+    } else {
+        print!("{}", history_text(&events));
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `models rollback NAME --alias A`: the alias back where it was before.
+fn rollback(model: &str, alias: &str, reason: Option<String>, force: bool, stack: &str) -> CliResult {
+    let stack = resolve_stack(stack)?;
+    let mut template = stack.promotion(model, alias, None, Expect::Nobody);
+    template.reason = reason;
+    template.force = force;
+    let outcome = stack.block_on(registry::rollback(stack.registry()?, model, alias, template))??;
+    match outcome {
+        Promoted::Moved(e) => println!("{}", moved_text(&e)),
+        Promoted::AlreadyHeld => println!("alias `{alias}` of `{model}` was already there; nothing changed"),
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `models compare NAME A B`: two versions side by side.
+fn compare(model: &str, a: &str, b: &str, stack: &str, json: bool) -> CliResult {
+    let stack = read_stack(stack)?;
+    let reg = stack.registry()?;
+    let which = |s: &str| VersionRef::parse(&format!("{model}@{s}")).map(|(_, w)| w);
+    let (wa, wb) = (which(a)?, which(b)?);
+    let (va, vb) = stack.block_on(async {
+        Ok::<_, RegistryError>((find_version(reg, model, &wa).await?, find_version(reg, model, &wb).await?))
+    })??;
+    if json {
+        println!("{}", pretty(&serde_json::json!({"a": va, "b": vb})));
+    } else {
+        print!("{}", compare_text(&va, &vb));
+    }
+    Ok(exit::SUCCESS)
 }
 
 fn promote(args: PromoteArgs) -> CliResult {

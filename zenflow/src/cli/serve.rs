@@ -87,9 +87,9 @@ pub(super) fn serve(loader: Option<&Loader>, pipeline: &str, args: ServeArgs) ->
         max_body: args.max_body,
         drain_delay: duration("drain-delay", &args.drain_delay)?,
     };
-    let stack = super::project_stacks()?
+    let stack = super::stacks::project_stacks()?
         .open_writable_or_read_only(&args.stack.stack)
-        .map_err(|e| super::stack_error(&args.stack.stack, e))?;
+        .map_err(|e| super::stacks::stack_error(&args.stack.stack, e))?;
     let (model, alias, admin) = (options.model.clone(), options.alias.clone(), options.admin_token.is_some());
     stack.block_on(async {
         let server = Server::bind(stack.clone(), loader, options).await?;

@@ -1,0 +1,282 @@
+//! The command line's arguments, as clap reads them.
+
+use super::models::ModelsCommand;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "A zenflow pipeline: run it, inspect its runs and artifacts, report to CI.",
+    long_about = "A zenflow pipeline. `run` executes it on a stack (local by default), recording every \
+                  run, step and artifact; unchanged steps come from cache. Exit codes: 0 success, \
+                  1 a step failed, 2 bad usage or configuration, 3 a quality gate failed, 4 a promotion \
+                  lost a compare-and-swap (or a deployment was rolled back)."
+)]
+pub(super) struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(super) verbose: u8,
+    /// Only errors and the final result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(super) quiet: bool,
+    /// What to do; `run` when none is given.
+    #[command(subcommand)]
+    pub(super) command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum Command {
+    /// Run the pipeline.
+    Run(RunArgs),
+    /// Print the pipeline's DAG.
+    Dag(DagArgs),
+    /// List and inspect past runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// List, inspect and export artifact versions.
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
+    /// The model registry: versions, aliases, promotions and their history.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// List and inspect stacks.
+    #[command(subcommand)]
+    Stacks(StacksCommand),
+    /// Publish a report.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Serve a registered model over the Open Inference Protocol (KServe
+    /// V2): the version holding an alias, swapped without downtime.
+    #[cfg(feature = "serve")]
+    Serve(super::serve::ServeArgs),
+    /// Execute exactly one step (or a chain) of an existing run (used by
+    /// distributed orchestrators): `--run RUN --step STEP... [--attempt N |
+    /// --retries-done N] [--no-close] [--stack NAME]`, as
+    /// `zenflow::run::entrypoint::Request::to_args` writes them.
+    #[command(hide = true)]
+    StepEntrypoint {
+        /// The request's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// Close a run its engine has finished with (an Argo exit handler).
+    #[command(hide = true)]
+    CloseRun {
+        /// Run id (or name).
+        #[arg(long)]
+        run: String,
+        #[command(flatten)]
+        stack: StackArg,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StackArg {
+    /// The stack to use.
+    #[arg(long, env = "ZENFLOW_STACK", default_value = "local")]
+    pub(crate) stack: String,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ConfigArgs {
+    /// Run config file (YAML, TOML or JSON): `parameters`, per-`steps` settings, `run_name`, `cache`.
+    #[arg(long, value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
+    /// Override one value: `key=value`, a dotted path (`learning_rate=0.1`,
+    /// `steps.train.retries=3`). Repeatable; wins over --config, which wins over code defaults.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(super) set: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct RunArgs {
+    #[command(flatten)]
+    pub(super) stack: StackArg,
+    #[command(flatten)]
+    pub(super) config: ConfigArgs,
+    /// Execute every step; take nothing from cache.
+    #[arg(long)]
+    pub(super) no_cache: bool,
+    /// Reuse no cached result older than this (`12h`, `7d`), whatever the
+    /// steps allow; `cache_ttl` in the run config does the same.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub(super) cache_ttl: Option<std::time::Duration>,
+    /// Name of the run (placeholders {date}, {time}, {git_sha}, {pipeline}).
+    #[arg(long, value_name = "NAME")]
+    pub(super) run_name: Option<String>,
+    /// Write a markdown report (for a PR comment or a job summary).
+    #[arg(long, value_name = "FILE.md")]
+    pub(super) report: Option<PathBuf>,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub(super) json: Option<PathBuf>,
+    /// Write the checks and steps as JUnit XML.
+    #[arg(long, value_name = "FILE.xml")]
+    pub(super) junit: Option<PathBuf>,
+    /// Print the plan and what would come from cache; run nothing. Records a
+    /// pending run whose steps `step-entrypoint` can execute.
+    #[arg(long)]
+    pub(super) dry_run: bool,
+    /// A check that warns fails the quality gate.
+    #[arg(long)]
+    pub(super) warnings_as_errors: bool,
+    /// Compare the report with a past run: its name or id, or
+    /// `latest:PREFIX`, the newest completed run whose name starts with
+    /// PREFIX (a PR: `latest:main-`). The report lists the steps whose code
+    /// changed, the parameters that differ, and what came from the cache.
+    #[arg(long, value_name = "RUN|latest:PREFIX")]
+    pub(super) compare_with: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(super) enum DagFormat {
+    /// A mermaid flowchart (renders in GitHub comments).
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+    /// The plan as JSON.
+    Json,
+    /// An Argo `Workflow` (YAML) for a new pending run on `--stack`: one pod
+    /// per step through the step entrypoint.
+    Argo,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct DagArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "mermaid")]
+    pub(super) format: DagFormat,
+    #[command(flatten)]
+    pub(super) config: ConfigArgs,
+    #[command(flatten)]
+    pub(super) argo: ArgoArgs,
+}
+
+/// Settings of `dag --format argo`.
+#[derive(Args, Debug)]
+pub(super) struct ArgoArgs {
+    /// The stack the pods use (its metadata store records the run).
+    #[arg(long, env = "ZENFLOW_STACK", default_value = "local")]
+    pub(super) stack: String,
+    /// Container image with the pipeline binary and zenflow.toml (default: the stack's `image`).
+    #[arg(long)]
+    pub(super) image: Option<String>,
+    /// The pipeline binary's path in the image (default: /app/<this binary's name>).
+    #[arg(long)]
+    pub(super) binary: Option<String>,
+    /// The folder of zenflow.toml in the image.
+    #[arg(long, default_value = "/app")]
+    pub(super) workdir: String,
+    /// The Kubernetes secret with the values of the stack's `${VAR}` references.
+    #[arg(long, default_value = "zenflow")]
+    pub(super) secret: String,
+    /// Pods at once.
+    #[arg(long)]
+    pub(super) parallelism: Option<usize>,
+    /// The pods' Kubernetes service account.
+    #[arg(long)]
+    pub(super) service_account: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum RunsCommand {
+    /// The most recent runs of this pipeline.
+    List {
+        #[command(flatten)]
+        stack: StackArg,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Runs of every pipeline in the store, not only this one.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One run: status, steps, timings, cache hits, checks.
+    Show {
+        /// Run id or name (`latest` for the most recent run of this pipeline).
+        run: String,
+        #[command(flatten)]
+        stack: StackArg,
+        /// Also print each step's log lines.
+        #[arg(long)]
+        logs: bool,
+        /// Say why each step ran (what changed since its last run), or
+        /// which run a cached step came from.
+        #[arg(long)]
+        why: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ArtifactsCommand {
+    /// The most recent artifact versions.
+    List {
+        #[command(flatten)]
+        stack: StackArg,
+        /// Only versions of this artifact name (`<pipeline>.<step>.<output>`).
+        #[arg(long)]
+        name: Option<String>,
+        /// How many versions.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One artifact version with its metadata and lineage.
+    Show {
+        /// Artifact version id, `name@N` or `name@latest`.
+        #[arg(value_name = "ARTIFACT")]
+        id: String,
+        #[command(flatten)]
+        stack: StackArg,
+    },
+    /// Write an artifact version's bytes to a file (verified against its hash).
+    Export {
+        /// Artifact version id, `name@N` or `name@latest`.
+        #[arg(value_name = "ARTIFACT")]
+        id: String,
+        /// Where to write the bytes.
+        #[arg(long, short)]
+        output: PathBuf,
+        #[command(flatten)]
+        stack: StackArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum StacksCommand {
+    /// The stacks of this project (`zenflow.toml`, plus the embedded `local`).
+    List,
+    /// A stack's components, credentials redacted.
+    Show {
+        /// Stack name.
+        name: String,
+    },
+    /// Connect to each component of a stack, create the metadata schema if
+    /// missing, write and read back a probe artifact, and report each result.
+    Check {
+        /// Stack name.
+        name: String,
+    },
+    /// Print the SQL that gives a team's CI two PostgreSQL roles, enforced
+    /// by the database: `zenflow_pr` for pull requests (cannot move a
+    /// protected alias, even with raw SQL) and `zenflow_release` for `main`.
+    #[cfg(feature = "postgres")]
+    RolesSql,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ReportCommand {
+    /// Post a markdown report as one sticky pull-request comment (created, or updated in place).
+    GithubComment {
+        /// The markdown report written by `run --report`.
+        #[arg(long, value_name = "FILE.md")]
+        report: PathBuf,
+    },
+}
+
+/// `--cache-ttl`: a duration such as `12h` or `7d`.
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    zenflow_core::step::parse_duration_ms(text)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is not a duration: write one such as 30m, 12h or 7d"))
+}
