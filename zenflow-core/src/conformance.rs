@@ -534,6 +534,13 @@ pub mod metadata {
     /// Runs, step runs (every status), artifact versions, metadata and
     /// lineage are stored and read back exactly.
     pub async fn records_round_trip(store: &dyn MetadataStore) {
+        let (load, train, v1) = first_run(store).await;
+        second_run(store, &load, &train, &v1).await;
+    }
+
+    /// A first run: `load` completes with an output, metadata, logs and
+    /// checks; `train` consumes the output and fails; `report` is skipped.
+    async fn first_run(store: &dyn MetadataStore) -> (StepRunWrite, StepRunWrite, ArtifactVersion) {
         let new = new_run("conformance", "conformance-run-1");
         let run = store.create_run(&new).await.unwrap();
         assert_eq!(run.status, RunStatus::Running);
@@ -600,7 +607,13 @@ pub mod metadata {
         assert_eq!(steps[1].error.as_deref(), Some("boom"));
         assert_eq!(steps[1].attempts, 3);
         assert_eq!(steps[1].inputs, train.step_run.inputs);
+        (load, train, v1)
+    }
 
+    /// A second run: `load` cached (linking `v1`), a new version of the same
+    /// artifact inline; then lineage and the listings of both runs.
+    async fn second_run(store: &dyn MetadataStore, load: &StepRunWrite, train: &StepRunWrite, v1: &ArtifactVersion) {
+        let v1 = v1.clone();
         // A second run: load cached (linking v1), train produces a new version.
         let new2 = new_run("conformance", "conformance-run-2");
         let run2 = store.create_run(&new2).await.unwrap();

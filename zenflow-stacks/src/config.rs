@@ -532,24 +532,7 @@ impl Stacks {
     fn resolve_config(&self, name: &str, in_place: bool) -> Result<StackConfig> {
         let Some(raw) = self.raw.get(name) else {
             if name == "local" {
-                return Ok(StackConfig {
-                    name: "local".into(),
-                    orchestrator: OrchestratorConfig::Local { parallelism: None },
-                    artifact_store: ArtifactStoreConfig {
-                        url: "file://.zenflow/artifacts".into(),
-                        ..Default::default()
-                    },
-                    metadata_store: MetadataStoreConfig {
-                        url: "sqlite://.zenflow/zenflow.db".into(),
-                        ..Default::default()
-                    },
-                    extras: Vec::new(),
-                    deployer: None,
-                    durability: Default::default(),
-                    inline_limit: zenflow_core::stack::DEFAULT_INLINE_LIMIT,
-                    protected_aliases: Vec::new(),
-                    image: None,
-                });
+                return Ok(StackConfig::embedded_local());
             }
             return Err(usage(format!("unknown stack `{name}`; available stacks: {}", self.names().join(", "))));
         };
@@ -568,37 +551,13 @@ impl Stacks {
             Some(Decl::Url(kind)) => OrchestratorTable { kind, ..Default::default() }.resolve(name)?,
             Some(Decl::Table(t)) => t.resolve(name)?,
         };
-        let artifact_store = match table.artifact_store {
-            Decl::Url(url) => ArtifactStoreConfig { url, ..Default::default() },
-            Decl::Table(t) => t,
-        };
-        artifact_store.retry_durations().map_err(|e| usage(format!("stack `{name}`, artifact_store: {e}")))?;
-        let metadata_store = match table.metadata_store {
-            Decl::Url(url) => MetadataStoreConfig { url, ..Default::default() },
-            Decl::Table(t) => t,
-        };
-        metadata_store.retry_window().map_err(|e| usage(format!("stack `{name}`, metadata_store: {e}")))?;
-        if metadata_store.retry_timeout.is_some() && !metadata_store.url.starts_with("postgres") {
-            return Err(usage(format!(
-                "stack `{name}`, metadata_store: `retry_timeout` is for a PostgreSQL store; SQLite waits for its \
-                 own locks and has no server to wait for"
-            )));
-        }
+        let (artifact_store, metadata_store) = stores(name, table.artifact_store, table.metadata_store)?;
         let mut extras = Vec::new();
         let deployer = table.deployer.map(|d| d.resolve(name)).transpose()?;
         if table.tracker.is_some() {
             extras.push("tracker".into());
         }
-        let durability = match table.durability.as_deref() {
-            None | Some("full") => crate::artifact_store::Durability::Full,
-            Some("relaxed") => crate::artifact_store::Durability::Relaxed,
-            Some(other) => {
-                return Err(usage(format!(
-                    "stack `{name}`: durability `{other}` is not one of \"full\" (every record and artifact synced to \
-                     disk) or \"relaxed\" (survives a process crash; the newest steps may be lost on power failure)"
-                )))
-            }
-        };
+        let durability = durability(name, table.durability.as_deref())?;
         let inline_limit = table.inline_limit.unwrap_or(zenflow_core::stack::DEFAULT_INLINE_LIMIT);
         for alias in &table.protected_aliases {
             zenflow_core::registry::validate_alias(alias)
@@ -990,6 +949,64 @@ fn expand_with(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// A stack's two stores, their retry settings checked.
+fn stores(
+    name: &str,
+    artifact_store: Decl<ArtifactStoreConfig>,
+    metadata_store: Decl<MetadataStoreConfig>,
+) -> Result<(ArtifactStoreConfig, MetadataStoreConfig)> {
+    let artifact_store = match artifact_store {
+        Decl::Url(url) => ArtifactStoreConfig { url, ..Default::default() },
+        Decl::Table(t) => t,
+    };
+    artifact_store.retry_durations().map_err(|e| usage(format!("stack `{name}`, artifact_store: {e}")))?;
+    let metadata_store = match metadata_store {
+        Decl::Url(url) => MetadataStoreConfig { url, ..Default::default() },
+        Decl::Table(t) => t,
+    };
+    metadata_store.retry_window().map_err(|e| usage(format!("stack `{name}`, metadata_store: {e}")))?;
+    if metadata_store.retry_timeout.is_some() && !metadata_store.url.starts_with("postgres") {
+        return Err(usage(format!(
+            "stack `{name}`, metadata_store: `retry_timeout` is for a PostgreSQL store; SQLite waits for its \
+             own locks and has no server to wait for"
+        )));
+    }
+    Ok((artifact_store, metadata_store))
+}
+
+/// `durability = "full" | "relaxed"`.
+fn durability(name: &str, value: Option<&str>) -> Result<crate::artifact_store::Durability> {
+    Ok(match value {
+        None | Some("full") => crate::artifact_store::Durability::Full,
+        Some("relaxed") => crate::artifact_store::Durability::Relaxed,
+        Some(other) => {
+            return Err(usage(format!(
+                "stack `{name}`: durability `{other}` is not one of \"full\" (every record and artifact synced to \
+                 disk) or \"relaxed\" (survives a process crash; the newest steps may be lost on power failure)"
+            )))
+        }
+    })
+}
+
+impl StackConfig {
+    /// The `local` stack every project has without a `zenflow.toml`:
+    /// threads, files and SQLite under `.zenflow/`.
+    fn embedded_local() -> StackConfig {
+        StackConfig {
+            name: "local".into(),
+            orchestrator: OrchestratorConfig::Local { parallelism: None },
+            artifact_store: ArtifactStoreConfig { url: "file://.zenflow/artifacts".into(), ..Default::default() },
+            metadata_store: MetadataStoreConfig { url: "sqlite://.zenflow/zenflow.db".into(), ..Default::default() },
+            extras: Vec::new(),
+            deployer: None,
+            durability: Default::default(),
+            inline_limit: zenflow_core::stack::DEFAULT_INLINE_LIMIT,
+            protected_aliases: Vec::new(),
+            image: None,
+        }
+    }
 }
 
 #[cfg(test)]

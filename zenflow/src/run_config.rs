@@ -351,75 +351,87 @@ fn apply_settings(
             "timeout" => step.options.timeout_ms = Some(duration_ms(value, &at)?),
             "cache_ttl" => step.options.cache_ttl_ms = Some(duration_ms(value, &at)?),
             "retry_backoff" => step.options.retry_backoff_ms = duration_ms(value, &at)?,
-            "parameters" => {
-                let Some(params) = value.as_object() else {
-                    return err(format!("`{at}` must be a mapping of parameter names to values"));
-                };
-                let spec = zenflow_core::step::lookup(&step.step).map_err(|e| ConfigError(e.to_string()))?;
-                for (name, v) in params {
-                    let Some(p) = spec.params.iter().find(|p| p.name == name) else {
-                        let names: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
-                        return err(format!(
-                            "`{at}.{name}`: step `{}` has no parameter `{name}`; its parameters are: {}",
-                            step.step,
-                            if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
-                        ));
-                    };
-                    // A value typed on the command line may be a string that
-                    // looks like a number (`007`): try it as typed, too.
-                    let typed = raw.get(&format!("{at}.{name}")).map(|r| Value::String(r.clone()));
-                    let fitted =
-                        std::iter::once(v.clone()).chain(typed).find(|c| (p.check)(c).is_ok()).ok_or_else(|| {
-                            ConfigError(format!(
-                                "`{at}.{name}`: {v} does not fit the parameter's type `{}`: {}",
-                                p.type_name,
-                                (p.check)(v).err().unwrap_or_default()
-                            ))
-                        })?;
-                    step.params.insert(name.clone(), fitted);
-                }
-            }
-            "resources" => {
-                let Some(resources) = value.as_object() else {
-                    return err(format!("`{at}` must be a mapping of cpus, memory and gpus"));
-                };
-                for (name, v) in resources {
-                    let r = &mut step.options.resources;
-                    match name.as_str() {
-                        "cpus" => {
-                            r.cpus = Some(v.as_f64().filter(|c| *c > 0.0 && c.is_finite()).ok_or_else(|| {
-                                ConfigError(format!("`{at}.cpus` must be a number of CPUs above 0, got {v}"))
-                            })?)
-                        }
-                        "memory" => {
-                            let size = match v {
-                                Value::Number(n) => n.as_u64(),
-                                Value::String(s) => zenflow_core::step::parse_size(s),
-                                _ => None,
-                            };
-                            r.memory_bytes = Some(size.ok_or_else(|| {
-                                ConfigError(format!(
-                                    "`{at}.memory` must be a size such as \"512MiB\", \"4GiB\" or \"2G\", got {v}"
-                                ))
-                            })?)
-                        }
-                        "gpus" => {
-                            r.gpus = Some(v.as_u64().and_then(|g| u32::try_from(g).ok()).ok_or_else(|| {
-                                ConfigError(format!("`{at}.gpus` must be a whole number of GPUs, got {v}"))
-                            })?)
-                        }
-                        other => {
-                            return err(format!("`{at}`: unknown resource `{other}`; resources are cpus, memory, gpus"))
-                        }
-                    }
-                }
-            }
+            "parameters" => apply_parameters(step, &at, value, raw)?,
+            "resources" => apply_resources(&mut step.options.resources, &at, value)?,
             other => {
                 return err(format!(
                     "`steps.{key}`: unknown setting `{other}`; settings are {}",
                     STEP_FIELDS.join(", ")
                 ))
             }
+        }
+    }
+    Ok(())
+}
+
+/// `steps.KEY.parameters`: each value checked against the step's parameter
+/// of that name (a value typed on the command line is also tried as text).
+fn apply_parameters(
+    step: &mut zenflow_core::plan::PlanStep,
+    at: &str,
+    value: &Value,
+    raw: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let Some(params) = value.as_object() else {
+        return err(format!("`{at}` must be a mapping of parameter names to values"));
+    };
+    let spec = zenflow_core::step::lookup(&step.step).map_err(|e| ConfigError(e.to_string()))?;
+    for (name, v) in params {
+        let Some(p) = spec.params.iter().find(|p| p.name == name) else {
+            let names: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
+            return err(format!(
+                "`{at}.{name}`: step `{}` has no parameter `{name}`; its parameters are: {}",
+                step.step,
+                if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
+            ));
+        };
+        // A value typed on the command line may be a string that
+        // looks like a number (`007`): try it as typed, too.
+        let typed = raw.get(&format!("{at}.{name}")).map(|r| Value::String(r.clone()));
+        let fitted = std::iter::once(v.clone()).chain(typed).find(|c| (p.check)(c).is_ok()).ok_or_else(|| {
+            ConfigError(format!(
+                "`{at}.{name}`: {v} does not fit the parameter's type `{}`: {}",
+                p.type_name,
+                (p.check)(v).err().unwrap_or_default()
+            ))
+        })?;
+        step.params.insert(name.clone(), fitted);
+    }
+    Ok(())
+}
+
+/// `steps.KEY.resources`: cpus, memory and gpus.
+fn apply_resources(r: &mut zenflow_core::step::Resources, at: &str, value: &Value) -> Result<(), ConfigError> {
+    let Some(resources) = value.as_object() else {
+        return err(format!("`{at}` must be a mapping of cpus, memory and gpus"));
+    };
+    for (name, v) in resources {
+        match name.as_str() {
+            "cpus" => {
+                r.cpus = Some(
+                    v.as_f64()
+                        .filter(|c| *c > 0.0 && c.is_finite())
+                        .ok_or_else(|| ConfigError(format!("`{at}.cpus` must be a number of CPUs above 0, got {v}")))?,
+                )
+            }
+            "memory" => {
+                let size = match v {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => zenflow_core::step::parse_size(s),
+                    _ => None,
+                };
+                r.memory_bytes = Some(size.ok_or_else(|| {
+                    ConfigError(format!("`{at}.memory` must be a size such as \"512MiB\", \"4GiB\" or \"2G\", got {v}"))
+                })?)
+            }
+            "gpus" => {
+                r.gpus = Some(
+                    v.as_u64()
+                        .and_then(|g| u32::try_from(g).ok())
+                        .ok_or_else(|| ConfigError(format!("`{at}.gpus` must be a whole number of GPUs, got {v}")))?,
+                )
+            }
+            other => return err(format!("`{at}`: unknown resource `{other}`; resources are cpus, memory, gpus")),
         }
     }
     Ok(())

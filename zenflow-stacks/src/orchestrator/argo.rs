@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use zenflow_core::metadata::RunRecord;
-use zenflow_core::plan::Plan;
+use zenflow_core::plan::{Plan, PlanStep};
 
 /// How far past a step's timeout its pod may run before Argo kills it (the
 /// entrypoint enforces the timeout itself and records it).
@@ -134,43 +134,7 @@ pub fn workflow(plan: &Plan, run: &RunRecord, options: &ArgoOptions) -> Result<V
     no_expression("the image", &options.image)?;
     no_expression("the binary path", &options.binary)?;
     no_expression("the working folder", &options.workdir)?;
-    let env: Vec<Value> = std::iter::once(json!({"name": "ZENFLOW_PROJECT_ROOT", "value": options.workdir}))
-        .chain(options.env.iter().map(|(var, has_default)| {
-            let mut key = json!({"name": options.secret, "key": var});
-            if *has_default {
-                key["optional"] = json!(true);
-            }
-            json!({"name": var, "valueFrom": {"secretKeyRef": key}})
-        }))
-        .collect();
-    let container = |args: Vec<String>, resources: Option<Value>| {
-        let mut c = json!({
-            // Argo calls the main container `main`; the schema wants a name.
-            "name": "main",
-            "image": options.image,
-            "command": [options.binary],
-            "args": args,
-            "workingDir": options.workdir,
-            "env": env,
-        });
-        if let Some(r) = resources {
-            c["resources"] = r;
-        }
-        c
-    };
-
-    // Template and task names: unique, valid, stable for a step id.
-    let mut names: HashMap<&str, String> = HashMap::new();
-    let mut taken: HashSet<String> = [EXIT_TEMPLATE.to_string(), "main".to_string()].into();
-    for step in &plan.steps {
-        no_expression("the step id", &step.id)?;
-        let mut name = sanitize(&step.id, 63);
-        if taken.contains(&name) {
-            name = sanitize(&format!("{}~", step.id), 63);
-        }
-        taken.insert(name.clone());
-        names.insert(step.id.as_str(), name);
-    }
+    let names = template_names(plan)?;
     let deps = plan.dependencies();
     let mut templates = vec![json!({
         "name": "main",
@@ -183,39 +147,11 @@ pub fn workflow(plan: &Plan, run: &RunRecord, options: &ArgoOptions) -> Result<V
             task
         }).collect::<Vec<_>>()},
     })];
-    for step in &plan.steps {
-        // A lone pod closes the run when nothing can run after it; Argo
-        // counts its retries (`{{retries}}`: 0 on the first attempt).
-        let request = zenflow_core::run::entrypoint::Request {
-            run: run.id.clone(),
-            steps: vec![step.id.clone()],
-            attempt: 1,
-            close: true,
-        };
-        let args = request.to_args_counted_by(&options.stack, "{{retries}}");
-        let mut t = json!({
-            "name": names[step.id.as_str()],
-            "metadata": {"labels": {"zenflow.io/run": sanitize(&run.id, 63), "zenflow.io/step": names[step.id.as_str()]}},
-            "container": container(args, resources(&step.options.resources)),
-        });
-        if step.options.retries > 0 {
-            t["retryStrategy"] = json!({
-                "limit": step.options.retries.to_string(),
-                "retryPolicy": "Always",
-                // Exit 2 is permanent (bad configuration, code that differs
-                // from the plan): another pod would fail the same way.
-                "expression": "lastRetry.status == \"Error\" || (lastRetry.status == \"Failed\" && asInt(lastRetry.exitCode) != 2)",
-                "backoff": {"duration": format!("{}ms", step.options.retry_backoff_ms.max(1)), "factor": "2"},
-            });
-        }
-        if let Some(limit) = step.options.timeout() {
-            t["activeDeadlineSeconds"] = json!(limit.as_secs_f64().ceil() as u64 + DEADLINE_GRACE_SECS);
-        }
-        templates.push(t);
-    }
+    templates.extend(plan.steps.iter().map(|step| step_template(step, &names[step.id.as_str()], run, options)));
     templates.push(json!({
         "name": EXIT_TEMPLATE,
         "container": container(
+            options,
             vec!["close-run".into(), "--run".into(), run.id.clone(), "--stack".into(), options.stack.clone()],
             None,
         ),
@@ -249,81 +185,111 @@ pub fn workflow(plan: &Plan, run: &RunRecord, options: &ArgoOptions) -> Result<V
     Ok(doc)
 }
 
+/// Template and task names: unique, valid, stable for a step id.
+fn template_names(plan: &Plan) -> Result<HashMap<&str, String>, ArgoError> {
+    let mut names: HashMap<&str, String> = HashMap::new();
+    let mut taken: HashSet<String> = [EXIT_TEMPLATE.to_string(), "main".to_string()].into();
+    for step in &plan.steps {
+        no_expression("the step id", &step.id)?;
+        let mut name = sanitize(&step.id, 63);
+        if taken.contains(&name) {
+            name = sanitize(&format!("{}~", step.id), 63);
+        }
+        taken.insert(name.clone());
+        names.insert(step.id.as_str(), name);
+    }
+    Ok(names)
+}
+
+/// The container that runs the pipeline binary with `args`: the project's
+/// folder, and the stack's secrets as environment variables.
+fn container(options: &ArgoOptions, args: Vec<String>, resources: Option<Value>) -> Value {
+    let env: Vec<Value> = std::iter::once(json!({"name": "ZENFLOW_PROJECT_ROOT", "value": options.workdir}))
+        .chain(options.env.iter().map(|(var, has_default)| {
+            let mut key = json!({"name": options.secret, "key": var});
+            if *has_default {
+                key["optional"] = json!(true);
+            }
+            json!({"name": var, "valueFrom": {"secretKeyRef": key}})
+        }))
+        .collect();
+    let mut c = json!({
+        // Argo calls the main container `main`; the schema wants a name.
+        "name": "main",
+        "image": options.image,
+        "command": [options.binary],
+        "args": args,
+        "workingDir": options.workdir,
+        "env": env,
+    });
+    if let Some(r) = resources {
+        c["resources"] = r;
+    }
+    c
+}
+
+/// The template of one step: a pod running its step entrypoint, with the
+/// step's retries, timeout and resources.
+fn step_template(step: &PlanStep, name: &str, run: &RunRecord, options: &ArgoOptions) -> Value {
+    // A lone pod closes the run when nothing can run after it; Argo
+    // counts its retries (`{{retries}}`: 0 on the first attempt).
+    let request = zenflow_core::run::entrypoint::Request {
+        run: run.id.clone(),
+        steps: vec![step.id.clone()],
+        attempt: 1,
+        close: true,
+    };
+    let args = request.to_args_counted_by(&options.stack, "{{retries}}");
+    let mut t = json!({
+        "name": name,
+        "metadata": {"labels": {"zenflow.io/run": sanitize(&run.id, 63), "zenflow.io/step": name}},
+        "container": container(options, args, resources(&step.options.resources)),
+    });
+    if step.options.retries > 0 {
+        t["retryStrategy"] = json!({
+            "limit": step.options.retries.to_string(),
+            "retryPolicy": "Always",
+            // Exit 2 is permanent (bad configuration, code that differs
+            // from the plan): another pod would fail the same way.
+            "expression": "lastRetry.status == \"Error\" || (lastRetry.status == \"Failed\" && asInt(lastRetry.exitCode) != 2)",
+            "backoff": {"duration": format!("{}ms", step.options.retry_backoff_ms.max(1)), "factor": "2"},
+        });
+    }
+    if let Some(limit) = step.options.timeout() {
+        t["activeDeadlineSeconds"] = json!(limit.as_secs_f64().ceil() as u64 + DEADLINE_GRACE_SECS);
+    }
+    t
+}
+
 /// zenflow's own checks of a workflow: names by Argo's rules and unique,
 /// every template and dependency known, no cycle, and `{{` only in our
 /// `{{retries}}` argument.
 pub fn check(doc: &Value) -> Result<(), ArgoError> {
-    let bad = |m: String| Err(ArgoError::Invalid(m));
-    let valid = |n: &str| {
-        !n.is_empty()
-            && n.len() <= 63
-            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !n.starts_with('-')
-            && !n.ends_with('-')
-    };
     let spec = &doc["spec"];
     let templates = spec["templates"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let mut known = HashSet::new();
-    for t in templates {
-        let name = t["name"].as_str().unwrap_or("");
-        if !valid(name) {
-            return bad(format!("template name `{name}` is not [a-z0-9-], at most 63 characters"));
-        }
-        if !known.insert(name) {
-            return bad(format!("two templates are named `{name}`"));
-        }
-    }
+    let known = template_set(templates)?;
     for key in ["entrypoint", "onExit"] {
         let t = spec[key].as_str().unwrap_or("");
         if !known.contains(t) {
-            return bad(format!("`{key}` names no template: `{t}`"));
+            return invalid(format!("`{key}` names no template: `{t}`"));
         }
     }
     let Some(main) = templates.iter().find(|t| t["name"] == spec["entrypoint"]) else {
-        return bad("no entrypoint template".into());
+        return invalid("no entrypoint template".into());
     };
     let tasks = main["dag"]["tasks"].as_array().map(Vec::as_slice).unwrap_or_default();
     let mut task_names = HashSet::new();
     for task in tasks {
         let name = task["name"].as_str().unwrap_or("");
-        if !valid(name) || !task_names.insert(name) {
-            return bad(format!("task name `{name}` is invalid or not unique"));
+        if !valid_name(name) || !task_names.insert(name) {
+            return invalid(format!("task name `{name}` is invalid or not unique"));
         }
         let template = task["template"].as_str().unwrap_or("");
         if !known.contains(template) {
-            return bad(format!("task `{name}` runs unknown template `{template}`"));
+            return invalid(format!("task `{name}` runs unknown template `{template}`"));
         }
     }
-    // Dependencies known, and an order exists (Kahn).
-    let mut waiting: HashMap<&str, usize> = HashMap::new();
-    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
-    for task in tasks {
-        let name = task["name"].as_str().unwrap_or("");
-        let deps = task["dependencies"].as_array().map(Vec::as_slice).unwrap_or_default();
-        for d in deps {
-            let d = d.as_str().unwrap_or("");
-            if !task_names.contains(d) {
-                return bad(format!("task `{name}` depends on unknown task `{d}`"));
-            }
-            dependents.entry(d).or_default().push(name);
-        }
-        waiting.insert(name, deps.len());
-    }
-    let mut ready: Vec<&str> = waiting.iter().filter(|(_, n)| **n == 0).map(|(t, _)| *t).collect();
-    let mut ordered = 0;
-    while let Some(t) = ready.pop() {
-        ordered += 1;
-        for d in dependents.get(t).map(Vec::as_slice).unwrap_or_default() {
-            let n = waiting.get_mut(d).expect("known task");
-            *n -= 1;
-            if *n == 0 {
-                ready.push(d);
-            }
-        }
-    }
-    if ordered != tasks.len() {
-        return bad("the tasks' dependencies form a cycle".into());
-    }
+    check_order(tasks, &task_names)?;
     // `{{` anywhere but our own `{{retries}}` argument.
     fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
         match v {
@@ -336,7 +302,71 @@ pub fn check(doc: &Value) -> Result<(), ArgoError> {
     let mut all = Vec::new();
     strings(doc, &mut all);
     if let Some(s) = all.iter().find(|s| s.contains("{{") && **s != "{{retries}}") {
-        return bad(format!("`{s}` would be expanded by Argo"));
+        return invalid(format!("`{s}` would be expanded by Argo"));
+    }
+    Ok(())
+}
+
+fn invalid<T>(message: String) -> Result<T, ArgoError> {
+    Err(ArgoError::Invalid(message))
+}
+
+/// A name by Argo's rules: `[a-z0-9-]`, at most 63 characters, no dash at
+/// either end.
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !n.starts_with('-')
+        && !n.ends_with('-')
+}
+
+/// The templates' names, each valid and unique.
+fn template_set(templates: &[Value]) -> Result<HashSet<&str>, ArgoError> {
+    let mut known = HashSet::new();
+    for t in templates {
+        let name = t["name"].as_str().unwrap_or("");
+        if !valid_name(name) {
+            return invalid(format!("template name `{name}` is not [a-z0-9-], at most 63 characters"));
+        }
+        if !known.insert(name) {
+            return invalid(format!("two templates are named `{name}`"));
+        }
+    }
+    Ok(known)
+}
+
+/// Every dependency names a task, and an order exists (Kahn's algorithm).
+fn check_order(tasks: &[Value], task_names: &HashSet<&str>) -> Result<(), ArgoError> {
+    let mut waiting: HashMap<&str, usize> = HashMap::new();
+    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for task in tasks {
+        let name = task["name"].as_str().unwrap_or("");
+        let deps = task["dependencies"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for d in deps {
+            let d = d.as_str().unwrap_or("");
+            if !task_names.contains(d) {
+                return invalid(format!("task `{name}` depends on unknown task `{d}`"));
+            }
+            dependents.entry(d).or_default().push(name);
+        }
+        waiting.insert(name, deps.len());
+    }
+    let mut ready: Vec<&str> = waiting.iter().filter(|(_, n)| **n == 0).map(|(t, _)| *t).collect();
+    let mut ordered = 0;
+    while let Some(t) = ready.pop() {
+        ordered += 1;
+        for d in dependents.get(t).map(Vec::as_slice).unwrap_or_default() {
+            // Every dependent was entered in `waiting` above.
+            let Some(n) = waiting.get_mut(d) else { continue };
+            *n -= 1;
+            if *n == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    if ordered != tasks.len() {
+        return invalid("the tasks' dependencies form a cycle".into());
     }
     Ok(())
 }

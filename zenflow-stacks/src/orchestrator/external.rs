@@ -341,50 +341,8 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
         return Ok(true);
     }
     loop {
-        let steps: Vec<&PlanStep> = unit[from..].iter().map(|&p| &plan.steps[p]).collect();
-        let deadline = steps
-            .iter()
-            .map(|s| s.options.timeout())
-            .try_fold(Duration::ZERO, |sum, t| t.map(|t| sum + t))
-            .map(|t| t + STOP_GRACE);
-        let names = steps.iter().map(|s| format!("`{}`", s.id)).collect::<Vec<_>>().join(", ");
-        let job = Attempt {
-            run_id: &runner.run().id,
-            run_name: &runner.run().name,
-            stack: runner.stores().name(),
-            steps,
-            attempt,
-            deadline,
-        };
-        let report = launcher.launch(&job).await;
-        let records = runner.stores().metadata().step_runs(&runner.run().id).await?;
-        let mut failed: Option<(usize, StepRunRecord, u32)> = None;
-        for (i, &p) in unit[from..].iter().enumerate() {
-            let this_attempt = if i == 0 { attempt } else { 1 };
-            let id = &plan.steps[p].id;
-            let record = zenflow_core::metadata::latest_record(&records, id);
-            match record {
-                Some(r) if r.status.is_success() => {
-                    runner.record_external(p, r);
-                }
-                Some(r) if r.status == StepStatus::Failed && r.attempts >= this_attempt => {
-                    failed = Some((from + i, r.clone(), this_attempt));
-                    break;
-                }
-                other => {
-                    // Nothing final from this attempt: it died, was stopped,
-                    // never started, or (a later step of a chain) was never
-                    // reached. A record it left as running is closed.
-                    let running = other.filter(|r| r.status == StepStatus::Running);
-                    let record = runner
-                        .record_failure(p, this_attempt, running, &reason(&report.ended, &names), tail_logs(&report))
-                        .await?;
-                    failed = Some((from + i, record, this_attempt));
-                    break;
-                }
-            }
-        }
-        let Some((at, record, made)) = failed else {
+        let report = launch(launcher, runner, &unit[from..], attempt).await;
+        let Some((at, record, made)) = first_failure(runner, unit, from, attempt, &report).await? else {
             runner.stores().metadata().flush().await?;
             return Ok(true);
         };
@@ -407,6 +365,65 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
         from = at;
         attempt = made + 1;
     }
+}
+
+/// Launches attempt `attempt` of the steps at `positions` (a chain runs in
+/// one process), with a deadline of their timeouts and a grace period.
+async fn launch<L: Launcher>(launcher: &L, runner: &StepRunner, positions: &[usize], attempt: u32) -> AttemptEnd {
+    let steps: Vec<&PlanStep> = positions.iter().map(|&p| &runner.plan().steps[p]).collect();
+    let deadline = steps
+        .iter()
+        .map(|s| s.options.timeout())
+        .try_fold(Duration::ZERO, |sum, t| t.map(|t| sum + t))
+        .map(|t| t + STOP_GRACE);
+    let job = Attempt {
+        run_id: &runner.run().id,
+        run_name: &runner.run().name,
+        stack: runner.stores().name(),
+        steps,
+        attempt,
+        deadline,
+    };
+    launcher.launch(&job).await
+}
+
+/// After an attempt of `unit[from..]`: takes the steps it completed, and
+/// gives the first one that did not (its position in `unit`, its record,
+/// the attempt it made). A step that left nothing final is recorded as
+/// failed, saying how its attempt ended.
+async fn first_failure(
+    runner: &StepRunner,
+    unit: &[usize],
+    from: usize,
+    attempt: u32,
+    report: &AttemptEnd,
+) -> Result<Option<(usize, StepRunRecord, u32)>, Error> {
+    let plan = runner.plan();
+    let names = unit[from..].iter().map(|&p| format!("`{}`", plan.steps[p].id)).collect::<Vec<_>>().join(", ");
+    let records = runner.stores().metadata().step_runs(&runner.run().id).await?;
+    for (i, &p) in unit[from..].iter().enumerate() {
+        let this_attempt = if i == 0 { attempt } else { 1 };
+        let record = zenflow_core::metadata::latest_record(&records, &plan.steps[p].id);
+        match record {
+            Some(r) if r.status.is_success() => {
+                runner.record_external(p, r);
+            }
+            Some(r) if r.status == StepStatus::Failed && r.attempts >= this_attempt => {
+                return Ok(Some((from + i, r.clone(), this_attempt)));
+            }
+            other => {
+                // Nothing final from this attempt: it died, was stopped,
+                // never started, or (a later step of a chain) was never
+                // reached. A record it left as running is closed.
+                let running = other.filter(|r| r.status == StepStatus::Running);
+                let record = runner
+                    .record_failure(p, this_attempt, running, &reason(&report.ended, &names), tail_logs(report))
+                    .await?;
+                return Ok(Some((from + i, record, this_attempt)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The tail of an attempt's output, introduced, for a record.

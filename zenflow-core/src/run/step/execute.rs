@@ -62,6 +62,18 @@ pub(super) struct Prepared {
     pub(super) step_run_id: String,
 }
 
+/// An output that steps of this run still to run will read, before its
+/// hash is known.
+struct Handover {
+    /// Its position among the step's outputs.
+    index: usize,
+    key: (usize, String),
+    encoded: Option<crate::materializer::Encoded>,
+    value: Option<crate::materializer::Handoff>,
+    /// How many inputs read it.
+    left: usize,
+}
+
 /// What executing a step (all its attempts) produced.
 pub(super) struct Execution {
     pub(super) outcome: std::result::Result<Vec<EncodedValue>, String>,
@@ -160,64 +172,10 @@ impl StepRunner {
         let why = self.why_executed(pos, &prepared).await;
         let Prepared { mut write, inputs, models, started, step_run_id, .. } = prepared;
         let step = &self.plan.steps[pos];
-        if !why.is_empty() {
-            write.step_run.metadata.insert(crate::why::WHY_KEY.into(), serde_json::to_value(why).unwrap_or_default());
-        }
-        self.record(&mut write).await?;
-        if self.verify_code {
-            // A worker: whoever watches it (its orchestrator, an engine's
-            // exit handler) must see that it runs, even if it dies mid-step.
-            self.stores.metadata().flush().await?;
-        }
-        let model_versions: std::collections::BTreeMap<String, Option<i64>> =
-            models.iter().map(|(input, resolved)| (input.clone(), resolved["version"].as_i64())).collect();
-        let execution = match self.load_inputs(step, &inputs).await {
-            Ok(loaded) => {
-                let env = crate::context::AttemptEnv {
-                    models: model_versions,
-                    inputs: write.step_run.inputs.clone(),
-                    stores: Some(self.stores.clone()),
-                };
-                self.execute_attempts(step, loaded, &env, &step_run_id, first, last).await
-            }
-            Err(e) => Execution::failed(e.to_string(), first),
-        };
-        let attempts = execution.attempts;
-        write.step_run.attempts = attempts;
-        write.step_run.logs = execution.logs;
-        write.step_run.metadata.extend(execution.metadata);
-        if execution.permanent {
-            write.step_run.metadata.insert(PERMANENT_KEY.into(), serde_json::Value::Bool(true));
-        }
-        let permanent = execution.permanent;
-        write.step_run.checks = execution.checks;
-        let mut handed = Vec::new();
-        let outcome = match execution.outcome {
-            Ok(mut values) => {
-                for (i, (o, v)) in step.outputs.iter().zip(&mut values).enumerate() {
-                    // A value nobody here reads is dropped now, not kept
-                    // alive while its bytes are stored.
-                    let value = v.handoff.take();
-                    let key = (pos, o.name.clone());
-                    if let Some(&left) = self.consumers.get(&key) {
-                        let encoded = v.streamed.is_none().then(|| v.encoded.clone());
-                        handed.push((i, key, encoded, value, left));
-                    }
-                }
-                self.save_outputs(step, values).await.map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e),
-        };
-        write.step_run.ended_at = Some(metadata::now());
-        let (status, error) = match outcome {
-            Ok(new_outputs) => {
-                write.new_outputs = new_outputs;
-                (StepStatus::Completed, None)
-            }
-            Err(e) => (StepStatus::Failed, Some(e)),
-        };
-        write.step_run.status = status;
-        write.step_run.error = error;
+        self.record_running(&mut write, why).await?;
+        let execution = self.execute(step, &write, &inputs, &models, &step_run_id, (first, last)).await;
+        let (attempts, permanent) = (execution.attempts, execution.permanent);
+        let handovers = self.settle(pos, &mut write, execution).await;
         let outputs = self.record(&mut write).await?;
         // As recorded, secrets hidden: what the run's result shows too.
         let error = write.step_run.error.clone();
@@ -226,30 +184,118 @@ impl StepRunner {
                 return self.refuse_registration(pos, write, started, e).await;
             }
         }
-        if let Some(e) = &error {
-            tracing::warn!(step = %step.id, "step failed: {e}");
-        } else {
-            let mut handoffs = self.handoffs.lock().unwrap_or_else(PoisonError::into_inner);
-            for (i, key, encoded, value, left) in handed {
-                // Streamed outputs got their hash when they were stored.
-                if let Some(a) = write.new_outputs.get(i) {
-                    handoffs.insert(key, Handed { hash: a.content_hash, encoded, value, left });
+        match &error {
+            Some(e) => tracing::warn!(step = %step.id, "step failed: {e}"),
+            None => self.hand_over(handovers, &write),
+        }
+        let status = write.step_run.status;
+        let duration = started.elapsed();
+        let result = StepResult {
+            invocation: step.id.clone(),
+            status,
+            step_run_id,
+            outputs,
+            error,
+            attempts,
+            duration,
+            permanent,
+        };
+        Ok(self.finish(pos, result))
+    }
+
+    /// Records that the step runs, and why, where whoever watches it can
+    /// see it.
+    async fn record_running(&self, write: &mut StepRunWrite, why: Vec<crate::why::Reason>) -> Result<()> {
+        if !why.is_empty() {
+            write.step_run.metadata.insert(crate::why::WHY_KEY.into(), serde_json::to_value(why).unwrap_or_default());
+        }
+        self.record(write).await?;
+        if self.verify_code {
+            // A worker: whoever watches it (its orchestrator, an engine's
+            // exit handler) must see that it runs, even if it dies mid-step.
+            self.stores.metadata().flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Loads the step's inputs and runs attempts `first..=last` of it.
+    async fn execute(
+        &self,
+        step: &PlanStep,
+        write: &StepRunWrite,
+        inputs: &[Vec<ArtifactVersion>],
+        models: &[(String, serde_json::Value)],
+        step_run_id: &str,
+        (first, last): (u32, u32),
+    ) -> Execution {
+        let model_versions: std::collections::BTreeMap<String, Option<i64>> =
+            models.iter().map(|(input, resolved)| (input.clone(), resolved["version"].as_i64())).collect();
+        match self.load_inputs(step, inputs).await {
+            Ok(loaded) => {
+                let env = crate::context::AttemptEnv {
+                    models: model_versions,
+                    inputs: write.step_run.inputs.clone(),
+                    stores: Some(self.stores.clone()),
+                };
+                self.execute_attempts(step, loaded, &env, step_run_id, first, last).await
+            }
+            Err(e) => Execution::failed(e.to_string(), first),
+        }
+    }
+
+    /// Writes what the attempts of the step at `pos` produced into its
+    /// record, and stores its outputs; gives back the outputs that steps
+    /// still to run will read from memory.
+    async fn settle(&self, pos: usize, write: &mut StepRunWrite, execution: Execution) -> Vec<Handover> {
+        let step = &self.plan.steps[pos];
+        write.step_run.attempts = execution.attempts;
+        write.step_run.logs = execution.logs;
+        write.step_run.metadata.extend(execution.metadata);
+        if execution.permanent {
+            write.step_run.metadata.insert(PERMANENT_KEY.into(), serde_json::Value::Bool(true));
+        }
+        write.step_run.checks = execution.checks;
+        let mut handovers = Vec::new();
+        let outcome = match execution.outcome {
+            Ok(mut values) => {
+                for (index, (o, v)) in step.outputs.iter().zip(&mut values).enumerate() {
+                    // A value nobody here reads is dropped now, not kept
+                    // alive while its bytes are stored.
+                    let value = v.handoff.take();
+                    let key = (pos, o.name.clone());
+                    if let Some(&left) = self.consumers.get(&key) {
+                        let encoded = v.streamed.is_none().then(|| v.encoded.clone());
+                        handovers.push(Handover { index, key, encoded, value, left });
+                    }
                 }
+                self.save_outputs(step, values).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        write.step_run.ended_at = Some(metadata::now());
+        match outcome {
+            Ok(new_outputs) => {
+                write.new_outputs = new_outputs;
+                write.step_run.status = StepStatus::Completed;
+            }
+            Err(e) => {
+                write.step_run.status = StepStatus::Failed;
+                write.step_run.error = Some(e);
             }
         }
-        Ok(self.finish(
-            pos,
-            StepResult {
-                invocation: step.id.clone(),
-                status,
-                step_run_id,
-                outputs,
-                error,
-                attempts,
-                duration: started.elapsed(),
-                permanent,
-            },
-        ))
+        handovers
+    }
+
+    /// Keeps the outputs in `handovers` in memory for the steps that read
+    /// them, under the hashes their record gave them.
+    fn hand_over(&self, handovers: Vec<Handover>, write: &StepRunWrite) {
+        let mut handoffs = self.handoffs.lock().unwrap_or_else(PoisonError::into_inner);
+        for Handover { index, key, encoded, value, left } in handovers {
+            // Streamed outputs got their hash when they were stored.
+            if let Some(a) = write.new_outputs.get(index) {
+                handoffs.insert(key, Handed { hash: a.content_hash, encoded, value, left });
+            }
+        }
     }
 
     /// Executes attempts `first..=last` of `step`, until one succeeds.
@@ -288,26 +334,7 @@ impl StepRunner {
             );
             let call = StepCall::new(spec, inputs.clone(), params.clone(), ctx.clone())
                 .with_time_limit(step.options.timeout());
-            // Polled in this task (no task per attempt): a panic is caught
-            // here, and a timeout drops the step's future. The span marks
-            // what the step logs through `tracing` as this step run's.
-            let attempt_future = std::panic::AssertUnwindSafe((spec.execute)(call))
-                .catch_unwind()
-                .instrument(logs::span(step_run_id, &step.id, attempt));
-            let stdio = self.options.capture_stdio.then(|| logs::StdioCapture::start(step_run_id));
-            let joined = match step.options.timeout() {
-                Some(limit) => {
-                    tokio::time::timeout(limit, attempt_future).await.unwrap_or(Ok(Err(StepError::TimedOut(limit))))
-                }
-                None => attempt_future.await,
-            };
-            if let Some(Some(stdio)) = stdio {
-                stdio.finish();
-            }
-            let outcome = match joined {
-                Ok(r) => r,
-                Err(payload) => Err(StepError::Panicked(crate::panic::message(payload))),
-            };
+            let outcome = self.attempt(spec, call, step, step_run_id, attempt).await;
             let outcome = match outcome {
                 Err(e) if attempt < last => {
                     let delay = step.options.backoff(attempt);
@@ -332,6 +359,39 @@ impl StepRunner {
                 checks: ctx.checks(),
                 permanent: false,
             };
+        }
+    }
+
+    /// One attempt of `step`: its call polled in this task (no task per
+    /// attempt), so a panic is caught here and a timeout drops the step's
+    /// future. The span marks what the step logs through `tracing` as this
+    /// step run's; with `capture_stdio`, what it prints is kept too.
+    async fn attempt(
+        &self,
+        spec: &'static step::StepSpec,
+        call: StepCall,
+        step: &PlanStep,
+        step_run_id: &str,
+        attempt: u32,
+    ) -> std::result::Result<Vec<EncodedValue>, StepError> {
+        let attempt_future = std::panic::AssertUnwindSafe((spec.execute)(call)).catch_unwind().instrument(logs::span(
+            step_run_id,
+            &step.id,
+            attempt,
+        ));
+        let stdio = self.options.capture_stdio.then(|| logs::StdioCapture::start(step_run_id));
+        let joined = match step.options.timeout() {
+            Some(limit) => {
+                tokio::time::timeout(limit, attempt_future).await.unwrap_or(Ok(Err(StepError::TimedOut(limit))))
+            }
+            None => attempt_future.await,
+        };
+        if let Some(Some(stdio)) = stdio {
+            stdio.finish();
+        }
+        match joined {
+            Ok(r) => r,
+            Err(payload) => Err(StepError::Panicked(crate::panic::message(payload))),
         }
     }
 }

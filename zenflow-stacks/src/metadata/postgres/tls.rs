@@ -98,20 +98,7 @@ pub(crate) fn settings_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> 
     let mut kept = Vec::new();
     for (key, value) in parsed.query_pairs() {
         match &*key {
-            "sslmode" => {
-                mode = Some(match &*value {
-                    "disable" => SslMode::Disable,
-                    "allow" | "prefer" => SslMode::Prefer,
-                    "require" => SslMode::Require,
-                    "verify-ca" => SslMode::VerifyCa,
-                    "verify-full" => SslMode::VerifyFull,
-                    other => {
-                        return Err(format!(
-                            "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                        ))
-                    }
-                })
-            }
+            "sslmode" => mode = Some(parse_mode(&value)?),
             "sslrootcert" => root_cert = Some(value.into_owned()),
             other => {
                 if other == "host" {
@@ -121,15 +108,50 @@ pub(crate) fn settings_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> 
             }
         }
     }
-    let (mode, roots) = match (mode, root_cert.as_deref()) {
+    let (mode, roots) = trust(mode, root_cert.as_deref(), env)?;
+    let tokio_mode = match mode {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",
+    };
+    let mut rebuilt = parsed.clone();
+    rebuilt.query_pairs_mut().clear().extend_pairs(kept).append_pair("sslmode", tokio_mode);
+    Ok(TlsSettings { url: rebuilt.to_string(), mode, roots, host })
+}
+
+/// An `sslmode` value, as libpq spells them.
+fn parse_mode(value: &str) -> Result<SslMode, String> {
+    Ok(match value {
+        "disable" => SslMode::Disable,
+        "allow" | "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        other => {
+            return Err(format!(
+                "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+            ))
+        }
+    })
+}
+
+/// The mode and the roots to check the server's certificate against, as
+/// libpq 16 decides them from `sslmode` and `sslrootcert` (and, without
+/// one, `~/.postgresql/root.crt`).
+fn trust(
+    mode: Option<SslMode>,
+    root_cert: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(SslMode, Option<Roots>), String> {
+    Ok(match (mode, root_cert) {
         // libpq 16: the system roots imply verify-full and refuse weaker modes.
         (None | Some(SslMode::VerifyFull), Some("system")) => (SslMode::VerifyFull, Some(Roots::System)),
         (Some(weaker), Some("system")) => {
             return Err(format!(
                 "sslrootcert=system trusts every public CA, so it needs sslmode=verify-full (it has `{}`): \
-                 any public CA signs certificates for anyone's host, and only the host name check tells \
-                 your server apart; use sslmode=verify-full, or give the CA that signed your server's \
-                 certificate as sslrootcert=/path/to/ca.pem",
+             any public CA signs certificates for anyone's host, and only the host name check tells \
+             your server apart; use sslmode=verify-full, or give the CA that signed your server's \
+             certificate as sslrootcert=/path/to/ca.pem",
                 weaker.as_str()
             ))
         }
@@ -151,9 +173,9 @@ pub(crate) fn settings_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> 
                         let looked = default.map_or("~/.postgresql/root.crt".to_string(), |p| p.display().to_string());
                         return Err(format!(
                             "sslmode={} checks the server's certificate against the CA that signed it, but no \
-                             root certificate was given and {looked} does not exist: add \
-                             sslrootcert=/path/to/ca.pem to the URL (or put the CA certificate at {looked}); \
-                             to trust the public CAs instead, use sslmode=verify-full&sslrootcert=system",
+                         root certificate was given and {looked} does not exist: add \
+                         sslrootcert=/path/to/ca.pem to the URL (or put the CA certificate at {looked}); \
+                         to trust the public CAs instead, use sslmode=verify-full&sslrootcert=system",
                             mode.as_str()
                         ));
                     }
@@ -165,15 +187,7 @@ pub(crate) fn settings_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> 
                 SslMode::Disable | SslMode::Prefer => (mode, None),
             }
         }
-    };
-    let tokio_mode = match mode {
-        SslMode::Disable => "disable",
-        SslMode::Prefer => "prefer",
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",
-    };
-    let mut rebuilt = parsed.clone();
-    rebuilt.query_pairs_mut().clear().extend_pairs(kept).append_pair("sslmode", tokio_mode);
-    Ok(TlsSettings { url: rebuilt.to_string(), mode, roots, host })
+    })
 }
 
 /// Whether `host` is this machine: a loopback address, `localhost`, or a

@@ -127,57 +127,8 @@ impl<'a> Ops<'a> {
             ops: Vec::with_capacity(1 + w.new_outputs.len() + links + sr.metadata.len() + sr.checks.len()),
             values: Vec::with_capacity(12 + 17 * w.new_outputs.len() + 4 * links + 8 * sr.checks.len()),
         };
-        ops.push(
-            q::UPSERT_STEP_RUN,
-            Returns::Nothing,
-            &[
-                (&sr.id).into(),
-                (&sr.run_id).into(),
-                (&sr.invocation).into(),
-                (&sr.step).into(),
-                sr.status.as_str().into(),
-                (&sr.cache_key).into(),
-                (&sr.original_step_run).into(),
-                sr.started_at.into(),
-                sr.ended_at.into(),
-                (&sr.error).into(),
-                sr.attempts.into(),
-                (&p.logs).into(),
-            ],
-        );
-        for (position, a) in w.new_outputs.iter().enumerate() {
-            let (insert, returns) = match dialect {
-                Dialect::Sqlite => (q::INSERT_ARTIFACT_VERSION, Returns::Nothing),
-                Dialect::Postgres => (q::INSERT_ARTIFACT_VERSION_RETURNING, Returns::Version),
-            };
-            ops.push(
-                insert,
-                returns,
-                &[
-                    (&p.ids[position]).into(),
-                    (&a.name).into(),
-                    (&a.uri).into(),
-                    (&p.hashes[position]).into(),
-                    (&a.type_name).into(),
-                    (&a.materializer).into(),
-                    a.materializer_version.into(),
-                    (&a.format).into(),
-                    (&p.artifact_metadata[position]).into(),
-                    (&sr.id).into(),
-                    (&sr.run_id).into(),
-                    p.now.into(),
-                    Value::Blob(a.inline.as_deref()),
-                ],
-            );
-            if dialect == Dialect::Sqlite {
-                ops.push(q::ARTIFACT_VERSION_NUMBER, Returns::Version, &[(&p.ids[position]).into()]);
-            }
-            ops.push(
-                q::LINK_OUTPUT,
-                Returns::Nothing,
-                &[(&sr.id).into(), (&a.output).into(), position.into(), (&p.ids[position]).into()],
-            );
-        }
+        ops.push(q::UPSERT_STEP_RUN, Returns::Nothing, &step_run_params(sr, &p.logs));
+        ops.new_outputs(w, p, dialect);
         for (position, link) in sr.outputs.iter().enumerate() {
             ops.push(
                 q::LINK_OUTPUT,
@@ -217,10 +168,56 @@ impl<'a> Ops<'a> {
         }
         ops
     }
+
+    /// The statements that record the new artifact versions of `w` and
+    /// link them as its outputs (SQLite asks for each version's number
+    /// after its insert; PostgreSQL's insert returns it).
+    fn new_outputs(&mut self, w: &'a StepRunWrite, p: &'a Prepared, dialect: Dialect) {
+        let sr = &w.step_run;
+        for (position, a) in w.new_outputs.iter().enumerate() {
+            let (insert, returns) = match dialect {
+                Dialect::Sqlite => (q::INSERT_ARTIFACT_VERSION, Returns::Nothing),
+                Dialect::Postgres => (q::INSERT_ARTIFACT_VERSION_RETURNING, Returns::Version),
+            };
+            self.push(
+                insert,
+                returns,
+                &[
+                    (&p.ids[position]).into(),
+                    (&a.name).into(),
+                    (&a.uri).into(),
+                    (&p.hashes[position]).into(),
+                    (&a.type_name).into(),
+                    (&a.materializer).into(),
+                    a.materializer_version.into(),
+                    (&a.format).into(),
+                    (&p.artifact_metadata[position]).into(),
+                    (&sr.id).into(),
+                    (&sr.run_id).into(),
+                    p.now.into(),
+                    Value::Blob(a.inline.as_deref()),
+                ],
+            );
+            if dialect == Dialect::Sqlite {
+                self.push(q::ARTIFACT_VERSION_NUMBER, Returns::Version, &[(&p.ids[position]).into()]);
+            }
+            self.push(
+                q::LINK_OUTPUT,
+                Returns::Nothing,
+                &[(&sr.id).into(), (&a.output).into(), position.into(), (&p.ids[position]).into()],
+            );
+        }
+    }
 }
 
 /// The parameters of [`q::UPSERT_MARKER`] for a `running` marker.
 pub(crate) fn marker_params(sr: &StepRunRecord) -> [Value<'_>; 12] {
+    step_run_params(sr, "[]")
+}
+
+/// The parameters of a step run's row ([`q::UPSERT_STEP_RUN`],
+/// [`q::UPSERT_MARKER`]), with its logs as JSON.
+fn step_run_params<'a>(sr: &'a StepRunRecord, logs: &'a str) -> [Value<'a>; 12] {
     [
         (&sr.id).into(),
         (&sr.run_id).into(),
@@ -233,7 +230,7 @@ pub(crate) fn marker_params(sr: &StepRunRecord) -> [Value<'_>; 12] {
         sr.ended_at.into(),
         (&sr.error).into(),
         sr.attempts.into(),
-        "[]".into(),
+        logs.into(),
     ]
 }
 
