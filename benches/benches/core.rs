@@ -56,6 +56,7 @@ fn array_artifact(c: &mut Criterion) {
                 let value = encode_owned(array).unwrap();
                 let streamed = value.streamed.clone().expect("a 100 MiB array is streamed");
                 stack
+                    .stores()
                     .block_on(async {
                         let (hash, _) = store.put_hashed(streamed.write.clone()).await.unwrap();
                         let bytes = get_verified(store.as_ref(), &hash).await.unwrap();
@@ -119,18 +120,18 @@ fn hot_paths(c: &mut Criterion) {
     // own (the floor of one durable commit on this disk).
     let (_dir, stack) = fresh_stack();
     let run = zenflow::conformance::metadata::new_run("bench", "bench-run");
-    stack.block_on(stack.metadata().create_run(&run)).unwrap().unwrap();
+    stack.block_on(stack.metadata().create_run(&run)).unwrap();
     let write = || {
         let mut write = step_write(&run.id, "inc", StepStatus::Completed);
         write.step_run.cache_key = Some("k".into());
         write.new_outputs = vec![artifact("bench", "inc", b"1")];
-        stack.block_on(stack.metadata().write_step_run(&write)).unwrap().unwrap();
+        stack.block_on(stack.metadata().write_step_run(&write)).unwrap();
     };
     g.bench_function("sqlite_write_completed_step_run_batched", |b| b.iter(&write));
     g.bench_function("sqlite_write_completed_step_run_synced", |b| {
         b.iter(|| {
             write();
-            stack.block_on(stack.metadata().flush()).unwrap().unwrap();
+            stack.block_on(stack.metadata().flush()).unwrap();
         })
     });
     g.finish();

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 use zenflow::prelude::*;
-use zenflow::serve::{Inputs, Outputs, Predict, PredictError, Signature, TensorSpec};
+use zenflow::serve::{Inputs, Predict, PredictError, Prediction, Signature, TensorSpec};
 
 /// A table of 4-feature samples with class labels.
 #[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
@@ -297,9 +297,9 @@ impl Predict for Model {
         )
     }
 
-    fn predict(&self, inputs: &Inputs) -> Result<Outputs, PredictError> {
+    fn predict(&self, inputs: &Inputs) -> Result<Prediction, PredictError> {
         let rows: Vec<[f64; 4]> = inputs.rows_f64("features", 4)?.map(|r| std::array::from_fn(|j| r[j])).collect();
-        Outputs::new().labels("label", rows.iter().map(|x| predict(self, x) as i64)).probabilities(
+        Prediction::new().labels("label", rows.iter().map(|x| predict(self, x) as i64)).probabilities(
             "probabilities",
             self.classes.len(),
             rows.iter().map(|x| self.probabilities(x)),

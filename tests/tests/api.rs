@@ -118,7 +118,7 @@ fn a_run_whose_process_died_is_marked_failed_by_the_next_run() {
     // What a killed process leaves behind: a run still "running", long silent.
     let mut dead = zenflow::conformance::metadata::new_run("counting", "killed-run");
     dead.started_at -= 3_600_000_000;
-    stack.block_on(stack.metadata().create_run(&dead)).unwrap().unwrap();
+    stack.block_on(stack.metadata().create_run(&dead)).unwrap();
     let run = counting.run(&stack, &3).unwrap();
     assert!(run.is_success());
     let dead = stack.get_run("killed-run").unwrap().unwrap();

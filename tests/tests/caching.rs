@@ -99,7 +99,7 @@ fn why(stack: &TestStack, run: &zenflow::RunResult, step: &str) -> Vec<Reason> {
     let records = stack.step_runs(run.id()).unwrap();
     let record = records.iter().find(|r| r.invocation == step).expect("the step ran");
     let original = record.original_step_run.as_ref().map(|id| stack.block_on(stack.metadata().step_run(id)));
-    let original = original.map(|o| o.unwrap().unwrap().expect("the original step run"));
+    let original = original.map(|o| o.unwrap().expect("the original step run"));
     let plan_step = run.plan().steps.iter().find(|s| s.id == step).expect("in the plan");
     zenflow::why::reasons(record, plan_step, run.plan().no_cache, original.as_ref())
 }
@@ -169,11 +169,11 @@ fn identical_bytes_from_a_rerun_step_keep_downstream_cached() {
 fn a_changed_step_version_reruns_the_step() {
     let stack = TestStack::new();
     let plan = chain.plan(&3003).unwrap();
-    stack.block_on(zenflow::run::execute_plan(&stack, plan.clone(), RunOptions::default())).unwrap().unwrap();
+    stack.block_on(zenflow::run::execute_plan(&stack, plan.clone(), RunOptions::default())).unwrap();
 
     let mut bumped = plan;
     bumped.steps[1].version = Some("2".into()); // what #[step(version = "2")] records
-    let run = stack.block_on(zenflow::run::execute_plan(&stack, bumped, RunOptions::default())).unwrap().unwrap();
+    let run = stack.block_on(zenflow::run::execute_plan(&stack, bumped, RunOptions::default())).unwrap();
     assert_eq!(
         statuses(&run),
         [("source", StepStatus::Cached), ("square", StepStatus::Completed), ("describe", StepStatus::Cached)],
@@ -187,14 +187,14 @@ fn an_artifact_deleted_from_the_store_turns_a_hit_into_a_miss() {
     let stack = TestStack::new().map(|s| s.with_inline_limit(0));
     let first = chain.run(&stack, &4004).unwrap();
     let gone = first.output_version("square", "output").unwrap().content_hash;
-    stack.block_on(stack.artifacts().delete(&gone)).unwrap().unwrap();
+    stack.block_on(stack.artifacts().delete(&gone)).unwrap();
 
     let run = chain.run(&stack, &4004).unwrap();
     assert_eq!(
         statuses(&run),
         [("source", StepStatus::Cached), ("square", StepStatus::Completed), ("describe", StepStatus::Cached)]
     );
-    assert!(stack.block_on(stack.artifacts().exists(&gone)).unwrap().unwrap(), "the artifact is written again");
+    assert!(stack.block_on(stack.artifacts().exists(&gone)).unwrap(), "the artifact is written again");
     let reasons = why(&stack, &run, "square");
     assert!(
         matches!(&reasons[..], [Reason::ArtifactUnusable { detail, .. }] if detail.contains("is gone from the artifact store")),
@@ -255,7 +255,7 @@ fn a_corrupted_artifact_is_reported_with_the_fix_and_repaired_by_rerunning_its_p
     // producer runs again, says why, and replaces the object.
     let mut plan = chain.plan(&5005).unwrap();
     plan.steps[2].version = Some("2".into()); // describe re-runs, and reads square's output
-    let run = stack.block_on(zenflow::run::execute_plan(&stack, plan, RunOptions::default())).unwrap().unwrap();
+    let run = stack.block_on(zenflow::run::execute_plan(&stack, plan, RunOptions::default())).unwrap();
     assert_eq!(
         statuses(&run),
         [("source", StepStatus::Cached), ("square", StepStatus::Completed), ("describe", StepStatus::Completed)]
@@ -285,7 +285,7 @@ fn small_outputs_live_in_the_step_record_and_tampering_is_detected() {
 
     let conn = rusqlite::Connection::open(stack.path().join(".zenflow/zenflow.db")).unwrap();
     conn.execute("UPDATE artifact_versions SET inline_bytes = x'39' WHERE id = ?1", [&version.id]).unwrap();
-    let tampered = stack.block_on(stack.metadata().artifact_version(&version.id)).unwrap().unwrap().unwrap();
+    let tampered = stack.block_on(stack.metadata().artifact_version(&version.id)).unwrap().unwrap();
     let err = stack.load::<i64>(&tampered).unwrap_err().to_string();
     assert!(err.contains("is corrupted") && err.contains(&version.uri), "{err}");
 }

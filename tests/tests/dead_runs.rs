@@ -105,10 +105,10 @@ fn crash_drill_the_store_stays_whole_and_every_completed_step_is_cached() {
         assert_eq!(check, "ok", "kill {i} (seed {seed})");
         drop(db);
         let stack = Stacks::load(p.dir()).unwrap().open("local").unwrap();
-        let versions = stack.block_on(stack.metadata().artifact_versions(None, 100_000)).unwrap().unwrap();
+        let versions = stack.block_on(stack.metadata().artifact_versions(None, 100_000)).unwrap();
         for v in versions.iter().filter(|v| v.inline.is_none()) {
             let bytes = stack.block_on(zenflow::artifact_store::read_version(stack.artifacts().as_ref(), v));
-            assert!(bytes.unwrap().is_ok(), "kill {i}: artifact {} is recorded but not readable", v.uri);
+            assert!(bytes.is_ok(), "kill {i}: artifact {} is recorded but not readable", v.uri);
         }
 
         // `runs list` shows nothing running, and what had completed is
@@ -243,7 +243,7 @@ fn a_run_whose_end_cannot_be_recorded_is_closed_by_the_next_command() {
 
     let back = stack(Faults::new());
     assert_eq!(back.get_run("cut").unwrap().unwrap().status, RunStatus::Running);
-    let closed = back.block_on(back.close_stale_runs()).unwrap().unwrap();
+    let closed = back.block_on(back.close_stale_runs()).unwrap();
     let run = back.get_run("cut").unwrap().unwrap();
     assert_eq!((closed, run.status), (vec![run.id.clone()], RunStatus::Failed));
     assert_eq!(std::fs::read_dir(dir.path().join(".zenflow/runs")).unwrap().count(), 0, "and is gone once closed");

@@ -2,10 +2,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
+use zenflow::ext::StepRunner;
 use zenflow::metadata::{RunStatus, StepStatus};
 use zenflow::prelude::*;
 use zenflow::testing::TestStack;
-use zenflow::{Error, RunResult, StepRunner};
+use zenflow::{Error, RunResult};
 use zenflow_tests::records::statuses;
 
 static BROKEN: AtomicBool = AtomicBool::new(true);
@@ -192,12 +193,12 @@ fn a_failed_step_skips_its_dependents_keeps_everything_else_and_the_next_run_res
     // The step runner also runs one step of an existing run by id: what a
     // distributed worker does. Re-run `fragile` of the first (failed) run.
     let runner = stack.block_on(StepRunner::attach(stack.stores().clone(), record.id.as_str(), Default::default()));
-    let runner = runner.unwrap().unwrap();
+    let runner = runner.unwrap();
     let pos = runner.position("fragile").unwrap();
-    let result = stack.block_on(runner.run_step(pos)).unwrap().unwrap();
+    let result = stack.block_on(runner.run_step(pos)).unwrap();
     assert_eq!(result.status, StepStatus::Cached, "the fixed step's result is in the cache now");
     let pos = runner.position("plus_one").unwrap();
-    let result = stack.block_on(runner.run_step(pos)).unwrap().unwrap();
+    let result = stack.block_on(runner.run_step(pos)).unwrap();
     assert_eq!(result.status, StepStatus::Cached);
     let err = runner.position("nope").unwrap_err().to_string();
     assert!(err.contains("has no step `nope`") && err.contains("fragile"), "{err}");
@@ -220,13 +221,11 @@ fn a_worker_refuses_a_step_whose_code_differs_from_the_plan() {
             git_commit: None,
             started_at: zenflow::testing::now(),
         }))
-        .unwrap()
         .unwrap();
-    let runner =
-        stack.block_on(StepRunner::attach(stack.stores().clone(), &run.id, Default::default())).unwrap().unwrap();
-    let base = stack.block_on(runner.run_step(0)).unwrap().unwrap();
+    let runner = stack.block_on(StepRunner::attach(stack.stores().clone(), &run.id, Default::default())).unwrap();
+    let base = stack.block_on(runner.run_step(0)).unwrap();
     assert_eq!(base.status, StepStatus::Completed, "unchanged steps run");
-    let changed = stack.block_on(runner.run_step(1)).unwrap().unwrap();
+    let changed = stack.block_on(runner.run_step(1)).unwrap();
     assert_eq!(changed.status, StepStatus::Failed);
     let error = changed.error.clone().unwrap();
     assert!(
@@ -348,11 +347,11 @@ mod store_failures {
         assert_eq!(status("then_3"), Some(StepStatus::Skipped));
         assert_eq!(status("then_4"), Some(StepStatus::Completed));
         // What the store holds says the same.
-        let recorded = stack.block_on(stack.metadata().step_runs(run.id())).unwrap().unwrap();
+        let recorded = stack.block_on(stack.metadata().step_runs(run.id())).unwrap();
         let stored = |id: &str| recorded.iter().find(|s| s.invocation == id).map(|s| s.status);
         assert_eq!(stored("then_3"), Some(StepStatus::Skipped));
         assert_eq!(stored("then_4"), Some(StepStatus::Completed));
-        let reread = stack.block_on(stack.metadata().get_run(run.id())).unwrap().unwrap().unwrap();
+        let reread = stack.block_on(stack.metadata().get_run(run.id())).unwrap().unwrap();
         assert_eq!(reread.status, RunStatus::Failed);
     }
 
@@ -453,7 +452,7 @@ mod store_failures {
         assert!(!faults.injected().is_empty());
         faults.clear();
         assert_eq!(run.output().unwrap(), (0..100).map(|x| x * x).sum::<i64>() + 1);
-        let records = stack.block_on(stack.metadata().step_runs(run.id())).unwrap().unwrap();
+        let records = stack.block_on(stack.metadata().step_runs(run.id())).unwrap();
         let square = records.iter().find(|r| r.invocation == "square").expect("square ran");
         let why = zenflow::why::of(square);
         assert!(
@@ -480,7 +479,7 @@ mod store_failures {
             "{}",
             run.summary()
         );
-        let recorded = stack.block_on(stack.metadata().step_runs(run.id())).unwrap().unwrap();
+        let recorded = stack.block_on(stack.metadata().step_runs(run.id())).unwrap();
         assert!(
             recorded
                 .iter()
@@ -488,7 +487,7 @@ mod store_failures {
                 .all(|r| r.status != StepStatus::Completed && r.outputs.is_empty()),
             "{recorded:?}"
         );
-        let versions = stack.block_on(stack.metadata().artifact_versions(None, 100)).unwrap().unwrap();
+        let versions = stack.block_on(stack.metadata().artifact_versions(None, 100)).unwrap();
         assert!(
             versions.iter().all(|v| !v.name.ends_with("square.output")),
             "no version of square's output: {versions:?}"

@@ -6,18 +6,18 @@ use std::sync::Mutex;
 
 #[test]
 fn local_orchestrator_conforms_with_one_worker() {
-    zenflow::orchestrator_conformance::run_all(|| zenflow::memory_stack(1).unwrap());
+    zenflow::conformance::orchestrator::run_all(|| zenflow::memory_stack(1).unwrap());
 }
 
 #[test]
 fn local_orchestrator_conforms_with_four_workers() {
-    zenflow::orchestrator_conformance::run_all(|| zenflow::memory_stack(4).unwrap());
+    zenflow::conformance::orchestrator::run_all(|| zenflow::memory_stack(4).unwrap());
 }
 
 #[test]
 fn local_orchestrator_conforms_on_the_local_stack() {
     let stacks = Mutex::new(Vec::new());
-    zenflow::orchestrator_conformance::run_all(|| {
+    zenflow::conformance::orchestrator::run_all(|| {
         let stack = zenflow::testing::TestStack::new().map(|s| s.with_inline_limit(0));
         let handle = stack.stack().clone();
         stacks.lock().unwrap().push(stack);

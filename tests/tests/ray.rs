@@ -128,7 +128,7 @@ fn jobs_of(run_id: &str) -> Vec<serde_json::Value> {
 #[test]
 #[ignore = "needs a Ray head, PostgreSQL and S3: run by .ci/run"]
 fn ray_orchestrator_conforms() {
-    zenflow::orchestrator_conformance::run_all(|| {
+    zenflow::conformance::orchestrator::run_all(|| {
         let stack = open(&fresh());
         assert_eq!(stack.orchestrator().name(), "ray");
         stack
@@ -139,7 +139,7 @@ fn ray_orchestrator_conforms() {
 #[ignore = "needs a Ray head, PostgreSQL and S3: run by .ci/run"]
 fn fused_chains_share_a_job_and_keep_a_record_per_step() {
     let stack = open(FUSED);
-    zenflow::orchestrator_conformance::every_step_runs_after_its_inputs(&stack);
+    zenflow::conformance::orchestrator::every_step_runs_after_its_inputs(&stack);
     let (_, records) = latest_run(&stack);
     let pid = |id: &str| latest(&records, id).metadata["zenflow.worker"]["pid"].as_u64().unwrap();
     assert_eq!(pid("zf_conformance_add"), pid("zf_conformance_check"), "add -> check -> add of a branch: one job");

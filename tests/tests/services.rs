@@ -18,11 +18,12 @@
 use std::process::Command;
 use std::sync::Arc;
 use zenflow::artifact_store::StoreError;
+use zenflow::conformance;
+use zenflow::ext::ArtifactStore;
 use zenflow::metadata::{MetadataError, MetadataStore, RunStatus};
 use zenflow::stacks::config::ArtifactStoreConfig;
 use zenflow::stacks::metadata::PostgresMetadataStore;
 use zenflow::stacks::ObjectArtifactStore;
-use zenflow::{conformance, ArtifactStore};
 use zenflow_tests::services::{env, fresh_database, runtime, unique};
 
 /// The password in `postgres://user:password@host/...` (the service tier
@@ -619,7 +620,7 @@ fn postgres_metadata_store_conforms_over_verified_tls() {
 #[test]
 #[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
 fn two_writers_run_the_same_pipeline_at_once_on_postgres() {
-    use zenflow::orchestrator_conformance::{conformance_pipeline, Shape};
+    use zenflow::conformance::orchestrator::{conformance_pipeline, Shape};
     use zenflow::stacks::LocalOrchestrator;
     use zenflow::{Pipeline, RunOptions};
     let rt = runtime();

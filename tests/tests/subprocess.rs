@@ -41,7 +41,7 @@ fn latest_records(p: &Project) -> (zenflow::metadata::RunRecord, Vec<StepRunReco
 #[test]
 fn subprocess_orchestrator_conforms() {
     let projects = Mutex::new(Vec::new());
-    zenflow::orchestrator_conformance::run_all(|| {
+    zenflow::conformance::orchestrator::run_all(|| {
         let p = project(WORKER, "");
         let stack = open(&p, "sub");
         assert_eq!(stack.orchestrator().name(), "subprocess");
@@ -54,9 +54,9 @@ fn subprocess_orchestrator_conforms() {
 fn an_unchanged_rerun_starts_no_process() {
     let p = project(WORKER, "");
     let stack = open(&p, "sub");
-    let shape = zenflow::orchestrator_conformance::Shape { width: 2, fail_on: -1 };
-    zenflow::orchestrator_conformance::conformance_pipeline.run(&stack, &shape).unwrap();
-    let again = zenflow::orchestrator_conformance::conformance_pipeline.run(&stack, &shape).unwrap();
+    let shape = zenflow::conformance::orchestrator::Shape { width: 2, fail_on: -1 };
+    zenflow::conformance::orchestrator::conformance_pipeline.run(&stack, &shape).unwrap();
+    let again = zenflow::conformance::orchestrator::conformance_pipeline.run(&stack, &shape).unwrap();
     assert_eq!(again.cached().len(), again.plan().steps.len(), "{}", again.summary());
     for r in stack.step_runs(again.id()).unwrap() {
         assert_eq!(r.status, StepStatus::Cached);
@@ -75,7 +75,7 @@ fn fused_chains_run_in_one_process_and_each_step_keeps_its_record() {
     .with_fused_chains(true);
     let stack = Stack::new("sub", std::sync::Arc::new(fused), stack.artifacts().clone(), stack.metadata().clone())
         .with_project_root(p.dir());
-    zenflow::orchestrator_conformance::every_step_runs_after_its_inputs(&stack);
+    zenflow::conformance::orchestrator::every_step_runs_after_its_inputs(&stack);
     let run = stack.list_runs(None, 1).unwrap().remove(0);
     let records = stack.step_runs(&run.id).unwrap();
     // add -> check -> add of each branch ran in one process.
@@ -179,8 +179,8 @@ fn a_program_that_does_not_exist_fails_every_step_once_with_the_reason() {
 fn stores_other_processes_cannot_open_are_refused_before_anything_runs() {
     let p = project(WORKER, "[stacks.mem]\norchestrator = { kind = \"subprocess\" }\nartifact_store = \"memory://\"\nmetadata_store = \"sqlite::memory:\"\n");
     let stack = open(&p, "mem");
-    let err = zenflow::orchestrator_conformance::conformance_pipeline
-        .run(&stack, &zenflow::orchestrator_conformance::Shape { width: 1, fail_on: -1 })
+    let err = zenflow::conformance::orchestrator::conformance_pipeline
+        .run(&stack, &zenflow::conformance::orchestrator::Shape { width: 1, fail_on: -1 })
         .unwrap_err();
     let Error::RunFailed(failed) = &err else { panic!("expected a failed run, got {err:?}") };
     let message = failed.0.record().error.clone().unwrap_or_default();

@@ -44,6 +44,7 @@ pub mod appraisal;
 pub mod artifact_store;
 pub mod cache;
 pub mod check;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod context;
 pub mod error;
@@ -76,8 +77,6 @@ pub use hash::ContentHash;
 pub use materializer::{Materialize, Materializer};
 pub use metadata::{MetadataStore, RunStatus, StepStatus};
 pub use orchestrator::Orchestrator;
-/// The graph library of [`Plan::graph`].
-pub use petgraph;
 pub use pipeline::{Outputs, Pipeline};
 pub use plan::Plan;
 pub use registry::ModelRegistry;

@@ -46,7 +46,7 @@ pub trait Pipeline: Send + Sync + 'static {
     /// [`Pipeline::run`] with per-run options.
     fn run_with(&self, stack: &Stack, config: &Self::Config, options: RunOptions) -> Result<RunResult<Self::Output>> {
         let (plan, nodes) = compile(self, config)?;
-        let result = stack.block_on(run_plan(stack, plan, options))??;
+        let result = stack.block_on(run_plan(stack, plan, options))?;
         Ok(result.typed(nodes))
     }
 
@@ -84,7 +84,7 @@ pub trait Pipeline: Send + Sync + 'static {
                 self.name()
             )));
         }
-        Ok(stack.block_on(RunResult::load(stack, run))??.typed(Vec::new()))
+        Ok(stack.block_on(RunResult::load(stack, run))?.typed(Vec::new()))
     }
 }
 

@@ -715,6 +715,20 @@ pub async fn compare_protection(
     Ok(diff)
 }
 
+/// The version of `model` holding `alias` now, as a step's model input sees
+/// it: none when nobody holds the alias, and none when the model was never
+/// registered (its first run is the one that registers it).
+pub async fn holder(
+    registry: &dyn ModelRegistry,
+    model: &str,
+    alias: &str,
+) -> Result<Option<ModelVersion>, RegistryError> {
+    match registry.resolve(model, alias).await {
+        Err(RegistryError::UnknownModel { .. }) => Ok(None),
+        other => other,
+    }
+}
+
 /// The names of every model, for error messages.
 pub async fn model_names(registry: &dyn ModelRegistry) -> Result<Vec<String>, RegistryError> {
     Ok(registry.models().await?.into_iter().map(|m| m.name).collect())

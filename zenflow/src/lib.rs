@@ -67,14 +67,12 @@ extern crate self as zenflow;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 #[cfg(feature = "serve")]
 pub mod deploy;
 #[cfg(feature = "log-capture")]
 pub mod logs;
-/// Behind the `conformance` feature: its fixture steps are registered in every
-/// binary that includes it.
-#[cfg(feature = "conformance")]
-pub mod orchestrator_conformance;
 pub mod report;
 #[cfg(feature = "config-files")]
 pub mod run_config;
@@ -84,18 +82,25 @@ pub mod serve;
 pub mod testing;
 
 pub use zenflow_core::metadata::{RunStatus, StepStatus};
-/// The graph library of [`Plan::graph`].
-pub use zenflow_core::petgraph;
 pub use zenflow_core::pipeline::Outputs;
 pub use zenflow_core::{
-    appraisal, artifact_store, cache, check, conformance, materializer, orchestrator, plan, redact, registry, stack,
-    step, why,
+    appraisal, artifact_store, cache, check, materializer, orchestrator, plan, redact, registry, stack, step, why,
 };
 pub use zenflow_core::{
-    model_alias, ArtifactStore, BoxError, Check, CheckStatus, ContentHash, Direction, Error, Handle, IntoInput,
-    Invocation, Materialize, Materializer, MetadataStore, ModelAlias, ModelRegistry, Orchestrator, Pipeline, Plan,
-    Result, RunOptions, RunResult, Stack, Step, StepContext, StepRunner, StepSpec, Upstream,
+    model_alias, BoxError, Check, CheckStatus, ContentHash, Direction, Error, Handle, IntoInput, Invocation,
+    Materialize, ModelAlias, Pipeline, Plan, Result, RunOptions, RunResult, Stack, Step, StepContext, StepSpec,
+    Upstream,
 };
+
+/// Extension points: the traits a new orchestrator, store, registry or
+/// materializer implements, and what zenflow hands it. Each trait has a
+/// conformance suite in `zenflow::conformance` (feature `conformance`).
+pub mod ext {
+    pub use zenflow_core::run::{Observer, RunEvent, StepResult, StepRunner};
+    pub use zenflow_core::stack::Stores;
+    pub use zenflow_core::{ArtifactStore, Materializer, MetadataStore, ModelRegistry, Orchestrator};
+    pub use zenflow_stacks::orchestrator::external::{Attempt, AttemptEnd, Ended, ExternalOrchestrator, Launcher};
+}
 pub use zenflow_macros::{pipeline, plain, step, Artifact, Outputs};
 pub use zenflow_stacks::local::{local_stack, local_stack_at, memory_stack, project_root};
 

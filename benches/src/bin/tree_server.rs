@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 use zenflow::prelude::*;
-use zenflow::serve::{Inputs, Outputs, Predict, PredictError, Signature, TensorSpec};
+use zenflow::serve::{Inputs, Predict, PredictError, Prediction, Signature, TensorSpec};
 
 /// A binary decision tree in scikit-learn's array layout.
 #[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
@@ -40,9 +40,9 @@ impl Predict for Tree {
         Signature::new([TensorSpec::rows_f64("features", self.width)], [TensorSpec::labels("label")])
     }
 
-    fn predict(&self, inputs: &Inputs) -> Result<Outputs, PredictError> {
+    fn predict(&self, inputs: &Inputs) -> Result<Prediction, PredictError> {
         let rows = inputs.rows_f64("features", self.width)?;
-        Ok(Outputs::new().labels("label", rows.map(|r| self.classify(r))))
+        Ok(Prediction::new().labels("label", rows.map(|r| self.classify(r))))
     }
 }
 

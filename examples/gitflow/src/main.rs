@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use zenflow::appraisal::Appraisal;
 use zenflow::prelude::*;
 use zenflow::registry::Expect;
-use zenflow::serve::{Inputs, Outputs, Predict, PredictError, Signature, TensorSpec};
+use zenflow::serve::{Inputs, Predict, PredictError, Prediction, Signature, TensorSpec};
 
 /// The registered model's name.
 const MODEL: &str = "breast-cancer";
@@ -76,10 +76,10 @@ impl Predict for TreeModel {
         Signature::new([TensorSpec::rows_f64("features", self.width)], [TensorSpec::labels("label")])
     }
 
-    fn predict(&self, inputs: &Inputs) -> Result<Outputs, PredictError> {
+    fn predict(&self, inputs: &Inputs) -> Result<Prediction, PredictError> {
         let rows: Vec<Vec<f64>> = inputs.rows_f64("features", self.width)?.map(<[f64]>::to_vec).collect();
         let labels = self.classify(&rows).map_err(PredictError::Failed)?;
-        Ok(Outputs::new().labels("label", labels.into_iter().map(i64::from)))
+        Ok(Prediction::new().labels("label", labels.into_iter().map(i64::from)))
     }
 }
 

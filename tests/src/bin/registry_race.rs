@@ -11,8 +11,8 @@
 //! `{"error": "..."}`.
 
 use std::sync::{Arc, Barrier};
+use zenflow::ext::MetadataStore;
 use zenflow::registry::{Expect, ModelRegistry, Promoted, Promotion, RegistryError};
-use zenflow::MetadataStore;
 
 fn open(store: &str) -> Arc<dyn MetadataStore> {
     if store.starts_with("postgres://") {

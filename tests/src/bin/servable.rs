@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 use zenflow::prelude::*;
-use zenflow::serve::{Inputs, Outputs, Predict, PredictError, Signature, TensorSpec};
+use zenflow::serve::{Inputs, Predict, PredictError, Prediction, Signature, TensorSpec};
 
 /// `x[0] >= cut` is class 1.
 #[derive(Clone, Debug, Serialize, Deserialize, Artifact)]
@@ -27,7 +27,7 @@ impl Predict for Toy {
         Signature::new([TensorSpec::rows_f64("x", self.width)], [TensorSpec::labels("label")])
     }
 
-    fn predict(&self, inputs: &Inputs) -> Result<Outputs, PredictError> {
+    fn predict(&self, inputs: &Inputs) -> Result<Prediction, PredictError> {
         let rows = inputs.rows_f64("x", self.width)?;
         if self.delay_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(self.delay_ms));
@@ -39,7 +39,7 @@ impl Predict for Toy {
             }
             labels.push(i64::from(r[0] >= self.cut));
         }
-        Ok(Outputs::new().labels("label", labels))
+        Ok(Prediction::new().labels("label", labels))
     }
 }
 

@@ -173,7 +173,7 @@ fn seed_of(#[param] seed: u64) -> u64 {
 
 fn main() -> ExitCode {
     match std::env::var("ZENFLOW_WORKER_PIPELINE").as_deref() {
-        Ok("conformance") => zenflow::cli::main(zenflow::orchestrator_conformance::conformance_pipeline),
+        Ok("conformance") => zenflow::cli::main(zenflow::conformance::orchestrator::conformance_pipeline),
         Ok("drill") => zenflow::cli::main(drill),
         _ => zenflow::cli::main(work),
     }

@@ -15,7 +15,6 @@ pub use pairs::Pairs;
 
 use crate::hash::{ContentHash, FieldHasher};
 use crate::step::options::StepOptions;
-use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -236,6 +235,17 @@ pub enum PlanError {
     },
 }
 
+/// One dependency of a plan ([`Plan::edges`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edge<'a> {
+    /// The invocation that must come first.
+    pub from: &'a str,
+    /// The invocation that waits for it.
+    pub to: &'a str,
+    /// The input of `to` it feeds; `None` for an `.after` ordering.
+    pub input: Option<&'a str>,
+}
+
 impl Plan {
     /// Pretty, stable JSON.
     pub fn to_json(&self) -> String {
@@ -295,27 +305,22 @@ impl Plan {
             .collect()
     }
 
-    /// The DAG: one node per invocation (weighted by its id), one edge per
-    /// dependency (weighted by the input name, or `None` for `.after`).
-    pub fn graph(&self) -> DiGraph<String, Option<String>> {
-        let mut g = DiGraph::with_capacity(self.steps.len(), self.steps.len());
-        let nodes: HashMap<&str, NodeIndex> =
-            self.steps.iter().map(|s| (s.id.as_str(), g.add_node(s.id.clone()))).collect();
+    /// The DAG's edges: one per dependency, from the invocation that must
+    /// come first to the one that waits, with the input it feeds (`None` for
+    /// an `.after` ordering); in plan order of the waiting step.
+    pub fn edges(&self) -> Vec<Edge<'_>> {
+        let known = |id: &str| self.steps.iter().any(|s| s.id == id);
+        let mut out = Vec::new();
         for s in &self.steps {
-            let to = nodes[s.id.as_str()];
             for input in &s.inputs {
-                for r in &input.from {
-                    if let Some(&from) = nodes.get(r.step.as_str()) {
-                        g.add_edge(from, to, Some(input.name.clone()));
-                    }
+                for r in input.from.iter().filter(|r| known(&r.step)) {
+                    out.push(Edge { from: &r.step, to: &s.id, input: Some(&input.name) });
                 }
             }
-            for a in &s.after {
-                if let Some(&from) = nodes.get(a.as_str()) {
-                    g.add_edge(from, to, None);
-                }
+            for a in s.after.iter().filter(|a| known(a)) {
+                out.push(Edge { from: a, to: &s.id, input: None });
             }
         }
-        g
+        out
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 /// What a run would do with a step, predicted before it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Prediction {
+pub enum Forecast {
     /// Served from cache, by this step run.
     Cached {
         /// The step run whose outputs it would reuse.
@@ -39,16 +39,16 @@ pub enum RunReason {
     Expired,
 }
 
-impl std::fmt::Display for Prediction {
+impl std::fmt::Display for Forecast {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Prediction::Cached { .. } => "cached",
-            Prediction::Run(RunReason::NewInput) => "run (an input will be new)",
-            Prediction::Run(RunReason::CacheOff) => "run (cache off)",
-            Prediction::Run(RunReason::NoCachedResult) => "run (no cached result)",
-            Prediction::Run(RunReason::ArtifactsGone) => "run (cached artifacts are gone)",
-            Prediction::Run(RunReason::ArtifactCorrupted) => "run (a cached artifact is damaged)",
-            Prediction::Run(RunReason::Expired) => "run (cached result expired)",
+            Forecast::Cached { .. } => "cached",
+            Forecast::Run(RunReason::NewInput) => "run (an input will be new)",
+            Forecast::Run(RunReason::CacheOff) => "run (cache off)",
+            Forecast::Run(RunReason::NoCachedResult) => "run (no cached result)",
+            Forecast::Run(RunReason::ArtifactsGone) => "run (cached artifacts are gone)",
+            Forecast::Run(RunReason::ArtifactCorrupted) => "run (a cached artifact is damaged)",
+            Forecast::Run(RunReason::Expired) => "run (cached result expired)",
         })
     }
 }
@@ -57,7 +57,7 @@ impl std::fmt::Display for Prediction {
 /// would serve from cache: the cache key the runner would compute from the
 /// inputs' content hashes (model inputs resolved as the registry stands
 /// now), looked up as the runner looks it up.
-pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<Prediction>> {
+pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<Forecast>> {
     let registry = stack.metadata().registry();
     let mut known: HashMap<(String, String), ContentHash> = HashMap::new();
     let mut out = Vec::with_capacity(plan.steps.len());
@@ -66,11 +66,13 @@ pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<P
         for input in &step.inputs {
             let part = match &input.model {
                 Some(m) => match registry {
-                    Some(r) => match r.resolve(&m.model, &m.alias).await {
-                        Ok(Some(v)) => Some(vec![v.content_hash]),
-                        Ok(None) | Err(crate::registry::RegistryError::UnknownModel { .. }) => Some(Vec::new()),
-                        Err(e) => return Err(e.into()),
-                    },
+                    Some(r) => Some(
+                        crate::registry::holder(r, &m.model, &m.alias)
+                            .await?
+                            .map(|v| v.content_hash)
+                            .into_iter()
+                            .collect(),
+                    ),
                     None => Some(Vec::new()),
                 },
                 None => input.from.iter().map(|r| known.get(&(r.step.clone(), r.output.clone())).copied()).collect(),
@@ -81,19 +83,19 @@ pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<P
             }
         }
         let prediction = match hashes {
-            None => Prediction::Run(RunReason::NewInput),
-            Some(_) if no_cache || !step.options.cache => Prediction::Run(RunReason::CacheOff),
+            None => Forecast::Run(RunReason::NewInput),
+            Some(_) if no_cache || !step.options.cache => Forecast::Run(RunReason::CacheOff),
             Some(hashes) => {
                 match look_up(stack, &cache_key(step, &hashes).to_hex(), step.options.cache_ttl_ms).await? {
-                    Lookup::Miss => Prediction::Run(RunReason::NoCachedResult),
-                    Lookup::Gone(_) => Prediction::Run(RunReason::ArtifactsGone),
-                    Lookup::Corrupted { .. } => Prediction::Run(RunReason::ArtifactCorrupted),
-                    Lookup::Expired { .. } => Prediction::Run(RunReason::Expired),
+                    Lookup::Miss => Forecast::Run(RunReason::NoCachedResult),
+                    Lookup::Gone(_) => Forecast::Run(RunReason::ArtifactsGone),
+                    Lookup::Corrupted { .. } => Forecast::Run(RunReason::ArtifactCorrupted),
+                    Lookup::Expired { .. } => Forecast::Run(RunReason::Expired),
                     Lookup::Hit(hit) => {
                         for o in &hit.outputs {
                             known.insert((step.id.clone(), o.output.clone()), o.artifact.content_hash);
                         }
-                        Prediction::Cached { step_run: hit.step_run }
+                        Forecast::Cached { step_run: hit.step_run }
                     }
                 }
             }

@@ -19,7 +19,7 @@ impl Stack {
             self.get_run(id_or_name)?
         };
         let run = run.ok_or_else(|| Error::NotFound(format!("no run `{id_or_name}` in {}", self.metadata().url())))?;
-        self.block_on(RunResult::load(self, run))?
+        self.block_on(RunResult::load(self, run))
     }
 }
 

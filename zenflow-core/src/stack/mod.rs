@@ -108,9 +108,14 @@ impl Stack {
         &self.inner.orchestrator
     }
 
-    /// Runs a future to completion on the stack's runtime.
-    pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output> {
-        Ok(self.inner.stores.block_on(future)?)
+    /// Runs a fallible future to completion on the stack's runtime: its
+    /// error, or the runtime's (a call from async code), as an [`Error`].
+    /// [`Stores::block_on`] gives the future's own result back unconverted.
+    pub fn block_on<T, E>(&self, future: impl Future<Output = std::result::Result<T, E>>) -> Result<T>
+    where
+        Error: From<E>,
+    {
+        Ok(self.inner.stores.block_on(future)??)
     }
 
     /// Marks runs whose process died as failed: at once for a run driven
@@ -165,29 +170,29 @@ impl Stack {
 
     /// A run by id or name.
     pub fn get_run(&self, id_or_name: &str) -> Result<Option<RunRecord>> {
-        Ok(self.block_on(self.metadata().get_run(id_or_name))??)
+        self.block_on(self.metadata().get_run(id_or_name))
     }
 
     /// The most recent run of `pipeline`.
     pub fn latest_run(&self, pipeline: &str) -> Result<Option<RunRecord>> {
-        Ok(self.block_on(self.metadata().list_runs(Some(pipeline), 1))??.into_iter().next())
+        Ok(self.block_on(self.metadata().list_runs(Some(pipeline), 1))?.into_iter().next())
     }
 
     /// Runs, newest first, optionally of one pipeline.
     pub fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        Ok(self.block_on(self.metadata().list_runs(pipeline, limit))??)
+        self.block_on(self.metadata().list_runs(pipeline, limit))
     }
 
     /// The step runs of a run.
     pub fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>> {
-        Ok(self.block_on(self.metadata().step_runs(run_id))??)
+        self.block_on(self.metadata().step_runs(run_id))
     }
 
     /// The artifact version `reference` names: a version id, `name@N`
     /// (version N of artifact `name`, e.g. `training.train.model@3`) or
     /// `name@latest`.
     pub fn artifact_version(&self, reference: &str) -> Result<ArtifactVersion> {
-        self.block_on(self.artifact_version_async(reference))?
+        self.block_on(self.artifact_version_async(reference))
     }
 
     /// Async form of [`Stack::artifact_version`].
@@ -227,7 +232,7 @@ impl Stack {
 
     /// Loads an artifact version as a `T`, verifying its content hash.
     pub fn load<T: Materialize>(&self, version: &ArtifactVersion) -> Result<T> {
-        self.block_on(self.load_async(version))?
+        self.block_on(self.load_async(version))
     }
 
     /// Async form of [`Stack::load`].

@@ -9,7 +9,7 @@ pub(super) fn run(cmd: ArtifactsCommand) -> CliResult {
     match cmd {
         ArtifactsCommand::List { stack, name, limit } => {
             let stack = read_stack(&stack.stack)?;
-            let versions = stack.block_on(stack.metadata().artifact_versions(name.as_deref(), limit))??;
+            let versions = stack.block_on(stack.metadata().artifact_versions(name.as_deref(), limit))?;
             println!("{:<38} {:<44} {:>4} {:>10} {:<14} TYPE", "ID", "NAME", "VER", "SIZE", "HASH");
             for v in versions {
                 println!(
@@ -27,7 +27,7 @@ pub(super) fn run(cmd: ArtifactsCommand) -> CliResult {
         ArtifactsCommand::Show { id, stack } => {
             let stack = read_stack(&stack.stack)?;
             let v = stack.artifact_version(&id)?;
-            let lineage = stack.block_on(stack.metadata().lineage(&v.id))??;
+            let lineage = stack.block_on(stack.metadata().lineage(&v.id))?;
             let v = &lineage.artifact;
             println!("id:           {}", v.id);
             println!("name:         {} (version {})", v.name, v.version);
@@ -49,7 +49,7 @@ pub(super) fn run(cmd: ArtifactsCommand) -> CliResult {
             let stack = read_stack(&stack.stack)?;
             let v = stack.artifact_version(&id)?;
             let exported = zenflow_core::artifact_store::export_version(stack.artifacts().as_ref(), &v, &output);
-            let written = stack.block_on(exported)?.map_err(|e| match e {
+            let written = stack.stores().block_on(exported)?.map_err(|e| match e {
                 zenflow_core::artifact_store::ExportError::Store(e) => CliError::from(e),
                 write => CliError { code: exit::STEP_FAILED, message: write.to_string() },
             })?;

@@ -66,10 +66,10 @@ fn argo_workflow(plan: zenflow_core::Plan, args: &ArgoArgs) -> CliResult<String>
         plan,
         &zenflow_core::RunOptions::default(),
         zenflow_core::metadata::RunStatus::Pending,
-    ))??;
+    ))?;
     let plan = run.plan().map_err(|e| CliError::usage(e.to_string()))?;
     let doc = argo::workflow(&plan, &run, &options).map_err(|e| CliError::usage(e.to_string()))?;
-    stack.block_on(stack.metadata().flush())??;
+    stack.block_on(stack.metadata().flush())?;
     eprintln!("recorded pending run {} ({}) on stack `{}`", run.name, run.id, args.stack);
     serde_saphyr::to_string(&doc).map_err(|e| CliError::usage(format!("cannot write the workflow as YAML: {e}")))
 }

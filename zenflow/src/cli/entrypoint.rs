@@ -16,6 +16,7 @@ pub(super) fn run(args: &[String]) -> ! {
         // The step runs here, whatever orchestrator sent it.
         let stack = project_stacks()?.open_in_place(&name).map_err(|e| stack_error(&name, e))?;
         let report = stack
+            .stores()
             .block_on(entrypoint::run(&stack, &request))?
             .map_err(|e| CliError { code: e.exit().code(), message: e.to_string() })?;
         let mut err = crate::logs::stderr();

@@ -71,3 +71,9 @@ impl From<zenflow_core::artifact_store::StoreError> for CliError {
 }
 
 pub(crate) type CliResult<T = u8> = Result<T, CliError>;
+
+impl From<zenflow_core::stack::BlockingError> for CliError {
+    fn from(e: zenflow_core::stack::BlockingError) -> Self {
+        Error::from(e).into()
+    }
+}

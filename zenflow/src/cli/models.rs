@@ -186,7 +186,7 @@ fn list(stack: &str, json: bool) -> CliResult {
             rows.push((m, versions));
         }
         Ok::<_, RegistryError>(rows)
-    })??;
+    })?;
     if json {
         let list: Vec<serde_json::Value> = rows
             .iter()
@@ -221,7 +221,7 @@ fn show(reference: &str, stack: &str, json: bool) -> CliResult {
                 known: registry::model_names(reg).await?,
             })?;
             Ok::<_, RegistryError>((m, reg.versions(&model).await?))
-        })??;
+        })?;
         if json {
             println!("{}", pretty(&serde_json::json!({"model": m, "versions": versions})));
         } else {
@@ -236,7 +236,7 @@ fn show(reference: &str, stack: &str, json: bool) -> CliResult {
         }
         return Ok(exit::SUCCESS);
     }
-    let v = stack.block_on(find_version(reg, &model, &which))??;
+    let v = stack.block_on(find_version(reg, &model, &which))?;
     if json {
         println!("{}", pretty(&v));
     } else {
@@ -248,7 +248,7 @@ fn show(reference: &str, stack: &str, json: bool) -> CliResult {
 /// `models versions NAME`: every version, newest first.
 fn versions(model: &str, stack: &str, json: bool) -> CliResult {
     let stack = read_stack(stack)?;
-    let versions = stack.block_on(stack.registry()?.versions(model))??;
+    let versions = stack.block_on(stack.registry()?.versions(model))?;
     if json {
         println!("{}", pretty(&versions));
     } else {
@@ -270,7 +270,7 @@ fn versions(model: &str, stack: &str, json: bool) -> CliResult {
 /// `models history NAME`: what happened to its aliases, newest first.
 fn history(model: &str, alias: Option<&str>, limit: usize, stack: &str, json: bool) -> CliResult {
     let stack = read_stack(stack)?;
-    let events = stack.block_on(stack.registry()?.history(model, alias, limit))??;
+    let events = stack.block_on(stack.registry()?.history(model, alias, limit))?;
     if json {
         println!("{}", pretty(&events));
     } else {
@@ -285,7 +285,7 @@ fn rollback(model: &str, alias: &str, reason: Option<String>, force: bool, stack
     let mut template = stack.promotion(model, alias, None, Expect::Nobody);
     template.reason = reason;
     template.force = force;
-    let outcome = stack.block_on(registry::rollback(stack.registry()?, model, alias, template))??;
+    let outcome = stack.block_on(registry::rollback(stack.registry()?, model, alias, template))?;
     match outcome {
         Promoted::Moved(e) => println!("{}", moved_text(&e)),
         Promoted::AlreadyHeld => println!("alias `{alias}` of `{model}` was already there; nothing changed"),
@@ -301,7 +301,7 @@ fn compare(model: &str, a: &str, b: &str, stack: &str, json: bool) -> CliResult 
     let (wa, wb) = (which(a)?, which(b)?);
     let (va, vb) = stack.block_on(async {
         Ok::<_, RegistryError>((find_version(reg, model, &wa).await?, find_version(reg, model, &wb).await?))
-    })??;
+    })?;
     if json {
         println!("{}", pretty(&serde_json::json!({"a": va, "b": vb})));
     } else {
@@ -349,7 +349,7 @@ fn promote(args: PromoteArgs) -> CliResult {
         p.force = args.force;
         p.run_id = run_id;
         reg.promote(&p).await
-    })??;
+    })?;
     if args.out.json {
         let json = match &outcome {
             Promoted::Moved(e) => serde_json::json!({"moved": true, "event": e}),
@@ -424,7 +424,7 @@ fn set_protection(args: ProtectArgs, protect: bool) -> CliResult {
     let ProtectArgs { model, alias, reason, stack } = args;
     let stack = resolve_stack(&stack.stack)?;
     let change = Protection { reason, ..Protection::new(&model, &alias, protect, stack.ci()) };
-    let event = stack.block_on(stack.registry()?.set_protection(&change))??;
+    let event = stack.block_on(stack.registry()?.set_protection(&change))?;
     let state = if protect { "protected" } else { "not protected" };
     match event {
         Some(e) => println!("alias `{alias}` of `{model}` is now {state} (event {}, by {})", e.seq, e.actor),

@@ -52,7 +52,7 @@ where
     }
     let progress = progress::Progress::new(progress_mode(quiet), plan.steps.len());
     let options = RunOptions { observer: Some(progress.observer()), ..options };
-    let result = stack.block_on(zenflow_core::run::execute_plan(&stack, plan, options))?.map_err(|e| {
+    let result = stack.stores().block_on(zenflow_core::run::execute_plan(&stack, plan, options))?.map_err(|e| {
         if let Error::Unrecorded(run) = &e {
             *unrecorded = report::FailedToRun::steps_of(run);
         }
@@ -216,14 +216,14 @@ fn write_report_texts(args: &RunArgs, texts: [String; 3]) -> Vec<String> {
 fn dry_run(stack: &Stack, mut plan: Plan, options: RunOptions) -> CliResult {
     let no_cache = options.no_cache;
     zenflow_core::run::apply_run_options(&mut plan, &options);
-    let predictions = stack.block_on(zenflow_core::run::predict(stack, &plan, no_cache))??;
+    let predictions = stack.block_on(zenflow_core::run::predict(stack, &plan, no_cache))?;
     let steps: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), s.step.clone())).collect();
-    let record = stack.block_on(zenflow_core::run::start_run(stack, plan, &options, RunStatus::Pending))??;
+    let record = stack.block_on(zenflow_core::run::start_run(stack, plan, &options, RunStatus::Pending))?;
     println!("{:<28} {:<24} PREDICTION", "STEP", "FUNCTION");
     for ((id, step), prediction) in steps.iter().zip(&predictions) {
         println!("{id:<28} {step:<24} {prediction}");
     }
-    let cached = predictions.iter().filter(|p| matches!(p, zenflow_core::run::Prediction::Cached { .. })).count();
+    let cached = predictions.iter().filter(|p| matches!(p, zenflow_core::run::Forecast::Cached { .. })).count();
     println!(
         "\nplanned run {} ({}): {} step(s), {cached} from cache; nothing was executed",
         record.name,

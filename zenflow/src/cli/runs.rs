@@ -67,7 +67,7 @@ pub(super) fn show<P: Pipeline>(pipeline: &P, run: String, stack: &str, logs: bo
 /// `close-run`: closes a run its engine has finished with (Argo's exit handler).
 pub(super) fn close(run: &str, stack: &str) -> CliResult {
     let stack = resolve_stack(stack)?;
-    let status = stack.block_on(zenflow_core::run::close_ended(&stack, run, "the workflow"))??;
+    let status = stack.block_on(zenflow_core::run::close_ended(&stack, run, "the workflow"))?;
     eprintln!("[zenflow] run {run}: {status}");
     Ok(exit::SUCCESS)
 }

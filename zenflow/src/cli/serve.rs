@@ -98,7 +98,7 @@ pub(super) fn serve(loader: Option<&Loader>, pipeline: &str, args: ServeArgs) ->
         println!("serving `{model}`@{alias} on http://{addr} (admin calls {admin})");
         let _ = std::io::stdout().flush();
         server.run(crate::serve::shutdown_signal()).await
-    })??;
+    })?;
     Ok(exit::SUCCESS)
 }
 

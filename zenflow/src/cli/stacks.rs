@@ -7,7 +7,7 @@ use zenflow_core::{Error, Stack};
 
 /// Runs whose process died are shown as failed, not "running" forever.
 pub(super) fn close_stale_runs(stack: &Stack) -> CliResult<()> {
-    stack.block_on(stack.close_stale_runs())??;
+    stack.block_on(stack.close_stale_runs())?;
     Ok(())
 }
 

@@ -84,7 +84,7 @@ impl RunReport {
     pub fn originals(stack: &Stack, step_runs: &[StepRunRecord]) -> Result<Vec<StepRunRecord>> {
         let mut out = Vec::new();
         for id in step_runs.iter().filter_map(|s| s.original_step_run.as_deref()) {
-            if let Some(sr) = stack.block_on(stack.metadata().step_run(id))?? {
+            if let Some(sr) = stack.block_on(stack.metadata().step_run(id))? {
                 out.push(sr);
             }
         }
@@ -194,7 +194,7 @@ impl RunReport {
         models.sort_unstable();
         models.dedup();
         for model in models {
-            let Ok(Ok(versions)) = stack.block_on(registry.versions(model)) else { continue };
+            let Ok(versions) = stack.block_on(registry.versions(model)) else { continue };
             for step in plan.steps.iter().filter(|s| s.options.model.as_deref() == Some(model)) {
                 let outputs = self.steps.iter().filter(|r| r.id == step.id).flat_map(|r| r.outputs.first());
                 let held = outputs.filter_map(|o| {

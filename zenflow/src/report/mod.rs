@@ -519,7 +519,8 @@ mod tests {
         );
 
         // A failed step is its own failure: no `run` case besides it.
-        let mut failed_step = crate::conformance::metadata::step_write("r-id", "make", StepStatus::Failed).step_run;
+        let mut failed_step =
+            zenflow_core::metadata::StepRunRecord::empty("s".into(), "r-id", "make", "make", StepStatus::Failed, 0);
         failed_step.error = Some("boom".into());
         let junit = RunReport::new(&run, &plan, &[failed_step], &[], false).to_junit(false);
         assert!(junit.contains("failures=\"1\"") && junit.contains("message=\"boom\" type=\"step\""), "{junit}");

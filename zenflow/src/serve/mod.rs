@@ -6,11 +6,11 @@
 //!
 //! ```no_run
 //! # use zenflow::prelude::*;
-//! # use zenflow::serve::{Inputs, Outputs, Predict, PredictError, Signature, TensorSpec};
+//! # use zenflow::serve::{Inputs, Prediction, Predict, PredictError, Signature, TensorSpec};
 //! # #[derive(Clone, serde::Serialize, serde::Deserialize, Artifact)] struct Model;
 //! # impl Predict for Model {
 //! #     fn signature(&self) -> Signature { Signature::new([TensorSpec::rows_f64("x", 1)], [TensorSpec::labels("y")]) }
-//! #     fn predict(&self, i: &Inputs) -> Result<Outputs, PredictError> { Ok(Outputs::new().labels("y", i.rows_f64("x", 1)?.map(|_| 0))) }
+//! #     fn predict(&self, i: &Inputs) -> Result<Prediction, PredictError> { Ok(Prediction::new().labels("y", i.rows_f64("x", 1)?.map(|_| 0))) }
 //! # }
 //! # #[step] fn train() -> Model { Model }
 //! # #[pipeline] fn training() -> Handle<Model> { train() }
@@ -46,7 +46,7 @@ mod protocol;
 mod server;
 mod slot;
 
-pub use predict::{Inputs, Outputs, Predict, PredictError, Rows, Signature};
+pub use predict::{Inputs, Predict, PredictError, Prediction, Rows, Signature};
 pub use protocol::{
     Datatype, InferRequest, InferResponse, ModelMetadata, ProtocolError, RequestedOutput, ServerMetadata, Tensor,
     TensorData, TensorSpec,

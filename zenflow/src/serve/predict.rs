@@ -7,7 +7,7 @@ use super::protocol::{Datatype, InferRequest, Tensor, TensorData, TensorSpec};
 /// What a model type implements to be served.
 ///
 /// ```
-/// use zenflow::serve::{Inputs, Outputs, Predict, PredictError, Signature, TensorSpec};
+/// use zenflow::serve::{Inputs, Prediction, Predict, PredictError, Signature, TensorSpec};
 ///
 /// struct Threshold { at: f64 }
 ///
@@ -15,9 +15,9 @@ use super::protocol::{Datatype, InferRequest, Tensor, TensorData, TensorSpec};
 ///     fn signature(&self) -> Signature {
 ///         Signature::new([TensorSpec::rows_f64("features", 2)], [TensorSpec::labels("label")])
 ///     }
-///     fn predict(&self, inputs: &Inputs) -> Result<Outputs, PredictError> {
+///     fn predict(&self, inputs: &Inputs) -> Result<Prediction, PredictError> {
 ///         let rows = inputs.rows_f64("features", 2)?;
-///         Ok(Outputs::new().labels("label", rows.map(|r| i64::from(r[0] + r[1] > self.at))))
+///         Ok(Prediction::new().labels("label", rows.map(|r| i64::from(r[0] + r[1] > self.at))))
 ///     }
 /// }
 /// ```
@@ -29,7 +29,7 @@ pub trait Predict: Send + Sync + 'static {
     /// Answers one request. [`PredictError::Invalid`] is the caller's
     /// fault (a 400); [`PredictError::Failed`] the model's (a 500, counted
     /// against the version in its bake window).
-    fn predict(&self, inputs: &Inputs) -> Result<Outputs, PredictError>;
+    fn predict(&self, inputs: &Inputs) -> Result<Prediction, PredictError>;
 }
 
 /// A model's inputs and outputs.
@@ -136,11 +136,11 @@ impl ExactSizeIterator for Rows<'_> {}
 
 /// A prediction's output tensors.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Outputs {
+pub struct Prediction {
     pub(crate) tensors: Vec<Tensor>,
 }
 
-impl Outputs {
+impl Prediction {
     /// No outputs yet.
     pub fn new() -> Self {
         Self::default()
@@ -229,11 +229,11 @@ mod tests {
 
     #[test]
     fn outputs_have_their_shapes() {
-        let out = Outputs::new().labels("label", [1, 0]).probabilities("p", 2, [[0.2, 0.8], [0.9, 0.1]]).unwrap();
+        let out = Prediction::new().labels("label", [1, 0]).probabilities("p", 2, [[0.2, 0.8], [0.9, 0.1]]).unwrap();
         let t = out.into_tensors();
         assert_eq!((t[0].shape.clone(), t[0].datatype), (vec![2], Datatype::INT64));
         assert_eq!((t[1].shape.clone(), t[1].datatype), (vec![2, 2], Datatype::FP64));
-        assert!(matches!(Outputs::new().probabilities("p", 3, [[0.5, 0.5]]), Err(PredictError::Failed(_))));
+        assert!(matches!(Prediction::new().probabilities("p", 3, [[0.5, 0.5]]), Err(PredictError::Failed(_))));
     }
 
     #[test]

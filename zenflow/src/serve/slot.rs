@@ -441,7 +441,7 @@ fn describe(s: &Signature) -> String {
 pub(crate) fn run_predict(model: &dyn Predict, request: &InferRequest) -> Result<Vec<Tensor>, PredictError> {
     let inputs = Inputs::new(request);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.predict(&inputs))) {
-        Ok(result) => result.map(super::predict::Outputs::into_tensors),
+        Ok(result) => result.map(super::predict::Prediction::into_tensors),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()

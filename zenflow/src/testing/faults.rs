@@ -343,7 +343,7 @@ impl<S> FaultyArtifacts<S> {
     }
 }
 
-impl<S: crate::ArtifactStore> FaultyArtifacts<S> {
+impl<S: crate::ext::ArtifactStore> FaultyArtifacts<S> {
     /// Whether to corrupt what the call reads; `Err` for a failure.
     async fn check(&self, op: &'static str, hash: Option<&ContentHash>) -> Result<bool, StoreError> {
         self.faults
@@ -364,7 +364,7 @@ fn corrupted(bytes: Bytes) -> Bytes {
 }
 
 #[async_trait::async_trait]
-impl<S: crate::ArtifactStore> crate::ArtifactStore for FaultyArtifacts<S> {
+impl<S: crate::ext::ArtifactStore> crate::ext::ArtifactStore for FaultyArtifacts<S> {
     fn url(&self) -> String {
         self.inner.url()
     }

@@ -70,19 +70,7 @@ impl StepRunner {
         m: &crate::plan::ModelInput,
     ) -> Result<(Vec<ArtifactVersion>, serde_json::Value)> {
         let registry = self.stores.registry()?;
-        let Some(version) = registry
-            .resolve(&m.model, &m.alias)
-            .await
-            .map_err(|e| match e {
-                // A model that was never registered: nobody holds the alias.
-                crate::registry::RegistryError::UnknownModel { .. } => None,
-                other => Some(other),
-            })
-            .or_else(|e| match e {
-                None => Ok(None),
-                Some(e) => Err(e),
-            })?
-        else {
+        let Some(version) = crate::registry::holder(registry, &m.model, &m.alias).await? else {
             return Ok((Vec::new(), serde_json::json!({"model": m.model, "alias": m.alias, "version": null})));
         };
         let artifact = self.stores.metadata().artifact_version(&version.artifact_version).await?.ok_or_else(|| {

@@ -1,10 +1,10 @@
-//! The conformance suite every [`Orchestrator`](crate::Orchestrator) runs, as
+//! The conformance suite every [`Orchestrator`](crate::ext::Orchestrator) runs, as
 //! the stores run theirs: dependency order, parallel independent branches,
 //! failures that skip exactly their dependents, fan-in, ordering without data,
 //! and the cache. Each check panics with a message naming the broken promise.
 //!
 //! A backend's test calls
-//! [`run_all`](crate::orchestrator_conformance::run_all) with a function
+//! [`run_all`] with a function
 //! that builds a fresh stack around the orchestrator under test.
 
 use crate::metadata::StepStatus;
