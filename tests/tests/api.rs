@@ -268,3 +268,17 @@ fn a_program_plans_a_pipeline_from_a_run_config_file() {
         "{e}"
     );
 }
+
+#[test]
+fn a_stack_keeps_one_extension_per_type_and_the_next_of_a_type_replaces_it() {
+    #[derive(Debug, PartialEq)]
+    struct Server(&'static str);
+    let stack = zenflow::memory_stack(1).unwrap();
+    assert_eq!(stack.extension::<Server>(), None, "nothing until one is kept");
+    let stack = stack.with_extension(Server("a")).with_extension(7_u32).with_extension(Server("b"));
+    assert_eq!(stack.extension::<Server>(), Some(&Server("b")), "the later value of a type wins");
+    assert_eq!(stack.extension::<u32>(), Some(&7), "other types are kept beside it");
+    let rebuilt = stack.with_inline_limit(0);
+    assert_eq!(rebuilt.extension::<u32>(), Some(&7), "a stack rebuilt with other settings keeps them");
+    assert_eq!(rebuilt.stores().extension::<Server>(), Some(&Server("b")), "its stores hold them: a step sees them");
+}

@@ -100,7 +100,7 @@ pub struct NewModelVersion {
 /// A registered, immutable model version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelVersion {
-    /// The model.
+    /// The model's name.
     pub model: String,
     /// 1 for the first version of the model, then 2, ...
     pub version: i64,
@@ -248,7 +248,7 @@ impl Protection {
 /// A compare-and-swap of an alias.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Promotion {
-    /// The model.
+    /// The model's name.
     pub model: String,
     /// The alias.
     pub alias: String,
@@ -304,7 +304,7 @@ impl Promotion {
 /// One change of an alias, as the event log holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AliasEvent {
-    /// The model.
+    /// The model's name.
     pub model: String,
     /// Position in the model's log: 1, 2, ... with no gaps.
     pub seq: i64,
@@ -374,7 +374,7 @@ pub enum RegistryError {
     /// No such version of the model.
     #[error("model `{model}` has no version {version}; its versions: {}", list(known))]
     UnknownVersion {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The version asked for.
         version: i64,
@@ -384,7 +384,7 @@ pub enum RegistryError {
     /// Nobody holds the alias.
     #[error("no version of model `{model}` holds alias `{alias}`; aliases held: {}", list(held))]
     UnknownAlias {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The alias asked for.
         alias: String,
@@ -398,7 +398,7 @@ pub enum RegistryError {
         holder_text(holder)
     )]
     Conflict {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The alias.
         alias: String,
@@ -414,7 +414,7 @@ pub enum RegistryError {
          quality gate ({why}); to move it anyway, pass --force with a --reason, which the history records"
     )]
     Protected {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The alias.
         alias: String,
@@ -424,7 +424,7 @@ pub enum RegistryError {
     /// A forced move without a reason.
     #[error("forcing alias `{alias}` of model `{model}` needs a reason (--reason TEXT), for the history")]
     ReasonRequired {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The alias.
         alias: String,
@@ -432,7 +432,7 @@ pub enum RegistryError {
     /// Lifting a protection without a reason.
     #[error("unprotecting alias `{alias}` of model `{model}` needs a reason (--reason TEXT), for the history")]
     UnprotectReasonRequired {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The alias.
         alias: String,
@@ -440,7 +440,7 @@ pub enum RegistryError {
     /// A rollback with no previous holder recorded.
     #[error("alias `{alias}` of model `{model}` has no earlier holder to roll back to")]
     NothingToRollBack {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The alias.
         alias: String,

@@ -423,8 +423,30 @@ impl std::fmt::Debug for DeployerTable {
     }
 }
 
+/// A stack's deployer: the model server it deploys to, and the admin
+/// token of that server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Deployer {
+    /// The server's base URL (`http://127.0.0.1:8080`).
+    pub url: String,
+    /// Its admin token (from the environment; never printed).
+    pub token: String,
+    /// How long a deployment waits for the server to load and serve a version.
+    pub wait: std::time::Duration,
+}
+
+impl std::fmt::Debug for Deployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployer")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
 impl DeployerTable {
-    fn resolve(self, stack: &str) -> Result<zenflow_core::stack::Deployer> {
+    fn resolve(self, stack: &str) -> Result<Deployer> {
         let bad = |what: String| usage(format!("stack `{stack}`, deployer: {what}"));
         let url = url::Url::parse(&self.url).map_err(|e| {
             bad(format!("`url` {:?} is not a URL ({e}); write e.g. \"http://127.0.0.1:8080\"", self.url))
@@ -444,7 +466,7 @@ impl DeployerTable {
                     .ok_or_else(|| bad(format!("`wait` `{t}` is not a duration such as \"2m\" or \"30s\"")))?,
             ),
         };
-        Ok(zenflow_core::stack::Deployer { url: self.url.trim_end_matches('/').to_string(), token: self.token, wait })
+        Ok(Deployer { url: self.url.trim_end_matches('/').to_string(), token: self.token, wait })
     }
 }
 
@@ -469,7 +491,7 @@ pub struct StackConfig {
     /// Whether a tracker table is declared.
     pub extras: Vec<String>,
     /// The model server deployments drive.
-    pub deployer: Option<zenflow_core::stack::Deployer>,
+    pub deployer: Option<Deployer>,
     /// Durability of the local stores (SQLite, local artifacts).
     pub durability: crate::artifact_store::Durability,
     /// Largest output kept inline in the metadata store (bytes).
@@ -675,7 +697,7 @@ impl Stacks {
             .with_protected_aliases(config.protected_aliases.clone())
             .with_ci(crate::local::ci_from_env());
         Ok(match config.deployer.clone() {
-            Some(d) => stack.with_deployer(d),
+            Some(d) => stack.with_extension(d),
             None => stack,
         })
     }
@@ -1109,7 +1131,7 @@ mod tests {
         assert!(ci.extras.is_empty());
         assert_eq!(
             ci.deployer,
-            Some(zenflow_core::stack::Deployer {
+            Some(Deployer {
                 url: "http://127.0.0.1:8080".into(),
                 token: "t0k3n".into(),
                 wait: std::time::Duration::from_secs(30)
@@ -1120,7 +1142,7 @@ mod tests {
         assert_eq!(ci.durability, crate::artifact_store::Durability::Relaxed);
         assert_eq!(ci.inline_limit, 0);
         let stack = stacks.open("ci").unwrap();
-        assert_eq!(stack.deployer().map(|d| d.url.as_str()), Some("http://127.0.0.1:8080"));
+        assert_eq!(stack.extension::<Deployer>().map(|d| d.url.as_str()), Some("http://127.0.0.1:8080"));
         assert_eq!(stack.name(), "ci");
         assert_eq!(stack.inline_limit(), 0);
         assert_eq!(stack.artifacts().url(), "memory://");

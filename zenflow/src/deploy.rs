@@ -18,7 +18,7 @@
 use crate::registry::{EventKind, Expect, Promoted, RegistryError};
 use crate::stack::Stores;
 use std::time::{Duration, Instant};
-pub use zenflow_core::stack::Deployer;
+pub use zenflow_stacks::config::Deployer;
 
 /// The check [`deploy_input`] records on its step: passed when the version
 /// serves, failed (with the reason) when the deployment was rolled back or
@@ -48,7 +48,7 @@ impl Default for DeployOptions {
 /// A finished deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deployed {
-    /// The model.
+    /// The model's name.
     pub model: String,
     /// The version that held the alias before.
     pub from: Option<i64>,
@@ -77,7 +77,7 @@ pub enum DeployError {
     /// The server did not serve the version; the alias is back.
     #[error("deploying v{version} of `{model}` failed, so `{alias}` is back on {}: {reason}", back_on.map_or("no version".to_string(), |v| format!("v{v}")))]
     RolledBack {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The alias.
         alias: String,
@@ -92,7 +92,7 @@ pub enum DeployError {
     /// moved back either: someone must look.
     #[error("deploying v{version} of `{model}` failed ({reason}), and moving `{alias}` back failed too: {rollback}")]
     RollbackFailed {
-        /// The model.
+        /// The model's name.
         model: String,
         /// The alias.
         alias: String,
@@ -213,7 +213,8 @@ pub fn deploy(stack: &Stores, model: &str, version: i64, options: &DeployOptions
 }
 
 fn deploy_here(stack: &Stores, model: &str, version: i64, options: &DeployOptions) -> Result<Deployed, DeployError> {
-    let deployer = stack.deployer().ok_or_else(|| DeployError::NoDeployer { stack: stack.name().into() })?.clone();
+    let deployer =
+        stack.extension::<Deployer>().ok_or_else(|| DeployError::NoDeployer { stack: stack.name().into() })?.clone();
     let registry = stack.registry()?;
     let alias = options.alias.as_str();
     let (from, moved) = stack.block_on(async {

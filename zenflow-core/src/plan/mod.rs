@@ -131,7 +131,7 @@ pub struct PlanInput {
 /// A registered model's alias, as a step input.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ModelInput {
-    /// The model.
+    /// The model's name.
     pub model: String,
     /// The alias (`production`).
     pub alias: String,

@@ -2,7 +2,7 @@
 
 pub mod stores;
 
-pub use stores::{BlockingError, Deployer, Stores, DEFAULT_INLINE_LIMIT};
+pub use stores::{BlockingError, Stores, DEFAULT_INLINE_LIMIT};
 
 use crate::artifact_store::{self, ArtifactStore};
 use crate::error::{Error, Result};
@@ -88,9 +88,9 @@ impl Stack {
         self.with_stores(|s| s.with_inline_limit(bytes))
     }
 
-    /// Deployments on this stack drive `deployer` ([`Stores::with_deployer`]).
-    pub fn with_deployer(self, deployer: Deployer) -> Self {
-        self.with_stores(|s| s.with_deployer(deployer))
+    /// Keeps `value` with the stack ([`Stores::with_extension`]).
+    pub fn with_extension<T: std::any::Any + Send + Sync>(self, value: T) -> Self {
+        self.with_stores(|s| s.with_extension(value))
     }
 
     /// Makes registry changes on behalf of `ci` ([`Stores::with_ci`]).

@@ -1,11 +1,12 @@
 //! What a stack holds besides its orchestrator: its stores, its model
-//! registry and deployer, on whose behalf it acts, and the runtime its
+//! registry, on whose behalf it acts, what other layers keep with it, and the runtime its
 //! blocking calls drive. What a step runner, a step's context and a run's
 //! result keep of the stack they run on.
 
 use crate::artifact_store::ArtifactStore;
 use crate::metadata::MetadataStore;
 use crate::registry::{CiContext, Expect, ModelRegistry, Promotion, RegistryError};
+use std::any::Any;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -25,33 +26,12 @@ struct Inner {
     inline_limit: usize,
     /// Aliases that move only with a run whose quality gate passed.
     protected_aliases: Vec<String>,
-    /// The model server that deployments on this stack drive.
-    deployer: Option<Deployer>,
+    /// What layers above this crate keep with the stack (the model server
+    /// deployments drive, say), one value per type.
+    extensions: Vec<Arc<dyn Any + Send + Sync>>,
     /// On whose behalf registry changes are made.
     ci: CiContext,
     runtime: OnceLock<tokio::runtime::Runtime>,
-}
-
-/// A stack's deployer: the model server it deploys to, and the admin
-/// token of that server.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Deployer {
-    /// The server's base URL (`http://127.0.0.1:8080`).
-    pub url: String,
-    /// Its admin token (from the environment; never printed).
-    pub token: String,
-    /// How long a deployment waits for the server to load and serve a version.
-    pub wait: std::time::Duration,
-}
-
-impl std::fmt::Debug for Deployer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deployer")
-            .field("url", &self.url)
-            .field("token", &"<redacted>")
-            .field("wait", &self.wait)
-            .finish()
-    }
 }
 
 /// Artifacts up to this size are kept in the metadata store's record of the
@@ -112,7 +92,7 @@ impl Stores {
                 project_root: None,
                 inline_limit: DEFAULT_INLINE_LIMIT,
                 protected_aliases: Vec::new(),
-                deployer: None,
+                extensions: Vec::new(),
                 ci: CiContext::unknown(),
                 runtime: OnceLock::new(),
             }),
@@ -139,10 +119,14 @@ impl Stores {
         self.rebuilt(|i| i.inline_limit = bytes)
     }
 
-    /// Deployments on this stack drive the model server `deployer`
-    /// (`[stacks.NAME.deployer]` in `zenflow.toml`).
-    pub fn with_deployer(self, deployer: Deployer) -> Self {
-        self.rebuilt(|i| i.deployer = Some(deployer))
+    /// Keeps `value` with the stack, replacing a value of the same type:
+    /// for what a layer above this crate configures per stack (the
+    /// `zenflow` crate's deployer, from `[stacks.NAME.deployer]`).
+    pub fn with_extension<T: Any + Send + Sync>(self, value: T) -> Self {
+        self.rebuilt(|i| {
+            i.extensions.retain(|e| !e.is::<T>());
+            i.extensions.push(Arc::new(value));
+        })
     }
 
     /// Makes registry changes on behalf of `ci` (a CI job, or the user this
@@ -161,7 +145,7 @@ impl Stores {
             project_root: i.project_root.clone(),
             inline_limit: i.inline_limit,
             protected_aliases: i.protected_aliases.clone(),
-            deployer: i.deployer.clone(),
+            extensions: i.extensions.clone(),
             ci: i.ci.clone(),
             runtime: OnceLock::new(),
         };
@@ -190,9 +174,9 @@ impl Stores {
         &self.inner.ci
     }
 
-    /// The model server deployments on this stack drive, if it has one.
-    pub fn deployer(&self) -> Option<&Deployer> {
-        self.inner.deployer.as_ref()
+    /// The value of type `T` kept with the stack ([`Stores::with_extension`]).
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.inner.extensions.iter().find_map(|e| e.downcast_ref::<T>())
     }
 
     /// The largest artifact kept inline in the metadata store.

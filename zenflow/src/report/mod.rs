@@ -222,7 +222,7 @@ impl From<&zenflow_core::metadata::OutputLink> for OutputReport {
 pub struct RegisteredReport {
     /// The step (invocation id) whose output it is.
     pub step: String,
-    /// The model.
+    /// The model's name.
     pub model: String,
     /// Its version number.
     pub version: i64,

@@ -413,7 +413,7 @@ impl InferRequest {
 /// An inference response.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InferResponse {
-    /// The model.
+    /// The model's name.
     pub model_name: String,
     /// The version that answered.
     pub model_version: String,
@@ -465,7 +465,7 @@ impl TensorSpec {
 /// `GET /v2/models/{m}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelMetadata {
-    /// The model.
+    /// The model's name.
     pub name: String,
     /// The versions loaded (the live one first).
     pub versions: Vec<String>,

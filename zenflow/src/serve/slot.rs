@@ -154,7 +154,7 @@ pub enum LoadError {
 /// The last load's state, for the repository index.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LoadState {
-    /// The model.
+    /// The model's name.
     pub name: String,
     /// The version it concerns.
     pub version: String,
