@@ -215,7 +215,7 @@ impl StepContext {
 }
 
 /// The step-run metadata key of the samples of [`StepContext::model_sample`].
-pub const MODEL_SAMPLES: &str = "zenflow.model.samples";
+pub(crate) const MODEL_SAMPLES: &str = "zenflow.model.samples";
 
 /// The step-run metadata key of the tags of [`StepContext::model_tag`].
-pub const MODEL_TAGS: &str = "zenflow.model.tags";
+pub(crate) const MODEL_TAGS: &str = "zenflow.model.tags";

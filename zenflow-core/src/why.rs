@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The step-run metadata key the reasons are recorded under.
-pub const WHY_KEY: &str = "zenflow.why";
+pub(crate) const WHY_KEY: &str = "zenflow.why";
 
 /// Which switch turned the cache off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,6 +47,11 @@
 //! (its commands, run configuration, exit codes and CI reports). Testing
 //! helpers are in `zenflow::testing` (feature `testing`).
 //!
+//! The root holds what a pipeline author uses; [`ext`] holds the extension
+//! points (the traits a new orchestrator, store, registry or materializer
+//! implements), and `zenflow::conformance` (feature `conformance`) the
+//! suites that check an implementation.
+//!
 //! # Features
 //!
 //! - `cli` (default): [`cli::main`], the command line of pipeline binaries,
@@ -58,7 +63,8 @@
 //! - `testing`: `zenflow::testing`, throwaway stacks and run assertions.
 //! - `postgres`, `s3`: the shared-stack backends.
 //! - `ndarray`: `ndarray::Array` artifacts as `.npy` files.
-//! - `conformance`: the orchestrator conformance suite.
+//! - `conformance`: `zenflow::conformance`, the conformance suites of the
+//!   store, registry and orchestrator traits.
 
 #![warn(missing_docs)]
 

@@ -239,7 +239,7 @@ pub struct StepRunWrite {
 
 /// Step-run metadata that marks a failure as permanent: another attempt
 /// would fail the same way.
-pub const PERMANENT_KEY: &str = "zenflow.permanent";
+pub(crate) const PERMANENT_KEY: &str = "zenflow.permanent";
 
 /// The time from `started` to `ended`, or nothing while it goes on.
 fn elapsed(started: Timestamp, ended: Option<Timestamp>) -> Option<std::time::Duration> {

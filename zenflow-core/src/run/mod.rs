@@ -24,4 +24,4 @@ pub use outcome::{close_ended, close_if_done, outcome, states_from_records, Outc
 pub use predict::{predict, Forecast, RunReason};
 pub use result::{RunFailed, RunResult, StepResult, Unrecorded};
 pub use start::{apply_run_options, execute_plan, spawn_heartbeat, start_run};
-pub use step::{StepRunner, MODEL_INPUT_PREFIX, WORKER_KEY};
+pub use step::{StepRunner, MODEL_INPUT_PREFIX};

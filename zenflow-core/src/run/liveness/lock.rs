@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 pub const DIR: &str = ".zenflow/runs";
 
 /// What a run whose driver died on this machine records as its error.
-pub const DEAD_ERROR: &str = "the process running it on this machine stopped without finishing (killed or crashed): \
+pub(crate) const DEAD_ERROR: &str =
+    "the process running it on this machine stopped without finishing (killed or crashed): \
                               it no longer holds the run's lock; re-run to resume from the cache";
 
 /// A held run lock: released (and its file removed) when dropped, and by

@@ -32,7 +32,7 @@ pub const MODEL_INPUT_PREFIX: &str = "zenflow.model_input.";
 
 /// The step-run metadata key of the process that runs a step started by
 /// the step entrypoint: `{host, pid, attempt}`.
-pub const WORKER_KEY: &str = "zenflow.worker";
+pub(crate) const WORKER_KEY: &str = "zenflow.worker";
 
 /// Runs the steps of one run.
 pub struct StepRunner {
