@@ -2,7 +2,7 @@
 //! not served from the cache; for each cached step, the run it came from.
 //!
 //! The runner records the reasons of a step it executed with the cache on
-//! as data with the step run (metadata key [`WHY_KEY`]): it compares the
+//! as data with the step run (metadata key `zenflow.why`): it compares the
 //! step with the latest earlier run of the same invocation that succeeded
 //! (its plan step: code, version, parameters, outputs; its build:
 //! dependencies, compiler; the content of its inputs). What the records
