@@ -4,7 +4,7 @@
 
 use super::execute::Prepared;
 use super::StepRunner;
-use crate::artifact_store::{self};
+use crate::artifact_store;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::metadata::{self, StepRunRecord, StepStatus};

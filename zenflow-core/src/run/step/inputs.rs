@@ -2,7 +2,7 @@
 //! the registry), then loaded, from memory when this run produced them.
 
 use super::StepRunner;
-use crate::artifact_store::{self};
+use crate::artifact_store;
 use crate::error::{Error, Result};
 use crate::materializer::{Encoded, Handoff};
 use crate::metadata::{ArtifactVersion, OutputLink, StepStatus};
