@@ -4,9 +4,11 @@
 Every file is a module; `crate::a::b::Item` is an edge to the deepest module
 file the path names (`a/b.rs`, else `a.rs`), `super::x` likewise. Test-only
 code (`#[cfg(test)] mod ...` blocks) counts too: a unit test that reaches up
-a layer couples the layers all the same. A parent module that only declares
-its children and re-exports them is not allowed to be used from inside the
-crate (use the child's path), so the graph sees real dependencies.
+a layer couples the layers all the same. A module's use of its own
+ancestors is not counted (children may use what their parent declares), so
+a sibling reached through a parent's re-export goes unseen: inside the
+crate, name a sibling by its own path (`crate::run::result::RunResult`, not
+`crate::run::RunResult`).
 
 Usage: module_graph.py SRC_DIR [--edges]
 """
@@ -111,7 +113,6 @@ for mod, p in files.items():
         if t and t != mod:
             deps.add(t)
     for m in re.finditer(r"super::([a-z_][a-z0-9_]*)", src):
-        base = mod[:-1] if files[mod].endswith("mod.rs") is False else mod
         parent = list(mod[:-1])
         t = resolve(parent + [m.group(1)])
         if t and t != mod:
