@@ -45,15 +45,7 @@ impl RunResult {
             })
             .collect();
         let duration = run.duration().unwrap_or_default();
-        Ok(RunResult {
-            stores: stack.stores().clone(),
-            run,
-            plan,
-            steps,
-            duration,
-            nodes: Arc::new(Vec::new()),
-            _output: std::marker::PhantomData,
-        })
+        Ok(RunResult::new(stack.stores().clone(), run, plan, steps, duration))
     }
 }
 

@@ -78,6 +78,17 @@ impl<O> fmt::Debug for RunResult<O> {
 }
 
 impl RunResult {
+    /// The untyped result of run `run` of `plan`, on the stack of `stores`.
+    pub(super) fn new(
+        stores: Stores,
+        run: RunRecord,
+        plan: Arc<Plan>,
+        steps: Vec<StepResult>,
+        duration: std::time::Duration,
+    ) -> RunResult {
+        RunResult { stores, run, plan, steps, duration, nodes: Arc::new(Vec::new()), _output: std::marker::PhantomData }
+    }
+
     /// This result typed by what a pipeline's body returns (`O` is its
     /// [`Pipeline::Output`](crate::Pipeline::Output)), so that
     /// [`RunResult::output`] gives back its values: what to do with the

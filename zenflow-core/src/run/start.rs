@@ -123,15 +123,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
         return Err(Error::Unrecorded(Box::new(Unrecorded { run, plan, steps, source })));
     }
     drop(lock);
-    Ok(RunResult {
-        stores: stack.stores().clone(),
-        run,
-        plan,
-        steps,
-        duration: started.elapsed(),
-        nodes: Arc::new(Vec::new()),
-        _output: std::marker::PhantomData,
-    })
+    Ok(RunResult::new(stack.stores().clone(), run, plan, steps, started.elapsed()))
 }
 
 /// Records a heartbeat for `run_id` every [`metadata::HEARTBEAT_INTERVAL`]
