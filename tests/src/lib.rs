@@ -104,6 +104,16 @@ pub mod records {
         records.iter().rev().find(|r| r.invocation == id).unwrap_or_else(|| panic!("no record of `{id}`"))
     }
 
+    /// Asserts that `run` holds, for each of its steps, the latest record
+    /// the store holds: what a report built from the result shows is what
+    /// one read back from the store shows.
+    pub fn assert_records_as_stored<O>(stack: &Stack, run: &RunResult<O>) {
+        let all = stack.step_runs(run.id()).unwrap();
+        let stored: Vec<StepRunRecord> = run.plan().steps.iter().map(|s| latest(&all, &s.id).clone()).collect();
+        assert_eq!(run.records().len(), run.plan().steps.len(), "every step of {} reached an end", run.name());
+        assert_eq!(run.records(), stored.as_slice(), "the records of {}", run.name());
+    }
+
     /// The newest run on `stack`, with its step records.
     pub fn latest_run(stack: &Stack) -> (RunRecord, Vec<StepRunRecord>) {
         let run = stack.list_runs(None, 1).unwrap().remove(0);

@@ -247,6 +247,22 @@ fn retries_rerun_a_failed_attempt_with_backoff() {
     assert!(logs[1].starts_with("attempt 2 of 4 failed"), "{logs:?}");
 }
 
+/// A run's result holds its steps' latest records as written (failed
+/// after retries with their logs, skipped, executed, cached), so its
+/// report need not read them back.
+#[test]
+fn a_runs_result_holds_the_records_the_store_holds() {
+    let stack = TestStack::new();
+    let failed = failed_run(exhausted.run(&stack, &()));
+    assert!(failed.records()[1].logs.iter().any(|l| l.starts_with("attempt 1 of 2 failed")), "{failed:?}");
+    let first = healthy.run(&stack, &()).unwrap();
+    let cached = healthy.run(&stack, &()).unwrap();
+    assert_eq!(cached.cached(), ["base", "plus_one"]);
+    for run in [&failed, &first.erase(), &cached.erase()] {
+        zenflow_tests::records::assert_records_as_stored(&stack, run);
+    }
+}
+
 #[test]
 fn a_step_that_keeps_failing_gives_up_after_its_retries() {
     let stack = TestStack::new();

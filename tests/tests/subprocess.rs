@@ -64,6 +64,28 @@ fn an_unchanged_rerun_starts_no_process() {
     }
 }
 
+/// After each attempt the driver reads the records of the steps it
+/// launched, not the whole run's: a run's bookkeeping grows with its
+/// steps, not with their square.
+#[test]
+fn the_driver_reads_only_the_records_of_the_steps_it_launched() {
+    use zenflow::testing::faults::{Faults, FaultyMetadata};
+    let p = project(WORKER, "");
+    let plain = open(&p, "sub");
+    let faults = Faults::new();
+    let db = zenflow::stacks::SqliteMetadataStore::open(p.path(".zenflow/zenflow.db")).unwrap();
+    let metadata = std::sync::Arc::new(FaultyMetadata::new(db, faults.clone()));
+    let stack =
+        Stack::new("sub", plain.orchestrator().clone(), plain.artifacts().clone(), metadata).with_project_root(p.dir());
+    let shape = zenflow::conformance::orchestrator::Shape { width: 4, fail_on: -1 };
+    let run = zenflow::conformance::orchestrator::conformance_pipeline.run(&stack, &shape).unwrap();
+    let steps = run.plan().steps.len() as u64;
+    assert_eq!(run.executed().len() as u64, steps, "{}", run.summary());
+    assert_eq!(faults.calls("step_runs"), 0, "no read of the whole run");
+    assert_eq!(faults.calls("latest_step_run"), steps, "one read per launched step");
+    zenflow_tests::records::assert_records_as_stored(&stack, &run);
+}
+
 #[test]
 fn fused_chains_run_in_one_process_and_each_step_keeps_its_record() {
     let p = project(WORKER, "");

@@ -286,6 +286,7 @@ pub mod metadata {
         let store = open();
         records_round_trip(store.as_ref()).await;
         cache_lookup(store.as_ref()).await;
+        latest_step_run(store.as_ref()).await;
         bad_references(store.as_ref()).await;
         stale_runs(store.as_ref()).await;
         concurrent_writers(&open, 8).await;
@@ -680,6 +681,44 @@ pub mod metadata {
         );
         assert_eq!(hit.outputs.len(), 1);
         assert_eq!(hit.outputs[0].artifact.content_hash, ContentHash::of(b"1"));
+    }
+
+    /// `latest_step_run` gives the record `latest_record` picks from the
+    /// run's step runs, whole: the last attempt of a retried step (also
+    /// when two attempts started in the same microsecond), with its
+    /// outputs and checks; nothing for a step or run with no record.
+    pub async fn latest_step_run(store: &dyn MetadataStore) {
+        let run = store.create_run(&new_run("latest", "latest-run")).await.unwrap();
+        let other = store.create_run(&new_run("latest", "latest-other")).await.unwrap();
+        let mut first = step_write(&run.id, "train", StepStatus::Running);
+        store.write_step_run(&first).await.unwrap();
+        first.step_run.status = StepStatus::Failed;
+        first.step_run.error = Some("attempt 1 failed".into());
+        first.step_run.ended_at = Some(now());
+        store.write_step_run(&first).await.unwrap();
+        let mut second = step_write(&run.id, "train", StepStatus::Completed);
+        second.step_run.started_at = first.step_run.started_at;
+        second.step_run.attempts = 2;
+        second.step_run.ended_at = Some(now());
+        second.step_run.checks = vec![crate::check::Check::at_least("accuracy", 0.9, 0.8)];
+        second.new_outputs = vec![artifact("latest", "train", b"2")];
+        store.write_step_run(&second).await.unwrap();
+        store.write_step_run(&step_write(&run.id, "load", StepStatus::Completed)).await.unwrap();
+        store.write_step_run(&step_write(&other.id, "train", StepStatus::Failed)).await.unwrap();
+        store.flush().await.unwrap();
+
+        let all = store.step_runs(&run.id).await.unwrap();
+        for invocation in ["train", "load", "evaluate"] {
+            let latest = store.latest_step_run(&run.id, invocation).await.unwrap();
+            assert_eq!(latest.as_ref(), latest_record(&all, invocation), "{invocation}");
+        }
+        let train = store.latest_step_run(&run.id, "train").await.unwrap().expect("train has records");
+        // UUIDv7s made later in a process sort later.
+        assert!(first.step_run.id < second.step_run.id);
+        assert_eq!(train.id, second.step_run.id, "same start: the later attempt by id");
+        assert_eq!((train.attempts, train.outputs.len()), (2, 1), "with its outputs");
+        assert_eq!(train.checks, second.step_run.checks, "and its checks");
+        assert_eq!(store.latest_step_run("no-such-run", "train").await.unwrap(), None);
     }
 
     /// Bad references are refused with their exact error, naming the thing

@@ -134,6 +134,15 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// The step runs of a run, in the order they started.
     async fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>, MetadataError>;
 
+    /// The latest record of step `invocation` in run `run_id`, the one that
+    /// says what became of it: what [`latest_record`] picks from
+    /// [`MetadataStore::step_runs`], without reading the run's other step
+    /// runs. Stores override it with a query of their own; every store
+    /// must agree with the default.
+    async fn latest_step_run(&self, run_id: &str, invocation: &str) -> Result<Option<StepRunRecord>, MetadataError> {
+        Ok(latest_record(&self.step_runs(run_id).await?, invocation).cloned())
+    }
+
     /// A step run by id (with its outputs, inputs, metadata and checks).
     async fn step_run(&self, id: &str) -> Result<Option<StepRunRecord>, MetadataError>;
 

@@ -1,11 +1,11 @@
 //! What a run of a plan would serve from cache, predicted before it runs
 //! (`run --dry-run`).
 
-use crate::cache::cache_key;
 use crate::error::Result;
-use crate::hash::ContentHash;
-use crate::plan::Plan;
+use crate::metadata::ArtifactVersion;
+use crate::plan::{OutputRef, Plan};
 use crate::run::step::cache::{look_up, Lookup};
+use crate::run::step::inputs::{resolve, Upstream};
 use crate::stack::Stack;
 use std::collections::HashMap;
 
@@ -54,46 +54,25 @@ impl std::fmt::Display for Forecast {
 }
 
 /// Predicts, step by step in plan order, what a run of `plan` on `stack`
-/// would serve from cache: the cache key the runner would compute from the
-/// inputs' content hashes (model inputs resolved as the registry stands
-/// now), looked up as the runner looks it up.
+/// would serve from cache: its inputs resolved as the runner resolves them
+/// (model inputs as the registry stands now, upstream outputs as predicted
+/// from cache), and the cache key looked up as the runner looks it up.
 pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<Forecast>> {
-    let registry = stack.metadata().registry();
-    let mut known: HashMap<(String, String), ContentHash> = HashMap::new();
+    let mut cached = Predicted::default();
     let mut out = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
-        let mut hashes: Option<Vec<Vec<ContentHash>>> = Some(Vec::new());
-        for input in &step.inputs {
-            let part = match &input.model {
-                Some(m) => match registry {
-                    Some(r) => Some(
-                        crate::registry::holder(r, &m.model, &m.alias)
-                            .await?
-                            .map(|v| v.content_hash)
-                            .into_iter()
-                            .collect(),
-                    ),
-                    None => Some(Vec::new()),
-                },
-                None => input.from.iter().map(|r| known.get(&(r.step.clone(), r.output.clone())).copied()).collect(),
-            };
-            match (part, hashes.as_mut()) {
-                (Some(p), Some(h)) => h.push(p),
-                _ => hashes = None,
-            }
-        }
-        let prediction = match hashes {
-            None => Forecast::Run(RunReason::NewInput),
-            Some(_) if no_cache || !step.options.cache => Forecast::Run(RunReason::CacheOff),
-            Some(hashes) => {
-                match look_up(stack, &cache_key(step, &hashes).to_hex(), step.options.cache_ttl_ms).await? {
+        let prediction = match resolve(stack, step, &mut cached).await? {
+            Err(_) => Forecast::Run(RunReason::NewInput),
+            Ok(_) if no_cache || !step.options.cache => Forecast::Run(RunReason::CacheOff),
+            Ok(resolved) => {
+                match look_up(stack, &resolved.cache_key(step).to_hex(), step.options.cache_ttl_ms).await? {
                     Lookup::Miss => Forecast::Run(RunReason::NoCachedResult),
                     Lookup::Gone(_) => Forecast::Run(RunReason::ArtifactsGone),
                     Lookup::Corrupted { .. } => Forecast::Run(RunReason::ArtifactCorrupted),
                     Lookup::Expired { .. } => Forecast::Run(RunReason::Expired),
                     Lookup::Hit(hit) => {
-                        for o in &hit.outputs {
-                            known.insert((step.id.clone(), o.output.clone()), o.artifact.content_hash);
+                        for o in hit.outputs {
+                            cached.0.insert((step.id.clone(), o.output), o.artifact);
                         }
                         Forecast::Cached { step_run: hit.step_run }
                     }
@@ -103,4 +82,15 @@ pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<F
         out.push(prediction);
     }
     Ok(out)
+}
+
+/// The outputs of the steps predicted to come from cache, by step and output:
+/// the only upstream outputs known before a run.
+#[derive(Default)]
+struct Predicted(HashMap<(String, String), ArtifactVersion>);
+
+impl Upstream for Predicted {
+    async fn output(&mut self, from: &OutputRef) -> Result<Option<ArtifactVersion>> {
+        Ok(self.0.get(&(from.step.clone(), from.output.clone())).cloned())
+    }
 }

@@ -29,23 +29,11 @@ impl RunResult {
         let plan = Arc::new(run.plan()?);
         let records = stack.metadata().step_runs(&run.id).await?;
         // The latest record of each invocation, in plan order.
-        let steps = plan
-            .steps
-            .iter()
-            .filter_map(|s| metadata::latest_record(&records, &s.id))
-            .map(|r| StepResult {
-                invocation: r.invocation.clone(),
-                status: r.status,
-                step_run_id: r.id.clone(),
-                outputs: r.outputs.clone(),
-                error: r.error.clone(),
-                attempts: r.attempts,
-                permanent: r.is_permanent_failure(),
-                duration: r.duration().unwrap_or_default(),
-            })
-            .collect();
+        let latest: Vec<_> =
+            plan.steps.iter().filter_map(|s| metadata::latest_record(&records, &s.id)).cloned().collect();
+        let steps = latest.iter().map(|r| StepResult::of(r, r.duration().unwrap_or_default())).collect();
         let duration = run.duration().unwrap_or_default();
-        Ok(RunResult::new(stack.stores().clone(), run, plan, steps, duration))
+        Ok(RunResult::new(stack.stores().clone(), run, plan, (steps, latest), duration))
     }
 }
 

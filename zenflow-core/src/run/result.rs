@@ -31,6 +31,21 @@ pub struct StepResult {
 }
 
 impl StepResult {
+    /// The result `record` (a step's latest record) says, after `duration`
+    /// of the runner's time on the step.
+    pub(crate) fn of(record: &metadata::StepRunRecord, duration: Duration) -> StepResult {
+        StepResult {
+            invocation: record.invocation.clone(),
+            status: record.status,
+            step_run_id: record.id.clone(),
+            outputs: record.outputs.clone(),
+            error: record.error.clone(),
+            attempts: record.attempts,
+            duration,
+            permanent: record.is_permanent_failure(),
+        }
+    }
+
     /// The output named `name`.
     pub fn output(&self, name: &str) -> Option<&ArtifactVersion> {
         self.outputs.iter().find(|o| o.output == name).map(|o| &o.artifact)
@@ -46,6 +61,7 @@ pub struct RunResult<O = ()> {
     pub(super) run: RunRecord,
     pub(super) plan: Arc<Plan>,
     pub(super) steps: Vec<StepResult>,
+    pub(super) records: Arc<[metadata::StepRunRecord]>,
     pub(super) duration: std::time::Duration,
     /// The invocation id of each node of the build the handles point at
     /// (empty for a reopened run).
@@ -60,6 +76,7 @@ impl<O> Clone for RunResult<O> {
             run: self.run.clone(),
             plan: self.plan.clone(),
             steps: self.steps.clone(),
+            records: self.records.clone(),
             duration: self.duration,
             nodes: self.nodes.clone(),
             _output: std::marker::PhantomData,
@@ -78,15 +95,25 @@ impl<O> fmt::Debug for RunResult<O> {
 }
 
 impl RunResult {
-    /// The untyped result of run `run` of `plan`, on the stack of `stores`.
+    /// The untyped result of run `run` of `plan`, on the stack of `stores`:
+    /// its steps' results, and their latest records in plan order.
     pub(super) fn new(
         stores: Stores,
         run: RunRecord,
         plan: Arc<Plan>,
-        steps: Vec<StepResult>,
+        (steps, records): (Vec<StepResult>, Vec<metadata::StepRunRecord>),
         duration: std::time::Duration,
     ) -> RunResult {
-        RunResult { stores, run, plan, steps, duration, nodes: Arc::new(Vec::new()), _output: std::marker::PhantomData }
+        RunResult {
+            stores,
+            run,
+            plan,
+            steps,
+            records: records.into(),
+            duration,
+            nodes: Arc::new(Vec::new()),
+            _output: std::marker::PhantomData,
+        }
     }
 
     /// This result typed by what a pipeline's body returns (`O` is its
@@ -116,6 +143,7 @@ impl<O> RunResult<O> {
             run: self.run,
             plan: self.plan,
             steps: self.steps,
+            records: self.records,
             duration: self.duration,
             nodes,
             _output: std::marker::PhantomData,
@@ -160,6 +188,13 @@ impl<O> RunResult<O> {
     /// Every step's result, in plan order.
     pub fn steps(&self) -> &[StepResult] {
         &self.steps
+    }
+
+    /// The latest record of each step that reached a final state, in plan
+    /// order: the step runs the metadata store holds for the run (logs,
+    /// metadata, checks), without reading them back.
+    pub fn records(&self) -> &[metadata::StepRunRecord] {
+        &self.records
     }
 
     /// The result of invocation `id`.

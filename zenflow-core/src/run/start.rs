@@ -123,7 +123,7 @@ pub async fn execute_plan(stack: &Stack, plan: Plan, options: RunOptions) -> Res
         return Err(Error::Unrecorded(Box::new(Unrecorded { run, plan, steps, source })));
     }
     drop(lock);
-    Ok(RunResult::new(stack.stores().clone(), run, plan, steps, started.elapsed()))
+    Ok(RunResult::new(stack.stores().clone(), run, plan, (steps, runner.take_records()), started.elapsed()))
 }
 
 /// Records a heartbeat for `run_id` every [`metadata::HEARTBEAT_INTERVAL`]

@@ -350,7 +350,7 @@ async fn run_unit<L: Launcher>(launcher: &L, runner: &StepRunner, unit: &[usize]
         let permanent = matches!(report.ended, Ended::Exited(2) | Ended::NotLaunched { permanent: true, .. })
             || record.is_permanent_failure();
         if permanent || made > options.retries {
-            runner.record_external(unit[at], &record);
+            runner.record_external(unit[at], record);
             runner.stores().metadata().flush().await?;
             return Ok(false);
         }
@@ -400,22 +400,24 @@ async fn first_failure(
 ) -> Result<Option<(usize, StepRunRecord, u32)>, Error> {
     let plan = runner.plan();
     let names = unit[from..].iter().map(|&p| format!("`{}`", plan.steps[p].id)).collect::<Vec<_>>().join(", ");
-    let records = runner.stores().metadata().step_runs(&runner.run().id).await?;
+    let metadata = runner.stores().metadata();
     for (i, &p) in unit[from..].iter().enumerate() {
         let this_attempt = if i == 0 { attempt } else { 1 };
-        let record = zenflow_core::metadata::latest_record(&records, &plan.steps[p].id);
-        match record {
+        // Only this step's latest record: reading the whole run after every
+        // attempt made a run's bookkeeping quadratic in its steps.
+        let latest = metadata.latest_step_run(&runner.run().id, &plan.steps[p].id).await?;
+        match latest {
             Some(r) if r.status.is_success() => {
                 runner.record_external(p, r);
             }
             Some(r) if r.status == StepStatus::Failed && r.attempts >= this_attempt => {
-                return Ok(Some((from + i, r.clone(), this_attempt)));
+                return Ok(Some((from + i, r, this_attempt)));
             }
             other => {
                 // Nothing final from this attempt: it died, was stopped,
                 // never started, or (a later step of a chain) was never
                 // reached. A record it left as running is closed.
-                let running = other.filter(|r| r.status == StepStatus::Running);
+                let running = other.as_ref().filter(|r| r.status == StepStatus::Running);
                 let record = runner
                     .record_failure(p, this_attempt, running, &reason(&report.ended, &names), tail_logs(report))
                     .await?;

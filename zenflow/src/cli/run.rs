@@ -117,10 +117,11 @@ fn progress_mode(quiet: bool) -> progress::Mode {
 /// The report of a finished run, with the versions it registered, its CI
 /// job and the run `--compare-with` names (a note when there is none).
 fn report_of(stack: &Stack, pipeline: &str, result: &zenflow_core::RunResult, args: &RunArgs) -> CliResult<RunReport> {
-    let step_runs = stack.step_runs(result.id())?;
-    let originals = RunReport::originals(stack, &step_runs)?;
+    // The records the run wrote, not read back: only the step runs its
+    // cached steps reuse come from the store.
+    let originals = RunReport::originals(stack, result.records())?;
     let ci_job = stack.ci().job_url.clone();
-    let report = RunReport::new(result.record(), result.plan(), &step_runs, &originals, args.warnings_as_errors)
+    let report = RunReport::new(result.record(), result.plan(), result.records(), &originals, args.warnings_as_errors)
         .with_registered(stack, result.plan())
         .with_ci_job(ci_job);
     let Some(selector) = &args.compare_with else { return Ok(report) };

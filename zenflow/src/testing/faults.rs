@@ -299,6 +299,10 @@ impl<S: MetadataStore> MetadataStore for FaultyMetadata<S> {
         self.check("step_runs", None).await?;
         self.inner.step_runs(run_id).await
     }
+    async fn latest_step_run(&self, run_id: &str, invocation: &str) -> Result<Option<StepRunRecord>, MetadataError> {
+        self.check("latest_step_run", None).await?;
+        self.inner.latest_step_run(run_id, invocation).await
+    }
     async fn step_run(&self, id: &str) -> Result<Option<StepRunRecord>, MetadataError> {
         self.check("step_run", None).await?;
         self.inner.step_run(id).await

@@ -2,7 +2,7 @@
 //! step run with the key, young enough, its artifacts intact), and why a
 //! step that executes did.
 
-use super::execute::Prepared;
+use super::inputs::Prepared;
 use super::StepRunner;
 use crate::artifact_store;
 use crate::error::{Error, Result};
@@ -107,19 +107,8 @@ impl StepRunner {
         if let Err(e) = self.register_model(step, &write, &outputs, &prepared.inputs).await {
             return self.refuse_registration(pos, write, prepared.started, e).await.map(Some);
         }
-        Ok(Some(self.finish(
-            pos,
-            StepResult {
-                invocation: step.id.clone(),
-                status: StepStatus::Cached,
-                step_run_id: prepared.step_run_id.clone(),
-                outputs,
-                error: None,
-                attempts: 0,
-                duration: prepared.started.elapsed(),
-                permanent: false,
-            },
-        )))
+        write.step_run.outputs = outputs;
+        Ok(Some(self.finish(pos, write.step_run, prepared.started.elapsed())))
     }
 
     /// A cache hit younger than `ttl_ms` whose artifacts are all still in

@@ -1,14 +1,13 @@
 //! Executing a step: its record started, its attempts with retries,
 //! timeouts and panics caught, and the code checked against the plan's.
 
-use super::{Handed, StepRunner, MODEL_INPUT_PREFIX, WORKER_KEY};
-use crate::cache::cache_key;
+use super::inputs::Prepared;
+use super::{Handed, StepRunner};
 use crate::context::StepContext;
-use crate::error::{Error, Result};
-use crate::hash::ContentHash;
+use crate::error::Result;
 use crate::logs;
 use crate::materializer::EncodedValue;
-use crate::metadata::{self, ArtifactVersion, InputLink, StepRunWrite, StepStatus, PERMANENT_KEY};
+use crate::metadata::{self, ArtifactVersion, StepRunWrite, StepStatus, PERMANENT_KEY};
 use crate::plan::PlanStep;
 use crate::run::options::RunEvent;
 use crate::run::result::StepResult;
@@ -48,18 +47,6 @@ pub(super) fn same_code(spec: &step::StepSpec, step: &PlanStep, run: &str) -> st
         )),
         None => Ok(()),
     }
-}
-
-/// A step about to run: its record (running), resolved inputs, and how
-/// its model inputs were resolved.
-pub(super) struct Prepared {
-    /// Why the cache could not serve the step, when its lookup said.
-    pub(super) miss: Option<crate::why::Reason>,
-    pub(super) write: StepRunWrite,
-    pub(super) inputs: Vec<Vec<ArtifactVersion>>,
-    pub(super) models: Vec<(String, serde_json::Value)>,
-    pub(super) started: std::time::Instant,
-    pub(super) step_run_id: String,
 }
 
 /// An output that steps of this run still to run will read, before its
@@ -106,60 +93,6 @@ impl Execution {
 }
 
 impl StepRunner {
-    /// Resolves the step's inputs and builds its record; `Err` holds the
-    /// result of a step that failed before it could start (recorded).
-    pub(super) async fn prepare(
-        &self,
-        pos: usize,
-        first: u32,
-    ) -> Result<std::result::Result<Prepared, Arc<StepResult>>> {
-        let step = &self.plan.steps[pos];
-        let started = std::time::Instant::now();
-        let started_at = metadata::now();
-        let step_run_id = uuid::Uuid::now_v7().to_string();
-        let (inputs, models) = match self.resolve_inputs(step).await {
-            Ok(resolved) => resolved,
-            // A model input that cannot be resolved fails the step, not the run's records.
-            Err(Error::Registry(e)) if !matches!(e, crate::registry::RegistryError::Store(_)) => {
-                return self.fail_early(pos, step_run_id, started, started_at, e.to_string()).await.map(Err)
-            }
-            Err(e) => return Err(e),
-        };
-        let hashes: Vec<Vec<ContentHash>> =
-            inputs.iter().map(|links| links.iter().map(|a| a.content_hash).collect()).collect();
-        let key = cache_key(step, &hashes).to_hex();
-        let input_links: Vec<InputLink> = step
-            .inputs
-            .iter()
-            .zip(&inputs)
-            .flat_map(|(spec, versions)| {
-                versions.iter().enumerate().map(|(i, v)| InputLink {
-                    input: spec.name.clone(),
-                    position: i as u32,
-                    artifact_version: v.id.clone(),
-                })
-            })
-            .collect();
-
-        let mut record = self.bare_record(pos, step_run_id.clone(), StepStatus::Running, started_at);
-        record.cache_key = Some(key.clone());
-        record.inputs = input_links;
-        let mut write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
-        for (input, resolved) in &models {
-            write.step_run.metadata.insert(format!("{MODEL_INPUT_PREFIX}{input}"), resolved.clone());
-        }
-        if self.verify_code {
-            // A worker: which process runs it, for the next attempt to tell
-            // whether this one is still alive.
-            write.step_run.metadata.insert(
-                WORKER_KEY.into(),
-                serde_json::json!({"host": crate::run::entrypoint::host(), "pid": std::process::id(), "attempt": first}),
-            );
-        }
-
-        Ok(Ok(Prepared { miss: None, write, inputs, models, started, step_run_id }))
-    }
-
     pub(super) async fn run_attempts(&self, pos: usize, first: u32, last: u32) -> Result<Arc<StepResult>> {
         self.emit(RunEvent::StepStarted { invocation: &self.plan.steps[pos].id });
         let mut prepared = match self.prepare(pos, first).await? {
@@ -174,33 +107,20 @@ impl StepRunner {
         let step = &self.plan.steps[pos];
         self.record_running(&mut write, why).await?;
         let execution = self.execute(step, &write, &inputs, &models, &step_run_id, (first, last)).await;
-        let (attempts, permanent) = (execution.attempts, execution.permanent);
         let handovers = self.settle(pos, &mut write, execution).await;
         let outputs = self.record(&mut write).await?;
         // As recorded, secrets hidden: what the run's result shows too.
-        let error = write.step_run.error.clone();
-        if error.is_none() {
+        if write.step_run.error.is_none() {
             if let Err(e) = self.register_model(step, &write, &outputs, &inputs).await {
                 return self.refuse_registration(pos, write, started, e).await;
             }
         }
-        match &error {
+        match &write.step_run.error {
             Some(e) => tracing::warn!(step = %step.id, "step failed: {e}"),
             None => self.hand_over(handovers, &write),
         }
-        let status = write.step_run.status;
-        let duration = started.elapsed();
-        let result = StepResult {
-            invocation: step.id.clone(),
-            status,
-            step_run_id,
-            outputs,
-            error,
-            attempts,
-            duration,
-            permanent,
-        };
-        Ok(self.finish(pos, result))
+        write.step_run.outputs = outputs;
+        Ok(self.finish(pos, write.step_run, started.elapsed()))
     }
 
     /// Records that the step runs, and why, where whoever watches it can

@@ -1,97 +1,210 @@
 //! A step's inputs: resolved to artifact versions (model inputs through
-//! the registry), then loaded, from memory when this run produced them.
+//! the registry), which gives the step its cache key and its record
+//! ([`Prepared`]), then loaded, from memory when this run produced them.
+//! The resolution is one rule, [`resolve`], that the runner and a
+//! forecast ([`crate::run::predict`]) share; they differ only in where an
+//! upstream step's outputs are found ([`Upstream`]).
 
-use super::StepRunner;
+use super::{StepRunner, MODEL_INPUT_PREFIX, WORKER_KEY};
 use crate::artifact_store;
 use crate::error::{Error, Result};
+use crate::hash::ContentHash;
 use crate::materializer::{Encoded, Handoff};
-use crate::metadata::{ArtifactVersion, OutputLink, StepStatus};
-use crate::plan::{OutputRef, PlanStep};
+use crate::metadata::{self, ArtifactVersion, InputLink, StepRunRecord, StepRunWrite, StepStatus};
+use crate::plan::{ModelInput, OutputRef, PlanStep};
+use crate::run::result::StepResult;
+use crate::stack::stores::Stores;
 use crate::step::LoadedInput;
 use std::collections::HashMap;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
+
+/// A step's inputs resolved to artifact versions.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// The versions feeding each input, in input order (none for a model
+    /// alias no version holds).
+    pub versions: Vec<Vec<ArtifactVersion>>,
+    /// How each model input was resolved: the input's name and
+    /// `{model, alias, version}` (`version` null when nobody holds the alias).
+    pub models: Vec<(String, serde_json::Value)>,
+}
+
+impl Resolved {
+    /// The cache key of `step` run on these inputs.
+    pub fn cache_key(&self, step: &PlanStep) -> ContentHash {
+        let hashes: Vec<Vec<ContentHash>> =
+            self.versions.iter().map(|links| links.iter().map(|a| a.content_hash).collect()).collect();
+        crate::cache::cache_key(step, &hashes)
+    }
+}
+
+/// Where the outputs of a step's upstream steps are found while its inputs
+/// are resolved.
+pub(crate) trait Upstream {
+    /// The version of output `from`, or `None` while it is not known.
+    async fn output(&mut self, from: &OutputRef) -> Result<Option<ArtifactVersion>>;
+}
+
+/// The first upstream output a step reads that is not known.
+#[derive(Debug)]
+pub(crate) struct Unknown<'p> {
+    /// The input that reads it.
+    pub input: &'p str,
+    /// The output.
+    pub from: &'p OutputRef,
+}
+
+/// Resolves the inputs of `step`: a model input to the version holding
+/// its alias in the registry of `stores` now, an upstream output through
+/// `upstream`. `Ok(Err(_))` names the first upstream output `upstream`
+/// does not know.
+pub(crate) async fn resolve<'p>(
+    stores: &Stores,
+    step: &'p PlanStep,
+    upstream: &mut impl Upstream,
+) -> Result<std::result::Result<Resolved, Unknown<'p>>> {
+    let mut resolved = Resolved { versions: Vec::with_capacity(step.inputs.len()), models: Vec::new() };
+    for input in &step.inputs {
+        if let Some(m) = &input.model {
+            let (versions, how) = resolve_model(stores, m).await?;
+            resolved.versions.push(versions);
+            resolved.models.push((input.name.clone(), how));
+            continue;
+        }
+        let mut versions = Vec::with_capacity(input.from.len());
+        for from in &input.from {
+            match upstream.output(from).await? {
+                Some(version) => versions.push(version),
+                None => return Ok(Err(Unknown { input: &input.name, from })),
+            }
+        }
+        resolved.versions.push(versions);
+    }
+    Ok(Ok(resolved))
+}
+
+/// The artifact version of the model version holding `m.alias` now (none
+/// when nobody holds it), and the record of the resolution.
+async fn resolve_model(stores: &Stores, m: &ModelInput) -> Result<(Vec<ArtifactVersion>, serde_json::Value)> {
+    let registry = stores.registry()?;
+    let Some(version) = crate::registry::holder(registry, &m.model, &m.alias).await? else {
+        return Ok((Vec::new(), serde_json::json!({"model": m.model, "alias": m.alias, "version": null})));
+    };
+    let artifact = stores.metadata().artifact_version(&version.artifact_version).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "artifact version `{}` of model {} v{}",
+            version.artifact_version, version.model, version.version
+        ))
+    })?;
+    let resolved = serde_json::json!({"model": m.model, "alias": m.alias, "version": version.version});
+    Ok((vec![artifact], resolved))
+}
+
+/// The outputs of a run's steps as a runner sees them: its own results,
+/// else the latest record of the step (a step another process ran).
+struct RunOutputs<'r> {
+    runner: &'r StepRunner,
+    /// The latest record of each step read so far, by invocation.
+    recorded: HashMap<String, Option<StepRunRecord>>,
+}
+
+impl Upstream for RunOutputs<'_> {
+    async fn output(&mut self, from: &OutputRef) -> Result<Option<ArtifactVersion>> {
+        let pos = self.runner.position(&from.step)?;
+        let in_memory = self.runner.result(pos).and_then(|res| res.output(&from.output).cloned());
+        if in_memory.is_some() {
+            return Ok(in_memory);
+        }
+        if !self.recorded.contains_key(&from.step) {
+            let runner = self.runner;
+            let latest = runner.stores.metadata().latest_step_run(&runner.run.id, &from.step).await?;
+            self.recorded.insert(from.step.clone(), latest);
+        }
+        Ok(self.recorded[&from.step]
+            .as_ref()
+            .filter(|r| matches!(r.status, StepStatus::Completed | StepStatus::Cached))
+            .and_then(|r| r.outputs.iter().find(|o| o.output == from.output))
+            .map(|o| o.artifact.clone()))
+    }
+}
+
+/// A step about to run: its record (running), resolved inputs, and how
+/// its model inputs were resolved.
+pub(super) struct Prepared {
+    /// Why the cache could not serve the step, when its lookup said.
+    pub(super) miss: Option<crate::why::Reason>,
+    pub(super) write: StepRunWrite,
+    pub(super) inputs: Vec<Vec<ArtifactVersion>>,
+    pub(super) models: Vec<(String, serde_json::Value)>,
+    pub(super) started: std::time::Instant,
+    pub(super) step_run_id: String,
+}
 
 impl StepRunner {
-    /// The artifact versions feeding each input of `step`, in input order
-    /// (none for a model alias no version holds), and how each model input
-    /// was resolved.
-    #[allow(clippy::type_complexity)]
-    pub(super) async fn resolve_inputs(
+    /// Resolves the step's inputs and builds its record; `Err` holds the
+    /// result of a step that failed before it could start (recorded).
+    pub(super) async fn prepare(
         &self,
-        step: &PlanStep,
-    ) -> Result<(Vec<Vec<ArtifactVersion>>, Vec<(String, serde_json::Value)>)> {
-        let mut recorded: Option<HashMap<String, Vec<OutputLink>>> = None;
-        let mut out = Vec::with_capacity(step.inputs.len());
-        let mut models = Vec::new();
-        for input in &step.inputs {
-            if let Some(m) = &input.model {
-                let (versions, resolved) = self.resolve_model(m).await?;
-                out.push(versions);
-                models.push((input.name.clone(), resolved));
-                continue;
+        pos: usize,
+        first: u32,
+    ) -> Result<std::result::Result<Prepared, Arc<StepResult>>> {
+        let step = &self.plan.steps[pos];
+        let started = std::time::Instant::now();
+        let started_at = metadata::now();
+        let step_run_id = uuid::Uuid::now_v7().to_string();
+        let resolved = match self.resolve_inputs(step).await {
+            Ok(resolved) => resolved,
+            // A model input that cannot be resolved fails the step, not the run's records.
+            Err(Error::Registry(e)) if !matches!(e, crate::registry::RegistryError::Store(_)) => {
+                return self.fail_early(pos, step_run_id, started, started_at, e.to_string()).await.map(Err)
             }
-            let mut versions = Vec::with_capacity(input.from.len());
-            for r in &input.from {
-                let pos = self.position(&r.step)?;
-                let in_memory = self.results.lock().unwrap_or_else(PoisonError::into_inner)[pos]
-                    .as_ref()
-                    .and_then(|res| res.output(&r.output).cloned());
-                let version = match in_memory {
-                    Some(v) => v,
-                    None => {
-                        if recorded.is_none() {
-                            recorded = Some(self.recorded_outputs().await?);
-                        }
-                        recorded
-                            .as_ref()
-                            .and_then(|m| m.get(&r.step))
-                            .and_then(|outs| outs.iter().find(|o| o.output == r.output))
-                            .map(|o| o.artifact.clone())
-                            .ok_or_else(|| {
-                                Error::NotFound(format!(
-                                    "input `{}` of step `{}` needs output `{}` of step `{}`, which has not \
-                                     completed in run `{}`; run that step first",
-                                    input.name, step.id, r.output, r.step, self.run.name
-                                ))
-                            })?
-                    }
-                };
-                versions.push(version);
-            }
-            out.push(versions);
-        }
-        Ok((out, models))
-    }
-
-    /// The artifact version of the model version holding `m.alias` now
-    /// (none when nobody holds it), and the record of the resolution.
-    pub(super) async fn resolve_model(
-        &self,
-        m: &crate::plan::ModelInput,
-    ) -> Result<(Vec<ArtifactVersion>, serde_json::Value)> {
-        let registry = self.stores.registry()?;
-        let Some(version) = crate::registry::holder(registry, &m.model, &m.alias).await? else {
-            return Ok((Vec::new(), serde_json::json!({"model": m.model, "alias": m.alias, "version": null})));
+            Err(e) => return Err(e),
         };
-        let artifact = self.stores.metadata().artifact_version(&version.artifact_version).await?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "artifact version `{}` of model {} v{}",
-                version.artifact_version, version.model, version.version
-            ))
-        })?;
-        let resolved = serde_json::json!({"model": m.model, "alias": m.alias, "version": version.version});
-        Ok((vec![artifact], resolved))
+        let key = resolved.cache_key(step).to_hex();
+        let Resolved { versions: inputs, models } = resolved;
+        let input_links: Vec<InputLink> = step
+            .inputs
+            .iter()
+            .zip(&inputs)
+            .flat_map(|(spec, versions)| {
+                versions.iter().enumerate().map(|(i, v)| InputLink {
+                    input: spec.name.clone(),
+                    position: i as u32,
+                    artifact_version: v.id.clone(),
+                })
+            })
+            .collect();
+
+        let mut record = self.bare_record(pos, step_run_id.clone(), StepStatus::Running, started_at);
+        record.cache_key = Some(key.clone());
+        record.inputs = input_links;
+        let mut write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
+        for (input, resolved) in &models {
+            write.step_run.metadata.insert(format!("{MODEL_INPUT_PREFIX}{input}"), resolved.clone());
+        }
+        if self.verify_code {
+            // A worker: which process runs it, for the next attempt to tell
+            // whether this one is still alive.
+            write.step_run.metadata.insert(
+                WORKER_KEY.into(),
+                serde_json::json!({"host": crate::run::entrypoint::host(), "pid": std::process::id(), "attempt": first}),
+            );
+        }
+
+        Ok(Ok(Prepared { miss: None, write, inputs, models, started, step_run_id }))
     }
 
-    /// Outputs of the completed or cached step runs of this run, by invocation.
-    pub(super) async fn recorded_outputs(&self) -> Result<HashMap<String, Vec<OutputLink>>> {
-        let mut map = HashMap::new();
-        for sr in self.stores.metadata().step_runs(&self.run.id).await? {
-            if matches!(sr.status, StepStatus::Completed | StepStatus::Cached) {
-                map.insert(sr.invocation, sr.outputs);
-            }
-        }
-        Ok(map)
+    /// The inputs of `step` in this run: upstream outputs from this
+    /// runner's results or the run's records.
+    pub(super) async fn resolve_inputs(&self, step: &PlanStep) -> Result<Resolved> {
+        let mut upstream = RunOutputs { runner: self, recorded: HashMap::new() };
+        resolve(&self.stores, step, &mut upstream).await?.map_err(|Unknown { input, from }| {
+            Error::NotFound(format!(
+                "input `{input}` of step `{}` needs output `{}` of step `{}`, which has not completed in run \
+                 `{}`; run that step first",
+                step.id, from.output, from.step, self.run.name
+            ))
+        })
     }
 
     /// The in-memory copy of output `from` for one reading input, if this

@@ -9,7 +9,7 @@
 
 pub(crate) mod cache;
 mod execute;
-mod inputs;
+pub(crate) mod inputs;
 mod outputs;
 mod register;
 
@@ -43,8 +43,8 @@ pub struct StepRunner {
     dependents: Vec<Vec<usize>>,
     dependencies: Vec<Vec<usize>>,
     options: RunOptions,
-    /// Shared with the callers of [`StepRunner::run_step`], not copied.
-    results: Mutex<Vec<Option<Arc<StepResult>>>>,
+    /// Each step that reached a final state, by plan position.
+    finished: Mutex<Vec<Option<Finished>>>,
     /// Whether the plan may come from another build (see [`same_code`]).
     verify_code: bool,
     /// How many inputs of the plan read each output `(position, name)`.
@@ -55,6 +55,15 @@ pub struct StepRunner {
     /// The latest earlier runs of the pipeline with their step runs, read
     /// once, when a step first has to say why it ran.
     earlier_runs: tokio::sync::OnceCell<Vec<(Arc<Plan>, Vec<StepRunRecord>)>>,
+}
+
+/// A step that reached a final state.
+#[derive(Clone)]
+struct Finished {
+    /// Shared with the callers of [`StepRunner::run_step`], not copied.
+    result: Arc<StepResult>,
+    /// Its latest record, as written, until the run's result takes it.
+    record: Option<StepRunRecord>,
 }
 
 /// An output kept in memory for the steps of this run that read it.
@@ -84,7 +93,7 @@ impl StepRunner {
                 dependents[d].push(i);
             }
         }
-        let results = Mutex::new(vec![None; plan.steps.len()]);
+        let finished = Mutex::new(vec![None; plan.steps.len()]);
         let mut consumers: HashMap<(usize, String), usize> = HashMap::new();
         for input in plan.steps.iter().flat_map(|s| &s.inputs) {
             for r in &input.from {
@@ -101,7 +110,7 @@ impl StepRunner {
             dependents,
             dependencies,
             options,
-            results,
+            finished,
             verify_code: false,
             consumers,
             handoffs: Mutex::default(),
@@ -164,7 +173,23 @@ impl StepRunner {
 
     /// Results of the steps that reached a final state, in plan order.
     pub fn results(&self) -> Vec<StepResult> {
-        self.results.lock().unwrap_or_else(PoisonError::into_inner).iter().flatten().map(|r| (**r).clone()).collect()
+        self.finished().iter().flatten().map(|f| (*f.result).clone()).collect()
+    }
+
+    /// Takes the latest record of each step that reached a final state, as
+    /// written, in plan order: moved, not copied, as a run of many steps
+    /// would hold them twice at its peak.
+    pub(crate) fn take_records(&self) -> Vec<StepRunRecord> {
+        self.finished().iter_mut().flatten().filter_map(|f| f.record.take()).collect()
+    }
+
+    /// The result of the step at `pos`, once it reached a final state.
+    fn result(&self, pos: usize) -> Option<Arc<StepResult>> {
+        self.finished()[pos].as_ref().map(|f| f.result.clone())
+    }
+
+    fn finished(&self) -> std::sync::MutexGuard<'_, Vec<Option<Finished>>> {
+        self.finished.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn emit(&self, event: RunEvent<'_>) {
@@ -173,10 +198,13 @@ impl StepRunner {
         }
     }
 
-    fn finish(&self, pos: usize, result: StepResult) -> Arc<StepResult> {
+    /// Takes the step at `pos` as finished, as `record` (its final record,
+    /// as written) says, after `duration` of the runner's time.
+    fn finish(&self, pos: usize, record: StepRunRecord, duration: Duration) -> Arc<StepResult> {
+        let result = StepResult::of(&record, duration);
         self.emit(RunEvent::StepFinished { result: &result });
         let result = Arc::new(result);
-        self.results.lock().unwrap_or_else(PoisonError::into_inner)[pos] = Some(result.clone());
+        self.finished()[pos] = Some(Finished { result: result.clone(), record: Some(record) });
         result
     }
 
@@ -225,7 +253,7 @@ impl StepRunner {
         let mut stack: Vec<usize> = self.dependents[failed].clone();
         let mut skipped = Vec::new();
         while let Some(pos) = stack.pop() {
-            let already = self.results.lock().unwrap_or_else(PoisonError::into_inner)[pos].is_some();
+            let already = self.finished()[pos].is_some();
             if already || skipped.contains(&pos) {
                 continue;
             }
@@ -254,19 +282,7 @@ impl StepRunner {
         record.error = Some(reason.to_string());
         let mut write = StepRunWrite { step_run: record, new_outputs: Vec::new() };
         self.record(&mut write).await?;
-        Ok(self.finish(
-            pos,
-            StepResult {
-                invocation: step.id.clone(),
-                status: StepStatus::Skipped,
-                step_run_id: write.step_run.id,
-                outputs: Vec::new(),
-                error: Some(reason.to_string()),
-                attempts: 0,
-                duration: Duration::ZERO,
-                permanent: false,
-            },
-        ))
+        Ok(self.finish(pos, write.step_run, Duration::ZERO))
     }
 
     /// Tells the observer that the step at `pos` is starting: what an
@@ -309,21 +325,9 @@ impl StepRunner {
     /// on a cluster) from its latest record, as if this runner had run it:
     /// what an orchestrator calls once the attempt has ended, so that
     /// [`StepRunner::results`] and [`StepRunner::skip_dependents`] see it.
-    pub fn record_external(&self, pos: usize, record: &StepRunRecord) -> Arc<StepResult> {
+    pub fn record_external(&self, pos: usize, record: StepRunRecord) -> Arc<StepResult> {
         let duration = record.duration().unwrap_or_default();
-        self.finish(
-            pos,
-            StepResult {
-                invocation: record.invocation.clone(),
-                status: record.status,
-                step_run_id: record.id.clone(),
-                outputs: record.outputs.clone(),
-                error: record.error.clone(),
-                attempts: record.attempts,
-                duration,
-                permanent: record.is_permanent_failure(),
-            },
-        )
+        self.finish(pos, record, duration)
     }
 
     /// Records a step that failed before it could start (an input that

@@ -82,18 +82,6 @@ impl StepRunner {
         write.step_run.outputs.clear();
         write.new_outputs.clear();
         self.record(&mut write).await?;
-        Ok(self.finish(
-            pos,
-            StepResult {
-                invocation: write.step_run.invocation.clone(),
-                status: StepStatus::Failed,
-                step_run_id: write.step_run.id.clone(),
-                outputs: Vec::new(),
-                error: write.step_run.error.clone(),
-                attempts: write.step_run.attempts,
-                duration: started.elapsed(),
-                permanent: false,
-            },
-        ))
+        Ok(self.finish(pos, write.step_run, started.elapsed()))
     }
 }

@@ -171,16 +171,15 @@ async fn query<T>(
     Ok(rows.iter().map(map).collect::<PgResult<_>>()?)
 }
 
-/// The step runs `queries` find for `arg`, whole: the five queries in one
+/// The step runs `queries` find for the parameters `p`, whole: the five queries in one
 /// round trip.
-async fn load_step_runs(c: &Object, queries: &StepRunQueries, arg: &str) -> Result<Vec<StepRunRecord>, Failure> {
-    let p = [Value::from(arg)];
+async fn load_step_runs(c: &Object, queries: &StepRunQueries, p: &[Value<'_>]) -> Result<Vec<StepRunRecord>, Failure> {
     let (runs, outputs, inputs, metadata, checks) = futures::future::try_join5(
-        query(c, queries.runs, &p, rows::step_run),
-        query(c, queries.outputs, &p, rows::output_row),
-        query(c, queries.inputs, &p, rows::input_row),
-        query(c, queries.metadata, &p, rows::metadata_row),
-        query(c, queries.checks, &p, rows::check_row),
+        query(c, queries.runs, p, rows::step_run),
+        query(c, queries.outputs, p, rows::output_row),
+        query(c, queries.inputs, p, rows::input_row),
+        query(c, queries.metadata, p, rows::metadata_row),
+        query(c, queries.checks, p, rows::check_row),
     )
     .await?;
     Ok(StepRunParts { runs, outputs, inputs, metadata, checks }.assemble())
@@ -511,11 +510,16 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn step_runs(&self, run_id: &str) -> PgResult<Vec<StepRunRecord>> {
-        Ok(read!(self, |c| load_step_runs(c, &q::STEP_RUNS_OF_RUN, run_id).await))
+        Ok(read!(self, |c| load_step_runs(c, &q::STEP_RUNS_OF_RUN, &[run_id.into()]).await))
+    }
+
+    async fn latest_step_run(&self, run_id: &str, invocation: &str) -> PgResult<Option<StepRunRecord>> {
+        let p = [Value::from(run_id), Value::from(invocation)];
+        Ok(read!(self, |c| load_step_runs(c, &q::LATEST_STEP_RUN, &p).await).pop())
     }
 
     async fn step_run(&self, id: &str) -> PgResult<Option<StepRunRecord>> {
-        Ok(read!(self, |c| load_step_runs(c, &q::STEP_RUN_BY_ID, id).await).pop())
+        Ok(read!(self, |c| load_step_runs(c, &q::STEP_RUN_BY_ID, &[id.into()]).await).pop())
     }
 
     async fn artifact_version(&self, id: &str) -> PgResult<Option<ArtifactVersion>> {
@@ -544,8 +548,8 @@ impl MetadataStore for PostgresMetadataStore {
                     .pop()
                     .ok_or_else(|| MetadataError::NotFound(format!("artifact version `{artifact_version}`")))?;
             let (producer, consumers) = futures::future::try_join(
-                load_step_runs(client, &q::STEP_RUN_BY_ID, &artifact.producer_step_run),
-                load_step_runs(client, &q::CONSUMERS_OF, artifact_version),
+                load_step_runs(client, &q::STEP_RUN_BY_ID, &[artifact.producer_step_run.as_str().into()]),
+                load_step_runs(client, &q::CONSUMERS_OF, &[artifact_version.into()]),
             )
             .await?;
             Ok(Lineage { artifact, producer: producer.into_iter().next(), consumers })

@@ -209,6 +209,13 @@ macro_rules! step_run_queries {
 /// The step runs of run `$1`.
 pub(crate) const STEP_RUNS_OF_RUN: StepRunQueries = step_run_queries!("sr.run_id = $1");
 
+/// The latest step run of invocation `$2` in run `$1` (the last of its
+/// attempts in the order [`STEP_RUNS_OF_RUN`] gives them).
+pub(crate) const LATEST_STEP_RUN: StepRunQueries = step_run_queries!(
+    "sr.id = (SELECT l.id FROM step_runs l WHERE l.run_id = $1 AND l.invocation = $2 \
+     ORDER BY l.started_at DESC, l.id DESC LIMIT 1)"
+);
+
 /// Step run `$1`.
 pub(crate) const STEP_RUN_BY_ID: StepRunQueries = step_run_queries!("sr.id = $1");
 
@@ -266,7 +273,7 @@ pub(crate) fn all() -> Vec<&'static str> {
         ARTIFACT_VERSIONS,
         ARTIFACT_VERSION_NAMED,
     ];
-    for q in [STEP_RUNS_OF_RUN, STEP_RUN_BY_ID, CONSUMERS_OF] {
+    for q in [STEP_RUNS_OF_RUN, LATEST_STEP_RUN, STEP_RUN_BY_ID, CONSUMERS_OF] {
         all.extend([q.runs, q.outputs, q.inputs, q.metadata, q.checks]);
     }
     all

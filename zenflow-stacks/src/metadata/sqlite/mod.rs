@@ -124,19 +124,18 @@ fn query<T>(
     Ok(out)
 }
 
-/// The step runs `queries` find for `arg`, whole.
-fn load_step_runs(conn: &Connection, queries: &StepRunQueries, arg: &str) -> Result<Vec<StepRunRecord>, Failure> {
-    let p = [Value::from(arg)];
-    let runs = query(conn, queries.runs, &p, |r| rows::step_run(r))?;
+/// The step runs `queries` find for the parameters `p`, whole.
+fn load_step_runs(conn: &Connection, queries: &StepRunQueries, p: &[Value<'_>]) -> Result<Vec<StepRunRecord>, Failure> {
+    let runs = query(conn, queries.runs, p, |r| rows::step_run(r))?;
     if runs.is_empty() {
         return Ok(runs);
     }
     Ok(StepRunParts {
         runs,
-        outputs: query(conn, queries.outputs, &p, |r| rows::output_row(r))?,
-        inputs: query(conn, queries.inputs, &p, |r| rows::input_row(r))?,
-        metadata: query(conn, queries.metadata, &p, |r| rows::metadata_row(r))?,
-        checks: query(conn, queries.checks, &p, |r| rows::check_row(r))?,
+        outputs: query(conn, queries.outputs, p, |r| rows::output_row(r))?,
+        inputs: query(conn, queries.inputs, p, |r| rows::input_row(r))?,
+        metadata: query(conn, queries.metadata, p, |r| rows::metadata_row(r))?,
+        checks: query(conn, queries.checks, p, |r| rows::check_row(r))?,
     }
     .assemble())
 }
@@ -555,11 +554,15 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn step_runs(&self, run_id: &str) -> SqlResult<Vec<StepRunRecord>> {
-        self.read(|c| load_step_runs(c, &q::STEP_RUNS_OF_RUN, run_id))
+        self.read(|c| load_step_runs(c, &q::STEP_RUNS_OF_RUN, &[run_id.into()]))
+    }
+
+    async fn latest_step_run(&self, run_id: &str, invocation: &str) -> SqlResult<Option<StepRunRecord>> {
+        self.read(|c| Ok(load_step_runs(c, &q::LATEST_STEP_RUN, &[run_id.into(), invocation.into()])?.pop()))
     }
 
     async fn step_run(&self, id: &str) -> SqlResult<Option<StepRunRecord>> {
-        self.read(|c| Ok(load_step_runs(c, &q::STEP_RUN_BY_ID, id)?.pop()))
+        self.read(|c| Ok(load_step_runs(c, &q::STEP_RUN_BY_ID, &[id.into()])?.pop()))
     }
 
     async fn artifact_version(&self, id: &str) -> SqlResult<Option<ArtifactVersion>> {
@@ -586,8 +589,8 @@ impl MetadataStore for SqliteMetadataStore {
             let artifact = query(c, q::ARTIFACT_VERSION, &[artifact_version.into()], |r| rows::artifact_version(r, 0))?
                 .pop()
                 .ok_or_else(|| MetadataError::NotFound(format!("artifact version `{artifact_version}`")))?;
-            let producer = load_step_runs(c, &q::STEP_RUN_BY_ID, &artifact.producer_step_run)?.pop();
-            let consumers = load_step_runs(c, &q::CONSUMERS_OF, artifact_version)?;
+            let producer = load_step_runs(c, &q::STEP_RUN_BY_ID, &[artifact.producer_step_run.as_str().into()])?.pop();
+            let consumers = load_step_runs(c, &q::CONSUMERS_OF, &[artifact_version.into()])?;
             Ok(Lineage { artifact, producer, consumers })
         })
     }
