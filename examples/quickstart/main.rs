@@ -72,6 +72,8 @@ struct Config {
     learning_rates: Vec<f64>,
     epochs: u32,
     l2: f64,
+    /// The quality gate: the best model's test accuracy must reach it.
+    min_accuracy: f64,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             learning_rates: vec![0.01, 0.05, 0.2, 0.8],
             epochs: 300,
             l2: 1e-3,
+            min_accuracy: 0.9,
         }
     }
 }
@@ -228,9 +231,16 @@ fn evaluate(model: Model, test: Dataset, ctx: &StepContext) -> Metrics {
     metrics
 }
 
-/// Fan-in: every candidate model with its metrics; keeps the best.
+/// Fan-in: every candidate model with its metrics; keeps the best, and
+/// checks that it is good enough (a failed check fails the quality gate:
+/// the run exits 3, and a protected alias will not take the version).
 #[step]
-fn select_best(models: Vec<Model>, metrics: Vec<Metrics>) -> Result<Selection, String> {
+fn select_best(
+    models: Vec<Model>,
+    metrics: Vec<Metrics>,
+    #[param] min_accuracy: f64,
+    ctx: &StepContext,
+) -> Result<Selection, String> {
     let best = (0..metrics.len())
         .max_by(|&a, &b| {
             metrics[a]
@@ -239,6 +249,7 @@ fn select_best(models: Vec<Model>, metrics: Vec<Metrics>) -> Result<Selection, S
                 .then(metrics[b].log_loss.total_cmp(&metrics[a].log_loss))
         })
         .ok_or("no candidate models were trained")?;
+    ctx.check(Check::at_least("accuracy_min", metrics[best].accuracy, min_accuracy));
     Ok(Selection { model: models[best].clone(), metrics: metrics[best].clone(), candidates: models.len() })
 }
 
@@ -283,7 +294,7 @@ fn quickstart(cfg: &Config) -> Handle<Model> {
         scores.push(evaluate(model, test_set).id(format!("evaluate_lr_{learning_rate}")));
         models.push(model);
     }
-    let best = select_best(models, scores);
+    let best = select_best(models, scores, cfg.min_accuracy);
     register(best, test_set)
 }
 

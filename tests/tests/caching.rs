@@ -218,6 +218,33 @@ fn cache_false_and_the_per_run_switch_disable_the_cache() {
     assert_eq!(why(&stack, &run, "parity"), [Reason::CacheOff { scope: Scope::Run }]);
 }
 
+/// A dry run predicts what the run then does, step by step: before any
+/// run, after one (a step with the cache off runs, and what reads its
+/// output is cached if it gives the same bytes, which the forecast says it
+/// assumes), and with the run's cache off.
+#[test]
+fn a_forecast_says_what_the_run_then_does() {
+    use zenflow::run::{predict, Forecast};
+    let stack = TestStack::new();
+    let forecast_then_run = |options: RunOptions| {
+        let plan = with_uncached.plan(&()).unwrap();
+        let forecast = stack.block_on(predict(&stack, &plan, options.no_cache)).unwrap();
+        let run = with_uncached.run_with(&stack, &(), options).unwrap();
+        let predicted: Vec<bool> = forecast.iter().map(|f| matches!(f, Forecast::Cached { .. })).collect();
+        let cached: Vec<bool> = run.steps().iter().map(|s| s.status == StepStatus::Cached).collect();
+        assert_eq!(predicted, cached, "{forecast:?} against {}", run.summary());
+        forecast
+    };
+    let first = forecast_then_run(RunOptions::default());
+    assert!(first.iter().all(|f| matches!(f, Forecast::Run(_))), "{first:?}");
+    let second = forecast_then_run(RunOptions::default());
+    let Forecast::Cached { assuming, .. } = &second[2] else { panic!("{second:?}") };
+    assert_eq!(assuming, &["uncached".to_string()], "describe is cached if `uncached` gives what it gave");
+    assert!(matches!(&second[0], Forecast::Cached { assuming, .. } if assuming.is_empty()));
+    assert_eq!(second[2].to_string(), "cached if `uncached` outputs what it did last time");
+    forecast_then_run(RunOptions { no_cache: true, ..Default::default() });
+}
+
 #[test]
 fn cached_results_expire_per_step_and_per_run() {
     let stack = TestStack::new();

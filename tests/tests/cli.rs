@@ -136,11 +136,13 @@ fn a_failed_step_exits_1_and_a_failed_gate_exits_3() {
     assert!(stderr(&o).contains("boom: this step was asked to fail"), "{}", stderr(&o));
     let r = json(&p.path("f.json"));
     assert_eq!(r["status"], "failed");
+    assert_eq!(r["gate"], "not_evaluated", "a run that failed before its checks passed no gate");
     assert_eq!(r["steps"][1]["status"], "failed");
     assert_eq!(r["steps"][2]["status"], "skipped");
     // The failed step's own `tracing` events are in its report entry.
     assert_eq!(r["steps"][1]["logs"], serde_json::json!(["scoring values=10", "ERROR giving up as asked"]));
     let md = std::fs::read_to_string(p.path("f.md")).unwrap();
+    assert!(md.contains("quality gate not evaluated") && !md.contains("quality gate passed"), "{md}");
     assert!(md.contains("<summary>Log of <code>score</code> (2 lines)</summary>"), "{md}");
     assert!(md.contains("```text\nscoring values=10\nERROR giving up as asked\n```"), "{md}");
     let xml = std::fs::read_to_string(p.path("f.xml")).unwrap();
@@ -187,7 +189,7 @@ fn bad_usage_and_configuration_exit_2_with_the_key_and_the_choices() {
         (&["run", "--run-name", "x-{branch}"], "unknown placeholder `{branch}`"),
         (&["run", "--config", "missing.yaml"], "cannot read the run config missing.yaml"),
         (&["run", "--junit", "no/such/dir/j.xml"], "--junit no/such/dir/j.xml: the folder no/such/dir does not exist"),
-        (&["runs", "show", "no-such-run"], "no run `no-such-run`"),
+        (&["runs", "show", "no-such-run"], "no run of pipeline `demo` matches `no-such-run`"),
         (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
     ];
     for (args, expected) in cases {
@@ -332,6 +334,8 @@ fn dry_run_predicts_the_cache_and_the_entrypoint_runs_its_steps_one_by_one() {
     assert!(out.contains("planned run planned-1") && out.contains("nothing was executed"), "{out}");
     let list = stdout(&p.run(&["runs", "list"]));
     assert!(list.contains("planned-1") && list.contains("pending"), "{list}");
+    let show = stdout(&p.run(&["runs", "show", "planned-1"]));
+    assert!(show.contains("gate: not evaluated"), "a planned run passed no gate: {show}");
 
     // A worker executes the planned run's steps one by one, by name.
     for step in ["generate", "score", "publish"] {
@@ -355,6 +359,278 @@ fn dry_run_predicts_the_cache_and_the_entrypoint_runs_its_steps_one_by_one() {
     assert!(stderr(&o).contains("has no step `nope`; its steps are: generate, score, publish"), "{}", stderr(&o));
     let o = p.run(&["step-entrypoint", "--run", "no-such-run", "--step", "score"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+/// Every command that takes a run takes it as a person names it: its
+/// name, its id or the start of it (git-style: an ambiguous start lists the
+/// candidates), `latest`, and `latest:PREFIX`.
+#[test]
+fn a_run_is_named_by_its_name_its_id_or_the_start_of_it_or_latest() {
+    let p = Project::new();
+    let mut ids = Vec::new();
+    for name in ["main-1", "pr-7", "main-2"] {
+        let o = p.run(&["run", "--run-name", name, "--json", "r.json"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        ids.push(json(&p.path("r.json"))["run_id"].as_str().unwrap().to_string());
+    }
+    let shown = |reference: &str| {
+        let o = p.run(&["runs", "show", reference]);
+        assert_eq!(code(&o), 0, "{reference}: {}", stderr(&o));
+        stdout(&o).lines().next().unwrap_or_default().to_string()
+    };
+    let common = |a: &str, b: &str| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    for (i, name) in ["main-1", "pr-7", "main-2"].iter().enumerate() {
+        let shared = (0..3).filter(|&j| j != i).map(|j| common(&ids[i], &ids[j])).max().unwrap();
+        let start = &ids[i][..(shared + 1).max(4)];
+        assert_eq!(shown(start), format!("run:      {name} ({})", ids[i]), "by the start of its id");
+        assert_eq!(shown(&start.to_uppercase()), shown(name), "in capitals too");
+        assert_eq!(shown(&ids[i]), shown(name), "by its id");
+    }
+    assert!(shown("latest").starts_with("run:      main-2 "));
+    assert!(shown("latest:pr-").starts_with("run:      pr-7 "));
+    assert!(shown("latest:main-").starts_with("run:      main-2 "));
+
+    let all = &ids[0][..common(&ids[0], &ids[1]).min(common(&ids[1], &ids[2])).min(common(&ids[0], &ids[2]))];
+    if all.len() >= 4 {
+        let o = p.run(&["runs", "show", all]);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert!(stderr(&o).contains("starts the ids of several runs"), "{}", stderr(&o));
+        assert!(ids.iter().all(|id| stderr(&o).contains(id.as_str())), "every candidate listed: {}", stderr(&o));
+    }
+    let o = p.run(&["runs", "show", "nope-9"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no run of pipeline `demo` matches `nope-9`"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`latest:PREFIX`"), "it says what may be given: {}", stderr(&o));
+
+    // The baseline is the newest completed run before this one.
+    let o = p.run(&["run", "--run-name", "main-3", "--compare-with", "latest:main-", "--json", "c.json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&p.path("c.json"))["baseline"]["run_name"], "main-2");
+}
+
+/// `runs list` lines its columns up, filters by status, says when there
+/// is nothing, and with `--json` gives every run as an object; `runs show`
+/// shows the run's parameters, and with `--json` its whole report.
+#[test]
+fn runs_list_and_show_as_tables_and_as_json() {
+    let p = Project::new();
+    assert_eq!(code(&p.run(&["run", "--run-name", "a-rather-long-run-name", "--set", "size=12"])), 0);
+    assert_eq!(code(&p.run(&["run", "--run-name", "bad", "--set", "fail_step=true"])), 1);
+    let list = stdout(&p.run(&["runs", "list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    let status_at = lines[0].find("STATUS").unwrap();
+    assert!(lines[1..]
+        .iter()
+        .all(|l| l[status_at..].starts_with("failed ") || l[status_at..].starts_with("completed")));
+    let started_at = lines[0].find("STARTED").unwrap();
+    assert!(lines[1..].iter().all(|l| l[started_at..].starts_with("20")), "columns line up: {list}");
+
+    let o = p.run(&["runs", "list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let runs: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let names: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bad", "a-rather-long-run-name"]);
+    let fields: Vec<&str> = runs[0].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected =
+        ["id", "name", "pipeline", "stack", "status", "git_commit", "started_at", "ended_at", "duration_ms"];
+    expected.sort_unstable();
+    assert_eq!(fields, expected, "the documented schema");
+    assert_eq!(runs[0]["status"], "failed");
+
+    let failed = stdout(&p.run(&["runs", "list", "--status", "failed"]));
+    assert!(failed.contains("bad") && !failed.contains("a-rather-long"), "{failed}");
+    let none = stdout(&p.run(&["runs", "list", "--status", "pending"]));
+    assert_eq!(none.trim(), "no pending runs of pipeline `demo` here yet (`--all` lists every pipeline's)");
+    let o = p.run(&["runs", "list", "--status", "done"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("pending, running, completed or failed"), "{}", stderr(&o));
+
+    let show = stdout(&p.run(&["runs", "show", "a-rather-long-run-name"]));
+    assert!(show.lines().any(|l| l.starts_with("size ") && l.ends_with(" 12")), "{show}");
+    let o = p.run(&["runs", "show", "bad", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((report["run_name"].as_str(), report["gate"].as_str()), (Some("bad"), Some("not_evaluated")));
+    assert_eq!(report["parameters"]["fail_step"], true);
+    assert_eq!(report["steps"][1]["logs"][0], "scoring values=10");
+}
+
+/// Off a terminal (CI), each step is one line as it finishes and the
+/// result one line at the end; `-q` prints the result line only (and errors).
+#[test]
+fn off_a_terminal_each_step_is_one_line_and_quiet_leaves_the_result() {
+    let p = Project::new();
+    let o = p.run(&["run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    for step in ["generate", "score", "publish"] {
+        let mentions = err.lines().chain(stdout(&o).lines()).filter(|l| l.contains(step)).count();
+        assert_eq!(mentions, 1, "`{step}` once: {err}{}", stdout(&o));
+    }
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("run ") && stdout(&o).contains("completed"), "{}", stdout(&o));
+
+    let o = p.run(&["-q", "run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    let out = stdout(&o);
+    assert!(out.lines().count() == 1 && out.contains("(0 executed, 3 cached, 0 failed, 0 skipped)"), "{out}");
+    let o = p.run(&["-q", "run", "--set", "fail_step=true"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("boom: this step was asked to fail"), "errors still show: {}", stderr(&o));
+}
+
+/// `runs show` lists the run's artifacts; `artifacts cat` prints a value
+/// for a person, and `cat --raw` and `export -o -` its bytes, verified.
+#[test]
+fn an_artifact_is_read_as_text_or_as_its_bytes() {
+    let p = Project::new();
+    assert_eq!(code(&p.run(&["run", "--run-name", "r1"])), 0);
+    let shown = stdout(&p.run(&["runs", "show", "r1"]));
+    let artifact = |output: &str| -> String {
+        let line = shown.lines().find(|l| l.starts_with(output)).unwrap_or_else(|| panic!("{output}: {shown}"));
+        line.split_whitespace().last().unwrap().to_string()
+    };
+    let publish = artifact("publish.output ");
+    assert!(shown.contains("demo.publish.output@1"), "{shown}");
+
+    let o = p.run(&["artifacts", "cat", &publish]);
+    assert_eq!((code(&o), stdout(&o).as_str()), (0, "demo: 0.450\n"), "{}", stderr(&o));
+    let o = p.run(&["artifacts", "cat", &publish, "--raw"]);
+    assert_eq!(o.stdout, b"demo: 0.450");
+    let o = p.run(&["artifacts", "export", "demo.publish.output@1", "-o", "-"]);
+    assert_eq!((code(&o), &o.stdout[..]), (0, &b"demo: 0.450"[..]), "{}", stderr(&o));
+    assert!(!p.path("-").exists(), "no file named `-`");
+
+    let values = stdout(&p.run(&["artifacts", "cat", &artifact("generate.output ")]));
+    assert!(values.starts_with("[\n  0.0,\n  0.1,"), "JSON, indented: {values}");
+    let meta = stdout(&p.run(&["artifacts", "show", &publish]));
+    assert!(meta.lines().any(|l| l == "size:         11 bytes"), "{meta}");
+    assert!(meta.contains("in run r1"), "runs by name: {meta}");
+    assert_eq!(code(&p.run(&["artifacts", "cat", "demo.publish.output@9"])), 2);
+}
+
+/// Every list and show command has `--json`: one document a script parses.
+#[test]
+fn artifacts_and_stacks_list_and_show_as_json() {
+    let p = Project::new();
+    assert_eq!(code(&p.run(&["run", "--run-name", "j1"])), 0);
+    let parse = |args: &[&str]| -> serde_json::Value {
+        let o = p.run(args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&o)))
+    };
+    let versions = parse(&["artifacts", "list", "--json"]);
+    let names: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"demo.publish.output") && names.len() == 3, "{names:?}");
+    let shown = parse(&["artifacts", "show", "demo.publish.output@1", "--json"]);
+    assert_eq!(shown["version"], 1);
+    assert_eq!(
+        (shown["produced_by"]["step"].as_str(), shown["produced_by"]["run_name"].as_str()),
+        (Some("publish"), Some("j1"))
+    );
+    assert_eq!(shown["consumed_by"], serde_json::json!([]));
+    let generated = parse(&["artifacts", "show", "demo.generate.output@1", "--json"]);
+    assert_eq!(generated["consumed_by"][0]["step"], "score");
+    let stacks = parse(&["stacks", "list", "--json"]);
+    assert_eq!(stacks[0]["name"], "local");
+    assert_eq!(stacks[0]["orchestrator"], "local");
+    let local = parse(&["stacks", "show", "local", "--json"]);
+    assert!(local.as_object().is_some_and(|o| !o.is_empty()), "{local}");
+}
+
+/// `completions SHELL` prints a completion script that names the binary's
+/// commands; bash accepts it.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let p = Project::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let o = p.run(&["completions", shell]);
+        assert_eq!(code(&o), 0, "{shell}: {}", stderr(&o));
+        let script = stdout(&o);
+        assert!(script.contains("demo") && script.contains("artifacts") && script.contains("--stack"), "{shell}");
+    }
+    let script = p.path("demo.bash");
+    std::fs::write(&script, p.run(&["completions", "bash"]).stdout).unwrap();
+    let o = std::process::Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(o.status.success(), "bash -n: {}", stderr(&o));
+    assert_eq!(code(&p.run(&["completions", "tcsh"])), 2);
+}
+
+/// A stack table zenflow cannot act on is refused with the key, not kept
+/// as a setting that silently does nothing.
+#[test]
+fn a_tracker_table_is_refused_until_a_tracker_exists() {
+    let p = Project::new();
+    let toml = "[stacks.exp]\nartifact_store = \"file://.zenflow/artifacts\"\n\
+                metadata_store = \"sqlite://.zenflow/zenflow.db\"\n[stacks.exp.tracker]\nkind = \"mlflow\"\n";
+    std::fs::write(p.path("zenflow.toml"), toml).unwrap();
+    for args in [&["run", "--stack", "exp"][..], &["stacks", "show", "exp"]] {
+        let o = p.run(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("`tracker` does nothing") && stderr(&o).contains("[stacks.exp.tracker]"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert!(!p.path(".zenflow/zenflow.db").exists(), "nothing ran");
+}
+
+/// `runs compare` puts runs side by side: a changed parameter and the
+/// metric it moved are marked, the metric with its change from the first
+/// run; `--json` and `--md` say the same.
+#[test]
+fn runs_compare_marks_what_differs() {
+    let p = Project::new();
+    assert_eq!(code(&p.run(&["run", "--run-name", "base"])), 0);
+    assert_eq!(code(&p.run(&["run", "--run-name", "more", "--set", "size=20"])), 0);
+    let o = p.run(&["runs", "compare", "base", "more"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let table = stdout(&o);
+    let row = |name: &str| -> String {
+        table
+            .lines()
+            .find(|l| l.get(2..).is_some_and(|rest| rest.starts_with(&format!("{name} "))))
+            .unwrap_or_else(|| panic!("{name}: {table}"))
+            .to_string()
+    };
+    let size = row("size");
+    assert!(size.starts_with("* ") && size.split_whitespace().collect::<Vec<_>>()[2..] == ["10", "20"], "{table}");
+    assert!(row("threshold").starts_with("  "), "the same value is not marked: {table}");
+    let mean = row("score.mean");
+    assert!(mean.starts_with("* ") && mean.ends_with("0.475 (+0.025)"), "{table}");
+    assert!(row("generate").starts_with("  "), "{table}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&p.run(&["runs", "compare", "base", "more", "--json"]))).unwrap();
+    assert_eq!(json["runs"][1]["name"], "more");
+    let size = json["parameters"].as_array().unwrap().iter().find(|r| r["name"] == "size").unwrap();
+    assert_eq!(
+        (size["values"].clone(), size["differs"].clone()),
+        (serde_json::json!(["10", "20"]), serde_json::json!(true))
+    );
+    let md = stdout(&p.run(&["runs", "compare", "base", "more", "--md"]));
+    assert!(md.contains("| **`size`** | 10 | 20 |"), "{md}");
+    assert_eq!(code(&p.run(&["runs", "compare", "base"])), 2, "two runs at least");
+}
+
+/// A reader that goes away (`| head`) ends a command quietly, with the
+/// status a closed pipe gives a process (141), not a panic.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let p = Project::new();
+    assert_eq!(code(&p.run(&["run"])), 0);
+    for args in [&["runs", "show", "latest", "--logs"][..], &["runs", "list"], &["dag"], &["artifacts", "list"]] {
+        let mut child = p.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // Gone before the first line is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
 }
 
 #[test]

@@ -129,6 +129,8 @@ fn a_pipeline_registers_appraises_and_promotes_its_model() {
     // Who holds what, and since when.
     let show = p.ok(&["models", "show", "demo-model@production"], 0);
     assert!(show.contains("demo-model v2") && show.contains("aliases:      production"), "{show}");
+    let r5_run = format!("run:          {} ({})", r5["run_name"].as_str().unwrap(), r5["run_id"].as_str().unwrap());
+    assert!(show.contains(&r5_run), "the run by its name: {show}");
     let list = p.ok(&["models", "list"], 0);
     assert!(list.contains("demo-model") && list.contains("production=v2"), "{list}");
     let history = p.ok(&["models", "history", "demo-model", "--alias", "production"], 0);
@@ -198,7 +200,7 @@ fn a_protected_alias_moves_only_with_a_passing_run_or_forced_with_a_reason() {
     p.ok(&["models", "promote", "demo-model", "1", "--to", "staging", "--expect", "none"], 0);
     let o = p.run(&["models", "promote", "demo-model", "1", "--to", "production", "--expect", "none", "--run", "nope"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("--run nope: no run `nope`"), "{}", err(&o));
+    assert!(err(&o).contains("--run nope: no run matches `nope`"), "{}", err(&o));
     p.ok(&["models", "promote", "demo-model", "1", "--to", "production", "--expect", "none", "--run", &good_name], 0);
     let o = p.run(&["run", "-q", "--config", "worse.yaml", "--json", "bad.json"]);
     assert_eq!(o.status.code(), Some(3));

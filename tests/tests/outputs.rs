@@ -150,7 +150,7 @@ fn a_past_run_reopens_with_the_same_typed_result() {
     let err = both.reopen(&stack, fresh.id()).unwrap_err().to_string();
     assert!(err.contains("is a run of pipeline `sweep`, not `both`"), "{err}");
     let err = sweep.reopen(&stack, "no-such-run").unwrap_err().to_string();
-    assert!(err.contains("no run `no-such-run`"), "{err}");
+    assert!(err.contains("no run of pipeline `sweep` matches `no-such-run`"), "{err}");
 }
 
 #[test]

@@ -479,8 +479,9 @@ fn serve_runs_from_a_read_only_copy_of_a_store() {
 fn the_protocol_endpoints() {
     let p = project();
     let v1 = register(&p, &["cut=0.5"]);
-    let server = Server::start(&p, &["--poll", "200ms"], Some(TOKEN));
-    // Nothing holds the alias: live, not ready.
+    let server = Server::start(&p, &["--poll", "200ms", "--wait-for-alias"], Some(TOKEN));
+    // Nothing holds the alias: live, not ready, and it says why.
+    assert!(server.log().contains("nobody holds `toy`@production yet"), "{}", server.log());
     assert_eq!(get(&server.url, "/v2/health/live"), (200, String::new()));
     assert_eq!(get(&server.url, "/v2/health/ready"), (503, String::new()));
     assert_eq!(get(&server.url, "/v2/models/toy/ready"), (503, String::new()));
@@ -607,6 +608,29 @@ fn serve_listens_on_this_machine_only_by_default() {
     let help = stdout(&p.run(&["serve", "--help"]));
     assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
     assert!(zenflow::serve::ServeOptions::new("m", "production").bind.ip().is_loopback());
+}
+
+/// A model nobody registered, and an alias nobody holds, are refused at
+/// start with exit 2 and what there is, not served as a server that will
+/// never be ready; `--wait-for-alias` asks for the latter on purpose.
+#[test]
+fn serving_an_unknown_model_or_an_alias_nobody_holds_exits_2() {
+    let p = project();
+    let v1 = register(&p, &["cut=0.5"]);
+    promote_first(&p, v1);
+    let serve = |model: &str, alias: &str| {
+        p.cmd(&["serve", "--stack", "prod", "--model", model, "--alias", alias, "--bind", "127.0.0.1:0"])
+            .output()
+            .unwrap()
+    };
+    let out = serve("nope", "production");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no model named `nope`; registered models: toy"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "it never said it was serving");
+    let out = serve("toy", "staging");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("staging") && err.contains("production=v1") && err.contains("--wait-for-alias"), "{err}");
 }
 
 #[test]

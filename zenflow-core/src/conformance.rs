@@ -287,6 +287,7 @@ pub mod metadata {
         records_round_trip(store.as_ref()).await;
         cache_lookup(store.as_ref()).await;
         latest_step_run(store.as_ref()).await;
+        runs_with_id_prefix(store.as_ref()).await;
         bad_references(store.as_ref()).await;
         stale_runs(store.as_ref()).await;
         concurrent_writers(&open, 8).await;
@@ -719,6 +720,37 @@ pub mod metadata {
         assert_eq!((train.attempts, train.outputs.len()), (2, 1), "with its outputs");
         assert_eq!(train.checks, second.step_run.checks, "and its checks");
         assert_eq!(store.latest_step_run("no-such-run", "train").await.unwrap(), None);
+    }
+
+    /// `runs_with_id_prefix` finds runs by the start of their id, newest
+    /// first, as the default does: one run by its own prefix, both by
+    /// their common one (up to the limit), and nothing for an empty prefix,
+    /// a wildcard, upper case or a prefix no id has.
+    pub async fn runs_with_id_prefix(store: &dyn MetadataStore) {
+        let older = store.create_run(&new_run("prefixes", "prefix-older")).await.unwrap();
+        let mut newer = new_run("prefixes", "prefix-newer");
+        newer.started_at = older.started_at + 1;
+        let newer = store.create_run(&newer).await.unwrap();
+        // Other checks' runs may share a prefix: only these two are looked at.
+        let names = |runs: Vec<RunRecord>| {
+            runs.into_iter().map(|r| r.name).filter(|n| n.starts_with("prefix-")).collect::<Vec<_>>()
+        };
+        let find =
+            |prefix: String, limit| async move { names(store.runs_with_id_prefix(&prefix, limit).await.unwrap()) };
+        let common: String =
+            older.id.chars().zip(newer.id.chars()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect();
+        let own = |id: &str| id[..common.len() + 1].to_string();
+        assert_eq!(find(own(&older.id), 1000).await, ["prefix-older"]);
+        assert_eq!(find(own(&newer.id), 1000).await, ["prefix-newer"]);
+        assert_eq!(find(older.id.clone(), 10).await, ["prefix-older"], "a whole id is a prefix of itself");
+        if !common.is_empty() {
+            assert_eq!(find(common.clone(), 1000).await, ["prefix-newer", "prefix-older"], "newest first");
+            assert_eq!(store.runs_with_id_prefix(&common, 1).await.unwrap().len(), 1, "the limit");
+        }
+        let upper = older.id.to_uppercase();
+        for nothing in ["", "%", "_", "0%", "ffffffff-ffff"].into_iter().chain((upper != older.id).then_some(&*upper)) {
+            assert!(store.runs_with_id_prefix(nothing, 10).await.unwrap().is_empty(), "{nothing:?}");
+        }
     }
 
     /// Bad references are refused with their exact error, naming the thing

@@ -65,17 +65,11 @@ pub trait Pipeline: Send + Sync + 'static {
         }
     }
 
-    /// A past run of this pipeline, by id or name, or `"latest"`: the same
-    /// typed result a fresh run gives.
+    /// A past run of this pipeline, as [`find_run`](crate::run::find_run)
+    /// finds it (a name, an id or its start, `latest`, `latest:PREFIX`):
+    /// the same typed result a fresh run gives.
     fn reopen(&self, stack: &Stack, id_or_name: &str) -> Result<RunResult<Self::Output>> {
-        let run = if id_or_name == "latest" { stack.latest_run(self.name())? } else { stack.get_run(id_or_name)? };
-        let run = run.ok_or_else(|| {
-            Error::NotFound(format!(
-                "pipeline `{}` has no run `{id_or_name}` in {}",
-                self.name(),
-                stack.metadata().url()
-            ))
-        })?;
+        let run = stack.find_run(Some(self.name()), id_or_name)?;
         if run.pipeline != self.name() {
             return Err(Error::usage(format!(
                 "run `{}` is a run of pipeline `{}`, not `{}`",

@@ -401,7 +401,8 @@ struct StackTable {
     /// The model server deployments drive.
     #[serde(default)]
     deployer: Option<DeployerTable>,
-    /// A later component, accepted so that files can declare it already.
+    /// No experiment tracker exists yet: a table declaring one is refused
+    /// (read here only to say so), not silently ignored.
     #[serde(default)]
     tracker: Option<toml::Value>,
 }
@@ -488,8 +489,6 @@ pub struct StackConfig {
     pub artifact_store: ArtifactStoreConfig,
     /// The metadata store.
     pub metadata_store: MetadataStoreConfig,
-    /// Whether a tracker table is declared.
-    pub extras: Vec<String>,
     /// The model server deployments drive.
     pub deployer: Option<Deployer>,
     /// Durability of the local stores (SQLite, local artifacts).
@@ -574,11 +573,14 @@ impl Stacks {
             Some(Decl::Table(t)) => t.resolve(name)?,
         };
         let (artifact_store, metadata_store) = stores(name, table.artifact_store, table.metadata_store)?;
-        let mut extras = Vec::new();
-        let deployer = table.deployer.map(|d| d.resolve(name)).transpose()?;
         if table.tracker.is_some() {
-            extras.push("tracker".into());
+            return Err(usage(format!(
+                "stack `{name}` in {}: `tracker` does nothing in this version of zenflow (it has no experiment \
+                 tracker yet); remove [stacks.{name}.tracker]",
+                self.file_name()
+            )));
         }
+        let deployer = table.deployer.map(|d| d.resolve(name)).transpose()?;
         let durability = durability(name, table.durability.as_deref())?;
         let inline_limit = table.inline_limit.unwrap_or(zenflow_core::stack::DEFAULT_INLINE_LIMIT);
         for alias in &table.protected_aliases {
@@ -590,7 +592,6 @@ impl Stacks {
             orchestrator,
             artifact_store,
             metadata_store,
-            extras,
             deployer,
             durability,
             inline_limit,
@@ -854,9 +855,6 @@ impl StackConfig {
         if let Some(d) = &self.deployer {
             out.push(("deployer".into(), format!("{} (token ***, wait {:?})", redact_url(&d.url), d.wait)));
         }
-        for e in &self.extras {
-            out.push((e.clone(), "declared (not used by this build)".into()));
-        }
         out
     }
 }
@@ -1021,7 +1019,6 @@ impl StackConfig {
             orchestrator: OrchestratorConfig::Local { parallelism: None },
             artifact_store: ArtifactStoreConfig { url: "file://.zenflow/artifacts".into(), ..Default::default() },
             metadata_store: MetadataStoreConfig { url: "sqlite://.zenflow/zenflow.db".into(), ..Default::default() },
-            extras: Vec::new(),
             deployer: None,
             durability: Default::default(),
             inline_limit: zenflow_core::stack::DEFAULT_INLINE_LIMIT,
@@ -1128,7 +1125,6 @@ mod tests {
         assert_eq!(stacks.names(), ["local", "bad", "ci"]);
         let ci = stacks.config("ci").unwrap();
         assert_eq!(ci.orchestrator, OrchestratorConfig::Local { parallelism: Some(3) });
-        assert!(ci.extras.is_empty());
         assert_eq!(
             ci.deployer,
             Some(Deployer {

@@ -44,6 +44,7 @@ async fn sqlite_memory_store_conforms_single_handle() {
     conformance::metadata::records_round_trip(store.as_ref()).await;
     conformance::metadata::cache_lookup(store.as_ref()).await;
     conformance::metadata::latest_step_run(store.as_ref()).await;
+    conformance::metadata::runs_with_id_prefix(store.as_ref()).await;
     conformance::metadata::bad_references(store.as_ref()).await;
     conformance::metadata::stale_runs(store.as_ref()).await;
     conformance::metadata::concurrent_writers(&|| store.clone(), 8).await;

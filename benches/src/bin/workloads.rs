@@ -1,4 +1,4 @@
-//! The workload runner of `../shared/BENCHMARKS.md`: W1–W6 on the local stack.
+//! The workload runner of `benches/BENCHMARKS.md`: W1–W6 on the local stack.
 //!
 //! ```text
 //! cargo run --release -p benches --bin workloads -- [--only W1_10,W4] [--repeats 5] [--durability relaxed]

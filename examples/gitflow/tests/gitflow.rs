@@ -96,6 +96,7 @@ fn serve(p: &Project) -> Server {
             "127.0.0.1:0",
             "--poll",
             "200ms",
+            "--wait-for-alias",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -234,4 +235,16 @@ fn from_a_laptop_to_production() {
     let o = p.run(&["stacks", "check", "production"], None);
     assert!(text(&o).contains("the registry protects what zenflow.toml declares (production)"), "{}", text(&o));
     assert_eq!(p.production(), Some(first), "production never moved");
+}
+
+/// `run --report` appends the report to the job summary itself: a workflow
+/// that appended it again would show it twice.
+#[test]
+fn the_workflows_leave_the_job_summary_to_the_run() {
+    for workflow in ["pull-request.yml", "main.yml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".github/workflows").join(workflow);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("--report report.md"), "{workflow} writes the report");
+        assert!(!text.contains("GITHUB_STEP_SUMMARY"), "{workflow} appends the report to the job summary again");
+    }
 }

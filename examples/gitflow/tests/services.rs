@@ -166,7 +166,7 @@ impl Server {
         let bind = url.trim_start_matches("http://").trim_end_matches('/').to_string();
         let log = std::fs::File::create(checkout.path("serve.log")).unwrap();
         let mut child = checkout
-            .cmd("production", &["serve", "--model", MODEL, "--bind", &bind, "--poll", "200ms"])
+            .cmd("production", &["serve", "--model", MODEL, "--bind", &bind, "--poll", "200ms", "--wait-for-alias"])
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -61,7 +61,8 @@ pub(crate) fn unframe<T: Materialize>(encoded: Encoded) -> Result<Vec<T>, Materi
     parts.into_iter().map(T::Materializer::load).collect()
 }
 
-fn split(bytes: &Bytes) -> Result<Vec<Encoded>, String> {
+/// The parts of a framed list, or what is wrong with it.
+pub(super) fn split(bytes: &Bytes) -> Result<Vec<Encoded>, String> {
     let mut at = 0usize;
     let mut take = |n: usize| -> Result<Bytes, String> {
         let end = at.checked_add(n).filter(|&e| e <= bytes.len()).ok_or("list is truncated")?;

@@ -24,6 +24,7 @@ mod builtin;
 mod list;
 #[cfg(feature = "ndarray")]
 mod npy;
+pub mod render;
 
 pub use builtin::{
     serde_list_decode, serde_list_encode, BytesMaterializer, SerdeMaterializer, SortedMapMaterializer, Utf8Materializer,

@@ -131,6 +131,19 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// Runs, newest first, optionally of one pipeline.
     async fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, MetadataError>;
 
+    /// Runs whose id starts with `prefix`, newest first, at most `limit`:
+    /// what a person who typed the start of an id means. A prefix holding
+    /// anything but lowercase hex digits and dashes ([`is_id_prefix`])
+    /// matches nothing. Stores override
+    /// it with a query of their own; every store must agree with the default.
+    async fn runs_with_id_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<RunRecord>, MetadataError> {
+        if !is_id_prefix(prefix) {
+            return Ok(Vec::new());
+        }
+        let all = self.list_runs(None, usize::MAX).await?;
+        Ok(all.into_iter().filter(|r| r.id.starts_with(prefix)).take(limit).collect())
+    }
+
     /// The step runs of a run, in the order they started.
     async fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>, MetadataError>;
 
@@ -167,4 +180,11 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     fn registry(&self) -> Option<&dyn crate::registry::ModelRegistry> {
         None
     }
+}
+
+/// Whether `text` can start a run id: lowercase hex digits and dashes, as
+/// ids are written; nothing a SQL `LIKE` would read as a wildcard or match
+/// regardless of case.
+pub fn is_id_prefix(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-')
 }

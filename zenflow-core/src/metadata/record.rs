@@ -53,7 +53,8 @@ macro_rules! status_enum {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, so that `{:<10}` lines a table up.
+                f.pad(self.as_str())
             }
         }
     };

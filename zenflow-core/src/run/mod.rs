@@ -10,6 +10,7 @@
 //! [`entrypoint`] (one step in a process of its own).
 
 pub mod entrypoint;
+pub mod find;
 pub mod liveness;
 pub mod options;
 pub mod outcome;
@@ -19,6 +20,7 @@ pub mod result;
 pub mod start;
 pub mod step;
 
+pub use find::{find_run, RUN_REFERENCE_HELP};
 pub use options::{Observer, RunEvent, RunOptions};
 pub use outcome::{close_ended, close_if_done, outcome, states_from_records, Outcome, StepState};
 pub use predict::{predict, Forecast, RunReason};

@@ -9,16 +9,12 @@ use crate::stack::{load_version, Stack};
 use std::sync::Arc;
 
 impl Stack {
-    /// A recorded run by id or name, or `"latest"` (the newest run in the
-    /// store), as the result a fresh run gives (untyped: a pipeline's
-    /// [`Pipeline::reopen`](crate::Pipeline::reopen) gives it typed).
-    pub fn run_result(&self, id_or_name: &str) -> Result<RunResult> {
-        let run = if id_or_name == "latest" {
-            self.list_runs(None, 1)?.into_iter().next()
-        } else {
-            self.get_run(id_or_name)?
-        };
-        let run = run.ok_or_else(|| Error::NotFound(format!("no run `{id_or_name}` in {}", self.metadata().url())))?;
+    /// A recorded run, as the result a fresh run gives (untyped: a
+    /// pipeline's [`Pipeline::reopen`](crate::Pipeline::reopen) gives it
+    /// typed): any run [`find_run`](super::find_run) finds, `latest` being
+    /// the newest run in the store.
+    pub fn run_result(&self, reference: &str) -> Result<RunResult> {
+        let run = self.find_run(None, reference)?;
         self.block_on(RunResult::load(self, run))
     }
 }

@@ -217,10 +217,11 @@ impl<O> RunResult<O> {
         self.with_status(StepStatus::Cached)
     }
 
-    /// A few lines saying what ran, what came from cache, and what failed.
-    pub fn summary(&self) -> String {
+    /// One line: the run, its status, its time, and how many of its steps
+    /// executed, came from cache, failed and were skipped.
+    pub fn headline(&self) -> String {
         let count = |s| self.steps.iter().filter(|r| r.status == s).count();
-        let mut out = format!(
+        format!(
             "run {} of pipeline {}: {} in {:.1?} ({} executed, {} cached, {} failed, {} skipped)",
             self.run.name,
             self.plan.pipeline,
@@ -230,7 +231,12 @@ impl<O> RunResult<O> {
             count(StepStatus::Cached),
             count(StepStatus::Failed),
             count(StepStatus::Skipped),
-        );
+        )
+    }
+
+    /// [`RunResult::headline`], then a line per step: its status, time and error.
+    pub fn summary(&self) -> String {
+        let mut out = self.headline();
         for s in &self.steps {
             out.push_str(&format!("\n  {:<10} {:<24} {:>9.1?}", s.status.as_str(), s.invocation, s.duration));
             if let Some(e) = &s.error {

@@ -46,6 +46,12 @@ pub(super) enum Command {
     /// Publish a report.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Print the shell completion script for this binary
+    /// (`source <(training completions bash)`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Serve a registered model over the Open Inference Protocol (KServe
     /// V2): the version holding an alias, swapped without downtime.
     #[cfg(feature = "serve")]
@@ -121,10 +127,11 @@ pub(super) struct RunArgs {
     /// A check that warns fails the quality gate.
     #[arg(long)]
     pub(super) warnings_as_errors: bool,
-    /// Compare the report with a past run: its name or id, or
-    /// `latest:PREFIX`, the newest completed run whose name starts with
-    /// PREFIX (a PR: `latest:main-`). The report lists the steps whose code
-    /// changed, the parameters that differ, and what came from the cache.
+    /// Compare the report with a past run: its name, its id or the start
+    /// of it, `latest`, or `latest:PREFIX`, the newest completed run whose
+    /// name starts with PREFIX (a PR: `latest:main-`). The report lists the
+    /// steps whose code changed, the parameters that differ, and what came
+    /// from the cache.
     #[arg(long, value_name = "RUN|latest:PREFIX")]
     pub(super) compare_with: Option<String>,
 }
@@ -191,10 +198,20 @@ pub(super) enum RunsCommand {
         /// Runs of every pipeline in the store, not only this one.
         #[arg(long)]
         all: bool,
+        /// Only runs with this status.
+        #[arg(long, value_parser = parse_run_status)]
+        status: Option<zenflow_core::metadata::RunStatus>,
+        /// Print the runs as a JSON array (`id`, `name`, `pipeline`,
+        /// `stack`, `status`, `git_commit`, `started_at`, `ended_at`,
+        /// `duration_ms`).
+        #[arg(long)]
+        json: bool,
     },
     /// One run: status, steps, timings, cache hits, checks.
     Show {
-        /// Run id or name (`latest` for the most recent run of this pipeline).
+        /// The run: its name, its id or the start of it, `latest` (the newest
+        /// run of this pipeline), or `latest:PREFIX` (the newest completed
+        /// one whose name starts with PREFIX).
         run: String,
         #[command(flatten)]
         stack: StackArg,
@@ -205,7 +222,36 @@ pub(super) enum RunsCommand {
         /// which run a cached step came from.
         #[arg(long)]
         why: bool,
+        /// Print the run as the JSON report `run --json` writes (its
+        /// schema: `zenflow::report`), logs included.
+        #[arg(long, conflicts_with_all = ["logs", "why"])]
+        json: bool,
     },
+    /// Runs side by side: parameters, metrics (with the change from the
+    /// first run), checks, step statuses, the steps whose code differs;
+    /// rows that differ are marked.
+    Compare {
+        /// Two runs or more (names, ids or their start, `latest`,
+        /// `latest:PREFIX`); the first is the one the others are measured against.
+        #[arg(num_args = 2.., required = true, value_name = "RUN")]
+        runs: Vec<String>,
+        #[command(flatten)]
+        stack: StackArg,
+        #[command(flatten)]
+        format: CompareFormat,
+    },
+}
+
+/// How `runs compare` prints.
+#[derive(Args, Debug)]
+#[group(multiple = false)]
+pub(super) struct CompareFormat {
+    /// As JSON (`zenflow::report::Comparison`).
+    #[arg(long)]
+    pub(super) json: bool,
+    /// As markdown tables, for a pull request.
+    #[arg(long)]
+    pub(super) md: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -220,6 +266,10 @@ pub(super) enum ArtifactsCommand {
         /// How many versions.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print the versions as a JSON array (the fields of
+        /// `zenflow::metadata::ArtifactVersion`).
+        #[arg(long)]
+        json: bool,
     },
     /// One artifact version with its metadata and lineage.
     Show {
@@ -228,13 +278,30 @@ pub(super) enum ArtifactsCommand {
         id: String,
         #[command(flatten)]
         stack: StackArg,
+        /// Print it as JSON: the version's fields, `produced_by` and
+        /// `consumed_by` (`step`, `step_run`, `run_id`, `run_name`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an artifact version's value for a person: JSON indented, text
+    /// as it is, an array's type, shape and first values (verified against
+    /// its hash first).
+    Cat {
+        /// Artifact version id, `name@N` or `name@latest`.
+        #[arg(value_name = "ARTIFACT")]
+        id: String,
+        /// The stored bytes as they are.
+        #[arg(long)]
+        raw: bool,
+        #[command(flatten)]
+        stack: StackArg,
     },
     /// Write an artifact version's bytes to a file (verified against its hash).
     Export {
         /// Artifact version id, `name@N` or `name@latest`.
         #[arg(value_name = "ARTIFACT")]
         id: String,
-        /// Where to write the bytes.
+        /// Where to write the bytes (`-`: standard output).
         #[arg(long, short)]
         output: PathBuf,
         #[command(flatten)]
@@ -245,11 +312,19 @@ pub(super) enum ArtifactsCommand {
 #[derive(Subcommand, Debug)]
 pub(super) enum StacksCommand {
     /// The stacks of this project (`zenflow.toml`, plus the embedded `local`).
-    List,
+    List {
+        /// Print them as a JSON array (`name`, `orchestrator`,
+        /// `artifact_store`, `metadata_store`, or `name` and `error`).
+        #[arg(long)]
+        json: bool,
+    },
     /// A stack's components, credentials redacted.
     Show {
         /// Stack name.
         name: String,
+        /// Print them as one JSON object, field by field.
+        #[arg(long)]
+        json: bool,
     },
     /// Connect to each component of a stack, create the metadata schema if
     /// missing, write and read back a probe artifact, and report each result.
@@ -279,4 +354,10 @@ fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
     zenflow_core::step::parse_duration_ms(text)
         .map(std::time::Duration::from_millis)
         .ok_or_else(|| format!("`{text}` is not a duration: write one such as 30m, 12h or 7d"))
+}
+
+/// `--status`: a run status by its name.
+fn parse_run_status(text: &str) -> Result<zenflow_core::metadata::RunStatus, String> {
+    zenflow_core::metadata::RunStatus::parse(text)
+        .map_err(|_| format!("`{text}` is not a run status: pending, running, completed or failed"))
 }

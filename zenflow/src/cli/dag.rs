@@ -23,10 +23,10 @@ where
 {
     let (_, plan) = plan_for(pipeline, &args.config)?;
     match args.format {
-        DagFormat::Mermaid => print!("{}", report::mermaid(&plan, None)),
-        DagFormat::Dot => print!("{}", report::dot(&plan)),
-        DagFormat::Json => println!("{}", plan.to_json()),
-        DagFormat::Argo => print!("{}", argo_workflow(plan, &args.argo)?),
+        DagFormat::Mermaid => out!("{}", report::mermaid(&plan, None)),
+        DagFormat::Dot => out!("{}", report::dot(&plan)),
+        DagFormat::Json => outln!("{}", plan.to_json()),
+        DagFormat::Argo => out!("{}", argo_workflow(plan, &args.argo)?),
     }
     Ok(exit::SUCCESS)
 }

@@ -241,8 +241,8 @@ pub(super) fn comment<P: zenflow_core::Pipeline>(pipeline: &P, path: &std::path:
     let body = crate::report::fit_comment(&body, crate::report::GITHUB_COMMENT_LIMIT);
     let env = GithubEnv::from_env(|k| std::env::var(k).ok()).map_err(|e| super::CliError::usage(e.message))?;
     match env.upsert_comment(&marker, &body) {
-        Ok(Posted::Created(id)) => println!("created comment {id} on pull request #{}", env.pr()),
-        Ok(Posted::Updated(id)) => println!("updated comment {id} on pull request #{}", env.pr()),
+        Ok(Posted::Created(id)) => outln!("created comment {id} on pull request #{}", env.pr()),
+        Ok(Posted::Updated(id)) => outln!("updated comment {id} on pull request #{}", env.pr()),
         Err(e) => {
             return Err(super::CliError {
                 code: if e.usage { super::exit::USAGE } else { super::exit::STEP_FAILED },

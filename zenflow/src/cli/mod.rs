@@ -21,6 +21,9 @@
 //! defaults in code (`Default` of the pipeline's config type). See
 //! [`crate::run_config`] for the file format.
 
+// First: the modules below print through its macros.
+#[macro_use]
+mod out;
 mod args;
 mod artifacts;
 mod dag;
@@ -161,8 +164,8 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let print = tracing_subscriber::fmt::layer()
         // Not into a step's captured stderr (the capture layer keeps events).
-        .with_writer(crate::logs::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(progress::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
         .with_target(false)
         .with_filter(filter);
     // The filter above decides what is printed, not what a step keeps.
@@ -184,14 +187,26 @@ where
     match command {
         Command::Run(args) => run::run(pipeline, args, quiet),
         Command::Dag(args) => dag::run(pipeline, args),
-        Command::Runs(RunsCommand::List { stack, limit, all }) => runs::list(pipeline, &stack.stack, limit, all),
-        Command::Runs(RunsCommand::Show { run, stack, logs, why }) => {
-            runs::show(pipeline, run, &stack.stack, logs, why)
+        Command::Runs(RunsCommand::List { stack, limit, all, status, json }) => {
+            let filter = runs::Filter { pipeline: (!all).then(|| pipeline.name()), status, limit };
+            runs::list(&stack.stack, &filter, json)
+        }
+        Command::Runs(RunsCommand::Show { run, stack, logs, why, json }) => {
+            runs::show(pipeline, run, &stack.stack, runs::Show { logs, why, json })
+        }
+        Command::Runs(RunsCommand::Compare { runs, stack, format }) => {
+            runs::compare(pipeline, &runs, &stack.stack, &format)
         }
         Command::Artifacts(cmd) => artifacts::run(cmd),
         Command::Models(cmd) => models::run(cmd),
         Command::Stacks(cmd) => stacks::run(cmd),
         Command::Report(ReportCommand::GithubComment { report }) => github::comment(pipeline, &report),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command().name(pipeline.name()), pipeline.name(), &mut script);
+            out::bytes(&script);
+            Ok(exit::SUCCESS)
+        }
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::serve(extras.loader.as_ref(), pipeline.name(), args),
         Command::StepEntrypoint { args } => entrypoint::run(&args),

@@ -198,12 +198,12 @@ fn list(stack: &str, json: bool) -> CliResult {
                 })
             })
             .collect();
-        println!("{}", pretty(&list));
+        outln!("{}", pretty(&list));
     } else {
-        println!("{:<28} {:>8} {:>7}  ALIASES", "MODEL", "VERSIONS", "LATEST");
+        outln!("{:<28} {:>8} {:>7}  ALIASES", "MODEL", "VERSIONS", "LATEST");
         for (m, v) in &rows {
             let latest = v.first().map_or("—".into(), |v| format!("v{}", v.version));
-            println!("{:<28} {:>8} {:>7}  {}", m.name, v.len(), latest, aliases_text(v));
+            outln!("{:<28} {:>8} {:>7}  {}", m.name, v.len(), latest, aliases_text(v));
         }
     }
     Ok(exit::SUCCESS)
@@ -223,24 +223,28 @@ fn show(reference: &str, stack: &str, json: bool) -> CliResult {
             Ok::<_, RegistryError>((m, reg.versions(&model).await?))
         })?;
         if json {
-            println!("{}", pretty(&serde_json::json!({"model": m, "versions": versions})));
+            outln!("{}", pretty(&serde_json::json!({"model": m, "versions": versions})));
         } else {
-            println!("model:       {}", m.name);
-            println!("description: {}", if m.description.is_empty() { "—" } else { &m.description });
+            outln!("model:       {}", m.name);
+            outln!("description: {}", if m.description.is_empty() { "—" } else { &m.description });
             for (k, v) in &m.tags {
-                println!("tag:         {k}={v}");
+                outln!("tag:         {k}={v}");
             }
-            println!("created:     {}", zenflow_core::time::human(m.created_at));
-            println!("versions:    {}", versions.len());
-            println!("aliases:     {}", aliases_text(&versions));
+            outln!("created:     {}", zenflow_core::time::human(m.created_at));
+            outln!("versions:    {}", versions.len());
+            outln!("aliases:     {}", aliases_text(&versions));
         }
         return Ok(exit::SUCCESS);
     }
     let v = stack.block_on(find_version(reg, &model, &which))?;
     if json {
-        println!("{}", pretty(&v));
+        outln!("{}", pretty(&v));
     } else {
-        print!("{}", version_text(&v));
+        let run = v.run_id.as_deref().map(|id| match stack.get_run(id).ok().flatten() {
+            Some(run) => format!("{} ({id})", run.name),
+            None => id.to_string(),
+        });
+        out!("{}", version_text(&v, run.as_deref()));
     }
     Ok(exit::SUCCESS)
 }
@@ -250,11 +254,11 @@ fn versions(model: &str, stack: &str, json: bool) -> CliResult {
     let stack = read_stack(stack)?;
     let versions = stack.block_on(stack.registry()?.versions(model))?;
     if json {
-        println!("{}", pretty(&versions));
+        outln!("{}", pretty(&versions));
     } else {
-        println!("{:>7}  {:<20} {:<14} {:<24} METRICS", "VERSION", "REGISTERED (UTC)", "HASH", "ALIASES");
+        outln!("{:>7}  {:<20} {:<14} {:<24} METRICS", "VERSION", "REGISTERED (UTC)", "HASH", "ALIASES");
         for v in &versions {
-            println!(
+            outln!(
                 "{:>7}  {:<20} {:<14} {:<24} {}",
                 format!("v{}", v.version),
                 zenflow_core::time::human(v.created_at),
@@ -272,9 +276,9 @@ fn history(model: &str, alias: Option<&str>, limit: usize, stack: &str, json: bo
     let stack = read_stack(stack)?;
     let events = stack.block_on(stack.registry()?.history(model, alias, limit))?;
     if json {
-        println!("{}", pretty(&events));
+        outln!("{}", pretty(&events));
     } else {
-        print!("{}", history_text(&events));
+        out!("{}", history_text(&events));
     }
     Ok(exit::SUCCESS)
 }
@@ -287,8 +291,8 @@ fn rollback(model: &str, alias: &str, reason: Option<String>, force: bool, stack
     template.force = force;
     let outcome = stack.block_on(registry::rollback(stack.registry()?, model, alias, template))?;
     match outcome {
-        Promoted::Moved(e) => println!("{}", moved_text(&e)),
-        Promoted::AlreadyHeld => println!("alias `{alias}` of `{model}` was already there; nothing changed"),
+        Promoted::Moved(e) => outln!("{}", moved_text(&e)),
+        Promoted::AlreadyHeld => outln!("alias `{alias}` of `{model}` was already there; nothing changed"),
     }
     Ok(exit::SUCCESS)
 }
@@ -303,9 +307,9 @@ fn compare(model: &str, a: &str, b: &str, stack: &str, json: bool) -> CliResult 
         Ok::<_, RegistryError>((find_version(reg, model, &wa).await?, find_version(reg, model, &wb).await?))
     })?;
     if json {
-        println!("{}", pretty(&serde_json::json!({"a": va, "b": vb})));
+        outln!("{}", pretty(&serde_json::json!({"a": va, "b": vb})));
     } else {
-        print!("{}", compare_text(&va, &vb));
+        out!("{}", compare_text(&va, &vb));
     }
     Ok(exit::SUCCESS)
 }
@@ -326,18 +330,15 @@ fn promote(args: PromoteArgs) -> CliResult {
             )))
         }
     };
-    // Cited by name or id; recorded by id.
+    // Cited as any run reference; recorded by id.
     let run_id = match &args.run {
-        Some(reference) => Some(
-            stack
-                .get_run(reference)?
-                .ok_or_else(|| {
-                    CliError::usage(format!("--run {reference}: no run `{reference}` in {}", stack.metadata().url()))
-                })?
-                .id,
-        ),
+        Some(reference) => Some(stack.find_run(None, reference).map_err(|e| {
+            let e = CliError::from(e);
+            CliError { message: format!("--run {reference}: {}", e.message), ..e }
+        })?),
         None => None,
-    };
+    }
+    .map(|run| run.id);
     let outcome = stack.block_on(async {
         let expect = match expect {
             Some(e) => e,
@@ -355,12 +356,12 @@ fn promote(args: PromoteArgs) -> CliResult {
             Promoted::Moved(e) => serde_json::json!({"moved": true, "event": e}),
             Promoted::AlreadyHeld => serde_json::json!({"moved": false}),
         };
-        println!("{}", pretty(&json));
+        outln!("{}", pretty(&json));
     } else {
         match &outcome {
-            Promoted::Moved(e) => println!("{}", moved_text(e)),
+            Promoted::Moved(e) => outln!("{}", moved_text(e)),
             Promoted::AlreadyHeld => {
-                println!("v{to} of `{}` already holds `{}`; nothing changed", args.model, args.to)
+                outln!("v{to} of `{}` already holds `{}`; nothing changed", args.model, args.to)
             }
         }
     }
@@ -397,14 +398,15 @@ fn metrics_text(v: &ModelVersion) -> String {
     v.metrics.iter().map(|(k, m)| format!("{k}={m:.4}")).collect::<Vec<_>>().join(" ")
 }
 
-fn version_text(v: &ModelVersion) -> String {
+/// A version as `models show` prints it; `run` is how to name its run.
+fn version_text(v: &ModelVersion, run: Option<&str>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "model:        {} v{}", v.model, v.version);
     let _ = writeln!(out, "aliases:      {}", if v.aliases.is_empty() { "—".into() } else { v.aliases.join(", ") });
     let _ = writeln!(out, "registered:   {}", zenflow_core::time::human(v.created_at));
     let _ = writeln!(out, "artifact:     {} ({})", v.artifact_version, v.content_hash);
-    let _ = writeln!(out, "run:          {}", v.run_id.as_deref().unwrap_or("—"));
+    let _ = writeln!(out, "run:          {}", run.unwrap_or("—"));
     let _ = writeln!(out, "step run:     {}", v.step_run.as_deref().unwrap_or("—"));
     let _ = writeln!(out, "git commit:   {}", v.git_commit.as_deref().unwrap_or("—"));
     for (k, m) in &v.metrics {
@@ -427,8 +429,8 @@ fn set_protection(args: ProtectArgs, protect: bool) -> CliResult {
     let event = stack.block_on(stack.registry()?.set_protection(&change))?;
     let state = if protect { "protected" } else { "not protected" };
     match event {
-        Some(e) => println!("alias `{alias}` of `{model}` is now {state} (event {}, by {})", e.seq, e.actor),
-        None => println!("alias `{alias}` of `{model}` was already {state}; nothing changed"),
+        Some(e) => outln!("alias `{alias}` of `{model}` is now {state} (event {}, by {})", e.seq, e.actor),
+        None => outln!("alias `{alias}` of `{model}` was already {state}; nothing changed"),
     }
     Ok(exit::SUCCESS)
 }

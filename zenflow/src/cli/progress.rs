@@ -1,11 +1,40 @@
-//! Progress of a run: a live display on a terminal, one plain line per step
-//! event in CI, nothing with `--quiet`.
+//! Progress of a run: a live display on a terminal, one plain line per
+//! finished step in CI, nothing with `--quiet`. While the live display is
+//! up, log lines go above it ([`stderr`]), not through it.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use zenflow_core::metadata::StepStatus;
 use zenflow_core::run::{Observer, RunEvent};
+
+/// The live display up now, which log lines go above.
+static LIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Standard error for log lines: above the live display while it is up
+/// (so a line is not drawn through the bar), else as it is. A
+/// `tracing_subscriber` writer (`MakeWriter`).
+pub fn stderr() -> LogWriter {
+    LogWriter
+}
+
+/// What [`stderr`] gives: one log line's writes.
+#[derive(Debug)]
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let live = LIVE.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match live {
+            Some(bar) => bar.suspend(|| zenflow_core::logs::stderr().write(buf)),
+            None => zenflow_core::logs::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        zenflow_core::logs::stderr().flush()
+    }
+}
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +75,7 @@ impl Progress {
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
+            *LIVE.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
             bar
         });
         Arc::new(Progress { mode, bar, counts: Mutex::default(), total, started: Instant::now() })
@@ -60,12 +90,7 @@ impl Progress {
     fn on(&self, event: &RunEvent<'_>) {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
-            RunEvent::StepStarted { invocation } => {
-                c.running += 1;
-                if self.mode == Mode::Plain {
-                    eprintln!("[zenflow] {invocation}: started");
-                }
-            }
+            RunEvent::StepStarted { .. } => c.running += 1,
             RunEvent::StepFinished { result } => {
                 if result.status != StepStatus::Skipped {
                     c.running = c.running.saturating_sub(1);
@@ -101,7 +126,8 @@ impl Progress {
         }
     }
 
-    /// Ends the display with a one-line summary.
+    /// Ends the display: the live one is cleared, leaving its summary on a
+    /// line of its own (the plain one's lines said it all).
     pub fn finish(&self) {
         let c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let summary = format!(
@@ -114,10 +140,10 @@ impl Progress {
             c.failed,
             c.skipped
         );
-        match (&self.bar, self.mode) {
-            (Some(bar), _) => bar.finish_with_message(summary),
-            (None, Mode::Plain) => eprintln!("[zenflow] {summary}"),
-            _ => {}
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+            *LIVE.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            eprintln!("[zenflow] {summary}");
         }
     }
 }

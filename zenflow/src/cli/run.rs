@@ -9,7 +9,8 @@ use crate::report::{self, RunReport};
 use crate::run_config::expand_run_name;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use zenflow_core::metadata::RunStatus;
+use zenflow_core::metadata::{RunRecord, RunStatus};
+use zenflow_core::run::Forecast;
 use zenflow_core::{Error, Pipeline, Plan, RunOptions, Stack};
 
 /// `run`: runs the pipeline as `args` say and writes the reports asked for,
@@ -50,7 +51,10 @@ where
     if args.dry_run {
         return dry_run(&stack, plan, options);
     }
-    let progress = progress::Progress::new(progress_mode(quiet), plan.steps.len());
+    // Before the run: `latest` and `latest:PREFIX` mean a run before this one.
+    let baseline = args.compare_with.as_deref().and_then(|selector| baseline_run(&stack, pipeline.name(), selector));
+    let mode = progress_mode(quiet);
+    let progress = progress::Progress::new(mode, plan.steps.len());
     let options = RunOptions { observer: Some(progress.observer()), ..options };
     let result = stack.stores().block_on(zenflow_core::run::execute_plan(&stack, plan, options))?.map_err(|e| {
         if let Error::Unrecorded(run) = &e {
@@ -62,7 +66,7 @@ where
     })?;
     progress.finish();
 
-    let report = report_of(&stack, pipeline.name(), &result, args)?;
+    let report = report_of(&stack, &result, baseline, args)?;
     let report_errors = write_report_texts(
         args,
         [report.to_markdown(), report.to_json() + "\n", report.to_junit(args.warnings_as_errors)],
@@ -70,10 +74,20 @@ where
     for e in &report_errors {
         eprintln!("error: {e}");
     }
-    if !quiet {
-        println!("{}", result.summary());
+    // The one-line result always; a line per step unless the progress
+    // lines already gave one.
+    match mode {
+        progress::Mode::Live => outln!("{}", result.summary()),
+        progress::Mode::Plain | progress::Mode::Quiet => outln!("{}", result.headline()),
+    }
+    if quiet {
+        // The progress lines that would have said so are off: errors are not.
+        for s in result.steps().iter().filter(|s| s.status == zenflow_core::metadata::StepStatus::Failed) {
+            eprintln!("error: step `{}` failed: {}", s.invocation, s.error.as_deref().unwrap_or("unknown error"));
+        }
+    } else {
         for registered in &report.registered {
-            println!("{}", registered.line());
+            outln!("{}", registered.line());
         }
     }
     let verdict = report.verdict(args.warnings_as_errors);
@@ -115,8 +129,13 @@ fn progress_mode(quiet: bool) -> progress::Mode {
 }
 
 /// The report of a finished run, with the versions it registered, its CI
-/// job and the run `--compare-with` names (a note when there is none).
-fn report_of(stack: &Stack, pipeline: &str, result: &zenflow_core::RunResult, args: &RunArgs) -> CliResult<RunReport> {
+/// job and how it differs from `baseline`.
+fn report_of(
+    stack: &Stack,
+    result: &zenflow_core::RunResult,
+    baseline: Option<(RunRecord, Plan)>,
+    args: &RunArgs,
+) -> CliResult<RunReport> {
     // The records the run wrote, not read back: only the step runs its
     // cached steps reuse come from the store.
     let originals = RunReport::originals(stack, result.records())?;
@@ -124,39 +143,28 @@ fn report_of(stack: &Stack, pipeline: &str, result: &zenflow_core::RunResult, ar
     let report = RunReport::new(result.record(), result.plan(), result.records(), &originals, args.warnings_as_errors)
         .with_registered(stack, result.plan())
         .with_ci_job(ci_job);
-    let Some(selector) = &args.compare_with else { return Ok(report) };
-    Ok(match baseline_run(stack, pipeline, selector, result.id()) {
-        Ok(Some((run, plan))) => report.with_baseline(report::Baseline::compare(&run, &plan, result.plan())),
-        Ok(None) => {
-            eprintln!("note: no run matches --compare-with {selector}: the report compares with nothing");
-            report
-        }
-        Err(e) => {
-            eprintln!("warning: --compare-with {selector}: {}", e.message);
-            report
-        }
+    Ok(match baseline {
+        Some((run, plan)) => report.with_baseline(report::Baseline::compare(&run, &plan, result.plan())),
+        None => report,
     })
 }
 
-/// The run `--compare-with` names, with its plan: a name or id, or
-/// `latest:PREFIX` (the newest completed run of `pipeline` but `this_run`
-/// whose name starts with PREFIX).
-fn baseline_run(
-    stack: &Stack,
-    pipeline: &str,
-    selector: &str,
-    this_run: &str,
-) -> CliResult<Option<(zenflow_core::metadata::RunRecord, zenflow_core::Plan)>> {
-    let run = match selector.strip_prefix("latest:") {
-        Some(prefix) => stack
-            .list_runs(Some(pipeline), 1000)?
-            .into_iter()
-            .find(|r| r.id != this_run && r.status == RunStatus::Completed && r.name.starts_with(prefix)),
-        None => stack.get_run(selector)?,
-    };
-    let Some(run) = run else { return Ok(None) };
-    let plan = run.plan().map_err(|e| CliError::usage(format!("the plan of run {}: {e}", run.name)))?;
-    Ok(Some((run, plan)))
+/// The run `--compare-with` names, with its plan ([`zenflow_core::run::find_run`]
+/// among the runs of `pipeline`); none, with a note saying why, when there
+/// is none or it cannot be read: the report then compares with nothing.
+fn baseline_run(stack: &Stack, pipeline: &str, selector: &str) -> Option<(RunRecord, Plan)> {
+    let found = stack.find_run(Some(pipeline), selector).and_then(|run| Ok((run.plan()?, run)));
+    match found {
+        Ok((plan, run)) => Some((run, plan)),
+        Err(Error::NotFound(_)) => {
+            eprintln!("note: no run matches --compare-with {selector}: the report compares with nothing");
+            None
+        }
+        Err(e) => {
+            eprintln!("warning: --compare-with {selector}: {e}");
+            None
+        }
+    }
 }
 
 /// Refuses, before anything runs, report paths whose folder does not exist.
@@ -220,13 +228,15 @@ fn dry_run(stack: &Stack, mut plan: Plan, options: RunOptions) -> CliResult {
     let predictions = stack.block_on(zenflow_core::run::predict(stack, &plan, no_cache))?;
     let steps: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), s.step.clone())).collect();
     let record = stack.block_on(zenflow_core::run::start_run(stack, plan, &options, RunStatus::Pending))?;
-    println!("{:<28} {:<24} PREDICTION", "STEP", "FUNCTION");
+    outln!("{:<28} {:<24} PREDICTION", "STEP", "FUNCTION");
     for ((id, step), prediction) in steps.iter().zip(&predictions) {
-        println!("{id:<28} {step:<24} {prediction}");
+        outln!("{id:<28} {step:<24} {prediction}");
     }
-    let cached = predictions.iter().filter(|p| matches!(p, zenflow_core::run::Forecast::Cached { .. })).count();
-    println!(
-        "\nplanned run {} ({}): {} step(s), {cached} from cache; nothing was executed",
+    let cached = predictions.iter().filter(|p| matches!(p, Forecast::Cached { .. })).count();
+    let assumed = predictions.iter().any(|p| matches!(p, Forecast::Cached { assuming, .. } if !assuming.is_empty()));
+    let note = if assumed { " (if the steps with the cache off output what they did last time)" } else { "" };
+    outln!(
+        "\nplanned run {} ({}): {} step(s), {cached} from cache{note}; nothing was executed",
         record.name,
         record.id,
         predictions.len()

@@ -1,65 +1,111 @@
 //! `runs list`, `runs show` and `close-run`: the recorded runs of a pipeline.
 
 use super::stacks::{read_stack, resolve_stack};
-use super::{exit, CliError, CliResult};
-use crate::report::{self, RunReport};
+use super::{exit, CliResult};
+use crate::report::{self, RunReport, RunSummary};
+use zenflow_core::metadata::RunStatus;
 use zenflow_core::Pipeline;
 
-/// `runs list`: the newest runs (of this pipeline unless `all`).
-pub(super) fn list<P: Pipeline>(pipeline: &P, stack: &str, limit: usize, all: bool) -> CliResult {
-    let runs = read_stack(stack).and_then(|s| Ok(s.list_runs((!all).then(|| pipeline.name()), limit)?));
-    let runs = match runs {
-        Err(e) if e.message.contains(zenflow_core::metadata::NO_RUNS_YET) => {
-            println!("{}", zenflow_core::metadata::NO_RUNS_YET);
+/// Which runs `runs list` lists.
+pub(super) struct Filter<'a> {
+    /// Only this pipeline's (every pipeline's when `None`).
+    pub(super) pipeline: Option<&'a str>,
+    /// Only runs with this status.
+    pub(super) status: Option<RunStatus>,
+    /// At most this many.
+    pub(super) limit: usize,
+}
+
+/// `runs list`: the newest runs `filter` keeps, as a table or JSON.
+pub(super) fn list(stack: &str, filter: &Filter<'_>, json: bool) -> CliResult {
+    let runs = read_stack(stack).and_then(|s| {
+        // A status filter looks past the newest `limit` runs.
+        let fetch = if filter.status.is_some() { usize::MAX } else { filter.limit };
+        Ok(s.list_runs(filter.pipeline, fetch)?)
+    });
+    let runs: Vec<_> = match runs {
+        Err(e) if e.message.contains(zenflow_core::metadata::NO_RUNS_YET) && !json => {
+            outln!("{}", zenflow_core::metadata::NO_RUNS_YET);
             return Ok(exit::SUCCESS);
         }
+        Err(e) if e.message.contains(zenflow_core::metadata::NO_RUNS_YET) => Vec::new(),
         other => other?,
     };
-    println!("{:<44} {:<10} {:<20} {:>10}  PIPELINE", "RUN", "STATUS", "STARTED (UTC)", "DURATION");
-    for r in runs {
-        let dur = r.duration().map_or("—".into(), |d| report::duration(d.as_secs_f64() * 1000.0));
-        println!(
-            "{:<44} {:<10} {:<20} {:>10}  {}",
-            r.name,
-            r.status,
-            zenflow_core::time::human(r.started_at),
-            dur,
-            r.pipeline
-        );
+    let runs: Vec<_> =
+        runs.into_iter().filter(|r| filter.status.is_none_or(|s| r.status == s)).take(filter.limit).collect();
+    if json {
+        let summaries: Vec<RunSummary> = runs.iter().map(RunSummary::of).collect();
+        outln!("{}", serde_json::to_string_pretty(&summaries).unwrap_or_default());
+    } else if runs.is_empty() {
+        let of = filter.pipeline.map_or(String::new(), |p| format!(" of pipeline `{p}`"));
+        let status = filter.status.map_or(String::new(), |s| format!(" {s}"));
+        outln!("no{status} runs{of} here yet (`--all` lists every pipeline's)");
+    } else {
+        out!("{}", report::runs_table(&runs));
     }
     Ok(exit::SUCCESS)
 }
 
-/// `runs show`: one run, its steps and checks, and optionally their logs.
-pub(super) fn show<P: Pipeline>(pipeline: &P, run: String, stack: &str, logs: bool, why: bool) -> CliResult {
+/// What `runs show` prints besides the run.
+pub(super) struct Show {
+    /// Each step's log lines.
+    pub(super) logs: bool,
+    /// Why each step ran.
+    pub(super) why: bool,
+    /// The JSON report instead.
+    pub(super) json: bool,
+}
+
+/// `runs show`: one run, its parameters, steps and checks, and optionally
+/// their logs; or its JSON report.
+pub(super) fn show<P: Pipeline>(pipeline: &P, run: String, stack: &str, show: Show) -> CliResult {
     let stack = read_stack(stack)?;
-    let id = if run == "latest" {
-        stack
-            .latest_run(pipeline.name())?
-            .ok_or_else(|| CliError::usage(format!("pipeline `{}` has no runs yet", pipeline.name())))?
-            .id
-    } else {
-        run
-    };
-    if stack.get_run(&id)?.is_none() {
-        return Err(CliError::usage(format!("no run `{id}` in {}", stack.metadata().url())));
-    }
+    let id = stack.find_run(Some(pipeline.name()), &run)?.id;
     let report = RunReport::load(&stack, &id, false)?;
-    print!("{}", report.to_text(why));
-    if logs {
+    if show.json {
+        outln!("{}", report.to_json());
+        return Ok(exit::SUCCESS);
+    }
+    out!("{}", report.to_text(show.why));
+    if show.logs {
         for sr in stack.step_runs(&report.run_id)? {
-            println!("\n--- logs of {} ({}) ---", sr.invocation, sr.status);
+            outln!("\n--- logs of {} ({}) ---", sr.invocation, sr.status);
             match (&sr.original_step_run, sr.logs.is_empty()) {
                 (Some(original), true) => {
-                    println!("(from cache: it ran nothing; the step run it reuses is {original})")
+                    outln!("(from cache: it ran nothing; the step run it reuses is {original})")
                 }
-                (None, true) => println!("(no log lines)"),
+                (None, true) => outln!("(no log lines)"),
                 _ => {}
             }
             for line in &sr.logs {
-                println!("{line}");
+                outln!("{line}");
             }
         }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `runs compare`: the runs side by side, as a table, JSON or markdown.
+pub(super) fn compare<P: Pipeline>(
+    pipeline: &P,
+    references: &[String],
+    stack: &str,
+    format: &super::args::CompareFormat,
+) -> CliResult {
+    let stack = read_stack(stack)?;
+    let mut runs = Vec::with_capacity(references.len());
+    for reference in references {
+        let run = stack.find_run(Some(pipeline.name()), reference)?;
+        let plan = run.plan().map_err(zenflow_core::Error::from)?;
+        runs.push((RunReport::load(&stack, &run.id, false)?, plan));
+    }
+    let comparison = report::Comparison::of(&runs);
+    if format.json {
+        outln!("{}", serde_json::to_string_pretty(&comparison).unwrap_or_default());
+    } else if format.md {
+        out!("{}", comparison.to_markdown());
+    } else {
+        out!("{}", comparison.to_text());
     }
     Ok(exit::SUCCESS)
 }

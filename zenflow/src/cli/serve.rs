@@ -45,6 +45,10 @@ pub(super) struct ServeArgs {
     /// period), so no request meets a closed port.
     #[arg(long, default_value = "0s")]
     drain_delay: String,
+    /// Start even when nobody holds the alias yet (not ready until a
+    /// version takes it); without it such an alias is an error.
+    #[arg(long)]
+    wait_for_alias: bool,
     /// The environment variable holding the admin token (unset: admin calls off).
     #[arg(long, default_value = crate::serve::TOKEN_ENV)]
     token_env: String,
@@ -86,6 +90,7 @@ pub(super) fn serve(loader: Option<&Loader>, pipeline: &str, args: ServeArgs) ->
         admin_token: std::env::var(&args.token_env).ok().filter(|t| !t.is_empty()),
         max_body: args.max_body,
         drain_delay: duration("drain-delay", &args.drain_delay)?,
+        wait_for_alias: args.wait_for_alias,
     };
     let stack = super::stacks::project_stacks()?
         .open_writable_or_read_only(&args.stack.stack)
@@ -95,7 +100,7 @@ pub(super) fn serve(loader: Option<&Loader>, pipeline: &str, args: ServeArgs) ->
         let server = Server::bind(stack.clone(), loader, options).await?;
         let addr = server.local_addr()?;
         let admin = if admin { "on" } else { "off" };
-        println!("serving `{model}`@{alias} on http://{addr} (admin calls {admin})");
+        outln!("serving `{model}`@{alias} on http://{addr} (admin calls {admin})");
         let _ = std::io::stdout().flush();
         server.run(crate::serve::shutdown_signal()).await
     })?;
@@ -138,14 +143,17 @@ pub(super) fn deploy(args: DeployArgs) -> CliResult {
         Ok(d) => {
             let from = d.from.map_or("no version".into(), |v| format!("v{v}"));
             if d.unchanged {
-                println!("v{} of `{}` already serves as {}: nothing to do", d.to, d.model, options.alias);
+                outln!("v{} of `{}` already serves as {}: nothing to do", d.to, d.model, options.alias);
             } else if d.promoted {
-                println!(
+                outln!(
                     "`{}`@{} moved from {from} to v{}, and the server serves v{}",
-                    d.model, options.alias, d.to, d.to
+                    d.model,
+                    options.alias,
+                    d.to,
+                    d.to
                 );
             } else {
-                println!("v{} of `{}` already held {}; the server serves it", d.to, d.model, options.alias);
+                outln!("v{} of `{}` already held {}; the server serves it", d.to, d.model, options.alias);
             }
             Ok(exit::SUCCESS)
         }

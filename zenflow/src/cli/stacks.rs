@@ -52,32 +52,23 @@ pub(super) fn run(cmd: StacksCommand) -> CliResult {
     match cmd {
         #[cfg(feature = "postgres")]
         StacksCommand::RolesSql => {
-            print!("{}", zenflow_stacks::metadata::ROLES_SQL);
+            out!("{}", zenflow_stacks::metadata::ROLES_SQL);
             Ok(exit::SUCCESS)
         }
-        StacksCommand::List => {
-            println!("{:<12} {:<10} {:<48} METADATA", "STACK", "RUNS ON", "ARTIFACTS");
-            for name in stacks.names() {
-                match stacks.config(&name) {
-                    Ok(c) => println!(
-                        "{:<12} {:<10} {:<48} {}",
-                        name,
-                        c.orchestrator.kind(),
-                        zenflow_stacks::config::redact_url(&c.artifact_store.url),
-                        zenflow_stacks::config::redact_url(&c.metadata_store.url)
-                    ),
-                    Err(e) => println!("{name:<12} (invalid: {e})"),
+        StacksCommand::List { json } => {
+            list(&stacks, json);
+            Ok(exit::SUCCESS)
+        }
+        StacksCommand::Show { name, json } => {
+            let fields = stacks.config(&name)?.describe();
+            if json {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    fields.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+                outln!("{}", serde_json::to_string_pretty(&object).unwrap_or_default());
+            } else {
+                for (k, v) in fields {
+                    outln!("{:<20} {v}", format!("{k}:"));
                 }
-            }
-            if stacks.file().is_none() {
-                println!("\n(no zenflow.toml in the project: only the embedded `local` stack)");
-            }
-            Ok(exit::SUCCESS)
-        }
-        StacksCommand::Show { name } => {
-            let config = stacks.config(&name)?;
-            for (k, v) in config.describe() {
-                println!("{:<20} {v}", format!("{k}:"));
             }
             Ok(exit::SUCCESS)
         }
@@ -85,11 +76,51 @@ pub(super) fn run(cmd: StacksCommand) -> CliResult {
             let probes = stacks.check(&name)?;
             for p in &probes {
                 match &p.result {
-                    Ok(detail) => println!("ok      {:<16} {detail}", p.component),
-                    Err(e) => println!("FAILED  {:<16} {e}", p.component),
+                    Ok(detail) => outln!("ok      {:<16} {detail}", p.component),
+                    Err(e) => outln!("FAILED  {:<16} {e}", p.component),
                 }
             }
             Ok(if probes.iter().all(|p| p.result.is_ok()) { exit::SUCCESS } else { exit::STEP_FAILED })
         }
+    }
+}
+
+/// `stacks list`: each stack's orchestrator and stores, credentials
+/// redacted, as a table or JSON.
+fn list(stacks: &zenflow_stacks::config::Stacks, json: bool) {
+    use zenflow_stacks::config::redact_url;
+    let rows: Vec<serde_json::Value> = stacks
+        .names()
+        .into_iter()
+        .map(|name| match stacks.config(&name) {
+            Ok(c) => serde_json::json!({
+                "name": name,
+                "orchestrator": c.orchestrator.kind(),
+                "artifact_store": redact_url(&c.artifact_store.url),
+                "metadata_store": redact_url(&c.metadata_store.url),
+            }),
+            Err(e) => serde_json::json!({"name": name, "error": e.to_string()}),
+        })
+        .collect();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return;
+    }
+    outln!("{:<12} {:<10} {:<48} METADATA", "STACK", "RUNS ON", "ARTIFACTS");
+    let field = |row: &serde_json::Value, key: &str| row[key].as_str().unwrap_or_default().to_string();
+    for row in &rows {
+        match row.get("error") {
+            Some(e) => outln!("{:<12} (invalid: {})", field(row, "name"), e.as_str().unwrap_or_default()),
+            None => outln!(
+                "{:<12} {:<10} {:<48} {}",
+                field(row, "name"),
+                field(row, "orchestrator"),
+                field(row, "artifact_store"),
+                field(row, "metadata_store")
+            ),
+        }
+    }
+    if stacks.file().is_none() {
+        outln!("\n(no zenflow.toml in the project: only the embedded `local` stack)");
     }
 }

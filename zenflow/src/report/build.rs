@@ -25,6 +25,7 @@ impl Baseline {
                 .map(|s| s.id.clone())
                 .collect(),
             params: Vec::new(),
+            parameters: parameter_changes(&baseline_plan.config, &plan.config),
         };
         for step in &plan.steps {
             let Some(old) = before.get(step.id.as_str()) else {
@@ -49,6 +50,24 @@ impl Baseline {
         }
         out
     }
+}
+
+/// The pipeline parameters that differ between `before` and `after` (each
+/// as [`text::parameter_lines`](super::text) names them), with an empty `step`.
+fn parameter_changes(before: &serde_json::Value, after: &serde_json::Value) -> Vec<ParamChange> {
+    let before: BTreeMap<String, String> = super::text::parameter_lines(before).into_iter().collect();
+    let after: BTreeMap<String, String> = super::text::parameter_lines(after).into_iter().collect();
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    names
+        .into_iter()
+        .filter(|n| before.get(*n) != after.get(*n))
+        .map(|n| ParamChange {
+            step: String::new(),
+            param: n.clone(),
+            before: before.get(n).cloned(),
+            after: after.get(n).cloned(),
+        })
+        .collect()
 }
 
 impl RunReport {
@@ -120,7 +139,7 @@ impl RunReport {
             found.add(&ps.id, source);
         }
         let Found { metrics, checks, models } = found;
-        let gate = gate(checks.iter().map(|c| c.status), warnings_as_errors);
+        let gate = gate(run.status, checks.iter().map(|c| c.status), warnings_as_errors);
         RunReport {
             schema: REPORT_SCHEMA,
             pipeline: run.pipeline.clone(),
@@ -130,6 +149,7 @@ impl RunReport {
             git_commit: run.git_commit.clone(),
             error: run.error.clone(),
             ci_job_url: None,
+            parameters: plan.config.clone(),
             status: run.status,
             gate,
             started_at: zenflow_core::time::rfc3339(run.started_at),
@@ -168,7 +188,7 @@ impl RunReport {
     /// back.
     pub fn verdict(&self, warnings_as_errors: bool) -> Verdict {
         let verdict = match (self.status, self.gate) {
-            (RunStatus::Completed, Gate::Passed) => return Verdict::Passed,
+            (RunStatus::Completed, Gate::Passed | Gate::NotEvaluated) => return Verdict::Passed,
             (RunStatus::Completed, Gate::Failed) => Verdict::GateFailed(
                 self.gate_failures(warnings_as_errors)
                     .map(|c| format!("{}.{} ({})", c.step, c.name, c.message))

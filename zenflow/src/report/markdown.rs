@@ -97,6 +97,7 @@ impl RunReport {
         // What a reviewer decides on first: the gate, the checks, what
         // changed against main; then the details.
         self.md_models(&mut md);
+        self.md_registered(&mut md);
         self.md_checks(&mut md);
         if let Some(b) = &self.baseline {
             b.to_markdown(&mut md, &self.steps);
@@ -104,7 +105,13 @@ impl RunReport {
         self.md_steps(&mut md);
         self.md_failed_logs(&mut md);
         self.md_metrics(&mut md);
-        let _ = writeln!(md, "\n### Pipeline\n\n```mermaid\n{}```", self.dag_mermaid);
+        self.md_parameters(&mut md);
+        let _ = writeln!(
+            md,
+            "\n<details><summary>Pipeline ({} steps)</summary>\n\n```mermaid\n{}```\n</details>",
+            self.steps.len(),
+            self.dag_mermaid
+        );
         self.md_artifacts(&mut md);
         let _ = writeln!(md, "\n<sub>run id `{}` · started {}</sub>", self.run_id, self.started_at);
         md
@@ -113,7 +120,7 @@ impl RunReport {
     /// The marker, the verdict, the run in one line, its step counts, and why it failed.
     fn md_header(&self, md: &mut String) {
         let (icon, verdict) = match (self.status, self.gate) {
-            (RunStatus::Completed, Gate::Passed) => ("✅", "passed"),
+            (RunStatus::Completed, Gate::Passed | Gate::NotEvaluated) => ("✅", "passed"),
             (RunStatus::Completed, Gate::Failed) => ("⚠️", "quality gate failed"),
             (RunStatus::Failed, _) => ("❌", "failed"),
             (RunStatus::Running, _) => ("⏳", "running"),
@@ -128,6 +135,7 @@ impl RunReport {
         let gate = match self.gate {
             Gate::Passed => "quality gate passed",
             Gate::Failed => "quality gate **failed**",
+            Gate::NotEvaluated => "quality gate not evaluated",
         };
         let job = self.ci_job_url.as_deref().map_or(String::new(), |u| format!(" · [CI job]({u})"));
         let _ = writeln!(
@@ -186,6 +194,56 @@ impl RunReport {
                 );
             }
         }
+    }
+
+    /// The model versions the run registered, whether or not a step
+    /// appraised them.
+    fn md_registered(&self, md: &mut String) {
+        if self.registered.is_empty() {
+            return;
+        }
+        let _ = writeln!(md, "\n### Registered\n");
+        for r in &self.registered {
+            let aliases = if r.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " · holds {}",
+                    r.aliases.iter().map(|a| format!("`{}`", code(a))).collect::<Vec<_>>().join(", ")
+                )
+            };
+            let _ = writeln!(
+                md,
+                "- model `{}` **v{}** · from step `{}`{aliases}",
+                code(&r.model),
+                r.version,
+                code(&r.step)
+            );
+        }
+    }
+
+    /// The pipeline's parameters, folded; those that differ from the
+    /// baseline first, with the value they had there.
+    fn md_parameters(&self, md: &mut String) {
+        let lines = super::text::parameter_lines(&self.parameters);
+        if lines.is_empty() {
+            return;
+        }
+        let changed = self.baseline.as_ref().map(|b| &b.parameters);
+        let before = |name: &str| changed.and_then(|c| c.iter().find(|p| p.param == name));
+        let (mut first, rest): (Vec<_>, Vec<_>) = lines.iter().partition(|(name, _)| before(name).is_some());
+        first.extend(rest);
+        let _ = writeln!(
+            md,
+            "\n<details><summary>Parameters ({})</summary>\n\n| Parameter | Value |\n|---|---|",
+            lines.len()
+        );
+        for (name, value) in first {
+            let was = before(name)
+                .map_or(String::new(), |p| format!(" (was `{}`)", code(p.before.as_deref().unwrap_or("unset"))));
+            let _ = writeln!(md, "| `{}` | `{}`{was} |", code(name), code(value));
+        }
+        let _ = writeln!(md, "\n</details>");
     }
 
     /// Every check with its value, threshold and message.

@@ -13,7 +13,8 @@
 //! | `git_commit` | string \| null | commit of the checkout |
 //! | `status` | `"completed"` \| `"failed"` \| `"running"` \| `"pending"` \| `"error"` | the run's status; `"error"`: it could not start or be recorded (then only `schema`, `pipeline`, `stack`, `status`, `error`, empty `metrics` and `checks`, and `steps`: empty when it never started, else what its steps did as the run saw it, without logs) |
 //! | `error` | string | why the run could not start or be recorded (`status: "error"` only) |
-//! | `gate` | `"passed"` \| `"failed"` | quality gate: failed when a check failed (or warned, with warnings as errors) |
+//! | `parameters` | object | the pipeline's parameters as the run was configured (code defaults, then `--config`, then `--set`) |
+//! | `gate` | `"passed"` \| `"failed"` \| `"not_evaluated"` | quality gate: failed when a check failed (or warned, with warnings as errors), passed when the run completed and none did, else not evaluated (a planned or running run, one that failed before its checks) |
 //! | `started_at`, `ended_at` | RFC 3339 string \| null | UTC |
 //! | `duration_ms` | float \| null | wall time |
 //! | `steps[]` | object | `id`, `step`, `status` (`completed`, `cached`, `failed`, `skipped`, `running`), `duration_ms`, `attempts`, `error`, `outputs[]`, `logs[]` |
@@ -26,16 +27,20 @@
 //! | `dag_mermaid` | string | the plan as a mermaid flowchart |
 
 mod build;
+mod compare;
 mod failed;
 mod format;
 mod graph;
 mod junit;
+mod listing;
 mod markdown;
 mod text;
 
+pub use compare::{ComparedRun, Comparison, MetricRow, Row};
 pub use failed::FailedToRun;
 pub use format::duration;
 pub use graph::{dot, mermaid};
+pub use listing::{runs_table, RunSummary};
 pub use markdown::{fit_comment, marker, GITHUB_COMMENT_LIMIT};
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +68,10 @@ pub struct RunReport {
     /// The CI job that ran it (GitHub Actions run, GitLab job), when known.
     #[serde(default)]
     pub ci_job_url: Option<String>,
+    /// The pipeline's parameters as the run was configured (the plan's
+    /// config: code defaults, then the config file, then `--set`).
+    #[serde(default)]
+    pub parameters: serde_json::Value,
     /// Run status.
     pub status: RunStatus,
     /// Why the run failed, beyond its steps' errors (its process died, the
@@ -113,6 +122,9 @@ pub struct Baseline {
     pub removed: Vec<String>,
     /// Parameters that differ.
     pub params: Vec<ParamChange>,
+    /// The pipeline's parameters that differ (by dotted name; `step` empty).
+    #[serde(default)]
+    pub parameters: Vec<ParamChange>,
 }
 
 /// One parameter of one step that differs from the baseline.
@@ -142,10 +154,25 @@ pub struct ModelReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
-    /// No check failed.
+    /// The run completed and no check failed.
     Passed,
     /// A check failed (or warned, with warnings as errors).
     Failed,
+    /// No verdict yet, and none by default: the run has not completed
+    /// (planned, running, or failed before all its checks ran) and no
+    /// check it recorded failed.
+    NotEvaluated,
+}
+
+impl Gate {
+    /// `passed`, `failed` or `not evaluated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::Passed => "passed",
+            Gate::Failed => "failed",
+            Gate::NotEvaluated => "not evaluated",
+        }
+    }
 }
 
 /// One step in a report.
@@ -304,13 +331,16 @@ pub struct CheckReport {
     pub message: String,
 }
 
-/// The gate given check statuses.
-pub fn gate(statuses: impl IntoIterator<Item = CheckStatus>, warnings_as_errors: bool) -> Gate {
-    let failed = statuses.into_iter().any(|s| s == CheckStatus::Fail || (warnings_as_errors && s == CheckStatus::Warn));
-    if failed {
+/// The gate of a run with status `run` whose checks have `statuses`: a
+/// failed check fails it whatever the run did; it passes only a run that
+/// completed.
+pub fn gate(run: RunStatus, statuses: impl IntoIterator<Item = CheckStatus>, warnings_as_errors: bool) -> Gate {
+    if statuses.into_iter().any(|s| fails_gate(s, warnings_as_errors)) {
         Gate::Failed
-    } else {
+    } else if run == RunStatus::Completed {
         Gate::Passed
+    } else {
+        Gate::NotEvaluated
     }
 }
 
@@ -546,8 +576,14 @@ mod tests {
         assert_eq!(text("Vec<String> <!-- x"), "Vec&lt;String&gt; &lt;!-- x");
         assert_eq!(code("a`b|c"), "a'b\\|c");
         assert_eq!(bytes(2048), "2.0 KiB");
-        assert_eq!(gate([CheckStatus::Pass, CheckStatus::Warn], false), Gate::Passed);
-        assert_eq!(gate([CheckStatus::Pass, CheckStatus::Warn], true), Gate::Failed);
-        assert_eq!(gate([CheckStatus::Fail], false), Gate::Failed);
+        let done = RunStatus::Completed;
+        assert_eq!(gate(done, [CheckStatus::Pass, CheckStatus::Warn], false), Gate::Passed);
+        assert_eq!(gate(done, [CheckStatus::Pass, CheckStatus::Warn], true), Gate::Failed);
+        assert_eq!(gate(done, [CheckStatus::Fail], false), Gate::Failed);
+        assert_eq!(gate(done, [], false), Gate::Passed);
+        for unfinished in [RunStatus::Failed, RunStatus::Pending, RunStatus::Running] {
+            assert_eq!(gate(unfinished, [CheckStatus::Pass], false), Gate::NotEvaluated, "{unfinished}");
+            assert_eq!(gate(unfinished, [CheckStatus::Fail], false), Gate::Failed, "{unfinished}");
+        }
     }
 }

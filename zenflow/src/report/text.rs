@@ -22,15 +22,19 @@ impl RunReport {
             out,
             "status:   {}   gate: {}   started: {}   duration: {}",
             r.status,
-            match r.gate {
-                Gate::Passed => "passed",
-                Gate::Failed => "failed",
-            },
+            r.gate.as_str(),
             r.started_at,
             r.duration_ms.map_or("—".into(), duration)
         );
         if let Some(e) = &r.error {
             let _ = writeln!(out, "error:    {e}");
+        }
+        let parameters = parameter_lines(&r.parameters);
+        if !parameters.is_empty() {
+            let _ = writeln!(out, "\nPARAMETER{:<19} VALUE", "");
+            for (name, value) in parameters {
+                let _ = writeln!(out, "{name:<28} {value}");
+            }
         }
         let _ = writeln!(out, "\n{:<28} {:<10} {:>10} {:>8}  NOTE", "STEP", "STATUS", "TIME", "ATTEMPTS");
         for s in &r.steps {
@@ -43,6 +47,15 @@ impl RunReport {
                 s.attempts,
                 s.error.as_deref().unwrap_or("")
             );
+        }
+        let outputs: Vec<(&StepReport, &OutputReport)> =
+            r.steps.iter().flat_map(|s| s.outputs.iter().map(move |o| (s, o))).collect();
+        if !outputs.is_empty() {
+            let _ = writeln!(out, "\n{:<28} {:<44} ID", "OUTPUT", "ARTIFACT");
+            for (s, o) in outputs {
+                let output = format!("{}.{}", s.id, o.output);
+                let _ = writeln!(out, "{output:<28} {:<44} {}", format!("{}@{}", o.name, o.version), o.artifact_id);
+            }
         }
         if why {
             let _ = writeln!(out, "\n{:<28} WHY", "STEP");
@@ -57,6 +70,9 @@ impl RunReport {
                 let _ = writeln!(out, "{:<6} {:<24} {:<20} {}", c.status, c.name, c.step, c.message);
             }
         }
+        for registered in &r.registered {
+            let _ = writeln!(out, "\n{}", registered.line());
+        }
         if !r.metrics.is_empty() {
             let _ = writeln!(out, "\n{:<24} {:<24} VALUE", "STEP", "METRIC");
             for m in &r.metrics {
@@ -70,4 +86,24 @@ impl RunReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
+}
+
+/// The parameters as `(name, value)` lines: an object's fields by dotted
+/// name, down to values that are not objects (lists stay whole, as JSON).
+pub(crate) fn parameter_lines(parameters: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (name, v) in fields {
+                    let name = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+                    walk(&name, v, out);
+                }
+            }
+            serde_json::Value::Null if prefix.is_empty() => {}
+            other => out.push((if prefix.is_empty() { "(value)".into() } else { prefix.into() }, other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", parameters, &mut out);
+    out
 }

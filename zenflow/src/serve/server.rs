@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use zenflow_core::registry::{ModelRegistry, VersionRef};
 
 /// The environment variable the admin token is read from by default.
 pub const TOKEN_ENV: &str = "ZENFLOW_DEPLOY_TOKEN";
@@ -44,6 +45,9 @@ pub struct ServeOptions {
     /// to see it not ready and stop sending it requests. Zero: it stops
     /// accepting at once.
     pub drain_delay: Duration,
+    /// Start even when nobody holds the alias yet, not ready until a
+    /// version takes it; otherwise [`Server::bind`] refuses such an alias.
+    pub wait_for_alias: bool,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -57,6 +61,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("max_body", &self.max_body)
             .field("drain_delay", &self.drain_delay)
+            .field("wait_for_alias", &self.wait_for_alias)
             .finish()
     }
 }
@@ -64,7 +69,8 @@ impl std::fmt::Debug for ServeOptions {
 impl ServeOptions {
     /// Serves the version of `model` holding `alias` on 127.0.0.1:8080,
     /// polling every 30 s, with the default bake window, the admin token
-    /// from `ZENFLOW_DEPLOY_TOKEN`, an 8 MiB body limit and no drain delay.
+    /// from `ZENFLOW_DEPLOY_TOKEN`, an 8 MiB body limit and no drain delay;
+    /// an alias nobody holds is refused.
     pub fn new(model: impl Into<String>, alias: impl Into<String>) -> Self {
         ServeOptions {
             model: model.into(),
@@ -75,6 +81,7 @@ impl ServeOptions {
             admin_token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
             max_body: 8 << 20,
             drain_delay: Duration::ZERO,
+            wait_for_alias: false,
         }
     }
 }
@@ -105,7 +112,8 @@ impl Server {
     pub async fn bind(stack: Stack, loader: Loader, options: ServeOptions) -> crate::Result<Server> {
         crate::registry::validate_model_name(&options.model).map_err(|e| crate::Error::usage(e.to_string()))?;
         crate::registry::validate_alias(&options.alias).map_err(|e| crate::Error::usage(e.to_string()))?;
-        stack.registry().map_err(|e| crate::Error::usage(e.to_string()))?;
+        let registry = stack.registry().map_err(|e| crate::Error::usage(e.to_string()))?;
+        check_alias(registry, &options).await?;
         let listener = tokio::net::TcpListener::bind(options.bind)
             .await
             .map_err(|e| crate::Error::usage(format!("cannot listen on {}: {e}", options.bind)))?;
@@ -154,6 +162,29 @@ impl Server {
             .await;
         poller.abort();
         result.map_err(|e| crate::Error::usage(format!("the server stopped: {e}")))
+    }
+}
+
+/// Refuses a model the registry does not know, and an alias nobody holds
+/// unless the options say to wait for it: a server that would never be
+/// ready is a typo to report, not a process to leave running.
+async fn check_alias(registry: &dyn ModelRegistry, options: &ServeOptions) -> crate::Result<()> {
+    let (model, alias) = (&options.model, &options.alias);
+    match registry.resolve(model, alias).await? {
+        Some(_) => Ok(()),
+        None if options.wait_for_alias => {
+            tracing::warn!("nobody holds `{model}`@{alias} yet: not ready until a version takes it");
+            Ok(())
+        }
+        None => {
+            let unheld = crate::registry::find_version(registry, model, &VersionRef::Alias(alias.clone()))
+                .await
+                .err()
+                .map_or_else(|| format!("nobody holds `{model}`@{alias}"), |e| e.to_string());
+            Err(crate::Error::usage(format!(
+                "{unheld}; promote a version to it, or pass --wait-for-alias to serve it once one is"
+            )))
+        }
     }
 }
 

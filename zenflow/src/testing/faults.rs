@@ -295,6 +295,10 @@ impl<S: MetadataStore> MetadataStore for FaultyMetadata<S> {
         self.check("list_runs", None).await?;
         self.inner.list_runs(pipeline, limit).await
     }
+    async fn runs_with_id_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<RunRecord>, MetadataError> {
+        self.check("runs_with_id_prefix", None).await?;
+        self.inner.runs_with_id_prefix(prefix, limit).await
+    }
     async fn step_runs(&self, run_id: &str) -> Result<Vec<StepRunRecord>, MetadataError> {
         self.check("step_runs", None).await?;
         self.inner.step_runs(run_id).await

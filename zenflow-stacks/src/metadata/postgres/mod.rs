@@ -509,6 +509,14 @@ impl MetadataStore for PostgresMetadataStore {
         Ok(read!(self, |c| query(c, q::LIST_RUNS, &[pipeline.into(), limit.into()], rows::run).await))
     }
 
+    async fn runs_with_id_prefix(&self, prefix: &str, limit: usize) -> PgResult<Vec<RunRecord>> {
+        if !zenflow_core::metadata::is_id_prefix(prefix) {
+            return Ok(Vec::new());
+        }
+        let params = [prefix.into(), limit.into()];
+        Ok(read!(self, |c| query(c, q::RUNS_WITH_ID_PREFIX, &params, rows::run).await))
+    }
+
     async fn step_runs(&self, run_id: &str) -> PgResult<Vec<StepRunRecord>> {
         Ok(read!(self, |c| load_step_runs(c, &q::STEP_RUNS_OF_RUN, &[run_id.into()]).await))
     }

@@ -53,6 +53,14 @@ pub(crate) const LIST_RUNS: &str = concat!(
     " FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR pipeline = $1) ORDER BY started_at DESC, id DESC LIMIT $2"
 );
 
+/// Runs whose id starts with `$1` (hex digits and dashes only: no
+/// wildcard), newest first, at most `$2`.
+pub(crate) const RUNS_WITH_ID_PREFIX: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM runs WHERE id LIKE CAST($1 AS TEXT) || '%' ORDER BY started_at DESC, id DESC LIMIT $2"
+);
+
 /// Sets status `$1`, error `$2` and end `$3` of run `$5`; a heartbeat `$4` when not NULL.
 pub(crate) const SET_RUN_STATUS: &str = "UPDATE runs SET status = $1, error = $2, ended_at = $3, \
                                          heartbeat_at = COALESCE($4, heartbeat_at) WHERE id = $5";
@@ -252,6 +260,7 @@ pub(crate) fn all() -> Vec<&'static str> {
         CREATE_RUN,
         GET_RUN,
         LIST_RUNS,
+        RUNS_WITH_ID_PREFIX,
         SET_RUN_STATUS,
         CLOSE_RUNNING_STEPS,
         HEARTBEAT,

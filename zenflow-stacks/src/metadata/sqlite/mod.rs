@@ -553,6 +553,13 @@ impl MetadataStore for SqliteMetadataStore {
         self.read(|c| query(c, q::LIST_RUNS, &[pipeline.into(), limit.into()], |r| rows::run(r)))
     }
 
+    async fn runs_with_id_prefix(&self, prefix: &str, limit: usize) -> SqlResult<Vec<RunRecord>> {
+        if !zenflow_core::metadata::is_id_prefix(prefix) {
+            return Ok(Vec::new());
+        }
+        self.read(|c| query(c, q::RUNS_WITH_ID_PREFIX, &[prefix.into(), limit.into()], |r| rows::run(r)))
+    }
+
     async fn step_runs(&self, run_id: &str) -> SqlResult<Vec<StepRunRecord>> {
         self.read(|c| load_step_runs(c, &q::STEP_RUNS_OF_RUN, &[run_id.into()]))
     }
