@@ -326,13 +326,21 @@ fn set_wins_over_the_config_file_which_wins_over_code_defaults() {
 #[test]
 fn dry_run_predicts_the_cache_and_the_entrypoint_runs_its_steps_one_by_one() {
     let p = Project::new();
-    let o = p.run(&["run", "--dry-run", "--run-name", "planned-1"]);
+    // A dry run records nothing: in a fresh folder, not even `.zenflow/`.
+    let o = p.run(&["run", "--dry-run"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("generate") && out.contains("run (no cached result)"), "{out}");
     assert!(out.contains("run (an input will be new)"), "{out}");
-    assert!(out.contains("planned run planned-1") && out.contains("nothing was executed"), "{out}");
+    assert!(out.contains("3 step(s), 0 from cache; nothing was recorded or executed"), "{out}");
+    assert!(!p.path(".zenflow").exists(), "a dry run created the store");
+    // `--pending` records the run for workers, and forecasts the same.
+    let o = p.run(&["run", "--pending", "--run-name", "planned-1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("pending run planned-1 ("), "{}", stdout(&o));
     let list = stdout(&p.run(&["runs", "list"]));
+    assert!(!list.contains("planned-1") && list.contains("1 pending run(s) not shown"), "hidden by default: {list}");
+    let list = stdout(&p.run(&["runs", "list", "--status", "pending"]));
     assert!(list.contains("planned-1") && list.contains("pending"), "{list}");
     let show = stdout(&p.run(&["runs", "show", "planned-1"]));
     assert!(show.contains("gate: not evaluated"), "a planned run passed no gate: {show}");
@@ -349,10 +357,12 @@ fn dry_run_predicts_the_cache_and_the_entrypoint_runs_its_steps_one_by_one() {
     // A `tracing` event of the step, kept with it by the binary's capture layer.
     assert!(show.contains("scoring values=10"), "{show}");
 
-    // Now everything is cached, and the dry run says so.
+    // Now everything is cached, and the dry run says so, recording nothing.
+    let before = stdout(&p.run(&["runs", "list", "--json"]));
     let out = stdout(&p.run(&["run", "--dry-run"]));
     assert_eq!(out.matches(" cached").count(), 3, "{out}");
     assert!(out.contains("3 step(s), 3 from cache"), "{out}");
+    assert_eq!(stdout(&p.run(&["runs", "list", "--json"])), before, "the dry run recorded a run");
 
     let o = p.run(&["step-entrypoint", "--run", "planned-1", "--step", "nope"]);
     assert_eq!(code(&o), 2);
@@ -386,7 +396,8 @@ fn a_run_is_named_by_its_name_its_id_or_the_start_of_it_or_latest() {
         assert_eq!(shown(&start.to_uppercase()), shown(name), "in capitals too");
         assert_eq!(shown(&ids[i]), shown(name), "by its id");
     }
-    assert!(shown("latest").starts_with("run:      main-2 "));
+    assert_eq!(code(&p.run(&["run", "--pending", "--run-name", "planned"])), 0);
+    assert!(shown("latest").starts_with("run:      main-2 "), "a pending run is not the latest");
     assert!(shown("latest:pr-").starts_with("run:      pr-7 "));
     assert!(shown("latest:main-").starts_with("run:      main-2 "));
 
@@ -423,6 +434,7 @@ fn runs_list_and_show_as_tables_and_as_json() {
     assert!(lines[1..]
         .iter()
         .all(|l| l[status_at..].starts_with("failed ") || l[status_at..].starts_with("completed")));
+    assert!(!list.contains('\x1b'), "no colour into a pipe: {list:?}");
     let started_at = lines[0].find("STARTED").unwrap();
     assert!(lines[1..].iter().all(|l| l[started_at..].starts_with("20")), "columns line up: {list}");
 

@@ -1,6 +1,6 @@
 //! The step entrypoint contract, driven as an orchestrator drives it:
 //! `<binary> step-entrypoint --run R --step S --attempt N`, one process per
-//! attempt, against a run planned with `run --dry-run`.
+//! attempt, against a run planned with `run --pending`.
 
 use std::time::{Duration, Instant};
 use zenflow::metadata::StepStatus;
@@ -11,7 +11,7 @@ const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 /// A project with a pending run of the worker's pipeline; its id.
 fn planned(set: &[&str]) -> (Project, String) {
     let p = Project::new(WORKER);
-    let mut args = vec!["run", "--dry-run"];
+    let mut args = vec!["run", "--pending"];
     for s in set {
         args.extend(["--set", s]);
     }
@@ -20,7 +20,7 @@ fn planned(set: &[&str]) -> (Project, String) {
     let out = stdout(&o);
     let id = out
         .lines()
-        .find_map(|l| l.strip_prefix("\nplanned run ").or_else(|| l.strip_prefix("planned run ")))
+        .find_map(|l| l.strip_prefix("pending run "))
         .and_then(|l| l.split(['(', ')']).nth(1))
         .unwrap_or_else(|| panic!("no planned run in {out}"))
         .to_string();

@@ -47,7 +47,8 @@ impl CheckStatus {
 
 impl fmt::Display for CheckStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so that `{:<6}` lines a table up.
+        f.pad(self.as_str())
     }
 }
 

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::metadata::{is_id_prefix, MetadataStore, RunRecord, RunStatus};
 use crate::stack::Stack;
 
-/// How many of the newest runs `latest:PREFIX` looks through.
+/// How many of the newest runs `latest` and `latest:PREFIX` look through.
 const LATEST_SCAN: usize = 1000;
 
 /// The fewest characters of an id taken as its start (git takes four).
@@ -22,7 +22,7 @@ pub const RUN_REFERENCE_HELP: &str =
 /// The run `reference` names, among the runs of `pipeline` (of every
 /// pipeline when `None`) for `latest` and `latest:PREFIX`:
 ///
-/// - `latest`: the newest run;
+/// - `latest`: the newest run that started (not one still pending);
 /// - `latest:PREFIX`: the newest completed run whose name starts with
 ///   PREFIX (a pull request's baseline: `latest:main-`);
 /// - a run's name, or its id;
@@ -33,7 +33,10 @@ pub const RUN_REFERENCE_HELP: &str =
 /// given; [`Error::Usage`] for the start of several ids, listing them.
 pub async fn find_run(store: &dyn MetadataStore, pipeline: Option<&str>, reference: &str) -> Result<RunRecord> {
     let found = match reference.strip_prefix("latest") {
-        Some("") => store.list_runs(pipeline, 1).await?.into_iter().next(),
+        Some("") => {
+            let runs = store.list_runs(pipeline, LATEST_SCAN).await?;
+            runs.into_iter().find(|r| r.status != RunStatus::Pending)
+        }
         Some(rest) if rest.starts_with(':') => {
             let prefix = &rest[1..];
             let runs = store.list_runs(pipeline, LATEST_SCAN).await?;

@@ -120,10 +120,14 @@ pub(super) struct RunArgs {
     /// Write the checks and steps as JUnit XML.
     #[arg(long, value_name = "FILE.xml")]
     pub(super) junit: Option<PathBuf>,
-    /// Print the plan and what would come from cache; run nothing. Records a
-    /// pending run whose steps `step-entrypoint` can execute.
-    #[arg(long)]
+    /// Print the plan and what would come from cache; record and run nothing.
+    #[arg(long, conflicts_with = "pending")]
     pub(super) dry_run: bool,
+    /// Record a pending run, execute nothing: its steps are run one by one
+    /// by `step-entrypoint --run RUN --step STEP` (what an external
+    /// scheduler calls). Prints what would come from cache, as `--dry-run`.
+    #[arg(long)]
+    pub(super) pending: bool,
     /// A check that warns fails the quality gate.
     #[arg(long)]
     pub(super) warnings_as_errors: bool,
@@ -198,7 +202,7 @@ pub(super) enum RunsCommand {
         /// Runs of every pipeline in the store, not only this one.
         #[arg(long)]
         all: bool,
-        /// Only runs with this status.
+        /// Only runs with this status (pending runs are listed only so).
         #[arg(long, value_parser = parse_run_status)]
         status: Option<zenflow_core::metadata::RunStatus>,
         /// Print the runs as a JSON array (`id`, `name`, `pipeline`,

@@ -46,11 +46,11 @@ where
     P: Pipeline,
     P::Config: Default,
 {
+    if args.dry_run || args.pending {
+        return forecast(pipeline, args);
+    }
     let stack = resolve_stack(&args.stack.stack)?;
     let (plan, options) = planned(pipeline, args, &stack)?;
-    if args.dry_run {
-        return dry_run(&stack, plan, options);
-    }
     // Before the run: `latest` and `latest:PREFIX` mean a run before this one.
     let baseline = args.compare_with.as_deref().and_then(|selector| baseline_run(&stack, pipeline.name(), selector));
     let mode = progress_mode(quiet);
@@ -221,25 +221,44 @@ fn write_report_texts(args: &RunArgs, texts: [String; 3]) -> Vec<String> {
     errors
 }
 
-/// Records a pending run and prints what would run and what would come from cache.
-fn dry_run(stack: &Stack, mut plan: Plan, options: RunOptions) -> CliResult {
-    let no_cache = options.no_cache;
+/// `--dry-run`: prints what a run would execute and what it would serve
+/// from cache, recording nothing (the stores are opened read-only; where
+/// nothing has run yet, nothing is cached). `--pending`: the same, and
+/// records the run as pending, for `step-entrypoint` to execute its steps.
+fn forecast<P>(pipeline: &P, args: &RunArgs) -> CliResult
+where
+    P: Pipeline,
+    P::Config: Default,
+{
+    let stack = if args.pending {
+        resolve_stack(&args.stack.stack)?
+    } else {
+        match super::stacks::read_stack(&args.stack.stack) {
+            Err(e) if e.message.contains(zenflow_core::metadata::NO_RUNS_YET) => crate::memory_stack(1)?,
+            other => other?,
+        }
+    };
+    let (mut plan, options) = planned(pipeline, args, &stack)?;
     zenflow_core::run::apply_run_options(&mut plan, &options);
-    let predictions = stack.block_on(zenflow_core::run::predict(stack, &plan, no_cache))?;
-    let steps: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), s.step.clone())).collect();
-    let record = stack.block_on(zenflow_core::run::start_run(stack, plan, &options, RunStatus::Pending))?;
+    let predictions = stack.block_on(zenflow_core::run::predict(&stack, &plan, options.no_cache))?;
     outln!("{:<28} {:<24} PREDICTION", "STEP", "FUNCTION");
-    for ((id, step), prediction) in steps.iter().zip(&predictions) {
-        outln!("{id:<28} {step:<24} {prediction}");
+    for (step, prediction) in plan.steps.iter().zip(&predictions) {
+        outln!("{:<28} {:<24} {prediction}", step.id, step.step);
     }
     let cached = predictions.iter().filter(|p| matches!(p, Forecast::Cached { .. })).count();
     let assumed = predictions.iter().any(|p| matches!(p, Forecast::Cached { assuming, .. } if !assuming.is_empty()));
     let note = if assumed { " (if the steps with the cache off output what they did last time)" } else { "" };
+    let counts = format!("{} step(s), {cached} from cache{note}", predictions.len());
+    if !args.pending {
+        outln!("\n{counts}; nothing was recorded or executed");
+        return Ok(exit::SUCCESS);
+    }
+    let record = stack.block_on(zenflow_core::run::start_run(&stack, plan, &options, RunStatus::Pending))?;
     outln!(
-        "\nplanned run {} ({}): {} step(s), {cached} from cache{note}; nothing was executed",
+        "\npending run {} ({}): {counts}; `step-entrypoint --run {}` executes its steps",
         record.name,
         record.id,
-        predictions.len()
+        record.name
     );
     Ok(exit::SUCCESS)
 }

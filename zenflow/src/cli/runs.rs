@@ -3,7 +3,7 @@
 use super::stacks::{read_stack, resolve_stack};
 use super::{exit, CliResult};
 use crate::report::{self, RunReport, RunSummary};
-use zenflow_core::metadata::RunStatus;
+use zenflow_core::metadata::{RunRecord, RunStatus};
 use zenflow_core::Pipeline;
 
 /// Which runs `runs list` lists.
@@ -19,9 +19,9 @@ pub(super) struct Filter<'a> {
 /// `runs list`: the newest runs `filter` keeps, as a table or JSON.
 pub(super) fn list(stack: &str, filter: &Filter<'_>, json: bool) -> CliResult {
     let runs = read_stack(stack).and_then(|s| {
-        // A status filter looks past the newest `limit` runs.
-        let fetch = if filter.status.is_some() { usize::MAX } else { filter.limit };
-        Ok(s.list_runs(filter.pipeline, fetch)?)
+        // Filtering by status (pending runs are left out unless asked
+        // for) looks past the newest `limit` runs.
+        Ok(s.list_runs(filter.pipeline, usize::MAX)?)
     });
     let runs: Vec<_> = match runs {
         Err(e) if e.message.contains(zenflow_core::metadata::NO_RUNS_YET) && !json => {
@@ -31,8 +31,14 @@ pub(super) fn list(stack: &str, filter: &Filter<'_>, json: bool) -> CliResult {
         Err(e) if e.message.contains(zenflow_core::metadata::NO_RUNS_YET) => Vec::new(),
         other => other?,
     };
-    let runs: Vec<_> =
-        runs.into_iter().filter(|r| filter.status.is_none_or(|s| r.status == s)).take(filter.limit).collect();
+    // Pending runs (planned for workers, maybe never started) only when asked for.
+    let wanted = |r: &RunRecord| match filter.status {
+        Some(s) => r.status == s,
+        None => r.status != RunStatus::Pending,
+    };
+    let hidden =
+        if filter.status.is_none() { runs.iter().filter(|r| r.status == RunStatus::Pending).count() } else { 0 };
+    let runs: Vec<_> = runs.into_iter().filter(wanted).take(filter.limit).collect();
     if json {
         let summaries: Vec<RunSummary> = runs.iter().map(RunSummary::of).collect();
         outln!("{}", serde_json::to_string_pretty(&summaries).unwrap_or_default());
@@ -41,7 +47,10 @@ pub(super) fn list(stack: &str, filter: &Filter<'_>, json: bool) -> CliResult {
         let status = filter.status.map_or(String::new(), |s| format!(" {s}"));
         outln!("no{status} runs{of} here yet (`--all` lists every pipeline's)");
     } else {
-        out!("{}", report::runs_table(&runs));
+        out!("{}", report::runs_table(&runs, report::Colour::for_stdout()));
+    }
+    if hidden > 0 && !json {
+        outln!("({hidden} pending run(s) not shown: `--status pending` lists them)");
     }
     Ok(exit::SUCCESS)
 }
@@ -66,7 +75,7 @@ pub(super) fn show<P: Pipeline>(pipeline: &P, run: String, stack: &str, show: Sh
         outln!("{}", report.to_json());
         return Ok(exit::SUCCESS);
     }
-    out!("{}", report.to_text(show.why));
+    out!("{}", report.to_terminal(show.why, report::Colour::for_stdout()));
     if show.logs {
         for sr in stack.step_runs(&report.run_id)? {
             outln!("\n--- logs of {} ({}) ---", sr.invocation, sr.status);

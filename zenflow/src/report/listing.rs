@@ -44,17 +44,18 @@ impl RunSummary {
     }
 }
 
-/// The runs as a table for a terminal, one line each, newest first.
-pub fn runs_table(runs: &[RunRecord]) -> String {
+/// The runs as a table for a terminal, one line each, newest first, the
+/// statuses coloured as `colour` says.
+pub fn runs_table(runs: &[RunRecord], colour: super::Colour) -> String {
     let name_width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0).max(3);
     let mut out =
         format!("{:<name_width$}  {:<9}  {:<19}  {:>9}  PIPELINE\n", "RUN", "STATUS", "STARTED (UTC)", "DURATION");
     for r in runs {
         let took = r.duration().map_or("—".into(), |d| duration(d.as_secs_f64() * 1000.0));
         out.push_str(&format!(
-            "{:<name_width$}  {:<9}  {:<19}  {:>9}  {}\n",
+            "{:<name_width$}  {}  {:<19}  {:>9}  {}\n",
             r.name,
-            r.status,
+            colour.status(r.status.as_str(), 9),
             zenflow_core::time::human(r.started_at),
             took,
             r.pipeline

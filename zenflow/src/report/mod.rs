@@ -27,6 +27,7 @@
 //! | `dag_mermaid` | string | the plan as a mermaid flowchart |
 
 mod build;
+mod colour;
 mod compare;
 mod failed;
 mod format;
@@ -36,6 +37,7 @@ mod listing;
 mod markdown;
 mod text;
 
+pub use colour::Colour;
 pub use compare::{ComparedRun, Comparison, MetricRow, Row};
 pub use failed::FailedToRun;
 pub use format::duration;

@@ -8,6 +8,11 @@ impl RunReport {
     /// The report as plain text for a terminal: the run, its steps (with
     /// why each ran when `why`), its checks and its metrics.
     pub fn to_text(&self, why: bool) -> String {
+        self.to_terminal(why, Colour::Never)
+    }
+
+    /// [`RunReport::to_text`], statuses coloured as `colour` says.
+    pub fn to_terminal(&self, why: bool, colour: Colour) -> String {
         let r = self;
         let mut out = String::new();
         let _ = writeln!(out, "run:      {} ({})", r.run_name, r.run_id);
@@ -21,8 +26,8 @@ impl RunReport {
         let _ = writeln!(
             out,
             "status:   {}   gate: {}   started: {}   duration: {}",
-            r.status,
-            r.gate.as_str(),
+            colour.status(r.status.as_str(), 0),
+            colour.status(r.gate.as_str(), 0),
             r.started_at,
             r.duration_ms.map_or("—".into(), duration)
         );
@@ -40,9 +45,9 @@ impl RunReport {
         for s in &r.steps {
             let _ = writeln!(
                 out,
-                "{:<28} {:<10} {:>10} {:>8}  {}",
+                "{:<28} {} {:>10} {:>8}  {}",
                 s.id,
-                s.status,
+                colour.status(&s.status, 10),
                 s.duration_ms.map_or("—".into(), duration),
                 s.attempts,
                 s.error.as_deref().unwrap_or("")
@@ -67,7 +72,8 @@ impl RunReport {
         if !r.checks.is_empty() {
             let _ = writeln!(out, "\n{:<6} {:<24} {:<20} MESSAGE", "CHECK", "NAME", "STEP");
             for c in &r.checks {
-                let _ = writeln!(out, "{:<6} {:<24} {:<20} {}", c.status, c.name, c.step, c.message);
+                let status = colour.status(c.status.as_str(), 6);
+                let _ = writeln!(out, "{status} {:<24} {:<20} {}", c.name, c.step, c.message);
             }
         }
         for registered in &r.registered {
