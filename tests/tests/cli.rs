@@ -41,7 +41,7 @@ fn a_successful_run_exits_0_and_writes_every_report() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 
     let r = json(&p.path("r.json"));
-    assert_eq!(r["schema"], 1);
+    assert_eq!(r["schema"], 2);
     assert_eq!(r["pipeline"], "demo");
     assert_eq!(r["status"], "completed");
     assert_eq!(r["gate"], "passed");
@@ -624,7 +624,7 @@ fn runs_compare_marks_what_differs() {
         (serde_json::json!(["10", "20"]), serde_json::json!(true))
     );
     let md = stdout(&p.run(&["runs", "compare", "base", "more", "--md"]));
-    assert!(md.contains("| **`size`** | 10 | 20 |"), "{md}");
+    assert!(md.contains("| **`size`** | `10` | `20` |"), "{md}");
     assert_eq!(code(&p.run(&["runs", "compare", "base"])), 2, "two runs at least");
 }
 

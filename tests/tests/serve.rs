@@ -631,6 +631,12 @@ fn serving_an_unknown_model_or_an_alias_nobody_holds_exits_2() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("staging") && err.contains("production=v1") && err.contains("--wait-for-alias"), "{err}");
+    // Waiting on purpose: also for a model whose first version is still to come.
+    let mut cmd = p.cmd(&["-v", "serve", "--stack", "prod", "--model", "later", "--bind", "127.0.0.1:0"]);
+    cmd.args(["--poll", "off", "--wait-for-alias"]);
+    let server = Server::spawn(&p, cmd);
+    assert_eq!(get(&server.url, "/v2/health/ready"), (503, String::new()));
+    assert!(server.log().contains("nobody holds `later`@production yet"), "{}", server.log());
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub struct NewRun {
     pub name: String,
     /// Name of the stack it runs on.
     pub stack: String,
-    /// `Running`, or `Pending` for a planned run (`run --dry-run`).
+    /// `Running`, or `Pending` for a planned run (`run --pending`).
     pub status: RunStatus,
     /// The plan (its config is the run config).
     pub plan: Plan,

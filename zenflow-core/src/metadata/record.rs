@@ -63,7 +63,7 @@ macro_rules! status_enum {
 status_enum!(
     /// Status of a pipeline run.
     RunStatus {
-        /// Planned (`run --dry-run`) but not started; its steps may be run one by one.
+        /// Planned (`run --pending`, `dag --format argo`) but not started; its steps may be run one by one.
         Pending = "pending",
         /// Still running (or its process died; see `runs` for stale runs).
         Running = "running",

@@ -77,4 +77,14 @@ impl Stack {
     pub fn find_run(&self, pipeline: Option<&str>, reference: &str) -> Result<RunRecord> {
         self.block_on(find_run(self.metadata().as_ref(), pipeline, reference))
     }
+
+    /// The newest run of `pipeline` that is not pending (`latest`, as
+    /// [`find_run`] reads it); `None` before its first run.
+    pub fn latest_run(&self, pipeline: &str) -> Result<Option<RunRecord>> {
+        match self.find_run(Some(pipeline), "latest") {
+            Ok(run) => Ok(Some(run)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }

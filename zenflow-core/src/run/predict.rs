@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::metadata::{ArtifactVersion, OutputLink};
 use crate::plan::{OutputRef, Plan, PlanStep};
 use crate::run::step::cache::{look_up, Lookup};
-use crate::run::step::inputs::{resolve, Upstream};
+use crate::run::step::inputs::{fails_the_step, resolve, Upstream};
 use crate::stack::Stack;
 use std::collections::HashMap;
 
@@ -23,6 +23,9 @@ pub enum Forecast {
     },
     /// Executed, and why.
     Run(RunReason),
+    /// Failed before it starts, as the run would fail it (a model input the
+    /// registry cannot resolve), with the error.
+    Fails(String),
 }
 
 /// Why a step would execute.
@@ -45,22 +48,23 @@ pub enum RunReason {
 
 impl std::fmt::Display for Forecast {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Forecast::Cached { assuming, .. } = self {
-            if !assuming.is_empty() {
+        match self {
+            Forecast::Cached { assuming, .. } if assuming.is_empty() => f.write_str("cached"),
+            Forecast::Cached { assuming, .. } => {
                 let steps: Vec<String> = assuming.iter().map(|s| format!("`{s}`")).collect();
                 let (verb, pronoun) = if steps.len() == 1 { ("outputs", "it") } else { ("output", "they") };
-                return write!(f, "cached if {} {verb} what {pronoun} did last time", steps.join(", "));
+                write!(f, "cached if {} {verb} what {pronoun} did last time", steps.join(", "))
             }
+            Forecast::Fails(error) => write!(f, "fails: {error}"),
+            Forecast::Run(reason) => f.write_str(match reason {
+                RunReason::NewInput => "run (an input will be new)",
+                RunReason::CacheOff => "run (cache off)",
+                RunReason::NoCachedResult => "run (no cached result)",
+                RunReason::ArtifactsGone => "run (cached artifacts are gone)",
+                RunReason::ArtifactCorrupted => "run (a cached artifact is damaged)",
+                RunReason::Expired => "run (cached result expired)",
+            }),
         }
-        f.write_str(match self {
-            Forecast::Cached { .. } => "cached",
-            Forecast::Run(RunReason::NewInput) => "run (an input will be new)",
-            Forecast::Run(RunReason::CacheOff) => "run (cache off)",
-            Forecast::Run(RunReason::NoCachedResult) => "run (no cached result)",
-            Forecast::Run(RunReason::ArtifactsGone) => "run (cached artifacts are gone)",
-            Forecast::Run(RunReason::ArtifactCorrupted) => "run (a cached artifact is damaged)",
-            Forecast::Run(RunReason::Expired) => "run (cached result expired)",
-        })
     }
 }
 
@@ -75,12 +79,17 @@ pub async fn predict(stack: &Stack, plan: &Plan, no_cache: bool) -> Result<Vec<F
     let mut known = Predicted::default();
     let mut out = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
-        let resolved = match resolve(stack, step, &mut known).await? {
-            Ok(resolved) => resolved,
-            Err(_) => {
+        let resolved = match resolve(stack, step, &mut known).await {
+            Ok(Ok(resolved)) => resolved,
+            Ok(Err(_)) => {
                 out.push(Forecast::Run(RunReason::NewInput));
                 continue;
             }
+            Err(e) if fails_the_step(&e) => {
+                out.push(Forecast::Fails(e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         let key = resolved.cache_key(step).to_hex();
         let assuming = known.assumed_by(step);

@@ -12,7 +12,7 @@ impl Stack {
     /// A recorded run, as the result a fresh run gives (untyped: a
     /// pipeline's [`Pipeline::reopen`](crate::Pipeline::reopen) gives it
     /// typed): any run [`find_run`](super::find_run) finds, `latest` being
-    /// the newest run in the store.
+    /// the newest run in the store that is not pending.
     pub fn run_result(&self, reference: &str) -> Result<RunResult> {
         let run = self.find_run(None, reference)?;
         self.block_on(RunResult::load(self, run))

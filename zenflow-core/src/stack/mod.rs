@@ -173,11 +173,6 @@ impl Stack {
         self.block_on(self.metadata().get_run(id_or_name))
     }
 
-    /// The most recent run of `pipeline`.
-    pub fn latest_run(&self, pipeline: &str) -> Result<Option<RunRecord>> {
-        Ok(self.block_on(self.metadata().list_runs(Some(pipeline), 1))?.into_iter().next())
-    }
-
     /// Runs, newest first, optionally of one pipeline.
     pub fn list_runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         self.block_on(self.metadata().list_runs(pipeline, limit))

@@ -214,8 +214,8 @@ pub(super) enum RunsCommand {
     /// One run: status, steps, timings, cache hits, checks.
     Show {
         /// The run: its name, its id or the start of it, `latest` (the newest
-        /// run of this pipeline), or `latest:PREFIX` (the newest completed
-        /// one whose name starts with PREFIX).
+        /// run of this pipeline that is not pending), or `latest:PREFIX` (the
+        /// newest completed one whose name starts with PREFIX).
         run: String,
         #[command(flatten)]
         stack: StackArg,

@@ -165,7 +165,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let print = tracing_subscriber::fmt::layer()
         // Not into a step's captured stderr (the capture layer keeps events).
         .with_writer(progress::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
+        .with_ansi(crate::report::Colour::when(std::io::stderr().is_terminal()) == crate::report::Colour::Ansi)
         .with_target(false)
         .with_filter(filter);
     // The filter above decides what is printed, not what a step keeps.

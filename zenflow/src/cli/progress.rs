@@ -126,6 +126,17 @@ impl Progress {
         }
     }
 
+    /// Takes the live display down without a summary (a run that ended in
+    /// an error): nothing is left spinning under the message that follows.
+    fn take_down(&self) {
+        if let Some(bar) = &self.bar {
+            if !bar.is_finished() {
+                bar.finish_and_clear();
+            }
+            *LIVE.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
     /// Ends the display: the live one is cleared, leaving its summary on a
     /// line of its own (the plain one's lines said it all).
     pub fn finish(&self) {
@@ -140,10 +151,15 @@ impl Progress {
             c.failed,
             c.skipped
         );
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-            *LIVE.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if self.bar.is_some() {
+            self.take_down();
             eprintln!("[zenflow] {summary}");
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.take_down();
     }
 }

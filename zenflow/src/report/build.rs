@@ -71,12 +71,11 @@ fn parameter_changes(before: &serde_json::Value, after: &serde_json::Value) -> V
 }
 
 impl RunReport {
-    /// Builds the report of run `run_id_or_name` from the stack's metadata.
+    /// Builds the report of the run `reference` names (any reference
+    /// [`zenflow_core::run::find_run`] takes) from the stack's metadata.
     /// With `warnings_as_errors`, a warning fails the gate.
-    pub fn load(stack: &Stack, run_id_or_name: &str, warnings_as_errors: bool) -> Result<RunReport> {
-        let run = stack
-            .get_run(run_id_or_name)?
-            .ok_or_else(|| zenflow_core::Error::NotFound(format!("no run `{run_id_or_name}`")))?;
+    pub fn load(stack: &Stack, reference: &str, warnings_as_errors: bool) -> Result<RunReport> {
+        let run = stack.find_run(None, reference)?;
         let steps = stack.step_runs(&run.id)?;
         let originals = RunReport::originals(stack, &steps)?;
         let plan = run.plan()?;
@@ -188,7 +187,11 @@ impl RunReport {
     /// back.
     pub fn verdict(&self, warnings_as_errors: bool) -> Verdict {
         let verdict = match (self.status, self.gate) {
-            (RunStatus::Completed, Gate::Passed | Gate::NotEvaluated) => return Verdict::Passed,
+            (RunStatus::Completed, Gate::Passed) => return Verdict::Passed,
+            // Never passed by default (`gate` gives a completed run a verdict).
+            (RunStatus::Completed, Gate::NotEvaluated) => {
+                Verdict::Failed(Some("its quality gate was not evaluated".into()))
+            }
             (RunStatus::Completed, Gate::Failed) => Verdict::GateFailed(
                 self.gate_failures(warnings_as_errors)
                     .map(|c| format!("{}.{} ({})", c.step, c.name, c.message))

@@ -14,12 +14,17 @@ pub enum Colour {
 }
 
 impl Colour {
-    /// [`Colour::Ansi`] when standard output is a terminal, `NO_COLOR` is
-    /// unset or empty (<https://no-color.org>) and `TERM` is not `dumb`.
+    /// [`Colour::Ansi`] when standard output is a terminal (see [`Colour::when`]).
     pub fn for_stdout() -> Colour {
+        Colour::when(std::io::stdout().is_terminal())
+    }
+
+    /// [`Colour::Ansi`] for a stream that is a `terminal`, unless `NO_COLOR`
+    /// is set and not empty (<https://no-color.org>) or `TERM` is `dumb`.
+    pub fn when(terminal: bool) -> Colour {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
-        if std::io::stdout().is_terminal() && !no_color && !dumb {
+        if terminal && !no_color && !dumb {
             Colour::Ansi
         } else {
             Colour::Never

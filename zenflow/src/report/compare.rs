@@ -200,9 +200,15 @@ impl Comparison {
     pub fn to_text(&self) -> String {
         let sections = self.sections();
         let all = || sections.iter().flat_map(|(_, rows)| rows.iter());
-        let name_width = all().map(|(_, n, _)| n.len()).max().unwrap_or(0).max(9);
+        let name_width = all().map(|(_, n, _)| n.chars().count()).max().unwrap_or(0).max(9);
         let widths: Vec<usize> = (0..self.runs.len())
-            .map(|i| all().map(|(_, _, c)| c[i].chars().count()).chain([self.runs[i].name.len()]).max().unwrap_or(0))
+            .map(|i| {
+                all()
+                    .map(|(_, _, c)| c[i].chars().count())
+                    .chain([self.runs[i].name.chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let line = |mark: &str, name: &str, cells: &[String]| {
             let mut l = format!("{mark} {name:<name_width$}");
@@ -245,7 +251,8 @@ impl Comparison {
             );
             for (differs, name, cells) in rows {
                 let name = if differs { format!("**`{}`**", code(&name)) } else { format!("`{}`", code(&name)) };
-                let cells: Vec<String> = cells.iter().map(|c| code(c)).collect();
+                // In code spans: a value is shown as it is, never read as HTML.
+                let cells: Vec<String> = cells.iter().map(|c| format!("`{}`", code(c))).collect();
                 let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
             }
         }

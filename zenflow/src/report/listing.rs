@@ -47,7 +47,7 @@ impl RunSummary {
 /// The runs as a table for a terminal, one line each, newest first, the
 /// statuses coloured as `colour` says.
 pub fn runs_table(runs: &[RunRecord], colour: super::Colour) -> String {
-    let name_width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0).max(3);
+    let name_width = runs.iter().map(|r| r.name.chars().count()).max().unwrap_or(0).max(3);
     let mut out =
         format!("{:<name_width$}  {:<9}  {:<19}  {:>9}  PIPELINE\n", "RUN", "STATUS", "STARTED (UTC)", "DURATION");
     for r in runs {

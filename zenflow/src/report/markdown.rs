@@ -120,7 +120,8 @@ impl RunReport {
     /// The marker, the verdict, the run in one line, its step counts, and why it failed.
     fn md_header(&self, md: &mut String) {
         let (icon, verdict) = match (self.status, self.gate) {
-            (RunStatus::Completed, Gate::Passed | Gate::NotEvaluated) => ("✅", "passed"),
+            (RunStatus::Completed, Gate::Passed) => ("✅", "passed"),
+            (RunStatus::Completed, Gate::NotEvaluated) => ("⚠️", "quality gate not evaluated"),
             (RunStatus::Completed, Gate::Failed) => ("⚠️", "quality gate failed"),
             (RunStatus::Failed, _) => ("❌", "failed"),
             (RunStatus::Running, _) => ("⏳", "running"),

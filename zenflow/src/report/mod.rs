@@ -4,11 +4,14 @@
 //! A [`RunReport`] is built from what the metadata store recorded, so a report
 //! can be written for any past run, not only the one just finished.
 //!
-//! # JSON schema (`schema: 1`)
+//! # JSON schema (`schema: 2`)
+//!
+//! Version 2 added `parameters` and the gate's `not_evaluated`; a reader of
+//! version 1 that took every gate but `failed` as passed must not.
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `schema` | int | layout version, 1 |
+//! | `schema` | int | layout version, 2 |
 //! | `pipeline`, `run_id`, `run_name`, `stack` | string | what ran where |
 //! | `git_commit` | string \| null | commit of the checkout |
 //! | `status` | `"completed"` \| `"failed"` \| `"running"` \| `"pending"` \| `"error"` | the run's status; `"error"`: it could not start or be recorded (then only `schema`, `pipeline`, `stack`, `status`, `error`, empty `metrics` and `checks`, and `steps`: empty when it never started, else what its steps did as the run saw it, without logs) |
@@ -50,7 +53,7 @@ use zenflow_core::check::CheckStatus;
 use zenflow_core::metadata::RunStatus;
 
 /// Version of the JSON layout.
-pub const REPORT_SCHEMA: u32 = 1;
+pub const REPORT_SCHEMA: u32 = 2;
 
 /// Everything a report says about one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

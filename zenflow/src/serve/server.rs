@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use zenflow_core::registry::{ModelRegistry, VersionRef};
+use zenflow_core::registry::{ModelRegistry, RegistryError, VersionRef};
 
 /// The environment variable the admin token is read from by default.
 pub const TOKEN_ENV: &str = "ZENFLOW_DEPLOY_TOKEN";
@@ -170,7 +170,12 @@ impl Server {
 /// ready is a typo to report, not a process to leave running.
 async fn check_alias(registry: &dyn ModelRegistry, options: &ServeOptions) -> crate::Result<()> {
     let (model, alias) = (&options.model, &options.alias);
-    match registry.resolve(model, alias).await? {
+    let holder = match registry.resolve(model, alias).await {
+        // Waiting covers a model whose first version is not registered yet.
+        Err(RegistryError::UnknownModel { .. }) if options.wait_for_alias => None,
+        other => other?,
+    };
+    match holder {
         Some(_) => Ok(()),
         None if options.wait_for_alias => {
             tracing::warn!("nobody holds `{model}`@{alias} yet: not ready until a version takes it");

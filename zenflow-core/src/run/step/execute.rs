@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 /// Refuses to run a step whose code is not the code that planned the run:
 /// its results would be recorded under the old code's cache key (a worker
-/// built from another commit, a step edited since `run --dry-run`).
+/// built from another commit, a step edited since `run --pending`).
 pub(super) fn same_code(spec: &step::StepSpec, step: &PlanStep, run: &str) -> std::result::Result<(), String> {
     let names = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(", ");
     let differs = if spec.code.hash != step.code_hash {

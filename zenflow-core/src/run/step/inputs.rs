@@ -83,6 +83,13 @@ pub(crate) async fn resolve<'p>(
     Ok(Ok(resolved))
 }
 
+/// Whether an error resolving a step's inputs fails that step (a model
+/// input the registry cannot resolve), rather than the run's records (the
+/// store itself failed).
+pub(crate) fn fails_the_step(e: &Error) -> bool {
+    matches!(e, Error::Registry(r) if !matches!(r, crate::registry::RegistryError::Store(_)))
+}
+
 /// The artifact version of the model version holding `m.alias` now (none
 /// when nobody holds it), and the record of the resolution.
 async fn resolve_model(stores: &Stores, m: &ModelInput) -> Result<(Vec<ArtifactVersion>, serde_json::Value)> {
@@ -154,8 +161,7 @@ impl StepRunner {
         let step_run_id = uuid::Uuid::now_v7().to_string();
         let resolved = match self.resolve_inputs(step).await {
             Ok(resolved) => resolved,
-            // A model input that cannot be resolved fails the step, not the run's records.
-            Err(Error::Registry(e)) if !matches!(e, crate::registry::RegistryError::Store(_)) => {
+            Err(e) if fails_the_step(&e) => {
                 return self.fail_early(pos, step_run_id, started, started_at, e.to_string()).await.map(Err)
             }
             Err(e) => return Err(e),

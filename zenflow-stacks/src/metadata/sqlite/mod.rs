@@ -395,7 +395,7 @@ impl MetadataStore for SqliteMetadataStore {
     async fn create_run(&self, run: &NewRun) -> SqlResult<RunRecord> {
         let config = serde_json::to_string(&run.plan.config).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
         let plan = run.plan.to_json_compact();
-        // A planned run (`run --dry-run`) is for other processes to pick up:
+        // A planned run (`run --pending`) is for other processes to pick up:
         // commit it now. A running one joins the batch.
         let commit = if run.status == RunStatus::Pending { Commit::Now } else { Commit::Batched };
         let row = RunRow::new(run, &config, &plan);
