@@ -28,7 +28,7 @@
 //!
 //! [`StepContext::record_appraisal`]: crate::StepContext::record_appraisal
 
-use crate::check::{Check, CheckStatus, Direction};
+use crate::check::{shown, Check, CheckStatus, Direction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -233,16 +233,6 @@ impl AppraisalResult {
                 message: r.message.clone(),
             })
             .collect()
-    }
-}
-
-/// A metric as messages show it: four decimals, trailing zeros dropped
-/// (the tables keep the exact values).
-fn shown(v: f64) -> String {
-    let s = format!("{v:.4}");
-    match s.contains('.') {
-        true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
-        false => s,
     }
 }
 

@@ -45,6 +45,16 @@ impl CheckStatus {
     }
 }
 
+/// A number as check and appraisal messages show it: four decimals,
+/// trailing zeros dropped (the records and tables keep the exact values).
+pub(crate) fn shown(v: f64) -> String {
+    let s = format!("{v:.4}");
+    match s.contains('.') {
+        true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => s,
+    }
+}
+
 impl fmt::Display for CheckStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `pad`, so that `{:<6}` lines a table up.
@@ -149,7 +159,12 @@ impl Check {
             status: if ok { CheckStatus::Pass } else { CheckStatus::Fail },
             value: Some(value),
             threshold: Some(threshold),
-            message: format!("{value} {} the minimum {threshold}", if ok { "meets" } else { "is below" }),
+            message: format!(
+                "{} {} the minimum {}",
+                shown(value),
+                if ok { "meets" } else { "is below" },
+                shown(threshold)
+            ),
         }
     }
 
@@ -161,7 +176,12 @@ impl Check {
             status: if ok { CheckStatus::Pass } else { CheckStatus::Fail },
             value: Some(value),
             threshold: Some(threshold),
-            message: format!("{value} {} the maximum {threshold}", if ok { "is within" } else { "exceeds" }),
+            message: format!(
+                "{} {} the maximum {}",
+                shown(value),
+                if ok { "is within" } else { "exceeds" },
+                shown(threshold)
+            ),
         }
     }
 
@@ -202,7 +222,10 @@ impl Check {
             value: Some(value),
             threshold: Some(threshold),
             message: format!(
-                "{value} vs reference {reference} ({direction}, tolerance {tolerance}): {}",
+                "{} vs reference {} ({direction}, tolerance {}): {}",
+                shown(value),
+                shown(reference),
+                shown(tolerance),
                 if ok { "not worse" } else { "worse" }
             ),
         }
@@ -226,6 +249,16 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_show_numbers_short_and_the_records_keep_them_whole() {
+        let c = Check::at_least("accuracy_min", 1.0 / 3.0, 0.9);
+        assert_eq!(c.message, "0.3333 is below the minimum 0.9");
+        assert_eq!(c.value, Some(1.0 / 3.0));
+        assert_eq!(Check::at_most("size_max", 10.0, 8.0).message, "10 exceeds the maximum 8");
+        let c = Check::not_worse_than("loss", 0.123456, Some(0.1), 0.01, Direction::LowerIsBetter);
+        assert!(c.message.starts_with("0.1235 vs reference 0.1 ("), "{}", c.message);
+    }
 
     #[test]
     fn thresholds() {
