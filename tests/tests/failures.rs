@@ -456,6 +456,35 @@ mod store_failures {
     /// A store that returns damaged bytes: the cache hit that would reuse
     /// them is a miss, so the producer runs again (and says why), and its
     /// consumer gets the bytes it made; the run succeeds.
+    #[step]
+    fn with_model(current: Option<i64>, x: i64) -> i64 {
+        current.unwrap_or(0) + x
+    }
+
+    #[pipeline]
+    fn reads_a_model() {
+        let x = first();
+        with_model(zenflow::model_alias::<i64>("some-model", "production"), x);
+    }
+
+    /// A model input the stack cannot resolve (its store keeps no
+    /// registry) fails that step, in the forecast as in the run.
+    #[test]
+    fn an_unresolvable_model_input_fails_its_step_in_the_forecast_and_the_run() {
+        use zenflow::run::{predict, Forecast};
+        let faults = Faults::new().with(Rule::on("registry").fail("no registry here"));
+        let stack = faulty_stack(&faults);
+        let plan = reads_a_model.plan(&()).unwrap();
+        let forecast = stack.block_on(predict(&stack, &plan, false)).unwrap();
+        let Forecast::Fails(error) = &forecast[1] else { panic!("{forecast:?}") };
+        assert!(error.contains("keeps no model registry"), "{error}");
+        assert_eq!(forecast[1].to_string(), format!("fails: {error}"));
+        let err = reads_a_model.run(&stack, &()).unwrap_err();
+        let zenflow::Error::RunFailed(failed) = err else { panic!("{err}") };
+        let step = failed.0.step("with_model").unwrap();
+        assert_eq!((step.status, step.error.as_deref()), (StepStatus::Failed, Some(error.as_str())));
+    }
+
     #[test]
     fn a_corrupted_cached_output_is_made_again() {
         let faults = Faults::new();

@@ -331,8 +331,12 @@ impl<S: MetadataStore> MetadataStore for FaultyMetadata<S> {
         self.check("lineage", None).await?;
         self.inner.lineage(artifact_version).await
     }
+    /// A failing `registry` rule makes this a store that keeps no registry.
     fn registry(&self) -> Option<&dyn crate::registry::ModelRegistry> {
-        self.inner.registry()
+        match self.faults.decide("registry", None, None) {
+            Some(Effect::Fail(_)) => None,
+            _ => self.inner.registry(),
+        }
     }
 }
 
