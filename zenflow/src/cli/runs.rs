@@ -69,8 +69,7 @@ pub(super) struct Show {
 /// their logs; or its JSON report.
 pub(super) fn show<P: Pipeline>(pipeline: &P, run: String, stack: &str, show: Show) -> CliResult {
     let stack = read_stack(stack)?;
-    let id = stack.find_run(Some(pipeline.name()), &run)?.id;
-    let report = RunReport::load(&stack, &id, false)?;
+    let report = RunReport::of_run(&stack, &stack.find_run(Some(pipeline.name()), &run)?, false)?;
     if show.json {
         outln!("{}", report.to_json());
         return Ok(exit::SUCCESS);
@@ -106,7 +105,7 @@ pub(super) fn compare<P: Pipeline>(
     for reference in references {
         let run = stack.find_run(Some(pipeline.name()), reference)?;
         let plan = run.plan().map_err(zenflow_core::Error::from)?;
-        runs.push((RunReport::load(&stack, &run.id, false)?, plan));
+        runs.push((RunReport::of_run(&stack, &run, false)?, plan));
     }
     let comparison = report::Comparison::of(&runs);
     if format.json {

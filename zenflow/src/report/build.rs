@@ -75,11 +75,15 @@ impl RunReport {
     /// [`zenflow_core::run::find_run`] takes) from the stack's metadata.
     /// With `warnings_as_errors`, a warning fails the gate.
     pub fn load(stack: &Stack, reference: &str, warnings_as_errors: bool) -> Result<RunReport> {
-        let run = stack.find_run(None, reference)?;
+        RunReport::of_run(stack, &stack.find_run(None, reference)?, warnings_as_errors)
+    }
+
+    /// [`RunReport::load`] for a run already found.
+    pub fn of_run(stack: &Stack, run: &RunRecord, warnings_as_errors: bool) -> Result<RunReport> {
         let steps = stack.step_runs(&run.id)?;
         let originals = RunReport::originals(stack, &steps)?;
         let plan = run.plan()?;
-        let report = RunReport::new(&run, &plan, &steps, &originals, warnings_as_errors);
+        let report = RunReport::new(run, &plan, &steps, &originals, warnings_as_errors);
         Ok(report.with_registered(stack, &plan).with_run_names(stack))
     }
 

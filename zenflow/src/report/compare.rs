@@ -121,15 +121,14 @@ impl Comparison {
 
 /// The union of what `of` gives for each run, as rows in first-seen order.
 fn rows<T: Clone + PartialEq>(runs: &[(RunReport, Plan)], of: impl Fn(&RunReport) -> Vec<(String, T)>) -> Vec<Row<T>> {
-    let per_run: Vec<BTreeMap<String, T>> = runs.iter().map(|(r, _)| of(r).into_iter().collect()).collect();
+    let listed: Vec<Vec<(String, T)>> = runs.iter().map(|(r, _)| of(r)).collect();
     let mut names: Vec<String> = Vec::new();
-    for (r, _) in runs {
-        for (name, _) in of(r) {
-            if !names.contains(&name) {
-                names.push(name);
-            }
+    for (name, _) in listed.iter().flatten() {
+        if !names.contains(name) {
+            names.push(name.clone());
         }
     }
+    let per_run: Vec<BTreeMap<String, T>> = listed.into_iter().map(|l| l.into_iter().collect()).collect();
     names
         .into_iter()
         .map(|name| {
