@@ -427,38 +427,138 @@ fn futures_stream(bytes: &'static [u8]) -> zenflow::artifact_store::ByteStream {
     Box::pin(futures::stream::once(async move { Ok(bytes::Bytes::from_static(bytes)) }))
 }
 
+/// A project whose stack `shared` is a fresh PostgreSQL database and a
+/// fresh prefix of the S3 bucket, named in `zenflow.toml` through
+/// environment variables (as a CI job's secrets are), driving the demo
+/// pipeline.
+struct SharedProject {
+    dir: tempfile::TempDir,
+    db: String,
+    prefix: String,
+}
+
+impl SharedProject {
+    fn new(rt: &tokio::runtime::Runtime) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = unique("e2e");
+        std::fs::write(
+            dir.path().join("zenflow.toml"),
+            format!(
+                "[stacks.shared]\nmetadata_store = \"${{ZF_DB}}\"\n\n[stacks.shared.artifact_store]\n\
+                 url = \"s3://{bucket}/{prefix}\"\nendpoint = \"${{ZF_S3}}\"\nregion = \"us-east-1\"\n\
+                 access_key_id = \"${{ZF_KEY}}\"\nsecret_access_key = \"${{ZF_SECRET}}\"\nallow_http = true\n",
+                bucket = env("ZENFLOW_TEST_S3_BUCKET"),
+            ),
+        )
+        .unwrap();
+        SharedProject { dir, db: fresh_database(rt), prefix }
+    }
+
+    /// The demo pipeline with `args`, in the project, with the stack's variables set.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_demo_pipeline"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("ZENFLOW_PROJECT_ROOT", self.dir.path())
+            .env_remove("ZENFLOW_STACK")
+            .env("ZF_DB", &self.db)
+            .env("ZF_S3", env("ZENFLOW_TEST_S3_ENDPOINT"))
+            .env("ZF_KEY", env("ZENFLOW_TEST_S3_ACCESS_KEY"))
+            .env("ZF_SECRET", env("ZENFLOW_TEST_S3_SECRET_KEY"));
+        c
+    }
+
+    /// `cmd(args)` run to its end, which must succeed; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    }
+
+    /// The stack's artifact store, as a test reads it.
+    fn artifacts(&self) -> ObjectArtifactStore {
+        ObjectArtifactStore::s3(&s3_config(&self.prefix)).unwrap()
+    }
+}
+
+/// `gc` deleting old runs over and over beside a pipeline on PostgreSQL +
+/// S3 costs no run and loses no artifact; once settled, the bucket holds
+/// exactly the objects the remaining artifact versions have, and `runs
+/// delete` of the last run empties it after the grace period.
+#[test]
+#[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
+fn gc_beside_pipelines_on_postgres_and_s3_loses_nothing() {
+    let rt = runtime();
+    let p = SharedProject::new(&rt);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (runs, trashed) = std::thread::scope(|s| {
+        let collector = s.spawn(|| {
+            let (mut runs, mut trashed) = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let out = p.ok(&["gc", "--stack", "shared", "--keep-last", "1", "--grace", "1s", "--json"]);
+                let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+                runs += report["runs"].as_array().map_or(0, Vec::len);
+                trashed += report["objects"]["trashed"]["count"].as_u64().unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            (runs, trashed)
+        });
+        for i in 0..12 {
+            let size = format!("size={}", [5000, 6000, 7000][i % 3]);
+            let mut args = vec!["run", "-q", "--stack", "shared", "--set", &size];
+            if i % 4 == 3 {
+                args.push("--no-cache");
+            }
+            p.ok(&args);
+            p.ok(&["artifacts", "cat", "--stack", "shared", "--raw", "demo.generate.output@latest"]);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        collector.join().unwrap()
+    });
+    assert!(runs > 5 && trashed > 0, "gc deleted while the pipeline ran: {runs} runs, {trashed} objects");
+    let store = PostgresMetadataStore::open(&p.db, None).unwrap();
+    let remaining = rt.block_on(store.list_runs(Some("demo"), 100)).unwrap();
+    assert!(remaining.iter().all(|r| r.status == RunStatus::Completed), "{remaining:?}");
+
+    let settle = || {
+        for _ in 0..2 {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            p.ok(&["gc", "--stack", "shared", "--grace", "1s"]);
+        }
+    };
+    settle();
+    let in_use = rt.block_on(store.content_hashes()).unwrap();
+    let objects = rt.block_on(p.artifacts().list(zenflow::artifact_store::Shelf::Live)).unwrap();
+    assert!(!objects.is_empty() && objects.iter().all(|o| in_use.contains_key(&o.hash)), "only used objects stay");
+    for o in &objects {
+        rt.block_on(zenflow::artifact_store::get_verified(&p.artifacts(), &o.hash)).expect("whole");
+    }
+    assert!(rt.block_on(p.artifacts().list(zenflow::artifact_store::Shelf::Trash)).unwrap().is_empty());
+    let again = p.ok(&["run", "--stack", "shared", "--set", "size=7000"]);
+    assert!(again.contains("from cache") || again.contains("cached"), "{again}");
+
+    let latest: Vec<String> =
+        rt.block_on(store.list_runs(Some("demo"), 100)).unwrap().into_iter().map(|r| r.id).collect();
+    let mut args = vec!["runs", "delete", "--stack", "shared"];
+    args.extend(latest.iter().map(String::as_str));
+    p.ok(&args);
+    settle();
+    assert!(rt.block_on(p.artifacts().list(zenflow::artifact_store::Shelf::Live)).unwrap().is_empty(), "all gone");
+    assert!(rt.block_on(store.list_runs(None, 10)).unwrap().is_empty());
+}
+
 /// The demo pipeline binary on a stack of PostgreSQL + S3, three processes at once.
 #[test]
 #[ignore = "needs PostgreSQL and an S3 server on 127.0.0.1: run `bash .ci/run`"]
 fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
     let rt = runtime();
-    let db = fresh_database(&rt);
+    let shared = SharedProject::new(&rt);
+    let (db, project) = (&shared.db, &shared.dir);
+    let cmd = |args: &[&str]| shared.cmd(args);
     // The database password must never be printed.
-    let password = password_of(&db);
-    let project = tempfile::tempdir().unwrap();
-    let prefix = unique("e2e");
-    std::fs::write(
-        project.path().join("zenflow.toml"),
-        format!(
-            "[stacks.shared]\nmetadata_store = \"${{ZF_DB}}\"\n\n[stacks.shared.artifact_store]\n\
-             url = \"s3://{bucket}/{prefix}\"\nendpoint = \"${{ZF_S3}}\"\nregion = \"us-east-1\"\n\
-             access_key_id = \"${{ZF_KEY}}\"\nsecret_access_key = \"${{ZF_SECRET}}\"\nallow_http = true\n",
-            bucket = env("ZENFLOW_TEST_S3_BUCKET"),
-        ),
-    )
-    .unwrap();
-    let demo = env!("CARGO_BIN_EXE_demo_pipeline");
-    let cmd = |args: &[&str]| {
-        let mut c = Command::new(demo);
-        c.args(args)
-            .current_dir(project.path())
-            .env("ZENFLOW_PROJECT_ROOT", project.path())
-            .env("ZF_DB", &db)
-            .env("ZF_S3", env("ZENFLOW_TEST_S3_ENDPOINT"))
-            .env("ZF_KEY", env("ZENFLOW_TEST_S3_ACCESS_KEY"))
-            .env("ZF_SECRET", env("ZENFLOW_TEST_S3_SECRET_KEY"));
-        c
-    };
+    let password = password_of(db);
     let check = cmd(&["stacks", "check", "shared"]).output().unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{out}{}", String::from_utf8_lossy(&check.stderr));
@@ -494,7 +594,7 @@ fn pipelines_run_on_a_postgres_and_s3_stack_from_several_processes_at_once() {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "a concurrent run failed");
     }
-    let store = PostgresMetadataStore::open(&db, None).unwrap();
+    let store = PostgresMetadataStore::open(db, None).unwrap();
     let runs = rt.block_on(store.list_runs(Some("demo"), 100)).unwrap();
     assert_eq!(runs.len(), 3);
     assert!(runs.iter().all(|r| r.status == RunStatus::Completed && r.stack == "shared"), "{runs:?}");

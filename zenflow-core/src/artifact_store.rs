@@ -91,7 +91,37 @@ pub enum StoreError {
     },
 }
 
+/// Where an object lies in an artifact store ([`ArtifactStore::list`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shelf {
+    /// Where objects are written and read.
+    Live,
+    /// Where `gc` moves an object no artifact version has; reads still
+    /// find it there, until `gc` empties it (see [`ArtifactStore::trash`]).
+    Trash,
+}
+
+/// An object in an artifact store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its content hash (its key).
+    pub hash: ContentHash,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written ([`Shelf::Live`]) or moved to the trash
+    /// ([`Shelf::Trash`]).
+    pub since: crate::time::Timestamp,
+}
+
 /// Content-addressed storage for artifact bytes.
+///
+/// Deleting objects safely while runs write is two-phase: an object no
+/// artifact version has is first moved to the trash ([`ArtifactStore::trash`]),
+/// where reads still find it, and deleted from there only later
+/// ([`ArtifactStore::purge`]). A run that reused the object's bytes just
+/// before it was moved (a `put` of identical content finds it there and
+/// writes nothing) records its artifact version within moments, so the
+/// later purge sees it in use and [`ArtifactStore::restore`]s it instead.
 ///
 /// Implementations run the conformance suite in `zenflow_core::conformance`.
 #[async_trait]
@@ -107,7 +137,8 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     /// content hash.
     async fn put(&self, hash: &ContentHash, bytes: Bytes) -> Result<(), StoreError>;
 
-    /// Reads the object's bytes, without verifying them (see [`get_verified`]).
+    /// Reads the object's bytes, without verifying them (see [`get_verified`]);
+    /// from the trash when it is there.
     async fn get(&self, hash: &ContentHash) -> Result<Bytes, StoreError>;
 
     /// Whether an object exists for `hash`.
@@ -115,6 +146,23 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes the object; deleting a missing object is not an error.
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError>;
+
+    /// The objects on `shelf`, in no particular order.
+    async fn list(&self, shelf: Shelf) -> Result<Vec<StoredObject>, StoreError>;
+
+    /// Moves the object to the trash: [`ArtifactStore::exists`] no longer
+    /// sees it and a `put` of its bytes writes them again, but reads still
+    /// find it. Trashing a missing object is not an error.
+    async fn trash(&self, hash: &ContentHash) -> Result<(), StoreError>;
+
+    /// Moves a trashed object back; when the object was written again
+    /// meanwhile, drops the trash copy. Restoring what is not in the trash
+    /// is not an error.
+    async fn restore(&self, hash: &ContentHash) -> Result<(), StoreError>;
+
+    /// Deletes the object's trash copy; the live object, if any, stays.
+    /// Purging what is not in the trash is not an error.
+    async fn purge(&self, hash: &ContentHash) -> Result<(), StoreError>;
 
     /// Stores the `len` bytes of `stream` under `hash` without holding them
     /// all in memory (backends override the default, which collects them).
@@ -151,7 +199,7 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Reads the object as a stream of chunks, without verifying it (see
-    /// [`get_verified_stream`]). Backends override the default, which reads
+    /// [`get_verified_stream`]); from the trash when it is there. Backends override the default, which reads
     /// the whole object first.
     async fn get_stream(&self, hash: &ContentHash) -> Result<ByteStream, StoreError> {
         let bytes = self.get(hash).await?;

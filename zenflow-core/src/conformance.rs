@@ -21,6 +21,7 @@ pub mod artifact_store {
         idempotent_put(store.as_ref()).await;
         missing_object(store.as_ref()).await;
         corrupted_object(store.as_ref()).await;
+        trash(store.as_ref()).await;
         large_object(store.as_ref(), 64 << 20).await;
         streamed_object(store.as_ref(), 256 << 20).await;
         written_object(store.as_ref(), 20 << 20).await;
@@ -218,6 +219,50 @@ pub mod artifact_store {
         assert!(!store.exists(&hash).await.unwrap(), "deleted objects are gone");
     }
 
+    /// `list` shows each shelf's objects with their size and date; a
+    /// trashed object is no longer live (`exists`, `list`) but still
+    /// read; `restore` brings it back (or drops the copy when it was
+    /// written again); `purge` deletes it. Each is fine on what is not there.
+    pub async fn trash(store: &dyn ArtifactStore) {
+        use crate::artifact_store::Shelf;
+        let payload = Bytes::from(vec![7u8; 40_000]);
+        let hash = ContentHash::of(&payload);
+        let before = crate::time::now() - 5_000_000;
+        store.put(&hash, payload.clone()).await.unwrap();
+        let on = |shelf| async move { store.list(shelf).await.unwrap().into_iter().find(|o| o.hash == hash) };
+        let live = on(Shelf::Live).await.expect("a stored object is listed live");
+        assert_eq!(live.size, 40_000);
+        assert!(live.since >= before && live.since <= crate::time::now() + 5_000_000, "dated when written: {live:?}");
+        assert!(on(Shelf::Trash).await.is_none());
+
+        store.trash(&hash).await.unwrap();
+        assert!(!store.exists(&hash).await.unwrap(), "a trashed object is not live");
+        assert!(on(Shelf::Live).await.is_none());
+        let trashed = on(Shelf::Trash).await.expect("listed in the trash");
+        assert_eq!(trashed.size, 40_000);
+        assert!(trashed.since >= live.since, "dated when trashed");
+        assert_eq!(get_verified(store, &hash).await.unwrap(), payload, "a trashed object is still read");
+        store.restore(&hash).await.unwrap();
+        assert!(store.exists(&hash).await.unwrap(), "restored");
+        assert!(on(Shelf::Trash).await.is_none(), "restoring empties its place in the trash");
+
+        store.trash(&hash).await.unwrap();
+        store.put(&hash, payload.clone()).await.unwrap();
+        assert!(store.exists(&hash).await.unwrap(), "a put after the trash writes the object again");
+        store.restore(&hash).await.unwrap();
+        assert!(on(Shelf::Trash).await.is_none(), "restoring a rewritten object drops its trash copy");
+        assert_eq!(get_verified(store, &hash).await.unwrap(), payload);
+
+        store.trash(&hash).await.unwrap();
+        store.purge(&hash).await.unwrap();
+        assert!(matches!(store.get(&hash).await, Err(StoreError::NotFound { .. })), "purged objects are gone");
+        assert!(on(Shelf::Trash).await.is_none() && on(Shelf::Live).await.is_none());
+        store.trash(&hash).await.expect("trashing a missing object is not an error");
+        store.restore(&hash).await.expect("restoring what is not in the trash is not an error");
+        store.purge(&hash).await.expect("purging what is not in the trash is not an error");
+        assert!(!store.exists(&hash).await.unwrap());
+    }
+
     /// Bytes that do not match their hash are reported as corrupted by `get_verified`.
     pub async fn corrupted_object(store: &dyn ArtifactStore) {
         let claimed = ContentHash::of(b"the original bytes");
@@ -289,6 +334,8 @@ pub mod metadata {
         latest_step_run(store.as_ref()).await;
         runs_with_id_prefix(store.as_ref()).await;
         bad_references(store.as_ref()).await;
+        deleting_runs(store.as_ref()).await;
+        deleting_frees_what_only_deleted_runs_used(store.as_ref()).await;
         stale_runs(store.as_ref()).await;
         concurrent_writers(&open, 8).await;
         writes_reach_other_handles(&open).await;
@@ -792,7 +839,8 @@ pub mod metadata {
         ghost.inline = None;
         output.step_run.outputs = vec![OutputLink { output: "output".into(), artifact: ghost }];
         let err = store.write_step_run(&output).await.unwrap_err();
-        assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-version")), "{err}");
+        // A cache hit on a version that is not there (any more): deleted since the lookup.
+        assert!(matches!(&err, MetadataError::ArtifactGone(id) if id == "no-such-version"), "{err}");
         assert!(store.step_runs(&run.id).await.unwrap().is_empty(), "a refused write leaves nothing");
         // The run is not harmed: it goes on and finishes.
         store.write_step_run(&step_write(&run.id, "fine", StepStatus::Completed)).await.unwrap();
@@ -805,6 +853,123 @@ pub mod metadata {
         let err = store.lineage("no-such-artifact").await.unwrap_err();
         assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-artifact")), "{err}");
         assert!(store.find_cached("no-such-key").await.unwrap().is_none());
+    }
+
+    /// A completed step run of `run` with one new output holding `content`,
+    /// reading `inputs`; returns its write and the output.
+    async fn produce(
+        store: &dyn MetadataStore,
+        run: &str,
+        invocation: &str,
+        content: &[u8],
+        inputs: &[&ArtifactVersion],
+    ) -> (StepRunWrite, ArtifactVersion) {
+        let mut w = step_write(run, invocation, StepStatus::Completed);
+        w.step_run.cache_key = Some(format!("key-{run}-{invocation}"));
+        w.step_run.ended_at = Some(now());
+        w.step_run.inputs = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| InputLink { input: "in".into(), position: i as u32, artifact_version: v.id.clone() })
+            .collect();
+        w.step_run.metadata.insert("rows".into(), serde_json::json!(3));
+        w.step_run.checks = vec![crate::check::Check::at_least("rows_min", 3.0, 1.0)];
+        w.new_outputs = vec![artifact("deletion", invocation, content)];
+        let out = store.write_step_run(&w).await.unwrap().remove(0).artifact;
+        (w, out)
+    }
+
+    /// A cached step run of `run` linking `version`, as a cache hit does.
+    fn cached(run: &str, invocation: &str, original: &StepRunWrite, version: &ArtifactVersion) -> StepRunWrite {
+        let mut w = step_write(run, invocation, StepStatus::Cached);
+        w.step_run.original_step_run = Some(original.step_run.id.clone());
+        w.step_run.outputs = vec![OutputLink { output: "output".into(), artifact: version.clone() }];
+        w
+    }
+
+    /// Deleting a run: a running one is refused, an unknown one is not
+    /// found; a dry run changes nothing; the run leaves every lookup and
+    /// its name is free; what a remaining run or a model version uses
+    /// stays (and keeps serving the cache), with its lineage; the rest
+    /// goes; a cache hit on what went is `ArtifactGone`.
+    pub async fn deleting_runs(store: &dyn MetadataStore) {
+        let a = store.create_run(&new_run("deletion", "deletion-a")).await.unwrap();
+        let (load, data) = produce(store, &a.id, "load", b"deletion data", &[]).await;
+        let (train, model) = produce(store, &a.id, "train", b"deletion model", &[&data]).await;
+        let (_, summary) = produce(store, &a.id, "summary", b"deletion summary", &[&model]).await;
+        store.set_run_status(&a.id, RunStatus::Completed, None, Some(now())).await.unwrap();
+        let b = store.create_run(&new_run("deletion", "deletion-b")).await.unwrap();
+        store.write_step_run(&cached(&b.id, "load", &load, &data)).await.unwrap();
+        let held = store.registry().is_some();
+        if let Some(registry) = store.registry() {
+            registry.register(&super::registry::version_of("deletion-model", &a.id, &model)).await.unwrap();
+        }
+        store.flush().await.unwrap();
+
+        let err = store.delete_run(&b.id, false).await.unwrap_err();
+        assert!(
+            matches!(&err, MetadataError::RunActive { run, status: RunStatus::Running } if run == "deletion-b"),
+            "{err:?}"
+        );
+        assert!(store.get_run(&b.id).await.unwrap().is_some(), "a refused deletion deletes nothing");
+        let err = store.delete_run("no-such-run", false).await.unwrap_err();
+        assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-run")), "{err:?}");
+
+        let dry = store.delete_run(&a.id, true).await.unwrap();
+        assert_eq!(dry.artifacts, vec![summary.clone()], "only what nothing uses would go");
+        assert_eq!((dry.step_runs, dry.kept_step_runs), (1, if held { 2 } else { 1 }));
+        assert!(store.get_run(&a.id).await.unwrap().is_some(), "a dry run changes nothing");
+        assert!(store.artifact_version(&summary.id).await.unwrap().is_some(), "a dry run changes nothing");
+        assert_eq!(store.step_runs(&a.id).await.unwrap().len(), 3);
+
+        let deleted = store.delete_run(&a.id, false).await.unwrap();
+        assert_eq!(deleted, dry, "the deletion does what its dry run said");
+        assert!(store.get_run(&a.id).await.unwrap().is_none(), "by id");
+        assert!(store.get_run("deletion-a").await.unwrap().is_none(), "by name");
+        let names: Vec<String> =
+            store.list_runs(Some("deletion"), 10).await.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["deletion-b"]);
+        assert!(store.runs_with_id_prefix(&a.id[..13], 10).await.unwrap().iter().all(|r| r.id != a.id));
+        assert!(store.artifact_version(&summary.id).await.unwrap().is_none(), "unused: gone");
+        assert_eq!(store.artifact_version(&data.id).await.unwrap().as_ref(), Some(&data), "a remaining run uses it");
+        let hit = store.find_cached(load.step_run.cache_key.as_deref().unwrap()).await.unwrap();
+        assert_eq!(hit.map(|h| h.step_run), Some(load.step_run.id.clone()), "a used step run still serves the cache");
+        if held {
+            assert!(store.artifact_version(&model.id).await.unwrap().is_some(), "a model version holds it");
+            let lineage = store.lineage(&model.id).await.unwrap();
+            assert_eq!(lineage.producer.map(|p| p.id), Some(train.step_run.id.clone()), "with its lineage");
+        }
+        let hashes = store.content_hashes().await.unwrap();
+        assert_eq!(hashes.get(&data.content_hash), Some(&1));
+        assert_eq!(hashes.get(&summary.content_hash), None, "no version has the deleted one's hash");
+        store.create_run(&new_run("deletion", "deletion-a")).await.expect("a deleted run's name is free");
+        let err = store.delete_run(&a.id, false).await.unwrap_err();
+        assert!(matches!(err, MetadataError::NotFound(_)), "deleted once: {err:?}");
+
+        let c = store.create_run(&new_run("deletion", "deletion-c")).await.unwrap();
+        let err = store.write_step_run(&cached(&c.id, "summary", &load, &summary)).await.unwrap_err();
+        assert!(matches!(&err, MetadataError::ArtifactGone(id) if *id == summary.id), "{err:?}");
+        assert!(store.step_runs(&c.id).await.unwrap().is_empty(), "a refused write leaves nothing");
+    }
+
+    /// A step run a deleted run keeps because a remaining run uses its
+    /// output goes once that run is deleted too, with the kept run.
+    pub async fn deleting_frees_what_only_deleted_runs_used(store: &dyn MetadataStore) {
+        let e = store.create_run(&new_run("deletion", "deletion-e")).await.unwrap();
+        let (load, data) = produce(store, &e.id, "load-e", b"deletion e", &[]).await;
+        store.set_run_status(&e.id, RunStatus::Completed, None, Some(now())).await.unwrap();
+        let f = store.create_run(&new_run("deletion", "deletion-f")).await.unwrap();
+        store.write_step_run(&cached(&f.id, "load-e", &load, &data)).await.unwrap();
+        store.set_run_status(&f.id, RunStatus::Failed, Some("x"), Some(now())).await.unwrap();
+
+        let first = store.delete_run(&e.id, false).await.unwrap();
+        assert!(first.artifacts.is_empty(), "run f uses it: {first:?}");
+        let second = store.delete_run(&f.id, false).await.unwrap();
+        assert_eq!(second.artifacts, vec![data.clone()], "nothing uses it any more");
+        assert_eq!(second.step_runs, 2, "f's cached step run and e's kept one");
+        assert!(store.artifact_version(&data.id).await.unwrap().is_none());
+        assert!(store.find_cached(load.step_run.cache_key.as_deref().unwrap()).await.unwrap().is_none());
+        assert!(store.step_run(&load.step_run.id).await.unwrap().is_none());
     }
 
     /// The error a store must give for a database whose schema is newer

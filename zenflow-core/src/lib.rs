@@ -48,6 +48,7 @@ pub mod check;
 pub mod conformance;
 pub mod context;
 pub mod error;
+pub mod gc;
 #[doc(hidden)]
 pub mod git;
 pub mod handle;

@@ -90,7 +90,7 @@ pub mod testing;
 pub use zenflow_core::metadata::{RunStatus, StepStatus};
 pub use zenflow_core::pipeline::Outputs;
 pub use zenflow_core::{
-    appraisal, artifact_store, cache, check, materializer, orchestrator, plan, redact, registry, stack, step, why,
+    appraisal, artifact_store, cache, check, gc, materializer, orchestrator, plan, redact, registry, stack, step, why,
 };
 pub use zenflow_core::{
     model_alias, BoxError, Check, CheckStatus, ContentHash, Direction, Error, Handle, IntoInput, Invocation,
@@ -114,9 +114,9 @@ pub use zenflow_stacks::local::{local_stack, local_stack_at, memory_stack, proje
 /// lineage, and the trait stores implement.
 pub mod metadata {
     pub use zenflow_core::metadata::{
-        ArtifactVersion, CacheHit, InputLink, Lineage, MetadataError, MetadataStore, NewArtifact, NewRun, OutputLink,
-        RunRecord, RunStatus, StepRunRecord, StepRunWrite, StepStatus, Timestamp, DEAD_STEP_ERROR, HEARTBEAT_INTERVAL,
-        STALE_AFTER,
+        ArtifactVersion, CacheHit, Deletion, InputLink, Lineage, MetadataError, MetadataStore, NewArtifact, NewRun,
+        OutputLink, RunRecord, RunStatus, StepRunRecord, StepRunWrite, StepStatus, Timestamp, DEAD_STEP_ERROR,
+        HEARTBEAT_INTERVAL, STALE_AFTER,
     };
 }
 

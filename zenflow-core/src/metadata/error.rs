@@ -54,6 +54,25 @@ pub enum MetadataError {
     /// A record refers to something that does not exist.
     #[error("{0} was not found in the metadata store")]
     NotFound(String),
+    /// A cached step run links an artifact version that no longer exists:
+    /// `gc` or `runs delete` removed it after the cache lookup found it.
+    /// The step is not served from that cache entry (the runner executes it).
+    #[error(
+        "artifact version `{0}` is gone: `gc` or `runs delete` removed it after the cache lookup found it; \
+             the step runs again instead"
+    )]
+    ArtifactGone(String),
+    /// The run cannot be deleted while it may still write.
+    #[error(
+        "run `{run}` is {status}: it may still write, so it cannot be deleted; wait for it to end (a run whose \
+             process died is marked failed once its heartbeat lapses, by `runs list`)"
+    )]
+    RunActive {
+        /// The run's name.
+        run: String,
+        /// Its status (`running`).
+        status: super::RunStatus,
+    },
     /// A run with that name exists already.
     #[error("a run named `{0}` already exists; choose another run name")]
     RunNameTaken(String),

@@ -176,6 +176,31 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// Producer and consumers of an artifact version.
     async fn lineage(&self, artifact_version: &str) -> Result<Lineage, MetadataError>;
 
+    /// Deletes run `run_id` (an id), in one transaction: the run leaves
+    /// every listing and lookup, and what it alone used goes with it (see
+    /// [`Deletion`]). Never an artifact version a model version holds, or
+    /// one a remaining run uses. A run still `running` is refused
+    /// ([`MetadataError::RunActive`]); an unknown or already deleted one is
+    /// [`MetadataError::NotFound`]. With `dry_run`, the deletion is rolled
+    /// back: the result says what it would remove, and nothing changes.
+    ///
+    /// A step run written after the deletion may not link an artifact
+    /// version it removed: that write fails with
+    /// [`MetadataError::ArtifactGone`], so a cache hit found before the
+    /// deletion is never recorded against missing bytes.
+    async fn delete_run(&self, run_id: &str, dry_run: bool) -> Result<Deletion, MetadataError>;
+
+    /// How many artifact versions have each content hash: which objects of
+    /// an artifact store are still used. Stores override it with a query of
+    /// their own; every store must agree with the default.
+    async fn content_hashes(&self) -> Result<std::collections::HashMap<crate::ContentHash, u64>, MetadataError> {
+        let mut counts = std::collections::HashMap::new();
+        for v in self.artifact_versions(None, usize::MAX).await? {
+            *counts.entry(v.content_hash).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     /// The model registry kept in the same database, if this store has one.
     fn registry(&self) -> Option<&dyn crate::registry::ModelRegistry> {
         None

@@ -377,3 +377,25 @@ pub struct Lineage {
     /// Step runs that consumed it.
     pub consumers: Vec<StepRunRecord>,
 }
+
+/// What deleting a run removed from a metadata store
+/// ([`super::MetadataStore::delete_run`]).
+///
+/// A deleted run disappears from every listing and lookup. Its step runs
+/// whose artifacts are still used (by a remaining run, as a cache hit or an
+/// input; by a model version; or upstream of either, as its lineage) are
+/// kept, and keep serving the cache; the rest go, with the artifact
+/// versions they produced. A later deletion that frees them removes them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Deletion {
+    /// The run's id.
+    pub run: String,
+    /// Step runs removed, of this run and of runs deleted before it that
+    /// this deletion freed.
+    pub step_runs: u64,
+    /// Step runs of deleted runs kept because their artifacts are still used.
+    pub kept_step_runs: u64,
+    /// Artifact versions removed. Their bytes may still be in the artifact
+    /// store, for `gc` to collect once no artifact version has their hash.
+    pub artifacts: Vec<ArtifactVersion>,
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use zenflow_core::artifact_store::{
-    object_key, put_in_two_passes, put_written, ArtifactStore, ByteStream, StoreError, WriteFn,
+    object_key, put_in_two_passes, put_written, ArtifactStore, ByteStream, Shelf, StoreError, StoredObject, WriteFn,
 };
 use zenflow_core::hash::HashingWriter;
 use zenflow_core::materializer::StreamFn;
@@ -30,6 +30,10 @@ pub enum Durability {
 /// Existing objects up to this size are re-read and verified when the same
 /// content is written again; larger ones are checked by size only.
 const VERIFY_LIMIT: usize = 8 << 20;
+
+/// The folder under a store's prefix that holds its trash
+/// ([`ArtifactStore::trash`]), laid out as the store is.
+const TRASH: &str = "trash";
 
 /// The folder of a local store where streamed writes are staged before they
 /// are renamed into place.
@@ -182,12 +186,51 @@ impl ObjectArtifactStore {
     }
 
     fn location(&self, hash: &ContentHash) -> Path {
-        let key = object_key(hash);
+        self.under(&object_key(hash))
+    }
+
+    /// Where the object's trash copy is: `<prefix>/trash/<aa>/<hash>`.
+    fn trash_location(&self, hash: &ContentHash) -> Path {
+        self.under(&format!("{TRASH}/{}", object_key(hash)))
+    }
+
+    /// `key` under the store's prefix.
+    fn under(&self, key: &str) -> Path {
         if self.prefix.as_ref().is_empty() {
             Path::from(key)
         } else {
             Path::from(format!("{}/{key}", self.prefix))
         }
+    }
+
+    /// Reads `hash` from the trash after it was not found live: a run may
+    /// have recorded it just as `gc` moved it there.
+    async fn get_trashed(&self, hash: &ContentHash) -> Result<object_store::GetResult, StoreError> {
+        match self.store.get(&self.trash_location(hash)).await {
+            Ok(r) => Ok(r),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound { uri: self.uri(hash) }),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Moves an object; a missing source is not an error. A local move
+    /// dates the object anew, as a copy in a bucket is: its date then says
+    /// when it moved.
+    async fn relocate(&self, from: &Path, to: &Path) -> Result<(), StoreError> {
+        match self.store.rename(from, to).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(self.err(e)),
+        }
+        if let Some((root, _)) = &self.local {
+            let path = root.join(to.as_ref());
+            let touched = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            touched.map_err(|e| StoreError::Backend { store: self.url.clone(), message: e.to_string() })?;
+        }
+        Ok(())
     }
 
     /// Fails with a clear error when the store's bucket does not exist.
@@ -395,7 +438,7 @@ impl ArtifactStore for ObjectArtifactStore {
     async fn get(&self, hash: &ContentHash) -> Result<Bytes, StoreError> {
         let result = match self.store.get(&self.location(hash)).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::NotFound { uri: self.uri(hash) }),
+            Err(object_store::Error::NotFound { .. }) => self.get_trashed(hash).await?,
             Err(e) => return Err(self.err(e)),
         };
         result.bytes().await.map_err(|e| self.err(e))
@@ -442,7 +485,7 @@ impl ArtifactStore for ObjectArtifactStore {
     async fn get_stream(&self, hash: &ContentHash) -> Result<ByteStream, StoreError> {
         let result = match self.store.get(&self.location(hash)).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::NotFound { uri: self.uri(hash) }),
+            Err(object_store::Error::NotFound { .. }) => self.get_trashed(hash).await?,
             Err(e) => return Err(self.err(e)),
         };
         let me = self.clone();
@@ -463,6 +506,69 @@ impl ArtifactStore for ObjectArtifactStore {
             Err(e) => Err(self.err(e)),
         }
     }
+
+    async fn list(&self, shelf: Shelf) -> Result<Vec<StoredObject>, StoreError> {
+        let root = match shelf {
+            Shelf::Live => self.prefix.clone(),
+            Shelf::Trash => self.under(TRASH),
+        };
+        let items = self.store.list(Some(&root)).collect::<Vec<_>>().await;
+        let listed: Vec<object_store::ObjectMeta> =
+            items.into_iter().filter_map(|m| self.listed(m)).collect::<Result<_, _>>()?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let hash = object_hash(root.as_ref(), meta.location.as_ref())?;
+                let since = meta.last_modified.timestamp_micros();
+                Some(StoredObject { hash, size: meta.size, since })
+            })
+            .collect())
+    }
+
+    async fn trash(&self, hash: &ContentHash) -> Result<(), StoreError> {
+        self.relocate(&self.location(hash), &self.trash_location(hash)).await
+    }
+
+    async fn restore(&self, hash: &ContentHash) -> Result<(), StoreError> {
+        if self.exists(hash).await? {
+            return self.purge(hash).await;
+        }
+        self.relocate(&self.trash_location(hash), &self.location(hash)).await
+    }
+
+    async fn purge(&self, hash: &ContentHash) -> Result<(), StoreError> {
+        match self.store.delete(&self.trash_location(hash)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+impl ObjectArtifactStore {
+    /// A listed object's metadata; a listing error, or nothing for a
+    /// missing folder (an empty local store, a bucket with no prefix yet).
+    fn listed(
+        &self,
+        item: object_store::Result<object_store::ObjectMeta>,
+    ) -> Option<Result<object_store::ObjectMeta, StoreError>> {
+        match item {
+            Ok(meta) => Some(Ok(meta)),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => Some(Err(self.err(e))),
+        }
+    }
+}
+
+/// The hash of the object at `location` directly under `root` as
+/// `<aa>/<hash>`; `None` for anything else there (the trash, staging
+/// files, another tool's files).
+fn object_hash(root: &str, location: &str) -> Option<ContentHash> {
+    let rest = if root.is_empty() { location } else { location.strip_prefix(root)?.strip_prefix('/')? };
+    let (fan, hex) = rest.split_once('/')?;
+    if hex.len() != 64 || !hex.starts_with(fan) || fan.len() != 2 {
+        return None;
+    }
+    ContentHash::from_hex(hex).ok()
 }
 
 /// Writes what `write` writes to a new staging file in `dir`, synced with

@@ -215,6 +215,21 @@ CREATE TABLE model_protections (
 );
 "#,
     ),
+    (
+        10,
+        // Deleting runs (`runs delete`, `gc`). A deleted run whose step runs
+        // still serve others (a cache hit, an input, a model version) is
+        // kept, hidden, with those step runs only: `deleted_at` says so.
+        // Deleting a step run or an artifact version looks up what refers
+        // to it (the foreign keys): these indexes keep that a lookup, not a
+        // scan. Their keys are time-ordered ids, so inserts append.
+        r#"
+ALTER TABLE runs ADD COLUMN deleted_at BIGINT;
+CREATE INDEX runs_deleted ON runs(deleted_at) WHERE deleted_at IS NOT NULL;
+CREATE INDEX step_run_outputs_by_artifact ON step_run_outputs(artifact_version_id);
+CREATE INDEX artifact_versions_by_producer ON artifact_versions(producer_step_run);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.

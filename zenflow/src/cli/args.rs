@@ -46,6 +46,15 @@ pub(super) enum Command {
     /// Publish a report.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Delete old runs of this pipeline and collect the artifacts nothing
+    /// uses any more.
+    #[command(long_about = "Delete old runs of this pipeline (with `--older-than`, `--keep-last` or both; \
+        neither deletes none) and collect the artifacts nothing uses any more. A running run is never deleted. \
+        An artifact version stays while a remaining run uses it (a cache hit, an input), a model version \
+        holds it, or it is upstream of either. Unused objects go to the artifact store's trash once older \
+        than `--grace`, and are deleted after another `--grace` there (moved back if a run took them up \
+        again meanwhile), so a `gc` beside running pipelines loses nothing.")]
+    Gc(GcArgs),
     /// Print the shell completion script for this binary
     /// (`source <(training completions bash)`).
     Completions {
@@ -244,6 +253,52 @@ pub(super) enum RunsCommand {
         #[command(flatten)]
         format: CompareFormat,
     },
+    /// Delete runs, and collect the artifacts nothing else uses (see `gc`).
+    Delete {
+        /// The runs (names, ids or their start, `latest`, `latest:PREFIX`).
+        #[arg(num_args = 1.., required = true, value_name = "RUN")]
+        runs: Vec<String>,
+        #[command(flatten)]
+        stack: StackArg,
+        #[command(flatten)]
+        collect: CollectArgs,
+    },
+}
+
+/// `gc`'s arguments.
+#[derive(Args, Debug)]
+pub(super) struct GcArgs {
+    #[command(flatten)]
+    pub(super) stack: StackArg,
+    /// Delete runs that started longer ago than this (e.g. 30d, 12h).
+    #[arg(long, value_parser = parse_ttl, value_name = "DURATION")]
+    pub(super) older_than: Option<std::time::Duration>,
+    /// Keep the newest N runs of the pipeline whatever their age (pending
+    /// runs are not counted).
+    #[arg(long, value_name = "N")]
+    pub(super) keep_last: Option<usize>,
+    /// Runs of every pipeline in the store, not only this one.
+    #[arg(long)]
+    pub(super) all: bool,
+    #[command(flatten)]
+    pub(super) collect: CollectArgs,
+}
+
+/// How `gc` and `runs delete` collect.
+#[derive(Args, Debug)]
+pub(super) struct CollectArgs {
+    /// How long an unused object waits before it goes to the trash, and
+    /// in the trash before it is deleted. `0s` collects at once: only
+    /// while nothing runs on the stack.
+    #[arg(long, value_parser = parse_ttl, default_value = "1h", value_name = "DURATION")]
+    pub(super) grace: std::time::Duration,
+    /// Say what would be deleted, and change nothing (each run is
+    /// weighed alone).
+    #[arg(long)]
+    pub(super) dry_run: bool,
+    /// Print what was deleted as JSON (`zenflow_core::gc::Report`).
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 /// How `runs compare` prints.

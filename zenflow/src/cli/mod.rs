@@ -29,6 +29,7 @@ mod artifacts;
 mod dag;
 mod entrypoint;
 mod error;
+mod gc;
 pub mod github;
 mod models;
 pub mod progress;
@@ -197,6 +198,10 @@ where
         Command::Runs(RunsCommand::Compare { runs, stack, format }) => {
             runs::compare(pipeline, &runs, &stack.stack, &format)
         }
+        Command::Runs(RunsCommand::Delete { runs, stack, collect }) => {
+            gc::delete(pipeline.name(), &runs, &stack.stack, &collect)
+        }
+        Command::Gc(args) => gc::gc(pipeline.name(), &args),
         Command::Artifacts(cmd) => artifacts::run(cmd),
         Command::Models(cmd) => models::run(cmd),
         Command::Stacks(cmd) => stacks::run(cmd),

@@ -32,6 +32,7 @@
 mod build;
 mod colour;
 mod compare;
+mod deletion;
 mod failed;
 mod format;
 mod graph;
@@ -42,6 +43,7 @@ mod text;
 
 pub use colour::Colour;
 pub use compare::{ComparedRun, Comparison, MetricRow, Row};
+pub use deletion::deletion;
 pub use failed::FailedToRun;
 pub use format::duration;
 pub use graph::{dot, mermaid};

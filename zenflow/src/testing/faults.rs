@@ -22,7 +22,7 @@
 //! Operation names are the trait methods' (`write_step_run`, `put`, `get`,
 //! `get_stream`, ...); `"*"` matches every call of a store.
 
-use crate::artifact_store::{ByteStream, StoreError, WriteFn};
+use crate::artifact_store::{ByteStream, Shelf, StoreError, StoredObject, WriteFn};
 use crate::materializer::StreamFn;
 use crate::metadata::*;
 use crate::ContentHash;
@@ -331,6 +331,14 @@ impl<S: MetadataStore> MetadataStore for FaultyMetadata<S> {
         self.check("lineage", None).await?;
         self.inner.lineage(artifact_version).await
     }
+    async fn delete_run(&self, run_id: &str, dry_run: bool) -> Result<Deletion, MetadataError> {
+        self.check("delete_run", None).await?;
+        self.inner.delete_run(run_id, dry_run).await
+    }
+    async fn content_hashes(&self) -> Result<std::collections::HashMap<ContentHash, u64>, MetadataError> {
+        self.check("content_hashes", None).await?;
+        self.inner.content_hashes().await
+    }
     /// A failing `registry` rule makes this a store that keeps no registry.
     fn registry(&self) -> Option<&dyn crate::registry::ModelRegistry> {
         match self.faults.decide("registry", None, None) {
@@ -399,6 +407,22 @@ impl<S: crate::ext::ArtifactStore> crate::ext::ArtifactStore for FaultyArtifacts
     async fn delete(&self, hash: &ContentHash) -> Result<(), StoreError> {
         self.check("delete", Some(hash)).await?;
         self.inner.delete(hash).await
+    }
+    async fn list(&self, shelf: Shelf) -> Result<Vec<StoredObject>, StoreError> {
+        self.check("list", None).await?;
+        self.inner.list(shelf).await
+    }
+    async fn trash(&self, hash: &ContentHash) -> Result<(), StoreError> {
+        self.check("trash", Some(hash)).await?;
+        self.inner.trash(hash).await
+    }
+    async fn restore(&self, hash: &ContentHash) -> Result<(), StoreError> {
+        self.check("restore", Some(hash)).await?;
+        self.inner.restore(hash).await
+    }
+    async fn purge(&self, hash: &ContentHash) -> Result<(), StoreError> {
+        self.check("purge", Some(hash)).await?;
+        self.inner.purge(hash).await
     }
     async fn put_stream(&self, hash: &ContentHash, len: u64, stream: ByteStream) -> Result<(), StoreError> {
         self.check("put_stream", Some(hash)).await?;

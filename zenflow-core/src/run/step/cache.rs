@@ -103,7 +103,19 @@ impl StepRunner {
         sr.original_step_run = Some(hit.step_run);
         sr.ended_at = Some(metadata::now());
         sr.outputs = hit.outputs;
-        let outputs = self.record(&mut write).await?;
+        let outputs = match self.record(&mut write).await {
+            Ok(outputs) => outputs,
+            // Deleted since the lookup (a `gc` beside this run): a miss.
+            Err(Error::Metadata(metadata::MetadataError::ArtifactGone(id))) => {
+                tracing::warn!(step = %step.id, "the cache entry's artifact version {id} was deleted; the step will run");
+                prepared.miss = Some(crate::why::Reason::ArtifactUnusable {
+                    artifact: id,
+                    detail: "deleted by `gc` or `runs delete` after the cache lookup".into(),
+                });
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         if let Err(e) = self.register_model(step, &write, &outputs, &prepared.inputs).await {
             return self.refuse_registration(pos, write, prepared.started, e).await.map(Some);
         }

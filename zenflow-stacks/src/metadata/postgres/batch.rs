@@ -40,6 +40,13 @@ use zenflow_core::metadata::*;
 /// recorded, and the longest another process waits for a name's version lock.
 pub(super) const COMMIT_WINDOW: Duration = Duration::from_millis(10);
 
+/// Whether artifact version `$1` exists, locked against deletion until the
+/// batch commits (see [`crate::metadata::sql::delete`]).
+const ARTIFACT_EXISTS_LOCKED: &str = "SELECT EXISTS(SELECT 1 FROM artifact_versions WHERE id = $1 FOR KEY SHARE)";
+
+/// The lock that deletions of runs take: one at a time.
+pub(super) const DELETION_LOCK: &str = "zenflow.deletion";
+
 /// Tries the version lock `$1` (see [`version_lock`]).
 const TRY_LOCK: &str = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))";
 
@@ -81,7 +88,7 @@ fn version_lock(name: &str) -> String {
 }
 
 /// The lock of a model's registry rows (versions, aliases, events).
-fn model_lock(model: &str) -> String {
+pub(super) fn model_lock(model: &str) -> String {
     format!("zenflow.model.{model}")
 }
 
@@ -414,13 +421,17 @@ macro_rules! retrying {
 }
 
 /// Runs the registry operation `$op`, which has the transaction as `$tx`,
-/// in the batch of `$store`, under the model's lock, and commits at once:
+/// in the batch of `$store`, under the model's lock (`@locked`: the lock
+/// named), and commits at once:
 /// durable and visible to others when it returns. A refusal wrote nothing
 /// (the operations check before they write). Cut off by an outage, the
 /// operation runs again, reading again what it checks, unless its commit
 /// turns out to have gone through.
 macro_rules! registry_write {
-    ($store:expr, $model:expr, |$tx:ident| $op:expr) => {{
+    ($store:expr, $model:expr, |$tx:ident| $op:expr) => {
+        registry_write!(@locked $store, &batch::model_lock($model), |$tx| $op)
+    };
+    (@locked $store:expr, $lock:expr, |$tx:ident| $op:expr) => {{
         let batcher = &$store.batch;
         let mut guard = batcher.lock_state().await;
         let state: &mut batch::State = &mut guard;
@@ -429,7 +440,7 @@ macro_rules! registry_write {
             batcher,
             state,
             async {
-                let c = match batcher.begin_registry($store, state, $model, &mut in_doubt).await? {
+                let c = match batcher.begin_registry($store, state, $lock, &mut in_doubt).await? {
                     Ok(c) => c,
                     Err(outcome) => return Ok(outcome),
                 };
@@ -912,7 +923,9 @@ impl Batcher {
         let unknown: Vec<Reference<'_>> = {
             let known = self.known_ids();
             let mut seen = HashSet::new();
-            references(w).filter(|r| !known.contains(r.exists_query().1) && seen.insert(r.exists_query().1)).collect()
+            references(w)
+                .filter(|r| !(r.may_skip() && known.contains(r.exists_query().1)) && seen.insert(r.exists_query().1))
+                .collect()
         };
         let mut names: Vec<String> = w.new_outputs.iter().map(|a| version_lock(&a.name)).collect();
         names.sort_unstable();
@@ -922,10 +935,10 @@ impl Batcher {
             let runs: Vec<&str> =
                 unknown.iter().filter(|r| matches!(r, Reference::Run(_))).map(|r| r.exists_query().1).collect();
             let artifacts: Vec<&str> =
-                unknown.iter().filter(|r| matches!(r, Reference::Artifact(_))).map(|r| r.exists_query().1).collect();
+                unknown.iter().filter(|r| !matches!(r, Reference::Run(_))).map(|r| r.exists_query().1).collect();
             let sent = futures::future::try_join(
                 each::<bool>(&c, q::RUN_EXISTS, &runs),
-                each::<bool>(&c, q::ARTIFACT_EXISTS, &artifacts),
+                each::<bool>(&c, ARTIFACT_EXISTS_LOCKED, &artifacts),
             )
             .await;
             let (runs_exist, artifacts_exist) = match sent {
@@ -996,15 +1009,16 @@ impl Batcher {
         self.state.lock().await
     }
 
-    /// The start of an attempt at a registry operation on `model`: the
-    /// batch open, under the model's lock; its connection. `None` with the
+    /// The start of an attempt at a registry operation (or a deletion): the
+    /// batch open, under the advisory lock `lock` (the model's, for the
+    /// registry); its connection. `None` with the
     /// outcome when an earlier attempt's commit, unanswered, turned out to
     /// have gone through (`in_doubt`).
     pub(super) async fn begin_registry<T>(
         self: &Arc<Self>,
         store: &PostgresMetadataStore,
         state: &mut State,
-        model: &str,
+        lock: &str,
         in_doubt: &mut Option<(u64, T)>,
     ) -> PgResult<Result<Arc<Object>, T>> {
         if let Some((batch, outcome)) = in_doubt.take() {
@@ -1013,7 +1027,7 @@ impl Batcher {
             }
         }
         self.open(store, state).await?;
-        self.lock(store, state, &[model_lock(model)]).await?;
+        self.lock(store, state, &[lock.to_string()]).await?;
         Ok(Ok(state.conn()))
     }
 

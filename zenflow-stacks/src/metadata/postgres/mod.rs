@@ -25,6 +25,7 @@ mod tls;
 /// the grants to make.
 pub const ROLES_SQL: &str = include_str!("roles.sql");
 
+use crate::metadata::sql::delete;
 use crate::metadata::sql::registry as registry_sql;
 use crate::metadata::sql::rows::{self, StepRunParts};
 use crate::metadata::sql::statements::{self as q, StepRunQueries};
@@ -546,6 +547,19 @@ impl MetadataStore for PostgresMetadataStore {
 
     fn registry(&self) -> Option<&dyn ModelRegistry> {
         Some(self)
+    }
+
+    async fn delete_run(&self, run_id: &str, dry_run: bool) -> PgResult<Deletion> {
+        let at = now();
+        let deleted: Result<Deletion, RegistryError> = registry_write!(@locked self, batch::DELETION_LOCK, |tx| {
+            delete::delete_run(tx, run_id, at, delete::Locking::RowLocks, dry_run).await.map_err(RegistryError::from)
+        });
+        deleted.map_err(|e| delete::store_error(e, &self.location))
+    }
+
+    async fn content_hashes(&self) -> PgResult<std::collections::HashMap<zenflow_core::ContentHash, u64>> {
+        let found = read!(self, |c| query(c, delete::CONTENT_HASHES, &[], delete::hash_count).await);
+        Ok(found.into_iter().collect())
     }
 
     async fn lineage(&self, artifact_version: &str) -> PgResult<Lineage> {

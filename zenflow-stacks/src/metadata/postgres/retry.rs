@@ -44,6 +44,7 @@ fn transient_state(code: &str) -> bool {
             | "53300" // too_many_connections
             | "40001" // serialization_failure
             | "40P01" // deadlock_detected
+            | "55P03" // lock_not_available: a deletion's NOWAIT lock met a writer, which commits within moments
         )
 }
 

@@ -14,6 +14,7 @@
 //! first appearance (a test checks it).
 
 pub(crate) mod batch;
+pub(crate) mod delete;
 pub(crate) mod registry;
 pub(crate) mod rows;
 pub(crate) mod statements;

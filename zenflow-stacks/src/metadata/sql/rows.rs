@@ -30,7 +30,7 @@ pub(crate) fn run(r: &impl SqlRow) -> Result<RunRecord> {
 }
 
 /// The `av_cols!()` of a row, from column `at`.
-pub(crate) fn artifact_version(r: &impl SqlRow, at: usize) -> Result<ArtifactVersion> {
+pub(crate) fn artifact_version(r: &(impl SqlRow + ?Sized), at: usize) -> Result<ArtifactVersion> {
     Ok(ArtifactVersion {
         id: r.text(at)?,
         name: r.text(at + 1)?,

@@ -44,13 +44,15 @@ pub(crate) const CREATE_RUN: &str = concat!(
 );
 
 /// A run by id or name.
-pub(crate) const GET_RUN: &str = concat!("SELECT ", run_cols!(), " FROM runs WHERE id = $1 OR name = $1 LIMIT 1");
+pub(crate) const GET_RUN: &str =
+    concat!("SELECT ", run_cols!(), " FROM runs WHERE (id = $1 OR name = $1) AND deleted_at IS NULL LIMIT 1");
 
 /// Runs, newest first, of pipeline `$1` (every pipeline when NULL), at most `$2`.
 pub(crate) const LIST_RUNS: &str = concat!(
     "SELECT ",
     run_cols!(),
-    " FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR pipeline = $1) ORDER BY started_at DESC, id DESC LIMIT $2"
+    " FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR pipeline = $1) AND deleted_at IS NULL \
+     ORDER BY started_at DESC, id DESC LIMIT $2"
 );
 
 /// Runs whose id starts with `$1` (hex digits and dashes only: no
@@ -58,7 +60,7 @@ pub(crate) const LIST_RUNS: &str = concat!(
 pub(crate) const RUNS_WITH_ID_PREFIX: &str = concat!(
     "SELECT ",
     run_cols!(),
-    " FROM runs WHERE id LIKE CAST($1 AS TEXT) || '%' ORDER BY started_at DESC, id DESC LIMIT $2"
+    " FROM runs WHERE id LIKE CAST($1 AS TEXT) || '%' AND deleted_at IS NULL ORDER BY started_at DESC, id DESC LIMIT $2"
 );
 
 /// Sets status `$1`, error `$2` and end `$3` of run `$5`; a heartbeat `$4` when not NULL.
@@ -236,6 +238,10 @@ pub(crate) const CONSUMERS_OF: StepRunQueries =
 /// Artifact version `$1`.
 pub(crate) const ARTIFACT_VERSION: &str = concat!("SELECT ", av_cols!(), " FROM artifact_versions av WHERE av.id = $1");
 
+/// The artifact versions step run `$1` produced.
+pub(crate) const ARTIFACTS_PRODUCED_BY: &str =
+    concat!("SELECT ", av_cols!(), " FROM artifact_versions av WHERE av.producer_step_run = $1 ORDER BY av.id");
+
 /// Artifact versions, newest first, named `$1` (every name when NULL), at most `$2`.
 pub(crate) const ARTIFACT_VERSIONS: &str = concat!(
     "SELECT ",
@@ -279,6 +285,7 @@ pub(crate) fn all() -> Vec<&'static str> {
         ARTIFACT_EXISTS,
         CACHE_HIT,
         ARTIFACT_VERSION,
+        ARTIFACTS_PRODUCED_BY,
         ARTIFACT_VERSIONS,
         ARTIFACT_VERSION_NAMED,
     ];

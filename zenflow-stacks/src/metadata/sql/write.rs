@@ -250,8 +250,11 @@ pub(crate) fn metadata_params<'a>(sr: &'a StepRunRecord, key: &'a str, json: &'a
 pub(crate) enum Reference<'a> {
     /// Its run.
     Run(&'a str),
-    /// An artifact version it links as an output or an input.
+    /// An artifact version it links as an input, or as an output it wrote.
     Artifact(&'a str),
+    /// An artifact version a cached step run links as its output: a cache
+    /// hit, which `gc` may have deleted since the lookup found it.
+    Cached(&'a str),
 }
 
 impl<'a> Reference<'a> {
@@ -259,8 +262,14 @@ impl<'a> Reference<'a> {
     pub(crate) fn exists_query(&self) -> (&'static str, &'a str) {
         match *self {
             Reference::Run(id) => (q::RUN_EXISTS, id),
-            Reference::Artifact(id) => (q::ARTIFACT_EXISTS, id),
+            Reference::Artifact(id) | Reference::Cached(id) => (q::ARTIFACT_EXISTS, id),
         }
+    }
+
+    /// Whether a check may be skipped for an id the store has seen exist:
+    /// not for a cache hit, which a deletion may have removed since.
+    pub(crate) fn may_skip(&self) -> bool {
+        !matches!(self, Reference::Cached(_))
     }
 
     /// The error when it does not exist.
@@ -268,6 +277,7 @@ impl<'a> Reference<'a> {
         MetadataError::NotFound(match *self {
             Reference::Run(id) => format!("run `{id}` of step run `{}`", w.step_run.id),
             Reference::Artifact(id) => format!("artifact version `{id}` linked by step run `{}`", w.step_run.id),
+            Reference::Cached(id) => return MetadataError::ArtifactGone(id.to_string()),
         })
     }
 }
@@ -278,7 +288,10 @@ pub(crate) fn references(w: &StepRunWrite) -> impl Iterator<Item = Reference<'_>
     std::iter::once(Reference::Run(&sr.run_id)).chain(
         sr.outputs
             .iter()
-            .map(|o| Reference::Artifact(&o.artifact.id))
+            .map(move |o| match sr.status {
+                StepStatus::Cached => Reference::Cached(&o.artifact.id),
+                _ => Reference::Artifact(&o.artifact.id),
+            })
             .chain(sr.inputs.iter().map(|i| Reference::Artifact(&i.artifact_version))),
     )
 }

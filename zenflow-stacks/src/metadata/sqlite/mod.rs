@@ -17,6 +17,7 @@ mod files;
 mod schema;
 
 use crate::metadata::sql::batch::RunRow;
+use crate::metadata::sql::delete;
 use crate::metadata::sql::registry as registry_sql;
 use crate::metadata::sql::rows::{self, StepRunParts};
 use crate::metadata::sql::statements::{self as q, StepRunQueries};
@@ -362,7 +363,7 @@ impl SqliteMetadataStore {
     fn check_references(state: &mut State, w: &StepRunWrite) -> Result<(), Failure> {
         for r in references(w) {
             let (sql, id) = r.exists_query();
-            if state.known.contains(id) {
+            if r.may_skip() && state.known.contains(id) {
                 continue;
             }
             let exists: bool = state.conn.prepare_cached(sql)?.query_row([id], |row| row.get(0))?;
@@ -589,6 +590,16 @@ impl MetadataStore for SqliteMetadataStore {
 
     fn registry(&self) -> Option<&dyn ModelRegistry> {
         Some(self)
+    }
+
+    async fn delete_run(&self, run_id: &str, dry_run: bool) -> SqlResult<Deletion> {
+        let at = now();
+        self.registry_write(async |tx| Ok(delete::delete_run(tx, run_id, at, delete::Locking::Serial, dry_run).await?))
+            .map_err(|e| delete::store_error(e, &self.shared.location))
+    }
+
+    async fn content_hashes(&self) -> SqlResult<HashMap<zenflow_core::ContentHash, u64>> {
+        self.read(|c| Ok(query(c, delete::CONTENT_HASHES, &[], |r| delete::hash_count(r))?.into_iter().collect()))
     }
 
     async fn lineage(&self, artifact_version: &str) -> SqlResult<Lineage> {
