@@ -261,3 +261,31 @@ fn gc_in(root: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .expect("the pipeline binary starts")
 }
+
+/// A project whose stack keeps its own database but the artifact folder of
+/// another project: `gc` there is refused, and deletes nothing, since the
+/// other project's runs use objects this database does not know.
+#[test]
+fn gc_refuses_an_artifact_store_another_metadata_store_owns() {
+    let owner = Project::new();
+    owner.run_named("theirs", &["size=2000"]);
+    owner.collect(&["gc", "--keep-last", "5"]);
+    let other = Project::new();
+    std::fs::write(
+        other.path("zenflow.toml"),
+        format!(
+            "[stacks.borrowed]\nmetadata_store = \"sqlite://.zenflow/zenflow.db\"\nartifact_store = \"file://{}\"\n",
+            owner.path(".zenflow/artifacts").display()
+        ),
+    )
+    .unwrap();
+    let o = other.run(&["run", "--stack", "borrowed", "--run-name", "mine", "--set", "size=3000"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = other.run(&["gc", "--stack", "borrowed", "--keep-last", "0", "--grace", "0s"]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("belongs to another metadata store") && stderr(&o).contains("nothing was deleted"));
+    assert_eq!(owner.objects(false).len(), 2, "the owner's object and the borrower's stay");
+    let o = other.run(&["runs", "show", "mine", "--stack", "borrowed"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(cat(&owner, "demo.generate.output@1").is_ok());
+}

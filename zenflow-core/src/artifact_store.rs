@@ -164,6 +164,13 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     /// Purging what is not in the trash is not an error.
     async fn purge(&self, hash: &ContentHash) -> Result<(), StoreError>;
 
+    /// The metadata store recorded as this store's owner (its
+    /// [`store_id`](crate::metadata::MetadataStore::store_id)): the one
+    /// whose records say what the objects are for. With `claim`, records
+    /// that one first if none is; the owner recorded before is returned
+    /// either way.
+    async fn owner(&self, claim: Option<&str>) -> Result<Option<String>, StoreError>;
+
     /// Stores the `len` bytes of `stream` under `hash` without holding them
     /// all in memory (backends override the default, which collects them).
     /// Same promises as [`ArtifactStore::put`]: atomic, idempotent. An object

@@ -22,6 +22,7 @@ pub mod artifact_store {
         missing_object(store.as_ref()).await;
         corrupted_object(store.as_ref()).await;
         trash(store.as_ref()).await;
+        owner(store.as_ref()).await;
         large_object(store.as_ref(), 64 << 20).await;
         streamed_object(store.as_ref(), 256 << 20).await;
         written_object(store.as_ref(), 20 << 20).await;
@@ -263,6 +264,17 @@ pub mod artifact_store {
         assert!(!store.exists(&hash).await.unwrap());
     }
 
+    /// The first claim of a store's owner stays; the owner is no object.
+    pub async fn owner(store: &dyn ArtifactStore) {
+        let objects = || async { store.list(crate::artifact_store::Shelf::Live).await.unwrap().len() };
+        let before = objects().await;
+        assert_eq!(store.owner(None).await.unwrap(), None, "a fresh store has no owner");
+        assert_eq!(store.owner(Some("first")).await.unwrap(), None, "nobody owned it before the claim");
+        assert_eq!(store.owner(Some("second")).await.unwrap().as_deref(), Some("first"), "the first claim stays");
+        assert_eq!(store.owner(None).await.unwrap().as_deref(), Some("first"));
+        assert_eq!(objects().await, before, "the owner's record is not an object");
+    }
+
     /// Bytes that do not match their hash are reported as corrupted by `get_verified`.
     pub async fn corrupted_object(store: &dyn ArtifactStore) {
         let claimed = ContentHash::of(b"the original bytes");
@@ -339,6 +351,16 @@ pub mod metadata {
         stale_runs(store.as_ref()).await;
         concurrent_writers(&open, 8).await;
         writes_reach_other_handles(&open).await;
+        store_identity(&open).await;
+    }
+
+    /// A store's identity is the same through every handle, every time.
+    pub async fn store_identity(open: &impl Fn() -> Arc<dyn MetadataStore>) {
+        let (one, other) = (open(), open());
+        let id = one.store_id().await.unwrap();
+        assert!(!id.is_empty());
+        assert_eq!(one.store_id().await.unwrap(), id, "stable");
+        assert_eq!(other.store_id().await.unwrap(), id, "the same through another handle");
     }
 
     /// What one handle writes reaches another (as another process would

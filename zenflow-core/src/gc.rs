@@ -152,6 +152,7 @@ pub fn select(runs: &[RunRecord], policy: &Policy, now: Timestamp) -> Vec<RunRec
 /// artifact version has. A run that fails to go (it is running now)
 /// stops the deletion there, with the runs before it deleted.
 pub async fn delete(stores: &Stores, runs: &[RunRecord], options: Options) -> Result<Report> {
+    check_owner(stores, options.dry_run).await?;
     let mut report = Report { dry_run: options.dry_run, ..Report::default() };
     let mut removed: Vec<ArtifactVersion> = Vec::new();
     for run in runs {
@@ -181,6 +182,24 @@ pub async fn gc(stores: &Stores, pipeline: Option<&str>, policy: &Policy, option
     let runs = stores.metadata().list_runs(pipeline, usize::MAX).await?;
     let chosen = select(&runs, policy, crate::metadata::now());
     delete(stores, &chosen, options).await
+}
+
+/// Refuses an artifact store that another metadata store owns (one whose
+/// objects runs this store does not know may use), claiming an unowned
+/// one for this metadata store unless `dry_run`.
+async fn check_owner(stores: &Stores, dry_run: bool) -> Result<()> {
+    let me = stores.metadata().store_id().await?;
+    let claim = (!dry_run).then_some(me.as_str());
+    match stores.artifacts().owner(claim).await? {
+        Some(owner) if owner != me => Err(crate::Error::Usage(format!(
+            "artifact store {} belongs to another metadata store (id {owner}; this one, {}, is {me}): runs this \
+             store does not know may use its objects, so nothing was deleted; run `gc` on a stack with that \
+             metadata store, or give this stack an artifact store of its own",
+            stores.artifacts().url(),
+            stores.metadata().url(),
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Moves objects no artifact version has (but those of `forgotten`, which

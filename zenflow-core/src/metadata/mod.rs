@@ -190,6 +190,15 @@ pub trait MetadataStore: Send + Sync + fmt::Debug + 'static {
     /// deletion is never recorded against missing bytes.
     async fn delete_run(&self, run_id: &str, dry_run: bool) -> Result<Deletion, MetadataError>;
 
+    /// The store's identity: the same through every handle on it, and
+    /// different for another database. `gc` records it in the artifact
+    /// store it collects, and refuses one another metadata store claimed:
+    /// objects there may be used by runs this store does not know. Stores
+    /// override the default (the store's URL) with an id kept in the store.
+    async fn store_id(&self) -> Result<String, MetadataError> {
+        Ok(self.url())
+    }
+
     /// How many artifact versions have each content hash: which objects of
     /// an artifact store are still used. Stores override it with a query of
     /// their own; every store must agree with the default.

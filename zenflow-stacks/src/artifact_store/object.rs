@@ -35,6 +35,10 @@ const VERIFY_LIMIT: usize = 8 << 20;
 /// ([`ArtifactStore::trash`]), laid out as the store is.
 const TRASH: &str = "trash";
 
+/// The object under a store's prefix naming the metadata store that owns it
+/// ([`ArtifactStore::owner`]).
+const OWNER: &str = "zenflow-owner";
+
 /// The folder of a local store where streamed writes are staged before they
 /// are renamed into place.
 const STAGING: &str = ".staging";
@@ -541,6 +545,35 @@ impl ArtifactStore for ObjectArtifactStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(e)),
         }
+    }
+
+    async fn owner(&self, claim: Option<&str>) -> Result<Option<String>, StoreError> {
+        let location = self.under(OWNER);
+        let recorded = match self.store.get(&location).await {
+            Ok(r) => Some(r.bytes().await.map_err(|e| self.err(e))?),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(self.err(e)),
+        };
+        let recorded = recorded.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+        let (Some(claim), None) = (claim, &recorded) else { return Ok(recorded) };
+        if !self.conditional_put {
+            self.ensure_bucket().await?;
+        }
+        // Create only: of two first claims at once, one wins, and both read it back.
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let payload = PutPayload::from(claim.as_bytes().to_vec());
+        match self.store.put_opts(&location, payload, opts).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => return Box::pin(self.owner(None)).await,
+            Err(object_store::Error::NotImplemented { .. }) => {
+                self.store
+                    .put(&location, PutPayload::from(claim.as_bytes().to_vec()))
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            Err(e) => return Err(self.err(e)),
+        }
+        Ok(None)
     }
 }
 

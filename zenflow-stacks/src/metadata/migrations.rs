@@ -222,8 +222,14 @@ CREATE TABLE model_protections (
         // kept, hidden, with those step runs only: `deleted_at` says so.
         // Deleting a step run or an artifact version looks up what refers
         // to it (the foreign keys): these indexes keep that a lookup, not a
-        // scan. Their keys are time-ordered ids, so inserts append.
+        // scan. Their keys are time-ordered ids, so inserts append. The
+        // store's identity (one row, set on first use) tells an artifact
+        // store which metadata store's records say what its objects are for.
         r#"
+CREATE TABLE store_identity (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    id TEXT NOT NULL
+);
 ALTER TABLE runs ADD COLUMN deleted_at BIGINT;
 CREATE INDEX runs_deleted ON runs(deleted_at) WHERE deleted_at IS NOT NULL;
 CREATE INDEX step_run_outputs_by_artifact ON step_run_outputs(artifact_version_id);

@@ -335,6 +335,10 @@ impl<S: MetadataStore> MetadataStore for FaultyMetadata<S> {
         self.check("delete_run", None).await?;
         self.inner.delete_run(run_id, dry_run).await
     }
+    async fn store_id(&self) -> Result<String, MetadataError> {
+        self.check("store_id", None).await?;
+        self.inner.store_id().await
+    }
     async fn content_hashes(&self) -> Result<std::collections::HashMap<ContentHash, u64>, MetadataError> {
         self.check("content_hashes", None).await?;
         self.inner.content_hashes().await
@@ -423,6 +427,10 @@ impl<S: crate::ext::ArtifactStore> crate::ext::ArtifactStore for FaultyArtifacts
     async fn purge(&self, hash: &ContentHash) -> Result<(), StoreError> {
         self.check("purge", Some(hash)).await?;
         self.inner.purge(hash).await
+    }
+    async fn owner(&self, claim: Option<&str>) -> Result<Option<String>, StoreError> {
+        self.check("owner", None).await?;
+        self.inner.owner(claim).await
     }
     async fn put_stream(&self, hash: &ContentHash, len: u64, stream: ByteStream) -> Result<(), StoreError> {
         self.check("put_stream", Some(hash)).await?;

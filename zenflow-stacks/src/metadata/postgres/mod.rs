@@ -557,6 +557,13 @@ impl MetadataStore for PostgresMetadataStore {
         deleted.map_err(|e| delete::store_error(e, &self.location))
     }
 
+    async fn store_id(&self) -> PgResult<String> {
+        let id: Result<String, RegistryError> = registry_write!(@locked self, batch::DELETION_LOCK, |tx| {
+            delete::store_id(tx).await.map_err(RegistryError::from)
+        });
+        id.map_err(|e| delete::store_error(e, &self.location))
+    }
+
     async fn content_hashes(&self) -> PgResult<std::collections::HashMap<zenflow_core::ContentHash, u64>> {
         let found = read!(self, |c| query(c, delete::CONTENT_HASHES, &[], delete::hash_count).await);
         Ok(found.into_iter().collect())

@@ -155,6 +155,21 @@ fn produced(r: &dyn SqlRow) -> Result<ArtifactVersion, MetadataError> {
     rows::artifact_version(r, 0)
 }
 
+/// Sets the store's identity to `$1` unless it has one.
+const CLAIM_IDENTITY: &str = "INSERT INTO store_identity (one, id) VALUES (1, $1) ON CONFLICT (one) DO NOTHING";
+/// The store's identity.
+const IDENTITY: &str = "SELECT id FROM store_identity WHERE one = 1";
+
+/// The store's identity (see [`MetadataStore::store_id`]), set to a new
+/// id by the first call.
+///
+/// [`MetadataStore::store_id`]: zenflow_core::metadata::MetadataStore::store_id
+pub(crate) async fn store_id(tx: &mut impl Tx) -> Result<String, MetadataError> {
+    tx.execute(CLAIM_IDENTITY, &[zenflow_core::metadata::new_id().as_str().into()]).await?;
+    let id = tx.query(IDENTITY, &[], |r| r.text(0)).await?.pop();
+    id.ok_or_else(|| MetadataError::Corrupt("the store has no identity".into()))
+}
+
 /// How many artifact versions have each content hash.
 pub(crate) const CONTENT_HASHES: &str = "SELECT content_hash, COUNT(*) FROM artifact_versions GROUP BY content_hash";
 
@@ -180,6 +195,7 @@ mod tests {
         let mut all = vec![super::RUN, super::HIDE, super::UNUSED, super::USED, super::LOCK_UNUSED];
         all.extend(super::LINKS);
         all.extend([super::ARTIFACTS, super::STEP_RUN, super::EMPTY_RUNS, super::CONTENT_HASHES]);
+        all.extend([super::CLAIM_IDENTITY, super::IDENTITY]);
         super::super::statements::check_placeholders(&all);
     }
 }

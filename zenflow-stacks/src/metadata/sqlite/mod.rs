@@ -598,6 +598,11 @@ impl MetadataStore for SqliteMetadataStore {
             .map_err(|e| delete::store_error(e, &self.shared.location))
     }
 
+    async fn store_id(&self) -> SqlResult<String> {
+        self.registry_write(async |tx| Ok(delete::store_id(tx).await?))
+            .map_err(|e| delete::store_error(e, &self.shared.location))
+    }
+
     async fn content_hashes(&self) -> SqlResult<HashMap<zenflow_core::ContentHash, u64>> {
         self.read(|c| Ok(query(c, delete::CONTENT_HASHES, &[], |r| delete::hash_count(r))?.into_iter().collect()))
     }
