@@ -47,6 +47,8 @@ fn run_record(plan: &zenflow::Plan, name: &str) -> zenflow::metadata::RunRecord 
         config: Value::Null,
         plan_json: plan.to_json(),
         git_commit: None,
+        git_branch: None,
+        ci_job_url: None,
         started_at: 0,
         ended_at: None,
         error: None,

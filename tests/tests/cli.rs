@@ -468,6 +468,38 @@ fn runs_list_and_show_as_tables_and_as_json() {
     assert_eq!(report["steps"][1]["logs"][0], "scoring values=10");
 }
 
+/// `runs show` says where a run came from (its CI job and branch, as CI's
+/// variables said when it ran, not when it is shown) and each step's
+/// settings that differ from the defaults.
+#[test]
+fn runs_show_says_where_a_run_came_from_and_each_steps_settings() {
+    let p = Project::new();
+    let o = p
+        .cmd(&["run", "--run-name", "from-ci", "--no-cache"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_SERVER_URL", "https://github.example")
+        .env("GITHUB_REPOSITORY", "team/models")
+        .env("GITHUB_RUN_ID", "4242")
+        .env("GITHUB_HEAD_REF", "feature/frames")
+        .env("GITHUB_REF_NAME", "17/merge")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let show = stdout(&p.run(&["runs", "show", "from-ci"]));
+    assert!(show.contains("branch: feature/frames"), "{show}");
+    assert!(show.contains("ci job:   https://github.example/team/models/actions/runs/4242"), "{show}");
+    assert!(show.lines().any(|l| l.starts_with("generate ") && l.ends_with(" cache off")), "{show}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&p.run(&["runs", "show", "from-ci", "--json"]))).unwrap();
+    assert_eq!(report["git_branch"], "feature/frames");
+    assert_eq!(report["ci_job_url"], "https://github.example/team/models/actions/runs/4242");
+    assert_eq!(report["steps"][0]["settings"], serde_json::json!(["cache off"]));
+
+    assert_eq!(code(&p.run(&["run", "--run-name", "local"])), 0);
+    let show = stdout(&p.run(&["runs", "show", "local"]));
+    assert!(!show.contains("ci job:") && !show.contains("SETTINGS"), "no CI, default settings: {show}");
+}
+
 /// Off a terminal (CI), each step is one line as it finishes and the
 /// result one line at the end; `-q` prints the result line only (and errors).
 #[test]

@@ -219,6 +219,8 @@ fn a_worker_refuses_a_step_whose_code_differs_from_the_plan() {
             status: RunStatus::Pending,
             plan,
             git_commit: None,
+            git_branch: None,
+            ci_job_url: None,
             started_at: zenflow::testing::now(),
         }))
         .unwrap();

@@ -263,13 +263,13 @@ fn gc_in(root: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// A project whose stack keeps its own database but the artifact folder of
-/// another project: `gc` there is refused, and deletes nothing, since the
-/// other project's runs use objects this database does not know.
+/// another project: its runs and its `gc` are refused, and nothing of
+/// either project goes, since each database's `gc` would collect the
+/// objects the other's runs write.
 #[test]
-fn gc_refuses_an_artifact_store_another_metadata_store_owns() {
+fn an_artifact_store_another_metadata_store_owns_is_refused() {
     let owner = Project::new();
     owner.run_named("theirs", &["size=2000"]);
-    owner.collect(&["gc", "--keep-last", "5"]);
     let other = Project::new();
     std::fs::write(
         other.path("zenflow.toml"),
@@ -279,13 +279,90 @@ fn gc_refuses_an_artifact_store_another_metadata_store_owns() {
         ),
     )
     .unwrap();
-    let o = other.run(&["run", "--stack", "borrowed", "--run-name", "mine", "--set", "size=3000"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = other.run(&["gc", "--stack", "borrowed", "--keep-last", "0", "--grace", "0s"]);
-    assert_eq!(code(&o), 2, "{}", stdout(&o));
-    assert!(stderr(&o).contains("belongs to another metadata store") && stderr(&o).contains("nothing was deleted"));
-    assert_eq!(owner.objects(false).len(), 2, "the owner's object and the borrower's stay");
-    let o = other.run(&["runs", "show", "mine", "--stack", "borrowed"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(cat(&owner, "demo.generate.output@1").is_ok());
+    for args in [
+        &["run", "--stack", "borrowed", "--run-name", "mine", "--set", "size=3000"][..],
+        &["gc", "--stack", "borrowed", "--keep-last", "0", "--grace", "0s"][..],
+    ] {
+        let o = other.run(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(err.contains("belongs to another metadata store") && err.contains("zenflow-owner"), "{err}");
+    }
+    assert_eq!(owner.objects(false).len(), 1, "the owner's object stays, and the borrower wrote none");
+    assert_eq!(code(&other.run(&["runs", "show", "mine", "--stack", "borrowed"])), 2, "the refused run never started");
+    assert_eq!(owner.collect(&["gc", "--keep-last", "0", "--grace", "0s"])["runs"][0]["name"], "theirs");
+}
+
+mod pipelines {
+    use zenflow::prelude::*;
+
+    #[step]
+    pub fn numbers(#[param] n: i64) -> Vec<i64> {
+        (0..n).collect()
+    }
+
+    #[step]
+    pub fn total(xs: Vec<i64>) -> i64 {
+        xs.iter().sum()
+    }
+
+    #[pipeline]
+    pub fn sums(n: &i64) {
+        total(numbers(*n));
+    }
+}
+
+/// A cache hit whose run a `gc` deletes between the lookup and the write
+/// that records it is a miss: the step executes, says why, and the run
+/// completes. The deletion runs through another handle, as another
+/// process's would, at the moment the cached record is about to be written.
+#[test]
+fn a_cache_hit_deleted_before_it_is_recorded_is_a_miss() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use zenflow::metadata::{MetadataStore, RunStatus, StepStatus};
+    use zenflow::stacks::{LocalOrchestrator, ObjectArtifactStore, SqliteMetadataStore};
+    use zenflow::testing::faults::{Faults, FaultyMetadata, Rule};
+    use zenflow::Pipeline;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("zenflow.db");
+    let deleter = Arc::new(SqliteMetadataStore::open(&db).unwrap());
+    let victim: Arc<Mutex<Option<String>>> = Arc::default();
+    let fired = Arc::new(AtomicBool::new(false));
+    let rule = {
+        let (deleter, victim, fired) = (deleter.clone(), victim.clone(), fired.clone());
+        Rule::on("write_step_run").when(move |call| {
+            let cached = call.step_run.is_some_and(|w| w.status == StepStatus::Cached);
+            let run = victim.lock().unwrap().clone();
+            if let (true, Some(run)) = (cached, run) {
+                if !fired.swap(true, Ordering::SeqCst) {
+                    let deleter = deleter.clone();
+                    let deleted = std::thread::spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                        rt.block_on(deleter.delete_run(&run, false))
+                    });
+                    deleted.join().unwrap().expect("the first run is deleted");
+                }
+            }
+            false
+        })
+    };
+    let stack = zenflow::Stack::new(
+        "beside-gc",
+        Arc::new(LocalOrchestrator::new(1)),
+        Arc::new(ObjectArtifactStore::local(dir.path().join("artifacts")).unwrap()),
+        Arc::new(FaultyMetadata::new(SqliteMetadataStore::open(&db).unwrap(), Faults::new().with(rule))),
+    )
+    .with_inline_limit(0);
+    let first = pipelines::sums.run(&stack, &5).unwrap();
+    *victim.lock().unwrap() = Some(first.id().to_string());
+    let second = pipelines::sums.run(&stack, &5).unwrap();
+    assert!(fired.load(Ordering::SeqCst), "the deletion ran between the lookup and the write");
+    assert_eq!(second.status(), RunStatus::Completed);
+    assert_eq!(second.step("numbers").map(|s| s.status), Some(StepStatus::Completed), "executed, not cached");
+    let record = stack.block_on(stack.metadata().step_run(&second.step("numbers").unwrap().step_run_id)).unwrap();
+    let why = zenflow::why::line(&zenflow::why::of(&record.unwrap()));
+    assert!(why.contains("deleted by `gc` or `runs delete` after the cache lookup"), "{why}");
+    assert!(stack.get_run(first.id()).unwrap().is_none());
 }

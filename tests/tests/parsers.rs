@@ -239,6 +239,8 @@ fn run_record(plan_json: String) -> zenflow::metadata::RunRecord {
         config: Value::Null,
         plan_json,
         git_commit: None,
+        git_branch: None,
+        ci_job_url: None,
         started_at: 0,
         ended_at: None,
         error: None,

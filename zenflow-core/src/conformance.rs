@@ -236,12 +236,15 @@ pub mod artifact_store {
         assert!(live.since >= before && live.since <= crate::time::now() + 5_000_000, "dated when written: {live:?}");
         assert!(on(Shelf::Trash).await.is_none());
 
+        // Older than a second (S3 dates objects to the second): a move that
+        // kept the written date would show.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         store.trash(&hash).await.unwrap();
         assert!(!store.exists(&hash).await.unwrap(), "a trashed object is not live");
         assert!(on(Shelf::Live).await.is_none());
         let trashed = on(Shelf::Trash).await.expect("listed in the trash");
         assert_eq!(trashed.size, 40_000);
-        assert!(trashed.since >= live.since, "dated when trashed");
+        assert!(trashed.since >= live.since + 1_000_000, "dated when trashed: {trashed:?} {live:?}");
         assert_eq!(get_verified(store, &hash).await.unwrap(), payload, "a trashed object is still read");
         store.restore(&hash).await.unwrap();
         assert!(store.exists(&hash).await.unwrap(), "restored");
@@ -347,6 +350,7 @@ pub mod metadata {
         runs_with_id_prefix(store.as_ref()).await;
         bad_references(store.as_ref()).await;
         deleting_runs(store.as_ref()).await;
+        deleting_keeps_cache_entries_and_evidence(store.as_ref()).await;
         deleting_frees_what_only_deleted_runs_used(store.as_ref()).await;
         stale_runs(store.as_ref()).await;
         concurrent_writers(&open, 8).await;
@@ -574,6 +578,8 @@ pub mod metadata {
             status: RunStatus::Running,
             plan: plan(pipeline),
             git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            git_branch: Some("feature/conformance".into()),
+            ci_job_url: Some("https://ci.example/job/7".into()),
             started_at: now(),
         }
     }
@@ -922,9 +928,13 @@ pub mod metadata {
         store.set_run_status(&a.id, RunStatus::Completed, None, Some(now())).await.unwrap();
         let b = store.create_run(&new_run("deletion", "deletion-b")).await.unwrap();
         store.write_step_run(&cached(&b.id, "load", &load, &data)).await.unwrap();
+        // The model version is registered by a run of its own, so that `a`
+        // is not its evidence (see `deleting_keeps_cache_entries_and_evidence`).
+        let registrar = store.create_run(&new_run("deletion", "deletion-registrar")).await.unwrap();
+        store.set_run_status(&registrar.id, RunStatus::Completed, None, Some(now())).await.unwrap();
         let held = store.registry().is_some();
         if let Some(registry) = store.registry() {
-            registry.register(&super::registry::version_of("deletion-model", &a.id, &model)).await.unwrap();
+            registry.register(&super::registry::version_of("deletion-model", &registrar.id, &model)).await.unwrap();
         }
         store.flush().await.unwrap();
 
@@ -938,8 +948,10 @@ pub mod metadata {
         assert!(matches!(&err, MetadataError::NotFound(what) if what.contains("no-such-run")), "{err:?}");
 
         let dry = store.delete_run(&a.id, true).await.unwrap();
-        assert_eq!(dry.artifacts, vec![summary.clone()], "only what nothing uses would go");
-        assert_eq!((dry.step_runs, dry.kept_step_runs), (1, if held { 2 } else { 1 }));
+        // `load` stays (b uses it); `train` too when the model version holds its output.
+        let (gone, kept) = if held { (vec![summary.clone()], 2) } else { (vec![model.clone(), summary.clone()], 1) };
+        assert_eq!(dry.artifacts, gone, "only what nothing uses would go");
+        assert_eq!((dry.step_runs, dry.kept_step_runs), (3 - kept, kept));
         assert!(store.get_run(&a.id).await.unwrap().is_some(), "a dry run changes nothing");
         assert!(store.artifact_version(&summary.id).await.unwrap().is_some(), "a dry run changes nothing");
         assert_eq!(store.step_runs(&a.id).await.unwrap().len(), 3);
@@ -950,7 +962,7 @@ pub mod metadata {
         assert!(store.get_run("deletion-a").await.unwrap().is_none(), "by name");
         let names: Vec<String> =
             store.list_runs(Some("deletion"), 10).await.unwrap().into_iter().map(|r| r.name).collect();
-        assert_eq!(names, ["deletion-b"]);
+        assert_eq!(names, ["deletion-registrar", "deletion-b"]);
         assert!(store.runs_with_id_prefix(&a.id[..13], 10).await.unwrap().iter().all(|r| r.id != a.id));
         assert!(store.artifact_version(&summary.id).await.unwrap().is_none(), "unused: gone");
         assert_eq!(store.artifact_version(&data.id).await.unwrap().as_ref(), Some(&data), "a remaining run uses it");
@@ -972,6 +984,45 @@ pub mod metadata {
         let err = store.write_step_run(&cached(&c.id, "summary", &load, &summary)).await.unwrap_err();
         assert!(matches!(&err, MetadataError::ArtifactGone(id) if *id == summary.id), "{err:?}");
         assert!(store.step_runs(&c.id).await.unwrap().is_empty(), "a refused write leaves nothing");
+    }
+
+    /// A step run a remaining run was served from stays, even with no
+    /// output (a cache entry, and the checks the cached step reports); so
+    /// does every step run of a run a model version names (the evidence its
+    /// protected aliases are judged by).
+    pub async fn deleting_keeps_cache_entries_and_evidence(store: &dyn MetadataStore) {
+        let g = store.create_run(&new_run("deletion", "deletion-g")).await.unwrap();
+        let mut notify = step_write(&g.id, "notify", StepStatus::Completed);
+        notify.step_run.cache_key = Some("key-deletion-notify".into());
+        notify.step_run.ended_at = Some(now());
+        notify.step_run.checks = vec![crate::check::Check::fail("latency", "too slow")];
+        store.write_step_run(&notify).await.unwrap();
+        store.set_run_status(&g.id, RunStatus::Completed, None, Some(now())).await.unwrap();
+        let h = store.create_run(&new_run("deletion", "deletion-h")).await.unwrap();
+        let mut served = step_write(&h.id, "notify", StepStatus::Cached);
+        served.step_run.original_step_run = Some(notify.step_run.id.clone());
+        store.write_step_run(&served).await.unwrap();
+        store.set_run_status(&h.id, RunStatus::Completed, None, Some(now())).await.unwrap();
+        let deleted = store.delete_run(&g.id, false).await.unwrap();
+        assert_eq!((deleted.step_runs, deleted.artifacts.len()), (0, 0), "{deleted:?}");
+        let hit = store.find_cached("key-deletion-notify").await.unwrap().map(|h| h.step_run);
+        assert_eq!(hit, Some(notify.step_run.id.clone()), "the cache entry h was served from stays");
+        let kept = store.step_run(&notify.step_run.id).await.unwrap().expect("kept");
+        assert_eq!(kept.checks, notify.step_run.checks, "with the checks h reports");
+
+        let Some(registry) = store.registry() else { return };
+        let m = store.create_run(&new_run("deletion", "deletion-m")).await.unwrap();
+        let (_, weights) = produce(store, &m.id, "fit", b"deletion weights", &[]).await;
+        let mut evaluate = step_write(&m.id, "evaluate", StepStatus::Completed);
+        evaluate.step_run.checks = vec![crate::check::Check::fail("accuracy_min", "0.4 is below 0.9")];
+        store.write_step_run(&evaluate).await.unwrap();
+        store.set_run_status(&m.id, RunStatus::Completed, None, Some(now())).await.unwrap();
+        registry.register(&super::registry::version_of("deletion-evidence", &m.id, &weights)).await.unwrap();
+        let deleted = store.delete_run(&m.id, false).await.unwrap();
+        assert_eq!((deleted.step_runs, deleted.artifacts.len()), (0, 0), "{deleted:?}");
+        let records = store.step_runs(&m.id).await.unwrap();
+        assert_eq!(records.len(), 2, "the run a model version names keeps every step run");
+        assert!(records.iter().any(|r| r.checks == evaluate.step_run.checks), "and its failed check");
     }
 
     /// A step run a deleted run keeps because a remaining run uses its
@@ -1119,7 +1170,7 @@ pub mod registry {
 
     /// Who the conformance suite acts as.
     fn actor() -> crate::registry::CiContext {
-        crate::registry::CiContext { actor: "conformance".into(), job_url: None }
+        crate::registry::CiContext { actor: "conformance".into(), job_url: None, branch: None }
     }
 
     fn promotion(model: &str, alias: &str, to: Option<i64>, expect: Expect) -> Promotion {

@@ -103,7 +103,7 @@ impl Tally {
 }
 
 /// What collecting the artifact store's objects did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Objects {
     /// Unused objects moved to the trash.
     pub trashed: Tally,
@@ -116,6 +116,12 @@ pub struct Objects {
     /// Objects in the trash for less than the grace period: a later `gc`
     /// deletes them.
     pub in_trash: Tally,
+    /// Objects the store failed to move or delete (see `errors`): they stay
+    /// where they are, for a later `gc`.
+    pub failed: Tally,
+    /// The first few of those failures, each `HASH: error`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// The runs among `runs` that `policy` deletes, as of `now`: never a
@@ -149,15 +155,27 @@ pub fn select(runs: &[RunRecord], policy: &Policy, now: Timestamp) -> Vec<RunRec
 }
 
 /// Deletes `runs` (one transaction each), then collects the objects no
-/// artifact version has. A run that fails to go (it is running now)
-/// stops the deletion there, with the runs before it deleted.
+/// artifact version has. Refused before anything goes when one of `runs`
+/// is running, or when the artifact store belongs to another metadata
+/// store ([`claim_artifacts`]). A run another deletion removed
+/// meanwhile (two `gc`s at once) is passed over.
 pub async fn delete(stores: &Stores, runs: &[RunRecord], options: Options) -> Result<Report> {
-    check_owner(stores, options.dry_run).await?;
+    claim_artifacts(stores, !options.dry_run).await?;
+    if let Some(running) = runs.iter().find(|r| r.status == RunStatus::Running) {
+        let (run, status) = (running.name.clone(), running.status);
+        return Err(crate::metadata::MetadataError::RunActive { run, status }.into());
+    }
     let mut report = Report { dry_run: options.dry_run, ..Report::default() };
     let mut removed: Vec<ArtifactVersion> = Vec::new();
     for run in runs {
-        let deletion = stores.metadata().delete_run(&run.id, options.dry_run).await?;
+        let deletion = match stores.metadata().delete_run(&run.id, options.dry_run).await {
+            Ok(deletion) => deletion,
+            Err(crate::metadata::MetadataError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
         report.step_runs += deletion.step_runs;
+        // A count of the whole store (every deleted run's kept step runs),
+        // so the last deletion's is the one that holds.
         report.kept_step_runs = deletion.kept_step_runs;
         report.artifact_versions += deletion.artifacts.len() as u64;
         report.runs.push(DeletedRun {
@@ -176,6 +194,40 @@ pub async fn delete(stores: &Stores, runs: &[RunRecord], options: Options) -> Re
     Ok(report)
 }
 
+/// Checks that the artifact store belongs to this metadata store (the
+/// [`owner`](ArtifactStore::owner) it records is the metadata store's
+/// [`store_id`](crate::metadata::MetadataStore::store_id)), claiming it
+/// when nobody has, unless `claim` is false. Another owner is refused: its
+/// `gc` collects the objects this store's runs write, which its records do
+/// not name. Checked once per [`Stores`]: a run's start pays it, not each
+/// step.
+pub async fn claim_artifacts(stores: &Stores, claim: bool) -> Result<()> {
+    if stores.artifacts_claimed().initialized() {
+        return Ok(());
+    }
+    let me = stores.metadata().store_id().await?;
+    let owner = stores.artifacts().owner(claim.then_some(me.as_str())).await?;
+    match owner {
+        Some(owner) if owner != me => Err(crate::Error::Usage(format!(
+            "artifact store {} belongs to another metadata store (id {owner}; {}, this stack's, is {me}): its `gc` \
+             would collect the objects this stack writes, which its records do not name. Give this stack an \
+             artifact store of its own, or the other stack's metadata store; if that store is gone for good, \
+             delete the object `zenflow-owner` at the artifact store's root",
+            stores.artifacts().url(),
+            stores.metadata().url(),
+        ))),
+        Some(_) => {
+            let _ = stores.artifacts_claimed().set(());
+            Ok(())
+        }
+        None if claim => {
+            let _ = stores.artifacts_claimed().set(());
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
 /// `gc`: deletes the runs of `pipeline` (of every pipeline when `None`)
 /// that `policy` selects, then collects objects (of the whole store).
 pub async fn gc(stores: &Stores, pipeline: Option<&str>, policy: &Policy, options: Options) -> Result<Report> {
@@ -184,28 +236,12 @@ pub async fn gc(stores: &Stores, pipeline: Option<&str>, policy: &Policy, option
     delete(stores, &chosen, options).await
 }
 
-/// Refuses an artifact store that another metadata store owns (one whose
-/// objects runs this store does not know may use), claiming an unowned
-/// one for this metadata store unless `dry_run`.
-async fn check_owner(stores: &Stores, dry_run: bool) -> Result<()> {
-    let me = stores.metadata().store_id().await?;
-    let claim = (!dry_run).then_some(me.as_str());
-    match stores.artifacts().owner(claim).await? {
-        Some(owner) if owner != me => Err(crate::Error::Usage(format!(
-            "artifact store {} belongs to another metadata store (id {owner}; this one, {}, is {me}): runs this \
-             store does not know may use its objects, so nothing was deleted; run `gc` on a stack with that \
-             metadata store, or give this stack an artifact store of its own",
-            stores.artifacts().url(),
-            stores.metadata().url(),
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// Moves objects no artifact version has (but those of `forgotten`, which
 /// a dry run pretends are gone) and older than the grace period to the
-/// trash, and deletes trashed ones older than it, or moves them back if
-/// an artifact version has taken them up meanwhile.
+/// trash; moves trashed ones an artifact version has taken up again back
+/// at once, and deletes the others once they have been there for the
+/// grace period. An object that cannot be moved or deleted is counted as
+/// failed, and the rest go on.
 async fn collect(stores: &Stores, options: Options, forgotten: &[ArtifactVersion]) -> Result<Objects> {
     let artifacts: &dyn ArtifactStore = stores.artifacts().as_ref();
     let grace = micros(options.grace);
@@ -216,12 +252,9 @@ async fn collect(stores: &Stores, options: Options, forgotten: &[ArtifactVersion
     for o in live.iter().filter(|o| !used.contains_key(&o.hash)) {
         if now.saturating_sub(o.since) < grace {
             objects.waiting.add(o);
-            continue;
+        } else {
+            objects.act(o, options.dry_run, Act::Trash, artifacts.trash(&o.hash)).await;
         }
-        if !options.dry_run {
-            artifacts.trash(&o.hash).await?;
-        }
-        objects.trashed.add(o);
     }
     // Read after the trash is listed: a version recorded before this read
     // is seen, and one recorded after it reused bytes the purge spares
@@ -231,22 +264,55 @@ async fn collect(stores: &Stores, options: Options, forgotten: &[ArtifactVersion
     let used = in_use(stores, forgotten).await?;
     let now = crate::metadata::now();
     for o in &trash {
-        if now.saturating_sub(o.since) < grace {
+        if used.contains_key(&o.hash) {
+            objects.act(o, options.dry_run, Act::Restore, artifacts.restore(&o.hash)).await;
+        } else if now.saturating_sub(o.since) < grace {
             objects.in_trash.add(o);
-        } else if used.contains_key(&o.hash) {
-            if !options.dry_run {
-                artifacts.restore(&o.hash).await?;
-            }
-            objects.restored.add(o);
         } else {
-            if !options.dry_run {
-                artifacts.purge(&o.hash).await?;
-            }
-            objects.deleted.add(o);
+            objects.act(o, options.dry_run, Act::Purge, artifacts.purge(&o.hash)).await;
         }
     }
     Ok(objects)
 }
+
+/// What is done to an object.
+#[derive(Clone, Copy)]
+enum Act {
+    Trash,
+    Restore,
+    Purge,
+}
+
+impl Objects {
+    /// Counts `o` as `act` says, once `done` (not run on a dry run) has
+    /// done it; as failed, with the store's error, if it could not.
+    async fn act(
+        &mut self,
+        o: &StoredObject,
+        dry_run: bool,
+        act: Act,
+        done: impl std::future::Future<Output = std::result::Result<(), crate::artifact_store::StoreError>>,
+    ) {
+        if !dry_run {
+            if let Err(e) = done.await {
+                tracing::warn!("gc: object {}: {e}", o.hash);
+                self.failed.add(o);
+                if self.errors.len() < MAX_ERRORS {
+                    self.errors.push(format!("{}: {e}", o.hash));
+                }
+                return;
+            }
+        }
+        match act {
+            Act::Trash => self.trashed.add(o),
+            Act::Restore => self.restored.add(o),
+            Act::Purge => self.deleted.add(o),
+        }
+    }
+}
+
+/// How many objects' errors a report keeps (the others are counted).
+const MAX_ERRORS: usize = 5;
 
 /// How many artifact versions have each content hash, less `forgotten`.
 async fn in_use(stores: &Stores, forgotten: &[ArtifactVersion]) -> Result<HashMap<ContentHash, u64>> {
@@ -282,6 +348,8 @@ mod tests {
             config: serde_json::Value::Null,
             plan_json: String::new(),
             git_commit: None,
+            git_branch: None,
+            ci_job_url: None,
             started_at: 100 * DAY - days_ago * DAY,
             ended_at: None,
             error: None,

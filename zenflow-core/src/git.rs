@@ -32,6 +32,13 @@ pub fn head_commit(start: &Path) -> Option<String> {
     })
 }
 
+/// The branch `HEAD` is on in the repository containing `start`; `None`
+/// for a detached `HEAD` (as CI checks commits out) or no repository.
+pub fn head_branch(start: &Path) -> Option<String> {
+    let head = fs::read_to_string(find_git_dir(start)?.join("HEAD")).ok()?;
+    head.trim().strip_prefix("ref: refs/heads/").map(str::to_string)
+}
+
 fn find_git_dir(start: &Path) -> Option<PathBuf> {
     for dir in start.ancestors() {
         let dot_git = dir.join(".git");
@@ -67,8 +74,10 @@ mod tests {
         let sha2 = "1123456789abcdef0123456789abcdef01234567";
         fs::write(git.join("refs/heads/main"), format!("{sha2}\n")).unwrap();
         assert_eq!(head_commit(&dir).as_deref(), Some(sha2));
+        assert_eq!(head_branch(&dir.join("sub")).as_deref(), Some("main"));
         fs::write(git.join("HEAD"), format!("{sha}\n")).unwrap();
         assert_eq!(head_commit(&dir).as_deref(), Some(sha));
+        assert_eq!(head_branch(&dir), None, "detached");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -510,12 +510,17 @@ pub struct CiContext {
     pub actor: String,
     /// The CI job's URL: GitHub's `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`, or GitLab's `$CI_JOB_URL`.
     pub job_url: Option<String>,
+    /// The branch CI built: a pull request's source branch
+    /// (`$GITHUB_HEAD_REF`, `$CI_MERGE_REQUEST_SOURCE_BRANCH_NAME`), else the
+    /// branch pushed (`$GITHUB_REF_NAME`, `$CI_COMMIT_BRANCH`). CI checks a
+    /// commit out detached, so the checkout cannot tell.
+    pub branch: Option<String>,
 }
 
 impl CiContext {
     /// Nobody known: actor `unknown`, no job.
     pub fn unknown() -> Self {
-        CiContext { actor: "unknown".into(), job_url: None }
+        CiContext { actor: "unknown".into(), job_url: None, branch: None }
     }
 
     /// Reads the context from environment variables (through `get`).
@@ -531,7 +536,11 @@ impl CiContext {
             }
             _ => None,
         };
-        CiContext { actor, job_url: github.or_else(|| var("CI_JOB_URL")) }
+        let branch = var("GITHUB_HEAD_REF")
+            .or_else(|| var("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME"))
+            .or_else(|| var("GITHUB_ACTIONS").and_then(|_| var("GITHUB_REF_NAME")))
+            .or_else(|| var("CI_COMMIT_BRANCH"));
+        CiContext { actor, job_url: github.or_else(|| var("CI_JOB_URL")), branch }
     }
 }
 

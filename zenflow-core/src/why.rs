@@ -158,16 +158,7 @@ impl fmt::Display for Reason {
     }
 }
 
-/// `90061` -> "1d 1h", `59` -> "59s".
-fn human(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {s}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
-}
+use crate::time::span as human;
 
 /// The reasons recorded with a step run (empty for step runs recorded
 /// before reasons were, cached ones, and those that ran with the cache off:

@@ -33,6 +33,10 @@ pub struct NewRun {
     pub plan: Plan,
     /// Commit of the project's git checkout, when there is one.
     pub git_commit: Option<String>,
+    /// The branch it ran for: CI's, else the checkout's, when known.
+    pub git_branch: Option<String>,
+    /// The CI job that ran it, when one did.
+    pub ci_job_url: Option<String>,
     /// Start time.
     pub started_at: Timestamp,
 }
@@ -50,6 +54,8 @@ impl NewRun {
             config: self.plan.config.clone(),
             plan_json,
             git_commit: self.git_commit.clone(),
+            git_branch: self.git_branch.clone(),
+            ci_job_url: self.ci_job_url.clone(),
             started_at: self.started_at,
             ended_at: None,
             error: None,

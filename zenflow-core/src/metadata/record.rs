@@ -116,6 +116,12 @@ pub struct RunRecord {
     pub plan_json: String,
     /// Git commit, when known.
     pub git_commit: Option<String>,
+    /// The branch it ran for (CI's, else the checkout's), when known.
+    #[serde(default)]
+    pub git_branch: Option<String>,
+    /// The CI job that ran it, when one did.
+    #[serde(default)]
+    pub ci_job_url: Option<String>,
     /// Start time.
     pub started_at: Timestamp,
     /// End time, once finished.

@@ -23,6 +23,7 @@ pub async fn start_run(stack: &Stack, mut plan: Plan, options: &RunOptions, stat
     let id = uuid::Uuid::now_v7().to_string();
     let started_at = metadata::now();
     let name = options.run_name.clone().unwrap_or_else(|| default_run_name(&plan.pipeline, started_at, &id));
+    let ci = stack.stores().ci();
     let new_run = NewRun {
         id,
         pipeline: plan.pipeline.clone(),
@@ -30,9 +31,13 @@ pub async fn start_run(stack: &Stack, mut plan: Plan, options: &RunOptions, stat
         stack: stack.name().to_string(),
         status,
         git_commit: stack.project_root().and_then(crate::git::head_commit),
+        git_branch: ci.branch.clone().or_else(|| stack.project_root().and_then(crate::git::head_branch)),
+        ci_job_url: ci.job_url.clone(),
         plan,
         started_at,
     };
+    // Objects this run writes must be ones this store's `gc` knows of.
+    crate::gc::claim_artifacts(stack.stores(), true).await?;
     // Runs whose process died are closed first, so nothing stays "running".
     for id in stack.close_stale_runs().await? {
         tracing::warn!(run = %id, "marked a run whose process died as failed");

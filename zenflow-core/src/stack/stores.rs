@@ -32,6 +32,8 @@ struct Inner {
     /// On whose behalf registry changes are made.
     ci: CiContext,
     runtime: OnceLock<tokio::runtime::Runtime>,
+    /// Set once [`crate::gc::claim_artifacts`] found the artifact store ours.
+    claimed: tokio::sync::OnceCell<()>,
 }
 
 /// Artifacts up to this size are kept in the metadata store's record of the
@@ -95,6 +97,7 @@ impl Stores {
                 extensions: Vec::new(),
                 ci: CiContext::unknown(),
                 runtime: OnceLock::new(),
+                claimed: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -148,9 +151,16 @@ impl Stores {
             extensions: i.extensions.clone(),
             ci: i.ci.clone(),
             runtime: OnceLock::new(),
+            claimed: tokio::sync::OnceCell::new(),
         };
         edit(&mut inner);
         Stores { inner: Arc::new(inner) }
+    }
+
+    /// Set once [`crate::gc::claim_artifacts`] found the artifact store
+    /// this metadata store's: checked once per stores.
+    pub(crate) fn artifacts_claimed(&self) -> &tokio::sync::OnceCell<()> {
+        &self.inner.claimed
     }
 
     /// Whether `alias` is protected on this stack.

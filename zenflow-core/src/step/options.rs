@@ -109,6 +109,34 @@ pub const fn parse_size(s: &str) -> Option<u64> {
 }
 
 impl StepOptions {
+    /// The settings that differ from the defaults, as short phrases for a
+    /// person (`cache off`, `retries 2 (backoff 200 ms)`, `timeout 30s`,
+    /// `cpus 2`, ...); empty for a step with none.
+    pub fn settings(&self) -> Vec<String> {
+        let span = |ms: u64| if ms < 1000 { format!("{ms} ms") } else { crate::time::span(ms / 1000) };
+        let mut out = Vec::new();
+        if !self.cache {
+            out.push("cache off".to_string());
+        }
+        if let Some(ttl) = self.cache_ttl_ms {
+            out.push(format!("cache ttl {}", span(ttl)));
+        }
+        if self.retries > 0 {
+            out.push(format!("retries {} (backoff {})", self.retries, span(self.retry_backoff_ms)));
+        }
+        if let Some(t) = self.timeout_ms {
+            out.push(format!("timeout {}", span(t)));
+        }
+        if let Some(model) = &self.model {
+            out.push(format!("registers model {model}"));
+        }
+        let r = &self.resources;
+        out.extend(r.cpus.map(|c| format!("cpus {c}")));
+        out.extend(r.memory_bytes.map(|m| format!("memory {} MiB", m >> 20)));
+        out.extend(r.gpus.map(|g| format!("gpus {g}")));
+        out
+    }
+
     /// The per-attempt time limit.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
@@ -135,4 +163,36 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_name_what_differs_from_the_defaults() {
+        assert!(StepOptions::default().settings().is_empty());
+        let options = StepOptions {
+            cache: false,
+            retries: 2,
+            timeout_ms: Some(90_000),
+            cache_ttl_ms: Some(86_400_000),
+            model: Some("iris".into()),
+            resources: Resources { cpus: Some(0.5), memory_bytes: Some(2 << 30), gpus: Some(1) },
+            ..StepOptions::default()
+        };
+        assert_eq!(
+            options.settings(),
+            [
+                "cache off",
+                "cache ttl 1d 0h",
+                "retries 2 (backoff 200 ms)",
+                "timeout 1m 30s",
+                "registers model iris",
+                "cpus 0.5",
+                "memory 2048 MiB",
+                "gpus 1"
+            ]
+        );
+    }
 }

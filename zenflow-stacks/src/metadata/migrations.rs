@@ -217,12 +217,14 @@ CREATE TABLE model_protections (
     ),
     (
         10,
+        // Where a run came from: its branch and CI job (`runs show`).
         // Deleting runs (`runs delete`, `gc`). A deleted run whose step runs
         // still serve others (a cache hit, an input, a model version) is
         // kept, hidden, with those step runs only: `deleted_at` says so.
         // Deleting a step run or an artifact version looks up what refers
         // to it (the foreign keys): these indexes keep that a lookup, not a
-        // scan. Their keys are time-ordered ids, so inserts append. The
+        // scan. Their keys are time-ordered ids, so inserts mostly append
+        // (a cache hit's link points at an older version). The
         // store's identity (one row, set on first use) tells an artifact
         // store which metadata store's records say what its objects are for.
         r#"
@@ -231,6 +233,8 @@ CREATE TABLE store_identity (
     id TEXT NOT NULL
 );
 ALTER TABLE runs ADD COLUMN deleted_at BIGINT;
+ALTER TABLE runs ADD COLUMN git_branch TEXT;
+ALTER TABLE runs ADD COLUMN ci_job_url TEXT;
 CREATE INDEX runs_deleted ON runs(deleted_at) WHERE deleted_at IS NOT NULL;
 CREATE INDEX step_run_outputs_by_artifact ON step_run_outputs(artifact_version_id);
 CREATE INDEX artifact_versions_by_producer ON artifact_versions(producer_step_run);

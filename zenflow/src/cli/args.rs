@@ -288,10 +288,10 @@ pub(super) struct GcArgs {
 #[derive(Args, Debug)]
 pub(super) struct CollectArgs {
     /// How long an unused object waits before it goes to the trash, and
-    /// in the trash before it is deleted. `0s` collects at once: only
-    /// while nothing runs on the stack.
-    #[arg(long, value_parser = parse_ttl, default_value = "1h", value_name = "DURATION")]
-    pub(super) grace: std::time::Duration,
+    /// in the trash before it is deleted (1h when not given). `0s` collects
+    /// at once: only while nothing runs on the stack.
+    #[arg(long, value_parser = parse_ttl, value_name = "DURATION")]
+    pub(super) grace: Option<std::time::Duration>,
     /// Say what would be deleted, and change nothing (each run is
     /// weighed alone).
     #[arg(long)]

@@ -37,14 +37,16 @@ fn writable(name: &str) -> CliResult<Stack> {
 }
 
 fn options(collect: &CollectArgs) -> Options {
-    Options { grace: collect.grace, dry_run: collect.dry_run }
+    Options { grace: collect.grace.unwrap_or(gc::DEFAULT_GRACE), dry_run: collect.dry_run }
 }
 
+/// Prints the report; exits 1 when the artifact store failed on some
+/// objects (what was deleted stays deleted, and the report says so).
 fn print(report: &gc::Report, json: bool) -> CliResult {
     if json {
         outln!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
     } else {
         out!("{}", crate::report::deletion(report));
     }
-    Ok(exit::SUCCESS)
+    Ok(if report.objects.failed.count > 0 { exit::STEP_FAILED } else { exit::SUCCESS })
 }

@@ -150,8 +150,9 @@ impl RunReport {
             run_name: run.name.clone(),
             stack: run.stack.clone(),
             git_commit: run.git_commit.clone(),
+            git_branch: run.git_branch.clone(),
             error: run.error.clone(),
-            ci_job_url: None,
+            ci_job_url: run.ci_job_url.clone(),
             parameters: plan.config.clone(),
             status: run.status,
             gate,
@@ -175,9 +176,10 @@ impl RunReport {
     }
 
     /// Links the report to the CI job that ran the run (GitHub's
-    /// `actions/runs/ID`, GitLab's `$CI_JOB_URL`).
+    /// `actions/runs/ID`, GitLab's `$CI_JOB_URL`), when its record names
+    /// none (a run recorded before runs kept it).
     pub fn with_ci_job(mut self, url: Option<String>) -> Self {
-        self.ci_job_url = url;
+        self.ci_job_url = self.ci_job_url.take().or(url);
         self
     }
 
@@ -257,6 +259,7 @@ impl StepReport {
             outputs: Vec::new(),
             logs: Vec::new(),
             why: Vec::new(),
+            settings: ps.options.settings(),
         }
     }
 
@@ -278,6 +281,7 @@ impl StepReport {
             outputs: sr.outputs.iter().map(OutputReport::from).collect(),
             logs: sr.logs.clone(),
             why: zenflow_core::why::reasons(sr, ps, no_cache, original),
+            settings: ps.options.settings(),
         }
     }
 }

@@ -31,15 +31,20 @@ pub fn deletion(report: &Report) -> String {
         );
     }
     let o = &report.objects;
+    let dry = |done: &'static str, would: &'static str| if report.dry_run { would } else { done };
     let lines = [
-        (o.trashed, if report.dry_run { "would move to the trash" } else { "moved to the trash" }),
-        (o.deleted, if report.dry_run { "would delete from the trash" } else { "deleted from the trash" }),
-        (o.restored, "back from the trash: a run took them up again"),
+        (o.trashed, dry("moved to the trash", "would move to the trash")),
+        (o.deleted, dry("deleted from the trash", "would delete from the trash")),
+        (o.restored, dry("moved back from the trash (used again)", "would move back from the trash (used again)")),
         (o.waiting, "unused but younger than the grace period: a later `gc` collects them"),
         (o.in_trash, "in the trash for less than the grace period: a later `gc` deletes them"),
+        (o.failed, "the artifact store failed to move or delete (they stay, for a later `gc`)"),
     ];
     for (tally, what) in lines.iter().filter(|(t, _)| t.count > 0) {
         let _ = writeln!(out, "objects {what}: {}", counted(tally));
+    }
+    for e in &o.errors {
+        let _ = writeln!(out, "  {e}");
     }
     out
 }

@@ -42,6 +42,7 @@ impl FailedToRun<'_> {
                     outputs: r.outputs.iter().map(OutputReport::from).collect(),
                     logs: Vec::new(),
                     why: Vec::new(),
+                    settings: Vec::new(),
                 })
             })
             .collect()

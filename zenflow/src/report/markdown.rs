@@ -139,6 +139,10 @@ impl RunReport {
             Gate::NotEvaluated => "quality gate not evaluated",
         };
         let job = self.ci_job_url.as_deref().map_or(String::new(), |u| format!(" · [CI job]({u})"));
+        let commit = match &self.git_branch {
+            Some(branch) => format!("{commit} on `{}`", code(branch)),
+            None => commit,
+        };
         let _ = writeln!(
             md,
             "**Run** `{}` · stack `{}` · {commit} · **{}** in {} · {gate}{job}  ",

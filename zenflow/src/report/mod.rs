@@ -14,13 +14,15 @@
 //! | `schema` | int | layout version, 2 |
 //! | `pipeline`, `run_id`, `run_name`, `stack` | string | what ran where |
 //! | `git_commit` | string \| null | commit of the checkout |
+//! | `git_branch` | string \| null | the branch it ran for: CI's (a pull request's source branch), else the checkout's |
+//! | `ci_job_url` | string \| null | the CI job that ran it (GitHub Actions run, GitLab job) |
 //! | `status` | `"completed"` \| `"failed"` \| `"running"` \| `"pending"` \| `"error"` | the run's status; `"error"`: it could not start or be recorded (then only `schema`, `pipeline`, `stack`, `status`, `error`, empty `metrics` and `checks`, and `steps`: empty when it never started, else what its steps did as the run saw it, without logs) |
 //! | `error` | string | why the run could not start or be recorded (`status: "error"` only) |
 //! | `parameters` | object | the pipeline's parameters as the run was configured (code defaults, then `--config`, then `--set`) |
 //! | `gate` | `"passed"` \| `"failed"` \| `"not_evaluated"` | quality gate: failed when a check failed (or warned, with warnings as errors), passed when the run completed and none did, else not evaluated (a planned or running run, one that failed before its checks) |
 //! | `started_at`, `ended_at` | RFC 3339 string \| null | UTC |
 //! | `duration_ms` | float \| null | wall time |
-//! | `steps[]` | object | `id`, `step`, `status` (`completed`, `cached`, `failed`, `skipped`, `running`), `duration_ms`, `attempts`, `error`, `outputs[]`, `logs[]` |
+//! | `steps[]` | object | `id`, `step`, `status` (`completed`, `cached`, `failed`, `skipped`, `running`), `duration_ms`, `attempts`, `error`, `outputs[]`, `logs[]`, `settings[]` (what differs from the default step options, e.g. `cache off`; omitted when nothing does) |
 //! | `steps[].logs[]` | string | what the step logged (`StepContext::log`, `tracing` events, and on process-based orchestrators its stdout and stderr), at most 5,000 lines and 512 KiB a step, the last line saying what was cut |
 //! | `steps[].outputs[]` | object | `output`, `artifact_id`, `name`, `version`, `type_name`, `content_hash`, `uri`, `size` |
 //! | `metrics[]` | object | `step`, `name`, `value`: numeric metadata logged with `StepContext::log_metadata` |
@@ -72,6 +74,9 @@ pub struct RunReport {
     pub stack: String,
     /// Git commit, when known.
     pub git_commit: Option<String>,
+    /// The branch it ran for (CI's, else the checkout's), when known.
+    #[serde(default)]
+    pub git_branch: Option<String>,
     /// The CI job that ran it (GitHub Actions run, GitLab job), when known.
     #[serde(default)]
     pub ci_job_url: Option<String>,
@@ -206,6 +211,10 @@ pub struct StepReport {
     /// report that run is named by its name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub why: Vec<zenflow_core::why::Reason>,
+    /// Its settings that differ from the defaults (`cache off`, `retries
+    /// 2 (backoff 200 ms)`, ...), as the run's plan had them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<String>,
 }
 
 /// The most lines of a failed step's log a markdown report shows (the end
@@ -394,6 +403,8 @@ mod tests {
             started_at: 0,
             ended_at: Some(1),
             git_commit: Some("0123456789abcdef".into()),
+            git_branch: None,
+            ci_job_url: None,
             error: None,
             config: serde_json::Value::Null,
             plan_json: String::new(),
@@ -429,6 +440,7 @@ mod tests {
                 outputs: Vec::new(),
                 logs: Vec::new(),
                 why: why(Reason::Cached { run: "main-7".into(), step_run: "s".into() }),
+                settings: Vec::new(),
             },
             StepReport {
                 id: "double".into(),
@@ -440,6 +452,7 @@ mod tests {
                 outputs: Vec::new(),
                 logs: Vec::new(),
                 why: why(Reason::CodeChanged { items: vec!["`helper` in src/main.rs".into()] }),
+                settings: vec!["retries 2 (backoff 200 ms)".into()],
             },
         ];
         b.to_markdown(&mut md, &steps);
@@ -533,6 +546,8 @@ mod tests {
             started_at: 0,
             ended_at: Some(1),
             git_commit: None,
+            git_branch: None,
+            ci_job_url: None,
             error: Some("the orchestrator failed: the Ray head at <http://127.0.0.1:8265> refused".into()),
             config: serde_json::Value::Null,
             plan_json: String::new(),

@@ -5,20 +5,15 @@ use super::*;
 use std::fmt::Write as _;
 
 impl RunReport {
-    /// The report as plain text for a terminal: the run, its steps (with
-    /// why each ran when `why`), its checks and its metrics.
-    pub fn to_text(&self, why: bool) -> String {
-        self.to_terminal(why, Colour::Never)
-    }
-
-    /// [`RunReport::to_text`], statuses coloured as `colour` says.
-    pub fn to_terminal(&self, why: bool, colour: Colour) -> String {
+    /// The lines that say which run this is, where it came from, and how it went.
+    fn header(&self, colour: Colour) -> String {
         let r = self;
         let mut out = String::new();
         let _ = writeln!(out, "run:      {} ({})", r.run_name, r.run_id);
+        let branch = r.git_branch.as_deref().map_or(String::new(), |b| format!("   branch: {b}"));
         let _ = writeln!(
             out,
-            "pipeline: {}   stack: {}   commit: {}",
+            "pipeline: {}   stack: {}   commit: {}{branch}",
             r.pipeline,
             r.stack,
             r.git_commit.as_deref().unwrap_or("—")
@@ -31,9 +26,25 @@ impl RunReport {
             r.started_at,
             r.duration_ms.map_or("—".into(), duration)
         );
+        if let Some(job) = &r.ci_job_url {
+            let _ = writeln!(out, "ci job:   {job}");
+        }
         if let Some(e) = &r.error {
             let _ = writeln!(out, "error:    {e}");
         }
+        out
+    }
+
+    /// The report as plain text for a terminal: the run, its steps (with
+    /// why each ran when `why`), its checks and its metrics.
+    pub fn to_text(&self, why: bool) -> String {
+        self.to_terminal(why, Colour::Never)
+    }
+
+    /// [`RunReport::to_text`], statuses coloured as `colour` says.
+    pub fn to_terminal(&self, why: bool, colour: Colour) -> String {
+        let r = self;
+        let mut out = self.header(colour);
         let parameters = parameter_lines(&r.parameters);
         if !parameters.is_empty() {
             let _ = writeln!(out, "\nPARAMETER{:<19} VALUE", "");
@@ -52,6 +63,12 @@ impl RunReport {
                 s.attempts,
                 s.error.as_deref().unwrap_or("")
             );
+        }
+        if r.steps.iter().any(|s| !s.settings.is_empty()) {
+            let _ = writeln!(out, "\n{:<28} SETTINGS", "STEP");
+            for s in r.steps.iter().filter(|s| !s.settings.is_empty()) {
+                let _ = writeln!(out, "{:<28} {}", s.id, s.settings.join(", "));
+            }
         }
         let outputs: Vec<(&StepReport, &OutputReport)> =
             r.steps.iter().flat_map(|s| s.outputs.iter().map(move |o| (s, o))).collect();

@@ -558,6 +558,11 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn store_id(&self) -> PgResult<String> {
+        // Read first: only the first call, ever, writes.
+        let found = read!(self, |c| query(c, delete::IDENTITY, &[], |r| r.text(0)).await);
+        if let Some(id) = found.into_iter().next() {
+            return Ok(id);
+        }
         let id: Result<String, RegistryError> = registry_write!(@locked self, batch::DELETION_LOCK, |tx| {
             delete::store_id(tx).await.map_err(RegistryError::from)
         });

@@ -24,6 +24,8 @@ pub(crate) struct RunRow {
     plan: String,
     git_commit: Option<String>,
     started_at: Timestamp,
+    git_branch: Option<String>,
+    ci_job_url: Option<String>,
 }
 
 impl RunRow {
@@ -38,11 +40,13 @@ impl RunRow {
             plan: plan.to_string(),
             git_commit: run.git_commit.clone(),
             started_at: run.started_at,
+            git_branch: run.git_branch.clone(),
+            ci_job_url: run.ci_job_url.clone(),
         }
     }
 
     /// The parameters of [`q::CREATE_RUN`] that record this run with `status`.
-    pub(crate) fn create_params<'a>(&'a self, status: &'a str) -> [super::Value<'a>; 9] {
+    pub(crate) fn create_params<'a>(&'a self, status: &'a str) -> [super::Value<'a>; 11] {
         [
             (&self.id).into(),
             (&self.pipeline).into(),
@@ -53,6 +57,8 @@ impl RunRow {
             (&self.plan).into(),
             (&self.git_commit).into(),
             self.started_at.into(),
+            (&self.git_branch).into(),
+            (&self.ci_job_url).into(),
         ]
     }
 }

@@ -3,10 +3,14 @@
 //!
 //! A deleted run is hidden at once (`deleted_at`). Then every step run of a
 //! deleted run that nothing uses any more goes, with what it wrote. A step
-//! run is *used* when an artifact version it produced is linked by a step
-//! run of a remaining run (a cache hit, an input) or held by a model
-//! version, or is an input of a used step run (its lineage). A deleted run
-//! with no step run left goes too.
+//! run is *used* when a step run of a remaining run was served from it
+//! (`original_step_run`: a cache entry, even one without outputs, and the
+//! checks a cached step reports), an artifact version it produced is
+//! linked by a remaining run (a cache hit, an input) or held by a model
+//! version, it belongs to a run a model version names (the evidence a
+//! protected alias is judged by: every check of that run), or it produced
+//! an input of a used step run (the lineage). A deleted run with no step
+//! run left goes too.
 //!
 //! **Beside running writers.** A writer that links an existing artifact
 //! version checks, in its own transaction, that it exists: SQLite runs one
@@ -25,9 +29,12 @@ use zenflow_core::metadata::{ArtifactVersion, Deletion, MetadataError, RunStatus
 /// Run `$1`'s status and name, unless it is deleted.
 const RUN: &str = "SELECT status, name FROM runs WHERE id = $1 AND deleted_at IS NULL";
 
-/// Hides run `$2` as deleted at `$1`. Its name is free again: a deleted
-/// run that is kept goes by its id.
-const HIDE: &str = "UPDATE runs SET deleted_at = $1, name = id WHERE id = $2";
+/// Hides run `$2` as deleted at `$1`, unless it is running (on
+/// PostgreSQL the condition is checked again once a concurrent start of a
+/// pending run commits). Its name is free again: a deleted run that is
+/// kept goes by its id.
+const HIDE: &str =
+    "UPDATE runs SET deleted_at = $1, name = id WHERE id = $2 AND deleted_at IS NULL AND status <> 'running'";
 
 /// `gone`: the step runs of deleted runs; `used`: those of them still used
 /// (see the module's documentation).
@@ -37,6 +44,12 @@ macro_rules! usage {
          gone(id) AS (SELECT sr.id FROM runs r JOIN step_runs sr ON sr.run_id = r.id \
            WHERE r.deleted_at IS NOT NULL), \
          used(id) AS (\
+           SELECT s.original_step_run FROM runs k JOIN step_runs s ON s.run_id = k.id \
+           WHERE k.deleted_at IS NULL AND s.original_step_run IN (SELECT id FROM gone) \
+           UNION \
+           SELECT sr.id FROM step_runs sr JOIN model_versions mv ON mv.run_id = sr.run_id \
+           WHERE sr.id IN (SELECT id FROM gone) \
+           UNION \
            SELECT av.producer_step_run FROM gone g JOIN artifact_versions av ON av.producer_step_run = g.id \
            WHERE EXISTS (SELECT 1 FROM step_run_outputs o JOIN step_runs s ON s.id = o.step_run_id \
                JOIN runs k ON k.id = s.run_id WHERE o.artifact_version_id = av.id AND k.deleted_at IS NULL) \
@@ -123,7 +136,9 @@ pub(crate) async fn delete_run(
 
 /// Hides the run, then removes every unused step run of a deleted run.
 async fn remove(tx: &mut impl Tx, run_id: &str, at: Timestamp, locking: Locking) -> Result<Deletion, MetadataError> {
-    tx.execute(HIDE, &[at.into(), run_id.into()]).await?;
+    if tx.execute(HIDE, &[at.into(), run_id.into()]).await? == 0 {
+        return Err(MetadataError::RunActive { run: run_id.to_string(), status: RunStatus::Running });
+    }
     if locking == Locking::RowLocks {
         tx.query(LOCK_UNUSED, &[], |_| Ok(())).await?;
     }
@@ -158,7 +173,7 @@ fn produced(r: &dyn SqlRow) -> Result<ArtifactVersion, MetadataError> {
 /// Sets the store's identity to `$1` unless it has one.
 const CLAIM_IDENTITY: &str = "INSERT INTO store_identity (one, id) VALUES (1, $1) ON CONFLICT (one) DO NOTHING";
 /// The store's identity.
-const IDENTITY: &str = "SELECT id FROM store_identity WHERE one = 1";
+pub(crate) const IDENTITY: &str = "SELECT id FROM store_identity WHERE one = 1";
 
 /// The store's identity (see [`MetadataStore::store_id`]), set to a new
 /// id by the first call.

@@ -26,6 +26,8 @@ pub(crate) fn run(r: &impl SqlRow) -> Result<RunRecord> {
         started_at: r.int(8)?,
         ended_at: r.opt_int(9)?,
         error: r.opt_text(10)?,
+        git_branch: r.opt_text(11)?,
+        ci_job_url: r.opt_text(12)?,
     })
 }
 

@@ -7,7 +7,8 @@
 /// The columns of a run, in the order [`super::rows::run`] reads them.
 macro_rules! run_cols {
     () => {
-        "id, pipeline, name, status, stack, config, plan, git_commit, started_at, ended_at, error"
+        "id, pipeline, name, status, stack, config, plan, git_commit, started_at, ended_at, error, git_branch, \
+         ci_job_url"
     };
 }
 
@@ -40,7 +41,7 @@ pub(crate) const CREATE_PIPELINE: &str =
 pub(crate) const CREATE_RUN: &str = concat!(
     "INSERT INTO runs (",
     run_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL) ON CONFLICT (name) DO NOTHING"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11) ON CONFLICT (name) DO NOTHING"
 );
 
 /// A run by id or name.

@@ -599,6 +599,10 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn store_id(&self) -> SqlResult<String> {
+        // Read first: only the first call, ever, writes.
+        if let Some(id) = self.read(|c| Ok(query(c, delete::IDENTITY, &[], |r| r.text(0))?.pop()))? {
+            return Ok(id);
+        }
         self.registry_write(async |tx| Ok(delete::store_id(tx).await?))
             .map_err(|e| delete::store_error(e, &self.shared.location))
     }
