@@ -10,6 +10,7 @@
 //! | `Vec<u8>`, `bytes::Bytes` | [`BytesMaterializer`] | raw bytes |
 //! | `Vec<T>` for any artifact type `T` | [`ListMaterializer`] | a framed list of `T`'s encodings |
 //! | `ndarray::Array<A, D>` (feature `ndarray`) | `NpyMaterializer` | `.npy`, readable by numpy |
+//! | `arrow_array::RecordBatch` (feature `arrow`) | `ParquetMaterializer` | Parquet (zstd), with its schema and column statistics in the record |
 //!
 //! The materializer id and version go into every cache key, so changing an
 //! encoding (bumping `VERSION`) invalidates the cache for the values it wrote.
@@ -21,10 +22,14 @@
 //! from memory, never encoded into a buffer). `ndarray` arrays make both.
 
 mod builtin;
+pub mod columns;
 mod list;
 #[cfg(feature = "ndarray")]
 mod npy;
+#[cfg(feature = "arrow")]
+mod parquet;
 pub mod render;
+pub mod table;
 
 pub use builtin::{
     serde_list_decode, serde_list_encode, BytesMaterializer, SerdeMaterializer, SortedMapMaterializer, Utf8Materializer,
@@ -32,6 +37,8 @@ pub use builtin::{
 pub use list::ListMaterializer;
 #[cfg(feature = "ndarray")]
 pub use npy::NpyMaterializer;
+#[cfg(feature = "arrow")]
+pub use parquet::ParquetMaterializer;
 
 use crate::hash::ContentHash;
 use bytes::Bytes;

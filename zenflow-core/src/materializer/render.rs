@@ -25,8 +25,33 @@ pub fn text(encoded: &Encoded) -> String {
         "utf8" => String::from_utf8_lossy(bytes).into_owned(),
         "npy" => npy(bytes).unwrap_or_else(|e| format!("(not a .npy array: {e}) {}", raw(bytes))),
         "zflist" => list(bytes),
+        "parquet" => match head(encoded, SHOWN) {
+            Ok(shown) => shown,
+            Err(e) => format!("({e}) {}", raw(bytes)),
+        },
         other => format!("{} of `{other}`", raw(bytes)),
     }
+}
+
+/// The first `n` rows of a table (a `parquet` encoding); an error for
+/// another encoding, or in a binary built without the `arrow` feature.
+pub fn table_head(encoded: &Encoded, n: usize) -> Result<super::table::Head, String> {
+    if encoded.format != "parquet" {
+        return Err(format!("`{}` is not a table", encoded.format));
+    }
+    #[cfg(feature = "arrow")]
+    return super::table::head(encoded.bytes.clone(), n).map_err(|e| format!("not a Parquet file: {e}"));
+    #[cfg(not(feature = "arrow"))]
+    {
+        let _ = n;
+        Err("a Parquet table: this binary was built without zenflow's `arrow` feature, which reads it".into())
+    }
+}
+
+/// [`table_head`] as aligned text under the table's size.
+pub fn head(encoded: &Encoded, n: usize) -> Result<String, String> {
+    let head = table_head(encoded, n)?;
+    Ok(format!("a table of {} rows × {} columns\n{}", head.total, head.columns.len(), head.to_text()))
 }
 
 fn pretty(v: &serde_json::Value) -> String {

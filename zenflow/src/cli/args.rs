@@ -355,6 +355,20 @@ pub(super) enum ArtifactsCommand {
         #[command(flatten)]
         stack: StackArg,
     },
+    /// The first rows of a table artifact (a data frame stored as Parquet).
+    Head {
+        /// Artifact version id, `name@N` or `name@latest`.
+        #[arg(value_name = "ARTIFACT")]
+        id: String,
+        /// How many rows.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        rows: usize,
+        /// Print `columns`, `rows` (arrays of values) and `total` as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        stack: StackArg,
+    },
     /// Write an artifact version's bytes to a file (verified against its hash).
     Export {
         /// Artifact version id, `name@N` or `name@latest`.

@@ -5,6 +5,7 @@ use super::stacks::read_stack;
 use super::{exit, CliError, CliResult};
 use std::path::Path;
 use zenflow_core::artifact_store::{self, ExportError};
+use zenflow_core::materializer::columns::{TableSummary, TABLE_KEY};
 use zenflow_core::materializer::{render, Encoded};
 use zenflow_core::metadata::ArtifactVersion;
 use zenflow_core::Stack;
@@ -44,8 +45,24 @@ pub(super) fn run(cmd: ArtifactsCommand) -> CliResult {
             }
         }
         ArtifactsCommand::Export { id, output, stack } => export(&read_stack(&stack.stack)?, &id, &output)?,
+        ArtifactsCommand::Head { id, rows, json, stack } => head(&read_stack(&stack.stack)?, &id, rows, json)?,
     }
     Ok(exit::SUCCESS)
+}
+
+/// `artifacts head`: a table's first rows.
+fn head(stack: &Stack, id: &str, rows: usize, json: bool) -> CliResult<()> {
+    let v = stack.artifact_version(id)?;
+    let bytes = stack.block_on(artifact_store::read_version(stack.artifacts().as_ref(), &v))?;
+    let encoded = Encoded { format: v.format.clone(), bytes };
+    let refused = |e: String| CliError::usage(format!("{} v{}: {e}", v.name, v.version));
+    if json {
+        let head = render::table_head(&encoded, rows).map_err(refused)?;
+        outln!("{}", serde_json::to_string_pretty(&head).unwrap_or_default());
+    } else {
+        out!("{}", render::head(&encoded, rows).map_err(refused)?);
+    }
+    Ok(())
 }
 
 /// `artifacts show`: the version, its metadata field by field, its
@@ -73,6 +90,9 @@ fn show(stack: &Stack, id: &str, json: bool) -> CliResult<()> {
     for (field, value) in metadata_lines(v) {
         outln!("{:<14}{value}", format!("{field}:"));
     }
+    if let Some(table) = TableSummary::of(&v.metadata) {
+        out!("\n{}", table.to_text());
+    }
     for (what, s) in
         lineage.producer.iter().map(|p| ("produced by", p)).chain(lineage.consumers.iter().map(|c| ("consumed by", c)))
     {
@@ -95,7 +115,7 @@ fn metadata_lines(v: &ArtifactVersion) -> Vec<(String, String)> {
     if let Some(summary) = &m.summary {
         lines.push(("summary".into(), summary.clone()));
     }
-    for (key, value) in &m.extra {
+    for (key, value) in m.extra.iter().filter(|(k, _)| *k != TABLE_KEY) {
         let value = value.as_str().map_or_else(|| value.to_string(), str::to_string);
         lines.push((key.clone(), value));
     }
