@@ -1011,17 +1011,25 @@ pub mod metadata {
         assert_eq!(kept.checks, notify.step_run.checks, "with the checks h reports");
 
         let Some(registry) = store.registry() else { return };
+        // The evidence run's `prepare` came from an earlier run's cache,
+        // and that earlier run is deleted first.
+        let earlier = store.create_run(&new_run("deletion", "deletion-earlier")).await.unwrap();
+        let (prepare, prepared) = produce(store, &earlier.id, "prepare", b"deletion prepared", &[]).await;
+        store.set_run_status(&earlier.id, RunStatus::Completed, None, Some(now())).await.unwrap();
         let m = store.create_run(&new_run("deletion", "deletion-m")).await.unwrap();
+        store.write_step_run(&cached(&m.id, "prepare", &prepare, &prepared)).await.unwrap();
         let (_, weights) = produce(store, &m.id, "fit", b"deletion weights", &[]).await;
         let mut evaluate = step_write(&m.id, "evaluate", StepStatus::Completed);
         evaluate.step_run.checks = vec![crate::check::Check::fail("accuracy_min", "0.4 is below 0.9")];
         store.write_step_run(&evaluate).await.unwrap();
         store.set_run_status(&m.id, RunStatus::Completed, None, Some(now())).await.unwrap();
         registry.register(&super::registry::version_of("deletion-evidence", &m.id, &weights)).await.unwrap();
+        store.delete_run(&earlier.id, false).await.unwrap();
         let deleted = store.delete_run(&m.id, false).await.unwrap();
         assert_eq!((deleted.step_runs, deleted.artifacts.len()), (0, 0), "{deleted:?}");
         let records = store.step_runs(&m.id).await.unwrap();
-        assert_eq!(records.len(), 2, "the run a model version names keeps every step run");
+        assert_eq!(records.len(), 3, "the run a model version names keeps every step run");
+        assert!(store.artifact_version(&prepared.id).await.unwrap().is_some(), "and what its cached step links");
         assert!(records.iter().any(|r| r.checks == evaluate.step_run.checks), "and its failed check");
     }
 

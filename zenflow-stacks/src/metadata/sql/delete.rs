@@ -9,8 +9,8 @@
 //! linked by a remaining run (a cache hit, an input) or held by a model
 //! version, it belongs to a run a model version names (the evidence a
 //! protected alias is judged by: every check of that run), or it produced
-//! an input of a used step run (the lineage). A deleted run with no step
-//! run left goes too.
+//! what a used step run links (an input: the lineage; a cached output: what
+//! the kept record points at). A deleted run with no step run left goes too.
 //!
 //! **Beside running writers.** A writer that links an existing artifact
 //! version checks, in its own transaction, that it exists: SQLite runs one
@@ -57,8 +57,10 @@ macro_rules! usage {
                JOIN runs k ON k.id = s.run_id WHERE i.artifact_version_id = av.id AND k.deleted_at IS NULL) \
              OR EXISTS (SELECT 1 FROM model_versions mv WHERE mv.artifact_version_id = av.id) \
            UNION \
-           SELECT av.producer_step_run FROM used u JOIN step_run_inputs i ON i.step_run_id = u.id \
-             JOIN artifact_versions av ON av.id = i.artifact_version_id \
+           SELECT av.producer_step_run FROM used u \
+             JOIN (SELECT step_run_id, artifact_version_id FROM step_run_inputs \
+               UNION ALL SELECT step_run_id, artifact_version_id FROM step_run_outputs) l ON l.step_run_id = u.id \
+             JOIN artifact_versions av ON av.id = l.artifact_version_id \
            WHERE av.producer_step_run IN (SELECT id FROM gone)) "
     };
 }
