@@ -68,7 +68,7 @@ impl TableSummary {
                     name: field.name().clone(),
                     data_type: field.data_type().to_string(),
                     nullable: field.is_nullable(),
-                    nulls: array.null_count() as u64,
+                    nulls: array.logical_null_count() as u64,
                     min: None,
                     max: None,
                     mean: None,
@@ -201,7 +201,7 @@ fn distinct<'a>(values: impl Iterator<Item = Option<&'a str>>, c: &mut Column) {
     let mut seen = HashSet::new();
     for v in values.flatten() {
         seen.insert(v);
-        if seen.len() >= DISTINCT_CAP {
+        if seen.len() > DISTINCT_CAP {
             c.distinct_at_least = true;
             break;
         }
@@ -226,7 +226,7 @@ fn categories(array: &dyn Array, c: &mut Column) {
 
 #[cfg(feature = "arrow")]
 /// A number as `f64`, for statistics (64-bit integers beyond 2^53 round).
-pub struct Number(f64);
+pub(crate) struct Number(f64);
 
 #[cfg(feature = "arrow")]
 macro_rules! number_from {

@@ -8,7 +8,7 @@ use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{WriterProperties, WriterVersion};
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -24,9 +24,13 @@ pub struct ParquetMaterializer;
 impl Materializer for ParquetMaterializer {
     type Value = RecordBatch;
     const ID: &'static str = "zenflow.parquet";
+    // Bump it when the bytes written change (a new parquet crate that
+    // encodes differently, another setting): it is in every cache key.
     const VERSION: u32 = 1;
-    // The Arrow schema travels in the file: a batch reads back equal.
-    const EXACT: bool = true;
+    // Not the very value: Parquet re-numbers dictionaries, drops schema
+    // metadata and run-end encoding. A consumer in the same process must
+    // see what a consumer of the cache sees, so it decodes too.
+    const EXACT: bool = false;
 
     fn save(value: &RecordBatch) -> Result<Encoded, MaterializeError> {
         let mut buf = Vec::new();
@@ -41,9 +45,14 @@ impl Materializer for ParquetMaterializer {
     /// Row group by row group: only one encoded row group is held at once.
     fn save_to(value: &RecordBatch, out: &mut dyn Write) -> Result<(), MaterializeError> {
         let spool = Spool::default();
+        // Every setting that shapes the bytes is pinned, the writer's name
+        // too (by default it carries the crate's version): the same table
+        // must give the same bytes, so the same content hash, everywhere.
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(MaterializeError::encode::<Self>)?))
+            .set_writer_version(WriterVersion::PARQUET_1_0)
             .set_max_row_group_row_count(Some(ROW_GROUP))
+            .set_created_by(format!("{} v{}", Self::ID, Self::VERSION))
             .build();
         let mut writer = ArrowWriter::try_new(spool.clone(), value.schema(), Some(props))
             .map_err(MaterializeError::encode::<Self>)?;
@@ -62,15 +71,16 @@ impl Materializer for ParquetMaterializer {
     fn load(encoded: Encoded) -> Result<RecordBatch, MaterializeError> {
         let fail = |e: parquet::errors::ParquetError| MaterializeError::decode::<Self>(&encoded.format, e);
         let builder = ParquetRecordBatchReaderBuilder::try_new(encoded.bytes.clone()).map_err(fail)?;
-        let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
         let schema = builder.schema().clone();
-        // One batch for the whole table, as it was written.
-        let reader = builder.with_batch_size(rows.max(1)).build().map_err(fail)?;
-        let mut batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| fail(e.into()))?;
+        // A row group at a time (a batch that crosses into another row
+        // group decodes dictionaries into plain values), then joined.
+        let reader = builder.with_batch_size(ROW_GROUP).build().map_err(fail)?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| fail(e.into()))?;
         match batches.len() {
             0 => Ok(RecordBatch::new_empty(schema)),
-            1 => Ok(batches.remove(0)),
-            n => Err(MaterializeError::decode::<Self>(&encoded.format, format!("{n} batches where one was written"))),
+            1 => Ok(batches.into_iter().next().unwrap_or_else(|| RecordBatch::new_empty(schema))),
+            _ => arrow_select::concat::concat_batches(&batches[0].schema(), &batches)
+                .map_err(|e| MaterializeError::decode::<Self>(&encoded.format, e)),
         }
     }
 
@@ -138,13 +148,24 @@ mod tests {
         }
     }
 
+    /// The bytes of a table are pinned: a change of the parquet crate or
+    /// of a setting that changes them must bump the materializer's
+    /// `VERSION` (and this hash), or every cached table would hash anew.
     #[test]
-    fn streamed_bytes_are_the_saved_bytes() {
-        use crate::materializer::Materializer;
-        let t = table(300);
-        let mut streamed = Vec::new();
-        super::ParquetMaterializer::save_to(&t, &mut streamed).unwrap();
-        assert_eq!(streamed, super::ParquetMaterializer::save(&t).unwrap().bytes.to_vec());
+    fn the_same_table_gives_the_same_bytes() {
+        let bytes = encode(&table(300)).unwrap().encoded.bytes;
+        assert_eq!(crate::ContentHash::of(&bytes).to_hex(), GOLDEN, "{} bytes", bytes.len());
+    }
+
+    const GOLDEN: &str = "926f8f6244429448170a0b9521a4d511f8fc180dcb19bf935bbb33ae2957663a";
+
+    /// More rows than a row group: the table is read back whole, its
+    /// dictionary column a dictionary still.
+    #[test]
+    fn a_table_of_several_row_groups_reads_back_whole() {
+        let t = table((1 << 20) + 1);
+        let back = decode::<RecordBatch>(encode(&t).unwrap().encoded).unwrap();
+        assert_eq!(back, t);
     }
 
     #[test]

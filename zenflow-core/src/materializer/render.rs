@@ -40,7 +40,7 @@ pub fn table_head(encoded: &Encoded, n: usize) -> Result<super::table::Head, Str
         return Err(format!("`{}` is not a table", encoded.format));
     }
     #[cfg(feature = "arrow")]
-    return super::table::head(encoded.bytes.clone(), n).map_err(|e| format!("not a Parquet file: {e}"));
+    return super::table::head(encoded.bytes.clone(), n).map_err(|e| format!("could not read the table: {e}"));
     #[cfg(not(feature = "arrow"))]
     {
         let _ = n;

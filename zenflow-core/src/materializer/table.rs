@@ -38,7 +38,22 @@ pub fn head(bytes: bytes::Bytes, n: usize) -> Result<Head, String> {
 
 #[cfg(feature = "arrow")]
 fn batch_rows(batch: &RecordBatch) -> Vec<Vec<Value>> {
-    (0..batch.num_rows()).map(|row| batch.columns().iter().map(|a| value(a.as_ref(), row)).collect()).collect()
+    let columns: Vec<Vec<Value>> = batch.columns().iter().map(|a| column(a.as_ref())).collect();
+    (0..batch.num_rows()).map(|row| columns.iter().map(|c| c[row].clone()).collect()).collect()
+}
+
+/// Every value of `array`; a categorical column's keys are resolved once.
+#[cfg(feature = "arrow")]
+fn column(array: &dyn Array) -> Vec<Value> {
+    match array.as_any_dictionary_opt() {
+        Some(d) if !d.values().is_empty() => {
+            let keys = d.normalized_keys();
+            let labels = d.values();
+            let label = |row: usize| if array.is_null(row) { Value::Null } else { value(labels.as_ref(), keys[row]) };
+            (0..array.len()).map(label).collect()
+        }
+        _ => (0..array.len()).map(|row| value(array, row)).collect(),
+    }
 }
 
 #[cfg(feature = "arrow")]
@@ -70,8 +85,8 @@ pub fn value(array: &dyn Array, row: usize) -> Value {
         DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
         DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
         DataType::Dictionary(_, _) => match array.as_any_dictionary_opt() {
-            Some(d) => value(d.values().as_ref(), d.normalized_keys()[row]),
-            None => Value::Null,
+            Some(d) if !d.values().is_empty() => value(d.values().as_ref(), d.normalized_keys()[row]),
+            _ => Value::Null,
         },
         other => Value::String(format!("<{other}>")),
     }

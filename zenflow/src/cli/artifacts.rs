@@ -115,7 +115,8 @@ fn metadata_lines(v: &ArtifactVersion) -> Vec<(String, String)> {
     if let Some(summary) = &m.summary {
         lines.push(("summary".into(), summary.clone()));
     }
-    for (key, value) in m.extra.iter().filter(|(k, _)| *k != TABLE_KEY) {
+    let table = TableSummary::of(m).is_some();
+    for (key, value) in m.extra.iter().filter(|(k, _)| !(table && *k == TABLE_KEY)) {
         let value = value.as_str().map_or_else(|| value.to_string(), str::to_string);
         lines.push((key.clone(), value));
     }
